@@ -1,0 +1,140 @@
+//! [`ClusterBackend`]: where steps run.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::Result;
+use crate::config::Secret;
+
+/// What the orchestrator asks a backend to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterSpec {
+    /// The pipeline name.
+    pub pipeline: String,
+    /// The run id; backends tag what they create with it.
+    pub run_id: String,
+    /// Tags for what the backend creates (always with `lake:pipeline` and `lake:run-id`).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A started (or attached) cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterHandle {
+    /// The backend's id for it.
+    pub id: String,
+    /// True when lake attached to a cluster it did not create: it is never terminated by lake.
+    pub attached: bool,
+}
+
+/// One step to run.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    /// The step name.
+    pub name: String,
+    /// What to run.
+    pub work: StepWork,
+    /// Fail the step after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// What a step runs, fully resolved (placeholders expanded, secrets resolved).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StepWork {
+    /// A process.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Environment added to the process's (values may be secrets).
+        env: Vec<(String, Secret)>,
+        /// Working directory.
+        workdir: PathBuf,
+    },
+}
+
+/// A submitted step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct StepHandle {
+    /// The backend's id for it.
+    pub id: String,
+    /// The step name.
+    pub name: String,
+}
+
+/// Where a submitted step is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum StepState {
+    /// Waiting to start.
+    Pending,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Completed,
+    /// Finished with an error.
+    Failed {
+        /// The backend's short reason (`exit status 2`, EMR's FailureDetails).
+        reason: String,
+    },
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl StepState {
+    /// True once the step will not change state again.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed | Self::Failed { .. } | Self::Cancelled)
+    }
+}
+
+/// What a step printed, as far as the backend keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepLogs {
+    /// The end of its standard output.
+    pub stdout_tail: String,
+    /// The end of its standard error.
+    pub stderr_tail: String,
+}
+
+/// Where steps run: this machine, an EMR cluster.
+///
+/// # Contract
+///
+/// - [`start`](Self::start) creates or attaches to a cluster. Whatever it creates is tagged
+///   with the spec's tags so a later run can find it. If it fails, nothing is left running.
+/// - [`submit`](Self::submit) queues a step and returns at once; [`poll`](Self::poll) reports
+///   its state without blocking. A step's state only moves forward.
+/// - [`logs`](Self::logs) may be called on a finished step; it returns what is available
+///   (possibly empty, never an error because logs are late).
+/// - [`cancel`](Self::cancel) stops a step; cancelling a finished step is not an error.
+/// - [`terminate`](Self::terminate) stops everything the backend started for the handle and
+///   is safe to call more than once. It never terminates an `attached` cluster.
+/// - Unsupported work (a step kind the backend cannot run) fails at `submit` with
+///   [`Error::NotImplemented`](crate::Error::NotImplemented).
+#[async_trait]
+pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
+    /// A short name for messages (`local`, `emr`).
+    fn name(&self) -> &str;
+
+    /// Start or attach to a cluster.
+    async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle>;
+
+    /// Queue a step.
+    async fn submit(&self, cluster: &ClusterHandle, step: &StepRequest) -> Result<StepHandle>;
+
+    /// Current state of a step.
+    async fn poll(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepState>;
+
+    /// What a step printed.
+    async fn logs(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepLogs>;
+
+    /// Stop a step.
+    async fn cancel(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<()>;
+
+    /// Stop the cluster and everything on it (unless attached).
+    async fn terminate(&self, cluster: &ClusterHandle) -> Result<()>;
+}

@@ -1,0 +1,490 @@
+//! `lake.toml`: the typed model, its validation, and the checked [`Pipeline`] that runs.
+//!
+//! Loading is two passes over the same text. serde reads it into [`model::LakeFile`]
+//! (`deny_unknown_fields` everywhere), then [`validate`] checks what serde cannot (references,
+//! outputs, cycles, names, durations, `${env:…}` templates) and reports **all** problems at once,
+//! each with its file, line, column and dotted key, found through a span index of the text.
+
+pub mod model;
+mod spans;
+mod template;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use model::{Backend, LakeFile, SourceKind, StepKind};
+pub use template::{Redactor, Secret, Template, is_env_name};
+pub use validate::validate;
+
+use crate::{Error, Result};
+use spans::SpanIndex;
+
+/// One problem in a `lake.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// Dotted key, e.g. `steps.report.depends_on`.
+    pub key: String,
+    /// What is wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.key,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in a `lake.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        let file = self.0.first().map(|d| d.file.display().to_string());
+        write!(
+            f,
+            "{} invalid: {n} problem{}",
+            file.as_deref().unwrap_or("lake.toml"),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for d in &self.0 {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects diagnostics with positions from the span index.
+pub(crate) struct Reporter<'a> {
+    file: &'a Path,
+    spans: &'a SpanIndex,
+    found: Vec<Diagnostic>,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(file: &'a Path, spans: &'a SpanIndex) -> Self {
+        Self {
+            file,
+            spans,
+            found: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, (line, column): (usize, usize), key: &str, message: String) {
+        self.found.push(Diagnostic {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key: key.to_owned(),
+            message,
+        });
+    }
+
+    /// A problem with the value at `key`.
+    pub(crate) fn value(&mut self, key: &str, message: impl Into<String>) {
+        let pos = self.spans.value_pos(key);
+        self.push(pos, key, message.into());
+    }
+
+    /// A problem with the key itself (or the table it opens).
+    pub(crate) fn key(&mut self, key: &str, message: impl Into<String>) {
+        let pos = self.spans.key_pos(key);
+        self.push(pos, key, message.into());
+    }
+
+    pub(crate) fn line_of(&self, key: &str) -> usize {
+        self.spans.key_pos(key).0
+    }
+
+    fn finish(mut self) -> Result<()> {
+        if self.found.is_empty() {
+            return Ok(());
+        }
+        self.found.sort_by_key(|d| (d.line, d.column));
+        Err(Error::Config {
+            diagnostics: Diagnostics(self.found),
+        })
+    }
+}
+
+/// A `lake.toml` read from disk, not yet validated.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// The file's path as given.
+    pub path: PathBuf,
+    /// The directory relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// The parsed model.
+    pub model: LakeFile,
+    text: String,
+}
+
+impl ConfigFile {
+    /// Read and parse `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_owned))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(path, base_dir, text)
+    }
+
+    /// Parse `text` as if read from `path`, with relative paths resolved against `base_dir`.
+    pub fn parse(path: impl Into<PathBuf>, base_dir: PathBuf, text: String) -> Result<Self> {
+        let path = path.into();
+        let model: LakeFile = toml::from_str(&text).map_err(|e| {
+            let spans = SpanIndex::new(&text);
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let (line, column) = spans.line_col(offset);
+            let key = spans.key_at(offset).unwrap_or("(file)").to_owned();
+            Error::Config {
+                diagnostics: Diagnostics(vec![Diagnostic {
+                    file: path.clone(),
+                    line,
+                    column,
+                    key,
+                    message: e.message().trim().to_owned(),
+                }]),
+            }
+        })?;
+        Ok(Self {
+            path,
+            base_dir,
+            model,
+            text,
+        })
+    }
+
+    /// Validate the file with the `[env.<name>]` overrides of `env` applied.
+    pub fn pipeline(&self, env: Option<&str>) -> Result<Pipeline> {
+        validate(self, env)
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Where the zones live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Root {
+    /// A local directory (absolute).
+    Local {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An S3 bucket and key prefix (no leading or trailing `/`).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix, possibly empty.
+        prefix: String,
+    },
+}
+
+impl Root {
+    /// Parse a `root` value, resolving relative paths against `base_dir`.
+    pub fn parse(raw: &str, base_dir: &Path) -> std::result::Result<Self, String> {
+        if let Some(rest) = raw.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("{raw:?} has no bucket: expected s3://bucket/prefix"));
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.trim_matches('/').to_owned(),
+            });
+        }
+        if let Some(rest) = raw.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(format!(
+                    "{raw:?}: a file:// root must be absolute (file:///abs/path)"
+                ));
+            }
+            return Ok(Self::Local { path: rest.into() });
+        }
+        if raw.contains("://") {
+            return Err(format!(
+                "{raw:?}: unsupported scheme; use a path, file:///abs/path or s3://bucket/prefix"
+            ));
+        }
+        if raw.is_empty() {
+            return Err("root is empty".to_owned());
+        }
+        Ok(Self::Local {
+            path: base_dir.join(raw),
+        })
+    }
+}
+
+impl fmt::Display for Root {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local { path } => write!(f, "{}", path.display()),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// The three zones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Zone {
+    /// As fetched, byte for byte, append-only.
+    Raw,
+    /// Typed, validated, deduplicated.
+    Trusted,
+    /// Ready to query.
+    Refined,
+}
+
+impl Zone {
+    /// The zone's folder name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Trusted => "trusted",
+            Self::Refined => "refined",
+        }
+    }
+
+    /// All zones, in pipeline order.
+    pub const ALL: [Zone; 3] = [Zone::Raw, Zone::Trusted, Zone::Refined];
+}
+
+/// A reference to a dataset in a zone: `raw/credit`, `trusted/credit`, `refined/report`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneRef {
+    /// The zone.
+    pub zone: Zone,
+    /// The source (raw) or dataset name.
+    pub name: String,
+}
+
+impl ZoneRef {
+    /// Parse `zone/name`.
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        let (zone, name) = raw.split_once('/').ok_or_else(|| {
+            format!("{raw:?} is not a zone reference: expected raw/<source>, trusted/<dataset> or refined/<dataset>")
+        })?;
+        let zone = match zone {
+            "raw" => Zone::Raw,
+            "trusted" => Zone::Trusted,
+            "refined" => Zone::Refined,
+            other => {
+                return Err(format!(
+                    "{raw:?}: unknown zone {other:?}; the zones are raw, trusted and refined"
+                ));
+            }
+        };
+        if !is_name(name) {
+            return Err(format!(
+                "{raw:?}: {name:?} is not a valid name (letters, digits, '_' and '-')"
+            ));
+        }
+        Ok(Self {
+            zone,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The object key prefix of the dataset, relative to the root (`trusted/credit`).
+    pub fn prefix(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for ZoneRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.zone.as_str(), self.name)
+    }
+}
+
+impl Serialize for ZoneRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// True for names used in keys and tables: `[A-Za-z0-9_-]+`, not starting with `_` or `-`.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['_', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Parse a duration such as `90s`, `30m`, `6h` or `1d`.
+pub fn parse_duration(raw: &str) -> std::result::Result<Duration, String> {
+    let err = || format!("{raw:?} is not a duration: expected a number and s, m, h or d (\"30m\")");
+    let unit_at = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(err)?;
+    let n: u64 = raw[..unit_at].parse().map_err(|_| err())?;
+    let secs = match &raw[unit_at..] {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(err()),
+    };
+    if secs == 0 {
+        return Err(format!("{raw:?}: a duration must be positive"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// A checked, runnable pipeline: every reference resolved, steps in order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pipeline {
+    /// `lake.name`.
+    pub name: String,
+    /// The lake.toml it came from.
+    pub file: PathBuf,
+    /// Relative paths and commands are resolved against this directory.
+    pub base_dir: PathBuf,
+    /// The `--env` applied, if any.
+    pub env: Option<String>,
+    /// Where the zones live.
+    pub root: Root,
+    /// Where steps run.
+    pub backend: Backend,
+    /// Lock validity.
+    #[serde(with = "secs")]
+    pub lock_ttl: Duration,
+    /// Sources by name.
+    pub sources: BTreeMap<String, SourceSpec>,
+    /// Steps by name.
+    pub steps: BTreeMap<String, StepSpec>,
+    /// Step names in a deterministic dependency order (ties broken by name).
+    pub order: Vec<String>,
+}
+
+/// A checked `[sources.<name>]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSpec {
+    /// The name.
+    pub name: String,
+    /// Its line in lake.toml.
+    pub line: usize,
+    /// What it fetches.
+    pub kind: SourceSpecKind,
+}
+
+/// What a source fetches.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SourceSpecKind {
+    /// Local files: absolute paths or glob patterns.
+    File {
+        /// Patterns, absolute.
+        patterns: Vec<String>,
+    },
+}
+
+/// A checked `[steps.<name>]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepSpec {
+    /// The name.
+    pub name: String,
+    /// The line of its table in lake.toml.
+    pub line: usize,
+    /// What it runs.
+    pub kind: StepSpecKind,
+    /// What it reads.
+    pub inputs: Vec<ZoneRef>,
+    /// What it writes.
+    pub output: Option<ZoneRef>,
+    /// Every step that must succeed first: `depends_on` plus the producers of its inputs.
+    pub depends_on: BTreeSet<String>,
+    /// Extra environment, unresolved (`${env:…}` as written).
+    pub env: BTreeMap<String, Template>,
+    /// Step timeout.
+    #[serde(with = "opt_secs")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec {
+    /// The step's kind name.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            StepSpecKind::Command { .. } => "command",
+        }
+    }
+}
+
+/// What a step runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StepSpecKind {
+    /// A program and its arguments, placeholders unexpanded.
+    Command {
+        /// argv.
+        command: Vec<String>,
+    },
+}
+
+impl Pipeline {
+    /// The sources that the given steps read, by name.
+    pub fn sources_read_by<'a>(&self, steps: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+        steps
+            .into_iter()
+            .filter_map(|s| self.steps.get(s))
+            .flat_map(|s| s.inputs.iter())
+            .filter(|r| r.zone == Zone::Raw)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+}
+
+mod secs {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+}
+
+mod opt_secs {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Checks that serde cannot make, all reported at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{Backend, SourceKind, StepKind};
+use super::{
+    ConfigFile, Pipeline, Reporter, Root, SourceSpec, SourceSpecKind, SpanIndex, StepSpec,
+    StepSpecKind, Template, Zone, ZoneRef, is_env_name, is_name, parse_duration,
+};
+use crate::{Error, Result};
+
+/// Default lock validity when `lake.lock_ttl` is not set.
+pub(crate) const DEFAULT_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Check `file` with the overrides of `[env.<env>]` applied and build the [`Pipeline`].
+///
+/// Every problem is reported in one [`Error::Config`], sorted by line.
+pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
+    let model = &file.model;
+    let spans = SpanIndex::new(file.text());
+    let mut r = Reporter::new(&file.path, &spans);
+
+    for name in model.env.keys() {
+        if !is_name(name) {
+            r.key(
+                &format!("env.{name}"),
+                format!("{name:?} is not a valid environment name (letters, digits, '_' and '-')"),
+            );
+        }
+    }
+    let overrides = match env {
+        None => None,
+        Some(name) => Some(model.env.get(name).ok_or_else(|| Error::Invalid {
+            what: format!("--env {name}"),
+            message: if model.env.is_empty() {
+                format!("{} has no [env.*] tables", file.path.display())
+            } else {
+                format!(
+                    "no [env.{name}] in {}; defined: {}",
+                    file.path.display(),
+                    model.env.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            },
+        })?),
+    };
+    // The key a value came from: the env table when it overrides, else [lake].
+    let origin = |key: &str, overridden: bool| match (env, overridden) {
+        (Some(e), true) => format!("env.{e}.{key}"),
+        _ => format!("lake.{key}"),
+    };
+
+    let lake = &model.lake;
+    if !is_name(&lake.name) {
+        r.value(
+            "lake.name",
+            format!("{:?} is not a valid pipeline name (letters, digits, '_' and '-')", lake.name),
+        );
+    }
+    let root_raw = overrides.and_then(|o| o.root.as_ref());
+    let root = Root::parse(root_raw.unwrap_or(&lake.root), &file.base_dir)
+        .map_err(|m| r.value(&origin("root", root_raw.is_some()), m))
+        .ok();
+    let backend_o = overrides.and_then(|o| o.backend);
+    let backend = backend_o.unwrap_or(lake.backend);
+    if backend == Backend::Emr {
+        r.value(
+            &origin("backend", backend_o.is_some()),
+            "backend = \"emr\" is not available in this version of lake yet; use \"local\"",
+        );
+    }
+    let ttl_o = overrides.and_then(|o| o.lock_ttl.as_ref());
+    let lock_ttl = match ttl_o.or(lake.lock_ttl.as_ref()) {
+        None => DEFAULT_LOCK_TTL,
+        Some(raw) => parse_duration(raw)
+            .map_err(|m| r.value(&origin("lock_ttl", ttl_o.is_some()), m))
+            .unwrap_or(DEFAULT_LOCK_TTL),
+    };
+
+    let mut sources = BTreeMap::new();
+    for (name, src) in &model.sources {
+        let key = format!("sources.{name}");
+        if !is_name(name) {
+            r.key(&key, format!("{name:?} is not a valid source name (letters, digits, '_' and '-')"));
+        }
+        let kind = match src.kind {
+            SourceKind::File => {
+                let patterns = src.path.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+                if patterns.is_empty() {
+                    r.key(&key, "a file source needs `path`: a path or glob relative to lake.toml");
+                }
+                for (i, p) in patterns.iter().enumerate() {
+                    if p.trim().is_empty() {
+                        r.value(&format!("{key}.path[{i}]"), "empty path");
+                    } else if let Err(e) = glob::Pattern::new(p) {
+                        r.value(&format!("{key}.path"), format!("{p:?} is not a valid glob: {e}"));
+                    }
+                }
+                SourceSpecKind::File {
+                    patterns: patterns
+                        .iter()
+                        .map(|p| file.base_dir.join(p).to_string_lossy().into_owned())
+                        .collect(),
+                }
+            }
+        };
+        sources.insert(
+            name.clone(),
+            SourceSpec {
+                name: name.clone(),
+                line: r.line_of(&key),
+                kind,
+            },
+        );
+    }
+
+    let mut steps = BTreeMap::new();
+    let mut producers: BTreeMap<ZoneRef, String> = BTreeMap::new();
+    for (name, step) in &model.steps {
+        let key = format!("steps.{name}");
+        if !is_name(name) {
+            r.key(&key, format!("{name:?} is not a valid step name (letters, digits, '_' and '-')"));
+        }
+        let kind = match step.kind {
+            StepKind::Command => {
+                let command = step.command.clone().unwrap_or_default();
+                if command.is_empty() || command[0].trim().is_empty() {
+                    r.key(
+                        &format!("{key}.command"),
+                        "a command step needs `command`: the program and its arguments, e.g. [\"python3\", \"report.py\", \"{date}\"]",
+                    );
+                }
+                StepSpecKind::Command { command }
+            }
+        };
+        let inputs: Vec<ZoneRef> = step
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| {
+                ZoneRef::parse(raw)
+                    .map_err(|m| r.value(&format!("{key}.inputs[{i}]"), m))
+                    .ok()
+            })
+            .collect();
+        let output = step.output.as_ref().and_then(|raw| {
+            let okey = format!("{key}.output");
+            let parsed = ZoneRef::parse(raw).map_err(|m| r.value(&okey, m)).ok()?;
+            if parsed.zone == Zone::Raw {
+                r.value(&okey, format!("{raw:?}: steps write to trusted/ or refined/; raw/ is written only by sources"));
+                return None;
+            }
+            if let Some(other) = producers.get(&parsed) {
+                r.value(&okey, format!("{parsed} is also written by step {other:?}; two steps cannot write one output"));
+                return None;
+            }
+            producers.insert(parsed.clone(), name.clone());
+            Some(parsed)
+        });
+        let mut env = BTreeMap::new();
+        for (var, value) in &step.env {
+            let vkey = format!("{key}.env.{var}");
+            if !is_env_name(var) {
+                r.key(&vkey, format!("{var:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+            } else if var.starts_with("LAKE_") {
+                r.key(&vkey, format!("{var}: names starting with LAKE_ are set by lake itself"));
+            }
+            match Template::parse(value) {
+                Ok(t) => {
+                    env.insert(var.clone(), t);
+                }
+                Err(m) => r.value(&vkey, m),
+            }
+        }
+        let timeout = step.timeout.as_ref().and_then(|t| {
+            parse_duration(t)
+                .map_err(|m| r.value(&format!("{key}.timeout"), m))
+                .ok()
+        });
+        steps.insert(
+            name.clone(),
+            StepSpec {
+                name: name.clone(),
+                line: r.line_of(&key),
+                kind,
+                inputs,
+                output,
+                depends_on: BTreeSet::new(),
+                env,
+                timeout,
+            },
+        );
+    }
+
+    // References: inputs must be produced by a source or a step; depends_on must name steps.
+    let mut graph_ok = true;
+    for (name, step) in &model.steps {
+        let key = format!("steps.{name}");
+        let mut deps = BTreeSet::new();
+        for (i, dep) in step.depends_on.iter().enumerate() {
+            let dkey = format!("{key}.depends_on[{i}]");
+            if dep == name {
+                r.value(&dkey, format!("step {name:?} cannot depend on itself"));
+                graph_ok = false;
+            } else if !model.steps.contains_key(dep) {
+                r.value(&dkey, unknown("step", dep, model.steps.keys()));
+                graph_ok = false;
+            } else {
+                deps.insert(dep.clone());
+            }
+        }
+        let spec = &steps[name];
+        for (i, input) in spec.inputs.iter().enumerate() {
+            let ikey = format!("{key}.inputs[{i}]");
+            match input.zone {
+                Zone::Raw => {
+                    if !model.sources.contains_key(&input.name) {
+                        r.value(&ikey, format!("{input}: {}", unknown("source", &input.name, model.sources.keys())));
+                    }
+                }
+                _ => match producers.get(input) {
+                    Some(p) if p == name => {
+                        r.value(&ikey, format!("step {name:?} reads its own output {input}"));
+                        graph_ok = false;
+                    }
+                    Some(p) => {
+                        deps.insert(p.clone());
+                    }
+                    None => r.value(&ikey, format!("no step writes {input}; add a step with output = \"{input}\"")),
+                },
+            }
+        }
+        if let Some(s) = steps.get_mut(name) {
+            s.depends_on = deps;
+        }
+    }
+
+    let order = if graph_ok {
+        match topo_order(&steps) {
+            Ok(order) => order,
+            Err(cycles) => {
+                for cycle in cycles {
+                    let path: Vec<String> = cycle
+                        .iter()
+                        .map(|s| format!("{s} (line {})", steps[s].line))
+                        .collect();
+                    r.key(
+                        &format!("steps.{}", cycle[0]),
+                        format!("dependency cycle: {}", path.join(" → ")),
+                    );
+                }
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+
+    r.finish()?;
+    Ok(Pipeline {
+        name: lake.name.clone(),
+        file: file.path.clone(),
+        base_dir: file.base_dir.clone(),
+        env: env.map(str::to_owned),
+        root: root.expect("a root that failed to parse was reported"),
+        backend,
+        lock_ttl,
+        sources,
+        steps,
+        order,
+    })
+}
+
+fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    if known.is_empty() {
+        format!("unknown {what} {name:?}: lake.toml defines no {what}s")
+    } else {
+        format!("unknown {what} {name:?}; known: {}", known.join(", "))
+    }
+}
+
+/// Kahn's algorithm, ready steps taken by name, so the order is the same on every run.
+/// On a cycle, returns each cycle as a closed path (`[a, b, a]`).
+fn topo_order(steps: &BTreeMap<String, StepSpec>) -> std::result::Result<Vec<String>, Vec<Vec<String>>> {
+    let mut missing: BTreeMap<&str, usize> = steps
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.depends_on.len()))
+        .collect();
+    let mut ready: BTreeSet<&str> = missing.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+    let mut order = Vec::new();
+    while let Some(next) = ready.pop_first() {
+        order.push(next.to_owned());
+        for (name, step) in steps {
+            if step.depends_on.contains(next) {
+                let m = missing.get_mut(name.as_str()).expect("every step counted");
+                *m -= 1;
+                if *m == 0 {
+                    ready.insert(name);
+                }
+            }
+        }
+    }
+    if order.len() == steps.len() {
+        return Ok(order);
+    }
+    // Find the cycles among the steps left over.
+    let left: BTreeSet<&str> = missing.iter().filter(|(_, d)| **d > 0).map(|(n, _)| *n).collect();
+    let mut cycles: Vec<Vec<String>> = Vec::new();
+    let mut seen_sets: BTreeSet<Vec<String>> = BTreeSet::new();
+    for start in &left {
+        if let Some(cycle) = find_cycle(steps, start, &left) {
+            let mut key: Vec<String> = cycle[..cycle.len() - 1].to_vec();
+            key.sort();
+            if seen_sets.insert(key) {
+                cycles.push(cycle);
+            }
+        }
+    }
+    Err(cycles)
+}
+
+/// A path from `start` back to `start` through dependencies, if there is one.
+fn find_cycle(steps: &BTreeMap<String, StepSpec>, start: &str, within: &BTreeSet<&str>) -> Option<Vec<String>> {
+    // Iterative DFS recording the path; dependency edges point from a step to what it needs.
+    let mut path: Vec<(String, Vec<String>)> = vec![(start.to_owned(), deps_of(steps, start, within))];
+    let mut visited = BTreeSet::new();
+    visited.insert(start.to_owned());
+    while let Some((_, pending)) = path.last_mut() {
+        match pending.pop() {
+            None => {
+                path.pop();
+            }
+            Some(next) if next == start => {
+                let mut cycle: Vec<String> = path.iter().map(|(n, _)| n.clone()).collect();
+                cycle.push(start.to_owned());
+                return Some(cycle);
+            }
+            Some(next) => {
+                if visited.insert(next.clone()) {
+                    let deps = deps_of(steps, &next, within);
+                    path.push((next, deps));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn deps_of(steps: &BTreeMap<String, StepSpec>, name: &str, within: &BTreeSet<&str>) -> Vec<String> {
+    // Reverse order so that popping visits dependencies by name.
+    steps[name]
+        .depends_on
+        .iter()
+        .rev()
+        .filter(|d| within.contains(d.as_str()))
+        .cloned()
+        .collect()
+}

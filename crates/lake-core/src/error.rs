@@ -1,0 +1,183 @@
+//! The one error type of `lake-core`.
+
+use std::path::PathBuf;
+
+use crate::config::Diagnostics;
+
+/// A boxed error from a backend or a library below `lake`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as its default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `lake-core` and in the backends that implement its traits.
+///
+/// Variants carry the context a user needs (the object key, the step, the source) and the
+/// underlying cause as `source`, so the CLI can print the whole chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `lake.toml` is invalid; every problem found is listed.
+    #[error("{diagnostics}")]
+    Config {
+        /// All problems, each with its file, line, column and key.
+        diagnostics: Diagnostics,
+    },
+
+    /// An object that was asked for does not exist.
+    #[error("object not found: {key} (in {store})")]
+    NotFound {
+        /// The object key, relative to the lake root.
+        key: String,
+        /// The store's root URL.
+        store: String,
+    },
+
+    /// A key is not a valid object key.
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey {
+        /// The rejected key.
+        key: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A store operation failed.
+    #[error("{operation} {key} failed (in {store})")]
+    Store {
+        /// The operation: `put`, `get`, `list`, …
+        operation: &'static str,
+        /// The object key or prefix.
+        key: String,
+        /// The store's root URL.
+        store: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// An implementation does not support an operation. Never a silent no-op.
+    #[error("{operation} is not implemented by {implementer}")]
+    NotImplemented {
+        /// The operation.
+        operation: &'static str,
+        /// The implementation that lacks it.
+        implementer: String,
+    },
+
+    /// Another run holds the pipeline's lock.
+    #[error(
+        "pipeline {pipeline:?} is locked by run {run_id} ({holder}) until {expires}; wait for it to finish or remove {key} if that run is gone"
+    )]
+    Locked {
+        /// The pipeline name.
+        pipeline: String,
+        /// The run holding the lock.
+        run_id: String,
+        /// Who holds it (user@host pid N).
+        holder: String,
+        /// When the lock expires (RFC 3339).
+        expires: String,
+        /// The lock object's key.
+        key: String,
+    },
+
+    /// A source failed while listing or fetching its objects.
+    #[error("source {source_name:?}: {message}")]
+    Source {
+        /// The source name (the `[sources.<name>]` table).
+        source_name: String,
+        /// What failed.
+        message: String,
+        /// The cause, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A cluster backend operation failed.
+    #[error("{backend}: {operation} failed")]
+    Cluster {
+        /// The backend's name.
+        backend: String,
+        /// The operation (`start`, `submit step x`, `terminate`, …).
+        operation: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A `${env:VAR}` reference names a variable that is not set.
+    #[error("{key}: environment variable {var} is not set")]
+    MissingEnv {
+        /// The variable name.
+        var: String,
+        /// The lake.toml key that refers to it (for example `steps.report.env.TOKEN`).
+        key: String,
+    },
+
+    /// Reading or writing a local file failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done (`read`, `write`, `create directory`).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON document written by lake (manifest, ledger, lock, state) could not be read.
+    #[error("{key} is not a valid lake document")]
+    Corrupt {
+        /// The object key.
+        key: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A value given on the command line or through the API is invalid.
+    #[error("{what}: {message}")]
+    Invalid {
+        /// Which value.
+        what: String,
+        /// Why.
+        message: String,
+    },
+
+    /// The run was cancelled (Ctrl-C, SIGTERM or the caller's token).
+    #[error("the run was cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// A [`Error::Store`] with its context.
+    pub fn store(
+        operation: &'static str,
+        key: impl Into<String>,
+        store: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Store {
+            operation,
+            key: key.into(),
+            store: store.into(),
+            source: source.into(),
+        }
+    }
+
+    /// True for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// True when the error comes from the user's configuration or arguments (CLI exit code 2)
+    /// rather than from a run (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Self::Config { .. } | Self::Invalid { .. } | Self::MissingEnv { .. }
+        )
+    }
+}

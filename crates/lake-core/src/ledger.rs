@@ -1,0 +1,148 @@
+//! The run ledger: one JSON document per run at `_lake/runs/<run-id>.json`.
+//!
+//! This is the lineage table: what ran, on which inputs (keys, sizes, SHA-256), what it wrote,
+//! how long it took and how it ended. It never contains a resolved secret.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::publish::ObjectEntry;
+use crate::zone::{DynZoneStore, Key, ZoneStoreExt};
+use crate::{Error, Result};
+
+/// How a run or a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Still going (or the process died: no end time).
+    Running,
+    /// Done without error.
+    Succeeded,
+    /// At least one step or ingest failed.
+    Failed,
+    /// Ctrl-C, SIGTERM or the caller's token.
+    Cancelled,
+    /// Not run because a dependency did not succeed, or the run stopped first.
+    Skipped,
+    /// Not run because its output already holds what it would write (same step, date, inputs).
+    UpToDate,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+            Self::UpToDate => "up to date",
+        })
+    }
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run id.
+    pub run_id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The `--env` used.
+    pub env: Option<String>,
+    /// The logical date.
+    pub date: NaiveDate,
+    /// The lake root.
+    pub root: String,
+    /// The backend.
+    pub backend: String,
+    /// Who ran it.
+    pub holder: String,
+    /// Start.
+    pub started: DateTime<Utc>,
+    /// End (absent while running).
+    pub ended: Option<DateTime<Utc>>,
+    /// Outcome.
+    pub status: Status,
+    /// Sources fetched (or found complete) for the run.
+    pub ingest: Vec<IngestRecord>,
+    /// Steps, in the order they were considered.
+    pub steps: Vec<StepRecord>,
+    /// The error that ended the run, if it was not a step's.
+    pub error: Option<String>,
+}
+
+/// One source window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestRecord {
+    /// The source.
+    pub source: String,
+    /// The window's logical date.
+    pub date: NaiveDate,
+    /// `succeeded` (fetched now), `up_to_date` (already complete), `failed`.
+    pub status: Status,
+    /// The window's objects.
+    pub objects: Vec<ObjectEntry>,
+    /// Total bytes.
+    pub bytes: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Outcome.
+    pub status: Status,
+    /// The objects it read.
+    pub inputs: Vec<ObjectEntry>,
+    /// The zone reference it wrote.
+    pub output: Option<String>,
+    /// The objects it published.
+    pub output_objects: Vec<ObjectEntry>,
+    /// Rows written, when known.
+    pub rows: Option<u64>,
+    /// Bytes written, when known.
+    pub bytes: Option<u64>,
+    /// Start.
+    pub started: Option<DateTime<Utc>>,
+    /// Wall time in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+}
+
+fn run_key(run_id: &str) -> Result<Key> {
+    Key::new(format!("_lake/runs/{run_id}.json"))
+}
+
+/// Write (or rewrite) a run's record.
+pub async fn write(store: &DynZoneStore, record: &RunRecord) -> Result<()> {
+    store.put_json(&run_key(&record.run_id)?, record).await.map(|_| ())
+}
+
+/// One run's record.
+pub async fn get(store: &DynZoneStore, run_id: &str) -> Result<RunRecord> {
+    store.get_json(&run_key(run_id)?).await?.ok_or_else(|| Error::NotFound {
+        key: format!("_lake/runs/{run_id}.json"),
+        store: store.root_url(),
+    })
+}
+
+/// Every run's record, oldest first.
+pub async fn list(store: &DynZoneStore) -> Result<Vec<RunRecord>> {
+    let mut out = Vec::new();
+    for meta in store.list("_lake/runs").await? {
+        if meta.key.as_str().ends_with(".json")
+            && let Some(r) = store.get_json::<RunRecord>(&meta.key).await?
+        {
+            out.push(r);
+        }
+    }
+    out.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
+    Ok(out)
+}

@@ -1,0 +1,61 @@
+//! # lake-core
+//!
+//! The heart of `lake`: the pipeline model read from `lake.toml`, the three traits every
+//! backend implements, and the logic written once on top of them — manifests, locks, the run
+//! ledger and the orchestrator.
+//!
+//! ## Why this shape
+//!
+//! A batch data-lake pipeline is the same on a laptop and on AWS: fetch windows of raw data,
+//! turn them into typed tables, aggregate, record what happened. What changes is *where* the
+//! zones live and *where* the steps run. So the core speaks only in three small, object-safe
+//! traits and never names a filesystem, S3 or an engine:
+//!
+//! - [`Source`](source::Source): where raw data comes from (files, HTTP, Kaggle);
+//! - [`ZoneStore`](zone::ZoneStore): where zones live (a folder, memory, S3), with streaming
+//!   put/get and an atomic put-if-absent;
+//! - [`ClusterBackend`](cluster::ClusterBackend): where steps run (processes here, EMR there).
+//!
+//! Everything that must be right everywhere — exactly-once windows, atomic publishing, the lock,
+//! the ledger, teardown on every path — is written once, against those traits, and tested with
+//! their mocks (feature `testing`). A new backend is a new implementation, not a change here.
+//!
+//! ```
+//! use lake_core::config::ConfigFile;
+//!
+//! let toml = r#"
+//! [lake]
+//! name = "demo"
+//!
+//! [sources.credit]
+//! kind = "file"
+//! path = "data/*.csv"
+//!
+//! [steps.report]
+//! kind = "command"
+//! command = ["python3", "report.py", "{date}"]
+//! inputs = ["raw/credit"]
+//! output = "refined/report"
+//! "#;
+//! let file = ConfigFile::parse("lake.toml", "/tmp/demo".into(), toml.to_owned()).unwrap();
+//! let pipeline = file.pipeline(None).unwrap();
+//! assert_eq!(pipeline.order, ["report"]);
+//! ```
+
+pub mod cluster;
+pub mod config;
+mod error;
+pub mod ledger;
+pub mod lock;
+pub mod publish;
+pub mod run;
+pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod zone;
+
+pub use error::{BoxError, Error, Result};
+
+pub use cluster::ClusterBackend;
+pub use source::Source;
+pub use zone::{DynZoneStore, ZoneStore, ZoneStoreExt};

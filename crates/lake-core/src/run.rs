@@ -1,0 +1,583 @@
+//! The orchestrator: one run of a pipeline for one logical date.
+//!
+//! validate (done by the caller) → plan → resolve secrets → lock → ingest the sources the
+//! steps read → start the cluster when a step needs it → run steps in order, each writing to
+//! staging and publishing on success → terminate the cluster → ledger → release the lock.
+//! The cluster is terminated and the lock released on every path, including cancellation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepRequest, StepState, StepWork};
+use crate::config::{Pipeline, Redactor, Secret, StepSpec, StepSpecKind, Zone};
+use crate::ledger::{self, IngestRecord, RunRecord, Status, StepRecord};
+use crate::lock;
+use crate::publish::{self, Landed, ObjectEntry};
+use crate::source::{Source, Window};
+use crate::zone::{DynZoneStore, ZoneStoreExt};
+use crate::{Error, Result};
+
+/// Everything a run needs, built by the caller from a [`Pipeline`].
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The checked pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// Where the zones live.
+    pub store: Arc<DynZoneStore>,
+    /// Where the steps run.
+    pub backend: Arc<dyn ClusterBackend>,
+    /// The pipeline's sources by name.
+    pub sources: BTreeMap<String, Arc<dyn Source>>,
+}
+
+/// Something that wants to hear about a run as it goes (the CLI prints these).
+pub trait RunObserver: Send + Sync {
+    /// Called for each event, in order.
+    fn event(&self, event: &Event);
+}
+
+/// A run's progress.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The run has its id and lock.
+    Started {
+        /// The run id.
+        run_id: String,
+    },
+    /// Something the user should know that does not stop the run.
+    Warning(String),
+    /// A source window was fetched or found complete.
+    Ingested {
+        /// The source.
+        source: String,
+        /// What happened.
+        status: Status,
+        /// Objects in the window.
+        objects: usize,
+        /// Bytes in the window.
+        bytes: u64,
+    },
+    /// A step was submitted.
+    StepStarted {
+        /// The step.
+        name: String,
+    },
+    /// A step reached its final state.
+    StepFinished {
+        /// The step's record.
+        record: StepRecord,
+    },
+}
+
+/// Options of one run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// The logical date.
+    pub date: NaiveDate,
+    /// Run only these steps (their dependencies' outputs must exist already). Empty: all.
+    pub only: Vec<String>,
+    /// Rerun steps whose output is up to date.
+    pub force: bool,
+    /// Who runs it, for the lock and the ledger.
+    pub holder: String,
+    /// The first poll interval; it doubles up to `max_poll`.
+    pub poll: Duration,
+    /// The longest poll interval.
+    pub max_poll: Duration,
+    /// Cancel the run (Ctrl-C). Steps are cancelled, the cluster terminated, the lock released.
+    pub cancel: CancellationToken,
+    /// Looks up `${env:VAR}` values.
+    pub env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    /// Progress events.
+    pub observer: Option<Arc<dyn RunObserver>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("date", &self.date)
+            .field("only", &self.only)
+            .field("force", &self.force)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunOptions {
+    /// Options for `date` with the process environment, no observer and default polling.
+    pub fn new(date: NaiveDate) -> Self {
+        Self {
+            date,
+            only: Vec::new(),
+            force: false,
+            holder: default_holder(),
+            poll: Duration::from_millis(50),
+            max_poll: Duration::from_secs(2),
+            cancel: CancellationToken::new(),
+            env: Arc::new(|v| std::env::var(v).ok()),
+            observer: None,
+        }
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(o) = &self.observer {
+            o.event(&e);
+        }
+    }
+}
+
+/// `user@host pid N`.
+pub fn default_holder() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host} pid {}", std::process::id())
+}
+
+/// A new run id: UTC start time and a random suffix (`20240101T120000Z-3f9a1c`).
+pub fn new_run_id() -> String {
+    let now = Utc::now();
+    let mut h = Sha256::new();
+    h.update(now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    h.update(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), &hex::encode(h.finalize())[..6])
+}
+
+/// The steps a run considers, in order: all, or `only` (checked against the pipeline).
+pub fn selected_steps(pipeline: &Pipeline, only: &[String]) -> Result<Vec<String>> {
+    for name in only {
+        if !pipeline.steps.contains_key(name) {
+            return Err(Error::Invalid {
+                what: format!("--only {name}"),
+                message: format!(
+                    "no step {name:?}; steps: {}",
+                    pipeline.order.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(pipeline
+        .order
+        .iter()
+        .filter(|s| only.is_empty() || only.contains(s))
+        .cloned()
+        .collect())
+}
+
+/// Run the pipeline for one date.
+///
+/// Returns the run's record (also written to the ledger) whatever the steps did; check its
+/// `status`. Errors are for runs that could not start (a missing `${env:…}`, a held lock) or a
+/// ledger that could not be written.
+pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
+    let p = &ctx.pipeline;
+    let steps = selected_steps(p, &opts.only)?;
+    // Secrets are resolved before anything happens, so a missing variable costs nothing.
+    let mut secrets: BTreeMap<String, Vec<(String, Secret)>> = BTreeMap::new();
+    for name in &steps {
+        let spec = &p.steps[name];
+        let mut env = Vec::new();
+        for (var, t) in &spec.env {
+            env.push((var.clone(), t.resolve(&format!("steps.{name}.env.{var}"), &*opts.env)?));
+        }
+        secrets.insert(name.clone(), env);
+    }
+    let redactor = Redactor::new(secrets.values().flatten().map(|(_, s)| s));
+
+    let run_id = new_run_id();
+    let guard = lock::acquire(&*ctx.store, &p.name, &run_id, &opts.holder, p.lock_ttl).await?;
+    if let Some(old) = &guard.took_over {
+        opts.emit(Event::Warning(format!(
+            "took over the expired lock of run {} ({}, expired {})",
+            old.run_id, old.holder, old.expires
+        )));
+    }
+    opts.emit(Event::Started { run_id: run_id.clone() });
+    let mut record = RunRecord {
+        run_id: run_id.clone(),
+        pipeline: p.name.clone(),
+        env: p.env.clone(),
+        date: opts.date,
+        root: ctx.store.root_url(),
+        backend: ctx.backend.name().to_owned(),
+        holder: opts.holder.clone(),
+        started: Utc::now(),
+        ended: None,
+        status: Status::Running,
+        ingest: Vec::new(),
+        steps: Vec::new(),
+        error: None,
+    };
+    let outcome = match ledger::write(&*ctx.store, &record).await {
+        Ok(()) => {
+            let mut runner = Runner { ctx, opts, run_id: &run_id, secrets, redactor, cluster: None };
+            let r = runner.run_all(&steps, &mut record).await;
+            if let Some(cluster) = runner.cluster.take() {
+                if let Err(e) = ctx.backend.terminate(&cluster).await {
+                    opts.emit(Event::Warning(format!("terminating {} cluster {} failed: {e:#}", ctx.backend.name(), cluster.id)));
+                    record.error.get_or_insert_with(|| format!("terminate cluster {}: {e}", cluster.id));
+                }
+            }
+            r
+        }
+        Err(e) => Err(e),
+    };
+    record.ended = Some(Utc::now());
+    record.status = match &outcome {
+        Err(Error::Cancelled) => Status::Cancelled,
+        Err(e) => {
+            record.error = Some(error_chain(e));
+            Status::Failed
+        }
+        Ok(()) if opts.cancel.is_cancelled() => Status::Cancelled,
+        Ok(()) if record.ingest.iter().any(|i| i.status == Status::Failed)
+            || record.steps.iter().any(|s| matches!(s.status, Status::Failed | Status::Skipped | Status::Cancelled)) =>
+        {
+            Status::Failed
+        }
+        Ok(()) if record.error.is_some() => Status::Failed,
+        Ok(()) => Status::Succeeded,
+    };
+    let written = ledger::write(&*ctx.store, &record).await;
+    let released = lock::release(&*ctx.store, &guard).await;
+    written?;
+    released?;
+    Ok(record)
+}
+
+/// `error: a: b: c` style chain of an error and its sources.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+struct Runner<'a> {
+    ctx: &'a RunContext,
+    opts: &'a RunOptions,
+    run_id: &'a str,
+    secrets: BTreeMap<String, Vec<(String, Secret)>>,
+    redactor: Redactor,
+    cluster: Option<ClusterHandle>,
+}
+
+impl Runner<'_> {
+    async fn run_all(&mut self, steps: &[String], record: &mut RunRecord) -> Result<()> {
+        let p = Arc::clone(&self.ctx.pipeline);
+        let window = Window::day(self.opts.date);
+        let mut failed_sources = BTreeSet::new();
+        for source in p.sources_read_by(steps.iter().map(String::as_str)) {
+            if self.opts.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let rec = self.ingest(&source, &window).await?;
+            if rec.status == Status::Failed {
+                failed_sources.insert(source.clone());
+            }
+            self.opts.emit(Event::Ingested {
+                source: source.clone(),
+                status: rec.status,
+                objects: rec.objects.len(),
+                bytes: rec.bytes,
+            });
+            record.ingest.push(rec);
+        }
+
+        let mut done: BTreeMap<String, Status> = BTreeMap::new();
+        for name in steps {
+            let spec = &p.steps[name];
+            let blocked = spec
+                .depends_on
+                .iter()
+                .find(|d| done.get(*d).is_some_and(|s| !matches!(s, Status::Succeeded | Status::UpToDate)))
+                .map(|d| format!("dependency {d:?} did not succeed"))
+                .or_else(|| {
+                    spec.inputs
+                        .iter()
+                        .find(|i| i.zone == Zone::Raw && failed_sources.contains(&i.name))
+                        .map(|i| format!("ingest of {i} failed"))
+                });
+            let rec = if self.opts.cancel.is_cancelled() {
+                skipped(spec, Status::Cancelled, "the run was cancelled".into())
+            } else if let Some(reason) = blocked {
+                skipped(spec, Status::Skipped, reason)
+            } else {
+                self.step(spec).await?
+            };
+            done.insert(name.clone(), rec.status);
+            self.opts.emit(Event::StepFinished { record: rec.clone() });
+            record.steps.push(rec);
+        }
+        if self.opts.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    async fn ingest(&self, source: &str, window: &Window) -> Result<IngestRecord> {
+        let src = self.ctx.sources.get(source).ok_or_else(|| Error::NotImplemented {
+            operation: "ingest",
+            implementer: format!("this build (no source was given for {source:?})"),
+        })?;
+        let landed = tokio::select! {
+            r = publish::land(&*self.ctx.store, src.as_ref(), window, self.run_id) => r,
+            () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
+        };
+        Ok(match landed {
+            Ok(Landed::Fetched(m)) => ingest_record(source, window, Status::Succeeded, m.bytes(), m.objects, None),
+            Ok(Landed::AlreadyComplete(m)) => ingest_record(source, window, Status::UpToDate, m.bytes(), m.objects, None),
+            Err(e) => ingest_record(source, window, Status::Failed, 0, Vec::new(), Some(error_chain(&e))),
+        })
+    }
+
+    async fn step(&mut self, spec: &StepSpec) -> Result<StepRecord> {
+        let store = &*self.ctx.store;
+        let started = Utc::now();
+        let clock = Instant::now();
+        let mut rec = skipped(spec, Status::Running, String::new());
+        rec.error = None;
+        rec.started = Some(started);
+
+        let mut inputs = Vec::new();
+        for input in &spec.inputs {
+            inputs.extend(publish::dataset_objects(store, input).await?);
+        }
+        rec.inputs = inputs;
+        let fingerprint = fingerprint(spec, self.opts.date, &rec.inputs);
+        if let Some(out) = &spec.output
+            && !self.opts.force
+            && let Some(m) = publish::read_manifest(store, &out.prefix()).await?
+            && m.fingerprint.as_deref() == Some(fingerprint.as_str())
+        {
+            rec.status = Status::UpToDate;
+            rec.bytes = Some(m.bytes());
+            rec.output_objects = m.objects;
+            rec.error = Some(format!(
+                "{out} is up to date: written by run {} from the same inputs (use --force to rerun)",
+                m.run_id
+            ));
+            rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
+            return Ok(rec);
+        }
+
+        let staging = format!("_lake/staging/{}/{}", self.run_id, spec.name);
+        let output_url = match &spec.output {
+            Some(_) => {
+                store.delete_prefix(&staging).await?;
+                Some(match store.local_path(&staging) {
+                    Some(path) => {
+                        tokio::fs::create_dir_all(&path).await.map_err(|source| Error::Io {
+                            action: "create directory",
+                            path: path.clone(),
+                            source,
+                        })?;
+                        path.to_string_lossy().into_owned()
+                    }
+                    None => store.url_of(&staging),
+                })
+            }
+            None => None,
+        };
+        let request = self.request(spec, output_url.as_deref());
+        if self.cluster.is_none() {
+            let spec = ClusterSpec {
+                pipeline: self.ctx.pipeline.name.clone(),
+                run_id: self.run_id.to_owned(),
+                tags: BTreeMap::from([
+                    ("lake:pipeline".to_owned(), self.ctx.pipeline.name.clone()),
+                    ("lake:run-id".to_owned(), self.run_id.to_owned()),
+                ]),
+            };
+            self.cluster = Some(self.ctx.backend.start(&spec).await?);
+        }
+        let cluster = self.cluster.clone().expect("started above");
+        self.opts.emit(Event::StepStarted { name: spec.name.clone() });
+        let result = match self.ctx.backend.submit(&cluster, &request).await {
+            Ok(handle) => self.wait(&cluster, &handle, spec).await,
+            Err(e) => Err(StepFailure::Error(e)),
+        };
+        let outcome = match result {
+            Ok(()) => match &spec.output {
+                Some(out) => publish::publish(store, &staging, out, self.run_id, Some(fingerprint))
+                    .await
+                    .map(|m| {
+                        rec.bytes = Some(m.bytes());
+                        rec.output_objects = m.objects;
+                    })
+                    .map_err(StepFailure::Error),
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
+        match outcome {
+            Ok(()) => rec.status = Status::Succeeded,
+            Err(failure) => {
+                // Never publish a failed step; its staging goes, the previous output stays.
+                if spec.output.is_some() {
+                    let _ = store.delete_prefix(&staging).await;
+                }
+                match failure {
+                    StepFailure::Cancelled => rec.status = Status::Cancelled,
+                    StepFailure::Failed(message) => {
+                        rec.status = Status::Failed;
+                        rec.error = Some(message);
+                    }
+                    StepFailure::Error(e) => {
+                        rec.status = Status::Failed;
+                        rec.error = Some(self.redactor.redact(&error_chain(&e)));
+                    }
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    fn request(&self, spec: &StepSpec, output: Option<&str>) -> StepRequest {
+        let p = &self.ctx.pipeline;
+        let date = self.opts.date.to_string();
+        let root = self.ctx.store.root_url();
+        let expand = |arg: &str| {
+            arg.replace("{date}", &date)
+                .replace("{run_id}", self.run_id)
+                .replace("{root}", &root)
+                .replace("{output}", output.unwrap_or(""))
+        };
+        let mut env: Vec<(String, Secret)> = vec![
+            ("LAKE_ROOT".into(), plain(&root)),
+            ("LAKE_RUN_ID".into(), plain(self.run_id)),
+            ("LAKE_DATE".into(), plain(&date)),
+            ("LAKE_STEP".into(), plain(&spec.name)),
+            ("LAKE_PIPELINE".into(), plain(&p.name)),
+        ];
+        if let Some(out) = output {
+            env.push(("LAKE_OUTPUT".into(), plain(out)));
+        }
+        for input in &spec.inputs {
+            let var = format!(
+                "LAKE_INPUT_{}_{}",
+                input.zone.as_str().to_uppercase(),
+                input.name.to_uppercase().replace('-', "_")
+            );
+            let prefix = input.prefix();
+            let loc = self
+                .ctx
+                .store
+                .local_path(&prefix)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.ctx.store.url_of(&prefix));
+            env.push((var, plain(&loc)));
+        }
+        env.extend(self.secrets.get(&spec.name).cloned().unwrap_or_default());
+        let work = match &spec.kind {
+            StepSpecKind::Command { command } => StepWork::Command {
+                argv: command.iter().map(|a| expand(a)).collect(),
+                env,
+                workdir: p.base_dir.clone(),
+            },
+        };
+        StepRequest { name: spec.name.clone(), work, timeout: spec.timeout }
+    }
+
+    async fn wait(&self, cluster: &ClusterHandle, handle: &StepHandle, spec: &StepSpec) -> std::result::Result<(), StepFailure> {
+        let backend = &self.ctx.backend;
+        let started = Instant::now();
+        let mut interval = self.opts.poll;
+        loop {
+            match backend.poll(cluster, handle).await.map_err(StepFailure::Error)? {
+                StepState::Completed => return Ok(()),
+                StepState::Cancelled => return Err(StepFailure::Cancelled),
+                StepState::Failed { reason } => {
+                    let logs = backend.logs(cluster, handle).await.unwrap_or_default();
+                    let tail = tail_lines(&logs.stderr_tail, 20);
+                    let msg = if tail.is_empty() { reason } else { format!("{reason}; stderr:\n{tail}") };
+                    return Err(StepFailure::Failed(self.redactor.redact(&msg)));
+                }
+                StepState::Pending | StepState::Running => {}
+            }
+            if let Some(limit) = spec.timeout
+                && started.elapsed() >= limit
+            {
+                let _ = backend.cancel(cluster, handle).await;
+                return Err(StepFailure::Failed(format!("timed out after {}s (timeout = {}s)", started.elapsed().as_secs(), limit.as_secs())));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.opts.cancel.cancelled() => {
+                    let _ = backend.cancel(cluster, handle).await;
+                    return Err(StepFailure::Cancelled);
+                }
+            }
+            interval = (interval * 2).min(self.opts.max_poll);
+        }
+    }
+}
+
+enum StepFailure {
+    Cancelled,
+    Failed(String),
+    Error(Error),
+}
+
+fn plain(s: &str) -> Secret {
+    Secret::plain(s)
+}
+
+fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
+    StepRecord {
+        name: spec.name.clone(),
+        kind: spec.kind_name().to_owned(),
+        status,
+        inputs: Vec::new(),
+        output: spec.output.as_ref().map(ToString::to_string),
+        output_objects: Vec::new(),
+        rows: None,
+        bytes: None,
+        started: None,
+        duration_ms: None,
+        error: (!reason.is_empty()).then_some(reason),
+    }
+}
+
+fn ingest_record(source: &str, window: &Window, status: Status, bytes: u64, objects: Vec<ObjectEntry>, error: Option<String>) -> IngestRecord {
+    IngestRecord { source: source.to_owned(), date: window.date(), status, objects, bytes, error }
+}
+
+/// What makes a step's output what it is: its definition (as written, secrets unresolved), the
+/// date, and its inputs' hashes.
+fn fingerprint(spec: &StepSpec, date: NaiveDate, inputs: &[ObjectEntry]) -> String {
+    let mut h = Sha256::new();
+    let mut def = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(o) = def.as_object_mut() {
+        o.remove("line");
+    }
+    h.update(def.to_string());
+    h.update(date.to_string());
+    for i in inputs {
+        h.update(&i.key);
+        h.update(&i.sha256);
+    }
+    hex::encode(h.finalize())
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,221 @@
+//! The [`ZoneStore`] conformance suite: every store runs all of it.
+//!
+//! Each check works under its own prefix (`conformance/<check>/…`) and cleans up after itself,
+//! so the suite can run on a shared bucket. Checks panic with a message saying which part of
+//! the contract was broken.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+use crate::zone::{ByteStream, DynZoneStore, Key, PutOutcome, ZoneStoreExt};
+
+/// Size of the large-object check: 64 MiB.
+pub const BIG_OBJECT: u64 = 64 * 1024 * 1024;
+
+fn key(s: &str) -> Key {
+    Key::new(s).expect("test key")
+}
+
+/// A deterministic stream of `total` bytes in `chunk`-sized pieces, generated as it is read
+/// (it never holds more than one chunk).
+pub fn generated(total: u64, chunk: usize) -> ByteStream {
+    let chunks = total.div_ceil(chunk as u64);
+    futures::stream::iter(0..chunks)
+        .map(move |i| {
+            let len = (total - i * chunk as u64).min(chunk as u64) as usize;
+            let byte = (i % 251) as u8;
+            Ok(Bytes::from(vec![byte; len]))
+        })
+        .boxed()
+}
+
+/// SHA-256 of [`generated`]'s bytes, computed without materialising them.
+pub fn generated_sha256(total: u64, chunk: usize) -> String {
+    let mut h = Sha256::new();
+    let chunks = total.div_ceil(chunk as u64);
+    for i in 0..chunks {
+        let len = (total - i * chunk as u64).min(chunk as u64) as usize;
+        h.update(vec![(i % 251) as u8; len]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Run every check.
+pub async fn run_all(store: Arc<DynZoneStore>) {
+    put_get_head(&*store).await;
+    streaming_put(&*store).await;
+    failed_put_leaves_previous(&*store).await;
+    list_by_prefix(&*store).await;
+    not_found(&*store).await;
+    copy_and_delete(&*store).await;
+    put_if_absent(&*store).await;
+    put_if_absent_concurrent(Arc::clone(&store), 16).await;
+    big_object(&*store, BIG_OBJECT).await;
+}
+
+/// put, then get and head see the same bytes and size; put replaces.
+pub async fn put_get_head(store: &DynZoneStore) {
+    let k = key("conformance/basic/a.txt");
+    let meta = store.put_bytes(&k, Bytes::from_static(b"hello")).await.expect("put");
+    assert_eq!(meta.size, 5, "put returns the size written");
+    assert_eq!(meta.key, k);
+    assert_eq!(store.get_bytes(&k).await.expect("get"), "hello");
+    assert_eq!(store.head(&k).await.expect("head").size, 5, "head gives the size");
+    store.put_bytes(&k, Bytes::from_static(b"bye")).await.expect("overwrite");
+    assert_eq!(store.get_bytes(&k).await.expect("get"), "bye", "put replaces");
+    let got = store.get(&k).await.expect("get");
+    assert_eq!(got.meta.size, 3, "get's meta matches");
+    store.delete_prefix("conformance/basic").await.expect("cleanup");
+}
+
+/// A body of many chunks arrives whole and in order.
+pub async fn streaming_put(store: &DynZoneStore) {
+    let k = key("conformance/stream/many.bin");
+    let total = 3 * 1024 * 1024 + 17;
+    store.put(&k, generated(total, 64 * 1024)).await.expect("streaming put");
+    let d = store.digest(&k).await.expect("digest");
+    assert_eq!(d.size, total, "all bytes stored");
+    assert_eq!(d.sha256, generated_sha256(total, 64 * 1024), "bytes stored in order");
+    store.delete(&k).await.expect("cleanup");
+}
+
+/// A put whose body fails midway leaves the previous object as it was.
+pub async fn failed_put_leaves_previous(store: &DynZoneStore) {
+    let k = key("conformance/failed/x.bin");
+    store.put_bytes(&k, Bytes::from_static(b"previous")).await.expect("put");
+    let failing = futures::stream::iter(vec![
+        Ok(Bytes::from(vec![1u8; 1024])),
+        Err(Error::Invalid { what: "body".into(), message: "broken on purpose".into() }),
+    ])
+    .boxed();
+    assert!(store.put(&k, failing).await.is_err(), "a put whose body fails must fail");
+    assert_eq!(
+        store.get_bytes(&k).await.expect("get"),
+        "previous",
+        "a failed put must not change the object"
+    );
+    let k2 = key("conformance/failed/new.bin");
+    let failing = futures::stream::iter(vec![Err(Error::Cancelled)]).boxed();
+    assert!(store.put(&k2, failing).await.is_err());
+    assert!(
+        store.head(&k2).await.is_err_and(|e| e.is_not_found()),
+        "a failed put must not create the object"
+    );
+    store.delete_prefix("conformance/failed").await.expect("cleanup");
+}
+
+/// list: whole-segment prefixes, sorted by key, nested keys included.
+pub async fn list_by_prefix(store: &DynZoneStore) {
+    for k in ["conformance/list/b/2", "conformance/list/a", "conformance/list/b/1", "conformance/listx/c", "conformance/list/b/10"] {
+        store.put_bytes(&key(k), Bytes::from_static(b"x")).await.expect("put");
+    }
+    let keys: Vec<String> = store
+        .list("conformance/list")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        ["conformance/list/a", "conformance/list/b/1", "conformance/list/b/10", "conformance/list/b/2"],
+        "list is sorted by key and matches whole segments"
+    );
+    let sub = store.list("conformance/list/b").await.expect("list");
+    assert_eq!(sub.len(), 3);
+    assert!(store.list("conformance/nothing-here").await.expect("empty list").is_empty());
+    let all = store.list("").await.expect("list all");
+    assert!(all.iter().any(|m| m.key.as_str() == "conformance/listx/c"), "\"\" lists everything");
+    store.delete_prefix("conformance/list").await.expect("cleanup");
+    store.delete_prefix("conformance/listx").await.expect("cleanup");
+    assert!(store.list("conformance/list").await.expect("list").is_empty(), "delete_prefix removes all");
+}
+
+/// Missing keys: get, head and copy fail with NotFound; delete succeeds.
+pub async fn not_found(store: &DynZoneStore) {
+    let k = key("conformance/missing/nope");
+    assert!(store.get(&k).await.is_err_and(|e| e.is_not_found()), "get of a missing key is NotFound");
+    assert!(store.head(&k).await.is_err_and(|e| e.is_not_found()), "head of a missing key is NotFound");
+    assert!(
+        store.copy(&k, &key("conformance/missing/to")).await.is_err_and(|e| e.is_not_found()),
+        "copy from a missing key is NotFound"
+    );
+    store.delete(&k).await.expect("delete of a missing key succeeds");
+}
+
+/// copy duplicates and replaces; delete removes.
+pub async fn copy_and_delete(store: &DynZoneStore) {
+    let a = key("conformance/copy/a");
+    let b = key("conformance/copy/sub/b");
+    store.put_bytes(&a, Bytes::from_static(b"one")).await.expect("put");
+    store.put_bytes(&b, Bytes::from_static(b"old")).await.expect("put");
+    store.copy(&a, &b).await.expect("copy");
+    assert_eq!(store.get_bytes(&b).await.expect("get"), "one", "copy replaces the target");
+    assert_eq!(store.get_bytes(&a).await.expect("get"), "one", "copy keeps the source");
+    store.delete(&a).await.expect("delete");
+    assert!(store.head(&a).await.is_err_and(|e| e.is_not_found()), "deleted");
+    store.delete(&b).await.expect("delete");
+}
+
+/// put_if_absent creates once, then reports AlreadyExists without writing.
+pub async fn put_if_absent(store: &DynZoneStore) {
+    let k = key("conformance/pia/one");
+    store.delete(&k).await.expect("clean");
+    assert_eq!(store.put_if_absent(&k, Bytes::from_static(b"first")).await.expect("pia"), PutOutcome::Created);
+    assert_eq!(
+        store.put_if_absent(&k, Bytes::from_static(b"second")).await.expect("pia"),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(store.get_bytes(&k).await.expect("get"), "first", "a losing put_if_absent writes nothing");
+    store.delete(&k).await.expect("cleanup");
+}
+
+/// Of `n` concurrent put_if_absent calls for one key, exactly one wins.
+pub async fn put_if_absent_concurrent(store: Arc<DynZoneStore>, n: usize) {
+    let k = key("conformance/pia/race");
+    store.delete(&k).await.expect("clean");
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let k = k.clone();
+            tokio::spawn(async move { (i, store.put_if_absent(&k, Bytes::from(format!("writer {i}"))).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, r) = t.await.expect("task");
+        if r.expect("put_if_absent") == PutOutcome::Created {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of {n} concurrent writers wins, got {winners:?}");
+    assert_eq!(
+        store.get_bytes(&k).await.expect("get"),
+        format!("writer {}", winners[0]),
+        "the stored object is the winner's"
+    );
+    store.delete(&k).await.expect("cleanup");
+}
+
+/// A large object streams in and out intact, chunk by chunk.
+pub async fn big_object(store: &DynZoneStore, size: u64) {
+    let k = key("conformance/big/object.bin");
+    let chunk = 1024 * 1024;
+    let meta = store.put(&k, generated(size, chunk)).await.expect("big put");
+    assert_eq!(meta.size, size);
+    let got = store.get(&k).await.expect("big get");
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let mut body = got.body;
+    while let Some(c) = body.try_next().await.expect("big read") {
+        n += c.len() as u64;
+        h.update(&c);
+    }
+    assert_eq!(n, size, "every byte read back");
+    assert_eq!(hex::encode(h.finalize()), generated_sha256(size, chunk), "the bytes read back are the bytes written");
+    store.delete(&k).await.expect("cleanup");
+}

@@ -1,0 +1,62 @@
+//! Test support: mockall mocks of the three traits and the [`ZoneStore`] conformance suite.
+//!
+//! Enabled by the `testing` feature; backends run [`conformance::run_all`] in their tests.
+
+pub mod conformance;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::Result;
+use crate::cluster::{ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState};
+use crate::source::{Source, SourceObject, Window};
+use crate::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
+
+mockall::mock! {
+    /// A mock [`ZoneStore`].
+    #[derive(Debug)]
+    pub ZoneStore {}
+    #[async_trait]
+    impl ZoneStore for ZoneStore {
+        fn root_url(&self) -> String;
+        fn url_of(&self, key: &str) -> String;
+        fn local_path(&self, key: &str) -> Option<PathBuf>;
+        async fn put(&self, key: &Key, body: ByteStream) -> Result<ObjectMeta>;
+        async fn put_if_absent(&self, key: &Key, body: Bytes) -> Result<PutOutcome>;
+        async fn get(&self, key: &Key) -> Result<GetResult>;
+        async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+        async fn copy(&self, from: &Key, to: &Key) -> Result<()>;
+        async fn delete(&self, key: &Key) -> Result<()>;
+    }
+}
+
+mockall::mock! {
+    /// A mock [`Source`].
+    #[derive(Debug)]
+    pub Source {}
+    #[async_trait]
+    impl Source for Source {
+        fn name(&self) -> &str;
+        async fn objects(&self, window: &Window) -> Result<Vec<SourceObject>>;
+        async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream>;
+    }
+}
+
+mockall::mock! {
+    /// A mock [`ClusterBackend`].
+    #[derive(Debug)]
+    pub ClusterBackend {}
+    #[async_trait]
+    impl ClusterBackend for ClusterBackend {
+        fn name(&self) -> &str;
+        async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle>;
+        async fn submit(&self, cluster: &ClusterHandle, step: &StepRequest) -> Result<StepHandle>;
+        async fn poll(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepState>;
+        async fn logs(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepLogs>;
+        async fn cancel(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<()>;
+        async fn terminate(&self, cluster: &ClusterHandle) -> Result<()>;
+    }
+}

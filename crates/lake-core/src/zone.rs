@@ -1,0 +1,355 @@
+//! [`ZoneStore`]: where zones live, and the helpers written once on top of it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// A stream of byte chunks: how objects move without being held whole in memory.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
+
+/// A [`ZoneStore`] behind a pointer: `Arc<DynZoneStore>`.
+pub type DynZoneStore = dyn ZoneStore;
+
+/// An object key relative to the lake root: `/`-separated, no empty, `.` or `..` segments,
+/// no leading or trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Key(String);
+
+impl Key {
+    /// Check and wrap `key`.
+    pub fn new(key: impl Into<String>) -> Result<Self> {
+        let key = key.into();
+        let reason = if key.is_empty() {
+            Some("empty key")
+        } else if key.starts_with('/') || key.ends_with('/') {
+            Some("a key has no leading or trailing '/'")
+        } else if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            Some("a key has no empty, '.' or '..' segments")
+        } else if key.contains(['\\', '\0']) {
+            Some("a key has no '\\' or NUL")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidKey { key, reason }),
+            None => Ok(Self(key)),
+        }
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// This key followed by `/` and `rest` (which may contain `/`).
+    pub fn join(&self, rest: &str) -> Result<Self> {
+        Self::new(format!("{}/{rest}", self.0))
+    }
+
+    /// The part of this key after `prefix/`, if it is under `prefix`.
+    pub fn strip_prefix(&self, prefix: &str) -> Option<&str> {
+        if prefix.is_empty() {
+            return Some(&self.0);
+        }
+        self.0.strip_prefix(prefix)?.strip_prefix('/')
+    }
+
+    /// The last segment.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Key {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+impl From<Key> for String {
+    fn from(k: Key) -> Self {
+        k.0
+    }
+}
+
+/// What a store knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// The key.
+    pub key: Key,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub last_modified: DateTime<Utc>,
+    /// Opaque version tag, when the store has one.
+    pub e_tag: Option<String>,
+}
+
+/// An object being read: its metadata and its bytes as a stream.
+pub struct GetResult {
+    /// Metadata at the time of the read.
+    pub meta: ObjectMeta,
+    /// The bytes.
+    pub body: ByteStream,
+}
+
+impl fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetResult").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+/// The result of [`ZoneStore::put_if_absent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// This call created the object.
+    Created,
+    /// An object already existed at the key; nothing was written.
+    AlreadyExists,
+}
+
+/// Where zones live: a filesystem folder, memory, an S3 prefix.
+///
+/// Keys are relative to the lake root (see [`Key`]). Implementations hold no lake logic;
+/// manifests, publishing, locks and the ledger are written once on top of this trait
+/// ([`ZoneStoreExt`], [`crate::publish`], [`crate::lock`], [`crate::ledger`]).
+///
+/// # Contract
+///
+/// - **Atomic visibility.** [`put`](Self::put) streams its body and makes the object visible
+///   whole or not at all: a reader never sees part of a put, and a put that fails (or whose
+///   stream yields an error, or whose future is dropped) leaves the previous object, if any,
+///   unchanged. An implementation must not buffer a whole body in memory unless it is an
+///   in-memory store.
+/// - **Put-if-absent.** [`put_if_absent`](Self::put_if_absent) is atomic against every other
+///   writer, in this process or another one on any machine sharing the store: of N concurrent
+///   calls for one key, exactly one returns [`PutOutcome::Created`]. This is the base of locks,
+///   manifests and exactly-once ingest.
+/// - **Not found.** [`get`](Self::get), [`head`](Self::head) and the source of
+///   [`copy`](Self::copy) fail with [`Error::NotFound`] for a missing key.
+///   [`delete`](Self::delete) of a missing key succeeds (deletes are idempotent).
+/// - **List.** [`list`](Self::list) returns every object whose key is `prefix` or starts with
+///   `prefix/` (whole segments: `raw/a` does not match `raw/ab/x`), **sorted by key**, with
+///   objects from completed puts only. `""` lists everything.
+/// - **Unsupported operations** fail with [`Error::NotImplemented`]; never a silent no-op.
+#[async_trait]
+pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
+    /// The root's URL or path, for messages and for processes that read the lake themselves.
+    fn root_url(&self) -> String;
+
+    /// The URL or path of `key`, in the form tools outside lake use (a local path, `s3://…`).
+    fn url_of(&self, key: &str) -> String {
+        let root = self.root_url();
+        if key.is_empty() {
+            root
+        } else {
+            format!("{}/{key}", root.trim_end_matches('/'))
+        }
+    }
+
+    /// The local filesystem path of `key`, for stores that are folders on this machine.
+    fn local_path(&self, _key: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Stream `body` into `key`, replacing any object there. See the contract.
+    async fn put(&self, key: &Key, body: ByteStream) -> Result<ObjectMeta>;
+
+    /// Write `body` to `key` only if no object exists there. See the contract.
+    async fn put_if_absent(&self, key: &Key, body: Bytes) -> Result<PutOutcome>;
+
+    /// Read `key` as a stream.
+    async fn get(&self, key: &Key) -> Result<GetResult>;
+
+    /// Metadata of `key`.
+    async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+
+    /// Every object under `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Copy `from` to `to`, replacing `to`.
+    async fn copy(&self, from: &Key, to: &Key) -> Result<()>;
+
+    /// Delete `key`; a missing key is not an error.
+    async fn delete(&self, key: &Key) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
+    fn root_url(&self) -> String {
+        (**self).root_url()
+    }
+    fn url_of(&self, key: &str) -> String {
+        (**self).url_of(key)
+    }
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        (**self).local_path(key)
+    }
+    async fn put(&self, key: &Key, body: ByteStream) -> Result<ObjectMeta> {
+        (**self).put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &Key, body: Bytes) -> Result<PutOutcome> {
+        (**self).put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &Key) -> Result<GetResult> {
+        (**self).get(key).await
+    }
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        (**self).head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        (**self).list(prefix).await
+    }
+    async fn copy(&self, from: &Key, to: &Key) -> Result<()> {
+        (**self).copy(from, to).await
+    }
+    async fn delete(&self, key: &Key) -> Result<()> {
+        (**self).delete(key).await
+    }
+}
+
+/// Size and SHA-256 of bytes that went through a [`hashing`] stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digested {
+    /// Bytes seen.
+    pub size: u64,
+    /// Lowercase hex SHA-256.
+    pub sha256: String,
+}
+
+/// Wrap `body` so that its size and SHA-256 are computed as it streams; the result is
+/// available from the returned handle once the stream has been consumed to its end.
+pub fn hashing(body: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Option<Digested>>>) {
+    let out = Arc::new(std::sync::Mutex::new(None));
+    let slot = Arc::clone(&out);
+    let state = Some((Sha256::new(), 0u64));
+    let stream = futures::stream::unfold((body, state, slot), |(mut body, mut state, slot)| async move {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                if let Some((h, n)) = state.as_mut() {
+                    h.update(&chunk);
+                    *n += chunk.len() as u64;
+                }
+                Some((Ok(chunk), (body, state, slot)))
+            }
+            Some(Err(e)) => Some((Err(e), (body, None, slot))),
+            None => {
+                if let Some((h, n)) = state.take() {
+                    *slot.lock().expect("digest lock") = Some(Digested {
+                        size: n,
+                        sha256: hex::encode(h.finalize()),
+                    });
+                }
+                None
+            }
+        }
+    });
+    (stream.boxed(), out)
+}
+
+/// Conveniences for every [`ZoneStore`].
+#[async_trait]
+pub trait ZoneStoreExt: ZoneStore {
+    /// Put a whole in-memory value.
+    async fn put_bytes(&self, key: &Key, bytes: Bytes) -> Result<ObjectMeta> {
+        self.put(key, futures::stream::once(async move { Ok(bytes) }).boxed()).await
+    }
+
+    /// Read a whole object into memory. For small objects (manifests, ledgers, locks).
+    async fn get_bytes(&self, key: &Key) -> Result<Bytes> {
+        let got = self.get(key).await?;
+        let chunks: Vec<Bytes> = got.body.try_collect().await?;
+        Ok(chunks.concat().into())
+    }
+
+    /// Put a value as pretty JSON.
+    async fn put_json<T: Serialize + Sync>(&self, key: &Key, value: &T) -> Result<ObjectMeta> {
+        self.put_bytes(key, json_bytes(value)).await
+    }
+
+    /// Read a JSON document written by lake; `None` when it does not exist.
+    async fn get_json<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>> {
+        match self.get_bytes(key).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::Corrupt { key: key.to_string(), source }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// SHA-256 and size of an object, streaming.
+    async fn digest(&self, key: &Key) -> Result<Digested> {
+        let got = self.get(key).await?;
+        let (mut body, out) = hashing(got.body);
+        while body.try_next().await?.is_some() {}
+        let d = out.lock().expect("digest lock").take();
+        Ok(d.unwrap_or_default())
+    }
+
+    /// Delete every object under `prefix`; returns how many were deleted.
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
+        let objects = self.list(prefix).await?;
+        for o in &objects {
+            self.delete(&o.key).await?;
+        }
+        Ok(objects.len())
+    }
+}
+
+impl<T: ZoneStore + ?Sized> ZoneStoreExt for T {}
+
+/// `value` as pretty JSON bytes with a trailing newline.
+pub fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
+    let mut v = serde_json::to_vec_pretty(value).expect("lake documents serialize");
+    v.push(b'\n');
+    v.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert!(Key::new("raw/a/b.csv").is_ok());
+        for bad in ["", "/a", "a/", "a//b", "a/../b", "./a", "a\\b"] {
+            assert!(Key::new(bad).is_err(), "{bad:?} accepted");
+        }
+        let k = Key::new("raw/a/b.csv").unwrap();
+        assert_eq!(k.strip_prefix("raw/a"), Some("b.csv"));
+        assert_eq!(k.strip_prefix("raw/"), None);
+        assert_eq!(k.strip_prefix("raw/ab"), None);
+        assert_eq!(k.file_name(), "b.csv");
+    }
+
+    #[tokio::test]
+    async fn hashing_stream() {
+        let body = futures::stream::iter(vec![Ok(Bytes::from("ab")), Ok(Bytes::from("c"))]).boxed();
+        let (s, out) = hashing(body);
+        let all: Vec<Bytes> = s.try_collect().await.unwrap();
+        assert_eq!(all.concat(), b"abc");
+        let d = out.lock().unwrap().clone().unwrap();
+        assert_eq!(d.size, 3);
+        assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

@@ -1,0 +1,228 @@
+//! Command steps as child processes.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use lake_core::cluster::{
+    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState, StepWork,
+};
+use lake_core::{Error, Result};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// How much of each output stream a step keeps (the end of it).
+const TAIL_BYTES: usize = 64 * 1024;
+
+/// Runs `command` steps as processes on this machine.
+///
+/// Each step's process gets its own process group, so cancelling a step (or terminating the
+/// "cluster") also stops what a shell started. Standard output and error are kept in full up
+/// to their last 64 KiB for [`ClusterBackend::logs`].
+#[derive(Debug, Default)]
+pub struct LocalBackend {
+    steps: Mutex<HashMap<String, Arc<Proc>>>,
+    next: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Proc {
+    state: Mutex<Option<StepState>>,
+    stdout: Mutex<Vec<u8>>,
+    stderr: Mutex<Vec<u8>>,
+    cancel: CancellationToken,
+    done: tokio::sync::Notify,
+}
+
+impl Proc {
+    fn set(&self, s: StepState) {
+        *self.state.lock().expect("state lock") = Some(s);
+        self.done.notify_waiters();
+    }
+
+    fn finished(&self) -> bool {
+        self.state.lock().expect("state lock").as_ref().is_some_and(StepState::is_terminal)
+    }
+
+    /// Cancel the process (if still running) and wait until it is gone.
+    async fn stop(&self) {
+        let wait = self.done.notified();
+        tokio::pin!(wait);
+        wait.as_mut().enable();
+        if self.finished() {
+            return;
+        }
+        self.cancel.cancel();
+        wait.await;
+    }
+}
+
+impl LocalBackend {
+    /// A backend with no steps.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, step: &StepHandle) -> Result<Arc<Proc>> {
+        self.steps
+            .lock()
+            .expect("steps lock")
+            .get(&step.id)
+            .cloned()
+            .ok_or_else(|| Error::Invalid {
+                what: format!("step {}", step.name),
+                message: format!("unknown local step id {}", step.id),
+            })
+    }
+}
+
+async fn keep_tail(mut r: impl AsyncRead + Unpin, into: &Mutex<Vec<u8>>) {
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let mut t = into.lock().expect("tail lock");
+        t.extend_from_slice(&buf[..n]);
+        if t.len() > 2 * TAIL_BYTES {
+            let cut = t.len() - TAIL_BYTES;
+            t.drain(..cut);
+        }
+    }
+}
+
+fn tail(v: &Mutex<Vec<u8>>) -> String {
+    let t = v.lock().expect("tail lock");
+    let start = t.len().saturating_sub(TAIL_BYTES);
+    String::from_utf8_lossy(&t[start..]).into_owned()
+}
+
+/// Stop a whole process group: SIGTERM, then SIGKILL after a grace period.
+async fn stop_group(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill").arg("-TERM").arg(format!("-{pid}")).status().await;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await.is_ok() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status().await;
+    }
+    let _ = child.kill().await;
+}
+
+#[async_trait]
+impl ClusterBackend for LocalBackend {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle> {
+        Ok(ClusterHandle {
+            id: format!("local-{}", spec.run_id),
+            attached: false,
+        })
+    }
+
+    async fn submit(&self, _cluster: &ClusterHandle, step: &StepRequest) -> Result<StepHandle> {
+        let StepWork::Command { argv, env, workdir } = &step.work else {
+            return Err(Error::NotImplemented {
+                operation: "this step kind",
+                implementer: "the local command backend".into(),
+            });
+        };
+        let id = format!("{}-{}", step.name, self.next.fetch_add(1, Ordering::Relaxed));
+        let handle = StepHandle { id: id.clone(), name: step.name.clone() };
+        let proc = Arc::new(Proc::default());
+        self.steps.lock().expect("steps lock").insert(id, Arc::clone(&proc));
+
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        #[cfg(unix)]
+        cmd.process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v.expose());
+        }
+        *proc.state.lock().expect("state lock") = Some(StepState::Running);
+        match cmd.spawn() {
+            Err(e) => proc.set(StepState::Failed {
+                reason: format!("cannot start {:?} (in {}): {e}", argv[0], workdir.display()),
+            }),
+            Ok(mut child) => {
+                let out = child.stdout.take();
+                let err = child.stderr.take();
+                tokio::spawn(async move {
+                    let p = Arc::clone(&proc);
+                    let readers = async {
+                        tokio::join!(
+                            async {
+                                if let Some(o) = out {
+                                    keep_tail(o, &p.stdout).await;
+                                }
+                            },
+                            async {
+                                if let Some(e) = err {
+                                    keep_tail(e, &p.stderr).await;
+                                }
+                            }
+                        )
+                    };
+                    let waited = tokio::select! {
+                        (status, _) = async { tokio::join!(child.wait(), readers) } => Some(status),
+                        () = proc.cancel.cancelled() => None,
+                    };
+                    let state = match waited {
+                        None => {
+                            stop_group(&mut child).await;
+                            StepState::Cancelled
+                        }
+                        Some(Ok(s)) if s.success() => StepState::Completed,
+                        Some(Ok(s)) => StepState::Failed {
+                            reason: match s.code() {
+                                Some(c) => format!("exit status {c}"),
+                                None => format!("killed by a signal ({s})"),
+                            },
+                        },
+                        Some(Err(e)) => StepState::Failed { reason: format!("waiting for the process failed: {e}") },
+                    };
+                    proc.set(state);
+                });
+            }
+        }
+        Ok(handle)
+    }
+
+    async fn poll(&self, _cluster: &ClusterHandle, step: &StepHandle) -> Result<StepState> {
+        let p = self.get(step)?;
+        let s = p.state.lock().expect("state lock").clone();
+        Ok(s.unwrap_or(StepState::Pending))
+    }
+
+    async fn logs(&self, _cluster: &ClusterHandle, step: &StepHandle) -> Result<StepLogs> {
+        let p = self.get(step)?;
+        Ok(StepLogs {
+            stdout_tail: tail(&p.stdout),
+            stderr_tail: tail(&p.stderr),
+        })
+    }
+
+    async fn cancel(&self, _cluster: &ClusterHandle, step: &StepHandle) -> Result<()> {
+        self.get(step)?.stop().await;
+        Ok(())
+    }
+
+    async fn terminate(&self, cluster: &ClusterHandle) -> Result<()> {
+        let procs: Vec<Arc<Proc>> = self.steps.lock().expect("steps lock").drain().map(|(_, p)| p).collect();
+        for p in procs {
+            p.stop().await;
+        }
+        tracing::debug!(cluster = %cluster.id, "local backend terminated");
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! # lake-local
+//!
+//! The backends that make `lake run` work with nothing but the binary:
+//!
+//! - [`ObjectZoneStore`]: a [`ZoneStore`](lake_core::ZoneStore) on [object_store], as a folder
+//!   ([`ObjectZoneStore::filesystem`]) or in memory ([`ObjectZoneStore::memory`]). Puts stream
+//!   through a temporary file that is renamed into place, so they are atomic; put-if-absent is a
+//!   hard link, so it holds between processes.
+//! - [`LocalBackend`]: a [`ClusterBackend`](lake_core::ClusterBackend) that runs `command`
+//!   steps as child processes of this machine.
+
+mod command;
+mod store;
+
+pub use command::LocalBackend;
+pub use store::ObjectZoneStore;

@@ -1,0 +1,200 @@
+//! Zone stores on object_store: a local folder or memory.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use lake_core::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
+use lake_core::{Error, Result};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+/// Chunk size of streamed puts: memory per put is bounded by a few of these.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts in flight per put.
+const PART_CONCURRENCY: usize = 2;
+
+/// A [`ZoneStore`] backed by an [`ObjectStore`].
+#[derive(Clone)]
+pub struct ObjectZoneStore {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+    local_root: Option<PathBuf>,
+}
+
+impl fmt::Debug for ObjectZoneStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectZoneStore").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl ObjectZoneStore {
+    /// A store in the folder `root`, created if missing.
+    pub fn filesystem(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = std::path::absolute(root.into()).map_err(|source| Error::Io {
+            action: "resolve",
+            path: PathBuf::from("."),
+            source,
+        })?;
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            action: "create directory",
+            path: root.clone(),
+            source,
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| Error::store("open", "", root.display().to_string(), e))?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            inner: Arc::new(fs),
+            url: root.display().to_string(),
+            local_root: Some(root),
+        })
+    }
+
+    /// An empty store in memory (tests, dry runs).
+    pub fn memory() -> Self {
+        Self {
+            inner: Arc::new(InMemory::new()),
+            url: "memory://".to_owned(),
+            local_root: None,
+        }
+    }
+
+    /// The underlying object store (to hand to an engine that reads object_store directly).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.inner)
+    }
+
+    fn err(&self, operation: &'static str, key: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound {
+                key: key.to_owned(),
+                store: self.url.clone(),
+            },
+            other => Error::store(operation, key, self.url.clone(), other),
+        }
+    }
+
+    fn path(key: &Key) -> Path {
+        Path::from(key.as_str())
+    }
+
+    fn meta(&self, m: object_store::ObjectMeta) -> Result<ObjectMeta> {
+        Ok(ObjectMeta {
+            key: Key::new(m.location.to_string())?,
+            size: m.size,
+            last_modified: m.last_modified,
+            e_tag: m.e_tag,
+        })
+    }
+}
+
+#[async_trait]
+impl ZoneStore for ObjectZoneStore {
+    fn root_url(&self) -> String {
+        self.url.clone()
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|r| if key.is_empty() { r.clone() } else { r.join(key) })
+    }
+
+    async fn put(&self, key: &Key, mut body: ByteStream) -> Result<ObjectMeta> {
+        let path = Self::path(key);
+        let upload = self.inner.put_multipart(&path).await.map_err(|e| self.err("put", key.as_str(), e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut size = 0u64;
+        loop {
+            let next = body.try_next().await;
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
+                }
+            };
+            size += chunk.len() as u64;
+            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
+                return Err(self.err("put", key.as_str(), e));
+            }
+            writer.put(chunk);
+        }
+        let done = writer.finish().await.map_err(|e| self.err("put", key.as_str(), e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            last_modified: chrono::Utc::now(),
+            e_tag: done.e_tag,
+        })
+    }
+
+    async fn put_if_absent(&self, key: &Key, body: Bytes) -> Result<PutOutcome> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self.inner.put_opts(&Self::path(key), PutPayload::from(body), opts).await {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(self.err("put_if_absent", key.as_str(), e)),
+        }
+    }
+
+    async fn get(&self, key: &Key) -> Result<GetResult> {
+        let got = self.inner.get(&Self::path(key)).await.map_err(|e| self.err("get", key.as_str(), e))?;
+        let meta = self.meta(got.meta.clone())?;
+        let url = self.url.clone();
+        let k = key.to_string();
+        let body = got
+            .into_stream()
+            .map_err(move |e| Error::store("get", k.clone(), url.clone(), e))
+            .boxed();
+        Ok(GetResult { meta, body })
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let m = self.inner.head(&Self::path(key)).await.map_err(|e| self.err("head", key.as_str(), e))?;
+        self.meta(m)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let p = (!prefix.is_empty()).then(|| Path::from(prefix));
+        let found: Vec<object_store::ObjectMeta> = self
+            .inner
+            .list(p.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| self.err("list", prefix, e))?;
+        let mut out = found.into_iter().map(|m| self.meta(m)).collect::<Result<Vec<_>>>()?;
+        // An exact-key match is under its own prefix too.
+        if !prefix.is_empty()
+            && let Ok(k) = Key::new(prefix)
+            && let Ok(m) = self.head(&k).await
+            && !out.iter().any(|o| o.key == k)
+        {
+            out.push(m);
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn copy(&self, from: &Key, to: &Key) -> Result<()> {
+        self.inner
+            .copy(&Self::path(from), &Self::path(to))
+            .await
+            .map_err(|e| self.err("copy", from.as_str(), e))
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        match self.inner.delete(&Self::path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("delete", key.as_str(), e)),
+        }
+    }
+}
