@@ -1,1 +1,35 @@
-//! x
+//! # lake
+//!
+//! A batch data-lake pipeline in one file, `lake.toml`: fetch datasets into a **raw** zone,
+//! turn them into **trusted** and **refined** zones with steps, and keep a ledger of every
+//! run. The same file runs on this machine with no account (zones are folders, steps are
+//! processes or the embedded engine) and, later, on AWS.
+//!
+//! This crate is the facade: it re-exports the workspace's crates behind features and offers
+//! [`Lake`], the shortest way from a `lake.toml` to a run.
+//!
+//! ```no_run
+//! # async fn demo() -> lake::core::Result<()> {
+//! use lake::core::run::RunOptions;
+//!
+//! let lake = lake::Lake::open("examples/credit/lake.toml", None)?;
+//! let date = lake::core::chrono::Utc::now().date_naive();
+//! let record = lake.run(&RunOptions::new(date)).await?;
+//! println!("{} {}", record.run_id, record.status);
+//! # Ok(()) }
+//! ```
+//!
+//! Features: `local` (filesystem and memory zones, local command steps), `ingest` (sources),
+//! `testing` (trait mocks and the ZoneStore conformance suite). `local` and `ingest` are on by
+//! default.
+
+pub use lake_core as core;
+#[cfg(feature = "ingest")]
+pub use lake_ingest as ingest;
+#[cfg(feature = "local")]
+pub use lake_local as local;
+
+#[cfg(all(feature = "local", feature = "ingest"))]
+mod open;
+#[cfg(all(feature = "local", feature = "ingest"))]
+pub use open::{Lake, open_store};

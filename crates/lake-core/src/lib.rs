@@ -55,6 +55,8 @@ pub mod testing;
 pub mod zone;
 
 pub use error::{BoxError, Error, Result};
+/// Dates and times as lake uses them.
+pub use chrono;
 
 pub use cluster::ClusterBackend;
 pub use source::Source;

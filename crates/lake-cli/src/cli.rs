@@ -1,0 +1,98 @@
+//! Arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use lake::core::chrono::NaiveDate;
+
+/// Run a batch data-lake pipeline described in one file, lake.toml.
+#[derive(Debug, Parser)]
+#[command(name = "lake", version, about, propagate_version = true)]
+pub(crate) struct Args {
+    /// The pipeline file.
+    #[arg(short, long, global = true, default_value = "lake.toml", value_name = "FILE")]
+    pub(crate) config: PathBuf,
+    /// Apply the `[env.NAME]` overrides of lake.toml.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) env: Option<String>,
+    /// More output (-v: step output, -vv: debug logs).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// Only errors and results.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Write a working example pipeline (lake.toml, sample data, a report step) into DIR.
+    Init {
+        /// Where to write it (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Check lake.toml and report every problem with its line.
+    Validate,
+    /// Show what a run would do, in order, without running anything.
+    Plan {
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ingest the sources the steps read, then run the steps.
+    Run {
+        /// The logical date (default: today, UTC).
+        #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
+        date: Option<NaiveDate>,
+        /// Run only this step (repeatable); its inputs must exist already.
+        #[arg(long, value_name = "STEP")]
+        only: Vec<String>,
+        /// Rerun steps whose output is up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List runs from the ledger, or show one.
+    Runs {
+        #[command(subcommand)]
+        show: Option<RunsCommand>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List zones, datasets and objects.
+    Ls {
+        /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.
+        path: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Show one run: its inputs, steps, outputs and errors.
+    Show {
+        /// The run id (a unique prefix is enough).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| format!("{s:?} is not a date in YYYY-MM-DD form ({e})"))
+}
+
+/// An error in the arguments that clap could not catch (exit code 2).
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

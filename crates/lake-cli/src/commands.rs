@@ -1,0 +1,295 @@
+//! One function per command.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use lake::Lake;
+use lake::core::config::{ConfigFile, Pipeline, SourceSpecKind, StepSpecKind, Zone};
+use lake::core::ledger::{self, RunRecord, Status};
+use lake::core::run::RunOptions;
+use lake::core::DynZoneStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Args, Command, RunsCommand, UsageError};
+use crate::print;
+
+pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
+    let env = args.env.as_deref();
+    match &args.command {
+        Command::Init { dir } => init(dir),
+        Command::Validate => validate(&args.config, env),
+        Command::Plan { json } => plan(&args.config, env, *json),
+        Command::Run { date, only, force } => {
+            let lake = Lake::open(&args.config, env)?;
+            let date = date.unwrap_or_else(|| lake::core::chrono::Utc::now().date_naive());
+            run(&lake, date, only.clone(), *force, &args).await
+        }
+        Command::Runs { show: None, json } => runs(&*Lake::open(&args.config, env)?.store, *json).await,
+        Command::Runs { show: Some(RunsCommand::Show { id, json }), json: json2 } => {
+            show_run(&*Lake::open(&args.config, env)?.store, id, *json || *json2).await
+        }
+        Command::Ls { path } => ls(&*Lake::open(&args.config, env)?.store, path.as_deref()).await,
+    }
+}
+
+const INIT_TOML: &str = include_str!("../../../examples/credit/lake.toml");
+const INIT_SCRIPT: &str = include_str!("../../../examples/credit/report.sh");
+const INIT_DATA: &str = include_str!("../../../examples/credit/data/german_credit_data.csv");
+
+fn init(dir: &Path) -> Result<ExitCode> {
+    let config = dir.join("lake.toml");
+    if config.exists() {
+        return Err(UsageError(format!("{} already exists; not overwriting it", config.display())).into());
+    }
+    std::fs::create_dir_all(dir.join("data")).with_context(|| format!("create {}", dir.display()))?;
+    for (name, text) in [("lake.toml", INIT_TOML), ("report.sh", INIT_SCRIPT), ("data/german_credit_data.csv", INIT_DATA)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    }
+    let shown = if dir == Path::new(".") { String::new() } else { format!("cd {} && ", dir.display()) };
+    println!("wrote {} with sample data and a report step", config.display());
+    println!("next: {shown}lake run");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(config: &Path, env: Option<&str>) -> Result<ExitCode> {
+    let p = ConfigFile::load(config)?.pipeline(env)?;
+    println!(
+        "{} is valid: pipeline {:?}, {} source(s), {} step(s): {}",
+        config.display(),
+        p.name,
+        p.sources.len(),
+        p.steps.len(),
+        p.order.join(" → ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
+    let p = ConfigFile::load(config)?.pipeline(env)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &p)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_plan(&mut out, &p)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
+    writeln!(out, "pipeline {} ({})", p.name, p.file.display())?;
+    writeln!(out, "  env:     {}", p.env.as_deref().unwrap_or("(none)"))?;
+    writeln!(out, "  root:    {}", p.root)?;
+    writeln!(out, "  backend: {}", p.backend)?;
+    writeln!(out, "sources:")?;
+    for s in p.sources.values() {
+        match &s.kind {
+            SourceSpecKind::File { patterns } => {
+                writeln!(out, "  {} (file, line {}): {} → raw/{}/ingest_date=<date>/", s.name, s.line, patterns.join(", "), s.name)?
+            }
+            #[allow(unreachable_patterns)]
+            _ => writeln!(out, "  {}", s.name)?,
+        }
+    }
+    writeln!(out, "steps, in order:")?;
+    for (i, name) in p.order.iter().enumerate() {
+        let s = &p.steps[name];
+        writeln!(out, "  {}. {} ({}, line {})", i + 1, s.name, s.kind_name(), s.line)?;
+        let list = |v: Vec<String>| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+        writeln!(out, "     inputs:     {}", list(s.inputs.iter().map(ToString::to_string).collect()))?;
+        writeln!(out, "     output:     {}", s.output.as_ref().map_or("-".into(), ToString::to_string))?;
+        writeln!(out, "     depends on: {}", list(s.depends_on.iter().cloned().collect()))?;
+        match &s.kind {
+            StepSpecKind::Command { command } => writeln!(out, "     command:    {}", command.join(" "))?,
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        for (k, v) in &s.env {
+            writeln!(out, "     env:        {k} = {v}")?;
+        }
+        if let Some(t) = s.timeout {
+            writeln!(out, "     timeout:    {}s", t.as_secs())?;
+        }
+    }
+    Ok(())
+}
+
+async fn run(lake: &Lake, date: lake::core::chrono::NaiveDate, only: Vec<String>, force: bool, args: &Args) -> Result<ExitCode> {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("interrupted: cancelling steps, tearing down, releasing the lock (Ctrl-C again to abort at once)");
+        on_signal.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    let mut opts = RunOptions::new(date);
+    opts.only = only;
+    opts.force = force;
+    opts.cancel = cancel;
+    if !args.quiet {
+        opts.observer = Some(Arc::new(print::Progress { verbose: args.verbose > 0 }));
+    }
+    let record = lake.run(&opts).await?;
+    let outputs: Vec<(String, String)> = record
+        .steps
+        .iter()
+        .filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate))
+        .filter_map(|s| s.output.as_ref().map(|o| (o.clone(), location(&*lake.store, o))))
+        .collect();
+    println!("{}", print::summary(&record, &outputs));
+    Ok(match record.status {
+        Status::Succeeded => ExitCode::SUCCESS,
+        Status::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn location(store: &DynZoneStore, key: &str) -> String {
+    store
+        .local_path(key)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| store.url_of(key))
+}
+
+async fn find_run(store: &DynZoneStore, id: &str) -> Result<RunRecord> {
+    let runs = ledger::list(store).await?;
+    let matching: Vec<&RunRecord> = runs.iter().filter(|r| r.run_id.starts_with(id)).collect();
+    match matching.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(UsageError(format!("no run {id:?} in {}", location(store, "_lake/runs"))).into()),
+        many => Err(UsageError(format!(
+            "{id:?} matches {} runs: {}",
+            many.len(),
+            many.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+        .into()),
+    }
+}
+
+async fn runs(store: &DynZoneStore, json: bool) -> Result<ExitCode> {
+    let runs = ledger::list(store).await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &runs)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        writeln!(out, "no runs yet in {}", location(store, ""))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "{:<24} {:<10} {:<10} {:<20} {:>9}  STEPS", "RUN", "DATE", "STATUS", "STARTED (UTC)", "DURATION")?;
+    for r in runs {
+        let dur = r.ended.map(|e| (e - r.started).num_milliseconds().max(0) as u64);
+        let ok = r.steps.iter().filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate)).count();
+        writeln!(
+            out,
+            "{:<24} {:<10} {:<10} {:<20} {:>9}  {ok}/{} ok",
+            r.run_id,
+            r.date.to_string(),
+            r.status.to_string(),
+            r.started.format("%Y-%m-%d %H:%M:%S").to_string(),
+            print::millis(dur),
+            r.steps.len()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode> {
+    let r = find_run(store, id).await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "run {} · pipeline {} · date {} · {}", r.run_id, r.pipeline, r.date, r.status)?;
+    writeln!(out, "  root {} · backend {} · env {} · by {}", r.root, r.backend, r.env.as_deref().unwrap_or("-"), r.holder)?;
+    writeln!(out, "  started {} · ended {}", r.started.to_rfc3339(), r.ended.map_or("-".into(), |e| e.to_rfc3339()))?;
+    if let Some(e) = &r.error {
+        writeln!(out, "  error: {e}")?;
+    }
+    for i in &r.ingest {
+        writeln!(out, "ingest {} for {}: {} ({} objects, {})", i.source, i.date, i.status, i.objects.len(), print::bytes(i.bytes))?;
+        for o in &i.objects {
+            writeln!(out, "    {}  {:>10}  sha256 {}", o.key, print::bytes(o.size), o.sha256)?;
+        }
+        if let Some(e) = &i.error {
+            writeln!(out, "    error: {e}")?;
+        }
+    }
+    for s in &r.steps {
+        writeln!(out, "{}", print::step_line(s))?;
+        for o in &s.inputs {
+            writeln!(out, "    in   {}  {:>10}  sha256 {}", o.key, print::bytes(o.size), o.sha256)?;
+        }
+        for o in &s.output_objects {
+            writeln!(out, "    out  {}  {:>10}  sha256 {}", o.key, print::bytes(o.size), o.sha256)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let Some(path) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) else {
+        for zone in Zone::ALL {
+            let objects = store.list(zone.as_str()).await?;
+            let mut datasets: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+            for o in objects {
+                if let Some(rest) = o.key.strip_prefix(zone.as_str()) {
+                    let ds = rest.split('/').next().unwrap_or(rest).to_owned();
+                    let e = datasets.entry(ds).or_default();
+                    e.0 += 1;
+                    e.1 += o.size;
+                }
+            }
+            writeln!(out, "{}/", zone.as_str())?;
+            for (ds, (n, b)) in datasets {
+                writeln!(out, "  {}/{ds}  {n} objects, {}", zone.as_str(), print::bytes(b))?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let first = path.split('/').next().unwrap_or(path);
+    if !matches!(first, "raw" | "trusted" | "refined" | "_lake") {
+        bail!(UsageError(format!("{path:?}: start with a zone: raw, trusted or refined")));
+    }
+    let objects = store.list(path).await?;
+    if objects.is_empty() {
+        writeln!(out, "nothing under {}", location(store, path))?;
+    }
+    for o in objects {
+        writeln!(out, "{:>10}  {}  {}", print::bytes(o.size), o.last_modified.format("%Y-%m-%d %H:%M:%S"), o.key)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,62 @@
+//! `lake`: run a data-lake pipeline described in `lake.toml`.
+//!
+//! This binary parses arguments, prints progress and results, and maps errors to exit codes
+//! (0 ok, 1 the run failed, 2 bad usage or config). Every decision lives in the libraries.
+
+mod cli;
+mod commands;
+mod print;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    let level = match (args.quiet, args.verbose) {
+        (true, _) => tracing_subscriber::filter::LevelFilter::ERROR,
+        (false, 0) => tracing_subscriber::filter::LevelFilter::WARN,
+        (false, 1) => tracing_subscriber::filter::LevelFilter::INFO,
+        (false, _) => tracing_subscriber::filter::LevelFilter::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(commands::dispatch(args)) {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed pipe (`lake runs | head`) is not an error.
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "error: {err}");
+            for cause in err.chain().skip(1) {
+                let _ = writeln!(stderr, "caused by: {cause}");
+            }
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// 2 for bad usage or configuration, 1 for everything else.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|c| {
+        c.downcast_ref::<lake::core::Error>().is_some_and(lake::core::Error::is_usage)
+            || c.downcast_ref::<cli::UsageError>().is_some()
+    });
+    if usage { 2 } else { 1 }
+}

@@ -1,0 +1,108 @@
+//! Human output.
+
+use std::io::Write;
+
+use lake::core::ledger::{RunRecord, Status, StepRecord};
+use lake::core::run::{Event, RunObserver};
+
+/// `1.5 KiB`.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub(crate) fn millis(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms < 1000 => format!("{ms}ms"),
+        Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Prints run events to stderr as they happen.
+pub(crate) struct Progress {
+    pub(crate) verbose: bool,
+}
+
+impl RunObserver for Progress {
+    fn event(&self, event: &Event) {
+        let mut err = std::io::stderr().lock();
+        let _ = match event {
+            Event::Started { run_id } => writeln!(err, "run {run_id}"),
+            Event::Warning(w) => writeln!(err, "warning: {w}"),
+            Event::Ingested { source, status, objects, bytes: b } => match status {
+                Status::UpToDate => writeln!(
+                    err,
+                    "ingest {source}: skipped, window already complete ({}, {})",
+                    plural(*objects, "object"),
+                    bytes(*b)
+                ),
+                Status::Succeeded => writeln!(err, "ingest {source}: fetched {}, {}", plural(*objects, "object"), bytes(*b)),
+                _ => writeln!(err, "ingest {source}: failed"),
+            },
+            Event::StepStarted { name } => {
+                if self.verbose {
+                    writeln!(err, "step {name}: started")
+                } else {
+                    Ok(())
+                }
+            }
+            Event::StepFinished { record } => writeln!(err, "{}", step_line(record)),
+            _ => Ok(()),
+        };
+    }
+}
+
+pub(crate) fn step_line(s: &StepRecord) -> String {
+    let out = s.output.as_deref().map(|o| format!(" → {o}")).unwrap_or_default();
+    match s.status {
+        Status::Succeeded => format!(
+            "step {}: succeeded in {}{out} ({}, {})",
+            s.name,
+            millis(s.duration_ms),
+            plural(s.output_objects.len(), "object"),
+            bytes(s.bytes.unwrap_or(0))
+        ),
+        Status::UpToDate => format!("step {}: skipped, {}", s.name, s.error.as_deref().unwrap_or("up to date")),
+        Status::Failed => format!(
+            "step {}: FAILED after {}: {}",
+            s.name,
+            millis(s.duration_ms),
+            s.error.as_deref().unwrap_or("(no reason given)")
+        ),
+        other => format!("step {}: {other}: {}", s.name, s.error.as_deref().unwrap_or("")),
+    }
+}
+
+/// The end-of-run summary, on stdout.
+pub(crate) fn summary(r: &RunRecord, outputs: &[(String, String)]) -> String {
+    let count = |st: Status| r.steps.iter().filter(|s| s.status == st).count();
+    let mut s = format!(
+        "{} run {} of {} for {}: {} succeeded, {} up to date, {} failed, {} skipped",
+        r.status,
+        r.run_id,
+        r.pipeline,
+        r.date,
+        count(Status::Succeeded),
+        count(Status::UpToDate),
+        count(Status::Failed),
+        count(Status::Skipped) + count(Status::Cancelled)
+    );
+    if let Some(e) = &r.error {
+        s.push_str(&format!("\nerror: {e}"));
+    }
+    for (name, where_) in outputs {
+        s.push_str(&format!("\noutput {name}: {where_}"));
+    }
+    s
+}

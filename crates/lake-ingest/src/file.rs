@@ -1,0 +1,138 @@
+//! `kind = "file"`: local files by path or glob.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use lake_core::source::{Source, SourceObject, Window};
+use lake_core::zone::ByteStream;
+use lake_core::{Error, Result};
+use tokio_util::io::ReaderStream;
+
+/// Files matched by paths or glob patterns. Every window gets the files as they are when it
+/// is fetched; each lands under its file name.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    name: String,
+    patterns: Vec<String>,
+}
+
+impl FileSource {
+    /// A source named `name` reading the files that `patterns` (absolute paths or globs) match.
+    pub fn new(name: impl Into<String>, patterns: Vec<String>) -> Self {
+        Self { name: name.into(), patterns }
+    }
+
+    fn err(&self, message: String, source: Option<lake_core::BoxError>) -> Error {
+        Error::Source { source_name: self.name.clone(), message, source }
+    }
+
+    fn matches(&self) -> Result<BTreeMap<String, PathBuf>> {
+        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for pattern in &self.patterns {
+            let paths = glob::glob(pattern)
+                .map_err(|e| self.err(format!("{pattern:?} is not a valid glob"), Some(Box::new(e))))?;
+            let mut any = false;
+            for entry in paths {
+                let path = entry.map_err(|e| self.err(format!("cannot read a match of {pattern:?}"), Some(Box::new(e))))?;
+                if !path.is_file() {
+                    continue;
+                }
+                any = true;
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if let Some(other) = found.get(&name)
+                    && other != &path
+                {
+                    return Err(self.err(
+                        format!("{} and {} would both land as {name:?}; rename one", other.display(), path.display()),
+                        None,
+                    ));
+                }
+                found.insert(name, path);
+            }
+            if !any {
+                return Err(self.err(format!("no file matches {pattern:?}"), None));
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl Source for FileSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn objects(&self, _window: &Window) -> Result<Vec<SourceObject>> {
+        let this = self.clone();
+        let found = tokio::task::spawn_blocking(move || this.matches())
+            .await
+            .map_err(|e| self.err("listing files failed".into(), Some(Box::new(e))))??;
+        Ok(found
+            .into_iter()
+            .map(|(name, path)| SourceObject {
+                size: std::fs::metadata(&path).ok().map(|m| m.len()),
+                content_type: None,
+                origin: path.display().to_string(),
+                name,
+            })
+            .collect())
+    }
+
+    async fn open(&self, _window: &Window, object: &SourceObject) -> Result<ByteStream> {
+        let path = PathBuf::from(&object.origin);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.err(format!("cannot open {}", path.display()), Some(Box::new(e))))?;
+        let name = self.name.clone();
+        Ok(ReaderStream::with_capacity(file, 256 * 1024)
+            .map_err(move |e| Error::Source {
+                source_name: name.clone(),
+                message: format!("reading {} failed", path.display()),
+                source: Some(Box::new(e)),
+            })
+            .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lake_core::ZoneStoreExt;
+    use lake_core::publish::{Landed, land};
+    use lake_local::ObjectZoneStore;
+
+    #[tokio::test]
+    async fn lands_files_byte_for_byte_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/a.csv"), "x,y\n1,2\n").unwrap();
+        std::fs::write(dir.path().join("data/b.csv"), "x,y\n3,4\n").unwrap();
+        std::fs::write(dir.path().join("data/skip.txt"), "no").unwrap();
+        let src = FileSource::new("s", vec![dir.path().join("data/*.csv").display().to_string()]);
+        let store = ObjectZoneStore::memory();
+        let date = lake_core::chrono::NaiveDate::from_ymd_opt(2024, 1, 31).unwrap();
+        let w = Window::day(date);
+        let Landed::Fetched(m) = land(&store, &src, &w, "r1").await.unwrap() else { panic!("expected a fetch") };
+        let keys: Vec<&str> = m.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["raw/s/ingest_date=2024-01-31/a.csv", "raw/s/ingest_date=2024-01-31/b.csv"]);
+        let k = lake_core::zone::Key::new("raw/s/ingest_date=2024-01-31/b.csv").unwrap();
+        assert_eq!(store.get_bytes(&k).await.unwrap(), "x,y\n3,4\n");
+        // A second landing of the same window fetches nothing, even if the files changed.
+        std::fs::write(dir.path().join("data/b.csv"), "changed").unwrap();
+        assert!(matches!(land(&store, &src, &w, "r2").await.unwrap(), Landed::AlreadyComplete(m2) if m2.run_id == "r1"));
+        assert_eq!(store.get_bytes(&k).await.unwrap(), "x,y\n3,4\n");
+    }
+
+    #[tokio::test]
+    async fn no_match_is_an_error_naming_the_source() {
+        let src = FileSource::new("credit", vec!["/nonexistent/*.csv".into()]);
+        let err = src.objects(&Window::day(lake_core::chrono::NaiveDate::MIN)).await.unwrap_err();
+        assert!(err.to_string().contains("source \"credit\": no file matches"), "{err}");
+    }
+}

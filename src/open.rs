@@ -1,0 +1,68 @@
+//! From a `lake.toml` to the stores, backend and sources of a run.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use lake_core::config::{Backend, ConfigFile, Pipeline, Root};
+use lake_core::ledger::RunRecord;
+use lake_core::run::{RunContext, RunOptions};
+use lake_core::{DynZoneStore, Error, Result};
+use lake_local::{LocalBackend, ObjectZoneStore};
+
+/// A validated pipeline with its zone store: what the CLI and library users run.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    /// The checked pipeline.
+    pub pipeline: Arc<Pipeline>,
+    /// Its zones.
+    pub store: Arc<DynZoneStore>,
+}
+
+impl Lake {
+    /// Load, validate (with `[env.<env>]` applied) and open the zones of a `lake.toml`.
+    pub fn open(config: impl AsRef<Path>, env: Option<&str>) -> Result<Self> {
+        let file = ConfigFile::load(config)?;
+        Self::from_pipeline(file.pipeline(env)?)
+    }
+
+    /// Open the zones of an already validated pipeline.
+    pub fn from_pipeline(pipeline: Pipeline) -> Result<Self> {
+        let store = open_store(&pipeline.root)?;
+        Ok(Self { pipeline: Arc::new(pipeline), store })
+    }
+
+    /// The backend, store and sources of a run.
+    pub fn context(&self) -> Result<RunContext> {
+        let backend = match self.pipeline.backend {
+            Backend::Local => Arc::new(LocalBackend::new()),
+            Backend::Emr => {
+                return Err(Error::NotImplemented {
+                    operation: "backend = \"emr\"",
+                    implementer: "this build of lake".into(),
+                });
+            }
+        };
+        Ok(RunContext {
+            pipeline: Arc::clone(&self.pipeline),
+            store: Arc::clone(&self.store),
+            backend,
+            sources: lake_ingest::build_sources(&self.pipeline),
+        })
+    }
+
+    /// Run the pipeline (see [`lake_core::run::run`]).
+    pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
+        lake_core::run::run(&self.context()?, opts).await
+    }
+}
+
+/// The zone store of a root.
+pub fn open_store(root: &Root) -> Result<Arc<DynZoneStore>> {
+    match root {
+        Root::Local { path } => Ok(Arc::new(ObjectZoneStore::filesystem(path)?)),
+        Root::S3 { .. } => Err(Error::NotImplemented {
+            operation: "an s3:// root",
+            implementer: "this build of lake (S3 zones come with the lake-aws crate)".into(),
+        }),
+    }
+}
