@@ -87,10 +87,11 @@ impl SpanIndex {
         }
     }
 
-    /// The dotted path of the innermost key whose key span contains `offset`.
+    /// The dotted path of the innermost key whose key or value span contains `offset`.
     pub(crate) fn key_at(&self, offset: usize) -> Option<&str> {
         self.keys
             .iter()
+            .chain(self.values.iter())
             .filter(|(_, span)| span.contains(&offset))
             .max_by_key(|(path, _)| path.len())
             .map(|(path, _)| path.as_str())

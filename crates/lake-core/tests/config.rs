@@ -1,0 +1,217 @@
+//! lake.toml: round trips and every validation error, each naming its line and key.
+
+use lake_core::Error;
+use lake_core::config::{ConfigFile, Diagnostic, LakeFile, Pipeline};
+
+fn parse(text: &str) -> Result<ConfigFile, Error> {
+    ConfigFile::parse("lake.toml", "/project".into(), text.to_owned())
+}
+
+fn pipeline(text: &str, env: Option<&str>) -> Result<Pipeline, Error> {
+    parse(text)?.pipeline(env)
+}
+
+fn diagnostics(text: &str) -> Vec<Diagnostic> {
+    match pipeline(text, None) {
+        Err(Error::Config { diagnostics }) => diagnostics.0,
+        Err(other) => panic!("expected config diagnostics, got {other}"),
+        Ok(_) => panic!("expected an invalid config"),
+    }
+}
+
+/// The one diagnostic whose key is `key`.
+fn find<'a>(d: &'a [Diagnostic], key: &str) -> &'a Diagnostic {
+    d.iter()
+        .find(|d| d.key == key)
+        .unwrap_or_else(|| panic!("no diagnostic for {key} in {d:#?}"))
+}
+
+const FULL: &str = r#"[lake]
+name = "credit"
+root = "lake"
+backend = "local"
+lock_ttl = "2h"
+
+[env.aws]
+root = "s3://my-bucket/credit"
+
+[sources.credit]
+kind = "file"
+path = "data/*.csv"
+
+[steps.clean]
+kind = "command"
+command = ["python3", "clean.py", "--date", "{date}"]
+inputs = ["raw/credit"]
+output = "trusted/credit"
+
+[steps.report]
+kind = "command"
+command = ["python3", "report.py"]
+inputs = ["trusted/credit"]
+output = "refined/report"
+depends_on = ["clean"]
+env = { TOKEN = "${env:REPORT_TOKEN}" }
+timeout = "30m"
+"#;
+
+#[test]
+fn full_example_validates_in_order() {
+    let p = pipeline(FULL, None).unwrap();
+    assert_eq!(p.order, ["clean", "report"]);
+    assert_eq!(p.steps["report"].line, 20);
+    assert_eq!(p.steps["report"].depends_on.iter().collect::<Vec<_>>(), ["clean"]);
+    assert_eq!(p.root.to_string(), "/project/lake");
+    assert_eq!(p.lock_ttl.as_secs(), 7200);
+    assert_eq!(p.steps["report"].timeout.unwrap().as_secs(), 1800);
+}
+
+#[test]
+fn round_trips_through_toml() {
+    let model = parse(FULL).unwrap().model;
+    let again: LakeFile = toml::from_str(&toml::to_string(&model).unwrap()).unwrap();
+    assert_eq!(model, again);
+    // And the re-serialised text validates to the same pipeline.
+    let p2 = pipeline(&toml::to_string(&model).unwrap(), None).unwrap();
+    assert_eq!(p2.order, ["clean", "report"]);
+}
+
+#[test]
+fn env_overrides_lake_keys() {
+    let p = pipeline(FULL, Some("aws")).unwrap();
+    assert_eq!(p.root.to_string(), "s3://my-bucket/credit");
+    assert_eq!(p.env.as_deref(), Some("aws"));
+    let err = pipeline(FULL, Some("gcp")).unwrap_err();
+    assert!(err.is_usage());
+    assert!(err.to_string().contains("no [env.gcp]") && err.to_string().contains("aws"), "{err}");
+}
+
+#[test]
+fn unknown_key_names_its_line_and_key() {
+    let text = "[lake]\nname = \"x\"\n\n[steps.a]\nkind = \"command\"\ncommand = [\"true\"]\ncomand = [\"typo\"]\n";
+    let d = diagnostics(text);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].line, 7, "{d:?}");
+    assert_eq!(d[0].key, "steps.a.comand");
+    assert!(d[0].message.contains("unknown field `comand`"), "{}", d[0].message);
+    assert!(d[0].to_string().starts_with("lake.toml:7:1: steps.a.comand: "), "{}", d[0]);
+}
+
+#[test]
+fn unknown_kind_names_its_line() {
+    let d = diagnostics("[lake]\nname = \"x\"\n[sources.s]\nkind = \"ftp\"\n");
+    assert_eq!((d[0].line, d[0].key.as_str()), (4, "sources.s.kind"), "{d:?}");
+    assert!(d[0].message.contains("ftp"));
+}
+
+#[test]
+fn toml_syntax_error_has_a_line() {
+    let d = diagnostics("[lake]\nname = \"x\"\nroot = \n");
+    assert_eq!(d[0].line, 3, "{d:?}");
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = r#"[lake]
+name = "bad name"
+root = "ftp://host/x"
+lock_ttl = "soon"
+
+[env."bad env"]
+root = "x"
+
+[sources.s]
+kind = "file"
+
+[steps.a]
+kind = "command"
+command = []
+inputs = ["raw/nope", "trusted/nobody", "lake/x"]
+output = "raw/a"
+depends_on = ["ghost", "a"]
+env = { "1BAD" = "x", LAKE_DATE = "y", OK = "${HOME}" }
+timeout = "10 minutes"
+
+[steps.b]
+kind = "command"
+command = ["true"]
+output = "refined/same"
+
+[steps.c]
+kind = "command"
+command = ["true"]
+output = "refined/same"
+"#;
+    let d = diagnostics(text);
+    let expect = [
+        ("lake.name", 2, "not a valid pipeline name"),
+        ("lake.root", 3, "unsupported scheme"),
+        ("lake.lock_ttl", 4, "not a duration"),
+        ("env.bad env", 6, "not a valid environment name"),
+        ("sources.s", 9, "needs `path`"),
+        ("steps.a.command", 14, "needs `command`"),
+        ("steps.a.inputs[0]", 15, "unknown source \"nope\""),
+        ("steps.a.inputs[1]", 15, "no step writes trusted/nobody"),
+        ("steps.a.inputs[2]", 15, "unknown zone \"lake\""),
+        ("steps.a.output", 16, "raw/ is written only by sources"),
+        ("steps.a.depends_on[0]", 17, "unknown step \"ghost\""),
+        ("steps.a.depends_on[1]", 17, "cannot depend on itself"),
+        ("steps.a.env.1BAD", 18, "not a valid environment variable name"),
+        ("steps.a.env.LAKE_DATE", 18, "set by lake itself"),
+        ("steps.a.env.OK", 18, "only `${env:NAME}` is supported"),
+        ("steps.a.timeout", 19, "not a duration"),
+        ("steps.c.output", 29, "also written by step \"b\""),
+    ];
+    for (key, line, msg) in expect {
+        let got = find(&d, key);
+        assert_eq!(got.line, line, "line of {key}: {got}");
+        assert!(got.message.contains(msg), "{key}: {:?} should contain {msg:?}", got.message);
+    }
+    assert_eq!(d.len(), expect.len(), "{d:#?}");
+    // Sorted by line, all in one error.
+    assert!(d.windows(2).all(|w| w[0].line <= w[1].line));
+}
+
+#[test]
+fn cycles_are_named_as_a_path_with_lines() {
+    let text = r#"[lake]
+name = "x"
+
+[steps.a]
+kind = "command"
+command = ["true"]
+inputs = ["trusted/b"]
+output = "trusted/a"
+
+[steps.b]
+kind = "command"
+command = ["true"]
+depends_on = ["a"]
+output = "trusted/b"
+
+[steps.c]
+kind = "command"
+command = ["true"]
+"#;
+    let d = diagnostics(text);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0].message, "dependency cycle: a (line 4) → b (line 10) → a (line 4)");
+    assert_eq!((d[0].line, d[0].key.as_str()), (4, "steps.a"));
+}
+
+#[test]
+fn emr_backend_is_reported_until_it_exists() {
+    let d = diagnostics("[lake]\nname = \"x\"\n\n[env.aws]\nbackend = \"emr\"\n[steps.a]\nkind=\"command\"\ncommand=[\"true\"]\n".replace("\n[env.aws]\nbackend = \"emr\"", "backend = \"emr\"").as_str());
+    assert_eq!(d[0].key, "lake.backend");
+    assert!(d[0].message.contains("not available"));
+}
+
+#[test]
+fn roots() {
+    use lake_core::config::Root;
+    let base = std::path::Path::new("/p");
+    assert_eq!(Root::parse("s3://b/x/y/", base).unwrap().to_string(), "s3://b/x/y");
+    assert_eq!(Root::parse("file:///abs", base).unwrap().to_string(), "/abs");
+    assert!(Root::parse("file://rel", base).is_err());
+    assert!(Root::parse("s3://", base).is_err());
+}

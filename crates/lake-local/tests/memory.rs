@@ -1,0 +1,46 @@
+//! A 64 MiB object through the filesystem store with bounded memory.
+//!
+//! Its own test binary so no other test shares the process: the peak resident set size
+//! (VmHWM) is reset through /proc/self/clear_refs before the transfer and read after it.
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "current_thread")]
+async fn big_object_streams_with_bounded_memory() {
+    use lake_core::testing::conformance;
+    use lake_local::ObjectZoneStore;
+
+    fn vm_hwm_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/self/status")
+    }
+    fn vm_rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/self/status")
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = ObjectZoneStore::filesystem(dir.path()).unwrap();
+    // Warm up allocator and runtime with a small transfer first.
+    conformance::big_object(&store, 4 * 1024 * 1024).await;
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        eprintln!("skipped: cannot reset the peak RSS (/proc/self/clear_refs not writable)");
+        return;
+    }
+    let before = vm_rss_kib();
+    conformance::big_object(&store, conformance::BIG_OBJECT).await;
+    let peak = vm_hwm_kib();
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("64 MiB put + get: peak RSS grew by {grew_mib} MiB");
+    assert!(
+        grew_mib < 32,
+        "putting and reading back 64 MiB grew the peak RSS by {grew_mib} MiB; streaming should keep it to a few parts"
+    );
+}
