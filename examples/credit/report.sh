@@ -4,6 +4,7 @@ set -eu
 date="$1"
 window="$LAKE_INPUT_RAW_CREDIT/ingest_date=$date"
 awk -F, '
+  { sub(/\r$/, "") }                      # the file has CRLF line endings
   FNR == 1 { next }                       # each file has a header
   { n[$10]++; amount[$10] += $8; duration[$10] += $9 }
   END {
