@@ -28,7 +28,10 @@ impl Lake {
     /// Open the zones of an already validated pipeline.
     pub fn from_pipeline(pipeline: Pipeline) -> Result<Self> {
         let store = open_store(&pipeline.root)?;
-        Ok(Self { pipeline: Arc::new(pipeline), store })
+        Ok(Self {
+            pipeline: Arc::new(pipeline),
+            store,
+        })
     }
 
     /// The backend, store and sources of a run.

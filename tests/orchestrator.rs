@@ -54,10 +54,18 @@ fn source() -> Arc<dyn Source> {
     let mut s = MockSource::new();
     s.expect_name().return_const("s".to_owned());
     s.expect_objects().returning(|_| {
-        Ok(vec![SourceObject { name: "x.csv".into(), size: Some(3), content_type: None, origin: "mem".into() }])
+        Ok(vec![SourceObject {
+            name: "x.csv".into(),
+            size: Some(3),
+            content_type: None,
+            origin: "mem".into(),
+        }])
     });
-    s.expect_open()
-        .returning(|_, _| Ok(Box::pin(futures::stream::once(async { Ok(Bytes::from_static(b"a,b")) }))));
+    s.expect_open().returning(|_, _| {
+        Ok(Box::pin(futures::stream::once(async {
+            Ok(Bytes::from_static(b"a,b"))
+        })))
+    });
     Arc::new(s)
 }
 
@@ -79,16 +87,25 @@ fn backend(state: fn(&str) -> StepState) -> (MockClusterBackend, Recorder) {
     b.expect_start().times(1).returning(|spec| {
         assert_eq!(spec.tags["lake:pipeline"], "p");
         assert_eq!(spec.tags["lake:run-id"], spec.run_id);
-        Ok(ClusterHandle { id: "c-1".into(), attached: false })
+        Ok(ClusterHandle {
+            id: "c-1".into(),
+            attached: false,
+        })
     });
     let submitted = Arc::clone(&rec.submitted);
     b.expect_submit().returning(move |_, req| {
         submitted.lock().unwrap().push(req.name.clone());
-        Ok(StepHandle { id: req.name.clone(), name: req.name.clone() })
+        Ok(StepHandle {
+            id: req.name.clone(),
+            name: req.name.clone(),
+        })
     });
     b.expect_poll().returning(move |_, h| Ok(state(&h.name)));
     b.expect_logs().returning(|_, h| {
-        Ok(StepLogs { stdout_tail: String::new(), stderr_tail: format!("Traceback\nValueError: {} broke with s3cr3t-value", h.name) })
+        Ok(StepLogs {
+            stdout_tail: String::new(),
+            stderr_tail: format!("Traceback\nValueError: {} broke with s3cr3t-value", h.name),
+        })
     });
     let cancelled = Arc::clone(&rec.cancelled);
     b.expect_cancel().returning(move |_, h| {
@@ -129,7 +146,9 @@ async fn lock_is_free(store: &DynZoneStore) -> bool {
 async fn runs_in_dependency_order_and_tears_down() {
     let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
     let (b, rec) = backend(|_| StepState::Completed);
-    let r = run(&context(b, Arc::clone(&store)), &options()).await.unwrap();
+    let r = run(&context(b, Arc::clone(&store)), &options())
+        .await
+        .unwrap();
     assert_eq!(r.status, Status::Succeeded);
     assert_eq!(*rec.submitted.lock().unwrap(), ["a", "b", "c", "d"]);
     assert_eq!(*rec.terminated.lock().unwrap(), 1, "terminate exactly once");
@@ -153,17 +172,46 @@ fn sha(s: &str) -> String {
 async fn a_failed_step_skips_its_dependants_and_records_the_rest() {
     let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
     let (b, rec) = backend(|name| match name {
-        "b" => StepState::Failed { reason: "exit status 3".into() },
+        "b" => StepState::Failed {
+            reason: "exit status 3".into(),
+        },
         _ => StepState::Completed,
     });
-    let r = run(&context(b, Arc::clone(&store)), &options()).await.unwrap();
+    let r = run(&context(b, Arc::clone(&store)), &options())
+        .await
+        .unwrap();
     assert_eq!(r.status, Status::Failed);
-    let status: Vec<(&str, Status)> = r.steps.iter().map(|s| (s.name.as_str(), s.status)).collect();
-    assert_eq!(status, [("a", Status::Succeeded), ("b", Status::Failed), ("c", Status::Skipped), ("d", Status::Succeeded)]);
-    assert_eq!(*rec.submitted.lock().unwrap(), ["a", "b", "d"], "c never submitted");
+    let status: Vec<(&str, Status)> = r
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("a", Status::Succeeded),
+            ("b", Status::Failed),
+            ("c", Status::Skipped),
+            ("d", Status::Succeeded)
+        ]
+    );
+    assert_eq!(
+        *rec.submitted.lock().unwrap(),
+        ["a", "b", "d"],
+        "c never submitted"
+    );
     let err = r.steps[1].error.as_deref().unwrap();
-    assert!(err.starts_with("exit status 3; stderr:\nTraceback\nValueError: b broke"), "{err}");
-    assert!(r.steps[2].error.as_deref().unwrap().contains("dependency \"b\" did not succeed"));
+    assert!(
+        err.starts_with("exit status 3; stderr:\nTraceback\nValueError: b broke"),
+        "{err}"
+    );
+    assert!(
+        r.steps[2]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("dependency \"b\" did not succeed")
+    );
     assert_eq!(*rec.terminated.lock().unwrap(), 1);
     assert!(lock_is_free(&*store).await);
 }
@@ -172,13 +220,20 @@ async fn a_failed_step_skips_its_dependants_and_records_the_rest() {
 async fn secrets_are_redacted_from_step_errors_and_never_in_the_ledger() {
     let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
     let (b, _rec) = backend(|name| match name {
-        "d" => StepState::Failed { reason: "exit status 1".into() },
+        "d" => StepState::Failed {
+            reason: "exit status 1".into(),
+        },
         _ => StepState::Completed,
     });
-    let r = run(&context(b, Arc::clone(&store)), &options()).await.unwrap();
+    let r = run(&context(b, Arc::clone(&store)), &options())
+        .await
+        .unwrap();
     let err = r.steps[3].error.as_deref().unwrap();
     assert!(err.contains("d broke with ***"), "{err}");
-    let raw = store.get_bytes(&Key::new(format!("_lake/runs/{}.json", r.run_id)).unwrap()).await.unwrap();
+    let raw = store
+        .get_bytes(&Key::new(format!("_lake/runs/{}.json", r.run_id)).unwrap())
+        .await
+        .unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains("s3cr3t-value"));
 }
 
@@ -191,7 +246,10 @@ async fn a_missing_secret_fails_before_anything_runs() {
     let mut o = options();
     o.env = Arc::new(|_| None);
     let err = run(&context(b, Arc::clone(&store)), &o).await.unwrap_err();
-    assert!(matches!(&err, Error::MissingEnv { var, key } if var == "ORCH_TOKEN" && key == "steps.d.env.TOKEN"), "{err}");
+    assert!(
+        matches!(&err, Error::MissingEnv { var, key } if var == "ORCH_TOKEN" && key == "steps.d.env.TOKEN"),
+        "{err}"
+    );
     assert!(store.list("").await.unwrap().is_empty(), "nothing written");
 }
 
@@ -207,11 +265,22 @@ async fn cancellation_cancels_the_step_tears_down_and_releases_the_lock() {
     });
     let r = run(&context(b, Arc::clone(&store)), &o).await.unwrap();
     assert_eq!(r.status, Status::Cancelled);
-    assert_eq!(*rec.cancelled.lock().unwrap(), ["a"], "the running step is cancelled");
-    assert_eq!(*rec.submitted.lock().unwrap(), ["a"], "nothing else is submitted");
+    assert_eq!(
+        *rec.cancelled.lock().unwrap(),
+        ["a"],
+        "the running step is cancelled"
+    );
+    assert_eq!(
+        *rec.submitted.lock().unwrap(),
+        ["a"],
+        "nothing else is submitted"
+    );
     assert_eq!(*rec.terminated.lock().unwrap(), 1);
     assert!(lock_is_free(&*store).await);
-    assert_eq!(ledger::get(&*store, &r.run_id).await.unwrap().status, Status::Cancelled);
+    assert_eq!(
+        ledger::get(&*store, &r.run_id).await.unwrap().status,
+        Status::Cancelled
+    );
 }
 
 #[tokio::test]
@@ -237,22 +306,51 @@ async fn a_step_timeout_cancels_it_and_fails_it() {
 #[tokio::test]
 async fn a_held_lock_refuses_the_run_and_names_the_holder() {
     let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
-    lock::acquire(&*store, "p", "other-run", "alice@box pid 7", Duration::from_secs(600)).await.unwrap();
+    lock::acquire(
+        &*store,
+        "p",
+        "other-run",
+        "alice@box pid 7",
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
     let mut b = MockClusterBackend::new();
     b.expect_start().never();
     b.expect_name().return_const("mock".to_owned());
-    let err = run(&context(b, Arc::clone(&store)), &options()).await.unwrap_err();
+    let err = run(&context(b, Arc::clone(&store)), &options())
+        .await
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("locked by run other-run (alice@box pid 7)"), "{msg}");
-    assert_eq!(lock::current(&*store, "p").await.unwrap().unwrap().run_id, "other-run", "the holder keeps it");
+    assert!(
+        msg.contains("locked by run other-run (alice@box pid 7)"),
+        "{msg}"
+    );
+    assert_eq!(
+        lock::current(&*store, "p").await.unwrap().unwrap().run_id,
+        "other-run",
+        "the holder keeps it"
+    );
 }
 
 #[tokio::test]
 async fn an_expired_lock_is_taken_over_once_with_a_warning() {
     let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
-    let mut old = lock::acquire(&*store, "p", "dead-run", "bob@box pid 9", Duration::from_secs(60)).await.unwrap().info;
+    let mut old = lock::acquire(
+        &*store,
+        "p",
+        "dead-run",
+        "bob@box pid 9",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .info;
     old.expires = old.acquired - lake::core::chrono::Duration::seconds(1);
-    store.put_json(&lock::lock_key("p").unwrap(), &old).await.unwrap();
+    store
+        .put_json(&lock::lock_key("p").unwrap(), &old)
+        .await
+        .unwrap();
 
     let warnings = Arc::new(Mutex::new(Vec::new()));
     struct Obs(Arc<Mutex<Vec<String>>>);
@@ -268,12 +366,19 @@ async fn an_expired_lock_is_taken_over_once_with_a_warning() {
     o.observer = Some(Arc::new(Obs(Arc::clone(&warnings))));
     let r = run(&context(b, Arc::clone(&store)), &o).await.unwrap();
     assert_eq!(r.status, Status::Succeeded);
-    let w = warnings.lock().unwrap();
-    assert!(w.iter().any(|w| w.contains("took over the expired lock of run dead-run")), "{w:?}");
+    let w = warnings.lock().unwrap().clone();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("took over the expired lock of run dead-run")),
+        "{w:?}"
+    );
     assert!(lock_is_free(&*store).await);
 
     // Two takers racing for one expired lock: exactly one wins.
-    store.put_json(&lock::lock_key("p").unwrap(), &old).await.unwrap();
+    store
+        .put_json(&lock::lock_key("p").unwrap(), &old)
+        .await
+        .unwrap();
     let a = lock::acquire(&*store, "p", "r1", "x", Duration::from_secs(60)).await;
     let b = lock::acquire(&*store, "p", "r2", "y", Duration::from_secs(60)).await;
     assert!(a.is_ok() != b.is_ok(), "one taker wins: {a:?} {b:?}");

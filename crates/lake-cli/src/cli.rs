@@ -10,7 +10,13 @@ use lake::core::chrono::NaiveDate;
 #[command(name = "lake", version, about, propagate_version = true)]
 pub(crate) struct Args {
     /// The pipeline file.
-    #[arg(short, long, global = true, default_value = "lake.toml", value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "lake.toml",
+        value_name = "FILE"
+    )]
     pub(crate) config: PathBuf,
     /// Apply the `[env.NAME]` overrides of lake.toml.
     #[arg(long, global = true, value_name = "NAME")]

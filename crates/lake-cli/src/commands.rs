@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use lake::Lake;
+use lake::core::DynZoneStore;
 use lake::core::config::{ConfigFile, Pipeline, SourceSpecKind, StepSpecKind, Zone};
 use lake::core::ledger::{self, RunRecord, Status};
 use lake::core::run::RunOptions;
-use lake::core::DynZoneStore;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Args, Command, RunsCommand, UsageError};
@@ -27,10 +27,13 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             let date = date.unwrap_or_else(|| lake::core::chrono::Utc::now().date_naive());
             run(&lake, date, only.clone(), *force, &args).await
         }
-        Command::Runs { show: None, json } => runs(&*Lake::open(&args.config, env)?.store, *json).await,
-        Command::Runs { show: Some(RunsCommand::Show { id, json }), json: json2 } => {
-            show_run(&*Lake::open(&args.config, env)?.store, id, *json || *json2).await
+        Command::Runs { show: None, json } => {
+            runs(&*Lake::open(&args.config, env)?.store, *json).await
         }
+        Command::Runs {
+            show: Some(RunsCommand::Show { id, json }),
+            json: json2,
+        } => show_run(&*Lake::open(&args.config, env)?.store, id, *json || *json2).await,
         Command::Ls { path } => ls(&*Lake::open(&args.config, env)?.store, path.as_deref()).await,
     }
 }
@@ -42,15 +45,31 @@ const INIT_DATA: &str = include_str!("../../../examples/credit/data/german_credi
 fn init(dir: &Path) -> Result<ExitCode> {
     let config = dir.join("lake.toml");
     if config.exists() {
-        return Err(UsageError(format!("{} already exists; not overwriting it", config.display())).into());
+        return Err(UsageError(format!(
+            "{} already exists; not overwriting it",
+            config.display()
+        ))
+        .into());
     }
-    std::fs::create_dir_all(dir.join("data")).with_context(|| format!("create {}", dir.display()))?;
-    for (name, text) in [("lake.toml", INIT_TOML), ("report.sh", INIT_SCRIPT), ("data/german_credit_data.csv", INIT_DATA)] {
+    std::fs::create_dir_all(dir.join("data"))
+        .with_context(|| format!("create {}", dir.display()))?;
+    for (name, text) in [
+        ("lake.toml", INIT_TOML),
+        ("report.sh", INIT_SCRIPT),
+        ("data/german_credit_data.csv", INIT_DATA),
+    ] {
         let path = dir.join(name);
         std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     }
-    let shown = if dir == Path::new(".") { String::new() } else { format!("cd {} && ", dir.display()) };
-    println!("wrote {} with sample data and a report step", config.display());
+    let shown = if dir == Path::new(".") {
+        String::new()
+    } else {
+        format!("cd {} && ", dir.display())
+    };
+    println!(
+        "wrote {} with sample data and a report step",
+        config.display()
+    );
     println!("next: {shown}lake run");
     Ok(ExitCode::SUCCESS)
 }
@@ -88,9 +107,14 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
     writeln!(out, "sources:")?;
     for s in p.sources.values() {
         match &s.kind {
-            SourceSpecKind::File { patterns } => {
-                writeln!(out, "  {} (file, line {}): {} → raw/{}/ingest_date=<date>/", s.name, s.line, patterns.join(", "), s.name)?
-            }
+            SourceSpecKind::File { patterns } => writeln!(
+                out,
+                "  {} (file, line {}): {} → raw/{}/ingest_date=<date>/",
+                s.name,
+                s.line,
+                patterns.join(", "),
+                s.name
+            )?,
             #[allow(unreachable_patterns)]
             _ => writeln!(out, "  {}", s.name)?,
         }
@@ -98,15 +122,39 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
     writeln!(out, "steps, in order:")?;
     for (i, name) in p.order.iter().enumerate() {
         let s = &p.steps[name];
-        writeln!(out, "  {}. {} ({}, line {})", i + 1, s.name, s.kind_name(), s.line)?;
-        let list = |v: Vec<String>| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
-        writeln!(out, "     inputs:     {}", list(s.inputs.iter().map(ToString::to_string).collect()))?;
-        writeln!(out, "     output:     {}", s.output.as_ref().map_or("-".into(), ToString::to_string))?;
-        writeln!(out, "     depends on: {}", list(s.depends_on.iter().cloned().collect()))?;
-        match &s.kind {
-            StepSpecKind::Command { command } => writeln!(out, "     command:    {}", command.join(" "))?,
-            #[allow(unreachable_patterns)]
-            _ => {}
+        writeln!(
+            out,
+            "  {}. {} ({}, line {})",
+            i + 1,
+            s.name,
+            s.kind_name(),
+            s.line
+        )?;
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        writeln!(
+            out,
+            "     inputs:     {}",
+            list(s.inputs.iter().map(ToString::to_string).collect())
+        )?;
+        writeln!(
+            out,
+            "     output:     {}",
+            s.output.as_ref().map_or("-".into(), ToString::to_string)
+        )?;
+        writeln!(
+            out,
+            "     depends on: {}",
+            list(s.depends_on.iter().cloned().collect())
+        )?;
+        #[allow(irrefutable_let_patterns)]
+        if let StepSpecKind::Command { command } = &s.kind {
+            writeln!(out, "     command:    {}", command.join(" "))?;
         }
         for (k, v) in &s.env {
             writeln!(out, "     env:        {k} = {v}")?;
@@ -118,12 +166,20 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn run(lake: &Lake, date: lake::core::chrono::NaiveDate, only: Vec<String>, force: bool, args: &Args) -> Result<ExitCode> {
+async fn run(
+    lake: &Lake,
+    date: lake::core::chrono::NaiveDate,
+    only: Vec<String>,
+    force: bool,
+    args: &Args,
+) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("interrupted: cancelling steps, tearing down, releasing the lock (Ctrl-C again to abort at once)");
+        eprintln!(
+            "interrupted: cancelling steps, tearing down, releasing the lock (Ctrl-C again to abort at once)"
+        );
         on_signal.cancel();
         wait_for_signal().await;
         std::process::exit(130);
@@ -133,14 +189,20 @@ async fn run(lake: &Lake, date: lake::core::chrono::NaiveDate, only: Vec<String>
     opts.force = force;
     opts.cancel = cancel;
     if !args.quiet {
-        opts.observer = Some(Arc::new(print::Progress { verbose: args.verbose > 0 }));
+        opts.observer = Some(Arc::new(print::Progress {
+            verbose: args.verbose > 0,
+        }));
     }
     let record = lake.run(&opts).await?;
     let outputs: Vec<(String, String)> = record
         .steps
         .iter()
         .filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate))
-        .filter_map(|s| s.output.as_ref().map(|o| (o.clone(), location(&*lake.store, o))))
+        .filter_map(|s| {
+            s.output
+                .as_ref()
+                .map(|o| (o.clone(), location(&*lake.store, o)))
+        })
         .collect();
     println!("{}", print::summary(&record, &outputs));
     Ok(match record.status {
@@ -184,11 +246,18 @@ async fn find_run(store: &DynZoneStore, id: &str) -> Result<RunRecord> {
     let matching: Vec<&RunRecord> = runs.iter().filter(|r| r.run_id.starts_with(id)).collect();
     match matching.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(UsageError(format!("no run {id:?} in {}", location(store, "_lake/runs"))).into()),
+        [] => Err(UsageError(format!(
+            "no run {id:?} in {}",
+            location(store, "_lake/runs")
+        ))
+        .into()),
         many => Err(UsageError(format!(
             "{id:?} matches {} runs: {}",
             many.len(),
-            many.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|r| r.run_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .into()),
     }
@@ -206,10 +275,20 @@ async fn runs(store: &DynZoneStore, json: bool) -> Result<ExitCode> {
         writeln!(out, "no runs yet in {}", location(store, ""))?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "{:<24} {:<10} {:<10} {:<20} {:>9}  STEPS", "RUN", "DATE", "STATUS", "STARTED (UTC)", "DURATION")?;
+    writeln!(
+        out,
+        "{:<24} {:<10} {:<10} {:<20} {:>9}  STEPS",
+        "RUN", "DATE", "STATUS", "STARTED (UTC)", "DURATION"
+    )?;
     for r in runs {
-        let dur = r.ended.map(|e| (e - r.started).num_milliseconds().max(0) as u64);
-        let ok = r.steps.iter().filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate)).count();
+        let dur = r
+            .ended
+            .map(|e| (e - r.started).num_milliseconds().max(0) as u64);
+        let ok = r
+            .steps
+            .iter()
+            .filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate))
+            .count();
         writeln!(
             out,
             "{:<24} {:<10} {:<10} {:<20} {:>9}  {ok}/{} ok",
@@ -232,16 +311,46 @@ async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(out, "run {} · pipeline {} · date {} · {}", r.run_id, r.pipeline, r.date, r.status)?;
-    writeln!(out, "  root {} · backend {} · env {} · by {}", r.root, r.backend, r.env.as_deref().unwrap_or("-"), r.holder)?;
-    writeln!(out, "  started {} · ended {}", r.started.to_rfc3339(), r.ended.map_or("-".into(), |e| e.to_rfc3339()))?;
+    writeln!(
+        out,
+        "run {} · pipeline {} · date {} · {}",
+        r.run_id, r.pipeline, r.date, r.status
+    )?;
+    writeln!(
+        out,
+        "  root {} · backend {} · env {} · by {}",
+        r.root,
+        r.backend,
+        r.env.as_deref().unwrap_or("-"),
+        r.holder
+    )?;
+    writeln!(
+        out,
+        "  started {} · ended {}",
+        r.started.to_rfc3339(),
+        r.ended.map_or("-".into(), |e| e.to_rfc3339())
+    )?;
     if let Some(e) = &r.error {
         writeln!(out, "  error: {e}")?;
     }
     for i in &r.ingest {
-        writeln!(out, "ingest {} for {}: {} ({} objects, {})", i.source, i.date, i.status, i.objects.len(), print::bytes(i.bytes))?;
+        writeln!(
+            out,
+            "ingest {} for {}: {} ({} objects, {})",
+            i.source,
+            i.date,
+            i.status,
+            i.objects.len(),
+            print::bytes(i.bytes)
+        )?;
         for o in &i.objects {
-            writeln!(out, "    {}  {:>10}  sha256 {}", o.key, print::bytes(o.size), o.sha256)?;
+            writeln!(
+                out,
+                "    {}  {:>10}  sha256 {}",
+                o.key,
+                print::bytes(o.size),
+                o.sha256
+            )?;
         }
         if let Some(e) = &i.error {
             writeln!(out, "    error: {e}")?;
@@ -250,10 +359,22 @@ async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode
     for s in &r.steps {
         writeln!(out, "{}", print::step_line(s))?;
         for o in &s.inputs {
-            writeln!(out, "    in   {}  {:>10}  sha256 {}", o.key, print::bytes(o.size), o.sha256)?;
+            writeln!(
+                out,
+                "    in   {}  {:>10}  sha256 {}",
+                o.key,
+                print::bytes(o.size),
+                o.sha256
+            )?;
         }
         for o in &s.output_objects {
-            writeln!(out, "    out  {}  {:>10}  sha256 {}", o.key, print::bytes(o.size), o.sha256)?;
+            writeln!(
+                out,
+                "    out  {}  {:>10}  sha256 {}",
+                o.key,
+                print::bytes(o.size),
+                o.sha256
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -275,21 +396,34 @@ async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {
             }
             writeln!(out, "{}/", zone.as_str())?;
             for (ds, (n, b)) in datasets {
-                writeln!(out, "  {}/{ds}  {n} objects, {}", zone.as_str(), print::bytes(b))?;
+                writeln!(
+                    out,
+                    "  {}/{ds}  {n} objects, {}",
+                    zone.as_str(),
+                    print::bytes(b)
+                )?;
             }
         }
         return Ok(ExitCode::SUCCESS);
     };
     let first = path.split('/').next().unwrap_or(path);
     if !matches!(first, "raw" | "trusted" | "refined" | "_lake") {
-        bail!(UsageError(format!("{path:?}: start with a zone: raw, trusted or refined")));
+        bail!(UsageError(format!(
+            "{path:?}: start with a zone: raw, trusted or refined"
+        )));
     }
     let objects = store.list(path).await?;
     if objects.is_empty() {
         writeln!(out, "nothing under {}", location(store, path))?;
     }
     for o in objects {
-        writeln!(out, "{:>10}  {}  {}", print::bytes(o.size), o.last_modified.format("%Y-%m-%d %H:%M:%S"), o.key)?;
+        writeln!(
+            out,
+            "{:>10}  {}  {}",
+            print::bytes(o.size),
+            o.last_modified.format("%Y-%m-%d %H:%M:%S"),
+            o.key
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

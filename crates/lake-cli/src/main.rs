@@ -25,7 +25,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -55,7 +58,8 @@ fn main() -> ExitCode {
 /// 2 for bad usage or configuration, 1 for everything else.
 fn exit_code(err: &anyhow::Error) -> u8 {
     let usage = err.chain().any(|c| {
-        c.downcast_ref::<lake::core::Error>().is_some_and(lake::core::Error::is_usage)
+        c.downcast_ref::<lake::core::Error>()
+            .is_some_and(lake::core::Error::is_usage)
             || c.downcast_ref::<cli::UsageError>().is_some()
     });
     if usage { 2 } else { 1 }

@@ -14,7 +14,11 @@ pub(crate) fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub(crate) fn millis(ms: Option<u64>) -> String {
@@ -40,14 +44,24 @@ impl RunObserver for Progress {
         let _ = match event {
             Event::Started { run_id } => writeln!(err, "run {run_id}"),
             Event::Warning(w) => writeln!(err, "warning: {w}"),
-            Event::Ingested { source, status, objects, bytes: b } => match status {
+            Event::Ingested {
+                source,
+                status,
+                objects,
+                bytes: b,
+            } => match status {
                 Status::UpToDate => writeln!(
                     err,
                     "ingest {source}: skipped, window already complete ({}, {})",
                     plural(*objects, "object"),
                     bytes(*b)
                 ),
-                Status::Succeeded => writeln!(err, "ingest {source}: fetched {}, {}", plural(*objects, "object"), bytes(*b)),
+                Status::Succeeded => writeln!(
+                    err,
+                    "ingest {source}: fetched {}, {}",
+                    plural(*objects, "object"),
+                    bytes(*b)
+                ),
                 _ => writeln!(err, "ingest {source}: failed"),
             },
             Event::StepStarted { name } => {
@@ -64,7 +78,11 @@ impl RunObserver for Progress {
 }
 
 pub(crate) fn step_line(s: &StepRecord) -> String {
-    let out = s.output.as_deref().map(|o| format!(" → {o}")).unwrap_or_default();
+    let out = s
+        .output
+        .as_deref()
+        .map(|o| format!(" → {o}"))
+        .unwrap_or_default();
     match s.status {
         Status::Succeeded => format!(
             "step {}: succeeded in {}{out} ({}, {})",
@@ -73,14 +91,22 @@ pub(crate) fn step_line(s: &StepRecord) -> String {
             plural(s.output_objects.len(), "object"),
             bytes(s.bytes.unwrap_or(0))
         ),
-        Status::UpToDate => format!("step {}: skipped, {}", s.name, s.error.as_deref().unwrap_or("up to date")),
+        Status::UpToDate => format!(
+            "step {}: skipped, {}",
+            s.name,
+            s.error.as_deref().unwrap_or("up to date")
+        ),
         Status::Failed => format!(
             "step {}: FAILED after {}: {}",
             s.name,
             millis(s.duration_ms),
             s.error.as_deref().unwrap_or("(no reason given)")
         ),
-        other => format!("step {}: {other}: {}", s.name, s.error.as_deref().unwrap_or("")),
+        other => format!(
+            "step {}: {other}: {}",
+            s.name,
+            s.error.as_deref().unwrap_or("")
+        ),
     }
 }
 

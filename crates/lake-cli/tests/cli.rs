@@ -29,14 +29,36 @@ fn init_validate_run_runs_ls_and_rerun() {
         .assert()
         .success()
         .stdout(predicate::str::contains("next: cd demo && lake run"));
-    lake(tmp.path()).args(["init", "demo"]).assert().code(2).stderr(predicate::str::contains("already exists"));
-    lake(&dir).arg("validate").assert().success().stdout(predicate::str::contains("is valid"));
+    lake(tmp.path())
+        .args(["init", "demo"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already exists"));
+    lake(&dir)
+        .arg("validate")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("is valid"));
 
-    let out = lake(&dir).args(["run", "--date", "2024-03-01"]).output().unwrap();
+    let out = lake(&dir)
+        .args(["run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("ingest credit: fetched 1 object"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ingest credit: fetched 1 object"),
+        "{}",
+        stderr(&out)
+    );
     let csv_path = dir.join("lake/refined/credit_by_purpose/credit_by_purpose.csv");
-    assert!(stdout(&out).contains(&format!("output refined/credit_by_purpose: {}", dir.join("lake/refined/credit_by_purpose").display())), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "output refined/credit_by_purpose: {}",
+            dir.join("lake/refined/credit_by_purpose").display()
+        )),
+        "{}",
+        stdout(&out)
+    );
 
     // The report's numbers, checked against the CSV computed here independently.
     let raw = std::fs::read_to_string(dir.join("data/german_credit_data.csv")).unwrap();
@@ -51,10 +73,14 @@ fn init_validate_run_runs_ls_and_rerun() {
     let report = std::fs::read_to_string(&csv_path).unwrap();
     let row = report.lines().find(|l| l.starts_with("car,")).unwrap();
     assert_eq!(row.split(',').nth(1).unwrap(), car.0.to_string());
-    assert_eq!(row.split(',').nth(2).unwrap(), format!("{:.2}", car.1 / car.0 as f64));
+    assert_eq!(
+        row.split(',').nth(2).unwrap(),
+        format!("{:.2}", car.1 / car.0 as f64)
+    );
     // Raw lands byte for byte.
     assert_eq!(
-        std::fs::read(dir.join("lake/raw/credit/ingest_date=2024-03-01/german_credit_data.csv")).unwrap(),
+        std::fs::read(dir.join("lake/raw/credit/ingest_date=2024-03-01/german_credit_data.csv"))
+            .unwrap(),
         raw.as_bytes()
     );
 
@@ -63,28 +89,53 @@ fn init_validate_run_runs_ls_and_rerun() {
     let first = &runs[0];
     assert_eq!(first["status"], "succeeded");
     assert_eq!(first["date"], "2024-03-01");
-    assert_eq!(first["steps"][0]["inputs"][0]["key"], "raw/credit/ingest_date=2024-03-01/german_credit_data.csv");
+    assert_eq!(
+        first["steps"][0]["inputs"][0]["key"],
+        "raw/credit/ingest_date=2024-03-01/german_credit_data.csv"
+    );
     assert_eq!(first["steps"][0]["inputs"][0]["size"], raw.len() as u64);
-    assert_eq!(first["steps"][0]["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
-    assert_eq!(first["steps"][0]["output_objects"][0]["key"], "refined/credit_by_purpose/credit_by_purpose.csv");
+    assert_eq!(
+        first["steps"][0]["inputs"][0]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    assert_eq!(
+        first["steps"][0]["output_objects"][0]["key"],
+        "refined/credit_by_purpose/credit_by_purpose.csv"
+    );
 
-    lake(&dir)
-        .arg("ls")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("raw/credit").and(predicate::str::contains("refined/credit_by_purpose")));
+    lake(&dir).arg("ls").assert().success().stdout(
+        predicate::str::contains("raw/credit")
+            .and(predicate::str::contains("refined/credit_by_purpose")),
+    );
     lake(&dir)
         .args(["ls", "refined/credit_by_purpose"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("refined/credit_by_purpose/credit_by_purpose.csv"));
+        .stdout(predicate::str::contains(
+            "refined/credit_by_purpose/credit_by_purpose.csv",
+        ));
 
     // The same date again: nothing fetched, the step is up to date; the output is unchanged.
     let before = std::fs::read(&csv_path).unwrap();
-    let out = lake(&dir).args(["run", "--date", "2024-03-01"]).output().unwrap();
+    let out = lake(&dir)
+        .args(["run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert!(stderr(&out).contains("ingest credit: skipped, window already complete"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("step credit_by_purpose: skipped") && stderr(&out).contains("up to date"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ingest credit: skipped, window already complete"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("step credit_by_purpose: skipped")
+            && stderr(&out).contains("up to date"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read(&csv_path).unwrap(), before);
     let id = first["run_id"].as_str().unwrap();
     lake(&dir)
@@ -127,20 +178,51 @@ fn a_failed_step_leaves_the_previous_output_and_never_shows_secrets() {
         .unwrap();
     assert_eq!(failed.status.code(), Some(1));
     let err = stderr(&failed);
-    assert!(err.contains("step out: FAILED") && err.contains("exit status 3") && err.contains("boom with ***"), "{err}");
+    assert!(
+        err.contains("step out: FAILED")
+            && err.contains("exit status 3")
+            && err.contains("boom with ***"),
+        "{err}"
+    );
     assert!(!err.contains("tok-12345") && !stdout(&failed).contains("tok-12345"));
-    assert_eq!(std::fs::read_to_string(&v).unwrap(), "2024-01-01\n", "previous output intact");
-    assert!(!tmp.path().join("lake/_lake/staging").exists() || std::fs::read_dir(tmp.path().join("lake/_lake/staging")).unwrap().count() == 0);
-    assert!(!tmp.path().join("lake/_lake/locks/t").exists(), "lock released");
+    assert_eq!(
+        std::fs::read_to_string(&v).unwrap(),
+        "2024-01-01\n",
+        "previous output intact"
+    );
+    assert!(
+        !tmp.path().join("lake/_lake/staging").exists()
+            || std::fs::read_dir(tmp.path().join("lake/_lake/staging"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    assert!(
+        !tmp.path().join("lake/_lake/locks/t").exists(),
+        "lock released"
+    );
 
     // The secret is in no file of the lake, and not in the plan.
     for entry in walk(&tmp.path().join("lake")) {
         let text = std::fs::read_to_string(&entry).unwrap_or_default();
         assert!(!text.contains("tok-12345"), "secret in {}", entry.display());
     }
-    let plan = lake(tmp.path()).args(["plan"]).env("LAKE_TEST_TOKEN", "tok-12345").output().unwrap();
-    assert!(stdout(&plan).contains("TOKEN = ${env:LAKE_TEST_TOKEN}") && !stdout(&plan).contains("tok-12345"), "{}", stdout(&plan));
-    let plan = lake(tmp.path()).args(["plan", "--json"]).env("LAKE_TEST_TOKEN", "tok-12345").output().unwrap();
+    let plan = lake(tmp.path())
+        .args(["plan"])
+        .env("LAKE_TEST_TOKEN", "tok-12345")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&plan).contains("TOKEN = ${env:LAKE_TEST_TOKEN}")
+            && !stdout(&plan).contains("tok-12345"),
+        "{}",
+        stdout(&plan)
+    );
+    let plan = lake(tmp.path())
+        .args(["plan", "--json"])
+        .env("LAKE_TEST_TOKEN", "tok-12345")
+        .output()
+        .unwrap();
     assert!(!stdout(&plan).contains("tok-12345"));
     let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(json["order"][0], "out");
@@ -152,14 +234,20 @@ fn a_failed_step_leaves_the_previous_output_and_never_shows_secrets() {
         .env("LAKE_TEST_FAIL", "")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("steps.out.env.TOKEN: environment variable LAKE_TEST_TOKEN is not set"));
+        .stderr(predicate::str::contains(
+            "steps.out.env.TOKEN: environment variable LAKE_TEST_TOKEN is not set",
+        ));
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
@@ -177,21 +265,36 @@ fn a_cycle_exits_2_naming_both_steps() {
             .arg(cmd)
             .assert()
             .code(2)
-            .stderr(predicate::str::contains("dependency cycle: first (line 4) → second (line 9) → first (line 4)"));
+            .stderr(predicate::str::contains(
+                "dependency cycle: first (line 4) → second (line 9) → first (line 4)",
+            ));
     }
 }
 
 #[test]
 fn an_unknown_key_exits_2_with_its_line() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("lake.toml"), "[lake]\nname = \"u\"\nrooot = \"x\"\n").unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        "[lake]\nname = \"u\"\nrooot = \"x\"\n",
+    )
+    .unwrap();
     lake(tmp.path())
         .arg("validate")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("lake.toml:3:1: lake.rooot: unknown field `rooot`"));
-    lake(tmp.path()).args(["run", "--date", "2024-13-01"]).assert().code(2);
-    lake(tmp.path()).args(["-c", "missing.toml", "validate"]).assert().code(1).stderr(predicate::str::contains("missing.toml"));
+        .stderr(predicate::str::contains(
+            "lake.toml:3:1: lake.rooot: unknown field `rooot`",
+        ));
+    lake(tmp.path())
+        .args(["run", "--date", "2024-13-01"])
+        .assert()
+        .code(2);
+    lake(tmp.path())
+        .args(["-c", "missing.toml", "validate"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("missing.toml"));
 }
 
 #[test]
@@ -210,14 +313,16 @@ fn a_second_concurrent_run_is_refused_by_the_lock() {
     let lock = tmp.path().join("lake/_lake/locks/slow");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !lock.exists() {
-        assert!(std::time::Instant::now() < deadline, "first run never took the lock");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first run never took the lock"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    lake(tmp.path())
-        .arg("run")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("pipeline \"slow\" is locked by run").and(predicate::str::contains("pid")));
+    lake(tmp.path()).arg("run").assert().code(1).stderr(
+        predicate::str::contains("pipeline \"slow\" is locked by run")
+            .and(predicate::str::contains("pid")),
+    );
     assert!(first.wait().unwrap().success());
     assert!(!lock.exists(), "released after the first run");
     lake(tmp.path()).arg("run").assert().success();

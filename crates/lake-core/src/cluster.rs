@@ -87,7 +87,10 @@ pub enum StepState {
 impl StepState {
     /// True once the step will not change state again.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::Completed | Self::Failed { .. } | Self::Cancelled)
+        matches!(
+            self,
+            Self::Completed | Self::Failed { .. } | Self::Cancelled
+        )
     }
 }
 

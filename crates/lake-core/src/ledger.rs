@@ -122,15 +122,21 @@ fn run_key(run_id: &str) -> Result<Key> {
 
 /// Write (or rewrite) a run's record.
 pub async fn write(store: &DynZoneStore, record: &RunRecord) -> Result<()> {
-    store.put_json(&run_key(&record.run_id)?, record).await.map(|_| ())
+    store
+        .put_json(&run_key(&record.run_id)?, record)
+        .await
+        .map(|_| ())
 }
 
 /// One run's record.
 pub async fn get(store: &DynZoneStore, run_id: &str) -> Result<RunRecord> {
-    store.get_json(&run_key(run_id)?).await?.ok_or_else(|| Error::NotFound {
-        key: format!("_lake/runs/{run_id}.json"),
-        store: store.root_url(),
-    })
+    store
+        .get_json(&run_key(run_id)?)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            key: format!("_lake/runs/{run_id}.json"),
+            store: store.root_url(),
+        })
 }
 
 /// Every run's record, oldest first.

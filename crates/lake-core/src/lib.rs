@@ -54,9 +54,9 @@ pub mod source;
 pub mod testing;
 pub mod zone;
 
-pub use error::{BoxError, Error, Result};
 /// Dates and times as lake uses them.
 pub use chrono;
+pub use error::{BoxError, Error, Result};
 
 pub use cluster::ClusterBackend;
 pub use source::Source;

@@ -61,14 +61,24 @@ pub async fn acquire(
         expires: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(6)),
     };
     if store.put_if_absent(&key, json_bytes(&info)).await? == PutOutcome::Created {
-        return Ok(LockGuard { key, takeover: None, info, took_over: None });
+        return Ok(LockGuard {
+            key,
+            takeover: None,
+            info,
+            took_over: None,
+        });
     }
     let current: LockInfo = match store.get_json(&key).await? {
         Some(c) => c,
         // Released between our two calls: try once more.
         None => {
             return match store.put_if_absent(&key, json_bytes(&info)).await? {
-                PutOutcome::Created => Ok(LockGuard { key, takeover: None, info, took_over: None }),
+                PutOutcome::Created => Ok(LockGuard {
+                    key,
+                    takeover: None,
+                    info,
+                    took_over: None,
+                }),
                 PutOutcome::AlreadyExists => Err(locked_unknown(pipeline, &key)),
             };
         }
@@ -82,18 +92,29 @@ pub async fn acquire(
             key: key.to_string(),
         });
     }
-    let marker = Key::new(format!("_lake/locks/{pipeline}.takeover-{}", current.run_id))?;
+    let marker = Key::new(format!(
+        "_lake/locks/{pipeline}.takeover-{}",
+        current.run_id
+    ))?;
     if store.put_if_absent(&marker, json_bytes(&info)).await? == PutOutcome::AlreadyExists {
         return Err(Error::Locked {
             pipeline: pipeline.to_owned(),
             run_id: current.run_id,
-            holder: format!("{} (expired; being taken over by another run)", current.holder),
+            holder: format!(
+                "{} (expired; being taken over by another run)",
+                current.holder
+            ),
             expires: current.expires.to_rfc3339(),
             key: key.to_string(),
         });
     }
     store.put_json(&key, &info).await?;
-    Ok(LockGuard { key, takeover: Some(marker), info, took_over: Some(current) })
+    Ok(LockGuard {
+        key,
+        takeover: Some(marker),
+        info,
+        took_over: Some(current),
+    })
 }
 
 fn locked_unknown(pipeline: &str, key: &Key) -> Error {

@@ -78,11 +78,16 @@ pub async fn read_manifest(store: &DynZoneStore, prefix: &str) -> Result<Option<
 pub async fn dataset_objects(store: &DynZoneStore, dataset: &ZoneRef) -> Result<Vec<ObjectEntry>> {
     let prefix = dataset.prefix();
     if dataset.zone != Zone::Raw {
-        return Ok(read_manifest(store, &prefix).await?.map(|m| m.objects).unwrap_or_default());
+        return Ok(read_manifest(store, &prefix)
+            .await?
+            .map(|m| m.objects)
+            .unwrap_or_default());
     }
     let mut out = Vec::new();
     for meta in store.list(&prefix).await? {
-        let Some(rest) = meta.key.strip_prefix(&prefix) else { continue };
+        let Some(rest) = meta.key.strip_prefix(&prefix) else {
+            continue;
+        };
         if let Some(window) = rest.strip_suffix(&format!("/{MANIFEST}"))
             && !window.contains('/')
             && window.starts_with("ingest_date=")
@@ -109,7 +114,12 @@ pub enum Landed {
 /// Objects are streamed; each one's size and SHA-256 go into the manifest. A failure before the
 /// commit leaves no manifest, so readers ignore the partial window and the next run fetches it
 /// again.
-pub async fn land(store: &DynZoneStore, source: &dyn Source, window: &Window, run_id: &str) -> Result<Landed> {
+pub async fn land(
+    store: &DynZoneStore,
+    source: &dyn Source,
+    window: &Window,
+    run_id: &str,
+) -> Result<Landed> {
     let prefix = raw_window_prefix(source.name(), window.date());
     if let Some(m) = read_manifest(store, &prefix).await? {
         return Ok(Landed::AlreadyComplete(m));
@@ -125,7 +135,11 @@ pub async fn land(store: &DynZoneStore, source: &dyn Source, window: &Window, ru
         let body = source.open(window, obj).await?;
         let (body, digest) = hashing(body);
         store.put(&key, body).await?;
-        let d = digest.lock().expect("digest lock").take().unwrap_or_default();
+        let d = digest
+            .lock()
+            .expect("digest lock")
+            .take()
+            .unwrap_or_default();
         entries.push(ObjectEntry {
             key: key.to_string(),
             size: d.size,
@@ -141,13 +155,18 @@ pub async fn land(store: &DynZoneStore, source: &dyn Source, window: &Window, ru
         fingerprint: None,
         objects: entries,
     };
-    match store.put_if_absent(&manifest_key(&prefix)?, json_bytes(&manifest)).await? {
+    match store
+        .put_if_absent(&manifest_key(&prefix)?, json_bytes(&manifest))
+        .await?
+    {
         PutOutcome::Created => Ok(Landed::Fetched(manifest)),
         PutOutcome::AlreadyExists => {
-            let theirs = read_manifest(store, &prefix).await?.ok_or_else(|| Error::NotFound {
-                key: format!("{prefix}/{MANIFEST}"),
-                store: store.root_url(),
-            })?;
+            let theirs = read_manifest(store, &prefix)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    key: format!("{prefix}/{MANIFEST}"),
+                    store: store.root_url(),
+                })?;
             Ok(Landed::AlreadyComplete(theirs))
         }
     }
@@ -170,7 +189,10 @@ pub async fn publish(
     if staged.is_empty() {
         return Err(Error::Invalid {
             what: format!("output {target}"),
-            message: format!("the step wrote nothing to its output folder {}", store.url_of(staging)),
+            message: format!(
+                "the step wrote nothing to its output folder {}",
+                store.url_of(staging)
+            ),
         });
     }
     let previous = read_manifest(store, &prefix).await?;

@@ -13,7 +13,9 @@ use chrono::{NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepRequest, StepState, StepWork};
+use crate::cluster::{
+    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepRequest, StepState, StepWork,
+};
 use crate::config::{Pipeline, Redactor, Secret, StepSpec, StepSpecKind, Zone};
 use crate::ledger::{self, IngestRecord, RunRecord, Status, StepRecord};
 use crate::lock;
@@ -75,6 +77,9 @@ pub enum Event {
     },
 }
 
+/// Looks up an environment variable (`std::env::var` in the CLI, a map in tests).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Options of one run.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -93,7 +98,7 @@ pub struct RunOptions {
     /// Cancel the run (Ctrl-C). Steps are cancelled, the cluster terminated, the lock released.
     pub cancel: CancellationToken,
     /// Looks up `${env:VAR}` values.
-    pub env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub env: EnvLookup,
     /// Progress events.
     pub observer: Option<Arc<dyn RunObserver>>,
 }
@@ -134,7 +139,9 @@ impl RunOptions {
 
 /// `user@host pid N`.
 pub fn default_holder() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
@@ -151,8 +158,16 @@ pub fn new_run_id() -> String {
     h.update(now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
     h.update(std::process::id().to_le_bytes());
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    h.update(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
-    format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), &hex::encode(h.finalize())[..6])
+    h.update(
+        COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
+    format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        &hex::encode(h.finalize())[..6]
+    )
 }
 
 /// The steps a run considers, in order: all, or `only` (checked against the pipeline).
@@ -161,10 +176,7 @@ pub fn selected_steps(pipeline: &Pipeline, only: &[String]) -> Result<Vec<String
         if !pipeline.steps.contains_key(name) {
             return Err(Error::Invalid {
                 what: format!("--only {name}"),
-                message: format!(
-                    "no step {name:?}; steps: {}",
-                    pipeline.order.join(", ")
-                ),
+                message: format!("no step {name:?}; steps: {}", pipeline.order.join(", ")),
             });
         }
     }
@@ -190,7 +202,10 @@ pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
         let spec = &p.steps[name];
         let mut env = Vec::new();
         for (var, t) in &spec.env {
-            env.push((var.clone(), t.resolve(&format!("steps.{name}.env.{var}"), &*opts.env)?));
+            env.push((
+                var.clone(),
+                t.resolve(&format!("steps.{name}.env.{var}"), &*opts.env)?,
+            ));
         }
         secrets.insert(name.clone(), env);
     }
@@ -204,7 +219,9 @@ pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
             old.run_id, old.holder, old.expires
         )));
     }
-    opts.emit(Event::Started { run_id: run_id.clone() });
+    opts.emit(Event::Started {
+        run_id: run_id.clone(),
+    });
     let mut record = RunRecord {
         run_id: run_id.clone(),
         pipeline: p.name.clone(),
@@ -222,12 +239,27 @@ pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
     };
     let outcome = match ledger::write(&*ctx.store, &record).await {
         Ok(()) => {
-            let mut runner = Runner { ctx, opts, run_id: &run_id, secrets, redactor, cluster: None };
+            let mut runner = Runner {
+                ctx,
+                opts,
+                run_id: &run_id,
+                secrets,
+                redactor,
+                cluster: None,
+            };
             let r = runner.run_all(&steps, &mut record).await;
-            if let Some(cluster) = runner.cluster.take() {
-                if let Err(e) = ctx.backend.terminate(&cluster).await {
-                    opts.emit(Event::Warning(format!("terminating {} cluster {} failed: {e:#}", ctx.backend.name(), cluster.id)));
-                    record.error.get_or_insert_with(|| format!("terminate cluster {}: {e}", cluster.id));
+            if let Some(cluster) = runner.cluster.take()
+                && let Err(e) = ctx.backend.terminate(&cluster).await
+            {
+                {
+                    opts.emit(Event::Warning(format!(
+                        "terminating {} cluster {} failed: {e:#}",
+                        ctx.backend.name(),
+                        cluster.id
+                    )));
+                    record
+                        .error
+                        .get_or_insert_with(|| format!("terminate cluster {}: {e}", cluster.id));
                 }
             }
             r
@@ -242,8 +274,14 @@ pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
             Status::Failed
         }
         Ok(()) if opts.cancel.is_cancelled() => Status::Cancelled,
-        Ok(()) if record.ingest.iter().any(|i| i.status == Status::Failed)
-            || record.steps.iter().any(|s| matches!(s.status, Status::Failed | Status::Skipped | Status::Cancelled)) =>
+        Ok(())
+            if record.ingest.iter().any(|i| i.status == Status::Failed)
+                || record.steps.iter().any(|s| {
+                    matches!(
+                        s.status,
+                        Status::Failed | Status::Skipped | Status::Cancelled
+                    )
+                }) =>
         {
             Status::Failed
         }
@@ -306,7 +344,10 @@ impl Runner<'_> {
             let blocked = spec
                 .depends_on
                 .iter()
-                .find(|d| done.get(*d).is_some_and(|s| !matches!(s, Status::Succeeded | Status::UpToDate)))
+                .find(|d| {
+                    done.get(*d)
+                        .is_some_and(|s| !matches!(s, Status::Succeeded | Status::UpToDate))
+                })
                 .map(|d| format!("dependency {d:?} did not succeed"))
                 .or_else(|| {
                     spec.inputs
@@ -322,7 +363,9 @@ impl Runner<'_> {
                 self.step(spec).await?
             };
             done.insert(name.clone(), rec.status);
-            self.opts.emit(Event::StepFinished { record: rec.clone() });
+            self.opts.emit(Event::StepFinished {
+                record: rec.clone(),
+            });
             record.steps.push(rec);
         }
         if self.opts.cancel.is_cancelled() {
@@ -332,18 +375,38 @@ impl Runner<'_> {
     }
 
     async fn ingest(&self, source: &str, window: &Window) -> Result<IngestRecord> {
-        let src = self.ctx.sources.get(source).ok_or_else(|| Error::NotImplemented {
-            operation: "ingest",
-            implementer: format!("this build (no source was given for {source:?})"),
-        })?;
+        let src = self
+            .ctx
+            .sources
+            .get(source)
+            .ok_or_else(|| Error::NotImplemented {
+                operation: "ingest",
+                implementer: format!("this build (no source was given for {source:?})"),
+            })?;
         let landed = tokio::select! {
             r = publish::land(&*self.ctx.store, src.as_ref(), window, self.run_id) => r,
             () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
         };
         Ok(match landed {
-            Ok(Landed::Fetched(m)) => ingest_record(source, window, Status::Succeeded, m.bytes(), m.objects, None),
-            Ok(Landed::AlreadyComplete(m)) => ingest_record(source, window, Status::UpToDate, m.bytes(), m.objects, None),
-            Err(e) => ingest_record(source, window, Status::Failed, 0, Vec::new(), Some(error_chain(&e))),
+            Ok(Landed::Fetched(m)) => ingest_record(
+                source,
+                window,
+                Status::Succeeded,
+                m.bytes(),
+                m.objects,
+                None,
+            ),
+            Ok(Landed::AlreadyComplete(m)) => {
+                ingest_record(source, window, Status::UpToDate, m.bytes(), m.objects, None)
+            }
+            Err(e) => ingest_record(
+                source,
+                window,
+                Status::Failed,
+                0,
+                Vec::new(),
+                Some(error_chain(&e)),
+            ),
         })
     }
 
@@ -383,11 +446,13 @@ impl Runner<'_> {
                 store.delete_prefix(&staging).await?;
                 Some(match store.local_path(&staging) {
                     Some(path) => {
-                        tokio::fs::create_dir_all(&path).await.map_err(|source| Error::Io {
-                            action: "create directory",
-                            path: path.clone(),
-                            source,
-                        })?;
+                        tokio::fs::create_dir_all(&path)
+                            .await
+                            .map_err(|source| Error::Io {
+                                action: "create directory",
+                                path: path.clone(),
+                                source,
+                            })?;
                         path.to_string_lossy().into_owned()
                     }
                     None => store.url_of(&staging),
@@ -408,7 +473,9 @@ impl Runner<'_> {
             self.cluster = Some(self.ctx.backend.start(&spec).await?);
         }
         let cluster = self.cluster.clone().expect("started above");
-        self.opts.emit(Event::StepStarted { name: spec.name.clone() });
+        self.opts.emit(Event::StepStarted {
+            name: spec.name.clone(),
+        });
         let result = match self.ctx.backend.submit(&cluster, &request).await {
             Ok(handle) => self.wait(&cluster, &handle, spec).await,
             Err(e) => Err(StepFailure::Error(e)),
@@ -493,21 +560,38 @@ impl Runner<'_> {
                 workdir: p.base_dir.clone(),
             },
         };
-        StepRequest { name: spec.name.clone(), work, timeout: spec.timeout }
+        StepRequest {
+            name: spec.name.clone(),
+            work,
+            timeout: spec.timeout,
+        }
     }
 
-    async fn wait(&self, cluster: &ClusterHandle, handle: &StepHandle, spec: &StepSpec) -> std::result::Result<(), StepFailure> {
+    async fn wait(
+        &self,
+        cluster: &ClusterHandle,
+        handle: &StepHandle,
+        spec: &StepSpec,
+    ) -> std::result::Result<(), StepFailure> {
         let backend = &self.ctx.backend;
         let started = Instant::now();
         let mut interval = self.opts.poll;
         loop {
-            match backend.poll(cluster, handle).await.map_err(StepFailure::Error)? {
+            match backend
+                .poll(cluster, handle)
+                .await
+                .map_err(StepFailure::Error)?
+            {
                 StepState::Completed => return Ok(()),
                 StepState::Cancelled => return Err(StepFailure::Cancelled),
                 StepState::Failed { reason } => {
                     let logs = backend.logs(cluster, handle).await.unwrap_or_default();
                     let tail = tail_lines(&logs.stderr_tail, 20);
-                    let msg = if tail.is_empty() { reason } else { format!("{reason}; stderr:\n{tail}") };
+                    let msg = if tail.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason}; stderr:\n{tail}")
+                    };
                     return Err(StepFailure::Failed(self.redactor.redact(&msg)));
                 }
                 StepState::Pending | StepState::Running => {}
@@ -516,7 +600,11 @@ impl Runner<'_> {
                 && started.elapsed() >= limit
             {
                 let _ = backend.cancel(cluster, handle).await;
-                return Err(StepFailure::Failed(format!("timed out after {}s (timeout = {}s)", started.elapsed().as_secs(), limit.as_secs())));
+                return Err(StepFailure::Failed(format!(
+                    "timed out after {}s (timeout = {}s)",
+                    started.elapsed().as_secs(),
+                    limit.as_secs()
+                )));
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
@@ -556,8 +644,22 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
     }
 }
 
-fn ingest_record(source: &str, window: &Window, status: Status, bytes: u64, objects: Vec<ObjectEntry>, error: Option<String>) -> IngestRecord {
-    IngestRecord { source: source.to_owned(), date: window.date(), status, objects, bytes, error }
+fn ingest_record(
+    source: &str,
+    window: &Window,
+    status: Status,
+    bytes: u64,
+    objects: Vec<ObjectEntry>,
+    error: Option<String>,
+) -> IngestRecord {
+    IngestRecord {
+        source: source.to_owned(),
+        date: window.date(),
+        status,
+        objects,
+        bytes,
+        error,
+    }
 }
 
 /// What makes a step's output what it is: its definition (as written, secrets unresolved), the

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
@@ -35,7 +35,10 @@ impl Key {
             Some("empty key")
         } else if key.starts_with('/') || key.ends_with('/') {
             Some("a key has no leading or trailing '/'")
-        } else if key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        } else if key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
             Some("a key has no empty, '.' or '..' segments")
         } else if key.contains(['\\', '\0']) {
             Some("a key has no '\\' or NUL")
@@ -114,7 +117,9 @@ pub struct GetResult {
 
 impl fmt::Debug for GetResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GetResult").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -242,27 +247,30 @@ pub fn hashing(body: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Option<Dig
     let out = Arc::new(std::sync::Mutex::new(None));
     let slot = Arc::clone(&out);
     let state = Some((Sha256::new(), 0u64));
-    let stream = futures::stream::unfold((body, state, slot), |(mut body, mut state, slot)| async move {
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                if let Some((h, n)) = state.as_mut() {
-                    h.update(&chunk);
-                    *n += chunk.len() as u64;
+    let stream = futures::stream::unfold(
+        (body, state, slot),
+        |(mut body, mut state, slot)| async move {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some((h, n)) = state.as_mut() {
+                        h.update(&chunk);
+                        *n += chunk.len() as u64;
+                    }
+                    Some((Ok(chunk), (body, state, slot)))
                 }
-                Some((Ok(chunk), (body, state, slot)))
-            }
-            Some(Err(e)) => Some((Err(e), (body, None, slot))),
-            None => {
-                if let Some((h, n)) = state.take() {
-                    *slot.lock().expect("digest lock") = Some(Digested {
-                        size: n,
-                        sha256: hex::encode(h.finalize()),
-                    });
+                Some(Err(e)) => Some((Err(e), (body, None, slot))),
+                None => {
+                    if let Some((h, n)) = state.take() {
+                        *slot.lock().expect("digest lock") = Some(Digested {
+                            size: n,
+                            sha256: hex::encode(h.finalize()),
+                        });
+                    }
+                    None
                 }
-                None
             }
-        }
-    });
+        },
+    );
     (stream.boxed(), out)
 }
 
@@ -271,7 +279,8 @@ pub fn hashing(body: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Option<Dig
 pub trait ZoneStoreExt: ZoneStore {
     /// Put a whole in-memory value.
     async fn put_bytes(&self, key: &Key, bytes: Bytes) -> Result<ObjectMeta> {
-        self.put(key, futures::stream::once(async move { Ok(bytes) }).boxed()).await
+        self.put(key, futures::stream::once(async move { Ok(bytes) }).boxed())
+            .await
     }
 
     /// Read a whole object into memory. For small objects (manifests, ledgers, locks).
@@ -289,9 +298,14 @@ pub trait ZoneStoreExt: ZoneStore {
     /// Read a JSON document written by lake; `None` when it does not exist.
     async fn get_json<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>> {
         match self.get_bytes(key).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| Error::Corrupt { key: key.to_string(), source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| Error::Corrupt {
+                        key: key.to_string(),
+                        source,
+                    })
+            }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -350,6 +364,9 @@ mod tests {
         assert_eq!(all.concat(), b"abc");
         let d = out.lock().unwrap().clone().unwrap();
         assert_eq!(d.size, 3);
-        assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -60,7 +60,10 @@ fn full_example_validates_in_order() {
     let p = pipeline(FULL, None).unwrap();
     assert_eq!(p.order, ["clean", "report"]);
     assert_eq!(p.steps["report"].line, 20);
-    assert_eq!(p.steps["report"].depends_on.iter().collect::<Vec<_>>(), ["clean"]);
+    assert_eq!(
+        p.steps["report"].depends_on.iter().collect::<Vec<_>>(),
+        ["clean"]
+    );
     assert_eq!(p.root.to_string(), "/project/lake");
     assert_eq!(p.lock_ttl.as_secs(), 7200);
     assert_eq!(p.steps["report"].timeout.unwrap().as_secs(), 1800);
@@ -83,7 +86,10 @@ fn env_overrides_lake_keys() {
     assert_eq!(p.env.as_deref(), Some("aws"));
     let err = pipeline(FULL, Some("gcp")).unwrap_err();
     assert!(err.is_usage());
-    assert!(err.to_string().contains("no [env.gcp]") && err.to_string().contains("aws"), "{err}");
+    assert!(
+        err.to_string().contains("no [env.gcp]") && err.to_string().contains("aws"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,14 +99,27 @@ fn unknown_key_names_its_line_and_key() {
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].line, 7, "{d:?}");
     assert_eq!(d[0].key, "steps.a.comand");
-    assert!(d[0].message.contains("unknown field `comand`"), "{}", d[0].message);
-    assert!(d[0].to_string().starts_with("lake.toml:7:1: steps.a.comand: "), "{}", d[0]);
+    assert!(
+        d[0].message.contains("unknown field `comand`"),
+        "{}",
+        d[0].message
+    );
+    assert!(
+        d[0].to_string()
+            .starts_with("lake.toml:7:1: steps.a.comand: "),
+        "{}",
+        d[0]
+    );
 }
 
 #[test]
 fn unknown_kind_names_its_line() {
     let d = diagnostics("[lake]\nname = \"x\"\n[sources.s]\nkind = \"ftp\"\n");
-    assert_eq!((d[0].line, d[0].key.as_str()), (4, "sources.s.kind"), "{d:?}");
+    assert_eq!(
+        (d[0].line, d[0].key.as_str()),
+        (4, "sources.s.kind"),
+        "{d:?}"
+    );
     assert!(d[0].message.contains("ftp"));
 }
 
@@ -156,7 +175,11 @@ output = "refined/same"
         ("steps.a.output", 16, "raw/ is written only by sources"),
         ("steps.a.depends_on[0]", 17, "unknown step \"ghost\""),
         ("steps.a.depends_on[1]", 17, "cannot depend on itself"),
-        ("steps.a.env.1BAD", 18, "not a valid environment variable name"),
+        (
+            "steps.a.env.1BAD",
+            18,
+            "not a valid environment variable name",
+        ),
         ("steps.a.env.LAKE_DATE", 18, "set by lake itself"),
         ("steps.a.env.OK", 18, "only `${env:NAME}` is supported"),
         ("steps.a.timeout", 19, "not a duration"),
@@ -165,7 +188,11 @@ output = "refined/same"
     for (key, line, msg) in expect {
         let got = find(&d, key);
         assert_eq!(got.line, line, "line of {key}: {got}");
-        assert!(got.message.contains(msg), "{key}: {:?} should contain {msg:?}", got.message);
+        assert!(
+            got.message.contains(msg),
+            "{key}: {:?} should contain {msg:?}",
+            got.message
+        );
     }
     assert_eq!(d.len(), expect.len(), "{d:#?}");
     // Sorted by line, all in one error.
@@ -195,7 +222,10 @@ command = ["true"]
 "#;
     let d = diagnostics(text);
     assert_eq!(d.len(), 1, "{d:#?}");
-    assert_eq!(d[0].message, "dependency cycle: a (line 4) → b (line 10) → a (line 4)");
+    assert_eq!(
+        d[0].message,
+        "dependency cycle: a (line 4) → b (line 10) → a (line 4)"
+    );
     assert_eq!((d[0].line, d[0].key.as_str()), (4, "steps.a"));
 }
 
@@ -210,8 +240,14 @@ fn emr_backend_is_reported_until_it_exists() {
 fn roots() {
     use lake_core::config::Root;
     let base = std::path::Path::new("/p");
-    assert_eq!(Root::parse("s3://b/x/y/", base).unwrap().to_string(), "s3://b/x/y");
-    assert_eq!(Root::parse("file:///abs", base).unwrap().to_string(), "/abs");
+    assert_eq!(
+        Root::parse("s3://b/x/y/", base).unwrap().to_string(),
+        "s3://b/x/y"
+    );
+    assert_eq!(
+        Root::parse("file:///abs", base).unwrap().to_string(),
+        "/abs"
+    );
     assert!(Root::parse("file://rel", base).is_err());
     assert!(Root::parse("s3://", base).is_err());
 }

@@ -21,21 +21,37 @@ pub struct FileSource {
 impl FileSource {
     /// A source named `name` reading the files that `patterns` (absolute paths or globs) match.
     pub fn new(name: impl Into<String>, patterns: Vec<String>) -> Self {
-        Self { name: name.into(), patterns }
+        Self {
+            name: name.into(),
+            patterns,
+        }
     }
 
     fn err(&self, message: String, source: Option<lake_core::BoxError>) -> Error {
-        Error::Source { source_name: self.name.clone(), message, source }
+        Error::Source {
+            source_name: self.name.clone(),
+            message,
+            source,
+        }
     }
 
     fn matches(&self) -> Result<BTreeMap<String, PathBuf>> {
         let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
         for pattern in &self.patterns {
-            let paths = glob::glob(pattern)
-                .map_err(|e| self.err(format!("{pattern:?} is not a valid glob"), Some(Box::new(e))))?;
+            let paths = glob::glob(pattern).map_err(|e| {
+                self.err(
+                    format!("{pattern:?} is not a valid glob"),
+                    Some(Box::new(e)),
+                )
+            })?;
             let mut any = false;
             for entry in paths {
-                let path = entry.map_err(|e| self.err(format!("cannot read a match of {pattern:?}"), Some(Box::new(e))))?;
+                let path = entry.map_err(|e| {
+                    self.err(
+                        format!("cannot read a match of {pattern:?}"),
+                        Some(Box::new(e)),
+                    )
+                })?;
                 if !path.is_file() {
                     continue;
                 }
@@ -48,7 +64,11 @@ impl FileSource {
                     && other != &path
                 {
                     return Err(self.err(
-                        format!("{} and {} would both land as {name:?}; rename one", other.display(), path.display()),
+                        format!(
+                            "{} and {} would both land as {name:?}; rename one",
+                            other.display(),
+                            path.display()
+                        ),
                         None,
                     ));
                 }
@@ -114,25 +134,45 @@ mod tests {
         std::fs::write(dir.path().join("data/a.csv"), "x,y\n1,2\n").unwrap();
         std::fs::write(dir.path().join("data/b.csv"), "x,y\n3,4\n").unwrap();
         std::fs::write(dir.path().join("data/skip.txt"), "no").unwrap();
-        let src = FileSource::new("s", vec![dir.path().join("data/*.csv").display().to_string()]);
+        let src = FileSource::new(
+            "s",
+            vec![dir.path().join("data/*.csv").display().to_string()],
+        );
         let store = ObjectZoneStore::memory();
         let date = lake_core::chrono::NaiveDate::from_ymd_opt(2024, 1, 31).unwrap();
         let w = Window::day(date);
-        let Landed::Fetched(m) = land(&store, &src, &w, "r1").await.unwrap() else { panic!("expected a fetch") };
+        let Landed::Fetched(m) = land(&store, &src, &w, "r1").await.unwrap() else {
+            panic!("expected a fetch")
+        };
         let keys: Vec<&str> = m.objects.iter().map(|o| o.key.as_str()).collect();
-        assert_eq!(keys, ["raw/s/ingest_date=2024-01-31/a.csv", "raw/s/ingest_date=2024-01-31/b.csv"]);
+        assert_eq!(
+            keys,
+            [
+                "raw/s/ingest_date=2024-01-31/a.csv",
+                "raw/s/ingest_date=2024-01-31/b.csv"
+            ]
+        );
         let k = lake_core::zone::Key::new("raw/s/ingest_date=2024-01-31/b.csv").unwrap();
         assert_eq!(store.get_bytes(&k).await.unwrap(), "x,y\n3,4\n");
         // A second landing of the same window fetches nothing, even if the files changed.
         std::fs::write(dir.path().join("data/b.csv"), "changed").unwrap();
-        assert!(matches!(land(&store, &src, &w, "r2").await.unwrap(), Landed::AlreadyComplete(m2) if m2.run_id == "r1"));
+        assert!(
+            matches!(land(&store, &src, &w, "r2").await.unwrap(), Landed::AlreadyComplete(m2) if m2.run_id == "r1")
+        );
         assert_eq!(store.get_bytes(&k).await.unwrap(), "x,y\n3,4\n");
     }
 
     #[tokio::test]
     async fn no_match_is_an_error_naming_the_source() {
         let src = FileSource::new("credit", vec!["/nonexistent/*.csv".into()]);
-        let err = src.objects(&Window::day(lake_core::chrono::NaiveDate::MIN)).await.unwrap_err();
-        assert!(err.to_string().contains("source \"credit\": no file matches"), "{err}");
+        let err = src
+            .objects(&Window::day(lake_core::chrono::NaiveDate::MIN))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("source \"credit\": no file matches"),
+            "{err}"
+        );
     }
 }

@@ -22,7 +22,9 @@ pub fn build_sources(pipeline: &Pipeline) -> BTreeMap<String, Arc<dyn Source>> {
         .values()
         .map(|spec| {
             let source: Arc<dyn Source> = match &spec.kind {
-                SourceSpecKind::File { patterns } => Arc::new(FileSource::new(&spec.name, patterns.clone())),
+                SourceSpecKind::File { patterns } => {
+                    Arc::new(FileSource::new(&spec.name, patterns.clone()))
+                }
                 #[allow(unreachable_patterns)]
                 _ => unreachable!("every source kind has a builder"),
             };

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lake_core::cluster::{
-    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState, StepWork,
+    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
+    StepWork,
 };
 use lake_core::{Error, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -44,7 +45,11 @@ impl Proc {
     }
 
     fn finished(&self) -> bool {
-        self.state.lock().expect("state lock").as_ref().is_some_and(StepState::is_terminal)
+        self.state
+            .lock()
+            .expect("state lock")
+            .as_ref()
+            .is_some_and(StepState::is_terminal)
     }
 
     /// Cancel the process (if still running) and wait until it is gone.
@@ -103,11 +108,22 @@ fn tail(v: &Mutex<Vec<u8>>) -> String {
 /// Stop a whole process group: SIGTERM, then SIGKILL after a grace period.
 async fn stop_group(child: &mut tokio::process::Child) {
     if let Some(pid) = child.id() {
-        let _ = Command::new("kill").arg("-TERM").arg(format!("-{pid}")).status().await;
-        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await.is_ok() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(format!("-{pid}"))
+            .status()
+            .await;
+        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .is_ok()
+        {
             return;
         }
-        let _ = Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status().await;
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(format!("-{pid}"))
+            .status()
+            .await;
     }
     let _ = child.kill().await;
 }
@@ -132,10 +148,20 @@ impl ClusterBackend for LocalBackend {
                 implementer: "the local command backend".into(),
             });
         };
-        let id = format!("{}-{}", step.name, self.next.fetch_add(1, Ordering::Relaxed));
-        let handle = StepHandle { id: id.clone(), name: step.name.clone() };
+        let id = format!(
+            "{}-{}",
+            step.name,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let handle = StepHandle {
+            id: id.clone(),
+            name: step.name.clone(),
+        };
         let proc = Arc::new(Proc::default());
-        self.steps.lock().expect("steps lock").insert(id, Arc::clone(&proc));
+        self.steps
+            .lock()
+            .expect("steps lock")
+            .insert(id, Arc::clone(&proc));
 
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -189,7 +215,9 @@ impl ClusterBackend for LocalBackend {
                                 None => format!("killed by a signal ({s})"),
                             },
                         },
-                        Some(Err(e)) => StepState::Failed { reason: format!("waiting for the process failed: {e}") },
+                        Some(Err(e)) => StepState::Failed {
+                            reason: format!("waiting for the process failed: {e}"),
+                        },
                     };
                     proc.set(state);
                 });
@@ -218,7 +246,13 @@ impl ClusterBackend for LocalBackend {
     }
 
     async fn terminate(&self, cluster: &ClusterHandle) -> Result<()> {
-        let procs: Vec<Arc<Proc>> = self.steps.lock().expect("steps lock").drain().map(|(_, p)| p).collect();
+        let procs: Vec<Arc<Proc>> = self
+            .steps
+            .lock()
+            .expect("steps lock")
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for p in procs {
             p.stop().await;
         }

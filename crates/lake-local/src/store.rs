@@ -29,7 +29,9 @@ pub struct ObjectZoneStore {
 
 impl fmt::Debug for ObjectZoneStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObjectZoneStore").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("ObjectZoneStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,12 +103,22 @@ impl ZoneStore for ObjectZoneStore {
     }
 
     fn local_path(&self, key: &str) -> Option<PathBuf> {
-        self.local_root.as_ref().map(|r| if key.is_empty() { r.clone() } else { r.join(key) })
+        self.local_root.as_ref().map(|r| {
+            if key.is_empty() {
+                r.clone()
+            } else {
+                r.join(key)
+            }
+        })
     }
 
     async fn put(&self, key: &Key, mut body: ByteStream) -> Result<ObjectMeta> {
         let path = Self::path(key);
-        let upload = self.inner.put_multipart(&path).await.map_err(|e| self.err("put", key.as_str(), e))?;
+        let upload = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.err("put", key.as_str(), e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let mut size = 0u64;
         loop {
@@ -125,7 +137,10 @@ impl ZoneStore for ObjectZoneStore {
             }
             writer.put(chunk);
         }
-        let done = writer.finish().await.map_err(|e| self.err("put", key.as_str(), e))?;
+        let done = writer
+            .finish()
+            .await
+            .map_err(|e| self.err("put", key.as_str(), e))?;
         Ok(ObjectMeta {
             key: key.clone(),
             size,
@@ -139,7 +154,11 @@ impl ZoneStore for ObjectZoneStore {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self.inner.put_opts(&Self::path(key), PutPayload::from(body), opts).await {
+        match self
+            .inner
+            .put_opts(&Self::path(key), PutPayload::from(body), opts)
+            .await
+        {
             Ok(_) => Ok(PutOutcome::Created),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
             Err(e) => Err(self.err("put_if_absent", key.as_str(), e)),
@@ -147,7 +166,11 @@ impl ZoneStore for ObjectZoneStore {
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult> {
-        let got = self.inner.get(&Self::path(key)).await.map_err(|e| self.err("get", key.as_str(), e))?;
+        let got = self
+            .inner
+            .get(&Self::path(key))
+            .await
+            .map_err(|e| self.err("get", key.as_str(), e))?;
         let meta = self.meta(got.meta.clone())?;
         let url = self.url.clone();
         let k = key.to_string();
@@ -159,7 +182,11 @@ impl ZoneStore for ObjectZoneStore {
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let m = self.inner.head(&Self::path(key)).await.map_err(|e| self.err("head", key.as_str(), e))?;
+        let m = self
+            .inner
+            .head(&Self::path(key))
+            .await
+            .map_err(|e| self.err("head", key.as_str(), e))?;
         self.meta(m)
     }
 
@@ -171,7 +198,10 @@ impl ZoneStore for ObjectZoneStore {
             .try_collect()
             .await
             .map_err(|e| self.err("list", prefix, e))?;
-        let mut out = found.into_iter().map(|m| self.meta(m)).collect::<Result<Vec<_>>>()?;
+        let mut out = found
+            .into_iter()
+            .map(|m| self.meta(m))
+            .collect::<Result<Vec<_>>>()?;
         // An exact-key match is under its own prefix too.
         if !prefix.is_empty()
             && let Ok(k) = Key::new(prefix)

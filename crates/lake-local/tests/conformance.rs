@@ -37,8 +37,8 @@ async fn filesystem_store_conforms_through_arc_wrapper() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn filesystem_put_if_absent_holds_across_instances() {
     use bytes::Bytes;
-    use lake_core::zone::{Key, PutOutcome};
     use lake_core::ZoneStore;
+    use lake_core::zone::{Key, PutOutcome};
     let dir = tempfile::tempdir().unwrap();
     let k = Key::new("_lake/locks/p").unwrap();
     let mut tasks = Vec::new();
@@ -47,7 +47,9 @@ async fn filesystem_put_if_absent_holds_across_instances() {
         let k = k.clone();
         tasks.push(tokio::spawn(async move {
             let s = ObjectZoneStore::filesystem(root).unwrap();
-            s.put_if_absent(&k, Bytes::from(format!("{i}"))).await.unwrap()
+            s.put_if_absent(&k, Bytes::from(format!("{i}")))
+                .await
+                .unwrap()
         }));
     }
     let mut created = 0;

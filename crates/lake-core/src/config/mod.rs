@@ -215,7 +215,9 @@ impl Root {
         if let Some(rest) = raw.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(format!("{raw:?} has no bucket: expected s3://bucket/prefix"));
+                return Err(format!(
+                    "{raw:?} has no bucket: expected s3://bucket/prefix"
+                ));
             }
             return Ok(Self::S3 {
                 bucket: bucket.to_owned(),
@@ -346,9 +348,7 @@ pub fn is_name(name: &str) -> bool {
 /// Parse a duration such as `90s`, `30m`, `6h` or `1d`.
 pub fn parse_duration(raw: &str) -> std::result::Result<Duration, String> {
     let err = || format!("{raw:?} is not a duration: expected a number and s, m, h or d (\"30m\")");
-    let unit_at = raw
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(err)?;
+    let unit_at = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
     let n: u64 = raw[..unit_at].parse().map_err(|_| err())?;
     let secs = match &raw[unit_at..] {
         "s" => n,
@@ -457,7 +457,10 @@ pub enum StepSpecKind {
 
 impl Pipeline {
     /// The sources that the given steps read, by name.
-    pub fn sources_read_by<'a>(&self, steps: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    pub fn sources_read_by<'a>(
+        &self,
+        steps: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeSet<String> {
         steps
             .into_iter()
             .filter_map(|s| self.steps.get(s))

@@ -32,9 +32,9 @@ impl Template {
                 parts.push(Part::Text(rest[..start].to_owned()));
             }
             let after = &rest[start + 2..];
-            let end = after
-                .find('}')
-                .ok_or_else(|| format!("unclosed reference in {raw:?}: expected `${{env:NAME}}`"))?;
+            let end = after.find('}').ok_or_else(|| {
+                format!("unclosed reference in {raw:?}: expected `${{env:NAME}}`")
+            })?;
             let inner = &after[..end];
             let var = inner.strip_prefix("env:").ok_or_else(|| {
                 format!("unsupported reference `${{{inner}}}`: only `${{env:NAME}}` is supported")
@@ -114,7 +114,10 @@ pub struct Secret {
 impl Secret {
     /// A value that is not secret (it came from lake itself, not from `${env:…}`).
     pub fn plain(value: impl Into<String>) -> Self {
-        Self { value: value.into(), sensitive: false }
+        Self {
+            value: value.into(),
+            sensitive: false,
+        }
     }
 
     /// The value, for handing to a process or a request. Never log it.
@@ -185,10 +188,15 @@ mod tests {
         let t = Template::parse("Bearer ${env:TOKEN}!").unwrap();
         assert!(t.is_secret());
         let s = t
-            .resolve("steps.a.env.X", &|v| (v == "TOKEN").then(|| "hunter2".into()))
+            .resolve("steps.a.env.X", &|v| {
+                (v == "TOKEN").then(|| "hunter2".into())
+            })
             .unwrap();
         assert_eq!(s.expose(), "Bearer hunter2!");
-        assert_eq!(format!("{s} {s:?} {t}"), "*** Secret(***) Bearer ${env:TOKEN}!");
+        assert_eq!(
+            format!("{s} {s:?} {t}"),
+            "*** Secret(***) Bearer ${env:TOKEN}!"
+        );
         let r = Redactor::new([&s]);
         assert_eq!(r.redact("got Bearer hunter2! ok"), "got *** ok");
     }
@@ -205,8 +213,16 @@ mod tests {
 
     #[test]
     fn bad_references() {
-        assert!(Template::parse("${env:1X}").unwrap_err().contains("not a valid"));
-        assert!(Template::parse("${HOME}").unwrap_err().contains("unsupported"));
+        assert!(
+            Template::parse("${env:1X}")
+                .unwrap_err()
+                .contains("not a valid")
+        );
+        assert!(
+            Template::parse("${HOME}")
+                .unwrap_err()
+                .contains("unsupported")
+        );
         assert!(Template::parse("${env:X").unwrap_err().contains("unclosed"));
         assert!(!Template::parse("plain").unwrap().is_secret());
     }

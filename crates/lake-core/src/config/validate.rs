@@ -53,7 +53,10 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
     if !is_name(&lake.name) {
         r.value(
             "lake.name",
-            format!("{:?} is not a valid pipeline name (letters, digits, '_' and '-')", lake.name),
+            format!(
+                "{:?} is not a valid pipeline name (letters, digits, '_' and '-')",
+                lake.name
+            ),
         );
     }
     let root_raw = overrides.and_then(|o| o.root.as_ref());
@@ -80,19 +83,28 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
     for (name, src) in &model.sources {
         let key = format!("sources.{name}");
         if !is_name(name) {
-            r.key(&key, format!("{name:?} is not a valid source name (letters, digits, '_' and '-')"));
+            r.key(
+                &key,
+                format!("{name:?} is not a valid source name (letters, digits, '_' and '-')"),
+            );
         }
         let kind = match src.kind {
             SourceKind::File => {
                 let patterns = src.path.as_ref().map(|p| p.0.clone()).unwrap_or_default();
                 if patterns.is_empty() {
-                    r.key(&key, "a file source needs `path`: a path or glob relative to lake.toml");
+                    r.key(
+                        &key,
+                        "a file source needs `path`: a path or glob relative to lake.toml",
+                    );
                 }
                 for (i, p) in patterns.iter().enumerate() {
                     if p.trim().is_empty() {
                         r.value(&format!("{key}.path[{i}]"), "empty path");
                     } else if let Err(e) = glob::Pattern::new(p) {
-                        r.value(&format!("{key}.path"), format!("{p:?} is not a valid glob: {e}"));
+                        r.value(
+                            &format!("{key}.path"),
+                            format!("{p:?} is not a valid glob: {e}"),
+                        );
                     }
                 }
                 SourceSpecKind::File {
@@ -118,7 +130,10 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
     for (name, step) in &model.steps {
         let key = format!("steps.{name}");
         if !is_name(name) {
-            r.key(&key, format!("{name:?} is not a valid step name (letters, digits, '_' and '-')"));
+            r.key(
+                &key,
+                format!("{name:?} is not a valid step name (letters, digits, '_' and '-')"),
+            );
         }
         let kind = match step.kind {
             StepKind::Command => {
@@ -160,9 +175,17 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         for (var, value) in &step.env {
             let vkey = format!("{key}.env.{var}");
             if !is_env_name(var) {
-                r.key(&vkey, format!("{var:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+                r.key(
+                    &vkey,
+                    format!(
+                        "{var:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                    ),
+                );
             } else if var.starts_with("LAKE_") {
-                r.key(&vkey, format!("{var}: names starting with LAKE_ are set by lake itself"));
+                r.key(
+                    &vkey,
+                    format!("{var}: names starting with LAKE_ are set by lake itself"),
+                );
             }
             match Template::parse(value) {
                 Ok(t) => {
@@ -214,7 +237,13 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
             match input.zone {
                 Zone::Raw => {
                     if !model.sources.contains_key(&input.name) {
-                        r.value(&ikey, format!("{input}: {}", unknown("source", &input.name, model.sources.keys())));
+                        r.value(
+                            &ikey,
+                            format!(
+                                "{input}: {}",
+                                unknown("source", &input.name, model.sources.keys())
+                            ),
+                        );
                     }
                 }
                 _ => match producers.get(input) {
@@ -225,7 +254,10 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                     Some(p) => {
                         deps.insert(p.clone());
                     }
-                    None => r.value(&ikey, format!("no step writes {input}; add a step with output = \"{input}\"")),
+                    None => r.value(
+                        &ikey,
+                        format!("no step writes {input}; add a step with output = \"{input}\""),
+                    ),
                 },
             }
         }
@@ -281,12 +313,18 @@ fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) 
 
 /// Kahn's algorithm, ready steps taken by name, so the order is the same on every run.
 /// On a cycle, returns each cycle as a closed path (`[a, b, a]`).
-fn topo_order(steps: &BTreeMap<String, StepSpec>) -> std::result::Result<Vec<String>, Vec<Vec<String>>> {
+fn topo_order(
+    steps: &BTreeMap<String, StepSpec>,
+) -> std::result::Result<Vec<String>, Vec<Vec<String>>> {
     let mut missing: BTreeMap<&str, usize> = steps
         .iter()
         .map(|(n, s)| (n.as_str(), s.depends_on.len()))
         .collect();
-    let mut ready: BTreeSet<&str> = missing.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+    let mut ready: BTreeSet<&str> = missing
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| *n)
+        .collect();
     let mut order = Vec::new();
     while let Some(next) = ready.pop_first() {
         order.push(next.to_owned());
@@ -304,7 +342,11 @@ fn topo_order(steps: &BTreeMap<String, StepSpec>) -> std::result::Result<Vec<Str
         return Ok(order);
     }
     // Find the cycles among the steps left over.
-    let left: BTreeSet<&str> = missing.iter().filter(|(_, d)| **d > 0).map(|(n, _)| *n).collect();
+    let left: BTreeSet<&str> = missing
+        .iter()
+        .filter(|(_, d)| **d > 0)
+        .map(|(n, _)| *n)
+        .collect();
     let mut cycles: Vec<Vec<String>> = Vec::new();
     let mut seen_sets: BTreeSet<Vec<String>> = BTreeSet::new();
     for start in &left {
@@ -320,9 +362,14 @@ fn topo_order(steps: &BTreeMap<String, StepSpec>) -> std::result::Result<Vec<Str
 }
 
 /// A path from `start` back to `start` through dependencies, if there is one.
-fn find_cycle(steps: &BTreeMap<String, StepSpec>, start: &str, within: &BTreeSet<&str>) -> Option<Vec<String>> {
+fn find_cycle(
+    steps: &BTreeMap<String, StepSpec>,
+    start: &str,
+    within: &BTreeSet<&str>,
+) -> Option<Vec<String>> {
     // Iterative DFS recording the path; dependency edges point from a step to what it needs.
-    let mut path: Vec<(String, Vec<String>)> = vec![(start.to_owned(), deps_of(steps, start, within))];
+    let mut path: Vec<(String, Vec<String>)> =
+        vec![(start.to_owned(), deps_of(steps, start, within))];
     let mut visited = BTreeSet::new();
     visited.insert(start.to_owned());
     while let Some((_, pending)) = path.last_mut() {

@@ -60,39 +60,72 @@ pub async fn run_all(store: Arc<DynZoneStore>) {
 /// put, then get and head see the same bytes and size; put replaces.
 pub async fn put_get_head(store: &DynZoneStore) {
     let k = key("conformance/basic/a.txt");
-    let meta = store.put_bytes(&k, Bytes::from_static(b"hello")).await.expect("put");
+    let meta = store
+        .put_bytes(&k, Bytes::from_static(b"hello"))
+        .await
+        .expect("put");
     assert_eq!(meta.size, 5, "put returns the size written");
     assert_eq!(meta.key, k);
     assert_eq!(store.get_bytes(&k).await.expect("get"), "hello");
-    assert_eq!(store.head(&k).await.expect("head").size, 5, "head gives the size");
-    store.put_bytes(&k, Bytes::from_static(b"bye")).await.expect("overwrite");
-    assert_eq!(store.get_bytes(&k).await.expect("get"), "bye", "put replaces");
+    assert_eq!(
+        store.head(&k).await.expect("head").size,
+        5,
+        "head gives the size"
+    );
+    store
+        .put_bytes(&k, Bytes::from_static(b"bye"))
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        store.get_bytes(&k).await.expect("get"),
+        "bye",
+        "put replaces"
+    );
     let got = store.get(&k).await.expect("get");
     assert_eq!(got.meta.size, 3, "get's meta matches");
-    store.delete_prefix("conformance/basic").await.expect("cleanup");
+    store
+        .delete_prefix("conformance/basic")
+        .await
+        .expect("cleanup");
 }
 
 /// A body of many chunks arrives whole and in order.
 pub async fn streaming_put(store: &DynZoneStore) {
     let k = key("conformance/stream/many.bin");
     let total = 3 * 1024 * 1024 + 17;
-    store.put(&k, generated(total, 64 * 1024)).await.expect("streaming put");
+    store
+        .put(&k, generated(total, 64 * 1024))
+        .await
+        .expect("streaming put");
     let d = store.digest(&k).await.expect("digest");
     assert_eq!(d.size, total, "all bytes stored");
-    assert_eq!(d.sha256, generated_sha256(total, 64 * 1024), "bytes stored in order");
+    assert_eq!(
+        d.sha256,
+        generated_sha256(total, 64 * 1024),
+        "bytes stored in order"
+    );
     store.delete(&k).await.expect("cleanup");
 }
 
 /// A put whose body fails midway leaves the previous object as it was.
 pub async fn failed_put_leaves_previous(store: &DynZoneStore) {
     let k = key("conformance/failed/x.bin");
-    store.put_bytes(&k, Bytes::from_static(b"previous")).await.expect("put");
+    store
+        .put_bytes(&k, Bytes::from_static(b"previous"))
+        .await
+        .expect("put");
     let failing = futures::stream::iter(vec![
         Ok(Bytes::from(vec![1u8; 1024])),
-        Err(Error::Invalid { what: "body".into(), message: "broken on purpose".into() }),
+        Err(Error::Invalid {
+            what: "body".into(),
+            message: "broken on purpose".into(),
+        }),
     ])
     .boxed();
-    assert!(store.put(&k, failing).await.is_err(), "a put whose body fails must fail");
+    assert!(
+        store.put(&k, failing).await.is_err(),
+        "a put whose body fails must fail"
+    );
     assert_eq!(
         store.get_bytes(&k).await.expect("get"),
         "previous",
@@ -105,13 +138,25 @@ pub async fn failed_put_leaves_previous(store: &DynZoneStore) {
         store.head(&k2).await.is_err_and(|e| e.is_not_found()),
         "a failed put must not create the object"
     );
-    store.delete_prefix("conformance/failed").await.expect("cleanup");
+    store
+        .delete_prefix("conformance/failed")
+        .await
+        .expect("cleanup");
 }
 
 /// list: whole-segment prefixes, sorted by key, nested keys included.
 pub async fn list_by_prefix(store: &DynZoneStore) {
-    for k in ["conformance/list/b/2", "conformance/list/a", "conformance/list/b/1", "conformance/listx/c", "conformance/list/b/10"] {
-        store.put_bytes(&key(k), Bytes::from_static(b"x")).await.expect("put");
+    for k in [
+        "conformance/list/b/2",
+        "conformance/list/a",
+        "conformance/list/b/1",
+        "conformance/listx/c",
+        "conformance/list/b/10",
+    ] {
+        store
+            .put_bytes(&key(k), Bytes::from_static(b"x"))
+            .await
+            .expect("put");
     }
     let keys: Vec<String> = store
         .list("conformance/list")
@@ -122,42 +167,98 @@ pub async fn list_by_prefix(store: &DynZoneStore) {
         .collect();
     assert_eq!(
         keys,
-        ["conformance/list/a", "conformance/list/b/1", "conformance/list/b/10", "conformance/list/b/2"],
+        [
+            "conformance/list/a",
+            "conformance/list/b/1",
+            "conformance/list/b/10",
+            "conformance/list/b/2"
+        ],
         "list is sorted by key and matches whole segments"
     );
     let sub = store.list("conformance/list/b").await.expect("list");
     assert_eq!(sub.len(), 3);
-    assert!(store.list("conformance/nothing-here").await.expect("empty list").is_empty());
+    assert!(
+        store
+            .list("conformance/nothing-here")
+            .await
+            .expect("empty list")
+            .is_empty()
+    );
     let all = store.list("").await.expect("list all");
-    assert!(all.iter().any(|m| m.key.as_str() == "conformance/listx/c"), "\"\" lists everything");
-    store.delete_prefix("conformance/list").await.expect("cleanup");
-    store.delete_prefix("conformance/listx").await.expect("cleanup");
-    assert!(store.list("conformance/list").await.expect("list").is_empty(), "delete_prefix removes all");
+    assert!(
+        all.iter().any(|m| m.key.as_str() == "conformance/listx/c"),
+        "\"\" lists everything"
+    );
+    store
+        .delete_prefix("conformance/list")
+        .await
+        .expect("cleanup");
+    store
+        .delete_prefix("conformance/listx")
+        .await
+        .expect("cleanup");
+    assert!(
+        store
+            .list("conformance/list")
+            .await
+            .expect("list")
+            .is_empty(),
+        "delete_prefix removes all"
+    );
 }
 
 /// Missing keys: get, head and copy fail with NotFound; delete succeeds.
 pub async fn not_found(store: &DynZoneStore) {
     let k = key("conformance/missing/nope");
-    assert!(store.get(&k).await.is_err_and(|e| e.is_not_found()), "get of a missing key is NotFound");
-    assert!(store.head(&k).await.is_err_and(|e| e.is_not_found()), "head of a missing key is NotFound");
     assert!(
-        store.copy(&k, &key("conformance/missing/to")).await.is_err_and(|e| e.is_not_found()),
+        store.get(&k).await.is_err_and(|e| e.is_not_found()),
+        "get of a missing key is NotFound"
+    );
+    assert!(
+        store.head(&k).await.is_err_and(|e| e.is_not_found()),
+        "head of a missing key is NotFound"
+    );
+    assert!(
+        store
+            .copy(&k, &key("conformance/missing/to"))
+            .await
+            .is_err_and(|e| e.is_not_found()),
         "copy from a missing key is NotFound"
     );
-    store.delete(&k).await.expect("delete of a missing key succeeds");
+    store
+        .delete(&k)
+        .await
+        .expect("delete of a missing key succeeds");
 }
 
 /// copy duplicates and replaces; delete removes.
 pub async fn copy_and_delete(store: &DynZoneStore) {
     let a = key("conformance/copy/a");
     let b = key("conformance/copy/sub/b");
-    store.put_bytes(&a, Bytes::from_static(b"one")).await.expect("put");
-    store.put_bytes(&b, Bytes::from_static(b"old")).await.expect("put");
+    store
+        .put_bytes(&a, Bytes::from_static(b"one"))
+        .await
+        .expect("put");
+    store
+        .put_bytes(&b, Bytes::from_static(b"old"))
+        .await
+        .expect("put");
     store.copy(&a, &b).await.expect("copy");
-    assert_eq!(store.get_bytes(&b).await.expect("get"), "one", "copy replaces the target");
-    assert_eq!(store.get_bytes(&a).await.expect("get"), "one", "copy keeps the source");
+    assert_eq!(
+        store.get_bytes(&b).await.expect("get"),
+        "one",
+        "copy replaces the target"
+    );
+    assert_eq!(
+        store.get_bytes(&a).await.expect("get"),
+        "one",
+        "copy keeps the source"
+    );
     store.delete(&a).await.expect("delete");
-    assert!(store.head(&a).await.is_err_and(|e| e.is_not_found()), "deleted");
+    assert!(
+        store.head(&a).await.is_err_and(|e| e.is_not_found()),
+        "deleted"
+    );
     store.delete(&b).await.expect("delete");
 }
 
@@ -165,12 +266,25 @@ pub async fn copy_and_delete(store: &DynZoneStore) {
 pub async fn put_if_absent(store: &DynZoneStore) {
     let k = key("conformance/pia/one");
     store.delete(&k).await.expect("clean");
-    assert_eq!(store.put_if_absent(&k, Bytes::from_static(b"first")).await.expect("pia"), PutOutcome::Created);
     assert_eq!(
-        store.put_if_absent(&k, Bytes::from_static(b"second")).await.expect("pia"),
+        store
+            .put_if_absent(&k, Bytes::from_static(b"first"))
+            .await
+            .expect("pia"),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        store
+            .put_if_absent(&k, Bytes::from_static(b"second"))
+            .await
+            .expect("pia"),
         PutOutcome::AlreadyExists
     );
-    assert_eq!(store.get_bytes(&k).await.expect("get"), "first", "a losing put_if_absent writes nothing");
+    assert_eq!(
+        store.get_bytes(&k).await.expect("get"),
+        "first",
+        "a losing put_if_absent writes nothing"
+    );
     store.delete(&k).await.expect("cleanup");
 }
 
@@ -182,7 +296,14 @@ pub async fn put_if_absent_concurrent(store: Arc<DynZoneStore>, n: usize) {
         .map(|i| {
             let store = Arc::clone(&store);
             let k = k.clone();
-            tokio::spawn(async move { (i, store.put_if_absent(&k, Bytes::from(format!("writer {i}"))).await) })
+            tokio::spawn(async move {
+                (
+                    i,
+                    store
+                        .put_if_absent(&k, Bytes::from(format!("writer {i}")))
+                        .await,
+                )
+            })
         })
         .collect();
     let mut winners = Vec::new();
@@ -192,7 +313,11 @@ pub async fn put_if_absent_concurrent(store: Arc<DynZoneStore>, n: usize) {
             winners.push(i);
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one of {n} concurrent writers wins, got {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of {n} concurrent writers wins, got {winners:?}"
+    );
     assert_eq!(
         store.get_bytes(&k).await.expect("get"),
         format!("writer {}", winners[0]),
@@ -205,7 +330,10 @@ pub async fn put_if_absent_concurrent(store: Arc<DynZoneStore>, n: usize) {
 pub async fn big_object(store: &DynZoneStore, size: u64) {
     let k = key("conformance/big/object.bin");
     let chunk = 1024 * 1024;
-    let meta = store.put(&k, generated(size, chunk)).await.expect("big put");
+    let meta = store
+        .put(&k, generated(size, chunk))
+        .await
+        .expect("big put");
     assert_eq!(meta.size, size);
     let got = store.get(&k).await.expect("big get");
     let mut h = Sha256::new();
@@ -216,6 +344,10 @@ pub async fn big_object(store: &DynZoneStore, size: u64) {
         h.update(&c);
     }
     assert_eq!(n, size, "every byte read back");
-    assert_eq!(hex::encode(h.finalize()), generated_sha256(size, chunk), "the bytes read back are the bytes written");
+    assert_eq!(
+        hex::encode(h.finalize()),
+        generated_sha256(size, chunk),
+        "the bytes read back are the bytes written"
+    );
     store.delete(&k).await.expect("cleanup");
 }

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::Result;
-use crate::cluster::{ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState};
+use crate::cluster::{
+    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
+};
 use crate::source::{Source, SourceObject, Window};
 use crate::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
 
