@@ -12,10 +12,15 @@ use lake_core::{Error, Result};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{
+    GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
+use tokio_util::io::ReaderStream;
 
 /// Chunk size of streamed puts: memory per put is bounded by a few of these.
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Read size of streamed gets from files.
+const READ_CHUNK: usize = 1024 * 1024;
 /// Parts in flight per put.
 const PART_CONCURRENCY: usize = 2;
 
@@ -174,10 +179,17 @@ impl ZoneStore for ObjectZoneStore {
         let meta = self.meta(got.meta.clone())?;
         let url = self.url.clone();
         let k = key.to_string();
-        let body = got
-            .into_stream()
-            .map_err(move |e| Error::store("get", k.clone(), url.clone(), e))
-            .boxed();
+        let body = match got.payload {
+            // object_store reads files in 8 KiB chunks; 1 MiB reads are ~1.5x faster here.
+            GetResultPayload::File(file, _) => {
+                ReaderStream::with_capacity(tokio::fs::File::from_std(file), READ_CHUNK)
+                    .map_err(move |e| Error::store("get", k.clone(), url.clone(), e))
+                    .boxed()
+            }
+            GetResultPayload::Stream(s) => s
+                .map_err(move |e| Error::store("get", k.clone(), url.clone(), e))
+                .boxed(),
+        };
         Ok(GetResult { meta, body })
     }
 
