@@ -107,23 +107,23 @@ fn tail(v: &Mutex<Vec<u8>>) -> String {
 
 /// Stop a whole process group: SIGTERM, then SIGKILL after a grace period.
 async fn stop_group(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(format!("-{pid}"))
-            .status()
-            .await;
-        if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        use nix::sys::signal::{Signal, killpg};
+        use nix::unistd::Pid;
+        // The child leads its own group (process_group(0) at spawn), so this reaches what it
+        // started too; never signal anything else.
+        if pid > 1 {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+            if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+                .await
+                .is_ok()
+            {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                return;
+            }
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{pid}"))
-            .status()
-            .await;
     }
     let _ = child.kill().await;
 }
