@@ -343,41 +343,34 @@ async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode
             i.objects.len(),
             print::bytes(i.bytes)
         )?;
-        for o in &i.objects {
-            writeln!(
-                out,
-                "    {}  {:>10}  sha256 {}",
-                o.key,
-                print::bytes(o.size),
-                o.sha256
-            )?;
-        }
+        write_objects(&mut out, "", &i.objects)?;
         if let Some(e) = &i.error {
             writeln!(out, "    error: {e}")?;
         }
     }
     for s in &r.steps {
         writeln!(out, "{}", print::step_line(s))?;
-        for o in &s.inputs {
-            writeln!(
-                out,
-                "    in   {}  {:>10}  sha256 {}",
-                o.key,
-                print::bytes(o.size),
-                o.sha256
-            )?;
-        }
-        for o in &s.output_objects {
-            writeln!(
-                out,
-                "    out  {}  {:>10}  sha256 {}",
-                o.key,
-                print::bytes(o.size),
-                o.sha256
-            )?;
-        }
+        write_objects(&mut out, "in   ", &s.inputs)?;
+        write_objects(&mut out, "out  ", &s.output_objects)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_objects(
+    out: &mut impl Write,
+    label: &str,
+    objects: &[lake::core::publish::ObjectEntry],
+) -> std::io::Result<()> {
+    for o in objects {
+        writeln!(
+            out,
+            "    {label}{}  {:>10}  sha256 {}",
+            o.key,
+            print::bytes(o.size),
+            o.sha256
+        )?;
+    }
+    Ok(())
 }
 
 async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {

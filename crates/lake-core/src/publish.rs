@@ -8,7 +8,6 @@
 //! not, so a failed step (which never reaches its publish) leaves the previous output intact.
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Zone, ZoneRef};
@@ -230,11 +229,4 @@ pub async fn publish(
     }
     store.delete_prefix(staging).await?;
     Ok(manifest)
-}
-
-/// Read a whole committed object as bytes (for tests and small files).
-pub async fn read_all(store: &DynZoneStore, key: &str) -> Result<Vec<u8>> {
-    let got = store.get(&Key::new(key)?).await?;
-    let chunks: Vec<bytes::Bytes> = got.body.try_collect().await?;
-    Ok(chunks.concat())
 }

@@ -9,21 +9,14 @@ async fn big_object_streams_with_bounded_memory() {
     use lake_core::testing::conformance;
     use lake_local::ObjectZoneStore;
 
-    fn vm_hwm_kib() -> u64 {
+    /// A `kB` field of /proc/self/status (`VmHWM:`, `VmRSS:`).
+    fn status_kib(field: &str) -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/self/status")
-    }
-    fn vm_rss_kib() -> u64 {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/self/status")
+            .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -34,9 +27,9 @@ async fn big_object_streams_with_bounded_memory() {
         eprintln!("skipped: cannot reset the peak RSS (/proc/self/clear_refs not writable)");
         return;
     }
-    let before = vm_rss_kib();
+    let before = status_kib("VmRSS:");
     conformance::big_object(&store, conformance::BIG_OBJECT).await;
-    let peak = vm_hwm_kib();
+    let peak = status_kib("VmHWM:");
     let grew_mib = peak.saturating_sub(before) / 1024;
     eprintln!("64 MiB put + get: peak RSS grew by {grew_mib} MiB");
     assert!(
