@@ -7,7 +7,7 @@ use lake_core::config::{Backend, ConfigFile, Pipeline, Root};
 use lake_core::ledger::RunRecord;
 use lake_core::run::{RunContext, RunOptions};
 use lake_core::{DynZoneStore, Error, Result};
-use lake_local::{LocalBackend, ObjectZoneStore};
+use lake_local::{Engine, LocalBackend, ObjectZoneStore};
 
 /// A validated pipeline with its zone store: what the CLI and library users run.
 #[derive(Debug, Clone)]
@@ -16,6 +16,8 @@ pub struct Lake {
     pub pipeline: Arc<Pipeline>,
     /// Its zones.
     pub store: Arc<DynZoneStore>,
+    /// The embedded SQL engine over the zones.
+    pub engine: Arc<Engine>,
 }
 
 impl Lake {
@@ -27,17 +29,24 @@ impl Lake {
 
     /// Open the zones of an already validated pipeline.
     pub fn from_pipeline(pipeline: Pipeline) -> Result<Self> {
-        let store = open_store(&pipeline.root)?;
+        let zones = open_store(&pipeline.root)?;
+        let store: Arc<DynZoneStore> = Arc::new(zones.clone());
+        let engine = Arc::new(Engine::new(
+            zones.object_store(),
+            Arc::clone(&store),
+            pipeline.engine.clone(),
+        ));
         Ok(Self {
             pipeline: Arc::new(pipeline),
             store,
+            engine,
         })
     }
 
     /// The backend, store and sources of a run.
     pub fn context(&self) -> Result<RunContext> {
         let backend = match self.pipeline.backend {
-            Backend::Local => Arc::new(LocalBackend::new()),
+            Backend::Local => Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
             Backend::Emr => {
                 return Err(Error::NotImplemented {
                     operation: "backend = \"emr\"",
@@ -60,9 +69,9 @@ impl Lake {
 }
 
 /// The zone store of a root.
-pub fn open_store(root: &Root) -> Result<Arc<DynZoneStore>> {
+pub fn open_store(root: &Root) -> Result<ObjectZoneStore> {
     match root {
-        Root::Local { path } => Ok(Arc::new(ObjectZoneStore::filesystem(path)?)),
+        Root::Local { path } => ObjectZoneStore::filesystem(path),
         Root::S3 { .. } => Err(Error::NotImplemented {
             operation: "an s3:// root",
             implementer: "this build of lake (S3 zones come with the lake-aws crate)".into(),

@@ -39,7 +39,6 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
 }
 
 const INIT_TOML: &str = include_str!("../../../examples/credit/lake.toml");
-const INIT_SCRIPT: &str = include_str!("../../../examples/credit/report.sh");
 const INIT_DATA: &str = include_str!("../../../examples/credit/data/german_credit_data.csv");
 
 fn init(dir: &Path) -> Result<ExitCode> {
@@ -55,7 +54,6 @@ fn init(dir: &Path) -> Result<ExitCode> {
         .with_context(|| format!("create {}", dir.display()))?;
     for (name, text) in [
         ("lake.toml", INIT_TOML),
-        ("report.sh", INIT_SCRIPT),
         ("data/german_credit_data.csv", INIT_DATA),
     ] {
         let path = dir.join(name);

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::Result;
-use crate::config::Secret;
+use crate::config::{Expectation, InputFormat, Secret};
+use crate::publish::ObjectEntry;
 
 /// What the orchestrator asks a backend to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,6 +56,47 @@ pub enum StepWork {
         /// Working directory.
         workdir: PathBuf,
     },
+    /// A SQL query over committed objects of the lake, written as Parquet to staging.
+    Sql(SqlWork),
+}
+
+/// A `sql` step, resolved: the exact objects to read and where to write.
+///
+/// The backend writes the output rows as Parquet under `output`, the rows that failed an
+/// expectation (or a CAST) under `output/_rejected/` with `_reason` and `_run_id` columns, and
+/// the counts to `output/_metrics.json` ([`StepMetrics`](crate::publish::StepMetrics)); the
+/// orchestrator publishes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlWork {
+    /// The query: one SELECT.
+    pub sql: String,
+    /// Where the query is written (`lake.toml:12 (steps.credit.sql)`), for error messages.
+    pub origin: String,
+    /// The tables the query reads.
+    pub inputs: Vec<SqlInput>,
+    /// The staging key prefix to write to.
+    pub output: String,
+    /// Output columns written as `key=value` folders.
+    pub partition_by: Vec<String>,
+    /// Conditions every output row must meet.
+    pub expect: Vec<Expectation>,
+    /// Written into the `_run_id` column of rejected rows.
+    pub run_id: String,
+}
+
+/// One table of a [`SqlWork`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlInput {
+    /// The table name in the query.
+    pub table: String,
+    /// The dataset it comes from (`raw/credit`, `trusted/credit`), for messages.
+    pub dataset: String,
+    /// The key prefix of the dataset; partition folders (`ingest_date=…`) below it become columns.
+    pub prefix: String,
+    /// How to read the files.
+    pub format: InputFormat,
+    /// The committed objects to read (from the manifests), keys relative to the root.
+    pub objects: Vec<ObjectEntry>,
 }
 
 /// A submitted step.

@@ -137,6 +137,15 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A query failed: a `sql` step's SQL, an expectation, `lake query`, or reading its input.
+    #[error("{origin}: {message}")]
+    Query {
+        /// What ran it: `step credit (lake.toml:12, steps.credit.sql)`, `lake query`.
+        origin: String,
+        /// The engine's message.
+        message: String,
+    },
+
     /// A value given on the command line or through the API is invalid.
     #[error("{what}: {message}")]
     Invalid {

@@ -106,6 +106,9 @@ pub struct StepRecord {
     pub output_objects: Vec<ObjectEntry>,
     /// Rows written, when known.
     pub rows: Option<u64>,
+    /// Rows set aside by expectations or failed CASTs (`sql` steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<u64>,
     /// Bytes written, when known.
     pub bytes: Option<u64>,
     /// Start.

@@ -10,13 +10,40 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Zone, ZoneRef};
+use crate::config::{WriteMode, Zone, ZoneRef};
 use crate::source::{Source, Window};
 use crate::zone::{DynZoneStore, Key, PutOutcome, ZoneStoreExt, hashing, json_bytes};
 use crate::{Error, Result};
 
 /// The manifest file name inside a dataset or window folder.
 pub const MANIFEST: &str = "_manifest.json";
+/// The counts a `sql` step leaves in its staging folder.
+pub const STEP_METRICS: &str = "_metrics.json";
+/// The staging subfolder of a `sql` step's rejected rows.
+pub const REJECTED: &str = "_rejected";
+
+/// What a `sql` step counted, read from `<staging>/_metrics.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// Rows written to the output.
+    pub rows: u64,
+    /// Rows set aside.
+    pub rejected: u64,
+    /// Rejected rows by their first failed check (the expectation, or the CAST).
+    #[serde(default)]
+    pub reasons: std::collections::BTreeMap<String, u64>,
+}
+
+/// True for keys Hadoop-style tools treat as hidden (`_SUCCESS`, `.part.crc`, `_rejected/…`):
+/// any path segment starting with `_` or `.`.
+pub fn is_hidden(rel: &str) -> bool {
+    rel.split('/').any(|seg| seg.starts_with(['_', '.']))
+}
+
+/// The key prefix where the rejected rows of `step` (writing to `zone`) are kept.
+pub fn rejected_prefix(zone: Zone, step: &str) -> String {
+    format!("{}/{REJECTED}/{step}", zone.as_str())
+}
 
 /// A committed batch of objects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,29 +99,120 @@ pub async fn read_manifest(store: &DynZoneStore, prefix: &str) -> Result<Option<
     store.get_json(&manifest_key(prefix)?).await
 }
 
-/// The committed objects of a dataset: for `raw/<source>`, every complete window (folders
-/// without a manifest are ignored); for `trusted/…` and `refined/…`, the current manifest.
-pub async fn dataset_objects(store: &DynZoneStore, dataset: &ZoneRef) -> Result<Vec<ObjectEntry>> {
-    let prefix = dataset.prefix();
+/// The committed objects of a dataset: for `raw/<source>`, every complete window, or only
+/// the window of `date` when given (folders without a manifest are ignored); for `trusted/…`
+/// and `refined/…`, the current manifest.
+pub async fn dataset_objects(
+    store: &DynZoneStore,
+    dataset: &ZoneRef,
+    date: Option<chrono::NaiveDate>,
+) -> Result<Vec<ObjectEntry>> {
     if dataset.zone != Zone::Raw {
-        return Ok(read_manifest(store, &prefix)
+        return Ok(read_manifest(store, &dataset.prefix())
             .await?
             .map(|m| m.objects)
             .unwrap_or_default());
     }
+    if let Some(date) = date {
+        return Ok(read_manifest(store, &raw_window_prefix(&dataset.name, date))
+            .await?
+            .map(|m| m.objects)
+            .unwrap_or_default());
+    }
+    Ok(raw_windows(store, &dataset.prefix())
+        .await?
+        .into_iter()
+        .flat_map(|m| m.objects)
+        .collect())
+}
+
+/// The manifests of the complete windows under a raw source's prefix, oldest first.
+async fn raw_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
-    for meta in store.list(&prefix).await? {
-        let Some(rest) = meta.key.strip_prefix(&prefix) else {
+    for meta in store.list(prefix).await? {
+        let Some(rest) = meta.key.strip_prefix(prefix) else {
             continue;
         };
-        if let Some(window) = rest.strip_suffix(&format!("/{MANIFEST}"))
+        if let Some(window) = rest.strip_prefix('/').and_then(|r| r.strip_suffix(&format!("/{MANIFEST}")))
             && !window.contains('/')
             && window.starts_with("ingest_date=")
             && let Some(m) = store.get_json::<Manifest>(&meta.key).await?
         {
-            out.extend(m.objects);
+            out.push(m);
         }
     }
+    Ok(out)
+}
+
+/// A committed dataset of the lake, as `lake query` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    /// Its zone.
+    pub zone: Zone,
+    /// Its table name in the zone's schema: the source or dataset name, or `_rejected_<step>`.
+    pub name: String,
+    /// Its key prefix.
+    pub prefix: String,
+    /// Its committed objects.
+    pub objects: Vec<ObjectEntry>,
+}
+
+/// Every committed dataset of the lake: raw sources (all complete windows), trusted and refined
+/// datasets, and the rejected rows of steps; sorted by zone and name.
+pub async fn list_datasets(store: &DynZoneStore) -> Result<Vec<Dataset>> {
+    let mut out = Vec::new();
+    for zone in Zone::ALL {
+        let zp = zone.as_str();
+        let mut raw_sources = std::collections::BTreeSet::new();
+        for meta in store.list(zp).await? {
+            let Some(dir) = meta.key.as_str().strip_suffix(&format!("/{MANIFEST}")) else {
+                continue;
+            };
+            let parts: Vec<&str> = dir.split('/').collect();
+            match (zone, parts.as_slice()) {
+                (Zone::Raw, [_, source, window]) if window.starts_with("ingest_date=") => {
+                    raw_sources.insert((*source).to_owned());
+                }
+                (Zone::Raw, _) => {}
+                (_, [_, name]) if !name.starts_with(['_', '.']) => {
+                    if let Some(m) = store.get_json::<Manifest>(&meta.key).await? {
+                        out.push(Dataset {
+                            zone,
+                            name: (*name).to_owned(),
+                            prefix: dir.to_owned(),
+                            objects: m.objects,
+                        });
+                    }
+                }
+                (_, [_, REJECTED, step]) => {
+                    if let Some(m) = store.get_json::<Manifest>(&meta.key).await? {
+                        out.push(Dataset {
+                            zone,
+                            name: format!("{REJECTED}_{step}"),
+                            prefix: dir.to_owned(),
+                            objects: m.objects,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        for source in raw_sources {
+            let prefix = format!("raw/{source}");
+            let objects = raw_windows(store, &prefix)
+                .await?
+                .into_iter()
+                .flat_map(|m| m.objects)
+                .collect();
+            out.push(Dataset {
+                zone,
+                name: source,
+                prefix,
+                objects,
+            });
+        }
+    }
+    out.sort_by(|a, b| (a.zone, &a.name).cmp(&(b.zone, &b.name)));
     Ok(out)
 }
 
@@ -171,37 +289,66 @@ pub async fn land(
     }
 }
 
-/// Publish the objects under `staging` as the new content of `target`.
+/// Publish the objects under `staging` as the new content of the dataset at `prefix`.
 ///
-/// Objects keep their path relative to `staging`. The new manifest is the commit point; then
-/// objects only the previous manifest listed are deleted, and the staging objects are removed.
-/// Fails (publishing nothing) when `staging` is empty.
+/// Objects keep their path relative to `staging`; hidden ones ([`is_hidden`]: `_metrics.json`,
+/// `_rejected/`, `_SUCCESS`, `.crc`) are not published. `mode` says what happens to the current
+/// objects: [`Overwrite`](WriteMode::Overwrite) drops them all, [`Append`](WriteMode::Append)
+/// keeps them all (a staged object may not replace one), and
+/// [`OverwritePartitions`](WriteMode::OverwritePartitions) drops those in the folders the staging
+/// writes. The new manifest is the commit point; then objects only the previous manifest listed
+/// are deleted, and the staging objects are removed. Fails (publishing nothing) when `staging`
+/// holds nothing to publish.
 pub async fn publish(
     store: &DynZoneStore,
     staging: &str,
-    target: &ZoneRef,
+    prefix: &str,
+    mode: WriteMode,
     run_id: &str,
     fingerprint: Option<String>,
 ) -> Result<Manifest> {
-    let prefix = target.prefix();
-    let staged = store.list(staging).await?;
+    let staged: Vec<_> = store
+        .list(staging)
+        .await?
+        .into_iter()
+        .filter(|m| !is_hidden(rel_key(m.key.as_str(), staging)))
+        .collect();
     if staged.is_empty() {
         return Err(Error::Invalid {
-            what: format!("output {target}"),
+            what: format!("output {prefix}"),
             message: format!(
                 "the step wrote nothing to its output folder {}",
                 store.url_of(staging)
             ),
         });
     }
-    let previous = read_manifest(store, &prefix).await?;
-    let mut objects = Vec::with_capacity(staged.len());
+    let previous = read_manifest(store, prefix).await?;
+    let new_dirs: std::collections::BTreeSet<&str> = staged
+        .iter()
+        .map(|m| parent_dir(rel_key(m.key.as_str(), staging)))
+        .collect();
+    let mut objects: Vec<ObjectEntry> = match (&previous, mode) {
+        (None, _) | (_, WriteMode::Overwrite) => Vec::new(),
+        (Some(prev), WriteMode::Append) => prev.objects.clone(),
+        (Some(prev), WriteMode::OverwritePartitions) => prev
+            .objects
+            .iter()
+            .filter(|o| !new_dirs.contains(parent_dir(rel_key(&o.key, prefix))))
+            .cloned()
+            .collect(),
+    };
+    let kept = objects.len();
     for meta in &staged {
-        let rel = meta.key.strip_prefix(staging).unwrap_or(meta.key.as_str());
-        if rel == MANIFEST {
-            continue;
-        }
+        let rel = rel_key(meta.key.as_str(), staging);
         let to = Key::new(format!("{prefix}/{rel}"))?;
+        if objects[..kept].iter().any(|o| o.key == to.as_str()) {
+            return Err(Error::Invalid {
+                what: format!("output {prefix}"),
+                message: format!(
+                    "mode = \"append\" but {to} exists already; write new file names in each run (e.g. with {{run_id}})"
+                ),
+            });
+        }
         let digest = store.digest(&meta.key).await?;
         store.copy(&meta.key, &to).await?;
         objects.push(ObjectEntry {
@@ -213,13 +360,13 @@ pub async fn publish(
     }
     let manifest = Manifest {
         version: 1,
-        prefix: prefix.clone(),
+        prefix: prefix.to_owned(),
         run_id: run_id.to_owned(),
         committed: Utc::now(),
         fingerprint,
         objects,
     };
-    store.put_json(&manifest_key(&prefix)?, &manifest).await?;
+    store.put_json(&manifest_key(prefix)?, &manifest).await?;
     if let Some(prev) = previous {
         for old in prev.objects {
             if !manifest.objects.iter().any(|o| o.key == old.key) {
@@ -229,4 +376,14 @@ pub async fn publish(
     }
     store.delete_prefix(staging).await?;
     Ok(manifest)
+}
+
+fn rel_key<'a>(key: &'a str, prefix: &str) -> &'a str {
+    key.strip_prefix(prefix)
+        .map(|r| r.trim_start_matches('/'))
+        .unwrap_or(key)
+}
+
+fn parent_dir(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(d, _)| d)
 }

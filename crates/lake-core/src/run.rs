@@ -14,12 +14,13 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
-    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepRequest, StepState, StepWork,
+    ClusterBackend, ClusterHandle, ClusterSpec, SqlInput, SqlWork, StepHandle, StepRequest,
+    StepState, StepWork,
 };
-use crate::config::{Pipeline, Redactor, Secret, StepSpec, StepSpecKind, Zone};
+use crate::config::{Pipeline, Redactor, Secret, StepSpec, StepSpecKind, WriteMode, Zone};
 use crate::ledger::{self, IngestRecord, RunRecord, Status, StepRecord};
 use crate::lock;
-use crate::publish::{self, Landed, ObjectEntry};
+use crate::publish::{self, Landed, ObjectEntry, StepMetrics};
 use crate::source::{Source, Window};
 use crate::zone::{DynZoneStore, ZoneStoreExt};
 use crate::{Error, Result};
@@ -352,8 +353,11 @@ impl Runner<'_> {
                 .or_else(|| {
                     spec.inputs
                         .iter()
-                        .find(|i| i.zone == Zone::Raw && failed_sources.contains(&i.name))
-                        .map(|i| format!("ingest of {i} failed"))
+                        .find(|i| {
+                            i.dataset.zone == Zone::Raw
+                                && failed_sources.contains(&i.dataset.name)
+                        })
+                        .map(|i| format!("ingest of {} failed", i.dataset))
                 });
             let rec = if self.opts.cancel.is_cancelled() {
                 skipped(spec, Status::Cancelled, "the run was cancelled".into())
@@ -417,11 +421,12 @@ impl Runner<'_> {
         let mut rec = skipped(spec, Status::Running, String::new());
         rec.started = Some(started);
 
-        let mut inputs = Vec::new();
+        let mut per_input = Vec::new();
         for input in &spec.inputs {
-            inputs.extend(publish::dataset_objects(store, input).await?);
+            let date = input.at_date.then_some(self.opts.date);
+            per_input.push(publish::dataset_objects(store, &input.dataset, date).await?);
         }
-        rec.inputs = inputs;
+        rec.inputs = per_input.iter().flatten().cloned().collect();
         let fingerprint = fingerprint(spec, self.opts.date, &rec.inputs);
         if let Some(out) = &spec.output
             && !self.opts.force
@@ -459,7 +464,7 @@ impl Runner<'_> {
             }
             None => None,
         };
-        let request = self.request(spec, output_url.as_deref());
+        let request = self.request(spec, &staging, output_url.as_deref(), per_input);
         if self.cluster.is_none() {
             let spec = ClusterSpec {
                 pipeline: self.ctx.pipeline.name.clone(),
@@ -481,13 +486,7 @@ impl Runner<'_> {
         };
         let outcome = match result {
             Ok(()) => match &spec.output {
-                Some(out) => publish::publish(store, &staging, out, self.run_id, Some(fingerprint))
-                    .await
-                    .map(|m| {
-                        rec.bytes = Some(m.bytes());
-                        rec.output_objects = m.objects;
-                    })
-                    .map_err(StepFailure::Error),
+                Some(out) => self.publish(spec, &staging, out, fingerprint, &mut rec).await,
                 None => Ok(()),
             },
             Err(e) => Err(e),
@@ -516,7 +515,82 @@ impl Runner<'_> {
         Ok(rec)
     }
 
-    fn request(&self, spec: &StepSpec, output: Option<&str>) -> StepRequest {
+    /// Publish a completed step's staging: its rejected rows first (kept even when there are
+    /// too many, so they can be inspected), then, within `max_rejected`, its output.
+    async fn publish(
+        &self,
+        spec: &StepSpec,
+        staging: &str,
+        out: &crate::config::ZoneRef,
+        fingerprint: String,
+        rec: &mut StepRecord,
+    ) -> std::result::Result<(), StepFailure> {
+        let store = &*self.ctx.store;
+        let err = StepFailure::Error;
+        let metrics_key = crate::zone::Key::new(format!("{staging}/{}", publish::STEP_METRICS))
+            .map_err(err)?;
+        let metrics: Option<StepMetrics> = store.get_json(&metrics_key).await.map_err(err)?;
+        if let Some(m) = &metrics {
+            rec.rows = Some(m.rows);
+            rec.rejected = Some(m.rejected);
+        }
+        let rejected = metrics.as_ref().map_or(0, |m| m.rejected);
+        if rejected > 0 {
+            let target = publish::rejected_prefix(out.zone, &spec.name);
+            publish::publish(
+                store,
+                &format!("{staging}/{}", publish::REJECTED),
+                &target,
+                WriteMode::Append,
+                self.run_id,
+                None,
+            )
+            .await
+            .map_err(err)?;
+        }
+        if let (Some(m), StepSpecKind::Sql { max_rejected, .. }) = (&metrics, &spec.kind) {
+            let total = m.rows + m.rejected;
+            let share = if total == 0 { 0.0 } else { m.rejected as f64 / total as f64 };
+            if share > *max_rejected {
+                let reasons: Vec<String> = m
+                    .reasons
+                    .iter()
+                    .map(|(r, n)| format!("  {n} × {r}"))
+                    .collect();
+                return Err(StepFailure::Failed(format!(
+                    "{} of {total} rows ({:.1}%) were rejected, more than max_rejected = {} ({}%); {out} was left as it was. \
+                     The rejected rows are in {}:\n{}",
+                    m.rejected,
+                    share * 100.0,
+                    max_rejected,
+                    max_rejected * 100.0,
+                    publish::rejected_prefix(out.zone, &spec.name),
+                    reasons.join("\n")
+                )));
+            }
+        }
+        let m = publish::publish(
+            store,
+            staging,
+            &out.prefix(),
+            spec.mode,
+            self.run_id,
+            Some(fingerprint),
+        )
+        .await
+        .map_err(err)?;
+        rec.bytes = Some(m.bytes());
+        rec.output_objects = m.objects;
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        spec: &StepSpec,
+        staging: &str,
+        output: Option<&str>,
+        objects: Vec<Vec<ObjectEntry>>,
+    ) -> StepRequest {
         let p = &self.ctx.pipeline;
         let date = self.opts.date.to_string();
         let root = self.ctx.store.root_url();
@@ -539,10 +613,10 @@ impl Runner<'_> {
         for input in &spec.inputs {
             let var = format!(
                 "LAKE_INPUT_{}_{}",
-                input.zone.as_str().to_uppercase(),
-                input.name.to_uppercase().replace('-', "_")
+                input.dataset.zone.as_str().to_uppercase(),
+                input.dataset.name.to_uppercase().replace('-', "_")
             );
-            let prefix = input.prefix();
+            let prefix = input.dataset.prefix();
             let loc = self
                 .ctx
                 .store
@@ -558,6 +632,36 @@ impl Runner<'_> {
                 env,
                 workdir: p.base_dir.clone(),
             },
+            StepSpecKind::Sql {
+                sql,
+                sql_line,
+                partition_by,
+                expect,
+                ..
+            } => StepWork::Sql(SqlWork {
+                sql: sql.clone(),
+                origin: format!(
+                    "{}:{sql_line} (steps.{}.sql)",
+                    p.file.display(),
+                    spec.name
+                ),
+                inputs: spec
+                    .inputs
+                    .iter()
+                    .zip(objects)
+                    .map(|(i, objects)| SqlInput {
+                        table: i.table.clone(),
+                        dataset: i.to_string(),
+                        prefix: i.dataset.prefix(),
+                        format: i.format.clone(),
+                        objects,
+                    })
+                    .collect(),
+                output: staging.to_owned(),
+                partition_by: partition_by.clone(),
+                expect: expect.clone(),
+                run_id: self.run_id.to_owned(),
+            }),
         };
         StepRequest {
             name: spec.name.clone(),
@@ -636,6 +740,7 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
         output: spec.output.as_ref().map(ToString::to_string),
         output_objects: Vec::new(),
         rows: None,
+        rejected: None,
         bytes: None,
         started: None,
         duration_ms: None,

@@ -1,4 +1,4 @@
-//! Command steps as child processes.
+//! The local backend: command steps as child processes, sql steps on the embedded engine.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lake_core::cluster::{
-    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
-    StepWork,
+    ClusterBackend, ClusterHandle, ClusterSpec, SqlWork, StepHandle, StepLogs, StepRequest,
+    StepState, StepWork,
 };
 use lake_core::{Error, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -27,6 +27,7 @@ const TAIL_BYTES: usize = 64 * 1024;
 pub struct LocalBackend {
     steps: Mutex<HashMap<String, Arc<Proc>>>,
     next: AtomicU64,
+    engine: Option<Arc<crate::Engine>>,
 }
 
 #[derive(Debug, Default)]
@@ -66,9 +67,65 @@ impl Proc {
 }
 
 impl LocalBackend {
-    /// A backend with no steps.
+    /// A backend for command steps only (sql steps fail with
+    /// [`Error::NotImplemented`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A backend that runs sql steps on `engine` too.
+    pub fn with_engine(engine: Arc<crate::Engine>) -> Self {
+        Self {
+            engine: Some(engine),
+            ..Self::default()
+        }
+    }
+
+    fn register(&self, step: &StepRequest) -> (StepHandle, Arc<Proc>) {
+        let id = format!(
+            "{}-{}",
+            step.name,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        let proc = Arc::new(Proc::default());
+        self.steps
+            .lock()
+            .expect("steps lock")
+            .insert(id.clone(), Arc::clone(&proc));
+        *proc.state.lock().expect("state lock") = Some(StepState::Running);
+        let handle = StepHandle {
+            id,
+            name: step.name.clone(),
+        };
+        (handle, proc)
+    }
+
+    /// Run a sql step as a task; cancelling it drops the query.
+    fn submit_sql(&self, step: &StepRequest, work: &SqlWork) -> Result<StepHandle> {
+        let engine = self.engine.clone().ok_or_else(|| Error::NotImplemented {
+            operation: "sql steps",
+            implementer: "a local backend without an engine (LocalBackend::with_engine)".into(),
+        })?;
+        let (handle, proc) = self.register(step);
+        let work = work.clone();
+        tokio::spawn(async move {
+            let state = tokio::select! {
+                r = engine.run_step(&work) => match r {
+                    Ok(m) => {
+                        proc.stdout.lock().expect("tail lock").extend_from_slice(
+                            format!("{} rows written, {} rejected\n", m.rows, m.rejected).as_bytes(),
+                        );
+                        StepState::Completed
+                    }
+                    Err(e) => StepState::Failed {
+                        reason: lake_core::run::error_chain(&e),
+                    },
+                },
+                () = proc.cancel.cancelled() => StepState::Cancelled,
+            };
+            proc.set(state);
+        });
+        Ok(handle)
     }
 
     fn get(&self, step: &StepHandle) -> Result<Arc<Proc>> {
@@ -142,26 +199,17 @@ impl ClusterBackend for LocalBackend {
     }
 
     async fn submit(&self, _cluster: &ClusterHandle, step: &StepRequest) -> Result<StepHandle> {
-        let StepWork::Command { argv, env, workdir } = &step.work else {
-            return Err(Error::NotImplemented {
-                operation: "this step kind",
-                implementer: "the local command backend".into(),
-            });
+        let (argv, env, workdir) = match &step.work {
+            StepWork::Command { argv, env, workdir } => (argv, env, workdir),
+            StepWork::Sql(work) => return self.submit_sql(step, work),
+            _ => {
+                return Err(Error::NotImplemented {
+                    operation: "this step kind",
+                    implementer: "the local backend".into(),
+                });
+            }
         };
-        let id = format!(
-            "{}-{}",
-            step.name,
-            self.next.fetch_add(1, Ordering::Relaxed)
-        );
-        let handle = StepHandle {
-            id: id.clone(),
-            name: step.name.clone(),
-        };
-        let proc = Arc::new(Proc::default());
-        self.steps
-            .lock()
-            .expect("steps lock")
-            .insert(id, Arc::clone(&proc));
+        let (handle, proc) = self.register(step);
 
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -175,7 +223,6 @@ impl ClusterBackend for LocalBackend {
         for (k, v) in env {
             cmd.env(k, v.expose());
         }
-        *proc.state.lock().expect("state lock") = Some(StepState::Running);
         match cmd.spawn() {
             Err(e) => proc.set(StepState::Failed {
                 reason: format!("cannot start {:?} (in {}): {e}", argv[0], workdir.display()),

@@ -7,10 +7,14 @@
 //!   through a temporary file that is renamed into place, so they are atomic; put-if-absent is a
 //!   hard link, so it holds between processes.
 //! - [`LocalBackend`]: a [`ClusterBackend`](lake_core::ClusterBackend) that runs `command`
-//!   steps as child processes of this machine.
+//!   steps as child processes of this machine and `sql` steps on the [`Engine`].
+//! - [`Engine`]: Apache DataFusion over the lake's committed datasets, for `sql` steps and
+//!   `lake query`.
 
 mod command;
+pub mod engine;
 mod store;
 
 pub use command::LocalBackend;
+pub use engine::Engine;
 pub use store::ObjectZoneStore;

@@ -88,7 +88,9 @@ impl ObjectZoneStore {
     }
 
     fn path(key: &Key) -> Path {
-        Path::from(key.as_str())
+        // Keys are object paths as listed (`purpose=radio%2FTV`): parse keeps them byte for
+        // byte, where `From` would encode the `%` again.
+        Path::parse(key.as_str()).unwrap_or_else(|_| Path::from(key.as_str()))
     }
 
     fn meta(&self, m: object_store::ObjectMeta) -> Result<ObjectMeta> {

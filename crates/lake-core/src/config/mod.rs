@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use model::{Backend, LakeFile, SourceKind, StepKind};
+pub use model::{Backend, LakeFile, SourceKind, StepKind, WriteMode};
 pub use template::{Redactor, Secret, Template, is_env_name};
 pub use validate::validate;
 
@@ -114,6 +114,10 @@ impl<'a> Reporter<'a> {
 
     pub(crate) fn line_of(&self, key: &str) -> usize {
         self.spans.key_pos(key).0
+    }
+
+    pub(crate) fn line_of_value(&self, key: &str) -> usize {
+        self.spans.value_pos(key).0
     }
 
     fn finish(mut self) -> Result<()> {
@@ -345,6 +349,31 @@ pub fn is_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// Parse a size such as `512MiB`, `4GiB`, `2GB`, `64KB` or a plain number of bytes.
+pub fn parse_bytes(raw: &str) -> std::result::Result<u64, String> {
+    let err = || {
+        format!("{raw:?} is not a size: expected a number and KiB, MiB, GiB, KB, MB or GB (\"2GiB\")")
+    };
+    let t = raw.trim();
+    let unit_at = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..unit_at].parse().map_err(|_| err())?;
+    let mult: u64 = match t[unit_at..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(err()),
+    };
+    n.checked_mul(mult)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("{raw:?}: a size must be positive and below 16 EiB"))
+}
+
 /// Parse a duration such as `90s`, `30m`, `6h` or `1d`.
 pub fn parse_duration(raw: &str) -> std::result::Result<Duration, String> {
     let err = || format!("{raw:?} is not a duration: expected a number and s, m, h or d (\"30m\")");
@@ -387,6 +416,19 @@ pub struct Pipeline {
     pub steps: BTreeMap<String, StepSpec>,
     /// Step names in a deterministic dependency order (ties broken by name).
     pub order: Vec<String>,
+    /// Limits of the embedded SQL engine.
+    pub engine: EngineSpec,
+}
+
+/// A checked `[engine]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EngineSpec {
+    /// Bytes for sorts, joins and aggregates before they spill; `None`: the engine's default.
+    pub memory_limit: Option<u64>,
+    /// Threads and partitions per query; `None`: the number of CPUs.
+    pub threads: Option<usize>,
+    /// Folder for spill files; `None`: the system's temporary folder.
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// A checked `[sources.<name>]`.
@@ -422,7 +464,7 @@ pub struct StepSpec {
     /// What it runs.
     pub kind: StepSpecKind,
     /// What it reads.
-    pub inputs: Vec<ZoneRef>,
+    pub inputs: Vec<StepInput>,
     /// What it writes.
     pub output: Option<ZoneRef>,
     /// Every step that must succeed first: `depends_on` plus the producers of its inputs.
@@ -432,6 +474,8 @@ pub struct StepSpec {
     /// Step timeout.
     #[serde(with = "opt_secs")]
     pub timeout: Option<Duration>,
+    /// How the output replaces the dataset.
+    pub mode: WriteMode,
 }
 
 impl StepSpec {
@@ -439,6 +483,116 @@ impl StepSpec {
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             StepSpecKind::Command { .. } => "command",
+            StepSpecKind::Sql { .. } => "sql",
+        }
+    }
+}
+
+/// A checked input of a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepInput {
+    /// The table name in the step's SQL.
+    pub table: String,
+    /// The dataset.
+    pub dataset: ZoneRef,
+    /// `raw/<source>@date`: only the window of the run's date (else every complete window).
+    pub at_date: bool,
+    /// How to read its files.
+    pub format: InputFormat,
+}
+
+impl fmt::Display for StepInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.dataset)?;
+        if self.at_date {
+            f.write_str("@date")?;
+        }
+        Ok(())
+    }
+}
+
+/// File formats the engines read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatKind {
+    /// Delimited text.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+    /// One JSON document per file whose object of column arrays becomes rows.
+    Json,
+    /// Apache Parquet.
+    Parquet,
+}
+
+impl FormatKind {
+    /// Parse a `format` value.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "csv" => Self::Csv,
+            "ndjson" | "jsonl" => Self::Ndjson,
+            "json" => Self::Json,
+            "parquet" => Self::Parquet,
+            _ => return None,
+        })
+    }
+
+    /// The format of a file from its extension (`.csv`, `.tsv`, `.json`, `.jsonl`,
+    /// `.ndjson`, `.parquet`); `None` for others.
+    pub fn from_extension(key: &str) -> Option<Self> {
+        let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+        let ext = name.rsplit_once('.')?.1;
+        Some(match ext {
+            "csv" | "tsv" | "txt" => Self::Csv,
+            "json" => Self::Json,
+            "jsonl" | "ndjson" => Self::Ndjson,
+            "parquet" | "pq" => Self::Parquet,
+            _ => return None,
+        })
+    }
+
+    /// The name used in lake.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+            Self::Json => "json",
+            Self::Parquet => "parquet",
+        }
+    }
+}
+
+/// How an input's files are read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InputFormat {
+    /// The format; `None`: from the files' extension.
+    pub kind: Option<FormatKind>,
+    /// CSV: a header line names the columns.
+    pub header: bool,
+    /// CSV: the field delimiter.
+    pub delimiter: u8,
+    /// CSV: values read as null.
+    pub null_values: Vec<String>,
+    /// CSV: infer column types (else every column is text).
+    pub infer_types: bool,
+    /// JSON documents: dotted path of the object of column arrays; `None`: found automatically.
+    pub json_path: Option<String>,
+    /// Rename columns to snake_case.
+    pub snake_case: bool,
+}
+
+impl InputFormat {
+    /// The defaults for an input of `zone`: CSV with a header, `,`, `""` as null, text columns;
+    /// snake_case column names for raw inputs.
+    pub fn defaults(zone: Zone) -> Self {
+        Self {
+            kind: None,
+            header: true,
+            delimiter: b',',
+            null_values: vec![String::new()],
+            infer_types: false,
+            json_path: None,
+            snake_case: zone == Zone::Raw,
         }
     }
 }
@@ -453,6 +607,31 @@ pub enum StepSpecKind {
         /// argv.
         command: Vec<String>,
     },
+    /// One SELECT over the inputs, written as Parquet.
+    Sql {
+        /// The query.
+        sql: String,
+        /// The line of the `sql` key in lake.toml (for error messages).
+        #[serde(skip)]
+        sql_line: usize,
+        /// Output columns written as `key=value` folders.
+        partition_by: Vec<String>,
+        /// Row conditions; failing rows are set aside.
+        expect: Vec<Expectation>,
+        /// The largest share of rejected rows before the step fails.
+        max_rejected: f64,
+    },
+}
+
+/// One `expect` condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Expectation {
+    /// The SQL condition as written.
+    pub condition: String,
+    /// Its line in lake.toml.
+    #[serde(skip)]
+    pub line: usize,
 }
 
 impl Pipeline {
@@ -465,8 +644,8 @@ impl Pipeline {
             .into_iter()
             .filter_map(|s| self.steps.get(s))
             .flat_map(|s| s.inputs.iter())
-            .filter(|r| r.zone == Zone::Raw)
-            .map(|r| r.name.clone())
+            .filter(|i| i.dataset.zone == Zone::Raw)
+            .map(|i| i.dataset.name.clone())
             .collect()
     }
 }

@@ -23,6 +23,24 @@ pub struct LakeFile {
     /// `[steps.<name>]`: what turns zones into zones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub steps: BTreeMap<String, StepConfig>,
+    /// `[engine]`: the embedded SQL engine's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineConfig>,
+}
+
+/// `[engine]`: limits of the embedded SQL engine (DataFusion) that runs `sql` steps locally.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Memory for sorts, joins and aggregates before they spill to disk (`512MiB`, `4GiB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
+    /// Threads (and partitions) a query uses; default: the number of CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Folder for spill files; default: the system's temporary folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spill_dir: Option<String>,
 }
 
 /// `[lake]`.
@@ -114,9 +132,10 @@ pub struct StepConfig {
     /// are replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// Zone references the step reads: `raw/<source>`, `trusted/<dataset>`, `refined/<dataset>`.
+    /// What the step reads: zone references (`raw/<source>`, `raw/<source>@date`,
+    /// `trusted/<dataset>`, `refined/<dataset>`) or tables with a name and format options.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<String>,
+    pub inputs: Vec<InputConfig>,
     /// The zone reference the step writes: `trusted/<dataset>` or `refined/<dataset>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -129,6 +148,108 @@ pub struct StepConfig {
     /// Fail the step when it runs longer than this (`90s`, `30m`, `2h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// `sql`: one SELECT over the inputs (each a table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// `sql`: output columns written as `key=value` folders.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+    /// How the output replaces what is there: `overwrite` (default), `append`,
+    /// `overwrite_partitions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<WriteMode>,
+    /// `sql`: conditions every output row must meet; rows that fail are set aside.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<String>,
+    /// `sql`: the largest share of rejected rows (0.0–1.0) before the step fails; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rejected: Option<f64>,
+}
+
+/// How a step's output replaces the dataset's current content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// The output replaces the whole dataset.
+    #[default]
+    Overwrite,
+    /// The output's files are added to the dataset's.
+    Append,
+    /// The output replaces only the partitions (folders) it writes; others are kept.
+    OverwritePartitions,
+}
+
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Overwrite => "overwrite",
+            Self::Append => "append",
+            Self::OverwritePartitions => "overwrite_partitions",
+        })
+    }
+}
+
+/// One entry of `inputs`: `"raw/credit"` or `{ name = "c", path = "raw/credit", … }`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum InputConfig {
+    /// A zone reference; the table is named after its last segment.
+    Path(String),
+    /// A zone reference with a table name and format options.
+    Table(InputTable),
+}
+
+/// The table form of an input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputTable {
+    /// The zone reference (`raw/credit`, `raw/credit@date`, `trusted/credit`).
+    pub path: String,
+    /// The table name in the step's SQL; default: the last segment of `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `csv`, `ndjson`, `json` (a document of column arrays) or `parquet`; default: from the
+    /// file extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// CSV: the first line holds the column names (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<bool>,
+    /// CSV: the field delimiter, one character (default `,`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    /// CSV: values read as null (default `[""]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_values: Option<Vec<String>>,
+    /// CSV: infer column types instead of reading every column as text (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infer_types: Option<bool>,
+    /// JSON documents: the dotted path of the object of column arrays (`hourly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// Rename columns to snake_case (default true for raw inputs, false otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snake_case: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for InputConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = InputConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a zone reference such as \"raw/credit\" or a table { path = \"raw/credit\", name = \"c\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(InputConfig::Path(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                InputTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(InputConfig::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Kinds of step.
@@ -137,12 +258,15 @@ pub struct StepConfig {
 pub enum StepKind {
     /// Any program, run as a process (locally) or a command-runner step (EMR).
     Command,
+    /// One SQL SELECT over the inputs, written as Parquet (embedded engine or Spark).
+    Sql,
 }
 
 impl std::fmt::Display for StepKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Command => "command",
+            Self::Sql => "sql",
         })
     }
 }

@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Backend, SourceKind, StepKind};
+use super::model::{Backend, InputConfig, SourceKind, StepConfig, StepKind};
 use super::{
-    ConfigFile, Pipeline, Reporter, Root, SourceSpec, SourceSpecKind, SpanIndex, StepSpec,
-    StepSpecKind, Template, Zone, ZoneRef, is_env_name, is_name, parse_duration,
+    ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter, Root,
+    SourceSpec, SourceSpecKind, SpanIndex, StepInput, StepSpec, StepSpecKind, Template, Zone,
+    ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
 };
 use crate::{Error, Result};
 
@@ -135,28 +136,8 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 format!("{name:?} is not a valid step name (letters, digits, '_' and '-')"),
             );
         }
-        let kind = match step.kind {
-            StepKind::Command => {
-                let command = step.command.clone().unwrap_or_default();
-                if command.is_empty() || command[0].trim().is_empty() {
-                    r.key(
-                        &format!("{key}.command"),
-                        "a command step needs `command`: the program and its arguments, e.g. [\"python3\", \"report.py\", \"{date}\"]",
-                    );
-                }
-                StepSpecKind::Command { command }
-            }
-        };
-        let inputs: Vec<ZoneRef> = step
-            .inputs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, raw)| {
-                ZoneRef::parse(raw)
-                    .map_err(|m| r.value(&format!("{key}.inputs[{i}]"), m))
-                    .ok()
-            })
-            .collect();
+        let kind = step_kind(&mut r, &key, step);
+        let inputs = step_inputs(&mut r, &key, step);
         let output = step.output.as_ref().and_then(|raw| {
             let okey = format!("{key}.output");
             let parsed = ZoneRef::parse(raw).map_err(|m| r.value(&okey, m)).ok()?;
@@ -210,6 +191,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 depends_on: BTreeSet::new(),
                 env,
                 timeout,
+                mode: step.mode.unwrap_or_default(),
             },
         );
     }
@@ -234,6 +216,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         let spec = &steps[name];
         for (i, input) in spec.inputs.iter().enumerate() {
             let ikey = format!("{key}.inputs[{i}]");
+            let input = &input.dataset;
             match input.zone {
                 Zone::Raw => {
                     if !model.sources.contains_key(&input.name) {
@@ -287,6 +270,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         Vec::new()
     };
 
+    let engine = engine_spec(&mut r, file);
     r.finish()?;
     Ok(Pipeline {
         name: lake.name.clone(),
@@ -299,7 +283,235 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         sources,
         steps,
         order,
+        engine,
     })
+}
+
+fn engine_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> EngineSpec {
+    let Some(e) = &file.model.engine else {
+        return EngineSpec::default();
+    };
+    let memory_limit = e.memory_limit.as_ref().and_then(|m| {
+        parse_bytes(m)
+            .map_err(|msg| r.value("engine.memory_limit", msg))
+            .ok()
+    });
+    if e.threads == Some(0) {
+        r.value("engine.threads", "threads must be at least 1");
+    }
+    EngineSpec {
+        memory_limit,
+        threads: e.threads.filter(|t| *t > 0),
+        spill_dir: e.spill_dir.as_ref().map(|d| file.base_dir.join(d)),
+    }
+}
+
+/// True for identifiers that need no quoting in SQL: `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The kind-specific part of a step, with keys that do not apply to its kind reported.
+fn step_kind(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> StepSpecKind {
+    let not_for = |r: &mut Reporter<'_>, field: &str, set: bool, kind: &str| {
+        if set {
+            r.key(
+                &format!("{key}.{field}"),
+                format!("`{field}` applies to kind = \"{kind}\" steps only"),
+            );
+        }
+    };
+    if let Some(m) = step.max_rejected
+        && !(0.0..=1.0).contains(&m)
+    {
+        r.value(
+            &format!("{key}.max_rejected"),
+            format!("{m} is not a share of rows: use a number from 0.0 to 1.0 (0.05 = 5%)"),
+        );
+    }
+    match step.kind {
+        StepKind::Command => {
+            not_for(r, "sql", step.sql.is_some(), "sql");
+            not_for(r, "partition_by", !step.partition_by.is_empty(), "sql");
+            not_for(r, "expect", !step.expect.is_empty(), "sql");
+            not_for(r, "max_rejected", step.max_rejected.is_some(), "sql");
+            let command = step.command.clone().unwrap_or_default();
+            if command.is_empty() || command[0].trim().is_empty() {
+                r.key(
+                    &format!("{key}.command"),
+                    "a command step needs `command`: the program and its arguments, e.g. [\"python3\", \"report.py\", \"{date}\"]",
+                );
+            }
+            StepSpecKind::Command { command }
+        }
+        StepKind::Sql => {
+            not_for(r, "command", step.command.is_some(), "command");
+            let sql = step.sql.clone().unwrap_or_default();
+            if sql.trim().is_empty() {
+                r.key(
+                    key,
+                    "a sql step needs `sql`: one SELECT over its inputs, e.g. sql = \"SELECT * FROM credit\"",
+                );
+            }
+            if step.output.is_none() {
+                r.key(
+                    key,
+                    "a sql step needs `output`: where its rows go, e.g. output = \"trusted/credit\"",
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for (i, col) in step.partition_by.iter().enumerate() {
+                let pkey = format!("{key}.partition_by[{i}]");
+                if !is_identifier(col) || col.to_lowercase() != *col {
+                    r.value(&pkey, format!("{col:?}: partition columns are lowercase output column names ([a-z_][a-z0-9_]*), so the folders read back the same in Spark, Athena and DataFusion"));
+                } else if !seen.insert(col) {
+                    r.value(&pkey, format!("{col:?} is listed twice"));
+                }
+            }
+            let mut expect = Vec::new();
+            for (i, cond) in step.expect.iter().enumerate() {
+                let ekey = format!("{key}.expect[{i}]");
+                if cond.trim().is_empty() {
+                    r.value(&ekey, "empty expectation: write a SQL condition such as \"age > 0\"");
+                }
+                expect.push(Expectation {
+                    condition: cond.clone(),
+                    line: r.line_of_value(&ekey),
+                });
+            }
+            StepSpecKind::Sql {
+                sql,
+                sql_line: r.line_of_value(&format!("{key}.sql")),
+                partition_by: step.partition_by.clone(),
+                expect,
+                max_rejected: step.max_rejected.unwrap_or(0.0),
+            }
+        }
+    }
+}
+
+/// The checked inputs of a step; bad ones are reported and left out.
+fn step_inputs(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> Vec<StepInput> {
+    let mut out: Vec<StepInput> = Vec::new();
+    for (i, input) in step.inputs.iter().enumerate() {
+        let ikey = format!("{key}.inputs[{i}]");
+        let (raw, table) = match input {
+            InputConfig::Path(p) => (p.as_str(), None),
+            InputConfig::Table(t) => (t.path.as_str(), Some(t)),
+        };
+        let pkey = if table.is_some() {
+            format!("{ikey}.path")
+        } else {
+            ikey.clone()
+        };
+        let (path, at_date) = match raw.split_once('@') {
+            None => (raw, false),
+            Some((p, "date")) => (p, true),
+            Some((_, other)) => {
+                r.value(
+                    &pkey,
+                    format!("{raw:?}: unknown selector @{other}; the only one is @date (the run's window of a raw source)"),
+                );
+                continue;
+            }
+        };
+        let dataset = match ZoneRef::parse(path) {
+            Ok(d) => d,
+            Err(m) => {
+                r.value(&pkey, m);
+                continue;
+            }
+        };
+        if at_date && dataset.zone != Zone::Raw {
+            r.value(
+                &pkey,
+                format!("{raw:?}: @date selects a raw window; {dataset} is one dataset, read whole"),
+            );
+        }
+        let mut format = InputFormat::defaults(dataset.zone);
+        let mut name = dataset.name.replace('-', "_");
+        if let Some(t) = table {
+            if let Some(n) = &t.name {
+                if is_identifier(n) {
+                    name = n.clone();
+                } else {
+                    r.value(
+                        &format!("{ikey}.name"),
+                        format!("{n:?} is not a table name ([A-Za-z_][A-Za-z0-9_]*)"),
+                    );
+                }
+            }
+            if let Some(f) = &t.format {
+                format.kind = FormatKind::parse(f);
+                if format.kind.is_none() {
+                    r.value(
+                        &format!("{ikey}.format"),
+                        format!("unknown format {f:?}; formats: csv, ndjson, json, parquet"),
+                    );
+                }
+            }
+            let is = |k: FormatKind| format.kind.is_none_or(|f| f == k);
+            let only = |r: &mut Reporter<'_>, field: &str, set: bool, k: FormatKind| {
+                if set && !is(k) {
+                    r.key(
+                        &format!("{ikey}.{field}"),
+                        format!("`{field}` applies to format = \"{}\" only", k.as_str()),
+                    );
+                }
+            };
+            only(r, "header", t.header.is_some(), FormatKind::Csv);
+            only(r, "delimiter", t.delimiter.is_some(), FormatKind::Csv);
+            only(r, "null_values", t.null_values.is_some(), FormatKind::Csv);
+            only(r, "infer_types", t.infer_types.is_some(), FormatKind::Csv);
+            only(r, "json_path", t.json_path.is_some(), FormatKind::Json);
+            format.header = t.header.unwrap_or(format.header);
+            if let Some(d) = &t.delimiter {
+                match d.as_bytes() {
+                    [b] if b.is_ascii() && *b != b'\n' && *b != b'"' => format.delimiter = *b,
+                    _ => r.value(
+                        &format!("{ikey}.delimiter"),
+                        format!("{d:?}: the delimiter is one ASCII character such as \",\", \";\" or \"\\t\""),
+                    ),
+                }
+            }
+            if let Some(n) = &t.null_values {
+                format.null_values = n.clone();
+            }
+            format.infer_types = t.infer_types.unwrap_or(false);
+            format.json_path = t.json_path.clone();
+            format.snake_case = t.snake_case.unwrap_or(format.snake_case);
+            if step.kind == StepKind::Command
+                && (t.format.is_some()
+                    || t.header.is_some()
+                    || t.delimiter.is_some()
+                    || t.null_values.is_some()
+                    || t.json_path.is_some())
+            {
+                r.key(
+                    &ikey,
+                    "format options apply to sql steps; a command reads the files itself",
+                );
+            }
+        }
+        if let Some(other) = out.iter().find(|o| o.table == name) {
+            r.value(
+                &pkey,
+                format!("two inputs are both table {name:?} ({} and {raw}); give one a name: {{ name = \"…\", path = \"{raw}\" }}", other),
+            );
+            continue;
+        }
+        out.push(StepInput {
+            table: name,
+            dataset,
+            at_date,
+            format,
+        });
+    }
+    out
 }
 
 fn unknown<'a>(what: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {

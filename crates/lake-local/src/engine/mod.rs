@@ -1,0 +1,491 @@
+//! The embedded SQL engine: `sql` steps and `lake query` on Apache DataFusion.
+//!
+//! A step's inputs are tables over exactly the objects their manifests list (see
+//! [`snapshot`]), read as CSV, NDJSON, JSON documents of columns or Parquet. Its query runs
+//! once, streaming: each batch is split into the rows that pass the checks (written as
+//! zstd Parquet to the step's staging folder, `key=value` folders for `partition_by`) and the
+//! rows that fail (written to `_rejected/` with `_reason` and `_run_id`). Sorts, joins and
+//! aggregates stay within the `[engine]` memory limit and spill to disk beyond it.
+
+mod checks;
+mod json_doc;
+mod snapshot;
+mod tables;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, filter_record_batch, is_null};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::TableReference;
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream_partitioned};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use lake_core::cluster::{SqlInput, SqlWork};
+use lake_core::config::EngineSpec;
+use lake_core::publish::{Dataset, REJECTED, STEP_METRICS, StepMetrics};
+use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
+use lake_core::{Error, Result};
+use object_store::ObjectStore;
+use tokio::sync::mpsc;
+use url::Url;
+
+/// The object store URL the lake root is registered under in every session.
+const ROOT_URL: &str = "lake://root";
+/// Batches in flight between the query and each writer.
+const CHANNEL_DEPTH: usize = 4;
+
+/// DataFusion over the zones of one lake.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    root: Arc<dyn ObjectStore>,
+    zone: Arc<DynZoneStore>,
+    spec: EngineSpec,
+}
+
+impl Engine {
+    /// An engine reading and writing `root` (the object store of the lake root) and `zone`
+    /// (the same root as a [`ZoneStore`](lake_core::ZoneStore)), with the `[engine]` limits.
+    pub fn new(root: Arc<dyn ObjectStore>, zone: Arc<DynZoneStore>, spec: EngineSpec) -> Self {
+        Self { root, zone, spec }
+    }
+
+    /// A new session with the limits applied and the lake root registered.
+    pub fn session(&self) -> std::result::Result<SessionContext, DataFusionError> {
+        let threads = self
+            .spec
+            .threads
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            .unwrap_or(2);
+        let config = SessionConfig::new()
+            .with_target_partitions(threads)
+            .with_information_schema(true);
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.memory_limit() as usize, 1.0);
+        if let Some(dir) = &self.spec.spill_dir {
+            runtime = runtime.with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+            );
+        }
+        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+        ctx.register_object_store(
+            &Url::parse(ROOT_URL).expect("a valid URL"),
+            Arc::clone(&self.root),
+        );
+        Ok(ctx)
+    }
+
+    /// The memory limit in bytes: `[engine] memory_limit`, else half of this machine's memory
+    /// (2 GiB where that cannot be read).
+    pub fn memory_limit(&self) -> u64 {
+        self.spec.memory_limit.unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find_map(|l| l.strip_prefix("MemTotal:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                })
+                .map_or(2 << 30, |kib| kib * 1024 / 2)
+        })
+    }
+
+    /// Register `input` in `ctx` as `name`; `slot` keeps its snapshot apart from other inputs.
+    pub async fn register(
+        &self,
+        ctx: &SessionContext,
+        name: TableReference,
+        slot: usize,
+        input: &SqlInput,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let provider = tables::table(ctx, &self.root, &format!("in{slot}"), input)
+            .await
+            .map_err(|message| Error::Query {
+                origin: format!("table {name}"),
+                message,
+            })?;
+        ctx.register_table(name.clone(), Arc::clone(&provider))
+            .map_err(|e| Error::Query {
+                origin: format!("table {name}"),
+                message: e.to_string(),
+            })?;
+        Ok(provider)
+    }
+
+    /// Run a `sql` step: read its inputs, run its query with its checks, and write the passing
+    /// rows, the rejected rows and the counts under `work.output` (see [`SqlWork`]).
+    pub async fn run_step(&self, work: &SqlWork) -> Result<StepMetrics> {
+        let origin = &work.origin;
+        let qerr = |message: String| Error::Query {
+            origin: origin.clone(),
+            message,
+        };
+        let ctx = self.session().map_err(|e| qerr(e.to_string()))?;
+        for (i, input) in work.inputs.iter().enumerate() {
+            self.register(&ctx, TableReference::bare(input.table.as_str()), i, input)
+                .await?;
+        }
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx
+            .sql_with_options(&work.sql, options)
+            .await
+            .map_err(|e| qerr(df_message(&e)))?;
+        let out_fields: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        for col in &work.partition_by {
+            if !out_fields.contains(col) {
+                return Err(qerr(format!(
+                    "partition_by column {col:?} is not in the query's output (columns: {})",
+                    out_fields.join(", ")
+                )));
+            }
+        }
+        if let Some(dup) = out_fields
+            .iter()
+            .enumerate()
+            .find(|(i, f)| out_fields[..*i].contains(f))
+        {
+            return Err(qerr(format!(
+                "the query gives two columns named {:?}; name them apart with AS",
+                dup.1
+            )));
+        }
+        let checked = checks::checked(df, &work.expect).map_err(&qerr)?;
+        let data_url = format!("{ROOT_URL}/{}/", work.output);
+        let metrics = if checked.has_checks {
+            self.write_split(&ctx, checked, work, &data_url)
+                .await
+                .map_err(|e| qerr(df_message(&e)))?
+        } else {
+            let rows = write_parquet(checked.df, &data_url, &work.partition_by)
+                .await
+                .map_err(|e| qerr(df_message(&e)))?;
+            StepMetrics {
+                rows,
+                ..StepMetrics::default()
+            }
+        };
+        let key = Key::new(format!("{}/{STEP_METRICS}", work.output))?;
+        self.zone.put_json(&key, &metrics).await?;
+        Ok(metrics)
+    }
+
+    /// Run the checked query once and route each batch: passing rows to the output writer,
+    /// failing rows (started on the first one) to the rejected writer.
+    async fn write_split(
+        &self,
+        ctx: &SessionContext,
+        checked: checks::Checked,
+        work: &SqlWork,
+        data_url: &str,
+    ) -> std::result::Result<StepMetrics, DataFusionError> {
+        let full: SchemaRef = Arc::new(checked.df.schema().as_arrow().clone());
+        let outputs = checked.outputs;
+        let reason_idx = full.index_of(checks::REASON)?;
+        let out_schema = Arc::new(full.project(&(0..outputs).collect::<Vec<_>>())?);
+        let mut rej_fields: Vec<Field> = out_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        rej_fields.push(Field::new("_reason", DataType::Utf8, true));
+        rej_fields.push(Field::new("_run_id", DataType::Utf8, true));
+        let rej_schema = Arc::new(Schema::new(rej_fields));
+
+        let plan = checked.df.create_physical_plan().await?;
+        let streams = execute_stream_partitioned(plan, ctx.task_ctx())?;
+
+        // The output writer reads one channel per query partition.
+        let mut senders = Vec::new();
+        let mut parts: Vec<Arc<dyn PartitionStream>> = Vec::new();
+        for _ in &streams {
+            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+            senders.push(tx);
+            parts.push(Arc::new(ChannelPartition::new(Arc::clone(&out_schema), rx)));
+        }
+        let table = StreamingTable::try_new(Arc::clone(&out_schema), parts)?;
+        let out_df = ctx.read_table(Arc::new(table))?;
+        let partition_by = work.partition_by.clone();
+        let data_url = data_url.to_owned();
+        let out_writer =
+            tokio::spawn(async move { write_parquet(out_df, &data_url, &partition_by).await });
+
+        let rejected = Arc::new(RejectedWriter::new(
+            ctx.clone(),
+            rej_schema,
+            format!("{ROOT_URL}/{}/{REJECTED}/", work.output),
+            work.run_id.clone(),
+        ));
+        let mut routers = Vec::new();
+        for (stream, tx) in streams.into_iter().zip(senders) {
+            let rejected = Arc::clone(&rejected);
+            routers.push(tokio::spawn(route(stream, tx, rejected, outputs, reason_idx)));
+        }
+        let mut metrics = StepMetrics::default();
+        let mut failure = None;
+        for r in routers {
+            match r.await {
+                Ok(Ok((rows, reasons))) => {
+                    metrics.rows += rows;
+                    for (k, v) in reasons {
+                        metrics.rejected += v;
+                        *metrics.reasons.entry(k).or_default() += v;
+                    }
+                }
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(e) => failure = failure.or(Some(DataFusionError::External(Box::new(e)))),
+            }
+        }
+        // Every sender is dropped now, so the writers see the end of their input.
+        let written = out_writer
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let rejected_done = rejected.finish().await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        written?;
+        rejected_done?;
+        Ok(metrics)
+    }
+
+    /// A session where every committed dataset is a table: `raw.<source>`,
+    /// `trusted.<dataset>`, `refined.<dataset>` and `<zone>._rejected_<step>`. `formats`
+    /// gives how to read a raw source (by source name); others use the defaults.
+    pub async fn lake_session(
+        &self,
+        datasets: &[Dataset],
+        formats: &BTreeMap<String, lake_core::config::InputFormat>,
+    ) -> Result<SessionContext> {
+        let ctx = self.session().map_err(|e| Error::Query {
+            origin: "lake query".into(),
+            message: e.to_string(),
+        })?;
+        let catalog = ctx.catalog("datafusion").expect("the default catalog");
+        for zone in lake_core::config::Zone::ALL {
+            catalog
+                .register_schema(
+                    zone.as_str(),
+                    Arc::new(datafusion::catalog::MemorySchemaProvider::new()),
+                )
+                .map_err(|e| Error::Query {
+                    origin: "lake query".into(),
+                    message: e.to_string(),
+                })?;
+        }
+        for (i, d) in datasets.iter().enumerate() {
+            let format = match formats.get(&d.name) {
+                Some(f) if d.zone == lake_core::config::Zone::Raw => f.clone(),
+                _ => lake_core::config::InputFormat::defaults(d.zone),
+            };
+            let input = SqlInput {
+                table: d.name.clone(),
+                dataset: d.prefix.clone(),
+                prefix: d.prefix.clone(),
+                format,
+                objects: d.objects.clone(),
+            };
+            let name = TableReference::partial(d.zone.as_str(), d.name.as_str());
+            self.register(&ctx, name, i, &input).await?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// Write `df` as zstd Parquet files under `url` (a folder), `key=value` folders for
+/// `partition_by`; returns the rows written.
+async fn write_parquet(
+    df: DataFrame,
+    url: &str,
+    partition_by: &[String],
+) -> std::result::Result<u64, DataFusionError> {
+    let mut opts = datafusion::common::config::TableParquetOptions::default();
+    opts.global.compression = Some("zstd(3)".into());
+    let batches = df
+        .write_parquet(
+            url,
+            DataFrameWriteOptions::new()
+                .with_single_file_output(false)
+                .with_partition_by(partition_by.to_vec()),
+            Some(opts),
+        )
+        .await?;
+    Ok(batches
+        .iter()
+        .filter_map(|b| {
+            b.column(0)
+                .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
+                .map(|c| c.iter().flatten().sum::<u64>())
+        })
+        .sum())
+}
+
+/// Split one partition of the checked query into passing and failing rows.
+async fn route(
+    mut stream: SendableRecordBatchStream,
+    tx: mpsc::Sender<std::result::Result<RecordBatch, DataFusionError>>,
+    rejected: Arc<RejectedWriter>,
+    outputs: usize,
+    reason_idx: usize,
+) -> std::result::Result<(u64, HashMap<String, u64>), DataFusionError> {
+    let mut rows = 0u64;
+    let mut reasons: HashMap<String, u64> = HashMap::new();
+    let projection: Vec<usize> = (0..outputs).collect();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let pass: BooleanArray = is_null(batch.column(reason_idx))?;
+        let n_pass = pass.true_count();
+        let data = batch.project(&projection)?;
+        if n_pass == batch.num_rows() {
+            rows += n_pass as u64;
+            if tx.send(Ok(data)).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        if n_pass > 0 {
+            rows += n_pass as u64;
+            if tx.send(Ok(filter_record_batch(&data, &pass)?)).await.is_err() {
+                break;
+            }
+        }
+        let fail = datafusion::arrow::compute::not(&pass)?;
+        let bad = filter_record_batch(&batch, &fail)?;
+        let bad_reason = cast(bad.column(reason_idx), &DataType::Utf8)?;
+        for r in bad_reason.as_string::<i32>().iter().flatten() {
+            match reasons.get_mut(r) {
+                Some(n) => *n += 1,
+                None => {
+                    reasons.insert(r.to_owned(), 1);
+                }
+            }
+        }
+        rejected.send(bad, outputs, reason_idx).await?;
+    }
+    Ok((rows, reasons))
+}
+
+/// The writer of rejected rows, started on the first one.
+struct RejectedWriter {
+    ctx: SessionContext,
+    schema: SchemaRef,
+    url: String,
+    run_id: String,
+    state: tokio::sync::Mutex<Option<RejectedState>>,
+}
+
+struct RejectedState {
+    tx: mpsc::Sender<std::result::Result<RecordBatch, DataFusionError>>,
+    task: tokio::task::JoinHandle<std::result::Result<u64, DataFusionError>>,
+}
+
+impl RejectedWriter {
+    fn new(ctx: SessionContext, schema: SchemaRef, url: String, run_id: String) -> Self {
+        Self {
+            ctx,
+            schema,
+            url,
+            run_id,
+            state: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn send(
+        &self,
+        bad: RecordBatch,
+        outputs: usize,
+        reason_idx: usize,
+    ) -> std::result::Result<(), DataFusionError> {
+        let n = bad.num_rows();
+        let mut cols: Vec<_> = bad.columns()[..outputs].to_vec();
+        cols.push(cast(bad.column(reason_idx), &DataType::Utf8)?);
+        cols.push(Arc::new(StringArray::from(vec![self.run_id.as_str(); n])));
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), cols)?;
+        let mut state = self.state.lock().await;
+        if state.is_none() {
+            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+            let part: Arc<dyn PartitionStream> =
+                Arc::new(ChannelPartition::new(Arc::clone(&self.schema), rx));
+            let table = StreamingTable::try_new(Arc::clone(&self.schema), vec![part])?;
+            let df = self.ctx.read_table(Arc::new(table))?;
+            let url = self.url.clone();
+            let task = tokio::spawn(async move { write_parquet(df, &url, &[]).await });
+            *state = Some(RejectedState { tx, task });
+        }
+        let tx = state.as_ref().expect("started above").tx.clone();
+        drop(state);
+        tx.send(Ok(batch))
+            .await
+            .map_err(|_| DataFusionError::Execution("the rejected-rows writer stopped".into()))
+    }
+
+    async fn finish(&self) -> std::result::Result<(), DataFusionError> {
+        let state = self.state.lock().await.take();
+        if let Some(RejectedState { tx, task }) = state {
+            drop(tx);
+            task.await
+                .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        }
+        Ok(())
+    }
+}
+
+/// A one-shot partition fed by a channel.
+#[derive(Debug)]
+struct ChannelPartition {
+    schema: SchemaRef,
+    rx: Mutex<Option<mpsc::Receiver<std::result::Result<RecordBatch, DataFusionError>>>>,
+}
+
+impl ChannelPartition {
+    fn new(
+        schema: SchemaRef,
+        rx: mpsc::Receiver<std::result::Result<RecordBatch, DataFusionError>>,
+    ) -> Self {
+        Self {
+            schema,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+}
+
+impl PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let rx = self.rx.lock().expect("channel lock").take();
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let item = rx.recv().await?;
+            Some((item, Some(rx)))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        ))
+    }
+}
+
+/// DataFusion's message without its `Error during planning:` style prefixes repeated.
+fn df_message(e: &DataFusionError) -> String {
+    e.to_string()
+}
