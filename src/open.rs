@@ -62,6 +62,24 @@ impl Lake {
         })
     }
 
+    /// A DataFusion session where every committed dataset of the lake is a table:
+    /// `raw.<source>`, `trusted.<dataset>`, `refined.<dataset>`, `<zone>._rejected_<step>`.
+    /// Raw sources are read with the format options of the first step input that reads them.
+    pub async fn query_session(&self) -> Result<lake_local::engine::SessionContext> {
+        let datasets = lake_core::publish::list_datasets(&*self.store).await?;
+        let mut formats = std::collections::BTreeMap::new();
+        for name in &self.pipeline.order {
+            for i in &self.pipeline.steps[name].inputs {
+                if i.dataset.zone == lake_core::config::Zone::Raw {
+                    formats
+                        .entry(i.dataset.name.clone())
+                        .or_insert_with(|| i.format.clone());
+                }
+            }
+        }
+        self.engine.lake_session(&datasets, &formats).await
+    }
+
     /// Run the pipeline (see [`lake_core::run::run`]).
     pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
         lake_core::run::run(&self.context()?, opts).await

@@ -67,11 +67,34 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Query the lake with SQL: tables raw.<source>, trusted.<dataset>, refined.<dataset>.
+    /// Without SQL, list the tables and their columns.
+    Query {
+        /// One SELECT, e.g. "SELECT * FROM refined.credit_by_purpose".
+        sql: Option<String>,
+        /// How to print rows (default: table on a terminal, csv otherwise).
+        #[arg(long, value_enum)]
+        format: Option<QueryFormat>,
+        /// Write the rows to FILE (.parquet or .csv) instead of printing them.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// List zones, datasets and objects.
     Ls {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.
         path: Option<String>,
     },
+}
+
+/// How `lake query` prints rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum QueryFormat {
+    /// An aligned table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

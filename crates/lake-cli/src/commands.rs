@@ -13,7 +13,7 @@ use lake::core::ledger::{self, RunRecord, Status};
 use lake::core::run::RunOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Args, Command, RunsCommand, UsageError};
+use crate::cli::{Args, Command, QueryFormat, RunsCommand, UsageError};
 use crate::print;
 
 pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
@@ -34,6 +34,14 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             show: Some(RunsCommand::Show { id, json }),
             json: json2,
         } => show_run(&*Lake::open(&args.config, env)?.store, id, *json || *json2).await,
+        Command::Query {
+            sql,
+            format,
+            output,
+        } => {
+            let lake = Lake::open(&args.config, env)?;
+            query(&lake, sql.as_deref(), *format, output.as_deref()).await
+        }
         Command::Ls { path } => ls(&*Lake::open(&args.config, env)?.store, path.as_deref()).await,
     }
 }
@@ -415,6 +423,128 @@ async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {
             o.last_modified.format("%Y-%m-%d %H:%M:%S"),
             o.key
         )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn query(
+    lake: &Lake,
+    sql: Option<&str>,
+    format: Option<QueryFormat>,
+    output: Option<&Path>,
+) -> Result<ExitCode> {
+    use lake::local::engine::datafusion::arrow;
+    use lake::local::engine::datafusion::dataframe::DataFrameWriteOptions;
+    use std::io::IsTerminal;
+
+    let ctx = lake.query_session().await?;
+    let Some(sql) = sql else {
+        return list_tables(&ctx).await;
+    };
+    let df = ctx
+        .sql_with_options(sql, lake::local::engine::read_only())
+        .await
+        .map_err(|e| query_error(e.to_string()))?;
+    if let Some(path) = output {
+        let abs = std::path::absolute(path)?;
+        let url = abs.to_string_lossy().into_owned();
+        let opts = DataFrameWriteOptions::new().with_single_file_output(true);
+        let ext = abs.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let counts = match ext {
+            "parquet" => df.write_parquet(&url, opts, None).await,
+            "csv" => df.write_csv(&url, opts, None).await,
+            _ => {
+                return Err(UsageError(format!(
+                    "--output {}: the file name must end in .parquet or .csv",
+                    path.display()
+                ))
+                .into());
+            }
+        }
+        .map_err(|e| query_error(e.to_string()))?;
+        let rows: u64 = counts
+            .iter()
+            .filter_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::UInt64Array>()
+                    .map(|c| c.iter().flatten().sum::<u64>())
+            })
+            .sum();
+        eprintln!("{rows} rows written to {}", abs.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        QueryFormat::Table
+    } else {
+        QueryFormat::Csv
+    });
+    let mut out = std::io::stdout().lock();
+    match format {
+        QueryFormat::Table => {
+            let batches = df.collect().await.map_err(|e| query_error(e.to_string()))?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+            eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
+        }
+        QueryFormat::Csv | QueryFormat::Json => {
+            use futures::StreamExt as _;
+            let mut stream = df
+                .execute_stream()
+                .await
+                .map_err(|e| query_error(e.to_string()))?;
+            let mut csv = (format == QueryFormat::Csv)
+                .then(|| arrow::csv::WriterBuilder::new().with_header(true).build(&mut out));
+            let mut json = (format == QueryFormat::Json)
+                .then(|| arrow::json::LineDelimitedWriter::new(std::io::stdout().lock()));
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| query_error(e.to_string()))?;
+                if let Some(w) = csv.as_mut() {
+                    w.write(&batch)?;
+                }
+                if let Some(w) = json.as_mut() {
+                    w.write(&batch)?;
+                }
+            }
+            if let Some(mut w) = json {
+                w.finish()?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn query_error(message: String) -> lake::core::Error {
+    lake::core::Error::Query {
+        origin: "lake query".into(),
+        message,
+    }
+}
+
+/// `lake query` without SQL: every table and its columns.
+async fn list_tables(ctx: &lake::local::engine::SessionContext) -> Result<ExitCode> {
+    let catalog = ctx.catalog("datafusion").context("the default catalog")?;
+    let mut out = std::io::stdout().lock();
+    let mut n = 0;
+    for zone in Zone::ALL {
+        let Some(schema) = catalog.schema(zone.as_str()) else {
+            continue;
+        };
+        let mut names = schema.table_names();
+        names.sort();
+        for name in names {
+            let Some(table) = schema.table(&name).await? else {
+                continue;
+            };
+            n += 1;
+            writeln!(out, "{}.{name}", zone.as_str())?;
+            for f in table.schema().fields() {
+                writeln!(out, "  {:<24} {}", f.name(), f.data_type())?;
+            }
+        }
+    }
+    if n == 0 {
+        eprintln!("no datasets yet: `lake run` lands and builds them");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,13 +84,28 @@ pub(crate) fn step_line(s: &StepRecord) -> String {
         .map(|o| format!(" → {o}"))
         .unwrap_or_default();
     match s.status {
-        Status::Succeeded => format!(
-            "step {}: succeeded in {}{out} ({}, {})",
-            s.name,
-            millis(s.duration_ms),
-            plural(s.output_objects.len(), "object"),
-            bytes(s.bytes.unwrap_or(0))
-        ),
+        Status::Succeeded => {
+            let rows = match (s.rows, s.rejected) {
+                (Some(r), Some(0) | None) => format!(", {}", plural(r as usize, "row")),
+                (Some(r), Some(x)) => format!(
+                    ", {}, {x} rejected → {}",
+                    plural(r as usize, "row"),
+                    s.output
+                        .as_deref()
+                        .and_then(|o| o.split('/').next())
+                        .map(|z| format!("{z}/_rejected/{}", s.name))
+                        .unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "step {}: succeeded in {}{out} ({}, {}{rows})",
+                s.name,
+                millis(s.duration_ms),
+                plural(s.output_objects.len(), "object"),
+                bytes(s.bytes.unwrap_or(0))
+            )
+        }
         Status::UpToDate => format!(
             "step {}: skipped, {}",
             s.name,

@@ -133,7 +133,7 @@ async fn raw_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>
         let Some(rest) = meta.key.strip_prefix(prefix) else {
             continue;
         };
-        if let Some(window) = rest.strip_prefix('/').and_then(|r| r.strip_suffix(&format!("/{MANIFEST}")))
+        if let Some(window) = rest.strip_suffix(&format!("/{MANIFEST}"))
             && !window.contains('/')
             && window.starts_with("ingest_date=")
             && let Some(m) = store.get_json::<Manifest>(&meta.key).await?

@@ -552,11 +552,16 @@ impl Runner<'_> {
             let total = m.rows + m.rejected;
             let share = if total == 0 { 0.0 } else { m.rejected as f64 / total as f64 };
             if share > *max_rejected {
-                let reasons: Vec<String> = m
-                    .reasons
+                let mut by_count: Vec<(&String, &u64)> = m.reasons.iter().collect();
+                by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                let mut reasons: Vec<String> = by_count
                     .iter()
+                    .take(10)
                     .map(|(r, n)| format!("  {n} × {r}"))
                     .collect();
+                if by_count.len() > 10 {
+                    reasons.push(format!("  … and {} more checks", by_count.len() - 10));
+                }
                 return Err(StepFailure::Failed(format!(
                     "{} of {total} rows ({:.1}%) were rejected, more than max_rejected = {} ({}%); {out} was left as it was. \
                      The rejected rows are in {}:\n{}",

@@ -19,6 +19,13 @@ use lake_core::config::Expectation;
 /// Name of the column holding a row's first failed check (NULL when it passed).
 pub(crate) const REASON: &str = "__lake_reason";
 const CAST_FLAG: &str = "__lake_cast_";
+/// Between a failed CAST's description and the value it failed on, in `_reason`.
+const VALUE_SEP: &str = " on value '";
+
+/// The check a `_reason` names, without the value a CAST failed on (to count by).
+pub(crate) fn check_of(reason: &str) -> &str {
+    reason.split_once(VALUE_SEP).map_or(reason, |(check, _)| check)
+}
 
 /// A query with its checks: the output columns, then hidden cast flags and [`REASON`].
 pub(crate) struct Checked {
@@ -124,12 +131,23 @@ fn add_cast_flags(plan: LogicalPlan) -> DfResult<(LogicalPlan, Vec<String>)> {
 fn cast_flag(c: &Cast) -> Expr {
     let src = (*c.expr).clone();
     let t = c.field.data_type().clone();
-    let label = format!("CAST({} AS {t}) failed on ", src.human_display());
+    // Shown unqualified (`age`, not `credit.age`), as the user wrote it.
+    let shown = src
+        .clone()
+        .transform(|e| match e {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+                datafusion::common::Column::new_unqualified(c.name),
+            ))),
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+        .unwrap_or_else(|_| src.clone());
+    let label = format!("CAST({} AS {t}) failed{VALUE_SEP}", shown.human_display());
     when(
         src.clone()
             .is_not_null()
             .and(try_cast(src.clone(), t).is_null()),
-        concat(vec![lit(label), try_cast(src, DataType::Utf8)]),
+        concat(vec![lit(label), try_cast(src, DataType::Utf8), lit("'")]),
     )
     .end()
     .expect("a CASE with one branch")

@@ -29,7 +29,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream_partitioned};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{SQLOptions, SessionConfig};
 use futures::StreamExt;
 use lake_core::cluster::{SqlInput, SqlWork};
 use lake_core::config::EngineSpec;
@@ -39,6 +39,9 @@ use lake_core::{Error, Result};
 use object_store::ObjectStore;
 use tokio::sync::mpsc;
 use url::Url;
+
+pub use datafusion;
+pub use datafusion::prelude::SessionContext;
 
 /// The object store URL the lake root is registered under in every session.
 const ROOT_URL: &str = "lake://root";
@@ -135,12 +138,8 @@ impl Engine {
             self.register(&ctx, TableReference::bare(input.table.as_str()), i, input)
                 .await?;
         }
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
         let df = ctx
-            .sql_with_options(&work.sql, options)
+            .sql_with_options(&work.sql, read_only())
             .await
             .map_err(|e| qerr(df_message(&e)))?;
         let out_fields: Vec<String> = df
@@ -309,6 +308,14 @@ impl Engine {
     }
 }
 
+/// SQL options that allow queries only (no DDL, DML or SET statements).
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
 /// Write `df` as zstd Parquet files under `url` (a folder), `key=value` folders for
 /// `partition_by`; returns the rows written.
 async fn write_parquet(
@@ -369,7 +376,7 @@ async fn route(
         let fail = datafusion::arrow::compute::not(&pass)?;
         let bad = filter_record_batch(&batch, &fail)?;
         let bad_reason = cast(bad.column(reason_idx), &DataType::Utf8)?;
-        for r in bad_reason.as_string::<i32>().iter().flatten() {
+        for r in bad_reason.as_string::<i32>().iter().flatten().map(checks::check_of) {
             match reasons.get_mut(r) {
                 Some(n) => *n += 1,
                 None => {
