@@ -484,7 +484,11 @@ async fn query(
         QueryFormat::Table => {
             let batches = df.collect().await.map_err(|e| query_error(e.to_string()))?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&batches)?
+            )?;
             eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
         }
         QueryFormat::Csv | QueryFormat::Json => {
@@ -493,8 +497,11 @@ async fn query(
                 .execute_stream()
                 .await
                 .map_err(|e| query_error(e.to_string()))?;
-            let mut csv = (format == QueryFormat::Csv)
-                .then(|| arrow::csv::WriterBuilder::new().with_header(true).build(&mut out));
+            let mut csv = (format == QueryFormat::Csv).then(|| {
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out)
+            });
             let mut json = (format == QueryFormat::Json)
                 .then(|| arrow::json::LineDelimitedWriter::new(std::io::stdout().lock()));
             while let Some(batch) = stream.next().await {

@@ -50,7 +50,6 @@ fn init_validate_run_runs_ls_and_rerun() {
         "{}",
         stderr(&out)
     );
-    let csv_path = dir.join("lake/refined/credit_by_purpose/credit_by_purpose.csv");
     assert!(
         stdout(&out).contains(&format!(
             "output refined/credit_by_purpose: {}",
@@ -59,24 +58,54 @@ fn init_validate_run_runs_ls_and_rerun() {
         "{}",
         stdout(&out)
     );
-
-    // The report's numbers, checked against the CSV computed here independently.
-    let raw = std::fs::read_to_string(dir.join("data/german_credit_data.csv")).unwrap();
-    let mut car = (0u64, 0f64);
-    for line in raw.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f[9] == "car" {
-            car.0 += 1;
-            car.1 += f[7].parse::<f64>().unwrap();
-        }
-    }
-    let report = std::fs::read_to_string(&csv_path).unwrap();
-    let row = report.lines().find(|l| l.starts_with("car,")).unwrap();
-    assert_eq!(row.split(',').nth(1).unwrap(), car.0.to_string());
-    assert_eq!(
-        row.split(',').nth(2).unwrap(),
-        format!("{:.2}", car.1 / car.0 as f64)
+    assert!(
+        stderr(&out).contains("step credit: succeeded") && stderr(&out).contains("1000 rows"),
+        "{}",
+        stderr(&out)
     );
+
+    // The refined rows, checked against sums computed here from the raw CSV.
+    let raw = std::fs::read_to_string(dir.join("data/german_credit_data.csv")).unwrap();
+    let mut expected: std::collections::BTreeMap<String, (u64, f64, f64)> = Default::default();
+    for line in raw.lines().skip(1) {
+        let f: Vec<&str> = line.trim_end_matches('\r').split(',').collect();
+        let e = expected.entry(f[9].to_owned()).or_default();
+        e.0 += 1;
+        e.1 += f[7].parse::<f64>().unwrap();
+        e.2 += f[8].parse::<f64>().unwrap();
+    }
+    let out = lake(&dir)
+        .args([
+            "query",
+            "SELECT purpose, n, avg_credit_amount, avg_duration FROM refined.credit_by_purpose ORDER BY purpose",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = stdout(&out);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("purpose,n,avg_credit_amount,avg_duration")
+    );
+    let got: Vec<&str> = lines.collect();
+    assert_eq!(got.len(), expected.len(), "one row per purpose: {csv}");
+    for (row, (purpose, (n, amount, duration))) in got.iter().zip(&expected) {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(f[0], purpose);
+        assert_eq!(f[1], n.to_string());
+        let close = |s: &str, want: f64| (s.parse::<f64>().unwrap() - want).abs() < 0.0051;
+        assert!(close(f[2], amount / *n as f64), "{row}");
+        assert!(close(f[3], duration / *n as f64), "{row}");
+    }
+    let refined = dir.join("lake/refined/credit_by_purpose");
+    let csv_path = std::fs::read_dir(&refined)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a parquet file");
     // Raw lands byte for byte.
     assert_eq!(
         std::fs::read(dir.join("lake/raw/credit/ingest_date=2024-03-01/german_credit_data.csv"))
@@ -101,10 +130,14 @@ fn init_validate_run_runs_ls_and_rerun() {
             .len(),
         64
     );
-    assert_eq!(
-        first["steps"][0]["output_objects"][0]["key"],
-        "refined/credit_by_purpose/credit_by_purpose.csv"
-    );
+    assert_eq!(first["steps"][0]["name"], "credit");
+    assert_eq!(first["steps"][0]["rows"], 1000);
+    assert_eq!(first["steps"][0]["rejected"], 0);
+    let published = first["steps"][1]["output_objects"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(published.starts_with("refined/credit_by_purpose/") && published.ends_with(".parquet"));
 
     lake(&dir).arg("ls").assert().success().stdout(
         predicate::str::contains("raw/credit")
@@ -114,9 +147,7 @@ fn init_validate_run_runs_ls_and_rerun() {
         .args(["ls", "refined/credit_by_purpose"])
         .assert()
         .success()
-        .stdout(predicate::str::contains(
-            "refined/credit_by_purpose/credit_by_purpose.csv",
-        ));
+        .stdout(predicate::str::contains(published.as_str()));
 
     // The same date again: nothing fetched, the step is up to date; the output is unchanged.
     let before = std::fs::read(&csv_path).unwrap();

@@ -114,10 +114,12 @@ pub async fn dataset_objects(
             .unwrap_or_default());
     }
     if let Some(date) = date {
-        return Ok(read_manifest(store, &raw_window_prefix(&dataset.name, date))
-            .await?
-            .map(|m| m.objects)
-            .unwrap_or_default());
+        return Ok(
+            read_manifest(store, &raw_window_prefix(&dataset.name, date))
+                .await?
+                .map(|m| m.objects)
+                .unwrap_or_default(),
+        );
     }
     Ok(raw_windows(store, &dataset.prefix())
         .await?

@@ -354,8 +354,7 @@ impl Runner<'_> {
                     spec.inputs
                         .iter()
                         .find(|i| {
-                            i.dataset.zone == Zone::Raw
-                                && failed_sources.contains(&i.dataset.name)
+                            i.dataset.zone == Zone::Raw && failed_sources.contains(&i.dataset.name)
                         })
                         .map(|i| format!("ingest of {} failed", i.dataset))
                 });
@@ -486,7 +485,10 @@ impl Runner<'_> {
         };
         let outcome = match result {
             Ok(()) => match &spec.output {
-                Some(out) => self.publish(spec, &staging, out, fingerprint, &mut rec).await,
+                Some(out) => {
+                    self.publish(spec, &staging, out, fingerprint, &mut rec)
+                        .await
+                }
                 None => Ok(()),
             },
             Err(e) => Err(e),
@@ -527,8 +529,8 @@ impl Runner<'_> {
     ) -> std::result::Result<(), StepFailure> {
         let store = &*self.ctx.store;
         let err = StepFailure::Error;
-        let metrics_key = crate::zone::Key::new(format!("{staging}/{}", publish::STEP_METRICS))
-            .map_err(err)?;
+        let metrics_key =
+            crate::zone::Key::new(format!("{staging}/{}", publish::STEP_METRICS)).map_err(err)?;
         let metrics: Option<StepMetrics> = store.get_json(&metrics_key).await.map_err(err)?;
         if let Some(m) = &metrics {
             rec.rows = Some(m.rows);
@@ -550,7 +552,11 @@ impl Runner<'_> {
         }
         if let (Some(m), StepSpecKind::Sql { max_rejected, .. }) = (&metrics, &spec.kind) {
             let total = m.rows + m.rejected;
-            let share = if total == 0 { 0.0 } else { m.rejected as f64 / total as f64 };
+            let share = if total == 0 {
+                0.0
+            } else {
+                m.rejected as f64 / total as f64
+            };
             if share > *max_rejected {
                 let mut by_count: Vec<(&String, &u64)> = m.reasons.iter().collect();
                 by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -645,11 +651,7 @@ impl Runner<'_> {
                 ..
             } => StepWork::Sql(SqlWork {
                 sql: sql.clone(),
-                origin: format!(
-                    "{}:{sql_line} (steps.{}.sql)",
-                    p.file.display(),
-                    spec.name
-                ),
+                origin: format!("{}:{sql_line} (steps.{}.sql)", p.file.display(), spec.name),
                 inputs: spec
                     .inputs
                     .iter()

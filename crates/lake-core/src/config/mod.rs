@@ -352,7 +352,9 @@ pub fn is_name(name: &str) -> bool {
 /// Parse a size such as `512MiB`, `4GiB`, `2GB`, `64KB` or a plain number of bytes.
 pub fn parse_bytes(raw: &str) -> std::result::Result<u64, String> {
     let err = || {
-        format!("{raw:?} is not a size: expected a number and KiB, MiB, GiB, KB, MB or GB (\"2GiB\")")
+        format!(
+            "{raw:?} is not a size: expected a number and KiB, MiB, GiB, KB, MB or GB (\"2GiB\")"
+        )
     };
     let t = raw.trim();
     let unit_at = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

@@ -243,7 +243,10 @@ impl<'de> Deserialize<'de> for InputConfig {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(InputConfig::Path(v.to_owned()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
                 InputTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(InputConfig::Table)
             }

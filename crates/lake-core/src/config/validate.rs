@@ -376,7 +376,10 @@ fn step_kind(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> StepSpecKind
             for (i, cond) in step.expect.iter().enumerate() {
                 let ekey = format!("{key}.expect[{i}]");
                 if cond.trim().is_empty() {
-                    r.value(&ekey, "empty expectation: write a SQL condition such as \"age > 0\"");
+                    r.value(
+                        &ekey,
+                        "empty expectation: write a SQL condition such as \"age > 0\"",
+                    );
                 }
                 expect.push(Expectation {
                     condition: cond.clone(),
@@ -429,7 +432,9 @@ fn step_inputs(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> Vec<StepIn
         if at_date && dataset.zone != Zone::Raw {
             r.value(
                 &pkey,
-                format!("{raw:?}: @date selects a raw window; {dataset} is one dataset, read whole"),
+                format!(
+                    "{raw:?}: @date selects a raw window; {dataset} is one dataset, read whole"
+                ),
             );
         }
         let mut format = InputFormat::defaults(dataset.zone);
@@ -482,6 +487,12 @@ fn step_inputs(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> Vec<StepIn
                 format.null_values = n.clone();
             }
             format.infer_types = t.infer_types.unwrap_or(false);
+            if format.infer_types && format.null_values.iter().any(|v| !v.is_empty()) {
+                r.key(
+                    &format!("{ikey}.infer_types"),
+                    "null_values other than \"\" need text columns: drop infer_types and CAST in the SQL",
+                );
+            }
             format.json_path = t.json_path.clone();
             format.snake_case = t.snake_case.unwrap_or(format.snake_case);
             if step.kind == StepKind::Command

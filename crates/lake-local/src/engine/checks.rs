@@ -8,8 +8,8 @@
 //! failed check becomes the row's `_reason`.
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::Result as DfResult;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::dataframe::DataFrame;
 use datafusion::functions::string::expr_fn::concat;
 use datafusion::logical_expr::expr::{Cast, TryCast};
@@ -24,7 +24,9 @@ const VALUE_SEP: &str = " on value '";
 
 /// The check a `_reason` names, without the value a CAST failed on (to count by).
 pub(crate) fn check_of(reason: &str) -> &str {
-    reason.split_once(VALUE_SEP).map_or(reason, |(check, _)| check)
+    reason
+        .split_once(VALUE_SEP)
+        .map_or(reason, |(check, _)| check)
 }
 
 /// A query with its checks: the output columns, then hidden cast flags and [`REASON`].
@@ -52,12 +54,9 @@ pub(crate) fn checked(df: DataFrame, expect: &[Expectation]) -> Result<Checked, 
         })
         .collect();
     for e in expect {
-        let cond = df.parse_sql_expr(&e.condition).map_err(|err| {
-            format!(
-                "expectation {:?} (line {}): {err}",
-                e.condition, e.line
-            )
-        })?;
+        let cond = df
+            .parse_sql_expr(&e.condition)
+            .map_err(|err| format!("expectation {:?} (line {}): {err}", e.condition, e.line))?;
         let t = cond
             .get_type(df.schema())
             .map_err(|err| format!("expectation {:?} (line {}): {err}", e.condition, e.line))?;
@@ -105,7 +104,9 @@ fn add_cast_flags(plan: LogicalPlan) -> DfResult<(LogicalPlan, Vec<String>)> {
             if flags.is_empty() {
                 return Ok((LogicalPlan::Projection(p), Vec::new()));
             }
-            let names: Vec<String> = (0..flags.len()).map(|i| format!("{CAST_FLAG}{i}")).collect();
+            let names: Vec<String> = (0..flags.len())
+                .map(|i| format!("{CAST_FLAG}{i}"))
+                .collect();
             let mut exprs = p.expr.clone();
             exprs.extend(flags.into_iter().zip(&names).map(|(f, n)| f.alias(n)));
             let plan = LogicalPlan::Projection(Projection::try_new(exprs, p.input)?);

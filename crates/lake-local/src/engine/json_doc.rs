@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
@@ -190,9 +192,7 @@ pub(crate) fn to_batches(docs: Vec<Columns>) -> Result<(SchemaRef, Vec<RecordBat
                 build(*kind, vals, d.rows)
             })
             .collect();
-        batches.push(
-            RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| e.to_string())?,
-        );
+        batches.push(RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| e.to_string())?);
     }
     Ok((schema, batches))
 }

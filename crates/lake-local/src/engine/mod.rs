@@ -73,11 +73,12 @@ impl Engine {
         let config = SessionConfig::new()
             .with_target_partitions(threads)
             .with_information_schema(true);
-        let mut runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(self.memory_limit() as usize, 1.0);
+        let mut runtime =
+            RuntimeEnvBuilder::new().with_memory_limit(self.memory_limit() as usize, 1.0);
         if let Some(dir) = &self.spec.spill_dir {
             runtime = runtime.with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
             );
         }
         let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
@@ -235,7 +236,9 @@ impl Engine {
         let mut routers = Vec::new();
         for (stream, tx) in streams.into_iter().zip(senders) {
             let rejected = Arc::clone(&rejected);
-            routers.push(tokio::spawn(route(stream, tx, rejected, outputs, reason_idx)));
+            routers.push(tokio::spawn(route(
+                stream, tx, rejected, outputs, reason_idx,
+            )));
         }
         let mut metrics = StepMetrics::default();
         let mut failure = None;
@@ -369,14 +372,23 @@ async fn route(
         }
         if n_pass > 0 {
             rows += n_pass as u64;
-            if tx.send(Ok(filter_record_batch(&data, &pass)?)).await.is_err() {
+            if tx
+                .send(Ok(filter_record_batch(&data, &pass)?))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
         let fail = datafusion::arrow::compute::not(&pass)?;
         let bad = filter_record_batch(&batch, &fail)?;
         let bad_reason = cast(bad.column(reason_idx), &DataType::Utf8)?;
-        for r in bad_reason.as_string::<i32>().iter().flatten().map(checks::check_of) {
+        for r in bad_reason
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(checks::check_of)
+        {
             match reasons.get_mut(r) {
                 Some(n) => *n += 1,
                 None => {

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::Column;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
@@ -18,7 +19,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::logical_expr::{Expr, cast};
+use datafusion::logical_expr::{Expr, cast, lit, when};
 use datafusion::prelude::SessionContext;
 use lake_core::cluster::SqlInput;
 use lake_core::config::{FormatKind, InputFormat};
@@ -49,7 +50,11 @@ pub(crate) async fn table(
             .map(|r| r.trim_start_matches('/').to_owned())
             .unwrap_or_else(|| o.key.clone())
     };
-    let data: Vec<&ObjectEntry> = input.objects.iter().filter(|o| !is_hidden(&rel(o))).collect();
+    let data: Vec<&ObjectEntry> = input
+        .objects
+        .iter()
+        .filter(|o| !is_hidden(&rel(o)))
+        .collect();
     if data.is_empty() {
         return Err(format!(
             "{what} has no committed data (no complete window or published output) to read"
@@ -84,9 +89,8 @@ pub(crate) async fn table(
     let files: Vec<ObjectEntry> = data
         .into_iter()
         .filter(|o| {
-            FormatKind::from_extension(&o.key).is_none_or(|k| {
-                k == kind || (kind == FormatKind::Ndjson && k == FormatKind::Json)
-            })
+            FormatKind::from_extension(&o.key)
+                .is_none_or(|k| k == kind || (kind == FormatKind::Ndjson && k == FormatKind::Json))
         })
         .cloned()
         .collect();
@@ -100,18 +104,24 @@ pub(crate) async fn table(
         k => k,
     };
     let provider: Arc<dyn TableProvider> = match kind {
-        FormatKind::Json => {
-            json_table(root, input, &files, &parts, &rel)
-                .await
-                .map_err(|m| format!("{what}: {m}"))?
-        }
-        _ => {
-            listing_table(ctx, root, slot, input, &files, kind, &parts)
-                .await
-                .map_err(|m| format!("{what}: {m}"))?
-        }
+        FormatKind::Json => json_table(root, input, &files, &parts, &rel)
+            .await
+            .map_err(|m| format!("{what}: {m}"))?,
+        _ => listing_table(ctx, root, slot, input, &files, kind, &parts)
+            .await
+            .map_err(|m| format!("{what}: {m}"))?,
     };
-    normalize(ctx, provider, &input.format, &parts).map_err(|m| format!("{what}: {m}"))
+    // Empty fields are NULL already; other markers are applied to the text columns here.
+    let markers: Vec<String> = input
+        .format
+        .null_values
+        .iter()
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .collect();
+    let markers = (kind == FormatKind::Csv && !markers.is_empty()).then_some(markers);
+    normalize(ctx, provider, &input.format, &parts, markers.as_deref())
+        .map_err(|m| format!("{what}: {m}"))
 }
 
 /// A `key=value` folder level below the dataset prefix, and the type its values read as.
@@ -199,7 +209,10 @@ fn percent_decode(v: &str) -> String {
 }
 
 /// `.json` holding one value is a document of columns; more than one value is NDJSON.
-async fn sniff_json(root: &Arc<dyn ObjectStore>, first: &ObjectEntry) -> Result<FormatKind, String> {
+async fn sniff_json(
+    root: &Arc<dyn ObjectStore>,
+    first: &ObjectEntry,
+) -> Result<FormatKind, String> {
     let end = first.size.min(SNIFF_BYTES);
     let head = root
         .get_range(&object_path(&first.key), 0..end)
@@ -224,35 +237,15 @@ fn has_arrays(o: &serde_json::Map<String, serde_json::Value>) -> bool {
 }
 
 fn csv_format(f: &InputFormat) -> CsvFormat {
-    let mut csv = CsvFormat::default()
+    let csv = CsvFormat::default()
         .with_has_header(f.header)
         .with_delimiter(f.delimiter);
-    if f.null_values != [""] {
-        csv = csv.with_null_regex(Some(null_regex(&f.null_values)));
+    if f.infer_types {
+        csv
+    } else {
+        // Header names only: every column is text.
+        csv.with_schema_infer_max_rec(0)
     }
-    csv
-}
-
-/// A regex matching exactly the null markers.
-pub(crate) fn null_regex(values: &[String]) -> String {
-    if values.is_empty() {
-        return r"[^\s\S]".to_owned();
-    }
-    let alts: Vec<String> = values
-        .iter()
-        .map(|v| {
-            v.chars()
-                .map(|c| {
-                    if "\\.+*?()|[]{}^$#&-~".contains(c) {
-                        format!("\\{c}")
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    format!("^(?:{})$", alts.join("|"))
 }
 
 async fn listing_table(
@@ -333,7 +326,11 @@ async fn json_table(
     let (schema, batches) = json_doc::to_batches(docs)?;
     // Partition folders become text columns, typed in `normalize` like listing tables'.
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| (**f).clone()).collect();
-    fields.extend(parts.iter().map(|p| Field::new(&p.name, DataType::Utf8, true)));
+    fields.extend(
+        parts
+            .iter()
+            .map(|p| Field::new(&p.name, DataType::Utf8, true)),
+    );
     let full = Arc::new(Schema::new(fields));
     let mut out = Vec::with_capacity(batches.len());
     for (batch, file) in batches.into_iter().zip(files) {
@@ -342,7 +339,10 @@ async fn json_table(
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         for d in &dirs[..dirs.len() - 1] {
             let v = percent_decode(d.split_once('=').map_or("", |(_, v)| v));
-            cols.push(Arc::new(StringArray::from(vec![v.as_str(); batch.num_rows()])));
+            cols.push(Arc::new(StringArray::from(vec![
+                v.as_str();
+                batch.num_rows()
+            ])));
         }
         out.push(RecordBatch::try_new(Arc::clone(&full), cols).map_err(|e| e.to_string())?);
     }
@@ -357,6 +357,7 @@ fn normalize(
     provider: Arc<dyn TableProvider>,
     format: &InputFormat,
     parts: &[PartCol],
+    null_markers: Option<&[String]>,
 ) -> Result<Arc<dyn TableProvider>, String> {
     let schema = provider.schema();
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -364,10 +365,24 @@ fn normalize(
     let mut changed = false;
     for (i, f) in schema.fields().iter().enumerate() {
         let mut e = Expr::Column(Column::new_unqualified(f.name()));
-        if let Some(p) = parts.iter().find(|p| &p.name == f.name())
+        let part = parts.iter().find(|p| &p.name == f.name());
+        if let Some(p) = part
             && p.data_type != DataType::Utf8
         {
             e = cast(e, p.data_type.clone());
+            changed = true;
+        }
+        if let Some(markers) = null_markers
+            && part.is_none()
+            && matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+            )
+        {
+            let list = markers.iter().map(|m| lit(m.as_str())).collect();
+            e = when(e.clone().in_list(list, false), lit(ScalarValue::Utf8(None)))
+                .otherwise(e)
+                .map_err(|err| err.to_string())?;
             changed = true;
         }
         let name = if format.snake_case {
@@ -448,20 +463,31 @@ mod tests {
         let p = partition_columns(&rel).unwrap();
         assert_eq!(p[0].name, "ingest_date");
         assert_eq!(p[0].data_type, DataType::Date32);
-        let rel = vec!["purpose=radio%2FTV/x.parquet".to_owned(), "purpose=car/y.parquet".into()];
-        assert_eq!(partition_columns(&rel).unwrap()[0].data_type, DataType::Utf8);
+        let rel = vec![
+            "purpose=radio%2FTV/x.parquet".to_owned(),
+            "purpose=car/y.parquet".into(),
+        ];
+        assert_eq!(
+            partition_columns(&rel).unwrap()[0].data_type,
+            DataType::Utf8
+        );
         assert_eq!(percent_decode("radio%2FTV"), "radio/TV");
         let rel = vec!["year=2024/x.parquet".to_owned()];
-        assert_eq!(partition_columns(&rel).unwrap()[0].data_type, DataType::Int64);
+        assert_eq!(
+            partition_columns(&rel).unwrap()[0].data_type,
+            DataType::Int64
+        );
         let bad = vec!["a=1/x.csv".to_owned(), "x.csv".into()];
-        assert!(partition_columns(&bad).unwrap_err().contains("different partition levels"));
+        assert!(
+            partition_columns(&bad)
+                .unwrap_err()
+                .contains("different partition levels")
+        );
         let bad = vec!["plain/x.csv".to_owned()];
-        assert!(partition_columns(&bad).unwrap_err().contains("not a key=value"));
-    }
-
-    #[test]
-    fn null_markers_become_an_anchored_regex() {
-        assert_eq!(null_regex(&["NA".into(), String::new()]), "^(?:NA|)$");
-        assert_eq!(null_regex(&["N/A".into(), "(null)".into()]), r"^(?:N/A|\(null\))$");
+        assert!(
+            partition_columns(&bad)
+                .unwrap_err()
+                .contains("not a key=value")
+        );
     }
 }
