@@ -251,3 +251,102 @@ fn roots() {
     assert!(Root::parse("file://rel", base).is_err());
     assert!(Root::parse("s3://", base).is_err());
 }
+
+#[test]
+fn sql_steps_and_their_inputs_are_checked() {
+    let text = r#"[lake]
+name = "s"
+
+[sources.credit]
+kind = "file"
+path = "x.csv"
+
+[steps.a]
+kind = "sql"
+inputs = [{ path = "raw/credit@date", name = "c", null_values = ["NA"] }, "raw/credit"]
+output = "trusted/a"
+sql = """
+SELECT * FROM c
+"""
+partition_by = ["purpose"]
+mode = "overwrite_partitions"
+expect = ["age > 0"]
+max_rejected = 0.1
+
+[engine]
+memory_limit = "512MiB"
+threads = 2
+"#;
+    let p = pipeline(text, None).unwrap();
+    let a = &p.steps["a"];
+    assert_eq!(a.inputs[0].table, "c");
+    assert!(a.inputs[0].at_date);
+    assert_eq!(a.inputs[0].format.null_values, ["NA"]);
+    assert!(a.inputs[0].format.snake_case);
+    assert_eq!(a.inputs[1].table, "credit");
+    assert!(!a.inputs[1].at_date);
+    assert_eq!(a.mode, lake_core::config::WriteMode::OverwritePartitions);
+    match &a.kind {
+        lake_core::config::StepSpecKind::Sql {
+            sql,
+            sql_line,
+            partition_by,
+            expect,
+            max_rejected,
+        } => {
+            assert_eq!(sql.trim(), "SELECT * FROM c");
+            assert_eq!(*sql_line, 12);
+            assert_eq!(partition_by, &["purpose"]);
+            assert_eq!(expect[0].line, 17);
+            assert_eq!(*max_rejected, 0.1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.engine.memory_limit, Some(512 << 20));
+    assert_eq!(p.engine.threads, Some(2));
+
+    let bad = r#"[lake]
+name = "s"
+
+[sources.credit]
+kind = "file"
+path = "x.csv"
+
+[steps.a]
+kind = "sql"
+inputs = ["trusted/b@date", { path = "raw/credit", format = "csv", json_path = "x" }, "raw/credit@day", { path = "raw/credit", name = "z", format = "xml" }]
+sql = ""
+partition_by = ["Purpose"]
+max_rejected = 5
+command = ["x"]
+
+[steps.b]
+kind = "command"
+command = ["true"]
+output = "trusted/b"
+expect = ["x > 1"]
+mode = "sometimes"
+"#;
+    // An unknown mode is a serde error, reported alone; check it first.
+    let e = pipeline(bad, None).unwrap_err().to_string();
+    assert!(e.contains("steps.b.mode") && e.contains("sometimes"), "{e}");
+    let d = diagnostics(&bad.replace("mode = \"sometimes\"\n", ""));
+    let expect = [
+        ("steps.a", 8, "needs `sql`"),
+        ("steps.a.inputs[0]", 10, "@date selects a raw window"),
+        ("steps.a.inputs[3].format", 10, "unknown format \"xml\""),
+        ("steps.a.inputs[1].json_path", 10, "applies to format = \"json\" only"),
+        ("steps.a.inputs[2]", 10, "unknown selector @day"),
+        ("steps.a.partition_by[0]", 12, "lowercase output column names"),
+        ("steps.a.max_rejected", 13, "not a share of rows"),
+        ("steps.a.command", 14, "applies to kind = \"command\" steps only"),
+        ("steps.b.expect", 20, "applies to kind = \"sql\" steps only"),
+    ];
+    for (key, line, msg) in expect {
+        let got = find(&d, key);
+        assert_eq!(got.line, line, "line of {key}: {got}");
+        assert!(got.message.contains(msg), "{key}: {:?} should contain {msg:?}", got.message);
+    }
+    // A sql step without output is reported on the step too.
+    assert!(d.iter().any(|x| x.key == "steps.a" && x.message.contains("needs `output`")));
+}
