@@ -47,11 +47,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut opts = RunOptions::new(date);
     opts.observer = Some(Arc::new(Print));
     let record = lake.run(&opts).await?;
-    println!("run {} of {}: {:?}", record.run_id, record.pipeline, record.status);
+    println!(
+        "run {} of {}: {:?}",
+        record.run_id, record.pipeline, record.status
+    );
 
     // Every committed dataset is a table: raw.<source>, trusted.<dataset>, refined.<dataset>.
     let ctx = lake.query_session().await?;
-    let last = lake.pipeline.order.last().ok_or("the pipeline has no steps")?;
+    let last = lake
+        .pipeline
+        .order
+        .last()
+        .ok_or("the pipeline has no steps")?;
     if let Some(out) = &lake.pipeline.steps[last].output {
         let sql = format!("SELECT * FROM {}.{} LIMIT 10", out.zone.as_str(), out.name);
         let batches = ctx.sql(&sql).await?.collect().await?;

@@ -73,7 +73,7 @@ fn init(dir: &Path) -> Result<ExitCode> {
         format!("cd {} && ", dir.display())
     };
     println!(
-        "wrote {} with sample data and a report step",
+        "wrote {} with sample data and two SQL steps",
         config.display()
     );
     println!("next: {shown}lake run");

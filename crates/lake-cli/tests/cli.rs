@@ -358,3 +358,100 @@ fn a_second_concurrent_run_is_refused_by_the_lock() {
     assert!(!lock.exists(), "released after the first run");
     lake(tmp.path()).arg("run").assert().success();
 }
+
+#[test]
+fn query_lists_tables_prints_rows_writes_files_and_reports_sql_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    lake(tmp.path()).args(["init", "demo"]).assert().success();
+    lake(&dir)
+        .arg("query")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("no datasets yet"));
+    lake(&dir)
+        .args(["-q", "run", "--date", "2024-03-01"])
+        .assert()
+        .success();
+    lake(&dir).arg("query").assert().success().stdout(
+        predicate::str::contains("raw.credit")
+            .and(predicate::str::contains("  credit_amount            Utf8"))
+            .and(predicate::str::contains("trusted.credit"))
+            .and(predicate::str::contains("  credit_amount            Int64"))
+            .and(predicate::str::contains("refined.credit_by_purpose")),
+    );
+    let out = lake(&dir)
+        .args([
+            "query",
+            "SELECT purpose, n FROM refined.credit_by_purpose WHERE purpose = 'car'",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(row["purpose"], "car");
+    assert_eq!(row["n"], 337);
+    // A join across zones, written to a file.
+    lake(&dir)
+        .args([
+            "query",
+            "SELECT t.purpose, count(*) AS loans, max(r.n) AS n FROM trusted.credit t JOIN refined.credit_by_purpose r ON t.purpose = r.purpose GROUP BY t.purpose",
+            "--output",
+            "out.csv",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("8 rows written"));
+    let csv = std::fs::read_to_string(dir.join("out.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 9, "{csv}");
+    assert!(csv.lines().any(|l| l == "car,337,337"), "{csv}");
+    // Errors: bad SQL is exit 1 with the engine's message; a bad --output name is usage.
+    lake(&dir)
+        .args(["query", "SELECT nope FROM trusted.credit"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("lake query").and(predicate::str::contains("nope")));
+    lake(&dir)
+        .args(["query", "SELECT 1", "--output", "x.txt"])
+        .assert()
+        .code(2);
+    lake(&dir)
+        .args(["query", "DROP TABLE trusted.credit"])
+        .assert()
+        .code(1);
+
+    // A SQL error in a step fails the run (exit 1) and names the line of its sql key.
+    let toml = std::fs::read_to_string(dir.join("lake.toml")).unwrap();
+    std::fs::write(
+        dir.join("lake.toml"),
+        toml.replace("ROUND(AVG(duration), 2)", "ROUND(AVG(duratoin), 2)"),
+    )
+    .unwrap();
+    let line = toml
+        .lines()
+        .position(|l| l.starts_with("sql = ") && toml.contains("AVG(duration)"))
+        .map(|_| {
+            let start = toml.find("[steps.credit_by_purpose]").unwrap();
+            toml[..start].lines().count()
+                + toml[start..]
+                    .lines()
+                    .position(|l| l.starts_with("sql = "))
+                    .unwrap()
+                + 1
+        })
+        .unwrap();
+    let out = lake(&dir)
+        .args(["run", "--date", "2024-03-02"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("step credit_by_purpose: FAILED")
+            && err.contains(&format!("lake.toml:{line} (steps.credit_by_purpose.sql)"))
+            && err.contains("duratoin"),
+        "{err}"
+    );
+}

@@ -335,18 +335,37 @@ mode = "sometimes"
         ("steps.a", 8, "needs `sql`"),
         ("steps.a.inputs[0]", 10, "@date selects a raw window"),
         ("steps.a.inputs[3].format", 10, "unknown format \"xml\""),
-        ("steps.a.inputs[1].json_path", 10, "applies to format = \"json\" only"),
+        (
+            "steps.a.inputs[1].json_path",
+            10,
+            "applies to format = \"json\" only",
+        ),
         ("steps.a.inputs[2]", 10, "unknown selector @day"),
-        ("steps.a.partition_by[0]", 12, "lowercase output column names"),
+        (
+            "steps.a.partition_by[0]",
+            12,
+            "lowercase output column names",
+        ),
         ("steps.a.max_rejected", 13, "not a share of rows"),
-        ("steps.a.command", 14, "applies to kind = \"command\" steps only"),
+        (
+            "steps.a.command",
+            14,
+            "applies to kind = \"command\" steps only",
+        ),
         ("steps.b.expect", 20, "applies to kind = \"sql\" steps only"),
     ];
     for (key, line, msg) in expect {
         let got = find(&d, key);
         assert_eq!(got.line, line, "line of {key}: {got}");
-        assert!(got.message.contains(msg), "{key}: {:?} should contain {msg:?}", got.message);
+        assert!(
+            got.message.contains(msg),
+            "{key}: {:?} should contain {msg:?}",
+            got.message
+        );
     }
     // A sql step without output is reported on the step too.
-    assert!(d.iter().any(|x| x.key == "steps.a" && x.message.contains("needs `output`")));
+    assert!(
+        d.iter()
+            .any(|x| x.key == "steps.a" && x.message.contains("needs `output`"))
+    );
 }

@@ -1,0 +1,241 @@
+//! `lake run` of a clean → Parquet → daily aggregate pipeline over a generated hourly weather
+//! CSV, against the same SQL in DuckDB's CLI, in the same run.
+//!
+//! ```sh
+//! python3 -m venv .venv && .venv/bin/pip install duckdb-cli   # the `duckdb` CLI
+//! DUCKDB=.venv/bin/duckdb cargo bench -p lake-cli --bench sql_vs_duckdb
+//! ```
+//!
+//! `LAKE_BENCH_ROWS` sets the row count (default 1,000,000), `LAKE_BENCH_RUNS` the runs per
+//! tool (default 3; the median is reported). Wall time and peak RSS come from GNU time
+//! (`/usr/bin/time -f "%e %M"`) around each process, so both tools are measured the same way.
+//! Without a DuckDB CLI only lake is measured.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const CLEAN_SQL: &str = "SELECT
+  CAST(time AS TIMESTAMP)                  AS time,
+  CAST(CAST(time AS TIMESTAMP) AS DATE)    AS date,
+  CAST(temperature_2m AS DOUBLE)           AS temperature_2m,
+  CAST(relative_humidity_2m AS INT)        AS relative_humidity_2m,
+  CAST(wind_speed_10m AS DOUBLE)           AS wind_speed_10m
+FROM weather";
+
+const DAILY_SQL: &str = "SELECT
+  date,
+  MIN(temperature_2m)  AS temp_min,
+  MAX(temperature_2m)  AS temp_max,
+  AVG(temperature_2m)  AS temp_mean
+FROM weather_hourly
+GROUP BY date
+ORDER BY date";
+
+const EXPECT: &str = "temperature_2m BETWEEN -90 AND 60";
+
+/// A deterministic hourly series from 1950 on: temperature, humidity, wind.
+fn generate(path: &Path, rows: usize) {
+    let mut out = String::with_capacity(rows * 48);
+    out.push_str("time,temperature_2m,relative_humidity_2m,wind_speed_10m\n");
+    let start = chrono::NaiveDate::from_ymd_opt(1950, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let t = start + chrono::Duration::hours(i as i64);
+        let hour = (i % 24) as f64;
+        let temp = 18.0
+            + 7.0 * ((hour - 9.0) / 24.0 * std::f64::consts::TAU).sin()
+            + (x % 100) as f64 / 20.0;
+        let _ = writeln!(
+            out,
+            "{},{temp:.1},{},{:.1}",
+            t.format("%Y-%m-%d %H:%M:%S"),
+            40 + x % 60,
+            (x >> 8) % 300 / 10
+        );
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+struct Measure {
+    wall: f64,
+    rss_kib: u64,
+}
+
+/// Run `cmd` under GNU time; returns wall seconds and peak RSS.
+fn timed(cmd: &mut Command) -> Measure {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+    let mut t = Command::new("/usr/bin/time");
+    t.arg("-f")
+        .arg("%e %M")
+        .arg("-o")
+        .arg(report.path())
+        .arg(program)
+        .args(args);
+    if let Some(dir) = cmd.get_current_dir() {
+        t.current_dir(dir);
+    }
+    let out = t.output().expect("run /usr/bin/time");
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(report.path()).unwrap();
+    let line = text.lines().last().unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    Measure {
+        wall: parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN),
+        rss_kib: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+fn median(mut v: Vec<Measure>) -> Measure {
+    v.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    let rss = v.iter().map(|m| m.rss_kib).max().unwrap_or(0);
+    let mid = v.swap_remove(v.len() / 2);
+    Measure {
+        wall: mid.wall,
+        rss_kib: rss,
+    }
+}
+
+fn lake_toml(csv: &Path) -> String {
+    format!(
+        r#"[lake]
+name = "bench"
+root = "lake"
+
+[sources.weather]
+kind = "file"
+path = "{csv}"
+
+[steps.weather_hourly]
+kind = "sql"
+inputs = ["raw/weather@date"]
+output = "trusted/weather_hourly"
+sql = """
+{CLEAN_SQL}
+"""
+expect = ["{EXPECT}"]
+
+[steps.weather_daily]
+kind = "sql"
+inputs = ["trusted/weather_hourly"]
+output = "refined/weather_daily"
+sql = """
+{DAILY_SQL}
+"""
+"#,
+        csv = csv.display()
+    )
+}
+
+fn duckdb_script(csv: &Path, dir: &Path) -> String {
+    let hourly = dir.join("weather_hourly.parquet");
+    let clean = CLEAN_SQL.replace(
+        "FROM weather",
+        &format!(
+            "FROM read_csv('{}', header = true, all_varchar = true) AS weather",
+            csv.display()
+        ),
+    );
+    let daily = DAILY_SQL.replace(
+        "FROM weather_hourly",
+        &format!("FROM read_parquet('{}')", hourly.display()),
+    );
+    format!(
+        "COPY (SELECT * FROM ({clean}) WHERE {EXPECT}) TO '{}' (FORMAT parquet, COMPRESSION zstd);\n\
+         COPY ({daily}) TO '{}' (FORMAT parquet, COMPRESSION zstd);\n",
+        hourly.display(),
+        dir.join("weather_daily.parquet").display()
+    )
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let rows: usize = std::env::var("LAKE_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runs: usize = std::env::var("LAKE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let lake_bin = PathBuf::from(env!("CARGO_BIN_EXE_lake"));
+    let duckdb = std::env::var("DUCKDB").unwrap_or_else(|_| "duckdb".to_owned());
+    let have_duckdb = Command::new(&duckdb)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("weather.csv");
+    generate(&csv, rows);
+    let size = std::fs::metadata(&csv).unwrap().len();
+    println!(
+        "sql_vs_duckdb: {rows} rows, {:.1} MiB CSV, {runs} runs each (median wall, max peak RSS)",
+        size as f64 / (1 << 20) as f64
+    );
+
+    let mut lake_runs = Vec::new();
+    for i in 0..runs {
+        let dir = tmp.path().join(format!("lake-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("lake.toml"), lake_toml(&csv)).unwrap();
+        let m = timed(
+            Command::new(&lake_bin)
+                .args(["-q", "run", "--date", "2024-01-01"])
+                .current_dir(&dir),
+        );
+        lake_runs.push(m);
+    }
+    let lake = median(lake_runs);
+    println!(
+        "  lake run      {:>7.2} s  {:>7.1} MiB",
+        lake.wall,
+        lake.rss_kib as f64 / 1024.0
+    );
+    if !have_duckdb {
+        println!("  duckdb        skipped: no DuckDB CLI (set DUCKDB=…; pip install duckdb-cli)");
+        return;
+    }
+    let mut duck_runs = Vec::new();
+    for i in 0..runs {
+        let dir = tmp.path().join(format!("duck-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("bench.sql");
+        std::fs::write(&script, duckdb_script(&csv, &dir)).unwrap();
+        duck_runs.push(timed(
+            Command::new(&duckdb)
+                .arg("-c")
+                .arg(format!(".read {}", script.display()))
+                .current_dir(&dir),
+        ));
+    }
+    let duck = median(duck_runs);
+    println!(
+        "  duckdb        {:>7.2} s  {:>7.1} MiB",
+        duck.wall,
+        duck.rss_kib as f64 / 1024.0
+    );
+    println!(
+        "  lake / duckdb {:>7.2}×  {:>7.2}×   (targets: ≤ 1.2× wall, ≤ 1.0× RSS)",
+        lake.wall / duck.wall,
+        lake.rss_kib as f64 / duck.rss_kib as f64
+    );
+}
