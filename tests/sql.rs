@@ -443,3 +443,34 @@ async fn the_credit_example_types_checks_and_summarises_every_loan() {
         assert!((row[2].parse::<f64>().unwrap() - sum / *n as f64).abs() < 0.0051);
     }
 }
+
+#[tokio::test]
+async fn an_empty_result_is_published_with_its_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "lake.toml",
+        r#"
+[lake]
+name = "e"
+[sources.x]
+kind = "file"
+path = "data/x.csv"
+[steps.none]
+kind = "sql"
+inputs = ["raw/x"]
+output = "trusted/none"
+sql = "SELECT CAST(a AS INT) AS a, b FROM x WHERE b = 'zzz'"
+[steps.after]
+kind = "sql"
+inputs = ["trusted/none"]
+output = "refined/after"
+sql = "SELECT count(*) AS n, arrow_typeof(max(a)) AS t FROM none"
+"#,
+    );
+    write(tmp.path(), "data/x.csv", "a,b\n1,2\n");
+    let (lake, r) = run(tmp.path(), "2024-01-01").await;
+    assert_eq!(r.status, Status::Succeeded, "{r:#?}");
+    assert_eq!(step(&r, "none").rows, Some(0));
+    assert_eq!(rows(&lake, "SELECT n, t FROM refined.after").await, [["0", "Int32"]]);
+}

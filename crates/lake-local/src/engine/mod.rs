@@ -168,6 +168,12 @@ impl Engine {
             )));
         }
         let checked = checks::checked(df, &work.expect).map_err(&qerr)?;
+        let out_schema = checked
+            .df
+            .schema()
+            .as_arrow()
+            .project(&(0..checked.outputs).collect::<Vec<_>>())
+            .map_err(|e| qerr(e.to_string()))?;
         let data_url = format!("{ROOT_URL}/{}/", work.output);
         let metrics = if checked.has_checks {
             self.write_split(&ctx, checked, work, &data_url)
@@ -182,9 +188,40 @@ impl Engine {
                 ..StepMetrics::default()
             }
         };
+        if metrics.rows == 0 {
+            self.write_empty(&work.output, out_schema).await?;
+        }
         let key = Key::new(format!("{}/{STEP_METRICS}", work.output))?;
         self.zone.put_json(&key, &metrics).await?;
         Ok(metrics)
+    }
+
+    /// An output with no rows still has its schema: one empty Parquet file when the writer left
+    /// no file at all (it writes none for an empty result).
+    async fn write_empty(&self, staging: &str, schema: Schema) -> Result<()> {
+        let written = self.zone.list(staging).await?;
+        if written.iter().any(|m| {
+            !lake_core::publish::is_hidden(m.key.strip_prefix(staging).unwrap_or_default())
+        }) {
+            return Ok(());
+        }
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build();
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, Arc::new(schema), Some(props))
+            .map_err(|e| Error::Query {
+                origin: "write an empty output".into(),
+                message: e.to_string(),
+            })?;
+        w.finish().map_err(|e| Error::Query {
+            origin: "write an empty output".into(),
+            message: e.to_string(),
+        })?;
+        drop(w);
+        let key = Key::new(format!("{staging}/empty.parquet"))?;
+        self.zone.put_bytes(&key, buf.into()).await?;
+        Ok(())
     }
 
     /// Run the checked query once and route each batch: passing rows to the output writer,
