@@ -158,10 +158,32 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
             "     depends on: {}",
             list(s.depends_on.iter().cloned().collect())
         )?;
-        #[allow(irrefutable_let_patterns)]
-        if let StepSpecKind::Command { command } = &s.kind {
-            writeln!(out, "     command:    {}", command.join(" "))?;
+        match &s.kind {
+            StepSpecKind::Command { command } => {
+                writeln!(out, "     command:    {}", command.join(" "))?;
+            }
+            StepSpecKind::Sql {
+                sql,
+                partition_by,
+                expect,
+                max_rejected,
+                ..
+            } => {
+                let sql: Vec<&str> = sql.split_whitespace().collect();
+                writeln!(out, "     sql:        {}", sql.join(" "))?;
+                if !partition_by.is_empty() {
+                    writeln!(out, "     partitions: {}", partition_by.join(", "))?;
+                }
+                for e in expect {
+                    writeln!(out, "     expect:     {}", e.condition)?;
+                }
+                if !expect.is_empty() {
+                    writeln!(out, "     rejected:   at most {}%", max_rejected * 100.0)?;
+                }
+            }
+            _ => {}
         }
+        writeln!(out, "     mode:       {}", s.mode)?;
         for (k, v) in &s.env {
             writeln!(out, "     env:        {k} = {v}")?;
         }
