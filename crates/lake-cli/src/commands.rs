@@ -222,6 +222,12 @@ async fn run(
         }));
     }
     let record = lake.run(&opts).await?;
+    if args.quiet {
+        // Quiet still says why a step failed.
+        for s in record.steps.iter().filter(|s| s.status == Status::Failed) {
+            eprintln!("{}", print::step_line(s));
+        }
+    }
     let outputs: Vec<(String, String)> = record
         .steps
         .iter()
