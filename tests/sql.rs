@@ -472,5 +472,8 @@ sql = "SELECT count(*) AS n, arrow_typeof(max(a)) AS t FROM none"
     let (lake, r) = run(tmp.path(), "2024-01-01").await;
     assert_eq!(r.status, Status::Succeeded, "{r:#?}");
     assert_eq!(step(&r, "none").rows, Some(0));
-    assert_eq!(rows(&lake, "SELECT n, t FROM refined.after").await, [["0", "Int32"]]);
+    assert_eq!(
+        rows(&lake, "SELECT n, t FROM refined.after").await,
+        [["0", "Int32"]]
+    );
 }

@@ -211,9 +211,9 @@ impl Engine {
         let mut buf = Vec::new();
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, Arc::new(schema), Some(props))
             .map_err(|e| Error::Query {
-                origin: "write an empty output".into(),
-                message: e.to_string(),
-            })?;
+            origin: "write an empty output".into(),
+            message: e.to_string(),
+        })?;
         w.finish().map_err(|e| Error::Query {
             origin: "write an empty output".into(),
             message: e.to_string(),
