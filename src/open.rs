@@ -58,7 +58,10 @@ impl Lake {
             pipeline: Arc::clone(&self.pipeline),
             store: Arc::clone(&self.store),
             backend,
-            sources: lake_ingest::build_sources(&self.pipeline),
+            sources: lake_ingest::build_sources(
+                &self.pipeline,
+                std::sync::Arc::new(|v: &str| std::env::var(v).ok()),
+            )?,
         })
     }
 

@@ -1,34 +1,47 @@
 //! # lake-ingest
 //!
 //! Sources of raw data, each a [`Source`](lake_core::Source): [`FileSource`] for local paths and
-//! globs. [`build_sources`] turns a pipeline's `[sources.*]` tables into sources. Landing a
+//! globs, [`HttpSource`] for one GET per window. [`build_sources`] turns a pipeline's `[sources.*]` tables into sources. Landing a
 //! window exactly once (manifest with put-if-absent) is written once in
 //! [`lake_core::publish::land`], for every source and every store.
 
 mod file;
+mod http;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use lake_core::Result;
 use lake_core::Source;
 use lake_core::config::{Pipeline, SourceSpecKind};
+use lake_core::run::EnvLookup;
 
 pub use file::FileSource;
+pub use http::HttpSource;
 
-/// The pipeline's sources, by name.
-pub fn build_sources(pipeline: &Pipeline) -> BTreeMap<String, Arc<dyn Source>> {
-    pipeline
-        .sources
-        .values()
-        .map(|spec| {
-            let source: Arc<dyn Source> = match &spec.kind {
-                SourceSpecKind::File { patterns } => {
-                    Arc::new(FileSource::new(&spec.name, patterns.clone()))
-                }
-                #[allow(unreachable_patterns)]
-                _ => unreachable!("every source kind has a builder"),
-            };
-            (spec.name.clone(), source)
-        })
-        .collect()
+/// The pipeline's sources, by name; `env` resolves `${env:…}` values when a source needs them.
+pub fn build_sources(
+    pipeline: &Pipeline,
+    env: EnvLookup,
+) -> Result<BTreeMap<String, Arc<dyn Source>>> {
+    let mut out: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
+    for spec in pipeline.sources.values() {
+        let source: Arc<dyn Source> = match &spec.kind {
+            SourceSpecKind::File { patterns } => {
+                Arc::new(FileSource::new(&spec.name, patterns.clone()))
+            }
+            SourceSpecKind::Http(http) => {
+                Arc::new(HttpSource::new(&spec.name, http.clone(), Arc::clone(&env))?)
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(lake_core::Error::NotImplemented {
+                    operation: "this source kind",
+                    implementer: "lake-ingest".into(),
+                });
+            }
+        };
+        out.insert(spec.name.clone(), source);
+    }
+    Ok(out)
 }

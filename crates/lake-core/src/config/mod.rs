@@ -454,6 +454,47 @@ pub enum SourceSpecKind {
         /// Patterns, absolute.
         patterns: Vec<String>,
     },
+    /// One HTTP GET per window.
+    Http(HttpSpec),
+}
+
+/// A checked `kind = "http"` source. Templates are unresolved: `${env:…}` values are looked up
+/// when the source is built for a run, and never printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpSpec {
+    /// URL with `{start}`, `{end}`, `{date}` and `{start:%fmt}` placeholders.
+    pub url: String,
+    /// Query parameters (values: placeholders and `${env:…}`).
+    pub query: Vec<(String, Template)>,
+    /// Headers (values: `${env:…}`).
+    pub headers: Vec<(String, Template)>,
+    /// Authentication.
+    pub auth: Option<HttpAuth>,
+    /// Object name template.
+    pub filename: String,
+    /// Time to connect.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes.
+    #[serde(with = "secs")]
+    pub read_timeout: Duration,
+    /// Attempts per request.
+    pub max_attempts: u32,
+}
+
+/// HTTP authentication, unresolved.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(Template),
+    /// `Authorization: Basic …`.
+    Basic {
+        /// User.
+        username: Template,
+        /// Password.
+        password: Template,
+    },
 }
 
 /// A checked `[steps.<name>]`.

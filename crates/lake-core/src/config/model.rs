@@ -112,6 +112,46 @@ pub struct SourceConfig {
     /// `file`: a path or glob, or a list of them, relative to lake.toml.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<StringOrList>,
+    /// `http`: the URL template (`{start}`, `{end}`, `{date}`, `{start:%Y%m%d}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `http`: query parameters added to the URL (values may use the same placeholders and
+    /// `${env:VAR}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// `http`: request headers (values may use `${env:VAR}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// `http`: authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// `http`: the object name in the window folder (placeholders allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// `http`: time to connect (`10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    /// `http`: longest wait for the next bytes of a response (`60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout: Option<String>,
+    /// `http`: attempts per request, the first included (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+}
+
+/// `auth = { bearer = "${env:TOKEN}" }` or `auth = { username = "…", password = "${env:PW}" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<String>,
+    /// Basic auth user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Basic auth password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// Kinds of source.
@@ -120,6 +160,8 @@ pub struct SourceConfig {
 pub enum SourceKind {
     /// Local files matched by paths or globs.
     File,
+    /// One HTTP GET per window.
+    Http,
 }
 
 /// `[steps.<name>]`.

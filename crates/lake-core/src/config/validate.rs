@@ -108,6 +108,23 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                         );
                     }
                 }
+                for (field, set) in [
+                    ("url", src.url.is_some()),
+                    ("query", !src.query.is_empty()),
+                    ("headers", !src.headers.is_empty()),
+                    ("auth", src.auth.is_some()),
+                    ("filename", src.filename.is_some()),
+                    ("connect_timeout", src.connect_timeout.is_some()),
+                    ("read_timeout", src.read_timeout.is_some()),
+                    ("max_attempts", src.max_attempts.is_some()),
+                ] {
+                    if set {
+                        r.key(
+                            &format!("{key}.{field}"),
+                            format!("`{field}` applies to kind = \"http\" sources only"),
+                        );
+                    }
+                }
                 SourceSpecKind::File {
                     patterns: patterns
                         .iter()
@@ -115,6 +132,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                         .collect(),
                 }
             }
+            SourceKind::Http => SourceSpecKind::Http(http_spec(&mut r, &key, src)),
         };
         sources.insert(
             name.clone(),
@@ -285,6 +303,146 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         order,
         engine,
     })
+}
+
+/// Placeholders a URL, query value or file name of an http source may hold.
+fn check_placeholders(r: &mut Reporter<'_>, key: &str, text: &str) {
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            r.value(key, format!("{text:?}: a `{{` without its `}}`"));
+            return;
+        };
+        let inner = &rest[open + 1..open + close];
+        let (name, fmt) = inner.split_once(':').unwrap_or((inner, ""));
+        if rest[..open].ends_with('$') {
+            // `${env:…}`: checked as a template.
+        } else if !matches!(name, "start" | "end" | "date") {
+            r.value(
+                key,
+                format!("{text:?}: unknown placeholder {{{inner}}}; use {{start}}, {{end}}, {{date}} or {{start:%Y%m%d}}"),
+            );
+        } else if !fmt.is_empty()
+            && chrono::format::StrftimeItems::new(fmt)
+                .any(|i| matches!(i, chrono::format::Item::Error))
+        {
+            r.value(
+                key,
+                format!("{text:?}: {fmt:?} is not a date format (%Y-%m-%d, %Y%m%d, …)"),
+            );
+        }
+        rest = &rest[open + close + 1..];
+    }
+}
+
+fn http_spec(r: &mut Reporter<'_>, key: &str, src: &super::model::SourceConfig) -> super::HttpSpec {
+    if src.path.is_some() {
+        r.key(
+            &format!("{key}.path"),
+            "`path` applies to kind = \"file\" sources only; an http source has `url`",
+        );
+    }
+    let url = src.url.clone().unwrap_or_default();
+    if url.is_empty() {
+        r.key(
+            key,
+            "an http source needs `url`, e.g. url = \"https://api.example.com/data?day={date}\"",
+        );
+    } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+        r.value(
+            &format!("{key}.url"),
+            format!("{url:?} is not an http:// or https:// URL"),
+        );
+    } else if url.contains("${") {
+        r.value(
+            &format!("{key}.url"),
+            "put secrets in `query`, `headers` or `auth`, not in the URL (URLs are logged)",
+        );
+    } else {
+        check_placeholders(r, &format!("{key}.url"), &url);
+    }
+    let mut template = |field: &str, name: &str, value: &str| -> Option<Template> {
+        let vkey = format!("{key}.{field}.{name}");
+        check_placeholders(r, &vkey, value);
+        Template::parse(value).map_err(|m| r.value(&vkey, m)).ok()
+    };
+    let query = src
+        .query
+        .iter()
+        .filter_map(|(k, v)| template("query", k, v).map(|t| (k.clone(), t)))
+        .collect();
+    let headers = src
+        .headers
+        .iter()
+        .filter_map(|(k, v)| template("headers", k, v).map(|t| (k.clone(), t)))
+        .collect();
+    let auth = src.auth.as_ref().and_then(|a| {
+        let akey = format!("{key}.auth");
+        let parse = |r: &mut Reporter<'_>, field: &str, v: &str| {
+            Template::parse(v)
+                .map_err(|m| r.value(&format!("{akey}.{field}"), m))
+                .ok()
+        };
+        match (&a.bearer, &a.username, &a.password) {
+            (Some(b), None, None) => parse(r, "bearer", b).map(super::HttpAuth::Bearer),
+            (None, Some(u), Some(p)) => Some(super::HttpAuth::Basic {
+                username: parse(r, "username", u)?,
+                password: parse(r, "password", p)?,
+            }),
+            _ => {
+                r.key(&akey, "auth is { bearer = \"${env:TOKEN}\" } or { username = \"…\", password = \"${env:PASSWORD}\" }");
+                None
+            }
+        }
+    });
+    let filename = src.filename.clone().unwrap_or_else(|| {
+        let last = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        if last.contains('.') && !last.contains('{') {
+            last.to_owned()
+        } else {
+            format!("{}.json", key.trim_start_matches("sources."))
+        }
+    });
+    check_placeholders(r, &format!("{key}.filename"), &filename);
+    if filename.is_empty() || filename.starts_with(['/', '.', '_']) || filename.contains("..") {
+        r.value(
+            &format!("{key}.filename"),
+            format!("{filename:?} is not a file name for the window folder"),
+        );
+    }
+    let duration = |r: &mut Reporter<'_>, field: &str, v: &Option<String>, default: u64| {
+        v.as_ref()
+            .and_then(|t| {
+                parse_duration(t)
+                    .map_err(|m| r.value(&format!("{key}.{field}"), m))
+                    .ok()
+            })
+            .unwrap_or(std::time::Duration::from_secs(default))
+    };
+    let connect_timeout = duration(r, "connect_timeout", &src.connect_timeout, 10);
+    let read_timeout = duration(r, "read_timeout", &src.read_timeout, 60);
+    if src.max_attempts == Some(0) {
+        r.value(
+            &format!("{key}.max_attempts"),
+            "max_attempts counts the first try: at least 1",
+        );
+    }
+    super::HttpSpec {
+        url,
+        query,
+        headers,
+        auth,
+        filename,
+        connect_timeout,
+        read_timeout,
+        max_attempts: src.max_attempts.unwrap_or(5).max(1),
+    }
 }
 
 fn engine_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> EngineSpec {

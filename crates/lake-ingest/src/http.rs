@@ -1,0 +1,305 @@
+//! `kind = "http"`: one GET per window, retried with backoff, streamed to the zone.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use futures::{StreamExt, TryStreamExt};
+use lake_core::config::{HttpAuth, HttpSpec, Template};
+use lake_core::run::EnvLookup;
+use lake_core::source::{Source, SourceObject, Window};
+use lake_core::zone::ByteStream;
+use lake_core::{Error, Result};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+
+/// The first backoff; it doubles per attempt (with full jitter) up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest `Retry-After` honoured; a longer one fails the request with its value.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Bytes of an error response quoted in the error.
+const EXCERPT: usize = 200;
+
+/// One HTTP GET per window: the URL, query and file name are rendered for the window, headers
+/// and auth are resolved from the environment when the request is made.
+///
+/// Connection errors, timeouts before the response, 5xx and 429 are retried up to
+/// `max_attempts` with exponential backoff and full jitter (or the server's `Retry-After`);
+/// other 4xx fail at once with the status and the start of the body. The body streams as it
+/// arrives, gzip or deflate decoded; a body that stops early (shorter than its Content-Length,
+/// or a read timeout) is an error, so the window is never committed.
+#[derive(Clone)]
+pub struct HttpSource {
+    name: String,
+    spec: HttpSpec,
+    env: EnvLookup,
+    client: reqwest::Client,
+    base_backoff: Duration,
+}
+
+impl std::fmt::Debug for HttpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSource")
+            .field("name", &self.name)
+            .field("url", &self.spec.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSource {
+    /// A source named `name`; `env` resolves the `${env:…}` values of headers, query and auth.
+    pub fn new(name: impl Into<String>, spec: HttpSpec, env: EnvLookup) -> Result<Self> {
+        let name = name.into();
+        let client = reqwest::Client::builder()
+            .connect_timeout(spec.connect_timeout)
+            .read_timeout(spec.read_timeout)
+            .user_agent(concat!("lake/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Source {
+                source_name: name.clone(),
+                message: "cannot build the HTTP client".into(),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(Self {
+            name,
+            spec,
+            env,
+            client,
+            base_backoff: BASE_BACKOFF,
+        })
+    }
+
+    /// Use `base` as the first backoff (tests use a few milliseconds).
+    pub fn with_base_backoff(mut self, base: Duration) -> Self {
+        self.base_backoff = base;
+        self
+    }
+
+    fn err(&self, message: String, source: Option<lake_core::BoxError>) -> Error {
+        Error::Source {
+            source_name: self.name.clone(),
+            message,
+            source,
+        }
+    }
+
+    fn resolve(&self, key: &str, t: &Template, window: &Window) -> Result<String> {
+        let v = t.resolve(key, &*self.env)?;
+        Ok(render(v.expose(), window))
+    }
+
+    /// The URL with its query, and the same URL as it may be shown (templated `${env:…}`
+    /// query values as `***`).
+    fn url(&self, window: &Window) -> Result<(reqwest::Url, String)> {
+        let base = render(&self.spec.url, window);
+        let mut url = reqwest::Url::parse(&base)
+            .map_err(|e| self.err(format!("{base:?} is not a URL"), Some(Box::new(e))))?;
+        let mut shown = url.clone();
+        for (k, t) in &self.spec.query {
+            let v = self.resolve(&format!("sources.{}.query.{k}", self.name), t, window)?;
+            url.query_pairs_mut().append_pair(k, &v);
+            let visible = if t.is_secret() { "***".to_owned() } else { v };
+            shown.query_pairs_mut().append_pair(k, &visible);
+        }
+        Ok((url, shown.to_string()))
+    }
+
+    fn headers(&self, window: &Window) -> Result<HeaderMap> {
+        let mut h = HeaderMap::new();
+        for (k, t) in &self.spec.headers {
+            let v = self.resolve(&format!("sources.{}.headers.{k}", self.name), t, window)?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| self.err(format!("{k:?} is not a header name"), None))?;
+            let mut value = HeaderValue::from_str(&v)
+                .map_err(|_| self.err(format!("the value of header {k} is not valid"), None))?;
+            value.set_sensitive(t.is_secret());
+            h.insert(name, value);
+        }
+        Ok(h)
+    }
+
+    fn request(&self, url: reqwest::Url, headers: HeaderMap) -> Result<reqwest::RequestBuilder> {
+        let mut req = self.client.get(url).headers(headers);
+        match &self.spec.auth {
+            None => {}
+            Some(HttpAuth::Bearer(t)) => {
+                let token = t.resolve(&format!("sources.{}.auth.bearer", self.name), &*self.env)?;
+                req = req.bearer_auth(token.expose());
+            }
+            Some(HttpAuth::Basic { username, password }) => {
+                let u = username
+                    .resolve(&format!("sources.{}.auth.username", self.name), &*self.env)?;
+                let p = password
+                    .resolve(&format!("sources.{}.auth.password", self.name), &*self.env)?;
+                req = req.basic_auth(u.expose(), Some(p.expose()));
+            }
+        }
+        Ok(req)
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .base_backoff
+            .saturating_mul(1 << attempt.min(16))
+            .min(MAX_BACKOFF);
+        // Full jitter: anywhere in [0, cap], from the clock's nanoseconds (no RNG dependency).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        cap.mul_f64(f64::from(nanos % 1000) / 1000.0)
+    }
+}
+
+/// `{start}`, `{end}`, `{date}` (YYYY-MM-DD) and `{start:%fmt}`-style placeholders.
+pub(crate) fn render(template: &str, window: &Window) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let inner = &rest[open + 1..open + close];
+        let (name, fmt) = inner.split_once(':').unwrap_or((inner, "%Y-%m-%d"));
+        let day: Option<NaiveDate> = match name {
+            "start" | "date" => Some(window.start),
+            // The last day of the window (inclusive), as APIs take `end_date`.
+            "end" => window.end.pred_opt(),
+            _ => None,
+        };
+        match day {
+            Some(d) => out.push_str(&d.format(fmt).to_string()),
+            None => out.push_str(&rest[open..=open + close]),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let wait = when.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+#[async_trait]
+impl Source for HttpSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn objects(&self, window: &Window) -> Result<Vec<SourceObject>> {
+        let (_, shown) = self.url(window)?;
+        Ok(vec![SourceObject {
+            name: render(&self.spec.filename, window),
+            size: None,
+            content_type: None,
+            origin: shown,
+        }])
+    }
+
+    async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream> {
+        let (url, shown) = self.url(window)?;
+        let headers = self.headers(window)?;
+        let attempts = self.spec.max_attempts.max(1);
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tracing::info!(source = %self.name, attempt, "retrying: {last}");
+            }
+            let sent = self.request(url.clone(), headers.clone())?.send().await;
+            let wait = match sent {
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                    last = format!("GET {shown}: {}", without_url(&e));
+                    self.backoff(attempt)
+                }
+                Err(e) => {
+                    return Err(self.err(format!("GET {shown}: {}", without_url(&e)), None));
+                }
+                Ok(resp) if resp.status().is_success() => {
+                    let name = self.name.clone();
+                    let origin = object.origin.clone();
+                    let stream = resp.bytes_stream().map_err(move |e| Error::Source {
+                        source_name: name.clone(),
+                        message: format!(
+                            "GET {origin}: the body ended early or failed: {}",
+                            without_url(&e)
+                        ),
+                        source: None,
+                    });
+                    return Ok(stream.boxed());
+                }
+                Ok(resp) if retryable(resp.status()) => {
+                    let status = resp.status();
+                    let after = retry_after(resp.headers());
+                    last = format!("GET {shown}: {status}");
+                    match after {
+                        Some(a) if a > MAX_RETRY_AFTER => {
+                            return Err(self.err(
+                                format!("{last}; the server asks to retry after {}s, longer than lake waits ({}s)", a.as_secs(), MAX_RETRY_AFTER.as_secs()),
+                                None,
+                            ));
+                        }
+                        Some(a) => a,
+                        None => self.backoff(attempt),
+                    }
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.bytes().await.unwrap_or_default();
+                    let excerpt = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)])
+                        .replace(['\n', '\r'], " ");
+                    return Err(
+                        self.err(format!("GET {shown}: {status}: {}", excerpt.trim()), None)
+                    );
+                }
+            };
+            if attempt + 1 < attempts {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(self.err(format!("{last} (gave up after {attempts} attempts)"), None))
+    }
+}
+
+/// reqwest's message and causes, without the URL it repeats (the caller shows a redacted one).
+fn without_url(e: &reqwest::Error) -> String {
+    let chain = lake_core::run::error_chain(e);
+    match (chain.find(" for url ("), chain.find("): ")) {
+        (Some(a), Some(b)) if b > a => format!("{}{}", &chain[..a], &chain[b + 1..]),
+        (Some(a), _) => chain[..a].to_owned(),
+        _ => chain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_render_for_the_window() {
+        let w = Window {
+            start: NaiveDate::from_ymd_opt(2024, 1, 30).unwrap(),
+            end: NaiveDate::from_ymd_opt(2024, 2, 6).unwrap(),
+        };
+        assert_eq!(
+            render(
+                "a?s={start}&e={end}&d={date}&c={start:%Y%m%d}&x={other}",
+                &w
+            ),
+            "a?s=2024-01-30&e=2024-02-05&d=2024-01-30&c=20240130&x={other}"
+        );
+    }
+}
