@@ -455,3 +455,90 @@ fn query_lists_tables_prints_rows_writes_files_and_reports_sql_errors() {
         "{err}"
     );
 }
+
+/// A server on 127.0.0.1 that answers every GET with the Open-Meteo sample; returns its URL
+/// and the request lines it saw.
+fn meteo_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let body = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/weather/data/open_meteo_hourly.json"),
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            log.lock().unwrap().push(first.trim().to_owned());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn an_http_source_feeds_the_weather_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, seen) = meteo_server();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/weather/lake.toml"),
+    )
+    .unwrap();
+    let toml = example.replace(
+        "kind = \"file\"\npath = \"data/open_meteo_hourly.json\"",
+        &format!(
+            "kind = \"http\"\nurl = \"{url}/v1/forecast\"\nquery = {{ latitude = \"6.25\", longitude = \"-75.56\", start_date = \"{{start}}\", end_date = \"{{end}}\" }}\nfilename = \"meteo_{{start:%Y%m%d}}.json\""
+        ),
+    );
+    assert_ne!(toml, example, "the source table was replaced");
+    std::fs::write(tmp.path().join("lake.toml"), toml).unwrap();
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        tmp.path()
+            .join("lake/raw/weather/ingest_date=2024-05-01/meteo_20240501.json")
+            .is_file()
+    );
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [
+            "GET /v1/forecast?end_date=2024-05-01&latitude=6.25&longitude=-75.56&start_date=2024-05-01 HTTP/1.1"
+        ]
+    );
+    lake(tmp.path())
+        .args([
+            "query",
+            "SELECT count(*) AS days FROM refined.weather_daily",
+            "--format",
+            "csv",
+        ])
+        .assert()
+        .success()
+        .stdout("days\n7\n");
+    // The same date again: the window is complete, nothing is fetched.
+    lake(tmp.path())
+        .args(["run", "--date", "2024-05-01"])
+        .assert()
+        .success();
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

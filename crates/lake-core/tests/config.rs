@@ -369,3 +369,93 @@ mode = "sometimes"
             .any(|x| x.key == "steps.a" && x.message.contains("needs `output`"))
     );
 }
+
+#[test]
+fn http_sources_are_checked() {
+    let ok = r#"[lake]
+name = "h"
+
+[sources.meteo]
+kind = "http"
+url = "https://archive-api.open-meteo.com/v1/archive"
+query = { start_date = "{start}", end_date = "{end:%Y-%m-%d}", key = "${env:KEY}" }
+headers = { X-Token = "${env:TOKEN}" }
+auth = { username = "me", password = "${env:PW}" }
+read_timeout = "30s"
+"#;
+    let p = pipeline(ok, None).unwrap();
+    let lake_core::config::SourceSpecKind::Http(h) = &p.sources["meteo"].kind else {
+        panic!("http")
+    };
+    assert_eq!(h.filename, "meteo.json");
+    assert_eq!(h.read_timeout.as_secs(), 30);
+    assert_eq!(h.connect_timeout.as_secs(), 10);
+    assert_eq!(h.max_attempts, 5);
+    assert!(matches!(
+        h.auth,
+        Some(lake_core::config::HttpAuth::Basic { .. })
+    ));
+    // Secrets stay templates in the plan.
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(json.contains("${env:PW}") && json.contains("${env:TOKEN}"));
+
+    let bad = r#"[lake]
+name = "h"
+
+[sources.a]
+kind = "http"
+url = "ftp://x/{day}"
+path = "x"
+
+[sources.b]
+kind = "http"
+url = "https://x/{start:%Q}?k=${env:K}"
+auth = { bearer = "t", username = "u" }
+max_attempts = 0
+filename = "../up"
+
+[sources.c]
+kind = "file"
+path = "x.csv"
+url = "https://x"
+"#;
+    let d = diagnostics(bad);
+    let expect = [
+        ("sources.a.url", 6, "not an http:// or https:// URL"),
+        (
+            "sources.a.path",
+            7,
+            "applies to kind = \"file\" sources only",
+        ),
+        ("sources.b.url", 11, "not in the URL"),
+        ("sources.b.auth", 12, "auth is { bearer"),
+        ("sources.b.max_attempts", 13, "at least 1"),
+        ("sources.b.filename", 14, "not a file name"),
+        (
+            "sources.c.url",
+            19,
+            "applies to kind = \"http\" sources only",
+        ),
+    ];
+    for (key, line, msg) in expect {
+        let got = find(&d, key);
+        assert_eq!(got.line, line, "line of {key}: {got}");
+        assert!(
+            got.message.contains(msg),
+            "{key}: {:?} should contain {msg:?}",
+            got.message
+        );
+    }
+    let d = diagnostics(&bad.replace("?k=${env:K}", ""));
+    assert!(
+        find(&d, "sources.b.url")
+            .message
+            .contains("not a date format")
+    );
+    let d = diagnostics(&bad.replace("ftp://x/{day}", "https://x/{day}"));
+    assert!(
+        find(&d, "sources.a.url")
+            .message
+            .contains("unknown placeholder {day}")
+    );
+}

@@ -30,9 +30,11 @@ pub fn build_sources(
             SourceSpecKind::File { patterns } => {
                 Arc::new(FileSource::new(&spec.name, patterns.clone()))
             }
-            SourceSpecKind::Http(http) => {
-                Arc::new(HttpSource::new(&spec.name, http.clone(), Arc::clone(&env))?)
-            }
+            SourceSpecKind::Http(http) => Arc::new(HttpSource::new(
+                &spec.name,
+                (**http).clone(),
+                Arc::clone(&env),
+            )?),
             #[allow(unreachable_patterns)]
             _ => {
                 return Err(lake_core::Error::NotImplemented {

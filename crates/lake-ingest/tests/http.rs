@@ -115,7 +115,7 @@ fn source(url: &str, extra: &str, env: BTreeMap<&'static str, &'static str>) -> 
     };
     let env: lake_core::run::EnvLookup =
         Arc::new(move |v: &str| env.get(v).map(|s| (*s).to_owned()));
-    HttpSource::new("meteo", spec, env)
+    HttpSource::new("meteo", *spec, env)
         .unwrap()
         .with_base_backoff(Duration::from_millis(5))
 }
@@ -297,7 +297,7 @@ async fn secrets_go_in_headers_and_never_in_errors() {
     };
     let src = HttpSource::new(
         "meteo",
-        spec,
+        *spec,
         Arc::new(|v: &str| (v == "API_KEY").then(|| "key-123".to_owned())),
     )
     .unwrap();

@@ -455,7 +455,7 @@ pub enum SourceSpecKind {
         patterns: Vec<String>,
     },
     /// One HTTP GET per window.
-    Http(HttpSpec),
+    Http(Box<HttpSpec>),
 }
 
 /// A checked `kind = "http"` source. Templates are unresolved: `${env:…}` values are looked up

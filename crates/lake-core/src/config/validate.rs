@@ -132,7 +132,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                         .collect(),
                 }
             }
-            SourceKind::Http => SourceSpecKind::Http(http_spec(&mut r, &key, src)),
+            SourceKind::Http => SourceSpecKind::Http(Box::new(http_spec(&mut r, &key, src))),
         };
         sources.insert(
             name.clone(),
