@@ -34,6 +34,25 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             show: Some(RunsCommand::Show { id, json }),
             json: json2,
         } => show_run(&*Lake::open(&args.config, env)?.store, id, *json || *json2).await,
+        Command::Ingest {
+            sources,
+            date,
+            from,
+            to,
+        } => {
+            let lake = Lake::open(&args.config, env)?;
+            let dates = match (date, from, to) {
+                (_, Some(f), Some(t)) => {
+                    if f > t {
+                        return Err(UsageError(format!("--from {f} is after --to {t}")).into());
+                    }
+                    f.iter_days().take_while(|d| d <= t).collect()
+                }
+                (Some(d), _, _) => vec![*d],
+                _ => vec![lake::core::chrono::Utc::now().date_naive()],
+            };
+            ingest(&lake, sources, &dates, &args).await
+        }
         Command::Query {
             sql,
             format,
@@ -201,17 +220,7 @@ async fn run(
     force: bool,
     args: &Args,
 ) -> Result<ExitCode> {
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!(
-            "interrupted: cancelling steps, tearing down, releasing the lock (Ctrl-C again to abort at once)"
-        );
-        on_signal.cancel();
-        wait_for_signal().await;
-        std::process::exit(130);
-    });
+    let cancel = cancel_on_signal();
     let mut opts = RunOptions::new(date);
     opts.only = only;
     opts.force = force;
@@ -244,6 +253,54 @@ async fn run(
         Status::Cancelled => ExitCode::from(130),
         _ => ExitCode::from(1),
     })
+}
+
+async fn ingest(
+    lake: &Lake,
+    sources: &[String],
+    dates: &[lake::core::chrono::NaiveDate],
+    args: &Args,
+) -> Result<ExitCode> {
+    let mut opts = RunOptions::new(*dates.last().expect("at least one date"));
+    opts.cancel = cancel_on_signal();
+    if !args.quiet {
+        opts.observer = Some(Arc::new(print::Progress {
+            verbose: args.verbose > 0,
+        }));
+    }
+    let record = lake::core::run::ingest(&lake.context()?, sources, dates, &opts).await?;
+    if args.quiet {
+        for i in record.ingest.iter().filter(|i| i.status == Status::Failed) {
+            eprintln!(
+                "ingest {} {}: FAILED: {}",
+                i.source,
+                i.date,
+                i.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    println!("{}", print::ingest_summary(&record));
+    Ok(match record.status {
+        Status::Succeeded => ExitCode::SUCCESS,
+        Status::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    })
+}
+
+/// A token cancelled by Ctrl-C or SIGTERM; a second signal exits at once (130).
+fn cancel_on_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!(
+            "interrupted: cancelling, tearing down, releasing the lock (Ctrl-C again to abort at once)"
+        );
+        on_signal.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    cancel
 }
 
 async fn wait_for_signal() {

@@ -46,23 +46,29 @@ impl RunObserver for Progress {
             Event::Warning(w) => writeln!(err, "warning: {w}"),
             Event::Ingested {
                 source,
+                date,
                 status,
                 objects,
                 bytes: b,
+                error,
             } => match status {
                 Status::UpToDate => writeln!(
                     err,
-                    "ingest {source}: skipped, window already complete ({}, {})",
+                    "ingest {source} {date}: skipped, window already complete ({}, {})",
                     plural(*objects, "object"),
                     bytes(*b)
                 ),
                 Status::Succeeded => writeln!(
                     err,
-                    "ingest {source}: fetched {}, {}",
+                    "ingest {source} {date}: fetched {}, {}",
                     plural(*objects, "object"),
                     bytes(*b)
                 ),
-                _ => writeln!(err, "ingest {source}: failed"),
+                _ => writeln!(
+                    err,
+                    "ingest {source} {date}: FAILED: {}",
+                    error.as_deref().unwrap_or("(no reason given)")
+                ),
             },
             Event::StepStarted { name } => {
                 if self.verbose {
@@ -126,6 +132,31 @@ pub(crate) fn step_line(s: &StepRecord) -> String {
 }
 
 /// The end-of-run summary, on stdout.
+/// The last line of `lake ingest`: windows fetched, skipped, failed, bytes, time.
+pub(crate) fn ingest_summary(r: &RunRecord) -> String {
+    let count = |st: Status| r.ingest.iter().filter(|i| i.status == st).count();
+    let fetched: u64 = r
+        .ingest
+        .iter()
+        .filter(|i| i.status == Status::Succeeded)
+        .map(|i| i.bytes)
+        .sum();
+    let secs = r
+        .ended
+        .map(|e| (e - r.started).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or_default();
+    format!(
+        "{} ingest {} of {}: {} fetched ({}), {} already complete, {} failed, in {secs:.1}s",
+        r.status,
+        r.run_id,
+        r.pipeline,
+        plural(count(Status::Succeeded), "window"),
+        bytes(fetched),
+        count(Status::UpToDate),
+        count(Status::Failed)
+    )
+}
+
 pub(crate) fn summary(r: &RunRecord, outputs: &[(String, String)]) -> String {
     let count = |st: Status| r.steps.iter().filter(|s| s.status == st).count();
     let mut s = format!(

@@ -46,7 +46,7 @@ fn init_validate_run_runs_ls_and_rerun() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("ingest credit: fetched 1 object"),
+        stderr(&out).contains("ingest credit 2024-03-01: fetched 1 object"),
         "{}",
         stderr(&out)
     );
@@ -157,7 +157,7 @@ fn init_validate_run_runs_ls_and_rerun() {
         .unwrap();
     assert!(out.status.success());
     assert!(
-        stderr(&out).contains("ingest credit: skipped, window already complete"),
+        stderr(&out).contains("ingest credit 2024-03-01: skipped, window already complete"),
         "{}",
         stderr(&out)
     );
@@ -541,4 +541,41 @@ fn an_http_source_feeds_the_weather_steps() {
         .assert()
         .success();
     assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // `lake ingest` over a range across a month boundary: oldest first, complete ones skipped.
+    let out = lake(tmp.path())
+        .args([
+            "ingest",
+            "weather",
+            "--from",
+            "2024-04-29",
+            "--to",
+            "2024-05-02",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("3 windows fetched")
+            && stdout(&out).contains("1 already complete, 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    let order: Vec<usize> = [
+        "2024-04-29: fetched",
+        "2024-04-30: fetched",
+        "2024-05-01: skipped",
+        "2024-05-02: fetched",
+    ]
+    .iter()
+    .map(|l| err.find(l).unwrap_or_else(|| panic!("{l} in {err}")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    lake(tmp.path())
+        .args(["ingest", "nope"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no [sources.nope]"));
 }

@@ -59,6 +59,10 @@ pub enum Event {
     Ingested {
         /// The source.
         source: String,
+        /// The window's date.
+        date: NaiveDate,
+        /// Why it failed, when it did.
+        error: Option<String>,
         /// What happened.
         status: Status,
         /// Objects in the window.
@@ -195,8 +199,60 @@ pub fn selected_steps(pipeline: &Pipeline, only: &[String]) -> Result<Vec<String
 /// `status`. Errors are for runs that could not start (a missing `${env:…}`, a held lock) or a
 /// ledger that could not be written.
 pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
+    let steps = selected_steps(&ctx.pipeline, &opts.only)?;
+    execute(ctx, opts, Work::Steps(steps)).await
+}
+
+/// Ingest `sources` (all when empty) for each of `dates`, oldest first, without running steps.
+/// A source stops at its first failed window (later windows are not fetched); complete windows
+/// are skipped. Recorded in the ledger like a run, under the same lock.
+pub async fn ingest(
+    ctx: &RunContext,
+    sources: &[String],
+    dates: &[NaiveDate],
+    opts: &RunOptions,
+) -> Result<RunRecord> {
     let p = &ctx.pipeline;
-    let steps = selected_steps(p, &opts.only)?;
+    for s in sources {
+        if !p.sources.contains_key(s) {
+            return Err(Error::Invalid {
+                what: format!("source {s}"),
+                message: format!(
+                    "no [sources.{s}] in {}; sources: {}",
+                    p.file.display(),
+                    p.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    let sources = if sources.is_empty() {
+        p.sources.keys().cloned().collect()
+    } else {
+        sources.to_vec()
+    };
+    let mut dates = dates.to_vec();
+    dates.sort();
+    dates.dedup();
+    execute(ctx, opts, Work::Ingest { sources, dates }).await
+}
+
+/// What one locked, recorded execution does.
+enum Work {
+    /// Ingest what the steps read for the run's date, then run the steps.
+    Steps(Vec<String>),
+    /// Only ingest, these sources for these dates.
+    Ingest {
+        sources: Vec<String>,
+        dates: Vec<NaiveDate>,
+    },
+}
+
+async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunRecord> {
+    let p = &ctx.pipeline;
+    let steps = match &work {
+        Work::Steps(steps) => steps.clone(),
+        Work::Ingest { .. } => Vec::new(),
+    };
     // Secrets are resolved before anything happens, so a missing variable costs nothing.
     let mut secrets: BTreeMap<String, Vec<(String, Secret)>> = BTreeMap::new();
     for name in &steps {
@@ -248,7 +304,12 @@ pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
                 redactor,
                 cluster: None,
             };
-            let r = runner.run_all(&steps, &mut record).await;
+            let r = match &work {
+                Work::Steps(steps) => runner.run_all(steps, &mut record).await,
+                Work::Ingest { sources, dates } => {
+                    runner.ingest_all(sources, dates, &mut record).await
+                }
+            };
             if let Some(cluster) = runner.cluster.take()
                 && let Err(e) = ctx.backend.terminate(&cluster).await
             {
@@ -318,6 +379,41 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    async fn ingest_all(
+        &mut self,
+        sources: &[String],
+        dates: &[NaiveDate],
+        record: &mut RunRecord,
+    ) -> Result<()> {
+        for source in sources {
+            for date in dates {
+                if self.opts.cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let window = Window::day(*date);
+                let rec = self.ingest(source, &window).await?;
+                let failed = rec.status == Status::Failed;
+                self.emit_ingested(&rec);
+                record.ingest.push(rec);
+                if failed {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_ingested(&self, rec: &IngestRecord) {
+        self.opts.emit(Event::Ingested {
+            source: rec.source.clone(),
+            date: rec.date,
+            status: rec.status,
+            objects: rec.objects.len(),
+            bytes: rec.bytes,
+            error: rec.error.clone(),
+        });
+    }
+
     async fn run_all(&mut self, steps: &[String], record: &mut RunRecord) -> Result<()> {
         let p = Arc::clone(&self.ctx.pipeline);
         let window = Window::day(self.opts.date);
@@ -330,12 +426,7 @@ impl Runner<'_> {
             if rec.status == Status::Failed {
                 failed_sources.insert(source.clone());
             }
-            self.opts.emit(Event::Ingested {
-                source: source.clone(),
-                status: rec.status,
-                objects: rec.objects.len(),
-                bytes: rec.bytes,
-            });
+            self.emit_ingested(&rec);
             record.ingest.push(rec);
         }
 
