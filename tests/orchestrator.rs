@@ -369,7 +369,7 @@ async fn an_expired_lock_is_taken_over_once_with_a_warning() {
     let w = warnings.lock().unwrap().clone();
     assert!(
         w.iter()
-            .any(|w| w.contains("took over the expired lock of run dead-run")),
+            .any(|w| w.contains("took over the lock of run dead-run")),
         "{w:?}"
     );
     assert!(lock_is_free(&*store).await);

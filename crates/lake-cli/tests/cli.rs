@@ -270,19 +270,6 @@ fn a_failed_step_leaves_the_previous_output_and_never_shows_secrets() {
         ));
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p))
-        } else {
-            out.push(p)
-        }
-    }
-    out
-}
-
 #[test]
 fn a_cycle_exits_2_naming_both_steps() {
     let tmp = tempfile::tempdir().unwrap();
@@ -578,4 +565,133 @@ fn an_http_source_feeds_the_weather_steps() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no [sources.nope]"));
+}
+
+/// Serves `size` bytes per GET, 1 MiB at a time with a pause between, on 127.0.0.1.
+fn slow_server(size: usize, pause: std::time::Duration) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/big.bin", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+                );
+                let chunk = vec![b'x'; 1 << 20];
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if conn.write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                    left -= n;
+                    std::thread::sleep(pause);
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn kill_9_during_a_download_then_a_rerun_gives_one_complete_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Puts stream in 8 MiB parts: 24 MiB at 10 MiB/s has bytes in staging well before the end.
+    let size = 24 << 20;
+    let url = slow_server(size, std::time::Duration::from_millis(100));
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        format!("[lake]\nname = \"k\"\n[sources.big]\nkind = \"http\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"))
+        .args(["-q", "ingest", "--date", "2024-01-01"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once bytes are arriving in staging.
+    let staging = tmp.path().join("lake/_lake/staging");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !walk(&staging)
+        .iter()
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let window = tmp.path().join("lake/raw/big/ingest_date=2024-01-01");
+    assert!(
+        walk(&window).is_empty(),
+        "nothing visible in the window: {:?}",
+        walk(&window)
+    );
+
+    let out = lake(tmp.path())
+        .args(["ingest", "--date", "2024-01-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("took over the lock"),
+        "{}",
+        stderr(&out)
+    );
+    let files = walk(&window);
+    assert_eq!(files.len(), 2, "{files:?}"); // big.bin and _manifest.json
+    assert_eq!(
+        std::fs::metadata(window.join("big.bin")).unwrap().len(),
+        size as u64
+    );
+    assert!(
+        walk(&staging).is_empty(),
+        "staging cleaned: {:?}",
+        walk(&staging)
+    );
+    let runs: serde_json::Value = serde_json::from_slice(
+        &lake(tmp.path())
+            .args(["runs", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let abandoned = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["status"] == "failed")
+        .expect("the killed run is closed in the ledger");
+    assert!(abandoned["error"].as_str().unwrap().contains("abandoned"));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -83,7 +83,7 @@ pub async fn acquire(
             };
         }
     };
-    if current.expires > now {
+    if current.expires > now && !holder_is_gone(&current.holder) {
         return Err(Error::Locked {
             pipeline: pipeline.to_owned(),
             run_id: current.run_id,
@@ -144,4 +144,32 @@ pub async fn release(store: &DynZoneStore, guard: &LockGuard) -> Result<()> {
 /// The current lock of a pipeline, if any.
 pub async fn current(store: &DynZoneStore, pipeline: &str) -> Result<Option<LockInfo>> {
     store.get_json(&lock_key(pipeline)?).await
+}
+
+/// True when `holder` (`user@host pid N`) names a process of this host that no longer exists:
+/// its run was killed (kill -9, a crash) and its lock can be taken over before it expires.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((who, pid)) = holder.rsplit_once(" pid ") else {
+        return false;
+    };
+    let Some((_, host)) = who.split_once('@') else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<u32>() else {
+        return false;
+    };
+    if host != crate::run::this_host() || pid == std::process::id() {
+        return false;
+    }
+    if !cfg!(target_os = "linux") || !std::path::Path::new("/proc/self").exists() {
+        return false;
+    }
+    // Gone, or a zombie (killed, not yet reaped).
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => true,
+        Ok(status) => status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|st| st.trim_start().starts_with('Z')),
+    }
 }

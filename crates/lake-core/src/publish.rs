@@ -244,28 +244,48 @@ pub async fn land(
         return Ok(Landed::AlreadyComplete(m));
     }
     let objects = source.objects(window).await?;
-    let mut entries = Vec::with_capacity(objects.len());
-    for obj in &objects {
-        let key = Key::new(format!("{prefix}/{}", obj.name)).map_err(|e| Error::Source {
-            source_name: source.name().to_owned(),
-            message: format!("object name {:?} cannot be stored", obj.name),
-            source: Some(Box::new(e)),
-        })?;
-        let body = source.open(window, obj).await?;
-        let (body, digest) = hashing(body);
-        store.put(&key, body).await?;
-        let d = digest
-            .lock()
-            .expect("digest lock")
-            .take()
-            .unwrap_or_default();
-        entries.push(ObjectEntry {
-            key: key.to_string(),
-            size: d.size,
-            sha256: d.sha256,
-            origin: Some(obj.origin.clone()),
-        });
+    // Fetched into staging first: a killed fetch leaves nothing in the window folder, and the
+    // window's objects appear there only once each is whole.
+    let staging = format!(
+        "_lake/staging/{run_id}/ingest/{}/{}",
+        source.name(),
+        window.date()
+    );
+    let landed = async {
+        let mut staged = Vec::with_capacity(objects.len());
+        for obj in &objects {
+            let name_err = |e: Error| Error::Source {
+                source_name: source.name().to_owned(),
+                message: format!("object name {:?} cannot be stored", obj.name),
+                source: Some(Box::new(e)),
+            };
+            let key = Key::new(format!("{prefix}/{}", obj.name)).map_err(name_err)?;
+            let tmp = Key::new(format!("{staging}/{}", obj.name)).map_err(name_err)?;
+            let body = source.open(window, obj).await?;
+            let (body, digest) = hashing(body);
+            store.put(&tmp, body).await?;
+            let d = digest
+                .lock()
+                .expect("digest lock")
+                .take()
+                .unwrap_or_default();
+            staged.push((tmp, key, d, obj.origin.clone()));
+        }
+        let mut entries = Vec::with_capacity(staged.len());
+        for (tmp, key, d, origin) in staged {
+            store.copy(&tmp, &key).await?;
+            entries.push(ObjectEntry {
+                key: key.to_string(),
+                size: d.size,
+                sha256: d.sha256,
+                origin: Some(origin),
+            });
+        }
+        Ok::<_, Error>(entries)
     }
+    .await;
+    let _ = store.delete_prefix(&staging).await;
+    let entries = landed?;
     let manifest = Manifest {
         version: 1,
         prefix: prefix.clone(),

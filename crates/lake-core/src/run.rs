@@ -147,13 +147,17 @@ pub fn default_holder() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname")
+    format!("{user}@{} pid {}", this_host(), std::process::id())
+}
+
+/// This machine's host name, as lock holders name it.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host} pid {}", std::process::id())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// A new run id: UTC start time and a random suffix (`20240101T120000Z-3f9a1c`).
@@ -271,8 +275,25 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
     let run_id = new_run_id();
     let guard = lock::acquire(&*ctx.store, &p.name, &run_id, &opts.holder, p.lock_ttl).await?;
     if let Some(old) = &guard.took_over {
+        // The run that held it is gone: drop its staging and close its ledger record.
+        let staging = format!("_lake/staging/{}", old.run_id);
+        let _ = ctx.store.delete_prefix(&staging).await;
+        // A local store's unfinished uploads (`name#1`) are files no listing shows.
+        if let Some(dir) = ctx.store.local_path(&staging) {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        if let Ok(mut rec) = ledger::get(&*ctx.store, &old.run_id).await
+            && rec.status == Status::Running
+        {
+            rec.status = Status::Failed;
+            rec.ended = Some(Utc::now());
+            rec.error = Some(format!(
+                "abandoned: its process stopped before the end; run {run_id} took over the lock"
+            ));
+            let _ = ledger::write(&*ctx.store, &rec).await;
+        }
         opts.emit(Event::Warning(format!(
-            "took over the expired lock of run {} ({}, expired {})",
+            "took over the lock of run {} ({}; expires {}): it expired or its process is gone",
             old.run_id, old.holder, old.expires
         )));
     }
