@@ -59,18 +59,19 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Fetch sources into raw/ without running steps: one window per day, oldest first.
+    /// Fetch sources into raw/ without running steps. Without dates: catch up from each
+    /// source's cursor (else its `start`) to today, window by window, oldest first.
     Ingest {
         /// Sources to fetch (default: all).
         sources: Vec<String>,
-        /// The day to fetch (default: today, UTC).
+        /// Fetch the window holding this day.
         #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD", conflicts_with_all = ["from", "to"])]
         date: Option<NaiveDate>,
         /// First day of a range (with --to).
         #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD", requires = "to")]
         from: Option<NaiveDate>,
-        /// Last day of a range, inclusive.
-        #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD", requires = "from")]
+        /// Last day of a range, inclusive; alone: catch up to this day instead of today.
+        #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
         to: Option<NaiveDate>,
     },
     /// List runs from the ledger, or show one.

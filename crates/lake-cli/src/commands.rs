@@ -49,9 +49,10 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                     f.iter_days().take_while(|d| d <= t).collect()
                 }
                 (Some(d), _, _) => vec![*d],
-                _ => vec![lake::core::chrono::Utc::now().date_naive()],
+                // Catch up from each source's cursor to --to or today.
+                _ => Vec::new(),
             };
-            ingest(&lake, sources, &dates, &args).await
+            ingest(&lake, sources, &dates, *to, &args).await
         }
         Command::Query {
             sql,
@@ -259,9 +260,11 @@ async fn ingest(
     lake: &Lake,
     sources: &[String],
     dates: &[lake::core::chrono::NaiveDate],
+    until: Option<lake::core::chrono::NaiveDate>,
     args: &Args,
 ) -> Result<ExitCode> {
-    let mut opts = RunOptions::new(*dates.last().expect("at least one date"));
+    let today = lake::core::chrono::Utc::now().date_naive();
+    let mut opts = RunOptions::new(dates.last().copied().or(until).unwrap_or(today));
     opts.cancel = cancel_on_signal();
     if !args.quiet {
         opts.observer = Some(Arc::new(print::Progress {

@@ -695,3 +695,128 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A server on 127.0.0.1 answering `{}` to every GET, except 404 when the request line
+/// contains `fail`; returns its URL and the request lines it saw.
+fn window_server(fail: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            log.lock().unwrap().push(first.trim().to_owned());
+            let (status, body) = if first.contains(fail) {
+                ("404 Not Found", "no data for that day")
+            } else {
+                ("200 OK", "{}")
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn ingest_catches_up_from_its_cursor_and_stops_at_the_first_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, seen) = window_server("start=2024-02-06");
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        format!(
+            "[lake]\nname = \"c\"\n[sources.daily]\nkind = \"http\"\nurl = \"{url}/d?start={{start}}&end={{end}}\"\nstart = \"2024-01-30\"\nfilename = \"d.json\"\n\
+             [sources.monthly]\nkind = \"http\"\nurl = \"{url}/m?start={{start}}&end={{end}}\"\nwindow = \"1mo\"\nstart = \"2024-01-01\"\nfilename = \"m.json\"\n"
+        ),
+    )
+    .unwrap();
+    let requests = |prefix: &str| -> Vec<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    };
+    // From `start` across the month boundary.
+    let out = lake(tmp.path())
+        .args(["ingest", "--to", "2024-02-02"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        requests("GET /d"),
+        [
+            "GET /d?start=2024-01-30&end=2024-01-30 HTTP/1.1",
+            "GET /d?start=2024-01-31&end=2024-01-31 HTTP/1.1",
+            "GET /d?start=2024-02-01&end=2024-02-01 HTTP/1.1",
+            "GET /d?start=2024-02-02&end=2024-02-02 HTTP/1.1",
+        ]
+    );
+    // Month windows end on the month's last day.
+    assert_eq!(
+        requests("GET /m"),
+        [
+            "GET /m?start=2024-01-01&end=2024-01-31 HTTP/1.1",
+            "GET /m?start=2024-02-01&end=2024-02-29 HTTP/1.1",
+        ]
+    );
+    assert!(
+        tmp.path()
+            .join("lake/raw/monthly/ingest_date=2024-02-01/m.json")
+            .is_file()
+    );
+    let cursor: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("lake/_lake/state/daily.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cursor["last_complete"], "2024-02-02");
+
+    // From the cursor on; a failed window stops the source there, exit 1.
+    seen.lock().unwrap().clear();
+    let out = lake(tmp.path())
+        .args(["ingest", "daily", "--to", "2024-02-08"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        requests("GET /d"),
+        [
+            "GET /d?start=2024-02-03&end=2024-02-03 HTTP/1.1",
+            "GET /d?start=2024-02-04&end=2024-02-04 HTTP/1.1",
+            "GET /d?start=2024-02-05&end=2024-02-05 HTTP/1.1",
+            "GET /d?start=2024-02-06&end=2024-02-06 HTTP/1.1",
+        ]
+    );
+    assert!(
+        stderr(&out).contains("ingest daily 2024-02-06: FAILED")
+            && stderr(&out).contains("404")
+            && stderr(&out).contains("no data for that day"),
+        "{}",
+        stderr(&out)
+    );
+    let cursor: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("lake/_lake/state/daily.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cursor["last_complete"], "2024-02-05");
+    assert!(
+        !tmp.path()
+            .join("lake/raw/daily/ingest_date=2024-02-06")
+            .exists()
+    );
+}

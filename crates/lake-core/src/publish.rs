@@ -409,3 +409,53 @@ fn rel_key<'a>(key: &'a str, prefix: &str) -> &'a str {
 fn parent_dir(rel: &str) -> &str {
     rel.rsplit_once('/').map_or("", |(d, _)| d)
 }
+
+/// Where a source's ingest has got to: `_lake/state/<source>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The source.
+    pub source: String,
+    /// The first day of the newest complete window.
+    pub last_complete: chrono::NaiveDate,
+    /// The run that moved it.
+    pub run_id: String,
+    /// When.
+    pub updated: DateTime<Utc>,
+}
+
+fn cursor_key(source: &str) -> Result<Key> {
+    Key::new(format!("_lake/state/{source}.json"))
+}
+
+/// The cursor of `source`, if it has one.
+pub async fn cursor(store: &DynZoneStore, source: &str) -> Result<Option<Cursor>> {
+    store.get_json(&cursor_key(source)?).await
+}
+
+/// Move the cursor of `source` to the window starting `day`, if that is newer. Runs hold the
+/// pipeline's lock, so there is one writer.
+pub async fn advance_cursor(
+    store: &DynZoneStore,
+    source: &str,
+    day: chrono::NaiveDate,
+    run_id: &str,
+) -> Result<()> {
+    if cursor(store, source)
+        .await?
+        .is_some_and(|c| c.last_complete >= day)
+    {
+        return Ok(());
+    }
+    store
+        .put_json(
+            &cursor_key(source)?,
+            &Cursor {
+                source: source.to_owned(),
+                last_complete: day,
+                run_id: run_id.to_owned(),
+                updated: Utc::now(),
+            },
+        )
+        .await
+        .map(|_| ())
+}

@@ -207,9 +207,11 @@ pub async fn run(ctx: &RunContext, opts: &RunOptions) -> Result<RunRecord> {
     execute(ctx, opts, Work::Steps(steps)).await
 }
 
-/// Ingest `sources` (all when empty) for each of `dates`, oldest first, without running steps.
-/// A source stops at its first failed window (later windows are not fetched); complete windows
-/// are skipped. Recorded in the ledger like a run, under the same lock.
+/// Ingest `sources` (all when empty) without running steps: the windows holding `dates`, or,
+/// when `dates` is empty, every window from the source's cursor (else its `start`, else the
+/// run's date) to the one holding the run's date. Oldest first; a source stops at its first
+/// failed window (later windows are not fetched and its cursor stays at the last complete
+/// one); complete windows are skipped. Recorded in the ledger like a run, under the same lock.
 pub async fn ingest(
     ctx: &RunContext,
     sources: &[String],
@@ -407,21 +409,55 @@ impl Runner<'_> {
         record: &mut RunRecord,
     ) -> Result<()> {
         for source in sources {
-            for date in dates {
-                if self.opts.cancel.is_cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                let window = Window::day(*date);
-                let rec = self.ingest(source, &window).await?;
-                let failed = rec.status == Status::Failed;
-                self.emit_ingested(&rec);
-                record.ingest.push(rec);
-                if failed {
-                    break;
-                }
-            }
+            self.catch_up(source, dates, record).await?;
         }
         Ok(())
+    }
+
+    /// The windows of `source` to fetch: those holding `dates`, or the catch-up from its
+    /// cursor to the run's date.
+    async fn windows(&self, source: &str, dates: &[NaiveDate]) -> Result<Vec<Window>> {
+        let spec = &self.ctx.pipeline.sources[source];
+        if !dates.is_empty() {
+            let mut w: Vec<Window> = dates.iter().map(|d| spec.window_of(*d)).collect();
+            w.dedup();
+            return Ok(w);
+        }
+        let from = match publish::cursor(&*self.ctx.store, source).await? {
+            Some(c) => spec.window_of(c.last_complete).end,
+            None => spec.start.unwrap_or(self.opts.date),
+        };
+        let mut windows = spec.window.windows(from, self.opts.date, spec.start);
+        if windows.is_empty() {
+            // Caught up already (or an earlier date): the run's own window, found complete or
+            // fetched if it is missing.
+            windows.push(spec.window_of(self.opts.date));
+        }
+        Ok(windows)
+    }
+
+    /// Fetch the windows of `source` oldest first, moving its cursor; stop at the first
+    /// failure. Returns false when one failed.
+    async fn catch_up(
+        &mut self,
+        source: &str,
+        dates: &[NaiveDate],
+        record: &mut RunRecord,
+    ) -> Result<bool> {
+        for window in self.windows(source, dates).await? {
+            if self.opts.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let rec = self.ingest(source, &window).await?;
+            let failed = rec.status == Status::Failed;
+            self.emit_ingested(&rec);
+            record.ingest.push(rec);
+            if failed {
+                return Ok(false);
+            }
+            publish::advance_cursor(&*self.ctx.store, source, window.start, self.run_id).await?;
+        }
+        Ok(true)
     }
 
     fn emit_ingested(&self, rec: &IngestRecord) {
@@ -437,18 +473,14 @@ impl Runner<'_> {
 
     async fn run_all(&mut self, steps: &[String], record: &mut RunRecord) -> Result<()> {
         let p = Arc::clone(&self.ctx.pipeline);
-        let window = Window::day(self.opts.date);
         let mut failed_sources = BTreeSet::new();
         for source in p.sources_read_by(steps.iter().map(String::as_str)) {
             if self.opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let rec = self.ingest(&source, &window).await?;
-            if rec.status == Status::Failed {
+            if !self.catch_up(&source, &[], record).await? {
                 failed_sources.insert(source.clone());
             }
-            self.emit_ingested(&rec);
-            record.ingest.push(rec);
         }
 
         let mut done: BTreeMap<String, Status> = BTreeMap::new();
@@ -534,7 +566,16 @@ impl Runner<'_> {
 
         let mut per_input = Vec::new();
         for input in &spec.inputs {
-            let date = input.at_date.then_some(self.opts.date);
+            let date = input
+                .at_date
+                .then(|| {
+                    self.ctx
+                        .pipeline
+                        .sources
+                        .get(&input.dataset.name)
+                        .map(|s| s.window_of(self.opts.date).start)
+                })
+                .flatten();
             per_input.push(publish::dataset_objects(store, &input.dataset, date).await?);
         }
         rec.inputs = per_input.iter().flatten().cloned().collect();

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -43,6 +43,102 @@ impl fmt::Display for Window {
     }
 }
 
+/// How long a source's windows are: `1d`, `7d`, `1mo`, `3mo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WindowSize {
+    /// A number of days.
+    Days(u32),
+    /// A number of calendar months.
+    Months(u32),
+}
+
+impl Default for WindowSize {
+    fn default() -> Self {
+        Self::Days(1)
+    }
+}
+
+impl fmt::Display for WindowSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Days(n) => write!(f, "{n}d"),
+            Self::Months(n) => write!(f, "{n}mo"),
+        }
+    }
+}
+
+impl Serialize for WindowSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl WindowSize {
+    /// Parse `1d`, `7d`, `1mo`, `3mo`.
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        let err = || {
+            format!("{raw:?} is not a window: use a number and d or mo (\"1d\", \"7d\", \"1mo\")")
+        };
+        let at = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        let n: u32 = raw[..at].parse().map_err(|_| err())?;
+        if n == 0 {
+            return Err(format!("{raw:?}: a window is at least one day"));
+        }
+        match &raw[at..] {
+            "d" => Ok(Self::Days(n)),
+            "mo" => Ok(Self::Months(n)),
+            _ => Err(err()),
+        }
+    }
+
+    /// The window holding `date`. Windows are laid end to end from `anchor` (a source's
+    /// `start`); without one, day windows start on Monday 1970-01-05 (so `7d` windows are ISO
+    /// weeks) and month windows on January 1970.
+    pub fn window_of(self, date: NaiveDate, anchor: Option<NaiveDate>) -> Window {
+        match self {
+            Self::Days(n) => {
+                let anchor = anchor.unwrap_or(NaiveDate::from_ymd_opt(1970, 1, 5).expect("a date"));
+                let k = (date - anchor).num_days().div_euclid(i64::from(n));
+                let start = anchor + chrono::Duration::days(k * i64::from(n));
+                Window {
+                    start,
+                    end: start + chrono::Duration::days(i64::from(n)),
+                }
+            }
+            Self::Months(n) => {
+                let anchor = anchor.unwrap_or(NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date"));
+                let idx = |d: NaiveDate| i64::from(d.year()) * 12 + i64::from(d.month0());
+                let k = (idx(date) - idx(anchor)).div_euclid(i64::from(n));
+                let month = |i: i64| {
+                    NaiveDate::from_ymd_opt(i.div_euclid(12) as i32, i.rem_euclid(12) as u32 + 1, 1)
+                        .expect("a month in range")
+                };
+                let first = idx(anchor) + k * i64::from(n);
+                Window {
+                    start: month(first),
+                    end: month(first + i64::from(n)),
+                }
+            }
+        }
+    }
+
+    /// The windows from the one holding `from` to the one holding `until`, oldest first.
+    pub fn windows(
+        self,
+        from: NaiveDate,
+        until: NaiveDate,
+        anchor: Option<NaiveDate>,
+    ) -> Vec<Window> {
+        let mut out = Vec::new();
+        let mut w = self.window_of(from, anchor);
+        while w.start <= until {
+            out.push(w);
+            w = self.window_of(w.end, anchor);
+        }
+        out
+    }
+}
+
 /// An object a source offers for a window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceObject {
@@ -78,4 +174,45 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
 
     /// Stream one object returned by [`objects`](Self::objects).
     async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn windows_are_laid_from_their_anchor() {
+        let week = WindowSize::parse("7d").unwrap();
+        // ISO weeks by default: 2024-01-03 is a Wednesday.
+        let w = week.window_of(d("2024-01-03"), None);
+        assert_eq!((w.start, w.end), (d("2024-01-01"), d("2024-01-08")));
+        let w = week.window_of(d("2024-01-03"), Some(d("2023-12-30")));
+        assert_eq!((w.start, w.end), (d("2023-12-30"), d("2024-01-06")));
+        let month = WindowSize::parse("1mo").unwrap();
+        let w = month.window_of(d("2024-02-29"), None);
+        assert_eq!((w.start, w.end), (d("2024-02-01"), d("2024-03-01")));
+        let q = WindowSize::parse("3mo").unwrap();
+        let w = q.window_of(d("2024-05-10"), None);
+        assert_eq!((w.start, w.end), (d("2024-04-01"), d("2024-07-01")));
+        let days: Vec<_> = WindowSize::Days(1)
+            .windows(d("2024-01-30"), d("2024-02-02"), None)
+            .iter()
+            .map(|w| w.start.to_string())
+            .collect();
+        assert_eq!(
+            days,
+            ["2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02"]
+        );
+        let months: Vec<_> = month
+            .windows(d("2023-12-15"), d("2024-02-01"), None)
+            .iter()
+            .map(|w| w.start.to_string())
+            .collect();
+        assert_eq!(months, ["2023-12-01", "2024-01-01", "2024-02-01"]);
+        assert!(WindowSize::parse("0d").is_err() && WindowSize::parse("1w").is_err());
+    }
 }

@@ -442,6 +442,17 @@ pub struct SourceSpec {
     pub line: usize,
     /// What it fetches.
     pub kind: SourceSpecKind,
+    /// How long its windows are.
+    pub window: crate::source::WindowSize,
+    /// The first window's first day, if set.
+    pub start: Option<chrono::NaiveDate>,
+}
+
+impl SourceSpec {
+    /// The window holding `date`.
+    pub fn window_of(&self, date: chrono::NaiveDate) -> crate::source::Window {
+        self.window.window_of(date, self.start)
+    }
 }
 
 /// What a source fetches.

@@ -112,6 +112,13 @@ pub struct SourceConfig {
     /// `file`: a path or glob, or a list of them, relative to lake.toml.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<StringOrList>,
+    /// The window length: `1d` (default), `7d`, `1mo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// The first window's first day (YYYY-MM-DD): where catch-up starts, and the anchor of
+    /// the windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
     /// `http`: the URL template (`{start}`, `{end}`, `{date}`, `{start:%Y%m%d}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

@@ -134,12 +134,41 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
             }
             SourceKind::Http => SourceSpecKind::Http(Box::new(http_spec(&mut r, &key, src))),
         };
+        let window = src
+            .window
+            .as_deref()
+            .and_then(|w| {
+                crate::source::WindowSize::parse(w)
+                    .map_err(|m| r.value(&format!("{key}.window"), m))
+                    .ok()
+            })
+            .unwrap_or_default();
+        let start = src.start.as_deref().and_then(|s| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map_err(|e| {
+                    r.value(
+                        &format!("{key}.start"),
+                        format!("{s:?} is not a date (YYYY-MM-DD): {e}"),
+                    )
+                })
+                .ok()
+        });
+        if let (crate::source::WindowSize::Months(_), Some(s)) = (window, start)
+            && chrono::Datelike::day(&s) != 1
+        {
+            r.value(
+                &format!("{key}.start"),
+                format!("{s}: month windows start on the 1st"),
+            );
+        }
         sources.insert(
             name.clone(),
             SourceSpec {
                 name: name.clone(),
                 line: r.line_of(&key),
                 kind,
+                window,
+                start,
             },
         );
     }
