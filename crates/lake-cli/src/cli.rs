@@ -73,6 +73,9 @@ pub(crate) enum Command {
         /// Last day of a range, inclusive; alone: catch up to this day instead of today.
         #[arg(long, value_parser = parse_date, value_name = "YYYY-MM-DD")]
         to: Option<NaiveDate>,
+        /// Fetch complete windows again and replace them.
+        #[arg(long)]
+        force: bool,
     },
     /// List runs from the ledger, or show one.
     Runs {

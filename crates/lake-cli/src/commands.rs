@@ -39,6 +39,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             date,
             from,
             to,
+            force,
         } => {
             let lake = Lake::open(&args.config, env)?;
             let dates = match (date, from, to) {
@@ -52,7 +53,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                 // Catch up from each source's cursor to --to or today.
                 _ => Vec::new(),
             };
-            ingest(&lake, sources, &dates, *to, &args).await
+            ingest(&lake, sources, &dates, *to, *force, &args).await
         }
         Command::Query {
             sql,
@@ -261,10 +262,12 @@ async fn ingest(
     sources: &[String],
     dates: &[lake::core::chrono::NaiveDate],
     until: Option<lake::core::chrono::NaiveDate>,
+    force: bool,
     args: &Args,
 ) -> Result<ExitCode> {
     let today = lake::core::chrono::Utc::now().date_naive();
     let mut opts = RunOptions::new(dates.last().copied().or(until).unwrap_or(today));
+    opts.force = force;
     opts.cancel = cancel_on_signal();
     if !args.quiet {
         opts.observer = Some(Arc::new(print::Progress {

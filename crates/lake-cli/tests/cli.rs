@@ -819,4 +819,32 @@ fn ingest_catches_up_from_its_cursor_and_stops_at_the_first_failure() {
             .join("lake/raw/daily/ingest_date=2024-02-06")
             .exists()
     );
+
+    // A complete window: a no-op that says so; --force fetches it again and replaces it.
+    seen.lock().unwrap().clear();
+    let manifest = tmp
+        .path()
+        .join("lake/raw/daily/ingest_date=2024-01-31/_manifest.json");
+    let before: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let out = lake(tmp.path())
+        .args(["ingest", "daily", "--date", "2024-01-31"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("ingest daily 2024-01-31: skipped, window already complete"));
+    assert!(requests("GET /d").is_empty());
+    let out = lake(tmp.path())
+        .args(["ingest", "daily", "--date", "2024-01-31", "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(requests("GET /d").len(), 1);
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_ne!(before["run_id"], after["run_id"]);
+    assert_eq!(
+        after["objects"][0]["key"],
+        "raw/daily/ingest_date=2024-01-31/d.json"
+    );
 }

@@ -239,9 +239,26 @@ pub async fn land(
     window: &Window,
     run_id: &str,
 ) -> Result<Landed> {
+    land_with(store, source, window, run_id, false).await
+}
+
+/// [`land`], or with `force`, fetch a complete window again and replace it: the new objects
+/// are staged whole first, then copied in, then the manifest is replaced (the commit point),
+/// then objects only the old manifest listed are deleted. A failed fetch leaves the old window
+/// as it was.
+pub async fn land_with(
+    store: &DynZoneStore,
+    source: &dyn Source,
+    window: &Window,
+    run_id: &str,
+    force: bool,
+) -> Result<Landed> {
     let prefix = raw_window_prefix(source.name(), window.date());
-    if let Some(m) = read_manifest(store, &prefix).await? {
-        return Ok(Landed::AlreadyComplete(m));
+    let previous = read_manifest(store, &prefix).await?;
+    if let Some(m) = &previous
+        && !force
+    {
+        return Ok(Landed::AlreadyComplete(m.clone()));
     }
     let objects = source.objects(window).await?;
     // Fetched into staging first: a killed fetch leaves nothing in the window folder, and the
@@ -294,6 +311,15 @@ pub async fn land(
         fingerprint: None,
         objects: entries,
     };
+    if let Some(old) = previous {
+        store.put_json(&manifest_key(&prefix)?, &manifest).await?;
+        for o in old.objects {
+            if !manifest.objects.iter().any(|n| n.key == o.key) {
+                store.delete(&Key::new(o.key)?).await?;
+            }
+        }
+        return Ok(Landed::Fetched(manifest));
+    }
     match store
         .put_if_absent(&manifest_key(&prefix)?, json_bytes(&manifest))
         .await?

@@ -409,7 +409,9 @@ impl Runner<'_> {
         record: &mut RunRecord,
     ) -> Result<()> {
         for source in sources {
-            self.catch_up(source, dates, record).await?;
+            // `--force` of `lake ingest` fetches complete windows again.
+            self.catch_up(source, dates, self.opts.force, record)
+                .await?;
         }
         Ok(())
     }
@@ -442,13 +444,14 @@ impl Runner<'_> {
         &mut self,
         source: &str,
         dates: &[NaiveDate],
+        force: bool,
         record: &mut RunRecord,
     ) -> Result<bool> {
         for window in self.windows(source, dates).await? {
             if self.opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let rec = self.ingest(source, &window).await?;
+            let rec = self.ingest(source, &window, force).await?;
             let failed = rec.status == Status::Failed;
             self.emit_ingested(&rec);
             record.ingest.push(rec);
@@ -478,7 +481,7 @@ impl Runner<'_> {
             if self.opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            if !self.catch_up(&source, &[], record).await? {
+            if !self.catch_up(&source, &[], false, record).await? {
                 failed_sources.insert(source.clone());
             }
         }
@@ -521,7 +524,7 @@ impl Runner<'_> {
         Ok(())
     }
 
-    async fn ingest(&self, source: &str, window: &Window) -> Result<IngestRecord> {
+    async fn ingest(&self, source: &str, window: &Window, force: bool) -> Result<IngestRecord> {
         let src = self
             .ctx
             .sources
@@ -531,7 +534,7 @@ impl Runner<'_> {
                 implementer: format!("this build (no source was given for {source:?})"),
             })?;
         let landed = tokio::select! {
-            r = publish::land(&*self.ctx.store, src.as_ref(), window, self.run_id) => r,
+            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, force) => r,
             () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
         };
         Ok(match landed {
