@@ -477,3 +477,55 @@ sql = "SELECT count(*) AS n, arrow_typeof(max(a)) AS t FROM none"
         [["0", "Int32"]]
     );
 }
+
+#[tokio::test]
+async fn dedup_content_skips_a_window_that_repeats_the_previous_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "lake.toml",
+        r#"
+[lake]
+name = "d"
+[sources.s]
+kind = "file"
+path = "data/s.csv"
+dedup = "content"
+[steps.t]
+kind = "sql"
+inputs = ["raw/s"]
+output = "trusted/t"
+sql = "SELECT x, CAST(ingest_date AS VARCHAR) AS day FROM s"
+"#,
+    );
+    write(tmp.path(), "data/s.csv", "x\n1\n");
+    run(tmp.path(), "2024-01-01").await;
+    let (_, r) = run(tmp.path(), "2024-01-02").await;
+    assert_eq!(r.status, Status::Succeeded, "{r:#?}");
+    assert_eq!(r.ingest[0].objects.len(), 0, "same bytes: nothing stored");
+    write(tmp.path(), "data/s.csv", "x\n2\n");
+    let (lake, r) = run(tmp.path(), "2024-01-03").await;
+    assert_eq!(r.status, Status::Succeeded, "{r:#?}");
+    assert_eq!(
+        rows(&lake, "SELECT x, day FROM trusted.t ORDER BY day").await,
+        [["1", "2024-01-01"], ["2", "2024-01-03"]]
+    );
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            tmp.path()
+                .join("lake/raw/s/ingest_date=2024-01-02/_manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["duplicate_of"], "raw/s/ingest_date=2024-01-01");
+    // Read by date, a repeated window reads as the window it repeated.
+    let objects = lake::core::publish::dataset_objects(
+        &*lake.store,
+        &lake::core::config::ZoneRef::parse("raw/s").unwrap(),
+        Some(date("2024-01-02")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(objects[0].key, "raw/s/ingest_date=2024-01-01/s.csv");
+}

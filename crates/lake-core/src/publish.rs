@@ -60,6 +60,10 @@ pub struct Manifest {
     /// with the same inputs can skip the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// For raw windows of a `dedup = "content"` source: the window whose bytes this one
+    /// repeated; nothing was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
     /// The objects, by key relative to the lake root.
     pub objects: Vec<ObjectEntry>,
 }
@@ -114,11 +118,19 @@ pub async fn dataset_objects(
             .unwrap_or_default());
     }
     if let Some(date) = date {
+        // A window that repeated an earlier one's bytes (dedup) reads as that window.
         return Ok(
-            read_manifest(store, &raw_window_prefix(&dataset.name, date))
-                .await?
-                .map(|m| m.objects)
-                .unwrap_or_default(),
+            match read_manifest(store, &raw_window_prefix(&dataset.name, date)).await? {
+                Some(Manifest {
+                    duplicate_of: Some(original),
+                    ..
+                }) => read_manifest(store, &original)
+                    .await?
+                    .map(|m| m.objects)
+                    .unwrap_or_default(),
+                Some(m) => m.objects,
+                None => Vec::new(),
+            },
         );
     }
     Ok(raw_windows(store, &dataset.prefix())
@@ -225,6 +237,9 @@ pub enum Landed {
     Fetched(Manifest),
     /// The window was already complete; nothing was fetched.
     AlreadyComplete(Manifest),
+    /// The window's bytes equal the previous window's (`dedup = "content"`): committed empty,
+    /// with `duplicate_of` naming that window.
+    Duplicate(Manifest),
 }
 
 /// Fetch one window of `source` into `raw/<source>/ingest_date=<date>/`, byte for byte, and
@@ -239,7 +254,7 @@ pub async fn land(
     window: &Window,
     run_id: &str,
 ) -> Result<Landed> {
-    land_with(store, source, window, run_id, false).await
+    land_with(store, source, window, run_id, false, None).await
 }
 
 /// [`land`], or with `force`, fetch a complete window again and replace it: the new objects
@@ -252,6 +267,7 @@ pub async fn land_with(
     window: &Window,
     run_id: &str,
     force: bool,
+    dedup_against: Option<&Manifest>,
 ) -> Result<Landed> {
     let prefix = raw_window_prefix(source.name(), window.date());
     let previous = read_manifest(store, &prefix).await?;
@@ -288,6 +304,18 @@ pub async fn land_with(
                 .unwrap_or_default();
             staged.push((tmp, key, d, obj.origin.clone()));
         }
+        if let Some(prev) = dedup_against {
+            let mut new: Vec<&str> = staged
+                .iter()
+                .map(|(_, _, d, _)| d.sha256.as_str())
+                .collect();
+            let mut old: Vec<&str> = prev.objects.iter().map(|o| o.sha256.as_str()).collect();
+            new.sort_unstable();
+            old.sort_unstable();
+            if !new.is_empty() && new == old {
+                return Ok(None);
+            }
+        }
         let mut entries = Vec::with_capacity(staged.len());
         for (tmp, key, d, origin) in staged {
             store.copy(&tmp, &key).await?;
@@ -298,17 +326,31 @@ pub async fn land_with(
                 origin: Some(origin),
             });
         }
-        Ok::<_, Error>(entries)
+        Ok::<_, Error>(Some(entries))
     }
     .await;
     let _ = store.delete_prefix(&staging).await;
-    let entries = landed?;
+    let Some(entries) = landed? else {
+        // Same bytes as the previous window: commit an empty window that says so.
+        let manifest = Manifest {
+            version: 1,
+            prefix: prefix.clone(),
+            run_id: run_id.to_owned(),
+            committed: Utc::now(),
+            fingerprint: None,
+            duplicate_of: dedup_against.map(|m| m.prefix.clone()),
+            objects: Vec::new(),
+        };
+        store.put_json(&manifest_key(&prefix)?, &manifest).await?;
+        return Ok(Landed::Duplicate(manifest));
+    };
     let manifest = Manifest {
         version: 1,
         prefix: prefix.clone(),
         run_id: run_id.to_owned(),
         committed: Utc::now(),
         fingerprint: None,
+        duplicate_of: None,
         objects: entries,
     };
     if let Some(old) = previous {
@@ -412,6 +454,7 @@ pub async fn publish(
         run_id: run_id.to_owned(),
         committed: Utc::now(),
         fingerprint,
+        duplicate_of: None,
         objects,
     };
     store.put_json(&manifest_key(prefix)?, &manifest).await?;

@@ -438,6 +438,38 @@ impl Runner<'_> {
         Ok(windows)
     }
 
+    /// The manifest of the newest window before `window` that stored objects (following
+    /// `duplicate_of` of empty ones), from the cursor back.
+    async fn previous_content(
+        &self,
+        source: &str,
+        window: &Window,
+    ) -> Result<Option<publish::Manifest>> {
+        let store = &*self.ctx.store;
+        let spec = &self.ctx.pipeline.sources[source];
+        let Some(c) = publish::cursor(store, source).await? else {
+            return Ok(None);
+        };
+        let day = spec.window_of(c.last_complete).start.min(
+            window
+                .start
+                .pred_opt()
+                .map_or(window.start, |d| spec.window_of(d).start),
+        );
+        if day >= window.start {
+            return Ok(None);
+        }
+        let Some(m) =
+            publish::read_manifest(store, &publish::raw_window_prefix(source, day)).await?
+        else {
+            return Ok(None);
+        };
+        match &m.duplicate_of {
+            Some(original) => publish::read_manifest(store, original).await,
+            None => Ok(Some(m)),
+        }
+    }
+
     /// Fetch the windows of `source` oldest first, moving its cursor; stop at the first
     /// failure. Returns false when one failed.
     async fn catch_up(
@@ -447,11 +479,21 @@ impl Runner<'_> {
         force: bool,
         record: &mut RunRecord,
     ) -> Result<bool> {
+        let spec = &self.ctx.pipeline.sources[source];
+        let dedup = spec.dedup_content;
         for window in self.windows(source, dates).await? {
             if self.opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let rec = self.ingest(source, &window, force).await?;
+            // The newest complete window before this one with content, to compare bytes with.
+            let previous = if dedup {
+                self.previous_content(source, &window).await?
+            } else {
+                None
+            };
+            let rec = self
+                .ingest(source, &window, force, previous.as_ref())
+                .await?;
             let failed = rec.status == Status::Failed;
             self.emit_ingested(&rec);
             record.ingest.push(rec);
@@ -524,7 +566,13 @@ impl Runner<'_> {
         Ok(())
     }
 
-    async fn ingest(&self, source: &str, window: &Window, force: bool) -> Result<IngestRecord> {
+    async fn ingest(
+        &self,
+        source: &str,
+        window: &Window,
+        force: bool,
+        previous: Option<&publish::Manifest>,
+    ) -> Result<IngestRecord> {
         let src = self
             .ctx
             .sources
@@ -534,7 +582,7 @@ impl Runner<'_> {
                 implementer: format!("this build (no source was given for {source:?})"),
             })?;
         let landed = tokio::select! {
-            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, force) => r,
+            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, force, previous) => r,
             () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
         };
         Ok(match landed {
@@ -548,6 +596,14 @@ impl Runner<'_> {
             ),
             Ok(Landed::AlreadyComplete(m)) => {
                 ingest_record(source, window, Status::UpToDate, m.bytes(), m.objects, None)
+            }
+            Ok(Landed::Duplicate(m)) => {
+                self.opts.emit(Event::Warning(format!(
+                    "ingest {source} {}: same bytes as {}; nothing stored (dedup = \"content\")",
+                    window.date(),
+                    m.duplicate_of.as_deref().unwrap_or("the previous window")
+                )));
+                ingest_record(source, window, Status::Succeeded, 0, Vec::new(), None)
             }
             Err(e) => ingest_record(
                 source,

@@ -446,6 +446,8 @@ pub struct SourceSpec {
     pub window: crate::source::WindowSize,
     /// The first window's first day, if set.
     pub start: Option<chrono::NaiveDate>,
+    /// `dedup = "content"`: skip windows whose bytes repeat the previous window's.
+    pub dedup_content: bool,
 }
 
 impl SourceSpec {

@@ -119,6 +119,9 @@ pub struct SourceConfig {
     /// the windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
+    /// `"content"`: a window whose bytes equal the previous window's is committed empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<String>,
     /// `http`: the URL template (`{start}`, `{end}`, `{date}`, `{start:%Y%m%d}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

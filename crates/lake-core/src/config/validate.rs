@@ -161,6 +161,17 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 format!("{s}: month windows start on the 1st"),
             );
         }
+        let dedup_content = match src.dedup.as_deref() {
+            None | Some("none") => false,
+            Some("content") => true,
+            Some(other) => {
+                r.value(
+                    &format!("{key}.dedup"),
+                    format!("unknown dedup {other:?}: \"content\" (skip a window whose bytes equal the previous one's) or \"none\""),
+                );
+                false
+            }
+        };
         sources.insert(
             name.clone(),
             SourceSpec {
@@ -169,6 +180,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 kind,
                 window,
                 start,
+                dedup_content,
             },
         );
     }
