@@ -848,3 +848,37 @@ fn ingest_catches_up_from_its_cursor_and_stops_at_the_first_failure() {
         "raw/daily/ingest_date=2024-01-31/d.json"
     );
 }
+
+#[test]
+fn a_window_fetched_out_of_order_does_not_move_the_cursor_past_a_gap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, seen) = window_server("never");
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        format!(
+            "[lake]\nname = \"g\"\n[sources.daily]\nkind = \"http\"\nurl = \"{url}/d?start={{start}}\"\nstart = \"2024-01-01\"\nfilename = \"d.json\"\n"
+        ),
+    )
+    .unwrap();
+    lake(tmp.path())
+        .args(["-q", "ingest", "--to", "2024-01-02"])
+        .assert()
+        .success();
+    lake(tmp.path())
+        .args(["-q", "ingest", "--date", "2024-01-05"])
+        .assert()
+        .success();
+    seen.lock().unwrap().clear();
+    lake(tmp.path())
+        .args(["-q", "ingest", "--to", "2024-01-05"])
+        .assert()
+        .success();
+    // The gap is fetched; the window fetched ahead is found complete.
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [
+            "GET /d?start=2024-01-03 HTTP/1.1",
+            "GET /d?start=2024-01-04 HTTP/1.1"
+        ]
+    );
+}

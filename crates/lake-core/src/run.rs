@@ -500,7 +500,17 @@ impl Runner<'_> {
             if failed {
                 return Ok(false);
             }
-            publish::advance_cursor(&*self.ctx.store, source, window.start, self.run_id).await?;
+            // The cursor only moves over contiguous windows: a window fetched out of order
+            // (`--date` far ahead) must not make catch-up skip the gap.
+            let store = &*self.ctx.store;
+            let spec = &self.ctx.pipeline.sources[source];
+            let next = match publish::cursor(store, source).await? {
+                Some(c) => Some(spec.window_of(c.last_complete).end),
+                None => spec.start.map(|s| spec.window_of(s).start),
+            };
+            if next.is_none_or(|n| window.start <= n) {
+                publish::advance_cursor(store, source, window.start, self.run_id).await?;
+            }
         }
         Ok(true)
     }
