@@ -637,7 +637,7 @@ async fn list_tables(ctx: &lake::local::engine::SessionContext) -> Result<ExitCo
             n += 1;
             writeln!(out, "{}.{name}", zone.as_str())?;
             for f in table.schema().fields() {
-                writeln!(out, "  {:<24} {}", f.name(), f.data_type())?;
+                writeln!(out, "  {:<24} {}", f.name(), sql_type(f.data_type()))?;
             }
         }
     }
@@ -645,4 +645,26 @@ async fn list_tables(ctx: &lake::local::engine::SessionContext) -> Result<ExitCo
         eprintln!("no datasets yet: `lake run` lands and builds them");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The SQL name of an Arrow type, as users write it in CASTs.
+fn sql_type(t: &lake::local::engine::datafusion::arrow::datatypes::DataType) -> String {
+    use lake::local::engine::datafusion::arrow::datatypes::DataType as T;
+    match t {
+        T::Utf8 | T::Utf8View | T::LargeUtf8 => "VARCHAR".into(),
+        T::Boolean => "BOOLEAN".into(),
+        T::Int8 => "TINYINT".into(),
+        T::Int16 => "SMALLINT".into(),
+        T::Int32 => "INT".into(),
+        T::Int64 => "BIGINT".into(),
+        T::UInt8 | T::UInt16 | T::UInt32 | T::UInt64 => format!("{t} (unsigned)"),
+        T::Float32 => "FLOAT".into(),
+        T::Float64 => "DOUBLE".into(),
+        T::Date32 | T::Date64 => "DATE".into(),
+        T::Timestamp(_, None) => "TIMESTAMP".into(),
+        T::Timestamp(_, Some(tz)) => format!("TIMESTAMP WITH TIME ZONE ({tz})"),
+        T::Decimal128(p, s) | T::Decimal256(p, s) => format!("DECIMAL({p}, {s})"),
+        T::Dictionary(_, v) => sql_type(v),
+        other => other.to_string(),
+    }
 }

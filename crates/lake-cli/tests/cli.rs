@@ -362,9 +362,13 @@ fn query_lists_tables_prints_rows_writes_files_and_reports_sql_errors() {
         .success();
     lake(&dir).arg("query").assert().success().stdout(
         predicate::str::contains("raw.credit")
-            .and(predicate::str::contains("  credit_amount            Utf8"))
+            .and(predicate::str::contains(
+                "  credit_amount            VARCHAR",
+            ))
             .and(predicate::str::contains("trusted.credit"))
-            .and(predicate::str::contains("  credit_amount            Int64"))
+            .and(predicate::str::contains(
+                "  credit_amount            BIGINT",
+            ))
             .and(predicate::str::contains("refined.credit_by_purpose")),
     );
     let out = lake(&dir)
