@@ -447,43 +447,6 @@ fn query_lists_tables_prints_rows_writes_files_and_reports_sql_errors() {
     );
 }
 
-/// A server on 127.0.0.1 that answers every GET with the Open-Meteo sample; returns its URL
-/// and the request lines it saw.
-fn meteo_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let body = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples/weather/data/open_meteo_hourly.json"),
-    )
-    .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = std::sync::Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            log.lock().unwrap().push(first.trim().to_owned());
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(&body);
-        }
-    });
-    (url, seen)
-}
-
 #[test]
 fn an_http_source_feeds_the_weather_steps() {
     let tmp = tempfile::tempdir().unwrap();
@@ -571,48 +534,16 @@ fn an_http_source_feeds_the_weather_steps() {
         .stderr(predicate::str::contains("no [sources.nope]"));
 }
 
-/// Serves `size` bytes per GET, 1 MiB at a time with a pause between, on 127.0.0.1.
-fn slow_server(size: usize, pause: std::time::Duration) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/big.bin", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
-                );
-                let chunk = vec![b'x'; 1 << 20];
-                let mut left = size;
-                while left > 0 {
-                    let n = left.min(chunk.len());
-                    if conn.write_all(&chunk[..n]).is_err() {
-                        return;
-                    }
-                    left -= n;
-                    std::thread::sleep(pause);
-                }
-            });
-        }
-    });
-    url
-}
-
 #[test]
 fn kill_9_during_a_download_then_a_rerun_gives_one_complete_copy() {
     let tmp = tempfile::tempdir().unwrap();
     // Puts stream in 8 MiB parts: 24 MiB at 10 MiB/s has bytes in staging well before the end.
     let size = 24 << 20;
-    let url = slow_server(size, std::time::Duration::from_millis(100));
+    let (url, _) = http_server(move |_| Reply {
+        pause: std::time::Duration::from_millis(100),
+        ..Reply::ok(vec![b'x'; size])
+    });
+    let url = format!("{url}/big.bin");
     std::fs::write(
         tmp.path().join("lake.toml"),
         format!("[lake]\nname = \"k\"\n[sources.big]\nkind = \"http\"\nurl = \"{url}\"\n"),
@@ -698,42 +629,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-/// A server on 127.0.0.1 answering `{}` to every GET, except 404 when the request line
-/// contains `fail`; returns its URL and the request lines it saw.
-fn window_server(fail: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = std::sync::Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut first = String::new();
-            let _ = reader.read_line(&mut first);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            log.lock().unwrap().push(first.trim().to_owned());
-            let (status, body) = if first.contains(fail) {
-                ("404 Not Found", "no data for that day")
-            } else {
-                ("200 OK", "{}")
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (url, seen)
 }
 
 #[test]
@@ -885,4 +780,92 @@ fn a_window_fetched_out_of_order_does_not_move_the_cursor_past_a_gap() {
             "GET /d?start=2024-01-04 HTTP/1.1"
         ]
     );
+}
+
+/// What a test server sends back: a status line, a body (with its Content-Length), and a
+/// pause after each MiB of it (a slow server).
+struct Reply {
+    status: &'static str,
+    body: Vec<u8>,
+    pause: std::time::Duration,
+}
+
+impl Reply {
+    fn ok(body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status: "200 OK",
+            body: body.into(),
+            pause: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 answering each GET with `respond(request line)`, a thread
+/// per connection; returns its URL and the request lines it saw.
+fn http_server(
+    respond: impl Fn(&str) -> Reply + Send + Sync + 'static,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    let respond = std::sync::Arc::new(respond);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let (log, respond) = (std::sync::Arc::clone(&log), std::sync::Arc::clone(&respond));
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let first = first.trim().to_owned();
+                let reply = respond(&first);
+                log.lock().unwrap().push(first);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    reply.status,
+                    reply.body.len()
+                );
+                for chunk in reply.body.chunks(1 << 20) {
+                    if conn.write_all(chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(reply.pause);
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Answers every GET with the Open-Meteo sample.
+fn meteo_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let body = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/weather/data/open_meteo_hourly.json"),
+    )
+    .unwrap();
+    http_server(move |_| Reply::ok(body.clone()))
+}
+
+/// Answers `{}`, except 404 when the request line contains `fail`.
+fn window_server(fail: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    http_server(move |line| {
+        if line.contains(fail) {
+            Reply {
+                status: "404 Not Found",
+                ..Reply::ok("no data for that day")
+            }
+        } else {
+            Reply::ok("{}")
+        }
+    })
 }

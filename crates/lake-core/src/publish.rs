@@ -501,20 +501,14 @@ pub async fn cursor(store: &DynZoneStore, source: &str) -> Result<Option<Cursor>
     store.get_json(&cursor_key(source)?).await
 }
 
-/// Move the cursor of `source` to the window starting `day`, if that is newer. Runs hold the
-/// pipeline's lock, so there is one writer.
-pub async fn advance_cursor(
+/// Set the cursor of `source` to the window starting `day`. Runs hold the pipeline's lock, so
+/// there is one writer; it only moves the cursor forward.
+pub async fn set_cursor(
     store: &DynZoneStore,
     source: &str,
     day: chrono::NaiveDate,
     run_id: &str,
 ) -> Result<()> {
-    if cursor(store, source)
-        .await?
-        .is_some_and(|c| c.last_complete >= day)
-    {
-        return Ok(());
-    }
     store
         .put_json(
             &cursor_key(source)?,

@@ -418,15 +418,15 @@ impl Runner<'_> {
 
     /// The windows of `source` to fetch: those holding `dates`, or the catch-up from its
     /// cursor to the run's date.
-    async fn windows(&self, source: &str, dates: &[NaiveDate]) -> Result<Vec<Window>> {
+    fn windows(&self, source: &str, dates: &[NaiveDate], cursor: Option<NaiveDate>) -> Vec<Window> {
         let spec = &self.ctx.pipeline.sources[source];
         if !dates.is_empty() {
             let mut w: Vec<Window> = dates.iter().map(|d| spec.window_of(*d)).collect();
             w.dedup();
-            return Ok(w);
+            return w;
         }
-        let from = match publish::cursor(&*self.ctx.store, source).await? {
-            Some(c) => spec.window_of(c.last_complete).end,
+        let from = match cursor {
+            Some(c) => spec.window_of(c).end,
             None => spec.start.unwrap_or(self.opts.date),
         };
         let mut windows = spec.window.windows(from, self.opts.date, spec.start);
@@ -435,7 +435,7 @@ impl Runner<'_> {
             // fetched if it is missing.
             windows.push(spec.window_of(self.opts.date));
         }
-        Ok(windows)
+        windows
     }
 
     /// The manifest of the newest window before `window` that stored objects (following
@@ -444,13 +444,14 @@ impl Runner<'_> {
         &self,
         source: &str,
         window: &Window,
+        cursor: Option<NaiveDate>,
     ) -> Result<Option<publish::Manifest>> {
         let store = &*self.ctx.store;
         let spec = &self.ctx.pipeline.sources[source];
-        let Some(c) = publish::cursor(store, source).await? else {
+        let Some(c) = cursor else {
             return Ok(None);
         };
-        let day = spec.window_of(c.last_complete).start.min(
+        let day = spec.window_of(c).start.min(
             window
                 .start
                 .pred_opt()
@@ -481,13 +482,17 @@ impl Runner<'_> {
     ) -> Result<bool> {
         let spec = &self.ctx.pipeline.sources[source];
         let dedup = spec.dedup_content;
-        for window in self.windows(source, dates).await? {
+        // Read once; this run is the cursor's only writer (it holds the lock).
+        let mut cursor = publish::cursor(&*self.ctx.store, source)
+            .await?
+            .map(|c| c.last_complete);
+        for window in self.windows(source, dates, cursor) {
             if self.opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             // The newest complete window before this one with content, to compare bytes with.
             let previous = if dedup {
-                self.previous_content(source, &window).await?
+                self.previous_content(source, &window, cursor).await?
             } else {
                 None
             };
@@ -502,14 +507,13 @@ impl Runner<'_> {
             }
             // The cursor only moves over contiguous windows: a window fetched out of order
             // (`--date` far ahead) must not make catch-up skip the gap.
-            let store = &*self.ctx.store;
-            let spec = &self.ctx.pipeline.sources[source];
-            let next = match publish::cursor(store, source).await? {
-                Some(c) => Some(spec.window_of(c.last_complete).end),
+            let next = match cursor {
+                Some(c) => Some(spec.window_of(c).end),
                 None => spec.start.map(|s| spec.window_of(s).start),
             };
-            if next.is_none_or(|n| window.start <= n) {
-                publish::advance_cursor(store, source, window.start, self.run_id).await?;
+            if next.is_none_or(|n| window.start <= n) && cursor.is_none_or(|c| c < window.start) {
+                publish::set_cursor(&*self.ctx.store, source, window.start, self.run_id).await?;
+                cursor = Some(window.start);
             }
         }
         Ok(true)

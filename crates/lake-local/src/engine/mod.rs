@@ -142,7 +142,7 @@ impl Engine {
         let df = ctx
             .sql_with_options(&work.sql, read_only())
             .await
-            .map_err(|e| qerr(df_message(&e)))?;
+            .map_err(|e| qerr(e.to_string()))?;
         let out_fields: Vec<String> = df
             .schema()
             .fields()
@@ -178,11 +178,11 @@ impl Engine {
         let metrics = if checked.has_checks {
             self.write_split(&ctx, checked, work, &data_url)
                 .await
-                .map_err(|e| qerr(df_message(&e)))?
+                .map_err(|e| qerr(e.to_string()))?
         } else {
             let rows = write_parquet(checked.df, &data_url, &work.partition_by)
                 .await
-                .map_err(|e| qerr(df_message(&e)))?;
+                .map_err(|e| qerr(e.to_string()))?;
             StepMetrics {
                 rows,
                 ..StepMetrics::default()
@@ -539,9 +539,4 @@ impl PartitionStream for ChannelPartition {
             stream,
         ))
     }
-}
-
-/// DataFusion's message without its `Error during planning:` style prefixes repeated.
-fn df_message(e: &DataFusionError) -> String {
-    e.to_string()
 }
