@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The columns of one document, before types are settled across documents.
 pub(crate) struct Columns {
@@ -26,12 +26,18 @@ pub(crate) struct Columns {
 
 /// Find and check the object of columns in `doc`.
 pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, String> {
-    let root: Value =
+    let mut root: Value =
         serde_json::from_slice(doc).map_err(|e| format!("not a JSON document: {e}"))?;
     let Value::Object(top) = &root else {
         return Err("the document is not a JSON object".into());
     };
-    let (path, object) = match json_path {
+    // Top-level scalars, repeated on every row (the arrays are moved out, not copied).
+    let scalars: Vec<(String, Value)> = top
+        .iter()
+        .filter(|(_, v)| !v.is_object() && !v.is_array())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let path = match json_path {
         Some(p) => {
             let mut cur = &root;
             for part in p.split('.') {
@@ -39,16 +45,16 @@ pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, St
                     .get(part)
                     .ok_or_else(|| format!("json_path {p:?}: no member {part:?}"))?;
             }
-            let Value::Object(o) = cur else {
+            if !cur.is_object() {
                 return Err(format!("json_path {p:?} is not an object of column arrays"));
-            };
-            (p.to_owned(), o)
+            }
+            p.to_owned()
         }
         None => {
             let mut found = Vec::new();
             find_column_objects(&root, String::new(), &mut found);
             match found.as_slice() {
-                [(p, o)] => (p.clone(), *o),
+                [p] => p.clone(),
                 [] => {
                     return Err(
                         "no object of column arrays (members that are arrays of one length) in the document; set json_path, or use format = \"ndjson\" for one object per line"
@@ -56,14 +62,22 @@ pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, St
                     );
                 }
                 many => {
-                    let paths: Vec<&str> = many.iter().map(|(p, _)| p.as_str()).collect();
                     return Err(format!(
                         "several objects of column arrays ({}); choose one with json_path",
-                        paths.join(", ")
+                        many.join(", ")
                     ));
                 }
             }
         }
+    };
+    let pointer: String = path
+        .split('.')
+        .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
+        .collect();
+    let Some(Value::Object(object)) = root.pointer_mut(&pointer).map(Value::take) else {
+        return Err(format!(
+            "json_path {path:?} is not an object of column arrays"
+        ));
     };
     let mut names = Vec::new();
     let mut values = Vec::new();
@@ -82,15 +96,14 @@ pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, St
             }
             Some(_) => {}
         }
-        names.push(name.clone());
-        values.push(items.clone());
+        names.push(name);
+        values.push(items);
     }
     let rows = rows.unwrap_or(0);
-    let path_head = path.split('.').next().unwrap_or_default();
-    for (name, v) in top {
-        if name != path_head && !v.is_object() && !v.is_array() && !names.contains(name) {
-            names.push(name.clone());
-            values.push(vec![v.clone(); rows]);
+    for (name, v) in scalars {
+        if !names.contains(&name) {
+            names.push(name);
+            values.push(vec![v; rows]);
         }
     }
     Ok(Columns {
@@ -100,18 +113,15 @@ pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, St
     })
 }
 
-fn find_column_objects<'a>(
-    v: &'a Value,
-    path: String,
-    found: &mut Vec<(String, &'a Map<String, Value>)>,
-) {
+/// The dotted paths of the objects whose members are all arrays of one length.
+fn find_column_objects(v: &Value, path: String, found: &mut Vec<String>) {
     let Value::Object(o) = v else { return };
     let mut lens = o.values().map(|m| m.as_array().map(Vec::len));
     if !o.is_empty()
         && let Some(Some(first)) = lens.next()
         && lens.all(|l| l == Some(first))
     {
-        found.push((path, o));
+        found.push(path);
         return;
     }
     for (k, m) in o {
