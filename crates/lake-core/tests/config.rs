@@ -19,6 +19,19 @@ fn diagnostics(text: &str) -> Vec<Diagnostic> {
     }
 }
 
+/// Each `(key, line, text)` is reported at that line with a message containing that text.
+fn expect_each(d: &[Diagnostic], expect: &[(&str, usize, &str)]) {
+    for (key, line, msg) in expect {
+        let got = find(d, key);
+        assert_eq!(got.line, *line, "line of {key}: {got}");
+        assert!(
+            got.message.contains(msg),
+            "{key}: {:?} should contain {msg:?}",
+            got.message
+        );
+    }
+}
+
 /// The one diagnostic whose key is `key`.
 fn find<'a>(d: &'a [Diagnostic], key: &str) -> &'a Diagnostic {
     d.iter()
@@ -185,15 +198,7 @@ output = "refined/same"
         ("steps.a.timeout", 19, "not a duration"),
         ("steps.c.output", 29, "also written by step \"b\""),
     ];
-    for (key, line, msg) in expect {
-        let got = find(&d, key);
-        assert_eq!(got.line, line, "line of {key}: {got}");
-        assert!(
-            got.message.contains(msg),
-            "{key}: {:?} should contain {msg:?}",
-            got.message
-        );
-    }
+    expect_each(&d, &expect);
     assert_eq!(d.len(), expect.len(), "{d:#?}");
     // Sorted by line, all in one error.
     assert!(d.windows(2).all(|w| w[0].line <= w[1].line));
@@ -354,15 +359,7 @@ mode = "sometimes"
         ),
         ("steps.b.expect", 20, "applies to kind = \"sql\" steps only"),
     ];
-    for (key, line, msg) in expect {
-        let got = find(&d, key);
-        assert_eq!(got.line, line, "line of {key}: {got}");
-        assert!(
-            got.message.contains(msg),
-            "{key}: {:?} should contain {msg:?}",
-            got.message
-        );
-    }
+    expect_each(&d, &expect);
     // A sql step without output is reported on the step too.
     assert!(
         d.iter()
@@ -437,15 +434,7 @@ url = "https://x"
             "applies to kind = \"http\" sources only",
         ),
     ];
-    for (key, line, msg) in expect {
-        let got = find(&d, key);
-        assert_eq!(got.line, line, "line of {key}: {got}");
-        assert!(
-            got.message.contains(msg),
-            "{key}: {:?} should contain {msg:?}",
-            got.message
-        );
-    }
+    expect_each(&d, &expect);
     let d = diagnostics(&bad.replace("?k=${env:K}", ""));
     assert!(
         find(&d, "sources.b.url")
