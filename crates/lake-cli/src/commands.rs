@@ -142,8 +142,42 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
                 patterns.join(", "),
                 s.name
             )?,
+            SourceSpecKind::Http(h) => writeln!(
+                out,
+                "  {} (http, line {}, window {}): GET {} → raw/{}/ingest_date=<date>/{}",
+                s.name, s.line, s.window, h.url, s.name, h.filename
+            )?,
+            SourceSpecKind::Kaggle(k) => writeln!(
+                out,
+                "  {} (kaggle, line {}): {}/{}{} from {} → raw/{}/ingest_date=<date>/",
+                s.name,
+                s.line,
+                k.owner,
+                k.dataset,
+                if k.files.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", k.files.join(", "))
+                },
+                k.endpoint,
+                s.name
+            )?,
             #[allow(unreachable_patterns)]
             _ => writeln!(out, "  {}", s.name)?,
+        }
+        if let Some(x) = &s.extract {
+            writeln!(
+                out,
+                "    archives unpacked beside them{} (at most {}, {}× their size, {} entries)",
+                if x.members.is_empty() {
+                    String::new()
+                } else {
+                    format!(", members {}", x.members.join(", "))
+                },
+                crate::print::bytes(x.max_bytes),
+                x.max_ratio,
+                x.max_members
+            )?;
         }
     }
     writeln!(out, "steps, in order:")?;

@@ -254,82 +254,48 @@ pub async fn land(
     window: &Window,
     run_id: &str,
 ) -> Result<Landed> {
-    land_with(store, source, window, run_id, false, None).await
+    land_with(store, source, window, run_id, &LandOptions::default()).await
 }
 
-/// [`land`], or with `force`, fetch a complete window again and replace it: the new objects
-/// are staged whole first, then copied in, then the manifest is replaced (the commit point),
-/// then objects only the old manifest listed are deleted. A failed fetch leaves the old window
-/// as it was.
+/// Calls back with the byte count of each chunk fetched.
+pub type ProgressFn = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How [`land_with`] lands a window.
+#[derive(Clone, Default)]
+pub struct LandOptions<'a> {
+    /// Fetch a complete window again and replace it.
+    pub force: bool,
+    /// `dedup = "content"`: the previous window with content; equal bytes commit an empty
+    /// window naming it.
+    pub dedup_against: Option<&'a Manifest>,
+    /// Told the size of every chunk fetched, as it arrives.
+    pub progress: Option<ProgressFn>,
+}
+
+/// [`land`] with options. With `force`, a complete window is fetched again and replaced: the
+/// new objects are staged whole first, then copied in, then the manifest is replaced (the
+/// commit point), then objects only the old manifest listed are deleted. A failed fetch leaves
+/// the old window as it was.
 pub async fn land_with(
     store: &DynZoneStore,
     source: &dyn Source,
     window: &Window,
     run_id: &str,
-    force: bool,
-    dedup_against: Option<&Manifest>,
+    opts: &LandOptions<'_>,
 ) -> Result<Landed> {
+    let dedup_against = opts.dedup_against;
     let prefix = raw_window_prefix(source.name(), window.date());
     let previous = read_manifest(store, &prefix).await?;
     if let Some(m) = &previous
-        && !force
+        && !opts.force
     {
         return Ok(Landed::AlreadyComplete(m.clone()));
     }
-    let objects = source.objects(window).await?;
-    // Fetched into staging first: a killed fetch leaves nothing in the window folder, and the
-    // window's objects appear there only once each is whole.
-    let staging = format!(
-        "_lake/staging/{run_id}/ingest/{}/{}",
-        source.name(),
-        window.date()
-    );
-    let landed = async {
-        let mut staged = Vec::with_capacity(objects.len());
-        for obj in &objects {
-            let name_err = |e: Error| Error::Source {
-                source_name: source.name().to_owned(),
-                message: format!("object name {:?} cannot be stored", obj.name),
-                source: Some(Box::new(e)),
-            };
-            let key = Key::new(format!("{prefix}/{}", obj.name)).map_err(name_err)?;
-            let tmp = Key::new(format!("{staging}/{}", obj.name)).map_err(name_err)?;
-            let body = source.open(window, obj).await?;
-            let (body, digest) = hashing(body);
-            store.put(&tmp, body).await?;
-            let d = digest
-                .lock()
-                .expect("digest lock")
-                .take()
-                .unwrap_or_default();
-            staged.push((tmp, key, d, obj.origin.clone()));
-        }
-        if let Some(prev) = dedup_against {
-            let mut new: Vec<&str> = staged
-                .iter()
-                .map(|(_, _, d, _)| d.sha256.as_str())
-                .collect();
-            let mut old: Vec<&str> = prev.objects.iter().map(|o| o.sha256.as_str()).collect();
-            new.sort_unstable();
-            old.sort_unstable();
-            if !new.is_empty() && new == old {
-                return Ok(None);
-            }
-        }
-        let mut entries = Vec::with_capacity(staged.len());
-        for (tmp, key, d, origin) in staged {
-            store.copy(&tmp, &key).await?;
-            entries.push(ObjectEntry {
-                key: key.to_string(),
-                size: d.size,
-                sha256: d.sha256,
-                origin: Some(origin),
-            });
-        }
-        Ok::<_, Error>(Some(entries))
-    }
-    .await;
-    let _ = store.delete_prefix(&staging).await;
+    let landed = match source.objects(window).await {
+        Ok(objects) => land_objects(store, source, window, run_id, &prefix, &objects, opts).await,
+        Err(e) => Err(e),
+    };
+    source.finish(window).await;
     let Some(entries) = landed? else {
         // Same bytes as the previous window: commit an empty window that says so.
         let manifest = Manifest {
@@ -377,6 +343,79 @@ pub async fn land_with(
             Ok(Landed::AlreadyComplete(theirs))
         }
     }
+}
+
+/// Stage `objects` of a window, then copy them into its folder; `None` when their bytes equal
+/// `dedup_against`'s. The staging is removed on every path.
+async fn land_objects(
+    store: &DynZoneStore,
+    source: &dyn Source,
+    window: &Window,
+    run_id: &str,
+    prefix: &str,
+    objects: &[crate::source::SourceObject],
+    opts: &LandOptions<'_>,
+) -> Result<Option<Vec<ObjectEntry>>> {
+    // Fetched into staging first: a killed fetch leaves nothing in the window folder, and the
+    // window's objects appear there only once each is whole.
+    let staging = format!(
+        "_lake/staging/{run_id}/ingest/{}/{}",
+        source.name(),
+        window.date()
+    );
+    let landed = async {
+        let mut staged = Vec::with_capacity(objects.len());
+        for obj in objects {
+            let name_err = |e: Error| Error::Source {
+                source_name: source.name().to_owned(),
+                message: format!("object name {:?} cannot be stored", obj.name),
+                source: Some(Box::new(e)),
+            };
+            let key = Key::new(format!("{prefix}/{}", obj.name)).map_err(name_err)?;
+            let tmp = Key::new(format!("{staging}/{}", obj.name)).map_err(name_err)?;
+            let mut body = source.open(window, obj).await?;
+            if let Some(p) = &opts.progress {
+                let p = std::sync::Arc::clone(p);
+                body = Box::pin(futures::TryStreamExt::inspect_ok(body, move |b| {
+                    p(b.len() as u64);
+                }));
+            }
+            let (body, digest) = hashing(body);
+            store.put(&tmp, body).await?;
+            let d = digest
+                .lock()
+                .expect("digest lock")
+                .take()
+                .unwrap_or_default();
+            staged.push((tmp, key, d, obj.origin.clone()));
+        }
+        if let Some(prev) = opts.dedup_against {
+            let mut new: Vec<&str> = staged
+                .iter()
+                .map(|(_, _, d, _)| d.sha256.as_str())
+                .collect();
+            let mut old: Vec<&str> = prev.objects.iter().map(|o| o.sha256.as_str()).collect();
+            new.sort_unstable();
+            old.sort_unstable();
+            if !new.is_empty() && new == old {
+                return Ok(None);
+            }
+        }
+        let mut entries = Vec::with_capacity(staged.len());
+        for (tmp, key, d, origin) in staged {
+            store.copy(&tmp, &key).await?;
+            entries.push(ObjectEntry {
+                key: key.to_string(),
+                size: d.size,
+                sha256: d.sha256,
+                origin: Some(origin),
+            });
+        }
+        Ok::<_, Error>(Some(entries))
+    }
+    .await;
+    let _ = store.delete_prefix(&staging).await;
+    landed
 }
 
 /// Publish the objects under `staging` as the new content of the dataset at `prefix`.

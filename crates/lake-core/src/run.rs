@@ -70,6 +70,20 @@ pub enum Event {
         /// Bytes in the window.
         bytes: u64,
     },
+    /// Catch-up of a source starts: this many windows to land or skip.
+    Catching {
+        /// The source.
+        source: String,
+        /// Windows in the range.
+        windows: usize,
+    },
+    /// Bytes of a source arrived (sent often, once per chunk: keep observers cheap).
+    Fetched {
+        /// The source.
+        source: String,
+        /// Bytes in this chunk.
+        bytes: u64,
+    },
     /// A step was submitted.
     StepStarted {
         /// The step.
@@ -486,7 +500,12 @@ impl Runner<'_> {
         let mut cursor = publish::cursor(&*self.ctx.store, source)
             .await?
             .map(|c| c.last_complete);
-        for window in self.windows(source, dates, cursor) {
+        let windows = self.windows(source, dates, cursor);
+        self.opts.emit(Event::Catching {
+            source: source.to_owned(),
+            windows: windows.len(),
+        });
+        for window in windows {
             if self.opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
@@ -595,8 +614,23 @@ impl Runner<'_> {
                 operation: "ingest",
                 implementer: format!("this build (no source was given for {source:?})"),
             })?;
+        let progress: Option<publish::ProgressFn> = self.opts.observer.as_ref().map(|o| {
+            let o = Arc::clone(o);
+            let source = source.to_owned();
+            Arc::new(move |bytes| {
+                o.event(&Event::Fetched {
+                    source: source.clone(),
+                    bytes,
+                });
+            }) as publish::ProgressFn
+        });
+        let land = publish::LandOptions {
+            force,
+            dedup_against: previous,
+            progress,
+        };
         let landed = tokio::select! {
-            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, force, previous) => r,
+            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, &land) => r,
             () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
         };
         Ok(match landed {

@@ -10,7 +10,7 @@ use crate::Result;
 use crate::zone::ByteStream;
 
 /// The logical date range a run covers: `start` inclusive to `end` exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Window {
     /// First day (the run's logical date).
     pub start: NaiveDate,
@@ -174,6 +174,37 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
 
     /// Stream one object returned by [`objects`](Self::objects).
     async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream>;
+
+    /// The caller is done with `window` (landed or failed): drop what
+    /// [`objects`](Self::objects) prepared for it, such as unpacked archives.
+    async fn finish(&self, _window: &Window) {}
+}
+
+/// An archive format lake unpacks (`extract = true`), known by the file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// `.zip`.
+    Zip,
+    /// `.tar.gz` or `.tgz`.
+    TarGz,
+    /// `.gz` (one member: the name without `.gz`).
+    Gz,
+}
+
+impl ArchiveKind {
+    /// The archive kind of a file name or key, if it is one.
+    pub fn of(name: &str) -> Option<Self> {
+        let name = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+        if name.ends_with(".zip") {
+            Some(Self::Zip)
+        } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            Some(Self::TarGz)
+        } else if name.ends_with(".gz") && name.len() > 3 {
+            Some(Self::Gz)
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,8 +34,17 @@ pub struct HttpSource {
     name: String,
     spec: HttpSpec,
     env: EnvLookup,
+    fetch: Fetcher,
+}
+
+/// GETs with retries for one source: its client, backoff and attempt limit. Shared by the
+/// `http` and `kaggle` sources.
+#[derive(Clone)]
+pub(crate) struct Fetcher {
+    name: String,
     client: reqwest::Client,
     base_backoff: Duration,
+    max_attempts: u32,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -51,37 +60,28 @@ impl HttpSource {
     /// A source named `name`; `env` resolves the `${env:…}` values of headers, query and auth.
     pub fn new(name: impl Into<String>, spec: HttpSpec, env: EnvLookup) -> Result<Self> {
         let name = name.into();
-        let client = reqwest::Client::builder()
-            .connect_timeout(spec.connect_timeout)
-            .read_timeout(spec.read_timeout)
-            .user_agent(concat!("lake/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Source {
-                source_name: name.clone(),
-                message: "cannot build the HTTP client".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let fetch = Fetcher::new(
+            &name,
+            spec.connect_timeout,
+            spec.read_timeout,
+            spec.max_attempts,
+        )?;
         Ok(Self {
             name,
             spec,
             env,
-            client,
-            base_backoff: BASE_BACKOFF,
+            fetch,
         })
     }
 
     /// Use `base` as the first backoff (tests use a few milliseconds).
     pub fn with_base_backoff(mut self, base: Duration) -> Self {
-        self.base_backoff = base;
+        self.fetch.set_base_backoff(base);
         self
     }
 
     fn err(&self, message: String, source: Option<lake_core::BoxError>) -> Error {
-        Error::Source {
-            source_name: self.name.clone(),
-            message,
-            source,
-        }
+        self.fetch.err(message, source)
     }
 
     fn resolve(&self, key: &str, t: &Template, window: &Window) -> Result<String> {
@@ -120,7 +120,7 @@ impl HttpSource {
     }
 
     fn request(&self, url: reqwest::Url, headers: HeaderMap) -> Result<reqwest::RequestBuilder> {
-        let mut req = self.client.get(url).headers(headers);
+        let mut req = self.fetch.client().get(url).headers(headers);
         match &self.spec.auth {
             None => {}
             Some(HttpAuth::Bearer(t)) => {
@@ -137,6 +137,48 @@ impl HttpSource {
         }
         Ok(req)
     }
+}
+
+impl Fetcher {
+    pub(crate) fn new(
+        name: &str,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        max_attempts: u32,
+    ) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .read_timeout(read_timeout)
+            .user_agent(concat!("lake/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Source {
+                source_name: name.to_owned(),
+                message: "cannot build the HTTP client".into(),
+                source: Some(Box::new(e)),
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            client,
+            base_backoff: BASE_BACKOFF,
+            max_attempts: max_attempts.max(1),
+        })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub(crate) fn set_base_backoff(&mut self, base: Duration) {
+        self.base_backoff = base;
+    }
+
+    pub(crate) fn err(&self, message: String, source: Option<lake_core::BoxError>) -> Error {
+        Error::Source {
+            source_name: self.name.clone(),
+            message,
+            source,
+        }
+    }
 
     fn backoff(&self, attempt: u32) -> Duration {
         let cap = self
@@ -149,6 +191,73 @@ impl HttpSource {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         cap.mul_f64(f64::from(nanos % 1000) / 1000.0)
+    }
+
+    /// GET with retries. `make` builds the request for each attempt; `shown` is the URL as it
+    /// may be printed (secrets as `***`), and names the request in errors.
+    pub(crate) async fn get(
+        &self,
+        shown: &str,
+        make: impl Fn() -> Result<reqwest::RequestBuilder>,
+    ) -> Result<ByteStream> {
+        let attempts = self.max_attempts;
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tracing::info!(source = %self.name, attempt, "retrying: {last}");
+            }
+            let sent = make()?.send().await;
+            let wait = match sent {
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                    last = format!("GET {shown}: {}", without_url(&e));
+                    self.backoff(attempt)
+                }
+                Err(e) => {
+                    return Err(self.err(format!("GET {shown}: {}", without_url(&e)), None));
+                }
+                Ok(resp) if resp.status().is_success() => {
+                    let name = self.name.clone();
+                    let origin = shown.to_owned();
+                    let stream = resp.bytes_stream().map_err(move |e| Error::Source {
+                        source_name: name.clone(),
+                        message: format!(
+                            "GET {origin}: the body ended early or failed: {}",
+                            without_url(&e)
+                        ),
+                        source: None,
+                    });
+                    return Ok(stream.boxed());
+                }
+                Ok(resp) if retryable(resp.status()) => {
+                    let status = resp.status();
+                    let after = retry_after(resp.headers());
+                    last = format!("GET {shown}: {status}");
+                    match after {
+                        Some(a) if a > MAX_RETRY_AFTER => {
+                            return Err(self.err(
+                                format!("{last}; the server asks to retry after {}s, longer than lake waits ({}s)", a.as_secs(), MAX_RETRY_AFTER.as_secs()),
+                                None,
+                            ));
+                        }
+                        Some(a) => a,
+                        None => self.backoff(attempt),
+                    }
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let body = resp.bytes().await.unwrap_or_default();
+                    let excerpt = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)])
+                        .replace(['\n', '\r'], " ");
+                    return Err(
+                        self.err(format!("GET {shown}: {status}: {}", excerpt.trim()), None)
+                    );
+                }
+            };
+            if attempt + 1 < attempts {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(self.err(format!("{last} (gave up after {attempts} attempts)"), None))
     }
 }
 
@@ -210,67 +319,12 @@ impl Source for HttpSource {
         }])
     }
 
-    async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream> {
+    async fn open(&self, window: &Window, _object: &SourceObject) -> Result<ByteStream> {
         let (url, shown) = self.url(window)?;
         let headers = self.headers(window)?;
-        let attempts = self.spec.max_attempts.max(1);
-        let mut last = String::new();
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                tracing::info!(source = %self.name, attempt, "retrying: {last}");
-            }
-            let sent = self.request(url.clone(), headers.clone())?.send().await;
-            let wait = match sent {
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                    last = format!("GET {shown}: {}", without_url(&e));
-                    self.backoff(attempt)
-                }
-                Err(e) => {
-                    return Err(self.err(format!("GET {shown}: {}", without_url(&e)), None));
-                }
-                Ok(resp) if resp.status().is_success() => {
-                    let name = self.name.clone();
-                    let origin = object.origin.clone();
-                    let stream = resp.bytes_stream().map_err(move |e| Error::Source {
-                        source_name: name.clone(),
-                        message: format!(
-                            "GET {origin}: the body ended early or failed: {}",
-                            without_url(&e)
-                        ),
-                        source: None,
-                    });
-                    return Ok(stream.boxed());
-                }
-                Ok(resp) if retryable(resp.status()) => {
-                    let status = resp.status();
-                    let after = retry_after(resp.headers());
-                    last = format!("GET {shown}: {status}");
-                    match after {
-                        Some(a) if a > MAX_RETRY_AFTER => {
-                            return Err(self.err(
-                                format!("{last}; the server asks to retry after {}s, longer than lake waits ({}s)", a.as_secs(), MAX_RETRY_AFTER.as_secs()),
-                                None,
-                            ));
-                        }
-                        Some(a) => a,
-                        None => self.backoff(attempt),
-                    }
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let body = resp.bytes().await.unwrap_or_default();
-                    let excerpt = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)])
-                        .replace(['\n', '\r'], " ");
-                    return Err(
-                        self.err(format!("GET {shown}: {status}: {}", excerpt.trim()), None)
-                    );
-                }
-            };
-            if attempt + 1 < attempts {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        Err(self.err(format!("{last} (gave up after {attempts} attempts)"), None))
+        self.fetch
+            .get(&shown, || self.request(url.clone(), headers.clone()))
+            .await
     }
 }
 

@@ -1,12 +1,16 @@
 //! # lake-ingest
 //!
 //! Sources of raw data, each a [`Source`](lake_core::Source): [`FileSource`] for local paths and
-//! globs, [`HttpSource`] for one GET per window. [`build_sources`] turns a pipeline's `[sources.*]` tables into sources. Landing a
-//! window exactly once (manifest with put-if-absent) is written once in
-//! [`lake_core::publish::land`], for every source and every store.
+//! globs, [`HttpSource`] for one GET per window, [`KaggleSource`] for a Kaggle dataset, and
+//! [`Extracting`] around any of them to unpack archives (`extract = true`). [`build_sources`]
+//! turns a pipeline's `[sources.*]` tables into sources. Landing a window exactly once
+//! (manifest with put-if-absent) is written once in [`lake_core::publish::land`], for every
+//! source and every store.
 
+mod archive;
 mod file;
 mod http;
+mod kaggle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +20,10 @@ use lake_core::Source;
 use lake_core::config::{Pipeline, SourceSpecKind};
 use lake_core::run::EnvLookup;
 
+pub use archive::Extracting;
 pub use file::FileSource;
 pub use http::HttpSource;
+pub use kaggle::KaggleSource;
 
 /// The pipeline's sources, by name; `env` resolves `${env:…}` values when a source needs them.
 pub fn build_sources(
@@ -35,6 +41,11 @@ pub fn build_sources(
                 (**http).clone(),
                 Arc::clone(&env),
             )?),
+            SourceSpecKind::Kaggle(k) => Arc::new(KaggleSource::new(
+                &spec.name,
+                (**k).clone(),
+                Arc::clone(&env),
+            )?),
             #[allow(unreachable_patterns)]
             _ => {
                 return Err(lake_core::Error::NotImplemented {
@@ -42,6 +53,10 @@ pub fn build_sources(
                     implementer: "lake-ingest".into(),
                 });
             }
+        };
+        let source = match &spec.extract {
+            Some(x) => Arc::new(Extracting::new(source, x.clone())?),
+            None => source,
         };
         out.insert(spec.name.clone(), source);
     }

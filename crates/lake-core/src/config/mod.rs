@@ -448,6 +448,41 @@ pub struct SourceSpec {
     pub start: Option<chrono::NaiveDate>,
     /// `dedup = "content"`: skip windows whose bytes repeat the previous window's.
     pub dedup_content: bool,
+    /// `extract = true`: unpack fetched archives, within these limits.
+    pub extract: Option<ExtractSpec>,
+}
+
+/// How fetched archives are unpacked (`extract = true`), and the limits that refuse one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtractSpec {
+    /// Member globs to keep; empty: all.
+    pub members: Vec<String>,
+    /// Most bytes a window's archives may unpack to.
+    pub max_bytes: u64,
+    /// Largest unpacked size / archive size.
+    pub max_ratio: u32,
+    /// Most entries in one archive.
+    pub max_members: u64,
+}
+
+impl ExtractSpec {
+    /// Default [`max_bytes`](Self::max_bytes): 10 GiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
+    /// Default [`max_ratio`](Self::max_ratio).
+    pub const DEFAULT_MAX_RATIO: u32 = 100;
+    /// Default [`max_members`](Self::max_members).
+    pub const DEFAULT_MAX_MEMBERS: u64 = 10_000;
+}
+
+impl Default for ExtractSpec {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_ratio: Self::DEFAULT_MAX_RATIO,
+            max_members: Self::DEFAULT_MAX_MEMBERS,
+        }
+    }
 }
 
 impl SourceSpec {
@@ -469,6 +504,34 @@ pub enum SourceSpecKind {
     },
     /// One HTTP GET per window.
     Http(Box<HttpSpec>),
+    /// A Kaggle dataset.
+    Kaggle(Box<KaggleSpec>),
+}
+
+/// A checked `kind = "kaggle"` source.
+#[derive(Debug, Clone, Serialize)]
+pub struct KaggleSpec {
+    /// The dataset's owner.
+    pub owner: String,
+    /// The dataset's name.
+    pub dataset: String,
+    /// Files to fetch one by one; empty: the whole dataset as one zip.
+    pub files: Vec<String>,
+    /// The API's base URL, without a trailing `/`.
+    pub endpoint: String,
+    /// Time to connect.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes.
+    #[serde(with = "secs")]
+    pub read_timeout: Duration,
+    /// Attempts per request.
+    pub max_attempts: u32,
+}
+
+impl KaggleSpec {
+    /// The public Kaggle API.
+    pub const DEFAULT_ENDPOINT: &str = "https://www.kaggle.com/api/v1";
 }
 
 /// A checked `kind = "http"` source. Templates are unresolved: `${env:…}` values are looked up

@@ -144,9 +144,34 @@ pub struct SourceConfig {
     /// `http`: longest wait for the next bytes of a response (`60s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_timeout: Option<String>,
-    /// `http`: attempts per request, the first included (default 5).
+    /// `http`, `kaggle`: attempts per request, the first included (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// `kaggle`: the dataset, `owner/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// `kaggle`: only these files of the dataset (default: the whole dataset as one zip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<StringOrList>,
+    /// `kaggle`: the API's base URL (default `https://www.kaggle.com/api/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Unpack fetched `.zip`, `.gz`, `.tar.gz` / `.tgz` archives next to the archive (default:
+    /// true for `kaggle`, false otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<bool>,
+    /// With `extract`: only members matching these globs (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<StringOrList>,
+    /// With `extract`: the most bytes a window's archives may unpack to (`"10GiB"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_extracted_bytes: Option<String>,
+    /// With `extract`: the largest unpacked size / archive size (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_compression_ratio: Option<u32>,
+    /// With `extract`: the most entries an archive may hold (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_members: Option<u64>,
 }
 
 /// `auth = { bearer = "${env:TOKEN}" }` or `auth = { username = "…", password = "${env:PW}" }`.
@@ -172,6 +197,8 @@ pub enum SourceKind {
     File,
     /// One HTTP GET per window.
     Http,
+    /// A Kaggle dataset, fetched whole (or some of its files) each window.
+    Kaggle,
 }
 
 /// `[steps.<name>]`.

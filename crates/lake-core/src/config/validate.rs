@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Backend, InputConfig, SourceKind, StepConfig, StepKind};
+use super::model::{Backend, InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
 use super::{
     ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter, Root,
     SourceSpec, SourceSpecKind, SpanIndex, StepInput, StepSpec, StepSpecKind, Template, Zone,
@@ -89,6 +89,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 format!("{name:?} is not a valid source name (letters, digits, '_' and '-')"),
             );
         }
+        source_keys_apply(&mut r, &key, src);
         let kind = match src.kind {
             SourceKind::File => {
                 let patterns = src.path.as_ref().map(|p| p.0.clone()).unwrap_or_default();
@@ -108,23 +109,6 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                         );
                     }
                 }
-                for (field, set) in [
-                    ("url", src.url.is_some()),
-                    ("query", !src.query.is_empty()),
-                    ("headers", !src.headers.is_empty()),
-                    ("auth", src.auth.is_some()),
-                    ("filename", src.filename.is_some()),
-                    ("connect_timeout", src.connect_timeout.is_some()),
-                    ("read_timeout", src.read_timeout.is_some()),
-                    ("max_attempts", src.max_attempts.is_some()),
-                ] {
-                    if set {
-                        r.key(
-                            &format!("{key}.{field}"),
-                            format!("`{field}` applies to kind = \"http\" sources only"),
-                        );
-                    }
-                }
                 SourceSpecKind::File {
                     patterns: patterns
                         .iter()
@@ -133,7 +117,9 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 }
             }
             SourceKind::Http => SourceSpecKind::Http(Box::new(http_spec(&mut r, &key, src))),
+            SourceKind::Kaggle => SourceSpecKind::Kaggle(Box::new(kaggle_spec(&mut r, &key, src))),
         };
+        let extract = extract_spec(&mut r, &key, src);
         let window = src
             .window
             .as_deref()
@@ -181,6 +167,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 window,
                 start,
                 dedup_content,
+                extract,
             },
         );
     }
@@ -376,13 +363,197 @@ fn check_placeholders(r: &mut Reporter<'_>, key: &str, text: &str) {
     }
 }
 
-fn http_spec(r: &mut Reporter<'_>, key: &str, src: &super::model::SourceConfig) -> super::HttpSpec {
-    if src.path.is_some() {
-        r.key(
-            &format!("{key}.path"),
-            "`path` applies to kind = \"file\" sources only; an http source has `url`",
+/// Keys that do not apply to the source's kind, or to a source without `extract`, are errors.
+fn source_keys_apply(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) {
+    use SourceKind::{File, Http, Kaggle};
+    let fields: [(&str, bool, &[SourceKind]); 12] = [
+        ("path", src.path.is_some(), &[File]),
+        ("url", src.url.is_some(), &[Http]),
+        ("query", !src.query.is_empty(), &[Http]),
+        ("headers", !src.headers.is_empty(), &[Http]),
+        ("auth", src.auth.is_some(), &[Http]),
+        ("filename", src.filename.is_some(), &[Http]),
+        (
+            "connect_timeout",
+            src.connect_timeout.is_some(),
+            &[Http, Kaggle],
+        ),
+        ("read_timeout", src.read_timeout.is_some(), &[Http, Kaggle]),
+        ("max_attempts", src.max_attempts.is_some(), &[Http, Kaggle]),
+        ("dataset", src.dataset.is_some(), &[Kaggle]),
+        ("files", src.files.is_some(), &[Kaggle]),
+        ("endpoint", src.endpoint.is_some(), &[Kaggle]),
+    ];
+    for (field, set, kinds) in fields {
+        if set && !kinds.contains(&src.kind) {
+            let names: Vec<String> = kinds
+                .iter()
+                .map(|k| format!("kind = \"{}\"", kind_name(*k)))
+                .collect();
+            r.key(
+                &format!("{key}.{field}"),
+                format!("`{field}` applies to {} sources only", names.join(" and ")),
+            );
+        }
+    }
+}
+
+fn kind_name(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::File => "file",
+        SourceKind::Http => "http",
+        SourceKind::Kaggle => "kaggle",
+    }
+}
+
+/// `extract` and its limits; the limits without `extract` are errors.
+fn extract_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> Option<super::ExtractSpec> {
+    use super::ExtractSpec;
+    let on = src.extract.unwrap_or(src.kind == SourceKind::Kaggle);
+    if !on {
+        for (field, set) in [
+            ("members", src.members.is_some()),
+            ("max_extracted_bytes", src.max_extracted_bytes.is_some()),
+            ("max_compression_ratio", src.max_compression_ratio.is_some()),
+            ("max_members", src.max_members.is_some()),
+        ] {
+            if set {
+                r.key(
+                    &format!("{key}.{field}"),
+                    format!("`{field}` applies only with extract = true"),
+                );
+            }
+        }
+        return None;
+    }
+    let members = src
+        .members
+        .as_ref()
+        .map(|m| m.0.clone())
+        .unwrap_or_default();
+    for m in &members {
+        if let Err(e) = glob::Pattern::new(m) {
+            r.value(
+                &format!("{key}.members"),
+                format!("{m:?} is not a valid glob: {e}"),
+            );
+        }
+    }
+    let max_bytes = src.max_extracted_bytes.as_ref().and_then(|b| {
+        parse_bytes(b)
+            .map_err(|m| r.value(&format!("{key}.max_extracted_bytes"), m))
+            .ok()
+    });
+    if src.max_compression_ratio == Some(0) {
+        r.value(
+            &format!("{key}.max_compression_ratio"),
+            "the ratio of unpacked to packed size is at least 1",
         );
     }
+    if src.max_members == Some(0) {
+        r.value(
+            &format!("{key}.max_members"),
+            "an archive holds at least 1 member",
+        );
+    }
+    Some(ExtractSpec {
+        members,
+        max_bytes: max_bytes.unwrap_or(ExtractSpec::DEFAULT_MAX_BYTES),
+        max_ratio: src
+            .max_compression_ratio
+            .unwrap_or(ExtractSpec::DEFAULT_MAX_RATIO),
+        max_members: src.max_members.unwrap_or(ExtractSpec::DEFAULT_MAX_MEMBERS),
+    })
+}
+
+/// `connect_timeout`, `read_timeout` and `max_attempts` of a source that makes requests.
+fn transfer_limits(
+    r: &mut Reporter<'_>,
+    key: &str,
+    src: &SourceConfig,
+) -> (std::time::Duration, std::time::Duration, u32) {
+    let duration = |r: &mut Reporter<'_>, field: &str, v: &Option<String>, default: u64| {
+        v.as_ref()
+            .and_then(|t| {
+                parse_duration(t)
+                    .map_err(|m| r.value(&format!("{key}.{field}"), m))
+                    .ok()
+            })
+            .unwrap_or(std::time::Duration::from_secs(default))
+    };
+    let connect = duration(r, "connect_timeout", &src.connect_timeout, 10);
+    let read = duration(r, "read_timeout", &src.read_timeout, 60);
+    if src.max_attempts == Some(0) {
+        r.value(
+            &format!("{key}.max_attempts"),
+            "max_attempts counts the first try: at least 1",
+        );
+    }
+    (connect, read, src.max_attempts.unwrap_or(5).max(1))
+}
+
+fn kaggle_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::KaggleSpec {
+    let raw = src.dataset.clone().unwrap_or_default();
+    let (owner, dataset) = match raw.split_once('/') {
+        Some((o, d)) if is_slug(o) && is_slug(d) => (o.to_owned(), d.to_owned()),
+        _ if raw.is_empty() => {
+            r.key(
+                key,
+                "a kaggle source needs `dataset = \"owner/name\"`, as in kaggle.com/datasets/owner/name",
+            );
+            Default::default()
+        }
+        _ => {
+            r.value(
+                &format!("{key}.dataset"),
+                format!("{raw:?} is not a Kaggle dataset: write \"owner/name\""),
+            );
+            Default::default()
+        }
+    };
+    let files = src.files.as_ref().map(|f| f.0.clone()).unwrap_or_default();
+    for (i, f) in files.iter().enumerate() {
+        if f.is_empty() || f.starts_with(['/', '.', '_']) || f.contains("..") || f.contains('\\') {
+            r.value(
+                &format!("{key}.files[{i}]"),
+                format!(
+                    "{f:?} is not a file of the dataset (a relative name such as \"data.csv\")"
+                ),
+            );
+        }
+    }
+    let endpoint = src
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| super::KaggleSpec::DEFAULT_ENDPOINT.to_owned());
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        r.value(
+            &format!("{key}.endpoint"),
+            format!("{endpoint:?} is not an http:// or https:// URL"),
+        );
+    }
+    let (connect_timeout, read_timeout, max_attempts) = transfer_limits(r, key, src);
+    super::KaggleSpec {
+        owner,
+        dataset,
+        files,
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
+        connect_timeout,
+        read_timeout,
+        max_attempts,
+    }
+}
+
+/// Kaggle's owner and dataset slugs: letters, digits, `-`, `_` and `.`, not `.` or `..`.
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::HttpSpec {
     let url = src.url.clone().unwrap_or_default();
     if url.is_empty() {
         r.key(
@@ -457,23 +628,7 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &super::model::SourceConfig) 
             format!("{filename:?} is not a file name for the window folder"),
         );
     }
-    let duration = |r: &mut Reporter<'_>, field: &str, v: &Option<String>, default: u64| {
-        v.as_ref()
-            .and_then(|t| {
-                parse_duration(t)
-                    .map_err(|m| r.value(&format!("{key}.{field}"), m))
-                    .ok()
-            })
-            .unwrap_or(std::time::Duration::from_secs(default))
-    };
-    let connect_timeout = duration(r, "connect_timeout", &src.connect_timeout, 10);
-    let read_timeout = duration(r, "read_timeout", &src.read_timeout, 60);
-    if src.max_attempts == Some(0) {
-        r.value(
-            &format!("{key}.max_attempts"),
-            "max_attempts counts the first try: at least 1",
-        );
-    }
+    let (connect_timeout, read_timeout, max_attempts) = transfer_limits(r, key, src);
     super::HttpSpec {
         url,
         query,
@@ -482,7 +637,7 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &super::model::SourceConfig) 
         filename,
         connect_timeout,
         read_timeout,
-        max_attempts: src.max_attempts.unwrap_or(5).max(1),
+        max_attempts,
     }
 }
 

@@ -89,8 +89,10 @@ pub(crate) async fn table(
     let files: Vec<ObjectEntry> = data
         .into_iter()
         .filter(|o| {
-            FormatKind::from_extension(&o.key)
-                .is_none_or(|k| k == kind || (kind == FormatKind::Ndjson && k == FormatKind::Json))
+            lake_core::source::ArchiveKind::of(&o.key).is_none()
+                && FormatKind::from_extension(&o.key).is_none_or(|k| {
+                    k == kind || (kind == FormatKind::Ndjson && k == FormatKind::Json)
+                })
         })
         .cloned()
         .collect();
