@@ -58,6 +58,9 @@ pub(crate) enum Command {
         /// Rerun steps whose output is up to date.
         #[arg(long)]
         force: bool,
+        /// Wait this long for another run of the pipeline to finish (default: fail at once).
+        #[arg(long, value_parser = parse_wait, value_name = "DURATION", default_value = "0s")]
+        wait: std::time::Duration,
     },
     /// Fetch sources into raw/ without running steps. Without dates: catch up from each
     /// source's cursor (else its `start`) to today, window by window, oldest first.
@@ -76,6 +79,10 @@ pub(crate) enum Command {
         /// Fetch complete windows again and replace them.
         #[arg(long)]
         force: bool,
+        /// Wait this long for another run of the pipeline to finish; then the windows it
+        /// landed are skipped ("0s": fail at once).
+        #[arg(long, value_parser = parse_wait, value_name = "DURATION", default_value = "10m")]
+        wait: std::time::Duration,
     },
     /// List runs from the ledger, or show one.
     Runs {
@@ -130,6 +137,13 @@ pub(crate) enum RunsCommand {
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|e| format!("{s:?} is not a date in YYYY-MM-DD form ({e})"))
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim_end_matches(['s', 'm', 'h']) == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    lake::core::config::parse_duration(s)
 }
 
 /// An error in the arguments that clap could not catch (exit code 2).

@@ -22,10 +22,19 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
         Command::Init { dir } => init(dir),
         Command::Validate => validate(&args.config, env),
         Command::Plan { json } => plan(&args.config, env, *json),
-        Command::Run { date, only, force } => {
+        Command::Run {
+            date,
+            only,
+            force,
+            wait,
+        } => {
             let lake = Lake::open(&args.config, env)?;
             let date = date.unwrap_or_else(|| lake::core::chrono::Utc::now().date_naive());
-            run(&lake, date, only.clone(), *force, &args).await
+            let mut opts = run_options(date, &args);
+            opts.only = only.clone();
+            opts.force = *force;
+            opts.lock_wait = *wait;
+            run(&lake, &opts, &args).await
         }
         Command::Runs { show: None, json } => {
             runs(&*Lake::open(&args.config, env)?.store, *json).await
@@ -40,6 +49,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             from,
             to,
             force,
+            wait,
         } => {
             let lake = Lake::open(&args.config, env)?;
             let dates = match (date, from, to) {
@@ -53,7 +63,11 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                 // Catch up from each source's cursor to --to or today.
                 _ => Vec::new(),
             };
-            ingest(&lake, sources, &dates, *to, *force, &args).await
+            let today = lake::core::chrono::Utc::now().date_naive();
+            let mut opts = run_options(dates.last().copied().or(*to).unwrap_or(today), &args);
+            opts.force = *force;
+            opts.lock_wait = *wait;
+            ingest(&lake, sources, &dates, &opts, &args).await
         }
         Command::Query {
             sql,
@@ -249,24 +263,18 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn run(
-    lake: &Lake,
-    date: lake::core::chrono::NaiveDate,
-    only: Vec<String>,
-    force: bool,
-    args: &Args,
-) -> Result<ExitCode> {
-    let cancel = cancel_on_signal();
+/// Options for a run or an ingest on `date`: Ctrl-C cancels; progress unless `-q`.
+fn run_options(date: lake::core::chrono::NaiveDate, args: &Args) -> RunOptions {
     let mut opts = RunOptions::new(date);
-    opts.only = only;
-    opts.force = force;
-    opts.cancel = cancel;
+    opts.cancel = cancel_on_signal();
     if !args.quiet {
-        opts.observer = Some(Arc::new(print::Progress {
-            verbose: args.verbose > 0,
-        }));
+        opts.observer = Some(Arc::new(print::Progress::new(args.verbose > 0)));
     }
-    let record = lake.run(&opts).await?;
+    opts
+}
+
+async fn run(lake: &Lake, opts: &RunOptions, args: &Args) -> Result<ExitCode> {
+    let record = lake.run(opts).await?;
     if args.quiet {
         // Quiet still says why a step failed.
         for s in record.steps.iter().filter(|s| s.status == Status::Failed) {
@@ -295,20 +303,10 @@ async fn ingest(
     lake: &Lake,
     sources: &[String],
     dates: &[lake::core::chrono::NaiveDate],
-    until: Option<lake::core::chrono::NaiveDate>,
-    force: bool,
+    opts: &RunOptions,
     args: &Args,
 ) -> Result<ExitCode> {
-    let today = lake::core::chrono::Utc::now().date_naive();
-    let mut opts = RunOptions::new(dates.last().copied().or(until).unwrap_or(today));
-    opts.force = force;
-    opts.cancel = cancel_on_signal();
-    if !args.quiet {
-        opts.observer = Some(Arc::new(print::Progress {
-            verbose: args.verbose > 0,
-        }));
-    }
-    let record = lake::core::run::ingest(&lake.context()?, sources, dates, &opts).await?;
+    let record = lake::core::run::ingest(&lake.context()?, sources, dates, opts).await?;
     if args.quiet {
         for i in record.ingest.iter().filter(|i| i.status == Status::Failed) {
             eprintln!(

@@ -1,6 +1,8 @@
 //! Human output.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
 
 use lake::core::ledger::{RunRecord, Status, StepRecord};
 use lake::core::run::{Event, RunObserver};
@@ -33,17 +35,92 @@ fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
-/// Prints run events to stderr as they happen.
+/// Prints run events to stderr as they happen: plain lines, and on a terminal a live bar per
+/// source being ingested (bytes, rate, windows).
 pub(crate) struct Progress {
-    pub(crate) verbose: bool,
+    verbose: bool,
+    bars: Option<Bars>,
+}
+
+/// The live bars of a terminal.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    /// Per source: its bar, windows done, windows in all.
+    sources: Mutex<HashMap<String, (indicatif::ProgressBar, usize, usize)>>,
+}
+
+impl Progress {
+    /// Bars only when stderr is a terminal.
+    pub(crate) fn new(verbose: bool) -> Self {
+        let bars = std::io::stderr().is_terminal().then(|| Bars {
+            multi: indicatif::MultiProgress::new(),
+            sources: Mutex::new(HashMap::new()),
+        });
+        Self { verbose, bars }
+    }
+
+    fn line(&self, text: String) {
+        match &self.bars {
+            Some(b) => b.multi.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Keep the bars up to date; true when the event was only for them.
+    fn bar(&self, event: &Event) -> bool {
+        let Some(b) = &self.bars else {
+            return matches!(event, Event::Fetched { .. } | Event::Catching { .. });
+        };
+        let mut sources = b.sources.lock().expect("bars lock");
+        match event {
+            Event::Catching { source, windows } => {
+                let bar = b.multi.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} ingest {prefix}: window {msg}, {binary_bytes} at {binary_bytes_per_sec}, {elapsed}",
+                    )
+                    .expect("a valid template"),
+                );
+                bar.set_prefix(source.clone());
+                bar.set_message(format!("1/{windows}"));
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                sources.insert(source.clone(), (bar, 0, *windows));
+                true
+            }
+            Event::Fetched { source, bytes } => {
+                if let Some((bar, _, _)) = sources.get(source) {
+                    bar.inc(*bytes);
+                }
+                true
+            }
+            Event::Ingested { source, .. } => {
+                if let Some((bar, done, all)) = sources.get_mut(source) {
+                    *done += 1;
+                    if *done >= *all {
+                        bar.finish_and_clear();
+                        sources.remove(source);
+                    } else {
+                        bar.set_message(format!("{}/{all}", *done + 1));
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    }
 }
 
 impl RunObserver for Progress {
     fn event(&self, event: &Event) {
-        let mut err = std::io::stderr().lock();
-        let _ = match event {
-            Event::Started { run_id } => writeln!(err, "run {run_id}"),
-            Event::Warning(w) => writeln!(err, "warning: {w}"),
+        if self.bar(event) {
+            return;
+        }
+        let text = match event {
+            Event::Started { run_id } => format!("run {run_id}"),
+            Event::Warning(w) => format!("warning: {w}"),
+            Event::Waiting { run_id, holder } => {
+                format!("waiting for run {run_id} ({holder}) to release the pipeline's lock")
+            }
             Event::Ingested {
                 source,
                 date,
@@ -52,34 +129,26 @@ impl RunObserver for Progress {
                 bytes: b,
                 error,
             } => match status {
-                Status::UpToDate => writeln!(
-                    err,
+                Status::UpToDate => format!(
                     "ingest {source} {date}: skipped, window already complete ({}, {})",
                     plural(*objects, "object"),
                     bytes(*b)
                 ),
-                Status::Succeeded => writeln!(
-                    err,
+                Status::Succeeded => format!(
                     "ingest {source} {date}: fetched {}, {}",
                     plural(*objects, "object"),
                     bytes(*b)
                 ),
-                _ => writeln!(
-                    err,
+                _ => format!(
                     "ingest {source} {date}: FAILED: {}",
                     error.as_deref().unwrap_or("(no reason given)")
                 ),
             },
-            Event::StepStarted { name } => {
-                if self.verbose {
-                    writeln!(err, "step {name}: started")
-                } else {
-                    Ok(())
-                }
-            }
-            Event::StepFinished { record } => writeln!(err, "{}", step_line(record)),
-            _ => Ok(()),
+            Event::StepStarted { name } if self.verbose => format!("step {name}: started"),
+            Event::StepFinished { record } => step_line(record),
+            _ => return,
         };
+        self.line(text);
     }
 }
 

@@ -800,8 +800,8 @@ impl Reply {
     }
 }
 
-/// An HTTP/1.1 server on 127.0.0.1 answering each GET with `respond(request line)`, a thread
-/// per connection; returns its URL and the request lines it saw.
+/// An HTTP/1.1 server on 127.0.0.1 answering each GET with `respond(request line and
+/// headers)`, a thread per connection; returns its URL and the request lines it saw.
 fn http_server(
     respond: impl Fn(&str) -> Reply + Send + Sync + 'static,
 ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -819,14 +819,16 @@ fn http_server(
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut first = String::new();
                 let _ = reader.read_line(&mut first);
+                let mut head = first.clone();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
                     }
+                    head.push_str(&line);
                 }
                 let first = first.trim().to_owned();
-                let reply = respond(&first);
+                let reply = respond(&head);
                 log.lock().unwrap().push(first);
                 let _ = write!(
                     conn,
@@ -868,4 +870,172 @@ fn window_server(fail: &'static str) -> (String, std::sync::Arc<std::sync::Mutex
             Reply::ok("{}")
         }
     })
+}
+
+/// A zip of the credit CSV, as Kaggle serves a dataset.
+fn credit_zip() -> Vec<u8> {
+    use std::io::Write;
+    let csv = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/credit/data/german_credit_data.csv"),
+    )
+    .unwrap();
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    w.start_file("german_credit_data.csv", opts).unwrap();
+    w.write_all(&csv).unwrap();
+    w.start_file("LICENSE.txt", opts).unwrap();
+    w.write_all(b"CC0").unwrap();
+    w.finish().unwrap().into_inner()
+}
+
+/// The credit example with its source replaced by a Kaggle dataset at `endpoint`.
+fn kaggle_credit(dir: &Path, endpoint: &str) {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/credit/lake.toml"),
+    )
+    .unwrap();
+    let toml = example.replace(
+        "kind = \"file\"\npath = \"data/*.csv\"",
+        &format!(
+            "kind = \"kaggle\"\ndataset = \"uciml/german-credit\"\nendpoint = \"{endpoint}/api/v1\"\nmembers = [\"*.csv\"]\nmax_attempts = 1"
+        ),
+    );
+    assert_ne!(toml, example, "the source table was replaced");
+    std::fs::write(dir.join("lake.toml"), toml).unwrap();
+}
+
+#[test]
+fn a_kaggle_dataset_lands_unzipped_and_feeds_the_credit_steps() {
+    let zip = credit_zip();
+    let served = zip.clone();
+    // Basic auth of ann:s3cret-key.
+    let (url, seen) = http_server(move |head| {
+        let auth = head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("authorization: Basic YW5uOnMzY3JldC1rZXk="));
+        if !head.starts_with("GET /api/v1/datasets/download/uciml/german-credit HTTP/1.1") {
+            Reply {
+                status: "404 Not Found",
+                ..Reply::ok("no such dataset")
+            }
+        } else if !auth {
+            Reply {
+                status: "401 Unauthorized",
+                ..Reply::ok("{\"code\":401,\"message\":\"Unauthenticated\"}")
+            }
+        } else {
+            Reply::ok(served.clone())
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    kaggle_credit(tmp.path(), &url);
+
+    // Wrong key: the status and a hint, never the key; nothing lands.
+    let out = lake(tmp.path())
+        .env("KAGGLE_USERNAME", "ann")
+        .env("KAGGLE_KEY", "wrong-key-123")
+        .args(["ingest", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("401 Unauthorized") && err.contains("check the Kaggle credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-key-123") && !stdout(&out).contains("wrong-key-123"));
+    let window = tmp.path().join("lake/raw/credit/ingest_date=2024-03-01");
+    assert!(!window.exists());
+
+    // Credentials from kaggle.json in KAGGLE_CONFIG_DIR.
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg.path().join("kaggle.json"),
+        r#"{"username": "ann", "key": "s3cret-key"}"#,
+    )
+    .unwrap();
+    let out = lake(tmp.path())
+        .env_remove("KAGGLE_USERNAME")
+        .env_remove("KAGGLE_KEY")
+        .env("KAGGLE_CONFIG_DIR", cfg.path())
+        .args(["run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(window.join("german-credit.zip")).unwrap(),
+        zip,
+        "the archive is kept as fetched"
+    );
+    assert!(window.join("german_credit_data.csv").is_file());
+    assert!(!window.join("LICENSE.txt").exists(), "members filter");
+    let out = lake(tmp.path())
+        .args([
+            "query",
+            "--format",
+            "csv",
+            "SELECT SUM(n) AS n FROM refined.credit_by_purpose",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "n\n1000\n");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "one refused and one good download"
+    );
+}
+
+#[test]
+fn two_concurrent_ingests_fetch_each_window_once() {
+    // 4 MiB in 1 MiB chunks, 300 ms apart: the first ingest holds the lock for about a second.
+    let (url, seen) = http_server(|_| Reply {
+        pause: std::time::Duration::from_millis(300),
+        ..Reply::ok(vec![b'x'; 4 << 20])
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        format!(
+            "[lake]\nname = \"c\"\n[sources.daily]\nkind = \"http\"\nurl = \"{url}/d?day={{date}}\"\nstart = \"2024-03-01\"\nfilename = \"d.bin\"\n"
+        ),
+    )
+    .unwrap();
+    let spawn = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"))
+            .current_dir(tmp.path())
+            .args(["ingest", "--to", "2024-03-02"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(b.status.success(), "{}", stderr(&b));
+    let mut requests = seen.lock().unwrap().clone();
+    requests.sort();
+    assert_eq!(
+        requests,
+        [
+            "GET /d?day=2024-03-01 HTTP/1.1",
+            "GET /d?day=2024-03-02 HTTP/1.1"
+        ],
+        "each window fetched once"
+    );
+    let both = format!("{}{}", stderr(&a), stderr(&b));
+    assert!(
+        both.contains("waiting for run") && both.contains("skipped, window already complete"),
+        "{both}"
+    );
+    for day in ["2024-03-01", "2024-03-02"] {
+        let f = tmp
+            .path()
+            .join(format!("lake/raw/daily/ingest_date={day}/d.bin"));
+        assert_eq!(std::fs::metadata(f).unwrap().len(), 4 << 20);
+    }
 }

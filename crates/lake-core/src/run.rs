@@ -55,6 +55,13 @@ pub enum Event {
     },
     /// Something the user should know that does not stop the run.
     Warning(String),
+    /// Another run holds the pipeline's lock; this one waits for it (`lock_wait`).
+    Waiting {
+        /// The run holding the lock.
+        run_id: String,
+        /// Who runs it.
+        holder: String,
+    },
     /// A source window was fetched or found complete.
     Ingested {
         /// The source.
@@ -120,6 +127,9 @@ pub struct RunOptions {
     pub env: EnvLookup,
     /// Progress events.
     pub observer: Option<Arc<dyn RunObserver>>,
+    /// How long to wait for another run of the pipeline to release its lock; zero: fail at
+    /// once with [`Error::Locked`].
+    pub lock_wait: Duration,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -146,6 +156,7 @@ impl RunOptions {
             cancel: CancellationToken::new(),
             env: Arc::new(|v| std::env::var(v).ok()),
             observer: None,
+            lock_wait: Duration::ZERO,
         }
     }
 
@@ -256,6 +267,41 @@ pub async fn ingest(
     execute(ctx, opts, Work::Ingest { sources, dates }).await
 }
 
+/// Take the pipeline's lock, waiting up to `opts.lock_wait` for a live holder to let go.
+async fn acquire_waiting(
+    ctx: &RunContext,
+    opts: &RunOptions,
+    run_id: &str,
+) -> Result<lock::LockGuard> {
+    let p = &ctx.pipeline;
+    let until = Instant::now() + opts.lock_wait;
+    let mut told = false;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match lock::acquire(&*ctx.store, &p.name, run_id, &opts.holder, p.lock_ttl).await {
+            Err(Error::Locked {
+                run_id: theirs,
+                holder,
+                ..
+            }) if Instant::now() + pause < until => {
+                if !told {
+                    opts.emit(Event::Waiting {
+                        run_id: theirs,
+                        holder,
+                    });
+                    told = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = opts.cancel.cancelled() => return Err(Error::Cancelled),
+                }
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What one locked, recorded execution does.
 enum Work {
     /// Ingest what the steps read for the run's date, then run the steps.
@@ -289,7 +335,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
     let redactor = Redactor::new(secrets.values().flatten().map(|(_, s)| s));
 
     let run_id = new_run_id();
-    let guard = lock::acquire(&*ctx.store, &p.name, &run_id, &opts.holder, p.lock_ttl).await?;
+    let guard = acquire_waiting(ctx, opts, &run_id).await?;
     if let Some(old) = &guard.took_over {
         // The run that held it is gone: drop its staging and close its ledger record.
         let staging = format!("_lake/staging/{}", old.run_id);
