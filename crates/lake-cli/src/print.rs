@@ -74,7 +74,10 @@ impl Progress {
         let mut sources = b.sources.lock().expect("bars lock");
         match event {
             Event::Catching { source, windows } => {
-                let bar = b.multi.add(indicatif::ProgressBar::new_spinner());
+                let bar = indicatif::ProgressBar::with_draw_target(
+                    None,
+                    indicatif::ProgressDrawTarget::hidden(),
+                );
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
                         "{spinner} ingest {prefix}: window {msg}, {binary_bytes} at {binary_bytes_per_sec}, {elapsed}",
@@ -83,6 +86,7 @@ impl Progress {
                 );
                 bar.set_prefix(source.clone());
                 bar.set_message(format!("1/{windows}"));
+                let bar = b.multi.add(bar);
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
                 sources.insert(source.clone(), (bar, 0, *windows));
                 true

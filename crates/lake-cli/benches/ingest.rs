@@ -1,13 +1,17 @@
-//! Landing one large HTTP object: `lake run` (an http source streamed into a filesystem
-//! zone, SHA-256 on the way) against `curl -o` of the same URL, in the same run.
+//! Ingest throughput, in two parts, each against a plain tool in the same run:
+//!
+//! 1. One large HTTP object: `lake run` (an http source streamed into a filesystem zone,
+//!    SHA-256 on the way) against `curl -o` of the same URL. `LAKE_BENCH_BYTES` sets the size
+//!    (default 1 GiB). The server is a thread of this bench on 127.0.0.1 that sends a repeated
+//!    1 MiB block with a Content-Length.
+//! 2. Many small files from a glob: `lake ingest` of `LAKE_BENCH_FILES` (default 1000) CSV
+//!    files of about 2 KiB into one window, against `cp -r` of the folder; files per second.
 //!
 //! ```sh
-//! cargo bench -p lake-cli --bench http_ingest
+//! cargo bench -p lake-cli --bench ingest
 //! ```
 //!
-//! `LAKE_BENCH_BYTES` sets the size (default 1 GiB). The server is a thread of this bench on
-//! 127.0.0.1 that sends a repeated 1 MiB block with a Content-Length. Wall time and peak RSS
-//! come from GNU time (`/usr/bin/time -f "%e %M"`) around each process.
+//! Wall time and peak RSS come from GNU time (`/usr/bin/time -f "%e %M"`) around each process.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -74,6 +78,60 @@ fn timed(cmd: &mut Command, dir: &Path) -> (f64, u64) {
 }
 
 fn main() {
+    http_object();
+    small_files();
+}
+
+fn small_files() {
+    let n: usize = std::env::var("LAKE_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("data")).unwrap();
+    for i in 0..n {
+        let rows: String = (0..64)
+            .map(|r| format!("{i},{r},{}\n", i * 7919 + r))
+            .collect();
+        std::fs::write(
+            dir.join(format!("data/part-{i:05}.csv")),
+            format!("a,b,c\n{rows}"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("lake.toml"),
+        "[lake]\nname = \"bench\"\n[sources.many]\nkind = \"file\"\npath = \"data/*.csv\"\n",
+    )
+    .unwrap();
+    println!("file ingest: {n} small files from a glob into a filesystem zone");
+    let (wall, rss) = timed(
+        Command::new(env!("CARGO_BIN_EXE_lake")).args(["-q", "ingest", "--date", "2024-01-01"]),
+        dir,
+    );
+    let landed = std::fs::read_dir(dir.join("lake/raw/many/ingest_date=2024-01-01"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".csv"))
+        })
+        .count();
+    assert_eq!(landed, n, "every file landed");
+    println!(
+        "  lake ingest {wall:>6.2} s  {:>7.0} files/s  peak RSS {:>6.1} MiB",
+        n as f64 / wall,
+        rss as f64 / 1024.0
+    );
+    let (wall, rss) = timed(Command::new("cp").args(["-r", "data", "copy"]), dir);
+    println!(
+        "  cp -r       {wall:>6.2} s  {:>7.0} files/s  peak RSS {:>6.1} MiB",
+        n as f64 / wall,
+        rss as f64 / 1024.0
+    );
+}
+
+fn http_object() {
     let size: u64 = std::env::var("LAKE_BENCH_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -90,7 +148,7 @@ fn main() {
     )
     .unwrap();
     let mib = size as f64 / (1 << 20) as f64;
-    println!("http_ingest: {mib:.0} MiB from 127.0.0.1 into a filesystem zone");
+    println!("http ingest: {mib:.0} MiB from 127.0.0.1 into a filesystem zone");
     let (wall, rss) = timed(
         Command::new(env!("CARGO_BIN_EXE_lake")).args(["-q", "run", "--date", "2024-01-01"]),
         dir,
