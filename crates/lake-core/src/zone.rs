@@ -196,6 +196,15 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
 
     /// Delete `key`; a missing key is not an error.
     async fn delete(&self, key: &Key) -> Result<()>;
+
+    /// Delete `keys` (missing ones are not an error). Stores with a batch call (S3's
+    /// DeleteObjects) override this; the default deletes one by one.
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -229,6 +238,9 @@ impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
     }
     async fn delete(&self, key: &Key) -> Result<()> {
         (**self).delete(key).await
+    }
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        (**self).delete_many(keys).await
     }
 }
 
@@ -322,11 +334,14 @@ pub trait ZoneStoreExt: ZoneStore {
 
     /// Delete every object under `prefix`; returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
-        let objects = self.list(prefix).await?;
-        for o in &objects {
-            self.delete(&o.key).await?;
-        }
-        Ok(objects.len())
+        let keys: Vec<Key> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        self.delete_many(&keys).await?;
+        Ok(keys.len())
     }
 }
 

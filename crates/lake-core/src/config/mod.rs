@@ -420,6 +420,40 @@ pub struct Pipeline {
     pub order: Vec<String>,
     /// Limits of the embedded SQL engine.
     pub engine: EngineSpec,
+    /// How AWS clients are made.
+    pub aws: AwsSpec,
+}
+
+/// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AwsSpec {
+    /// Profile name.
+    pub profile: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Endpoint for every service.
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing; `None`: on when an endpoint is set.
+    pub force_path_style: Option<bool>,
+    /// Attempts per request.
+    pub max_attempts: u32,
+    /// Time to connect.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Longest time of one operation, retries included.
+    #[serde(with = "secs")]
+    pub operation_timeout: Duration,
+    /// Server-side encryption of objects lake writes.
+    pub sse: Option<Sse>,
+}
+
+/// Server-side encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`).
+    S3,
+    /// SSE-KMS, with a key id or ARN (`None`: the account's default S3 key).
+    Kms(Option<String>),
 }
 
 /// A checked `[engine]`.

@@ -26,6 +26,42 @@ pub struct LakeFile {
     /// `[engine]`: the embedded SQL engine's limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineConfig>,
+    /// `[aws]`: how AWS clients are made (all optional; the default chain applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsConfig>,
+}
+
+/// `[aws]`: overrides of the AWS SDK's defaults (environment, profiles, instance roles).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// A profile of ~/.aws/config (else `AWS_PROFILE`, else `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The region (else `AWS_REGION` or the profile's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// An endpoint for every service (an S3-compatible server); else `AWS_ENDPOINT_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Path-style S3 addressing (`endpoint/bucket/key`); default: true with an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// Attempts per request, standard retry mode (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Time to connect (default `5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    /// Longest time of one operation, retries included (default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_timeout: Option<String>,
+    /// Server-side encryption of what lake writes: `"AES256"` (SSE-S3) or `"aws:kms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<String>,
+    /// With `sse = "aws:kms"`: the KMS key id or ARN (default: the account's S3 key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
 }
 
 /// `[engine]`: limits of the embedded SQL engine (DataFusion) that runs `sql` steps locally.

@@ -317,6 +317,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
     };
 
     let engine = engine_spec(&mut r, file);
+    let aws = aws_spec(&mut r, file);
     r.finish()?;
     Ok(Pipeline {
         name: lake.name.clone(),
@@ -330,7 +331,61 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         steps,
         order,
         engine,
+        aws,
     })
+}
+
+fn aws_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> super::AwsSpec {
+    let a = file.model.aws.clone().unwrap_or_default();
+    let duration = |r: &mut Reporter<'_>, field: &str, v: &Option<String>, default: u64| {
+        v.as_ref()
+            .and_then(|t| {
+                parse_duration(t)
+                    .map_err(|m| r.value(&format!("aws.{field}"), m))
+                    .ok()
+            })
+            .unwrap_or(std::time::Duration::from_secs(default))
+    };
+    if let Some(e) = &a.endpoint_url
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        r.value(
+            "aws.endpoint_url",
+            format!("{e:?} is not an http:// or https:// URL"),
+        );
+    }
+    if a.max_attempts == Some(0) {
+        r.value(
+            "aws.max_attempts",
+            "max_attempts counts the first try: at least 1",
+        );
+    }
+    let sse = match (a.sse.as_deref(), &a.kms_key_id) {
+        (None, None) => None,
+        (Some("AES256"), None) => Some(super::Sse::S3),
+        (Some("aws:kms"), key) => Some(super::Sse::Kms(key.clone())),
+        (Some("AES256"), Some(_)) | (None, Some(_)) => {
+            r.key("aws.kms_key_id", "kms_key_id goes with sse = \"aws:kms\"");
+            None
+        }
+        (Some(other), _) => {
+            r.value(
+                "aws.sse",
+                format!("unknown sse {other:?}: \"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS)"),
+            );
+            None
+        }
+    };
+    super::AwsSpec {
+        profile: a.profile.clone(),
+        region: a.region.clone(),
+        endpoint_url: a.endpoint_url.clone(),
+        force_path_style: a.force_path_style,
+        max_attempts: a.max_attempts.unwrap_or(3).max(1),
+        connect_timeout: duration(r, "connect_timeout", &a.connect_timeout, 5),
+        operation_timeout: duration(r, "operation_timeout", &a.operation_timeout, 600),
+        sse,
+    }
 }
 
 /// Placeholders a URL, query value or file name of an http source may hold.

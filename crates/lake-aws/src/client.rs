@@ -1,0 +1,76 @@
+//! The one place AWS clients are made.
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use lake_core::config::AwsSpec;
+
+/// The SDK configuration for a pipeline's `[aws]` table, over the SDK's default chain:
+/// credentials from the environment, profiles (`AWS_PROFILE`, SSO), container and instance
+/// roles; the region from `[aws] region`, `AWS_REGION` or the profile; endpoints from
+/// `[aws] endpoint_url`, `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_<SERVICE>`. Standard retry
+/// mode with `max_attempts`, and connect and operation timeouts.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    sdk: SdkConfig,
+    spec: AwsSpec,
+}
+
+impl Aws {
+    /// Resolve the configuration (reads profile files; makes no request).
+    pub async fn load(spec: &AwsSpec) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(spec.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(spec.connect_timeout)
+                    .operation_timeout(spec.operation_timeout)
+                    .build(),
+            );
+        if let Some(p) = &spec.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &spec.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(e) = &spec.endpoint_url {
+            loader = loader.endpoint_url(e);
+        }
+        Self {
+            sdk: loader.load().await,
+            spec: spec.clone(),
+        }
+    }
+
+    /// The resolved SDK configuration.
+    pub fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    /// The region, if one was found.
+    pub fn region(&self) -> Option<&str> {
+        self.sdk.region().map(Region::as_ref)
+    }
+
+    /// The endpoint every service uses, if one is set.
+    pub fn endpoint_url(&self) -> Option<&str> {
+        self.sdk.endpoint_url()
+    }
+
+    /// An S3 client. Path-style addressing is on when `[aws] force_path_style` says so, or by
+    /// default when an endpoint is set (S3-compatible servers rarely serve bucket subdomains).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let custom_endpoint =
+            self.sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let path_style = self.spec.force_path_style.unwrap_or(custom_endpoint);
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(path_style)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// An STS client.
+    pub fn sts(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.sdk)
+    }
+}

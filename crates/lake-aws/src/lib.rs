@@ -1,0 +1,12 @@
+//! # lake-aws
+//!
+//! lake on AWS. [`Aws`] is the one place AWS clients are made (the SDK's default credential
+//! chain, region, endpoints, retries and timeouts, with the `[aws]` table of lake.toml on
+//! top). [`S3ZoneStore`] keeps the zones under an S3 prefix and passes the same
+//! [`ZoneStore`](lake_core::ZoneStore) conformance suite as the local stores.
+
+mod client;
+mod s3;
+
+pub use client::Aws;
+pub use s3::{MIN_PART, S3ZoneStore};

@@ -1,0 +1,692 @@
+//! [`S3ZoneStore`]: zones under an S3 prefix, on aws-sdk-s3.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
+};
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
+use lake_core::config::Sse;
+use lake_core::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
+use lake_core::{BoxError, Error, Result};
+
+/// The smallest part S3 accepts (all parts but the last).
+pub const MIN_PART: usize = 5 << 20;
+/// The largest object one CopyObject may copy; larger ones are copied in parts.
+const MAX_COPY: u64 = 5 << 30;
+/// Part size of multipart copies.
+const COPY_PART: u64 = 512 << 20;
+/// DeleteObjects takes at most this many keys.
+const DELETE_BATCH: usize = 1000;
+
+/// Zones under `s3://bucket/prefix`.
+///
+/// - `put` streams: a body shorter than one part is one PutObject; a longer one is a multipart
+///   upload with `concurrency` parts in flight, so memory stays under
+///   `part_size × (concurrency + 1)`. A failed, errored or dropped upload is aborted: no
+///   orphaned parts, and the previous object stays.
+/// - `put_if_absent` is a PutObject with `If-None-Match: *` (412 → already exists).
+/// - `list` pages through ListObjectsV2; `copy` uses CopyObject, in parts above 5 GiB;
+///   `delete_many` batches DeleteObjects by 1000.
+/// - Every write carries the configured server-side encryption.
+#[derive(Clone)]
+pub struct S3ZoneStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    part_size: usize,
+    concurrency: usize,
+    sse: Option<Sse>,
+}
+
+impl std::fmt::Debug for S3ZoneStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3ZoneStore")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a denied request needed, for the error that explains it.
+#[derive(Debug)]
+struct Denied {
+    action: &'static str,
+    resource: String,
+    detail: String,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AccessDenied: this identity may not {} on {} ({}). A statement that allows it: \
+             {{\"Effect\": \"Allow\", \"Action\": \"{}\", \"Resource\": \"{}\"}}; \
+             `lake iam-policy` prints the whole policy this lake.toml needs",
+            self.action, self.resource, self.detail, self.action, self.resource
+        )
+    }
+}
+
+impl std::error::Error for Denied {}
+
+impl S3ZoneStore {
+    /// Zones under `s3://bucket/prefix` (`prefix` may be empty), with 8 MiB parts, 4 in flight.
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: &str) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            part_size: 8 << 20,
+            concurrency: 4,
+            sse: None,
+        }
+    }
+
+    /// Parts of `size` bytes (at least 5 MiB, S3's minimum), `concurrency` uploaded at once.
+    pub fn with_parts(mut self, size: usize, concurrency: usize) -> Self {
+        self.part_size = size.max(MIN_PART);
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Encrypt what is written.
+    pub fn with_sse(mut self, sse: Option<Sse>) -> Self {
+        self.sse = sse;
+        self
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key prefix (no leading or trailing `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The client.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// The S3 key of a lake key or prefix.
+    fn full(&self, key: &str) -> String {
+        match (self.prefix.is_empty(), key.is_empty()) {
+            (true, _) => key.to_owned(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{key}", self.prefix),
+        }
+    }
+
+    /// The lake key of an S3 key under the prefix.
+    fn relative<'a>(&self, s3_key: &'a str) -> Option<&'a str> {
+        if self.prefix.is_empty() {
+            Some(s3_key)
+        } else {
+            s3_key.strip_prefix(&self.prefix)?.strip_prefix('/')
+        }
+    }
+
+    fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        match &self.sse {
+            None => (None, None),
+            Some(Sse::S3) => (Some(ServerSideEncryption::Aes256), None),
+            Some(Sse::Kms(key)) => (Some(ServerSideEncryption::AwsKms), key.clone()),
+        }
+    }
+
+    fn fail(&self, operation: &'static str, key: &str, source: BoxError) -> Error {
+        Error::Store {
+            operation,
+            key: key.to_owned(),
+            store: self.root_url(),
+            source,
+        }
+    }
+
+    /// An SDK error as a lake error; AccessDenied says what was needed and how to allow it.
+    fn sdk_err<E>(
+        &self,
+        operation: &'static str,
+        action: &'static str,
+        key: &str,
+        e: SdkError<E, HttpResponse>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if e.code() == Some("AccessDenied") {
+            let resource = if action == "s3:ListBucket" {
+                format!("arn:aws:s3:::{}", self.bucket)
+            } else {
+                format!("arn:aws:s3:::{}/{}", self.bucket, self.full(key))
+            };
+            let detail = e.message().unwrap_or("Access Denied").to_owned();
+            return self.fail(
+                operation,
+                key,
+                Box::new(Denied {
+                    action,
+                    resource,
+                    detail,
+                }),
+            );
+        }
+        // The whole chain (service code and message, or the connection error) as one line.
+        let text = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+        self.fail(operation, key, text.into())
+    }
+
+    fn not_found(&self, key: &str) -> Error {
+        Error::NotFound {
+            key: key.to_owned(),
+            store: self.root_url(),
+        }
+    }
+
+    /// Read up to one part from `body` into `carry`; the part, and whether `body` ended.
+    async fn next_part(
+        &self,
+        body: &mut ByteStream,
+        carry: &mut BytesMut,
+    ) -> Result<(Bytes, bool)> {
+        while carry.len() < self.part_size {
+            match body.try_next().await? {
+                Some(chunk) => carry.extend_from_slice(&chunk),
+                None => return Ok((carry.split().freeze(), true)),
+            }
+        }
+        Ok((carry.split_to(self.part_size).freeze(), false))
+    }
+
+    async fn put_one(&self, key: &Key, bytes: Bytes) -> Result<ObjectMeta> {
+        let (sse, kms) = self.sse();
+        let size = bytes.len() as u64;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .body(SdkBody::from(bytes))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("put", "s3:PutObject", key.as_str(), e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            last_modified: Utc::now(),
+            e_tag: out.e_tag().map(str::to_owned),
+        })
+    }
+
+    /// The parts after `first`, uploaded with bounded concurrency; then the commit.
+    async fn put_parts(
+        &self,
+        key: &Key,
+        upload_id: &str,
+        first: Bytes,
+        mut body: ByteStream,
+        mut carry: BytesMut,
+    ) -> Result<ObjectMeta> {
+        let full = self.full(key.as_str());
+        let mut in_flight = FuturesUnordered::new();
+        let mut done: Vec<CompletedPart> = Vec::new();
+        let mut size = 0u64;
+        let mut next = Some(first);
+        let mut ended = false;
+        let mut number = 0i32;
+        loop {
+            while in_flight.len() < self.concurrency
+                && let Some(part) = next.take()
+            {
+                number += 1;
+                size += part.len() as u64;
+                let req = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .body(SdkBody::from(part));
+                let n = number;
+                in_flight.push(async move { (n, req.send().await) });
+                if !ended {
+                    let (p, end) = self.next_part(&mut body, &mut carry).await?;
+                    ended = end;
+                    if !p.is_empty() {
+                        next = Some(p);
+                    }
+                }
+            }
+            match in_flight.next().await {
+                Some((n, Ok(out))) => done.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                ),
+                Some((_, Err(e))) => {
+                    return Err(self.sdk_err("put", "s3:PutObject", key.as_str(), e));
+                }
+                None => break,
+            }
+        }
+        done.sort_by_key(|p| p.part_number());
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("put", "s3:PutObject", key.as_str(), e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            last_modified: Utc::now(),
+            e_tag: out.e_tag().map(str::to_owned),
+        })
+    }
+
+    async fn copy_in_parts(&self, from: &Key, to: &Key, size: u64) -> Result<()> {
+        let (sse, kms) = self.sse();
+        let dest = self.full(to.as_str());
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&dest)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("copy", "s3:PutObject", to.as_str(), e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let mut guard = AbortOnDrop::new(self, &dest, &upload_id);
+        let source = self.copy_source(from);
+        let mut parts = Vec::new();
+        let mut start = 0u64;
+        let mut number = 0;
+        while start < size {
+            let end = (start + COPY_PART).min(size) - 1;
+            number += 1;
+            let out = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.bucket)
+                .key(&dest)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .map_err(|e| self.sdk_err("copy", "s3:GetObject", from.as_str(), e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(
+                        out.copy_part_result()
+                            .and_then(|r| r.e_tag())
+                            .map(str::to_owned),
+                    )
+                    .build(),
+            );
+            start = end + 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&dest)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("copy", "s3:PutObject", to.as_str(), e))?;
+        guard.disarm();
+        Ok(())
+    }
+
+    /// `bucket/key` of a copy source, percent-encoded as S3 requires.
+    fn copy_source(&self, key: &Key) -> String {
+        let mut out = format!("{}/", self.bucket);
+        for b in self.full(key.as_str()).bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+}
+
+/// Aborts a multipart upload unless disarmed: on an error path and when the future that owns
+/// it is dropped (Ctrl-C, a timeout), so no parts are left behind.
+struct AbortOnDrop {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl AbortOnDrop {
+    fn new(store: &S3ZoneStore, key: &str, upload_id: &str) -> Self {
+        Self {
+            client: store.client.clone(),
+            bucket: store.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    fn request(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let req = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id);
+        let key = self.key.clone();
+        async move {
+            if let Err(e) = req.send().await {
+                tracing::warn!(
+                    "aborting the multipart upload of {key} failed: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                );
+            }
+        }
+    }
+
+    /// Abort now and wait for it.
+    async fn abort(mut self) {
+        self.armed = false;
+        self.request().await;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if self.armed
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(self.request());
+        }
+    }
+}
+
+fn to_utc(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or_else(Utc::now)
+}
+
+#[async_trait]
+impl ZoneStore for S3ZoneStore {
+    fn root_url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    async fn put(&self, key: &Key, mut body: ByteStream) -> Result<ObjectMeta> {
+        let mut carry = BytesMut::new();
+        let (first, ended) = self.next_part(&mut body, &mut carry).await?;
+        if ended {
+            return self.put_one(key, first).await;
+        }
+        let (sse, kms) = self.sse();
+        let full = self.full(key.as_str());
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("put", "s3:PutObject", key.as_str(), e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let guard = AbortOnDrop::new(self, &full, &upload_id);
+        match self.put_parts(key, &upload_id, first, body, carry).await {
+            Ok(meta) => {
+                let mut guard = guard;
+                guard.disarm();
+                Ok(meta)
+            }
+            Err(e) => {
+                guard.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn put_if_absent(&self, key: &Key, body: Bytes) -> Result<PutOutcome> {
+        let (sse, kms) = self.sse();
+        // 409 ConditionalRequestConflict: another conditional write of the key is in flight;
+        // S3 asks to retry, and the retry then sees its result.
+        for attempt in 0..5u32 {
+            let sent = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full(key.as_str()))
+                .if_none_match("*")
+                .body(SdkBody::from(body.clone()))
+                .set_server_side_encryption(sse.clone())
+                .set_ssekms_key_id(kms.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(PutOutcome::Created),
+                Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                    Some(412) => return Ok(PutOutcome::AlreadyExists),
+                    Some(409) if attempt < 4 => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                    }
+                    _ => return Err(self.sdk_err("put", "s3:PutObject", key.as_str(), e)),
+                },
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn get(&self, key: &Key) -> Result<GetResult> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_no_such_key() => self.not_found(key.as_str()),
+                _ => self.sdk_err("get", "s3:GetObject", key.as_str(), e),
+            })?;
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size: out.content_length().unwrap_or_default().max(0) as u64,
+            last_modified: to_utc(out.last_modified()),
+            e_tag: out.e_tag().map(str::to_owned),
+        };
+        let this = Arc::new(self.clone());
+        let k = key.to_string();
+        let body = futures::stream::try_unfold(out.body, move |mut b| {
+            let (this, k) = (Arc::clone(&this), k.clone());
+            async move {
+                match b.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, b))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(this.fail("get", &k, Box::new(e))),
+                }
+            }
+        });
+        Ok(GetResult {
+            meta,
+            body: body.boxed(),
+        })
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_not_found() => self.not_found(key.as_str()),
+                _ => self.sdk_err("head", "s3:GetObject", key.as_str(), e),
+            })?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: out.content_length().unwrap_or_default().max(0) as u64,
+            last_modified: to_utc(out.last_modified()),
+            e_tag: out.e_tag().map(str::to_owned),
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let full = self.full(prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .set_prefix((!full.is_empty()).then(|| full.clone()))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.sdk_err("list", "s3:ListBucket", prefix, e))?;
+            for o in page.contents() {
+                let Some(rel) = o.key().and_then(|k| self.relative(k)) else {
+                    continue;
+                };
+                // Whole segments: `raw/a` lists `raw/a` and `raw/a/…`, not `raw/ab`.
+                if !(prefix.is_empty()
+                    || rel == prefix
+                    || rel.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')))
+                {
+                    continue;
+                }
+                let Ok(key) = Key::new(rel) else {
+                    tracing::warn!("skipping s3://{}/{rel}: not a lake key", self.bucket);
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key,
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                    last_modified: to_utc(o.last_modified()),
+                    e_tag: o.e_tag().map(str::to_owned),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn copy(&self, from: &Key, to: &Key) -> Result<()> {
+        let size = self.head(from).await?.size;
+        if size > MAX_COPY {
+            return self.copy_in_parts(from, to, size).await;
+        }
+        let (sse, kms) = self.sse();
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(self.full(to.as_str()))
+            .copy_source(self.copy_source(from))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("copy", "s3:PutObject", to.as_str(), e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .send()
+            .await
+            .map_err(|e| self.sdk_err("delete", "s3:DeleteObject", key.as_str(), e))?;
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            let objects = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(self.full(k.as_str()))
+                        .build()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| self.fail("delete", batch[0].as_str(), Box::new(e)))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| self.fail("delete", batch[0].as_str(), Box::new(e)))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.sdk_err("delete", "s3:DeleteObject", batch[0].as_str(), e))?;
+            if let Some(failed) = out.errors().first() {
+                return Err(self.fail(
+                    "delete",
+                    failed.key().unwrap_or_default(),
+                    format!(
+                        "{} of {} keys not deleted: {} {}",
+                        out.errors().len(),
+                        batch.len(),
+                        failed.code().unwrap_or_default(),
+                        failed.message().unwrap_or_default()
+                    )
+                    .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

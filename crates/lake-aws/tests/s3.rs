@@ -1,0 +1,135 @@
+//! The S3 zone store against a real S3 API (moto's server, started by `.ci/run`): the
+//! conformance suite, put-if-absent's 412, and multipart uploads that fail or are dropped
+//! leaving nothing behind.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lake_core::testing::conformance;
+use lake_core::zone::{ByteStream, Key, PutOutcome, ZoneStore, ZoneStoreExt};
+use lake_core::{DynZoneStore, Error};
+
+fn key(s: &str) -> Key {
+    Key::new(s).unwrap()
+}
+
+/// Multipart uploads still open in `bucket`.
+async fn open_uploads(store: &lake_aws::S3ZoneStore) -> usize {
+    store
+        .client()
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_store_conforms() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store: Arc<DynZoneStore> = Arc::new(common::fresh_store(&endpoint, "conformance").await);
+    conformance::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_if_absent_gets_412_and_keeps_the_first() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store = common::fresh_store(&endpoint, "ifnonematch").await;
+    let k = key("_lake/locks/p");
+    assert_eq!(
+        store.put_if_absent(&k, Bytes::from("first")).await.unwrap(),
+        PutOutcome::Created
+    );
+    assert_eq!(
+        store
+            .put_if_absent(&k, Bytes::from("second"))
+            .await
+            .unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(store.get_bytes(&k).await.unwrap(), "first");
+    // Keys land under the prefix.
+    let listed = store
+        .client()
+        .list_objects_v2()
+        .bucket("ifnonematch")
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["lake/_lake/locks/p"]);
+    assert_eq!(store.root_url(), "s3://ifnonematch/lake");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_multipart_upload_is_aborted() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store = common::fresh_store(&endpoint, "aborted").await;
+    let k = key("raw/big/part.bin");
+    store.put_bytes(&k, Bytes::from("old")).await.unwrap();
+    // Three parts, then the source fails.
+    let body: ByteStream = conformance::generated(16 << 20, 1 << 20)
+        .chain(futures::stream::once(async {
+            Err(Error::Source {
+                source_name: "test".into(),
+                message: "connection reset".into(),
+                source: None,
+            })
+        }))
+        .boxed();
+    let e = store.put(&k, body).await.unwrap_err();
+    assert!(
+        e.to_string().contains("connection reset") || format!("{e:?}").contains("connection reset"),
+        "{e:?}"
+    );
+    assert_eq!(open_uploads(&store).await, 0, "the upload was aborted");
+    assert_eq!(
+        store.get_bytes(&k).await.unwrap(),
+        "old",
+        "the previous object stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_multipart_upload_is_aborted() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store = common::fresh_store(&endpoint, "dropped").await;
+    let k = key("raw/big/part.bin");
+    // Two parts' worth, then the source hangs: the put is cancelled by a timeout.
+    let body: ByteStream = conformance::generated(11 << 20, 1 << 20)
+        .chain(futures::stream::pending())
+        .boxed();
+    let put = store.put(&k, body);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), put)
+            .await
+            .is_err()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while open_uploads(&store).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped upload was never aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.head(&k).await.unwrap_err().is_not_found());
+}
