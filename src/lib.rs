@@ -23,9 +23,9 @@
 //! `aws` (S3 zones and the AWS client factory), `testing` (trait mocks and the ZoneStore
 //! conformance suite). `local` and `ingest` are on by default.
 
-pub use lake_core as core;
 #[cfg(feature = "aws")]
 pub use lake_aws as aws;
+pub use lake_core as core;
 #[cfg(feature = "ingest")]
 pub use lake_ingest as ingest;
 #[cfg(feature = "local")]

@@ -559,6 +559,39 @@ impl ZoneStore for S3ZoneStore {
         })
     }
 
+    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            // 416: the range starts past the end.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok(Bytes::new());
+            }
+            Err(e) => {
+                return Err(match e.as_service_error() {
+                    Some(se) if se.is_no_such_key() => self.not_found(key.as_str()),
+                    _ => self.sdk_err("get", "s3:GetObject", key.as_str(), e),
+                });
+            }
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.fail("get", key.as_str(), Box::new(e)))?;
+        Ok(bytes.into_bytes())
+    }
+
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let out = self
             .client

@@ -197,6 +197,28 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
     /// Delete `key`; a missing key is not an error.
     async fn delete(&self, key: &Key) -> Result<()>;
 
+    /// Bytes `range` of `key` (clamped to its size). Stores with ranged reads override this;
+    /// the default streams the object and keeps the range.
+    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let mut body = self.get(key).await?.body;
+        let mut out =
+            Vec::with_capacity(range.end.saturating_sub(range.start).min(1 << 26) as usize);
+        let mut at = 0u64;
+        while let Some(chunk) = body.try_next().await? {
+            let end = at + chunk.len() as u64;
+            if end > range.start && at < range.end {
+                let from = range.start.saturating_sub(at) as usize;
+                let to = (range.end.min(end) - at) as usize;
+                out.extend_from_slice(&chunk[from..to]);
+            }
+            at = end;
+            if at >= range.end {
+                break;
+            }
+        }
+        Ok(out.into())
+    }
+
     /// Delete `keys` (missing ones are not an error). Stores with a batch call (S3's
     /// DeleteObjects) override this; the default deletes one by one.
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
@@ -241,6 +263,9 @@ impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
     }
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
         (**self).delete_many(keys).await
+    }
+    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+        (**self).get_range(key, range).await
     }
 }
 

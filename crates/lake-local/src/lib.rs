@@ -10,11 +10,15 @@
 //!   steps as child processes of this machine and `sql` steps on the [`Engine`].
 //! - [`Engine`]: Apache DataFusion over the lake's committed datasets, for `sql` steps and
 //!   `lake query`.
+//! - [`ZoneObjectStore`]: any zone store (S3 included) as the object store the engine reads
+//!   and writes.
 
 mod command;
 pub mod engine;
 mod store;
+mod zone_object_store;
 
 pub use command::LocalBackend;
 pub use engine::Engine;
 pub use store::ObjectZoneStore;
+pub use zone_object_store::ZoneObjectStore;

@@ -195,6 +195,18 @@ impl ZoneStore for ObjectZoneStore {
         Ok(GetResult { meta, body })
     }
 
+    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let size = self.head(key).await?.size;
+        let range = range.start.min(size)..range.end.min(size);
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        self.inner
+            .get_range(&Self::path(key), range)
+            .await
+            .map_err(|e| self.err("get", key.as_str(), e))
+    }
+
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
         let m = self
             .inner

@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::zone::{ByteStream, DynZoneStore, Key, PutOutcome, ZoneStoreExt};
+use crate::zone::{ByteStream, DynZoneStore, Key, PutOutcome, ZoneStore, ZoneStoreExt};
 
 /// Size of the large-object check: 64 MiB.
 pub const BIG_OBJECT: u64 = 64 * 1024 * 1024;
@@ -47,6 +47,7 @@ pub fn generated_sha256(total: u64, chunk: usize) -> String {
 /// Run every check.
 pub async fn run_all(store: Arc<DynZoneStore>) {
     put_get_head(&*store).await;
+    ranged_get(&*store).await;
     streaming_put(&*store).await;
     failed_put_leaves_previous(&*store).await;
     list_by_prefix(&*store).await;
@@ -55,6 +56,33 @@ pub async fn run_all(store: Arc<DynZoneStore>) {
     put_if_absent(&*store).await;
     put_if_absent_concurrent(Arc::clone(&store), 16).await;
     big_object(&*store, BIG_OBJECT).await;
+}
+
+/// get_range returns the bytes asked for, clamped to the object; a missing key is not found.
+pub async fn ranged_get(store: &DynZoneStore) {
+    let k = key("conformance/range/digits");
+    store
+        .put_bytes(&k, Bytes::from("0123456789"))
+        .await
+        .unwrap();
+    let r = |a: u64, b: u64| store.get_range(&k, a..b);
+    assert_eq!(r(2, 5).await.unwrap(), "234", "get_range 2..5");
+    assert_eq!(r(0, 1).await.unwrap(), "0", "get_range 0..1");
+    assert_eq!(
+        r(8, 20).await.unwrap(),
+        "89",
+        "get_range past the end is clamped"
+    );
+    assert!(
+        r(20, 30).await.unwrap().is_empty(),
+        "get_range after the end is empty"
+    );
+    let missing = store.get_range(&key("conformance/range/none"), 0..4).await;
+    assert!(
+        missing.as_ref().is_err_and(Error::is_not_found),
+        "get_range of a missing key: {missing:?}"
+    );
+    store.delete(&k).await.unwrap();
 }
 
 /// put, then get and head see the same bytes and size; put replaces.
