@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => Utc::now().date_naive(),
     };
 
-    let lake = Lake::open(&config, None)?;
+    let lake = Lake::open(&config, None).await?;
     let mut opts = RunOptions::new(date);
     opts.observer = Some(Arc::new(Print));
     let record = lake.run(&opts).await?;

@@ -12,7 +12,7 @@
 //! # async fn demo() -> lake::core::Result<()> {
 //! use lake::core::run::RunOptions;
 //!
-//! let lake = lake::Lake::open("examples/credit/lake.toml", None)?;
+//! let lake = lake::Lake::open("examples/credit/lake.toml", None).await?;
 //! let date = lake::core::chrono::Utc::now().date_naive();
 //! let record = lake.run(&RunOptions::new(date)).await?;
 //! println!("{} {}", record.run_id, record.status);

@@ -7,6 +7,7 @@ use lake_core::config::{Backend, ConfigFile, Pipeline, Root};
 use lake_core::ledger::RunRecord;
 use lake_core::run::{RunContext, RunOptions};
 use lake_core::{DynZoneStore, Error, Result};
+use lake_local::object_store::ObjectStore;
 use lake_local::{Engine, LocalBackend, ObjectZoneStore};
 
 /// A validated pipeline with its zone store: what the CLI and library users run.
@@ -22,17 +23,16 @@ pub struct Lake {
 
 impl Lake {
     /// Load, validate (with `[env.<env>]` applied) and open the zones of a `lake.toml`.
-    pub fn open(config: impl AsRef<Path>, env: Option<&str>) -> Result<Self> {
+    pub async fn open(config: impl AsRef<Path>, env: Option<&str>) -> Result<Self> {
         let file = ConfigFile::load(config)?;
-        Self::from_pipeline(file.pipeline(env)?)
+        Self::from_pipeline(file.pipeline(env)?).await
     }
 
     /// Open the zones of an already validated pipeline.
-    pub fn from_pipeline(pipeline: Pipeline) -> Result<Self> {
-        let zones = open_store(&pipeline.root)?;
-        let store: Arc<DynZoneStore> = Arc::new(zones.clone());
+    pub async fn from_pipeline(pipeline: Pipeline) -> Result<Self> {
+        let (store, objects) = open_store(&pipeline).await?;
         let engine = Arc::new(Engine::new(
-            zones.object_store(),
+            objects,
             Arc::clone(&store),
             pipeline.engine.clone(),
         ));
@@ -89,13 +89,31 @@ impl Lake {
     }
 }
 
-/// The zone store of a root.
-pub fn open_store(root: &Root) -> Result<ObjectZoneStore> {
-    match root {
-        Root::Local { path } => ObjectZoneStore::filesystem(path),
+/// The zone store of a pipeline's root, and the same zones as the object store the engine
+/// reads and writes: a folder (object_store's local store), or an S3 prefix (lake-aws, with
+/// the `[aws]` settings) seen through [`lake_local::ZoneObjectStore`].
+pub async fn open_store(pipeline: &Pipeline) -> Result<(Arc<DynZoneStore>, Arc<dyn ObjectStore>)> {
+    match &pipeline.root {
+        Root::Local { path } => {
+            let zones = ObjectZoneStore::filesystem(path)?;
+            let objects = zones.object_store();
+            Ok((Arc::new(zones), objects))
+        }
+        #[cfg(feature = "aws")]
+        Root::S3 { bucket, prefix } => {
+            let aws = lake_aws::Aws::load(&pipeline.aws).await;
+            let zones: Arc<DynZoneStore> = Arc::new(
+                lake_aws::S3ZoneStore::new(aws.s3(), bucket, prefix)
+                    .with_sse(pipeline.aws.sse.clone()),
+            );
+            let objects: Arc<dyn ObjectStore> =
+                Arc::new(lake_local::ZoneObjectStore::new(Arc::clone(&zones)));
+            Ok((zones, objects))
+        }
+        #[cfg(not(feature = "aws"))]
         Root::S3 { .. } => Err(Error::NotImplemented {
             operation: "an s3:// root",
-            implementer: "this build of lake (S3 zones come with the lake-aws crate)".into(),
+            implementer: "this build of lake (build it with the `aws` feature)".into(),
         }),
     }
 }

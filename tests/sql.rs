@@ -17,7 +17,7 @@ fn date(s: &str) -> NaiveDate {
 }
 
 async fn run(dir: &Path, day: &str) -> (Lake, RunRecord) {
-    let lake = Lake::open(dir.join("lake.toml"), None).unwrap();
+    let lake = Lake::open(dir.join("lake.toml"), None).await.unwrap();
     let record = lake.run(&RunOptions::new(date(day))).await.unwrap();
     (lake, record)
 }

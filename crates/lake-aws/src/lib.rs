@@ -4,9 +4,14 @@
 //! chain, region, endpoints, retries and timeouts, with the `[aws]` table of lake.toml on
 //! top). [`S3ZoneStore`] keeps the zones under an S3 prefix and passes the same
 //! [`ZoneStore`](lake_core::ZoneStore) conformance suite as the local stores.
+//! [`aws_checks`] and [`iam_policy`] are what `lake doctor` and `lake iam-policy` print.
 
 mod client;
+mod doctor;
+mod policy;
 mod s3;
 
 pub use client::Aws;
+pub use doctor::aws_checks;
+pub use policy::iam_policy;
 pub use s3::{MIN_PART, S3ZoneStore};

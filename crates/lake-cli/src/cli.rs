@@ -104,6 +104,11 @@ pub(crate) enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Check that this lake.toml can run here: the file, AWS credentials and region (for an
+    /// s3:// root), the root reachable and writable. Exits 1 when a check fails.
+    Doctor,
+    /// Print the least IAM policy (JSON) this lake.toml needs on AWS.
+    IamPolicy,
     /// List zones, datasets and objects.
     Ls {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.

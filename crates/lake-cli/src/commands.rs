@@ -28,7 +28,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             force,
             wait,
         } => {
-            let lake = Lake::open(&args.config, env)?;
+            let lake = Lake::open(&args.config, env).await?;
             let date = date.unwrap_or_else(|| lake::core::chrono::Utc::now().date_naive());
             let mut opts = run_options(date, &args);
             opts.only = only.clone();
@@ -37,12 +37,19 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             run(&lake, &opts, &args).await
         }
         Command::Runs { show: None, json } => {
-            runs(&*Lake::open(&args.config, env)?.store, *json).await
+            runs(&*Lake::open(&args.config, env).await?.store, *json).await
         }
         Command::Runs {
             show: Some(RunsCommand::Show { id, json }),
             json: json2,
-        } => show_run(&*Lake::open(&args.config, env)?.store, id, *json || *json2).await,
+        } => {
+            show_run(
+                &*Lake::open(&args.config, env).await?.store,
+                id,
+                *json || *json2,
+            )
+            .await
+        }
         Command::Ingest {
             sources,
             date,
@@ -51,7 +58,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             force,
             wait,
         } => {
-            let lake = Lake::open(&args.config, env)?;
+            let lake = Lake::open(&args.config, env).await?;
             let dates = match (date, from, to) {
                 (_, Some(f), Some(t)) => {
                     if f > t {
@@ -74,10 +81,95 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             format,
             output,
         } => {
-            let lake = Lake::open(&args.config, env)?;
+            let lake = Lake::open(&args.config, env).await?;
             query(&lake, sql.as_deref(), *format, output.as_deref()).await
         }
-        Command::Ls { path } => ls(&*Lake::open(&args.config, env)?.store, path.as_deref()).await,
+        Command::Doctor => doctor(&args.config, env).await,
+        Command::IamPolicy => iam_policy(&args.config, env),
+        Command::Ls { path } => {
+            ls(
+                &*Lake::open(&args.config, env).await?.store,
+                path.as_deref(),
+            )
+            .await
+        }
+    }
+}
+
+async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {
+    use lake::core::config::Root;
+    use lake::core::doctor::{Check, store_checks};
+    let pipeline = match ConfigFile::load(config).and_then(|f| f.pipeline(env)) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("✗ lake.toml: {e}");
+            println!("    → fix what it says; `lake validate` lists every problem");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut checks = vec![Check::pass(
+        "lake.toml",
+        format!(
+            "{}: pipeline {:?}, root {}, backend {}",
+            pipeline.file.display(),
+            pipeline.name,
+            pipeline.root,
+            pipeline.backend
+        ),
+    )];
+    let s3 = matches!(pipeline.root, Root::S3 { .. });
+    if s3 {
+        let aws = lake::aws::Aws::load(&pipeline.aws).await;
+        checks.extend(lake::aws::aws_checks(&aws).await);
+    }
+    let (fix_read, fix_write) = if s3 {
+        (
+            "check that the bucket exists in this account and region, and attach the policy `lake iam-policy` prints",
+            "allow s3:PutObject (conditional writes) and s3:DeleteObject on the prefix: see `lake iam-policy`",
+        )
+    } else {
+        (
+            "check that the root folder can be read",
+            "check that the root folder can be written",
+        )
+    };
+    let lake = Lake::from_pipeline(pipeline).await?;
+    checks.extend(store_checks(&*lake.store, fix_read, fix_write).await);
+    checks.push(Check::pass(
+        "backend",
+        format!(
+            "{}: steps run on this machine (SQL on the embedded engine)",
+            lake.pipeline.backend
+        ),
+    ));
+    for c in &checks {
+        println!("{} {}: {}", if c.ok { "✓" } else { "✗" }, c.name, c.detail);
+        if let Some(fix) = &c.fix {
+            println!("    → {fix}");
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        println!("{failed} check(s) failed");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn iam_policy(config: &Path, env: Option<&str>) -> Result<ExitCode> {
+    let pipeline = ConfigFile::load(config)?.pipeline(env)?;
+    match lake::aws::iam_policy(&pipeline) {
+        Some(policy) => {
+            println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!(
+                "root {} is local: this lake.toml needs no AWS permission",
+                pipeline.root
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1039,3 +1039,184 @@ fn two_concurrent_ingests_fetch_each_window_once() {
         assert_eq!(std::fs::metadata(f).unwrap().len(), 4 << 20);
     }
 }
+
+/// The S3 emulator `.ci/run` starts, or `None` (saying why) when the test should skip.
+fn s3_endpoint() -> Option<String> {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            assert!(
+                std::env::var_os("LAKE_REQUIRE_S3").is_none(),
+                "LAKE_REQUIRE_S3 is set but AWS_ENDPOINT_URL is not"
+            );
+            eprintln!("skipped: no S3 emulator (set AWS_ENDPOINT_URL, or run `bash .ci/run`)");
+            None
+        }
+    }
+}
+
+/// One bodiless HTTP/1.1 request to the emulator's control API; the status code.
+fn emulator(endpoint: &str, method: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = conn.read_to_string(&mut reply);
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_credit_example_runs_on_an_s3_root() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    assert_eq!(emulator(&endpoint, "POST", "/moto-api/reset"), 200);
+    assert_eq!(emulator(&endpoint, "PUT", "/lake-cli-credit"), 200);
+    let tmp = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/credit");
+    let toml = std::fs::read_to_string(example.join("lake.toml"))
+        .unwrap()
+        .replacen(
+            "root = \"lake\"",
+            "root = \"s3://lake-cli-credit/credit\"",
+            1,
+        );
+    assert!(toml.contains("s3://lake-cli-credit/credit"));
+    std::fs::write(tmp.path().join("lake.toml"), toml).unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::fs::copy(
+        example.join("data/german_credit_data.csv"),
+        tmp.path().join("data/german_credit_data.csv"),
+    )
+    .unwrap();
+
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("s3://lake-cli-credit/credit/refined/credit_by_purpose"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!tmp.path().join("lake").exists(), "nothing written locally");
+
+    let out = lake(tmp.path()).args(["ls", "refined"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("credit_by_purpose"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = lake(tmp.path()).arg("runs").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("succeeded"), "{}", stdout(&out));
+
+    let out = lake(tmp.path())
+        .args([
+            "query",
+            "--format",
+            "csv",
+            "SELECT SUM(n) AS n, COUNT(*) AS purposes FROM refined.credit_by_purpose",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "n,purposes\n1000,8\n");
+
+    // A rerun finds everything up to date, on S3 as locally.
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 up to date"), "{}", stdout(&out));
+
+    // doctor: who, where, reachable and writable (the probe is cleaned up).
+    let out = lake(tmp.path()).arg("doctor").output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for line in [
+        "✓ identity: account 123456789012",
+        "✓ region: us-east-1",
+        "✓ root reachable: s3://lake-cli-credit/credit can be listed",
+        "✓ root writable",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    let out = lake(tmp.path())
+        .args(["ls", "_lake/doctor"])
+        .output()
+        .unwrap();
+    assert!(!stdout(&out).contains("probe"), "{}", stdout(&out));
+
+    // iam-policy: exactly this bucket and prefix.
+    let out = lake(tmp.path()).arg("iam-policy").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = &policy["Statement"];
+    assert_eq!(st[0]["Action"], "s3:ListBucket");
+    assert_eq!(st[0]["Resource"], "arn:aws:s3:::lake-cli-credit");
+    assert_eq!(
+        st[0]["Condition"]["StringLike"]["s3:prefix"],
+        serde_json::json!(["credit", "credit/*"])
+    );
+    assert_eq!(st[1]["Resource"], "arn:aws:s3:::lake-cli-credit/credit/*");
+
+    // A bucket that does not exist: doctor says so and exits 1.
+    let toml = std::fs::read_to_string(tmp.path().join("lake.toml"))
+        .unwrap()
+        .replace(
+            "s3://lake-cli-credit/credit",
+            "s3://lake-cli-missing/credit",
+        );
+    std::fs::write(tmp.path().join("lake.toml"), toml).unwrap();
+    let out = lake(tmp.path()).arg("doctor").output().unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("✗ root reachable") && text.contains("NoSuchBucket"),
+        "{text}"
+    );
+    assert!(text.contains("→ check that the bucket exists"), "{text}");
+}
+
+#[test]
+fn doctor_checks_a_local_lake_and_iam_policy_says_none_is_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    lake(tmp.path()).arg("init").assert().success();
+    let out = lake(tmp.path()).arg("doctor").output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("✓ lake.toml") && text.contains("✓ root writable"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("identity"),
+        "no AWS checks for a local root: {text}"
+    );
+    let out = lake(tmp.path()).arg("iam-policy").output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("needs no AWS permission"),
+        "{}",
+        stderr(&out)
+    );
+    // A broken lake.toml is a failed check, not a crash.
+    std::fs::write(tmp.path().join("lake.toml"), "[lake]\nname = 1\n").unwrap();
+    let out = lake(tmp.path()).arg("doctor").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("✗ lake.toml"), "{}", stdout(&out));
+}

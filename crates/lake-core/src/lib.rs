@@ -44,6 +44,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod doctor;
 mod error;
 pub mod ledger;
 pub mod lock;

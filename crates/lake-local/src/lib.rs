@@ -22,3 +22,6 @@ pub use command::LocalBackend;
 pub use engine::Engine;
 pub use store::ObjectZoneStore;
 pub use zone_object_store::ZoneObjectStore;
+
+/// The object_store crate this crate is built on, for [`Engine::new`] callers.
+pub use object_store;
