@@ -74,6 +74,41 @@ async fn put_if_absent_gets_412_and_keeps_the_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_carry_the_configured_encryption() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store = common::fresh_store(&endpoint, "encrypted")
+        .await
+        .with_sse(Some(lake_core::config::Sse::S3));
+    let small = key("a/small.json");
+    let big = key("a/big.bin");
+    let copied = key("a/copy.json");
+    store.put_bytes(&small, Bytes::from("{}")).await.unwrap();
+    store
+        .put(&big, conformance::generated(12 << 20, 1 << 20))
+        .await
+        .unwrap();
+    store.copy(&small, &copied).await.unwrap();
+    for k in [&small, &big, &copied] {
+        let head = store
+            .client()
+            .head_object()
+            .bucket("encrypted")
+            .key(format!("lake/{k}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption(),
+            Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256),
+            "{k}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_multipart_upload_is_aborted() {
     let Some(endpoint) = common::endpoint() else {
         return;
