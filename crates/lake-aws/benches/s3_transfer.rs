@@ -1,0 +1,269 @@
+//! S3 transfer through lake's `S3ZoneStore` against `aws s3 cp` (awscli), on a local S3 server:
+//! one large object up and down, and many small objects up and down.
+//!
+//! ```sh
+//! AWS_ENDPOINT_URL=http://127.0.0.1:5055 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x \
+//! AWS_REGION=us-east-1 AWS_CLI=/path/to/venv/bin/aws cargo bench -p lake-aws --bench s3_transfer
+//! ```
+//!
+//! `LAKE_BENCH_BYTES` (default 1 GiB) and `LAKE_BENCH_FILES` (default 1000 objects of 10 KiB)
+//! set the sizes. Each transfer runs in its own process (this bench re-executed with
+//! `--child`), timed by GNU time (`%e %M`), so peak RSS is that transfer's alone. lake moves
+//! small objects 64 at a time; `aws s3 cp --recursive` uses its default concurrency (10).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use lake_aws::{Aws, S3ZoneStore};
+use lake_core::config::AwsSpec;
+use lake_core::zone::{Key, ZoneStore};
+use tokio::io::AsyncWriteExt;
+
+const BUCKET: &str = "lake-bench";
+
+async fn store() -> S3ZoneStore {
+    let aws = Aws::load(&AwsSpec {
+        max_attempts: 3,
+        connect_timeout: std::time::Duration::from_secs(5),
+        operation_timeout: std::time::Duration::from_secs(3600),
+        ..AwsSpec::default()
+    })
+    .await;
+    S3ZoneStore::new(aws.s3(), BUCKET, "")
+}
+
+async fn child(args: &[String]) {
+    let s = Arc::new(store().await);
+    match args {
+        [op, from, to] if op == "put" => {
+            let file = tokio::fs::File::open(from).await.unwrap();
+            let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+                .map_err(|e| lake_core::Error::Source {
+                    source_name: "bench".into(),
+                    message: e.to_string(),
+                    source: None,
+                })
+                .boxed();
+            s.put(&Key::new(to.as_str()).unwrap(), body).await.unwrap();
+        }
+        [op, from, to] if op == "get" => {
+            let mut body = s.get(&Key::new(from.as_str()).unwrap()).await.unwrap().body;
+            let mut out = tokio::fs::File::create(to).await.unwrap();
+            while let Some(chunk) = body.try_next().await.unwrap() {
+                out.write_all(&chunk).await.unwrap();
+            }
+            out.flush().await.unwrap();
+        }
+        [op, dir, prefix] if op == "put-many" => {
+            let files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            futures::stream::iter(files)
+                .map(|f| {
+                    let s = Arc::clone(&s);
+                    let k = Key::new(format!(
+                        "{prefix}/{}",
+                        f.file_name().unwrap().to_string_lossy()
+                    ))
+                    .unwrap();
+                    async move {
+                        let bytes = tokio::fs::read(&f).await.unwrap();
+                        let body = futures::stream::once(async move { Ok(bytes.into()) }).boxed();
+                        s.put(&k, body).await.unwrap();
+                    }
+                })
+                .buffer_unordered(64)
+                .collect::<Vec<()>>()
+                .await;
+        }
+        [op, prefix, dir] if op == "get-many" => {
+            let listed = s.list(prefix).await.unwrap();
+            futures::stream::iter(listed)
+                .map(|m| {
+                    let s = Arc::clone(&s);
+                    let path = Path::new(dir).join(m.key.file_name());
+                    async move {
+                        let got = s.get(&m.key).await.unwrap();
+                        let chunks: Vec<bytes::Bytes> = got.body.try_collect().await.unwrap();
+                        tokio::fs::write(path, chunks.concat()).await.unwrap();
+                    }
+                })
+                .buffer_unordered(64)
+                .collect::<Vec<()>>()
+                .await;
+        }
+        _ => panic!("unknown child command {args:?}"),
+    }
+}
+
+fn timed(program: &str, args: &[&str]) -> (f64, u64) {
+    let report = std::env::temp_dir().join(format!("lake-bench-time-{}", std::process::id()));
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%e %M")
+        .arg("-o")
+        .arg(&report)
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("run /usr/bin/time");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(report).unwrap();
+    let mut p = text.lines().last().unwrap_or_default().split_whitespace();
+    (
+        p.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN),
+        p.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+    )
+}
+
+fn row(what: &str, (wall, rss): (f64, u64), unit: f64, per: &str) {
+    println!(
+        "  {what:<28} {wall:>7.2} s  {:>8.1} {per}  peak RSS {:>6.1} MiB",
+        unit / wall,
+        rss as f64 / 1024.0
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--child") {
+        child(&args[at + 1..]).await;
+        return;
+    }
+    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+        println!("s3_transfer: skipped (set AWS_ENDPOINT_URL to a local S3 server)");
+        return;
+    }
+    let size: u64 = std::env::var("LAKE_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let files: usize = std::env::var("LAKE_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let aws_cli = std::env::var("AWS_CLI").unwrap_or_else(|_| "aws".into());
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let s = store().await;
+    let _ = s.client().create_bucket().bucket(BUCKET).send().await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let block: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            std::io::Write::write_all(&mut f, &block[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    for i in 0..files {
+        std::fs::write(
+            small.join(format!("f{i:05}.bin")),
+            vec![(i % 251) as u8; 10 << 10],
+        )
+        .unwrap();
+    }
+    let me = std::env::current_exe().unwrap();
+    let me = me.to_str().unwrap();
+    let p = |p: &Path| p.to_str().unwrap().to_owned();
+    let mb = size as f64 / 1e6;
+    println!(
+        "s3_transfer: {:.0} MiB and {files} × 10 KiB against {endpoint}",
+        size as f64 / (1 << 20) as f64
+    );
+    row(
+        "lake put (multipart)",
+        timed(me, &["--child", "put", &p(&big), "lake/big.bin"]),
+        mb,
+        "MB/s",
+    );
+    row(
+        "lake get",
+        timed(
+            me,
+            &[
+                "--child",
+                "get",
+                "lake/big.bin",
+                &p(&tmp.path().join("lake.out")),
+            ],
+        ),
+        mb,
+        "MB/s",
+    );
+    assert_eq!(
+        std::fs::metadata(tmp.path().join("lake.out"))
+            .unwrap()
+            .len(),
+        size
+    );
+    let have_cli = Command::new(&aws_cli).arg("--version").output().is_ok();
+    let ep = ["--endpoint-url", endpoint.as_str()];
+    if have_cli {
+        let dest = format!("s3://{BUCKET}/cli/big.bin");
+        let mut up = vec!["s3", "cp", "--quiet"];
+        up.extend(ep);
+        let mut down = up.clone();
+        let big_s = p(&big);
+        up.extend([big_s.as_str(), dest.as_str()]);
+        row("aws s3 cp (upload)", timed(&aws_cli, &up), mb, "MB/s");
+        let out = p(&tmp.path().join("cli.out"));
+        down.extend([dest.as_str(), out.as_str()]);
+        row("aws s3 cp (download)", timed(&aws_cli, &down), mb, "MB/s");
+    } else {
+        println!("  aws s3 cp                    skipped: set AWS_CLI or put `aws` on PATH");
+    }
+    let n = files as f64;
+    row(
+        "lake put × small",
+        timed(me, &["--child", "put-many", &p(&small), "lake/small"]),
+        n,
+        "obj/s",
+    );
+    let back = tmp.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    row(
+        "lake get × small",
+        timed(me, &["--child", "get-many", "lake/small", &p(&back)]),
+        n,
+        "obj/s",
+    );
+    assert_eq!(std::fs::read_dir(&back).unwrap().count(), files);
+    if have_cli {
+        let dest = format!("s3://{BUCKET}/cli/small");
+        let small_s = p(&small);
+        let mut up = vec!["s3", "cp", "--quiet", "--recursive"];
+        up.extend(ep);
+        let mut down = up.clone();
+        up.extend([small_s.as_str(), dest.as_str()]);
+        row(
+            "aws s3 cp --recursive (up)",
+            timed(&aws_cli, &up),
+            n,
+            "obj/s",
+        );
+        let out = p(&tmp.path().join("cli-back"));
+        down.extend([dest.as_str(), out.as_str()]);
+        row(
+            "aws s3 cp --recursive (down)",
+            timed(&aws_cli, &down),
+            n,
+            "obj/s",
+        );
+    }
+}
