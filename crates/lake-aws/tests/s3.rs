@@ -109,6 +109,29 @@ async fn writes_carry_the_configured_encryption() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_objects_are_copied_in_parts() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    // The 5 GiB threshold scaled down: 12 MiB copies as 5 + 5 + 2 MiB UploadPartCopy parts.
+    let store = common::fresh_store(&endpoint, "copyparts")
+        .await
+        .with_copy_parts(6 << 20, 5 << 20);
+    let (from, to) = (key("staging/big.bin"), key("raw/big.bin"));
+    store
+        .put(&from, conformance::generated(12 << 20, 1 << 20))
+        .await
+        .unwrap();
+    store.copy(&from, &to).await.unwrap();
+    assert_eq!(
+        store.digest(&to).await.unwrap().sha256,
+        conformance::generated_sha256(12 << 20, 1 << 20)
+    );
+    assert_eq!(open_uploads(&store).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_multipart_upload_is_aborted() {
     let Some(endpoint) = common::endpoint() else {
         return;
