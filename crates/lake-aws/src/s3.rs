@@ -208,19 +208,24 @@ impl S3ZoneStore {
         }
     }
 
-    /// Read up to one part from `body` into `carry`; the part, and whether `body` ended.
-    async fn next_part(
-        &self,
-        body: &mut ByteStream,
-        carry: &mut BytesMut,
-    ) -> Result<(Bytes, bool)> {
-        while carry.len() < self.part_size {
+    /// Read up to one part from `body`, after what `carry` holds over from the last chunk; the
+    /// part, and whether `body` ended. Each part is one exact allocation, so memory stays at
+    /// the parts in flight.
+    async fn next_part(&self, body: &mut ByteStream, carry: &mut Bytes) -> Result<(Bytes, bool)> {
+        let mut part = BytesMut::with_capacity(self.part_size);
+        loop {
+            if !carry.is_empty() {
+                let take = carry.len().min(self.part_size - part.len());
+                part.extend_from_slice(&carry.split_to(take));
+            }
+            if part.len() == self.part_size {
+                return Ok((part.freeze(), false));
+            }
             match body.try_next().await? {
-                Some(chunk) => carry.extend_from_slice(&chunk),
-                None => return Ok((carry.split().freeze(), true)),
+                Some(chunk) => *carry = chunk,
+                None => return Ok((part.freeze(), true)),
             }
         }
-        Ok((carry.split_to(self.part_size).freeze(), false))
     }
 
     async fn put_one(&self, key: &Key, bytes: Bytes) -> Result<ObjectMeta> {
@@ -252,7 +257,7 @@ impl S3ZoneStore {
         upload_id: &str,
         first: Bytes,
         mut body: ByteStream,
-        mut carry: BytesMut,
+        mut carry: Bytes,
     ) -> Result<ObjectMeta> {
         let full = self.full(key.as_str());
         let mut in_flight = FuturesUnordered::new();
@@ -474,7 +479,7 @@ impl ZoneStore for S3ZoneStore {
     }
 
     async fn put(&self, key: &Key, mut body: ByteStream) -> Result<ObjectMeta> {
-        let mut carry = BytesMut::new();
+        let mut carry = Bytes::new();
         let (first, ended) = self.next_part(&mut body, &mut carry).await?;
         if ended {
             return self.put_one(key, first).await;
