@@ -19,6 +19,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use lake_aws::{Aws, S3ZoneStore};
 use lake_core::config::AwsSpec;
+use lake_core::testing::measure::{self, Measure};
 use lake_core::zone::{Key, ZoneStore};
 use tokio::io::AsyncWriteExt;
 
@@ -100,35 +101,16 @@ async fn child(args: &[String]) {
     }
 }
 
-fn timed(program: &str, args: &[&str]) -> (f64, u64) {
-    let report = std::env::temp_dir().join(format!("lake-bench-time-{}", std::process::id()));
-    let out = Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("%e %M")
-        .arg("-o")
-        .arg(&report)
-        .arg(program)
-        .args(args)
-        .output()
-        .expect("run /usr/bin/time");
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(report).unwrap();
-    let mut p = text.lines().last().unwrap_or_default().split_whitespace();
-    (
-        p.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN),
-        p.next().and_then(|s| s.parse().ok()).unwrap_or(0),
-    )
+fn timed(program: &str, args: &[&str]) -> Measure {
+    measure::timed(Command::new(program).args(args))
 }
 
-fn row(what: &str, (wall, rss): (f64, u64), unit: f64, per: &str) {
+fn row(what: &str, m: Measure, unit: f64, per: &str) {
     println!(
-        "  {what:<28} {wall:>7.2} s  {:>8.1} {per}  peak RSS {:>6.1} MiB",
-        unit / wall,
-        rss as f64 / 1024.0
+        "  {what:<28} {:>7.2} s  {:>8.1} {per}  peak RSS {:>6.1} MiB",
+        m.wall,
+        unit / m.wall,
+        m.rss_mib()
     );
 }
 

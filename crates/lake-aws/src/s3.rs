@@ -1,7 +1,5 @@
 //! [`S3ZoneStore`]: zones under an S3 prefix, on aws-sdk-s3.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -228,6 +226,30 @@ impl S3ZoneStore {
         }
     }
 
+    /// Start a multipart upload of `key` (with the configured encryption); the guard aborts it
+    /// unless disarmed once the upload is complete.
+    async fn create_upload(
+        &self,
+        operation: &'static str,
+        key: &Key,
+    ) -> Result<(String, AbortOnDrop)> {
+        let (sse, kms) = self.sse();
+        let full = self.full(key.as_str());
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+            .send()
+            .await
+            .map_err(|e| self.sdk_err(operation, "s3:PutObject", key.as_str(), e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let guard = AbortOnDrop::new(self, &full, &upload_id);
+        Ok((upload_id, guard))
+    }
+
     async fn put_one(&self, key: &Key, bytes: Bytes) -> Result<ObjectMeta> {
         let (sse, kms) = self.sse();
         let size = bytes.len() as u64;
@@ -327,20 +349,8 @@ impl S3ZoneStore {
     }
 
     async fn copy_in_parts(&self, from: &Key, to: &Key, size: u64) -> Result<()> {
-        let (sse, kms) = self.sse();
         let dest = self.full(to.as_str());
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&dest)
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms)
-            .send()
-            .await
-            .map_err(|e| self.sdk_err("copy", "s3:PutObject", to.as_str(), e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_owned();
-        let mut guard = AbortOnDrop::new(self, &dest, &upload_id);
+        let (upload_id, mut guard) = self.create_upload("copy", to).await?;
         let source = self.copy_source(from);
         let mut parts = Vec::new();
         let mut start = 0u64;
@@ -484,23 +494,9 @@ impl ZoneStore for S3ZoneStore {
         if ended {
             return self.put_one(key, first).await;
         }
-        let (sse, kms) = self.sse();
-        let full = self.full(key.as_str());
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms)
-            .send()
-            .await
-            .map_err(|e| self.sdk_err("put", "s3:PutObject", key.as_str(), e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_owned();
-        let guard = AbortOnDrop::new(self, &full, &upload_id);
+        let (upload_id, mut guard) = self.create_upload("put", key).await?;
         match self.put_parts(key, &upload_id, first, body, carry).await {
             Ok(meta) => {
-                let mut guard = guard;
                 guard.disarm();
                 Ok(meta)
             }
@@ -559,15 +555,19 @@ impl ZoneStore for S3ZoneStore {
             last_modified: to_utc(out.last_modified()),
             e_tag: out.e_tag().map(str::to_owned),
         };
-        let this = Arc::new(self.clone());
-        let k = key.to_string();
+        let (k, store) = (key.to_string(), self.root_url());
         let body = futures::stream::try_unfold(out.body, move |mut b| {
-            let (this, k) = (Arc::clone(&this), k.clone());
+            let (k, store) = (k.clone(), store.clone());
             async move {
                 match b.try_next().await {
                     Ok(Some(chunk)) => Ok(Some((chunk, b))),
                     Ok(None) => Ok(None),
-                    Err(e) => Err(this.fail("get", &k, Box::new(e))),
+                    Err(e) => Err(Error::Store {
+                        operation: "get",
+                        key: k,
+                        store,
+                        source: Box::new(e),
+                    }),
                 }
             }
         });
@@ -577,9 +577,13 @@ impl ZoneStore for S3ZoneStore {
         })
     }
 
-    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+    async fn get_range(
+        &self,
+        key: &Key,
+        range: std::ops::Range<u64>,
+    ) -> Result<(ObjectMeta, Bytes)> {
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok((self.head(key).await?, Bytes::new()));
         }
         let sent = self
             .client
@@ -593,7 +597,7 @@ impl ZoneStore for S3ZoneStore {
             Ok(out) => out,
             // 416: the range starts past the end.
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-                return Ok(Bytes::new());
+                return Ok((self.head(key).await?, Bytes::new()));
             }
             Err(e) => {
                 return Err(match e.as_service_error() {
@@ -602,12 +606,24 @@ impl ZoneStore for S3ZoneStore {
                 });
             }
         };
+        // `Content-Range: bytes 2-4/10`: the object's size, without a HeadObject.
+        let size = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|total| total.parse().ok())
+            .unwrap_or_default();
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size,
+            last_modified: to_utc(out.last_modified()),
+            e_tag: out.e_tag().map(str::to_owned),
+        };
         let bytes = out
             .body
             .collect()
             .await
             .map_err(|e| self.fail("get", key.as_str(), Box::new(e)))?;
-        Ok(bytes.into_bytes())
+        Ok((meta, bytes.into_bytes()))
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {

@@ -171,16 +171,34 @@ async fn a_dropped_multipart_upload_is_aborted() {
     let _serial = common::SERIAL.lock().await;
     let store = common::fresh_store(&endpoint, "dropped").await;
     let k = key("raw/big/part.bin");
-    // Two parts' worth, then the source hangs: the put is cancelled by a timeout.
+    // Two parts' worth, then the source hangs: the put is cancelled once its upload is open.
     let body: ByteStream = conformance::generated(11 << 20, 1 << 20)
         .chain(futures::stream::pending())
         .boxed();
-    let put = store.put(&k, body);
+    let put = {
+        let (store, k) = (store.clone(), k.clone());
+        tokio::spawn(async move { store.put(&k, body).await })
+    };
+    let opened = std::time::Instant::now() + Duration::from_secs(20);
+    while open_uploads(&store).await == 0 {
+        assert!(
+            std::time::Instant::now() < opened,
+            "the put never opened a multipart upload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        tokio::time::timeout(Duration::from_secs(3), put)
-            .await
-            .is_err()
+        tokio::time::timeout(Duration::from_secs(1), async {
+            while !put.is_finished() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_err(),
+        "a put whose body hangs does not finish"
     );
+    put.abort();
+    assert!(put.await.unwrap_err().is_cancelled());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while open_uploads(&store).await > 0 {
         assert!(

@@ -17,6 +17,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::Command;
 
+use lake::core::testing::measure;
+
 fn serve(size: u64) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/big.bin", listener.local_addr().unwrap());
@@ -51,30 +53,6 @@ fn serve(size: u64) -> String {
         }
     });
     url
-}
-
-fn timed(cmd: &mut Command, dir: &Path) -> (f64, u64) {
-    let report = dir.join("time.txt");
-    let mut t = Command::new("/usr/bin/time");
-    t.arg("-f")
-        .arg("%e %M")
-        .arg("-o")
-        .arg(&report)
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .current_dir(dir);
-    let out = t.output().expect("run /usr/bin/time");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(report).unwrap();
-    let mut p = text.lines().last().unwrap_or_default().split_whitespace();
-    (
-        p.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN),
-        p.next().and_then(|s| s.parse().ok()).unwrap_or(0),
-    )
 }
 
 fn main() {
@@ -129,6 +107,12 @@ fn small_files() {
         n as f64 / wall,
         rss as f64 / 1024.0
     );
+}
+
+/// Wall seconds and peak RSS (KiB) of `cmd` run in `dir`.
+fn timed(cmd: &mut Command, dir: &Path) -> (f64, u64) {
+    let m = measure::timed(cmd.current_dir(dir));
+    (m.wall, m.rss_kib)
 }
 
 fn http_object() {

@@ -15,6 +15,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use lake::core::testing::measure::{Measure, timed};
+
 const CLEAN_SQL: &str = "SELECT
   CAST(time AS TIMESTAMP)                  AS time,
   CAST(CAST(time AS TIMESTAMP) AS DATE)    AS date,
@@ -65,46 +67,6 @@ fn generate(path: &Path, rows: usize) {
         );
     }
     std::fs::write(path, out).unwrap();
-}
-
-struct Measure {
-    wall: f64,
-    rss_kib: u64,
-}
-
-/// Run `cmd` under GNU time; returns wall seconds and peak RSS.
-fn timed(cmd: &mut Command) -> Measure {
-    let report = tempfile::NamedTempFile::new().unwrap();
-    let program = cmd.get_program().to_owned();
-    let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
-    let mut t = Command::new("/usr/bin/time");
-    t.arg("-f")
-        .arg("%e %M")
-        .arg("-o")
-        .arg(report.path())
-        .arg(program)
-        .args(args);
-    if let Some(dir) = cmd.get_current_dir() {
-        t.current_dir(dir);
-    }
-    let out = t.output().expect("run /usr/bin/time");
-    assert!(
-        out.status.success(),
-        "{:?} failed:\n{}\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(report.path()).unwrap();
-    let line = text.lines().last().unwrap_or_default();
-    let mut parts = line.split_whitespace();
-    Measure {
-        wall: parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(f64::NAN),
-        rss_kib: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
-    }
 }
 
 fn median(mut v: Vec<Measure>) -> Measure {

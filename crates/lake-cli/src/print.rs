@@ -92,7 +92,7 @@ impl Progress {
                 true
             }
             Event::Fetched { source, bytes } => {
-                if let Some((bar, _, _)) = sources.get(source) {
+                if let Some((bar, _, _)) = sources.get(&**source) {
                     bar.inc(*bytes);
                 }
                 true

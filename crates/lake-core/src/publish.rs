@@ -296,29 +296,22 @@ pub async fn land_with(
         Err(e) => Err(e),
     };
     source.finish(window).await;
-    let Some(entries) = landed? else {
-        // Same bytes as the previous window: commit an empty window that says so.
-        let manifest = Manifest {
-            version: 1,
-            prefix: prefix.clone(),
-            run_id: run_id.to_owned(),
-            committed: Utc::now(),
-            fingerprint: None,
-            duplicate_of: dedup_against.map(|m| m.prefix.clone()),
-            objects: Vec::new(),
-        };
-        store.put_json(&manifest_key(&prefix)?, &manifest).await?;
-        return Ok(Landed::Duplicate(manifest));
-    };
-    let manifest = Manifest {
+    let window_manifest = |duplicate_of: Option<String>, objects| Manifest {
         version: 1,
         prefix: prefix.clone(),
         run_id: run_id.to_owned(),
         committed: Utc::now(),
         fingerprint: None,
-        duplicate_of: None,
-        objects: entries,
+        duplicate_of,
+        objects,
     };
+    let Some(entries) = landed? else {
+        // Same bytes as the previous window: commit an empty window that says so.
+        let manifest = window_manifest(dedup_against.map(|m| m.prefix.clone()), Vec::new());
+        store.put_json(&manifest_key(&prefix)?, &manifest).await?;
+        return Ok(Landed::Duplicate(manifest));
+    };
+    let manifest = window_manifest(None, entries);
     if let Some(old) = previous {
         store.put_json(&manifest_key(&prefix)?, &manifest).await?;
         for o in old.objects {

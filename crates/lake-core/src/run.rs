@@ -86,8 +86,8 @@ pub enum Event {
     },
     /// Bytes of a source arrived (sent often, once per chunk: keep observers cheap).
     Fetched {
-        /// The source.
-        source: String,
+        /// The source (shared: this event is sent for every chunk, without allocating).
+        source: Arc<str>,
         /// Bytes in this chunk.
         bytes: u64,
     },
@@ -662,10 +662,10 @@ impl Runner<'_> {
             })?;
         let progress: Option<publish::ProgressFn> = self.opts.observer.as_ref().map(|o| {
             let o = Arc::clone(o);
-            let source = source.to_owned();
+            let source: Arc<str> = source.into();
             Arc::new(move |bytes| {
                 o.event(&Event::Fetched {
-                    source: source.clone(),
+                    source: Arc::clone(&source),
                     bytes,
                 });
             }) as publish::ProgressFn

@@ -197,10 +197,16 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
     /// Delete `key`; a missing key is not an error.
     async fn delete(&self, key: &Key) -> Result<()>;
 
-    /// Bytes `range` of `key` (clamped to its size). Stores with ranged reads override this;
-    /// the default streams the object and keeps the range.
-    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let mut body = self.get(key).await?.body;
+    /// The metadata of `key` and bytes `range` of it (clamped to its size), in one request
+    /// where the store allows. Stores with ranged reads override this; the default streams the
+    /// object and keeps the range.
+    async fn get_range(
+        &self,
+        key: &Key,
+        range: std::ops::Range<u64>,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        let got = self.get(key).await?;
+        let (meta, mut body) = (got.meta, got.body);
         let mut out =
             Vec::with_capacity(range.end.saturating_sub(range.start).min(1 << 26) as usize);
         let mut at = 0u64;
@@ -216,7 +222,7 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
                 break;
             }
         }
-        Ok(out.into())
+        Ok((meta, out.into()))
     }
 
     /// Delete `keys` (missing ones are not an error). Stores with a batch call (S3's
@@ -264,7 +270,11 @@ impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
         (**self).delete_many(keys).await
     }
-    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+    async fn get_range(
+        &self,
+        key: &Key,
+        range: std::ops::Range<u64>,
+    ) -> Result<(ObjectMeta, Bytes)> {
         (**self).get_range(key, range).await
     }
 }

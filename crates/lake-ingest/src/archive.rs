@@ -251,7 +251,11 @@ fn unpack(
                 if entry.is_dir() || entry.is_symlink() || !limits.wanted(&path) {
                     continue;
                 }
-                let size = write_member(&mut entry, target, &path, &budget)
+                let mut counted = Counting {
+                    inner: &mut entry,
+                    budget: &budget,
+                };
+                let size = write_member(&mut counted, target, &path)
                     .map_err(|e| format!("member {raw:?}: {e}"))?;
                 out.push(Member { name: path, size });
             }
@@ -280,7 +284,8 @@ fn unpack(
                 if !entry.header().entry_type().is_file() || !limits.wanted(&path) {
                     continue;
                 }
-                let size = write_member(&mut entry, target, &path, &Budget::unlimited())
+                // Already charged: the whole decompressed stream goes through `Counting`.
+                let size = write_member(&mut entry, target, &path)
                     .map_err(|e| format!("member {raw:?}: {e}"))?;
                 out.push(Member { name: path, size });
             }
@@ -289,8 +294,11 @@ fn unpack(
             let base = name.rsplit('/').next().unwrap_or(name);
             let path = base[..base.len() - 3].to_owned();
             if limits.wanted(&path) {
-                let mut gz = flate2::read::MultiGzDecoder::new(BufReader::new(file));
-                let size = write_member(&mut gz, target, &path, &budget)?;
+                let mut gz = Counting {
+                    inner: flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+                    budget: &budget,
+                };
+                let size = write_member(&mut gz, target, &path)?;
                 out.push(Member { name: path, size });
             }
         }
@@ -338,26 +346,21 @@ fn member_path(raw: &str) -> std::result::Result<Option<String>, String> {
     Ok(Some(parts.join("/")))
 }
 
-/// Copy one member to `target/path` through `budget`.
+/// Copy one member to `target/path` (the reader charges the archive's budget).
 fn write_member(
     from: &mut impl Read,
     target: &Path,
     path: &str,
-    budget: &Budget,
 ) -> std::result::Result<u64, String> {
     let dest = target.join(path);
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("cannot unpack: {e}"))?;
     }
     let mut file = File::create(&dest).map_err(|e| format!("cannot unpack: {e}"))?;
-    let mut reader = Counting {
-        inner: from,
-        budget,
-    };
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = from.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
@@ -392,19 +395,6 @@ impl Budget {
                 .max(RATIO_FLOOR),
             ratio: l.spec.max_ratio,
             archive_size: l.archive_size,
-        }
-    }
-
-    /// For reads already counted by an outer [`Counting`] (tar members inside the counted
-    /// gzip stream).
-    fn unlimited() -> Self {
-        Self {
-            used: std::cell::Cell::new(0),
-            total: u64::MAX,
-            max_bytes: u64::MAX,
-            by_ratio: u64::MAX,
-            ratio: 0,
-            archive_size: 0,
         }
     }
 

@@ -45,6 +45,8 @@ pub(crate) struct Fetcher {
     client: reqwest::Client,
     base_backoff: Duration,
     max_attempts: u32,
+    /// Added to a 401 or 403 error: what to check about the credentials.
+    auth_hint: Option<&'static str>,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -161,7 +163,14 @@ impl Fetcher {
             client,
             base_backoff: BASE_BACKOFF,
             max_attempts: max_attempts.max(1),
+            auth_hint: None,
         })
+    }
+
+    /// Say `hint` after a 401 or 403.
+    pub(crate) fn with_auth_hint(mut self, hint: &'static str) -> Self {
+        self.auth_hint = Some(hint);
+        self
     }
 
     pub(crate) fn client(&self) -> &reqwest::Client {
@@ -248,9 +257,21 @@ impl Fetcher {
                     let body = resp.bytes().await.unwrap_or_default();
                     let excerpt = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)])
                         .replace(['\n', '\r'], " ");
-                    return Err(
-                        self.err(format!("GET {shown}: {status}: {}", excerpt.trim()), None)
-                    );
+                    let hint = match self.auth_hint {
+                        Some(h)
+                            if matches!(
+                                status,
+                                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                            ) =>
+                        {
+                            format!(" ({h})")
+                        }
+                        _ => String::new(),
+                    };
+                    return Err(self.err(
+                        format!("GET {shown}: {status}: {}{hint}", excerpt.trim()),
+                        None,
+                    ));
                 }
             };
             if attempt + 1 < attempts {

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use lake_core::Result;
 use lake_core::config::KaggleSpec;
 use lake_core::run::EnvLookup;
 use lake_core::source::{Source, SourceObject, Window};
 use lake_core::zone::ByteStream;
-use lake_core::{Error, Result};
 
 use crate::http::Fetcher;
 
@@ -54,7 +54,10 @@ impl KaggleSource {
             spec.connect_timeout,
             spec.read_timeout,
             spec.max_attempts,
-        )?;
+        )?
+        .with_auth_hint(
+            "check the Kaggle credentials, and accept the dataset's rules on kaggle.com if it has any",
+        );
         Ok(Self {
             name,
             spec,
@@ -170,20 +173,6 @@ impl Source for KaggleSource {
                     .basic_auth(&user, Some(&key)))
             })
             .await
-            .map_err(|e| match e {
-                Error::Source {
-                    source_name,
-                    message,
-                    source,
-                } if message.contains(": 401 ") || message.contains(": 403 ") => Error::Source {
-                    source_name,
-                    message: format!(
-                        "{message} (check the Kaggle credentials, and accept the dataset's rules on kaggle.com if it has any)"
-                    ),
-                    source,
-                },
-                other => other,
-            })
     }
 }
 

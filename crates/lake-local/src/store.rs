@@ -195,16 +195,23 @@ impl ZoneStore for ObjectZoneStore {
         Ok(GetResult { meta, body })
     }
 
-    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let size = self.head(key).await?.size;
-        let range = range.start.min(size)..range.end.min(size);
+    async fn get_range(
+        &self,
+        key: &Key,
+        range: std::ops::Range<u64>,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        // A local head is a stat; it clamps the range, which object_store refuses past the end.
+        let meta = self.head(key).await?;
+        let range = range.start.min(meta.size)..range.end.min(meta.size);
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok((meta, Bytes::new()));
         }
-        self.inner
+        let bytes = self
+            .inner
             .get_range(&Self::path(key), range)
             .await
-            .map_err(|e| self.err("get", key.as_str(), e))
+            .map_err(|e| self.err("get", key.as_str(), e))?;
+        Ok((meta, bytes))
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {

@@ -12,9 +12,9 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use lake_core::zone::{DynZoneStore, Key, ObjectMeta as ZoneMeta, PutOutcome, ZoneStore};
 use object_store::path::Path;
 use object_store::{
-    CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    UploadPart,
+    CopyMode, CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, UploadPart,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -78,6 +78,33 @@ fn meta(m: ZoneMeta) -> ObjectMeta {
         size: m.size,
         e_tag: m.e_tag,
         version: None,
+    }
+}
+
+/// A recursive listing under `prefix` (sorted by path) folded into one level: the objects
+/// directly under it, and its sub-folders as common prefixes.
+pub(crate) fn delimited(
+    prefix: Option<&Path>,
+    listing: impl IntoIterator<Item = ObjectMeta>,
+) -> ListResult {
+    let depth = prefix.map_or(0, |p| p.parts().count());
+    let mut common_prefixes: Vec<Path> = Vec::new();
+    let mut objects = Vec::new();
+    for m in listing {
+        let parts: Vec<_> = m.location.parts().collect();
+        if parts.len() == depth + 1 {
+            objects.push(m);
+        } else {
+            let dir = Path::from_iter(parts.into_iter().take(depth + 1));
+            if common_prefixes.last() != Some(&dir) {
+                common_prefixes.push(dir);
+            }
+        }
+    }
+    common_prefixes.dedup();
+    ListResult {
+        common_prefixes,
+        objects,
     }
 }
 
@@ -242,30 +269,41 @@ impl ObjectStore for ZoneObjectStore {
         }
         let k = key(location)?;
         let path = location.as_ref();
-        if options.head || options.range.is_some() {
-            let m = self.zone.head(&k).await.map_err(|e| os_err(path, e))?;
-            let size = m.size;
-            let range = match &options.range {
-                Some(r) => r.as_range(size).map_err(|e| object_store::Error::Generic {
+        let ranged = match &options.range {
+            _ if options.head => None,
+            None => None,
+            // A bounded range is one ranged read that also brings the metadata.
+            Some(GetRange::Bounded(r)) => Some(r.clone()),
+            // Offsets from the start or the end need the size first.
+            Some(r) => {
+                let size = self.zone.head(&k).await.map_err(|e| os_err(path, e))?.size;
+                Some(r.as_range(size).map_err(|e| object_store::Error::Generic {
                     store: STORE,
                     source: Box::new(e),
-                })?,
-                None => 0..size,
-            };
-            let payload = if options.head {
-                stream::empty().boxed()
-            } else {
-                let bytes = self
-                    .zone
-                    .get_range(&k, range.clone())
-                    .await
-                    .map_err(|e| os_err(path, e))?;
-                stream::once(async move { Ok(bytes) }).boxed()
-            };
+                })?)
+            }
+        };
+        if let Some(range) = ranged {
+            let (m, bytes) = self
+                .zone
+                .get_range(&k, range.clone())
+                .await
+                .map_err(|e| os_err(path, e))?;
+            let range = range.start..range.start + bytes.len() as u64;
             return Ok(GetResult {
-                payload: GetResultPayload::Stream(payload),
+                payload: GetResultPayload::Stream(stream::once(async move { Ok(bytes) }).boxed()),
                 meta: meta(m),
                 range,
+                attributes: Default::default(),
+            });
+        }
+        if options.head {
+            let m = self.zone.head(&k).await.map_err(|e| os_err(path, e))?;
+            let size = m.size;
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(stream::empty().boxed()),
+                meta: meta(m),
+                range: 0..size,
                 attributes: Default::default(),
             });
         }
@@ -311,26 +349,8 @@ impl ObjectStore for ZoneObjectStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let depth = prefix.map_or(0, |p| p.parts().count());
         let all: Vec<ObjectMeta> = self.list(prefix).try_collect().await?;
-        let mut common_prefixes: Vec<Path> = Vec::new();
-        let mut objects = Vec::new();
-        for m in all {
-            let parts: Vec<_> = m.location.parts().collect();
-            if parts.len() == depth + 1 {
-                objects.push(m);
-            } else {
-                let dir = Path::from_iter(parts.into_iter().take(depth + 1));
-                if common_prefixes.last() != Some(&dir) {
-                    common_prefixes.push(dir);
-                }
-            }
-        }
-        common_prefixes.dedup();
-        Ok(ListResult {
-            common_prefixes,
-            objects,
-        })
+        Ok(delimited(prefix, all))
     }
 
     async fn copy_opts(

@@ -335,17 +335,20 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
     })
 }
 
+/// The duration at `key`, or `default_secs` when it is not set or (reported) invalid.
+fn duration_or(
+    r: &mut Reporter<'_>,
+    key: &str,
+    raw: &Option<String>,
+    default_secs: u64,
+) -> std::time::Duration {
+    raw.as_ref()
+        .and_then(|t| parse_duration(t).map_err(|m| r.value(key, m)).ok())
+        .unwrap_or(std::time::Duration::from_secs(default_secs))
+}
+
 fn aws_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> super::AwsSpec {
     let a = file.model.aws.clone().unwrap_or_default();
-    let duration = |r: &mut Reporter<'_>, field: &str, v: &Option<String>, default: u64| {
-        v.as_ref()
-            .and_then(|t| {
-                parse_duration(t)
-                    .map_err(|m| r.value(&format!("aws.{field}"), m))
-                    .ok()
-            })
-            .unwrap_or(std::time::Duration::from_secs(default))
-    };
     if let Some(e) = &a.endpoint_url
         && !(e.starts_with("http://") || e.starts_with("https://"))
     {
@@ -382,8 +385,8 @@ fn aws_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> super::AwsSpec {
         endpoint_url: a.endpoint_url.clone(),
         force_path_style: a.force_path_style,
         max_attempts: a.max_attempts.unwrap_or(3).max(1),
-        connect_timeout: duration(r, "connect_timeout", &a.connect_timeout, 5),
-        operation_timeout: duration(r, "operation_timeout", &a.operation_timeout, 600),
+        connect_timeout: duration_or(r, "aws.connect_timeout", &a.connect_timeout, 5),
+        operation_timeout: duration_or(r, "aws.operation_timeout", &a.operation_timeout, 600),
         sse,
     }
 }
@@ -527,17 +530,13 @@ fn transfer_limits(
     key: &str,
     src: &SourceConfig,
 ) -> (std::time::Duration, std::time::Duration, u32) {
-    let duration = |r: &mut Reporter<'_>, field: &str, v: &Option<String>, default: u64| {
-        v.as_ref()
-            .and_then(|t| {
-                parse_duration(t)
-                    .map_err(|m| r.value(&format!("{key}.{field}"), m))
-                    .ok()
-            })
-            .unwrap_or(std::time::Duration::from_secs(default))
-    };
-    let connect = duration(r, "connect_timeout", &src.connect_timeout, 10);
-    let read = duration(r, "read_timeout", &src.read_timeout, 60);
+    let connect = duration_or(
+        r,
+        &format!("{key}.connect_timeout"),
+        &src.connect_timeout,
+        10,
+    );
+    let read = duration_or(r, &format!("{key}.read_timeout"), &src.read_timeout, 60);
     if src.max_attempts == Some(0) {
         r.value(
             &format!("{key}.max_attempts"),

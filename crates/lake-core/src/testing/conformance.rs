@@ -65,7 +65,17 @@ pub async fn ranged_get(store: &DynZoneStore) {
         .put_bytes(&k, Bytes::from("0123456789"))
         .await
         .unwrap();
-    let r = |a: u64, b: u64| store.get_range(&k, a..b);
+    let r = |a: u64, b: u64| {
+        let k = &k;
+        async move { store.get_range(k, a..b).await.map(|(_, b)| b) }
+    };
+    let (meta, bytes) = store.get_range(&k, 2..5).await.unwrap();
+    assert_eq!(
+        (meta.size, meta.key.as_str()),
+        (10, k.as_str()),
+        "get_range returns the whole object's metadata"
+    );
+    assert_eq!(bytes, "234", "get_range 2..5 with its metadata");
     assert_eq!(r(2, 5).await.unwrap(), "234", "get_range 2..5");
     assert_eq!(r(0, 1).await.unwrap(), "0", "get_range 0..1");
     assert_eq!(

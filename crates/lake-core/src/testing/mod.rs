@@ -1,8 +1,10 @@
-//! Test support: mockall mocks of the three traits and the [`ZoneStore`] conformance suite.
+//! Test support: mockall mocks of the three traits, the [`ZoneStore`] conformance suite, and
+//! [`measure`] for benchmarks.
 //!
 //! Enabled by the `testing` feature; backends run [`conformance::run_all`] in their tests.
 
 pub mod conformance;
+pub mod measure;
 
 use std::path::PathBuf;
 

@@ -139,25 +139,10 @@ impl ObjectStore for SnapshotStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let depth = prefix.map_or(0, |p| p.parts().count());
-        let mut common_prefixes = Vec::new();
-        let mut objects = Vec::new();
-        for meta in self.under(prefix) {
-            let parts: Vec<_> = meta.location.parts().collect();
-            if parts.len() == depth + 1 {
-                objects.push(meta.clone());
-            } else {
-                let dir = Path::from_iter(parts.into_iter().take(depth + 1));
-                if common_prefixes.last() != Some(&dir) {
-                    common_prefixes.push(dir);
-                }
-            }
-        }
-        common_prefixes.dedup();
-        Ok(ListResult {
-            common_prefixes,
-            objects,
-        })
+        Ok(crate::zone_object_store::delimited(
+            prefix,
+            self.under(prefix).cloned(),
+        ))
     }
 
     async fn copy_opts(

@@ -1,0 +1,58 @@
+//! Benchmark support: the wall time and peak RSS of one process, from GNU time.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What one process cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measure {
+    /// Wall-clock seconds.
+    pub wall: f64,
+    /// Peak resident set, KiB.
+    pub rss_kib: u64,
+}
+
+impl Measure {
+    /// Peak RSS in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.rss_kib as f64 / 1024.0
+    }
+}
+
+/// Run `cmd` (its program, arguments and working directory) under `/usr/bin/time -f "%e %M"`;
+/// panics with its output if it fails.
+pub fn timed(cmd: &mut Command) -> Measure {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let report = std::env::temp_dir().join(format!(
+        "lake-time-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut t = Command::new("/usr/bin/time");
+    t.arg("-f")
+        .arg("%e %M")
+        .arg("-o")
+        .arg(&report)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        t.current_dir(dir);
+    }
+    let out = t.output().expect("run /usr/bin/time");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&report).expect("GNU time's report");
+    let _ = std::fs::remove_file(&report);
+    let mut parts = text.lines().last().unwrap_or_default().split_whitespace();
+    Measure {
+        wall: parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN),
+        rss_kib: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
