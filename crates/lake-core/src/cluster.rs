@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::Result;
-use crate::config::{Expectation, InputFormat, Secret};
+use crate::config::{Expectation, InputFormat, Secret, SparkApp};
 use crate::publish::ObjectEntry;
 
 /// What the orchestrator asks a backend to start.
@@ -58,6 +58,53 @@ pub enum StepWork {
     },
     /// A SQL query over committed objects of the lake, written as Parquet to staging.
     Sql(SqlWork),
+    /// A Spark application (`spark-submit`).
+    Spark(SparkWork),
+    /// Committed objects copied, as they are, to staging.
+    Copy(CopyWork),
+}
+
+/// A `spark` step, resolved.
+#[derive(Debug, Clone)]
+pub struct SparkWork {
+    /// The script or JAR.
+    pub app: SparkApp,
+    /// Application arguments (placeholders expanded).
+    pub args: Vec<String>,
+    /// `spark-submit` options.
+    pub spark_args: Vec<String>,
+    /// Environment of the application (values may be secrets).
+    pub env: Vec<(String, Secret)>,
+    /// Working directory when run locally.
+    pub workdir: PathBuf,
+}
+
+impl SparkWork {
+    /// `spark-submit [spark_args] [--class C] <app> [args]`, with the application at `app`
+    /// (its local path, or where a backend uploaded it).
+    pub fn spark_submit(&self, app: &str) -> Vec<String> {
+        let mut argv = vec!["spark-submit".to_owned()];
+        argv.extend(self.spark_args.iter().cloned());
+        if let SparkApp::Jar {
+            class: Some(class), ..
+        } = &self.app
+        {
+            argv.extend(["--class".to_owned(), class.clone()]);
+        }
+        argv.push(app.to_owned());
+        argv.extend(self.args.iter().cloned());
+        argv
+    }
+}
+
+/// A `copy` step, resolved: the objects of one dataset copied under `output`, keeping their
+/// paths below the dataset's prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyWork {
+    /// The dataset copied.
+    pub input: SqlInput,
+    /// The staging key prefix to write to.
+    pub output: String,
 }
 
 /// A `sql` step, resolved: the exact objects to read and where to write.

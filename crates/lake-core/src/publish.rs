@@ -89,6 +89,27 @@ pub struct ObjectEntry {
     pub origin: Option<String>,
 }
 
+/// Copy the committed objects of a `copy` step's input under its output prefix, keeping their
+/// paths below the dataset's prefix. Returns the objects and bytes copied.
+pub async fn copy_objects(
+    store: &DynZoneStore,
+    work: &crate::cluster::CopyWork,
+) -> Result<(usize, u64)> {
+    let base = format!("{}/", work.input.prefix);
+    let mut bytes = 0;
+    for o in &work.input.objects {
+        let rel = o.key.strip_prefix(&base).unwrap_or(&o.key);
+        store
+            .copy(
+                &Key::new(o.key.clone())?,
+                &Key::new(format!("{}/{rel}", work.output))?,
+            )
+            .await?;
+        bytes += o.size;
+    }
+    Ok((work.input.objects.len(), bytes))
+}
+
 fn manifest_key(prefix: &str) -> Result<Key> {
     Key::new(format!("{prefix}/{MANIFEST}"))
 }

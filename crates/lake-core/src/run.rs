@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{
-    ClusterBackend, ClusterHandle, ClusterSpec, SqlInput, SqlWork, StepHandle, StepRequest,
-    StepState, StepWork,
+    ClusterBackend, ClusterHandle, ClusterSpec, CopyWork, SparkWork, SqlInput, SqlWork, StepHandle,
+    StepRequest, StepState, StepWork,
 };
 use crate::config::{Pipeline, Redactor, Secret, StepSpec, StepSpecKind, WriteMode, Zone};
 use crate::ledger::{self, IngestRecord, RunRecord, Status, StepRecord};
@@ -943,12 +943,39 @@ impl Runner<'_> {
             env.push((var, plain(&loc)));
         }
         env.extend(self.secrets.get(&spec.name).cloned().unwrap_or_default());
+        let inputs: Vec<SqlInput> = spec
+            .inputs
+            .iter()
+            .zip(objects)
+            .map(|(i, objects)| SqlInput {
+                table: i.table.clone(),
+                dataset: i.to_string(),
+                prefix: i.dataset.prefix(),
+                format: i.format.clone(),
+                objects,
+            })
+            .collect();
         let work = match &spec.kind {
             StepSpecKind::Command { command } => StepWork::Command {
                 argv: command.iter().map(|a| expand(a)).collect(),
                 env,
                 workdir: p.base_dir.clone(),
             },
+            StepSpecKind::Spark {
+                app,
+                args,
+                spark_args,
+            } => StepWork::Spark(SparkWork {
+                app: app.clone(),
+                args: args.iter().map(|a| expand(a)).collect(),
+                spark_args: spark_args.clone(),
+                env,
+                workdir: p.base_dir.clone(),
+            }),
+            StepSpecKind::Copy => StepWork::Copy(CopyWork {
+                input: inputs.into_iter().next().expect("validated: one input"),
+                output: staging.to_owned(),
+            }),
             StepSpecKind::Sql {
                 sql,
                 sql_line,
@@ -958,18 +985,7 @@ impl Runner<'_> {
             } => StepWork::Sql(SqlWork {
                 sql: sql.clone(),
                 origin: format!("{}:{sql_line} (steps.{}.sql)", p.file.display(), spec.name),
-                inputs: spec
-                    .inputs
-                    .iter()
-                    .zip(objects)
-                    .map(|(i, objects)| SqlInput {
-                        table: i.table.clone(),
-                        dataset: i.to_string(),
-                        prefix: i.dataset.prefix(),
-                        format: i.format.clone(),
-                        objects,
-                    })
-                    .collect(),
+                inputs,
                 output: staging.to_owned(),
                 partition_by: partition_by.clone(),
                 expect: expect.clone(),

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lake_core::cluster::{
-    ClusterBackend, ClusterHandle, ClusterSpec, SqlWork, StepHandle, StepLogs, StepRequest,
-    StepState, StepWork,
+    ClusterBackend, ClusterHandle, ClusterSpec, CopyWork, SqlWork, StepHandle, StepLogs,
+    StepRequest, StepState, StepWork,
 };
 use lake_core::{Error, Result};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -102,19 +102,47 @@ impl LocalBackend {
 
     /// Run a sql step as a task; cancelling it drops the query.
     fn submit_sql(&self, step: &StepRequest, work: &SqlWork) -> Result<StepHandle> {
-        let engine = self.engine.clone().ok_or_else(|| Error::NotImplemented {
-            operation: "sql steps",
-            implementer: "a local backend without an engine (LocalBackend::with_engine)".into(),
-        })?;
-        let (handle, proc) = self.register(step);
+        let engine = self.engine("sql steps")?;
         let work = work.clone();
+        Ok(self.spawn_task(step, async move {
+            let m = engine.run_step(&work).await?;
+            Ok(format!(
+                "{} rows written, {} rejected\n",
+                m.rows, m.rejected
+            ))
+        }))
+    }
+
+    /// Run a copy step as a task: object copies within the lake's store.
+    fn submit_copy(&self, step: &StepRequest, work: &CopyWork) -> Result<StepHandle> {
+        let engine = self.engine("copy steps")?;
+        let work = work.clone();
+        Ok(self.spawn_task(step, async move {
+            let (n, bytes) = lake_core::publish::copy_objects(&**engine.zone(), &work).await?;
+            Ok(format!("{n} objects ({bytes} bytes) copied\n"))
+        }))
+    }
+
+    fn engine(&self, what: &'static str) -> Result<Arc<crate::Engine>> {
+        self.engine.clone().ok_or_else(|| Error::NotImplemented {
+            operation: what,
+            implementer: "a local backend without an engine (LocalBackend::with_engine)".into(),
+        })
+    }
+
+    /// Run `task` as a step: its summary goes to stdout, its error to the failure reason;
+    /// cancelling the step drops it.
+    fn spawn_task(
+        &self,
+        step: &StepRequest,
+        task: impl Future<Output = Result<String>> + Send + 'static,
+    ) -> StepHandle {
+        let (handle, proc) = self.register(step);
         tokio::spawn(async move {
             let state = tokio::select! {
-                r = engine.run_step(&work) => match r {
-                    Ok(m) => {
-                        proc.stdout.lock().expect("tail lock").extend_from_slice(
-                            format!("{} rows written, {} rejected\n", m.rows, m.rejected).as_bytes(),
-                        );
+                r = task => match r {
+                    Ok(summary) => {
+                        proc.stdout.lock().expect("tail lock").extend_from_slice(summary.as_bytes());
                         StepState::Completed
                     }
                     Err(e) => StepState::Failed {
@@ -125,7 +153,7 @@ impl LocalBackend {
             };
             proc.set(state);
         });
-        Ok(handle)
+        handle
     }
 
     fn get(&self, step: &StepHandle) -> Result<Arc<Proc>> {
@@ -199,9 +227,15 @@ impl ClusterBackend for LocalBackend {
     }
 
     async fn submit(&self, _cluster: &ClusterHandle, step: &StepRequest) -> Result<StepHandle> {
+        let spark_argv;
         let (argv, env, workdir) = match &step.work {
             StepWork::Command { argv, env, workdir } => (argv, env, workdir),
             StepWork::Sql(work) => return self.submit_sql(step, work),
+            StepWork::Copy(work) => return self.submit_copy(step, work),
+            StepWork::Spark(work) => {
+                spark_argv = work.spark_submit(work.app.path());
+                (&spark_argv, &work.env, &work.workdir)
+            }
             _ => {
                 return Err(Error::NotImplemented {
                     operation: "this step kind",

@@ -5,6 +5,7 @@
 //! outputs, cycles, names, durations, `${env:…}` templates) and reports **all** problems at once,
 //! each with its file, line, column and dotted key, found through a span index of the text.
 
+mod cluster;
 pub mod model;
 mod spans;
 mod template;
@@ -17,6 +18,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use cluster::{
+    Attach, ClusterDef, DEFAULT_INSTANCE_TYPE, DEFAULT_RELEASE, Estimate, Fleet, Group, Instances,
+    NodeRole, STARTUP_ESTIMATE, STEP_ESTIMATE,
+};
 pub use model::{Backend, LakeFile, SourceKind, StepKind, WriteMode};
 pub use template::{Redactor, Secret, Template, is_env_name};
 pub use validate::validate;
@@ -422,6 +427,8 @@ pub struct Pipeline {
     pub engine: EngineSpec,
     /// How AWS clients are made.
     pub aws: AwsSpec,
+    /// The EMR cluster (`backend = "emr"`).
+    pub cluster: ClusterDef,
 }
 
 /// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.
@@ -637,6 +644,8 @@ impl StepSpec {
         match self.kind {
             StepSpecKind::Command { .. } => "command",
             StepSpecKind::Sql { .. } => "sql",
+            StepSpecKind::Spark { .. } => "spark",
+            StepSpecKind::Copy => "copy",
         }
     }
 }
@@ -774,6 +783,40 @@ pub enum StepSpecKind {
         /// The largest share of rejected rows before the step fails.
         max_rejected: f64,
     },
+    /// A Spark application.
+    Spark {
+        /// The script or JAR.
+        app: SparkApp,
+        /// Application arguments, placeholders unexpanded.
+        args: Vec<String>,
+        /// `spark-submit` options.
+        spark_args: Vec<String>,
+    },
+    /// The committed objects of the one input, copied to the output.
+    Copy,
+}
+
+/// What a `spark` step submits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SparkApp {
+    /// A PySpark script: an absolute local path or an `s3://` URL.
+    Script(String),
+    /// A JAR (absolute local path or `s3://` URL) and its main class.
+    Jar {
+        /// The JAR.
+        path: String,
+        /// The main class.
+        class: Option<String>,
+    },
+}
+
+impl SparkApp {
+    /// The script or JAR.
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Script(p) | Self::Jar { path: p, .. } => p,
+        }
+    }
 }
 
 /// One `expect` condition.

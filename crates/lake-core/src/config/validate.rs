@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{Backend, InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
 use super::{
     ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter, Root,
-    SourceSpec, SourceSpecKind, SpanIndex, StepInput, StepSpec, StepSpecKind, Template, Zone,
-    ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
+    SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind, Template,
+    Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
 };
 use crate::{Error, Result};
 
@@ -66,10 +66,10 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         .ok();
     let backend_o = overrides.and_then(|o| o.backend);
     let backend = backend_o.unwrap_or(lake.backend);
-    if backend == Backend::Emr {
+    if backend == Backend::Emr && matches!(root, Some(Root::Local { .. })) {
         r.value(
             &origin("backend", backend_o.is_some()),
-            "backend = \"emr\" is not available in this version of lake yet; use \"local\"",
+            "backend = \"emr\" needs zones in S3 (root = \"s3://bucket/prefix\"): an EMR cluster cannot read this machine's folders",
         );
     }
     let ttl_o = overrides.and_then(|o| o.lock_ttl.as_ref());
@@ -182,7 +182,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
                 format!("{name:?} is not a valid step name (letters, digits, '_' and '-')"),
             );
         }
-        let kind = step_kind(&mut r, &key, step);
+        let kind = step_kind(&mut r, &key, step, &file.base_dir);
         let inputs = step_inputs(&mut r, &key, step);
         let output = step.output.as_ref().and_then(|raw| {
             let okey = format!("{key}.output");
@@ -318,6 +318,8 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
 
     let engine = engine_spec(&mut r, file);
     let aws = aws_spec(&mut r, file);
+    let cluster =
+        super::cluster::cluster_def(&mut r, model.cluster.as_ref(), &lake.name, root.as_ref());
     r.finish()?;
     Ok(Pipeline {
         name: lake.name.clone(),
@@ -332,6 +334,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
         order,
         engine,
         aws,
+        cluster,
     })
 }
 
@@ -724,15 +727,33 @@ pub(crate) fn is_identifier(s: &str) -> bool {
 }
 
 /// The kind-specific part of a step, with keys that do not apply to its kind reported.
-fn step_kind(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> StepSpecKind {
-    let not_for = |r: &mut Reporter<'_>, field: &str, set: bool, kind: &str| {
-        if set {
+fn step_kind(
+    r: &mut Reporter<'_>,
+    key: &str,
+    step: &StepConfig,
+    base_dir: &std::path::Path,
+) -> StepSpecKind {
+    // Keys that belong to one kind only, each reported with its line when set on another.
+    let owned: [(&str, bool, StepKind); 10] = [
+        ("command", step.command.is_some(), StepKind::Command),
+        ("sql", step.sql.is_some(), StepKind::Sql),
+        ("partition_by", !step.partition_by.is_empty(), StepKind::Sql),
+        ("expect", !step.expect.is_empty(), StepKind::Sql),
+        ("max_rejected", step.max_rejected.is_some(), StepKind::Sql),
+        ("script", step.script.is_some(), StepKind::Spark),
+        ("jar", step.jar.is_some(), StepKind::Spark),
+        ("class", step.class.is_some(), StepKind::Spark),
+        ("args", !step.args.is_empty(), StepKind::Spark),
+        ("spark_args", !step.spark_args.is_empty(), StepKind::Spark),
+    ];
+    for (field, set, kind) in owned {
+        if set && kind != step.kind {
             r.key(
                 &format!("{key}.{field}"),
                 format!("`{field}` applies to kind = \"{kind}\" steps only"),
             );
         }
-    };
+    }
     if let Some(m) = step.max_rejected
         && !(0.0..=1.0).contains(&m)
     {
@@ -741,12 +762,19 @@ fn step_kind(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> StepSpecKind
             format!("{m} is not a share of rows: use a number from 0.0 to 1.0 (0.05 = 5%)"),
         );
     }
+    let needs_output = |r: &mut Reporter<'_>, example: &str| {
+        if step.output.is_none() {
+            r.key(
+                key,
+                format!(
+                    "a {} step needs `output`: where its rows go, e.g. output = \"{example}\"",
+                    step.kind
+                ),
+            );
+        }
+    };
     match step.kind {
         StepKind::Command => {
-            not_for(r, "sql", step.sql.is_some(), "sql");
-            not_for(r, "partition_by", !step.partition_by.is_empty(), "sql");
-            not_for(r, "expect", !step.expect.is_empty(), "sql");
-            not_for(r, "max_rejected", step.max_rejected.is_some(), "sql");
             let command = step.command.clone().unwrap_or_default();
             if command.is_empty() || command[0].trim().is_empty() {
                 r.key(
@@ -756,8 +784,69 @@ fn step_kind(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> StepSpecKind
             }
             StepSpecKind::Command { command }
         }
+        StepKind::Spark => {
+            let locate = |p: &str| {
+                if p.starts_with("s3://") {
+                    p.to_owned()
+                } else {
+                    base_dir.join(p).to_string_lossy().into_owned()
+                }
+            };
+            let app = match (&step.script, &step.jar) {
+                (Some(script), None) => SparkApp::Script(locate(script)),
+                (None, Some(jar)) => SparkApp::Jar {
+                    path: locate(jar),
+                    class: step.class.clone(),
+                },
+                (Some(_), Some(_)) => {
+                    r.key(
+                        &format!("{key}.jar"),
+                        "a spark step runs a `script` or a `jar`, not both",
+                    );
+                    SparkApp::Script(String::new())
+                }
+                (None, None) => {
+                    r.key(
+                        key,
+                        "a spark step needs `script` (a PySpark file, e.g. script = \"jobs/clean.py\") or `jar` (with `class`)",
+                    );
+                    SparkApp::Script(String::new())
+                }
+            };
+            if step.class.is_some() && step.jar.is_none() {
+                r.key(&format!("{key}.class"), "`class` goes with `jar`");
+            }
+            for (field, p) in [("script", &step.script), ("jar", &step.jar)] {
+                if let Some(p) = p
+                    && !p.starts_with("s3://")
+                    && !base_dir.join(p).is_file()
+                {
+                    r.value(
+                        &format!("{key}.{field}"),
+                        format!("{p:?}: no such file (paths are relative to lake.toml; or use an s3:// URL)"),
+                    );
+                }
+            }
+            StepSpecKind::Spark {
+                app,
+                args: step.args.clone(),
+                spark_args: step.spark_args.clone(),
+            }
+        }
+        StepKind::Copy => {
+            needs_output(r, "trusted/credit");
+            if step.inputs.len() != 1 {
+                r.key(
+                    &format!("{key}.inputs"),
+                    format!(
+                        "a copy step copies one input to its output; it has {}",
+                        step.inputs.len()
+                    ),
+                );
+            }
+            StepSpecKind::Copy
+        }
         StepKind::Sql => {
-            not_for(r, "command", step.command.is_some(), "command");
             let sql = step.sql.clone().unwrap_or_default();
             if sql.trim().is_empty() {
                 r.key(
@@ -765,12 +854,7 @@ fn step_kind(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> StepSpecKind
                     "a sql step needs `sql`: one SELECT over its inputs, e.g. sql = \"SELECT * FROM credit\"",
                 );
             }
-            if step.output.is_none() {
-                r.key(
-                    key,
-                    "a sql step needs `output`: where its rows go, e.g. output = \"trusted/credit\"",
-                );
-            }
+            needs_output(r, "trusted/credit");
             let mut seen = BTreeSet::new();
             for (i, col) in step.partition_by.iter().enumerate() {
                 let pkey = format!("{key}.partition_by[{i}]");

@@ -63,6 +63,11 @@ impl Engine {
         Self { root, zone, spec }
     }
 
+    /// The lake's store.
+    pub fn zone(&self) -> &Arc<DynZoneStore> {
+        &self.zone
+    }
+
     /// A new session with the limits applied and the lake root registered.
     pub fn session(&self) -> std::result::Result<SessionContext, DataFusionError> {
         let threads = self
