@@ -90,6 +90,7 @@ fn backend(state: fn(&str) -> StepState) -> (MockClusterBackend, Recorder) {
         Ok(ClusterHandle {
             id: "c-1".into(),
             attached: false,
+            notes: Vec::new(),
         })
     });
     let submitted = Arc::clone(&rec.submitted);

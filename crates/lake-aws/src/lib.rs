@@ -8,10 +8,12 @@
 
 mod client;
 mod doctor;
+pub mod emr;
 mod policy;
 mod s3;
 
 pub use client::Aws;
 pub use doctor::aws_checks;
+pub use emr::EmrBackend;
 pub use policy::iam_policy;
 pub use s3::{MIN_PART, S3ZoneStore};

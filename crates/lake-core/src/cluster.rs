@@ -23,6 +23,20 @@ pub struct ClusterSpec {
     pub tags: BTreeMap<String, String>,
 }
 
+impl ClusterSpec {
+    /// The spec of a run: tagged `lake:pipeline` and `lake:run-id`.
+    pub fn new(pipeline: &str, run_id: &str) -> Self {
+        Self {
+            pipeline: pipeline.to_owned(),
+            run_id: run_id.to_owned(),
+            tags: BTreeMap::from([
+                ("lake:pipeline".to_owned(), pipeline.to_owned()),
+                ("lake:run-id".to_owned(), run_id.to_owned()),
+            ]),
+        }
+    }
+}
+
 /// A started (or attached) cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterHandle {
@@ -30,6 +44,9 @@ pub struct ClusterHandle {
     pub id: String,
     /// True when lake attached to a cluster it did not create: it is never terminated by lake.
     pub attached: bool,
+    /// What the user should know about how it was started (created, attached, leftovers
+    /// terminated); the orchestrator reports each line.
+    pub notes: Vec<String>,
 }
 
 /// One step to run.
@@ -183,6 +200,36 @@ impl StepState {
     }
 }
 
+/// Lines of a step's log that say why it failed: Python tracebacks, Java `Caused by`, and
+/// exception or error lines, at most `max` (the last ones), in order.
+pub fn cause_lines(log: &str, max: usize) -> Vec<String> {
+    let mut picked: Vec<String> = Vec::new();
+    let mut in_traceback = false;
+    for line in log.lines() {
+        let t = line.trim();
+        let keep = if t.starts_with("Traceback (most recent call last)") {
+            in_traceback = true;
+            true
+        } else if in_traceback {
+            // A traceback ends with its unindented exception line.
+            if !line.starts_with(' ') {
+                in_traceback = false;
+            }
+            !line.trim_start().starts_with("File ") || line.contains("line ")
+        } else {
+            t.starts_with("Caused by")
+                || t.contains("Exception:")
+                || t.contains("Error:")
+                || t.starts_with("Exception in thread")
+        };
+        if keep && !t.is_empty() {
+            picked.push(line.trim_end().to_owned());
+        }
+    }
+    let start = picked.len().saturating_sub(max);
+    picked.split_off(start)
+}
+
 /// What a step printed, as far as the backend keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StepLogs {
@@ -229,4 +276,10 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Stop the cluster and everything on it (unless attached).
     async fn terminate(&self, cluster: &ClusterHandle) -> Result<()>;
+
+    /// A short line on the cluster's state as of the last poll (`cluster j-… RUNNING`), for
+    /// progress output; `None` when there is nothing to say.
+    async fn status(&self, _cluster: &ClusterHandle) -> Option<String> {
+        None
+    }
 }

@@ -96,6 +96,20 @@ pub enum Event {
         /// The step.
         name: String,
     },
+    /// What the backend did with its cluster (created, attached, terminated leftovers).
+    Cluster(String),
+    /// A submitted step's state, sent when it or the cluster's changes (and at most every
+    /// minute otherwise).
+    StepProgress {
+        /// The step.
+        name: String,
+        /// Its state.
+        state: StepState,
+        /// Since it was submitted.
+        elapsed: Duration,
+        /// The backend's line on its cluster (`cluster j-… RUNNING`).
+        cluster: Option<String>,
+    },
     /// A step reached its final state.
     StepFinished {
         /// The step's record.
@@ -771,15 +785,12 @@ impl Runner<'_> {
         };
         let request = self.request(spec, &staging, output_url.as_deref(), per_input);
         if self.cluster.is_none() {
-            let spec = ClusterSpec {
-                pipeline: self.ctx.pipeline.name.clone(),
-                run_id: self.run_id.to_owned(),
-                tags: BTreeMap::from([
-                    ("lake:pipeline".to_owned(), self.ctx.pipeline.name.clone()),
-                    ("lake:run-id".to_owned(), self.run_id.to_owned()),
-                ]),
-            };
-            self.cluster = Some(self.ctx.backend.start(&spec).await?);
+            let spec = ClusterSpec::new(&self.ctx.pipeline.name, self.run_id);
+            let handle = self.ctx.backend.start(&spec).await?;
+            for note in &handle.notes {
+                self.opts.emit(Event::Cluster(note.clone()));
+            }
+            self.cluster = Some(handle);
         }
         let cluster = self.cluster.clone().expect("started above");
         self.opts.emit(Event::StepStarted {
@@ -1008,6 +1019,8 @@ impl Runner<'_> {
         let backend = &self.ctx.backend;
         let started = Instant::now();
         let mut interval = self.opts.poll;
+        let mut last_seen: Option<(StepState, Option<String>)> = None;
+        let mut last_report = Instant::now();
         loop {
             match backend
                 .poll(cluster, handle)
@@ -1017,16 +1030,38 @@ impl Runner<'_> {
                 StepState::Completed => return Ok(()),
                 StepState::Cancelled => return Err(StepFailure::Cancelled),
                 StepState::Failed { reason } => {
-                    let logs = backend.logs(cluster, handle).await.unwrap_or_default();
-                    let tail = tail_lines(&logs.stderr_tail, 20);
-                    let msg = if tail.is_empty() {
-                        reason
-                    } else {
-                        format!("{reason}; stderr:\n{tail}")
+                    // Logs may be late (EMR copies them minutes after): wait, but not past a
+                    // cancel.
+                    let logs = tokio::select! {
+                        l = backend.logs(cluster, handle) => l.unwrap_or_default(),
+                        () = self.opts.cancel.cancelled() => Default::default(),
                     };
+                    let mut msg = reason;
+                    let cause = crate::cluster::cause_lines(&logs.stderr_tail, 20);
+                    if !cause.is_empty() {
+                        msg.push_str(&format!("\ncause:\n{}", cause.join("\n")));
+                    }
+                    let tail = tail_lines(&logs.stderr_tail, 20);
+                    if !tail.is_empty() {
+                        msg.push_str(&format!("\nstderr (last lines):\n{tail}"));
+                    }
                     return Err(StepFailure::Failed(self.redactor.redact(&msg)));
                 }
-                StepState::Pending | StepState::Running => {}
+                state @ (StepState::Pending | StepState::Running) => {
+                    let line = backend.status(cluster).await;
+                    let seen = (state.clone(), line.clone());
+                    if last_seen.as_ref() != Some(&seen) || last_report.elapsed() >= PROGRESS_EVERY
+                    {
+                        self.opts.emit(Event::StepProgress {
+                            name: handle.name.clone(),
+                            state,
+                            elapsed: started.elapsed(),
+                            cluster: line,
+                        });
+                        last_seen = Some(seen);
+                        last_report = Instant::now();
+                    }
+                }
             }
             if let Some(limit) = spec.timeout
                 && started.elapsed() >= limit
@@ -1049,6 +1084,9 @@ impl Runner<'_> {
         }
     }
 }
+
+/// A step's unchanged state is reported again after this long.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 enum StepFailure {
     Cancelled,

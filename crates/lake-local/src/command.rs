@@ -223,6 +223,7 @@ impl ClusterBackend for LocalBackend {
         Ok(ClusterHandle {
             id: format!("local-{}", spec.run_id),
             attached: false,
+            notes: Vec::new(),
         })
     }
 

@@ -1,0 +1,708 @@
+//! The EMR backend: steps as Spark steps on a cluster lake creates (or attaches to), watches,
+//! diagnoses and always tears down.
+
+mod api;
+mod request;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lake_core::cluster::{
+    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
+    StepWork,
+};
+use lake_core::config::{Attach, ClusterDef, Secret};
+use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
+use lake_core::{Error, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+#[cfg(any(test, feature = "testing"))]
+pub use api::MockEmrApi;
+pub use api::{ApiError, ClusterStatus, EmrApi, FailureDetails, SdkEmr, StepStatus};
+pub use request::{HadoopJarStep, RunJobFlow, Step};
+
+/// The PySpark program that runs `sql` steps on the cluster.
+pub const SQL_DRIVER: &str = include_str!("lake_sql.py");
+
+/// How much of a step's log is kept (its end).
+const LOG_TAIL: usize = 64 * 1024;
+
+/// Timing of the backend's waits (shortened in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// First wait after a throttled call; it doubles.
+    pub throttle_backoff: Duration,
+    /// Attempts of a throttled call.
+    pub throttle_attempts: u32,
+    /// Between looks for a failed step's log.
+    pub log_poll: Duration,
+    /// Attempts to terminate a cluster (each confirmed with DescribeCluster).
+    pub terminate_attempts: u32,
+    /// A ListSteps/DescribeCluster answer is reused by polls this close together.
+    pub poll_reuse: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            throttle_backoff: Duration::from_secs(2),
+            throttle_attempts: 8,
+            log_poll: Duration::from_secs(15),
+            terminate_attempts: 5,
+            poll_reuse: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs steps on EMR. See [`ClusterBackend`] for the contract.
+#[derive(Debug)]
+pub struct EmrBackend {
+    api: Arc<dyn EmrApi>,
+    def: ClusterDef,
+    store: Arc<DynZoneStore>,
+    pipeline: String,
+    timing: Timing,
+    state: Mutex<Watch>,
+}
+
+#[derive(Debug, Default)]
+struct Watch {
+    /// Steps lake submitted that have not finished, by cluster.
+    open: HashMap<String, Vec<String>>,
+    /// The last answer: when, the steps' states, and the cluster's.
+    last: Option<(Instant, HashMap<String, StepStatus>, ClusterStatus)>,
+    /// Failure details of finished steps.
+    failures: HashMap<String, FailureDetails>,
+    /// Clusters already terminated.
+    terminated: HashSet<String>,
+}
+
+/// What a `sql` step's driver is told (`job.json`).
+#[derive(Debug, Serialize)]
+struct SqlJob<'a> {
+    sql: &'a str,
+    origin: &'a str,
+    inputs: Vec<SqlJobInput<'a>>,
+    output: String,
+    partition_by: &'a [String],
+    expect: Vec<&'a str>,
+    run_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct SqlJobInput<'a> {
+    table: &'a str,
+    dataset: &'a str,
+    prefix: String,
+    format: &'a lake_core::config::InputFormat,
+    paths: Vec<String>,
+}
+
+impl EmrBackend {
+    /// A backend making `api` calls for a pipeline's `[cluster]`, uploading step code to
+    /// `<root>/_lake/code/` of `store`.
+    pub fn new(
+        api: Arc<dyn EmrApi>,
+        def: ClusterDef,
+        store: Arc<DynZoneStore>,
+        pipeline: &str,
+    ) -> Self {
+        Self {
+            api,
+            def,
+            store,
+            pipeline: pipeline.to_owned(),
+            timing: Timing::default(),
+            state: Mutex::new(Watch::default()),
+        }
+    }
+
+    /// Use these waits.
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// The AddJobFlowSteps request of a step, uploading what it needs first.
+    pub async fn step_request(&self, step: &StepRequest) -> Result<Step> {
+        let args = match &step.work {
+            StepWork::Command { argv, env, .. } => {
+                let mut args = Vec::new();
+                let env = plain_env(&step.name, env)?;
+                if !env.is_empty() {
+                    args.push("env".to_owned());
+                    args.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+                }
+                args.extend(argv.iter().cloned());
+                args
+            }
+            StepWork::Spark(work) => {
+                let app = self.upload_file(work.app.path()).await?;
+                let mut argv = work.spark_submit(&app);
+                let mut confs = vec!["--deploy-mode".to_owned(), "cluster".to_owned()];
+                for (k, v) in plain_env(&step.name, &work.env)? {
+                    confs.push("--conf".into());
+                    confs.push(format!("spark.yarn.appMasterEnv.{k}={v}"));
+                    confs.push("--conf".into());
+                    confs.push(format!("spark.executorEnv.{k}={v}"));
+                }
+                argv.splice(1..1, confs);
+                argv
+            }
+            StepWork::Sql(work) => {
+                let driver = self
+                    .upload("lake_sql.py", Bytes::from_static(SQL_DRIVER.as_bytes()))
+                    .await?;
+                let job = SqlJob {
+                    sql: &work.sql,
+                    origin: &work.origin,
+                    inputs: work
+                        .inputs
+                        .iter()
+                        .map(|i| SqlJobInput {
+                            table: &i.table,
+                            dataset: &i.dataset,
+                            prefix: self.store.url_of(&i.prefix),
+                            format: &i.format,
+                            paths: i
+                                .objects
+                                .iter()
+                                .map(|o| self.store.url_of(&o.key))
+                                .collect(),
+                        })
+                        .collect(),
+                    output: self.store.url_of(&work.output),
+                    partition_by: &work.partition_by,
+                    expect: work.expect.iter().map(|e| e.condition.as_str()).collect(),
+                    run_id: &work.run_id,
+                };
+                let json = serde_json::to_vec_pretty(&job).map_err(|e| Error::Invalid {
+                    what: format!("step {}", step.name),
+                    message: format!("cannot encode the job: {e}"),
+                })?;
+                let job_url = self.upload("job.json", Bytes::from(json)).await?;
+                vec![
+                    "spark-submit".into(),
+                    "--deploy-mode".into(),
+                    "cluster".into(),
+                    driver,
+                    job_url,
+                ]
+            }
+            StepWork::Copy(work) => {
+                let list: String = work
+                    .input
+                    .objects
+                    .iter()
+                    .map(|o| format!("{}\n", self.store.url_of(&o.key)))
+                    .collect();
+                let sources = self.upload("sources.txt", Bytes::from(list)).await?;
+                vec![
+                    "s3-dist-cp".into(),
+                    format!("--src={}", self.store.url_of(&work.input.prefix)),
+                    format!("--dest={}", self.store.url_of(&work.output)),
+                    format!("--srcPrefixesFile={sources}"),
+                ]
+            }
+            _ => {
+                return Err(Error::NotImplemented {
+                    operation: "this step kind",
+                    implementer: "the emr backend".into(),
+                });
+            }
+        };
+        Ok(Step::command_runner(&step.name, args))
+    }
+
+    /// Put `bytes` at `_lake/code/<hash>/<name>` (content-addressed, so uploads are idempotent)
+    /// and return its URL.
+    async fn upload(&self, name: &str, bytes: Bytes) -> Result<String> {
+        let hash = hex::encode(Sha256::digest(&bytes));
+        let key = Key::new(format!("_lake/code/{}/{name}", &hash[..16]))?;
+        if self.store.head(&key).await.is_err() {
+            self.store.put_bytes(&key, bytes).await?;
+        }
+        Ok(self.store.url_of(key.as_str()))
+    }
+
+    /// An `s3://` path as it is, a local file uploaded.
+    async fn upload_file(&self, path: &str) -> Result<String> {
+        if path.starts_with("s3://") {
+            return Ok(path.to_owned());
+        }
+        let bytes = tokio::fs::read(path).await.map_err(|source| Error::Io {
+            action: "read",
+            path: path.into(),
+            source,
+        })?;
+        let name = std::path::Path::new(path)
+            .file_name()
+            .map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned());
+        self.upload(&name, Bytes::from(bytes)).await
+    }
+
+    /// Clusters lake created (tagged `lake:pipeline`) that are still active, of every pipeline.
+    pub async fn clusters(&self) -> Result<Vec<ClusterStatus>> {
+        let all = self
+            .call("list clusters", || self.api.active_clusters())
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.tags.contains_key("lake:pipeline"))
+            .collect())
+    }
+
+    /// Terminate this pipeline's clusters whose run is not `live` (the run holding the lock,
+    /// if any). Returns what was terminated.
+    pub async fn reap(&self, live: Option<&str>) -> Result<Vec<ClusterStatus>> {
+        let mut reaped = Vec::new();
+        for c in self.clusters().await? {
+            let mine = c.tags.get("lake:pipeline") == Some(&self.pipeline);
+            let run = c.tags.get("lake:run-id").map(String::as_str);
+            if mine && run != live {
+                self.terminate_id(&c.id).await?;
+                reaped.push(c);
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Call `op`, waiting and retrying while it is throttled.
+    async fn call<T, F, Fut>(&self, operation: &str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, ApiError>>,
+    {
+        let mut wait = self.timing.throttle_backoff;
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_throttling() && attempt < self.timing.throttle_attempts => {
+                    tracing::debug!("{operation}: throttled ({e}); retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.error(operation, e)),
+            }
+        }
+    }
+
+    fn error(&self, operation: &str, e: ApiError) -> Error {
+        let message = if e.is_access_denied() {
+            let mut m = format!("{e}\n  → {operation} was denied.");
+            if operation == "create cluster" {
+                m.push_str(&format!(
+                    " It needs elasticmapreduce:RunJobFlow and iam:PassRole on the roles {} and {}.",
+                    self.def.service_role, self.def.instance_profile
+                ));
+            }
+            m.push_str(" `lake iam-policy` prints the policy this pipeline needs; `lake doctor` checks it.");
+            m
+        } else {
+            e.to_string()
+        };
+        Error::Cluster {
+            backend: "emr".into(),
+            operation: operation.into(),
+            source: message.into(),
+        }
+    }
+
+    /// Terminate a cluster, retried until DescribeCluster shows it terminating.
+    async fn terminate_id(&self, id: &str) -> Result<()> {
+        let mut last = String::new();
+        for attempt in 0..self.timing.terminate_attempts {
+            if attempt > 0 {
+                tokio::time::sleep(self.timing.throttle_backoff * attempt).await;
+            }
+            if let Err(e) = self.call("terminate", || self.api.terminate(id)).await {
+                last = format!("{e:#}");
+                continue;
+            }
+            match self
+                .call("describe cluster", || self.api.describe_cluster(id))
+                .await
+            {
+                Ok(c) if c.is_ending() => {
+                    self.state
+                        .lock()
+                        .expect("watch")
+                        .terminated
+                        .insert(id.to_owned());
+                    return Ok(());
+                }
+                Ok(c) => last = format!("{id} is still {} after TerminateJobFlows", c.state),
+                Err(e) => last = format!("{e:#}"),
+            }
+        }
+        Err(Error::Cluster {
+            backend: "emr".into(),
+            operation: format!("terminate {id}"),
+            source: format!(
+                "not confirmed after {} attempts: {last}. Terminate it in the EMR console or with `lake clusters --reap`",
+                self.timing.terminate_attempts
+            )
+            .into(),
+        })
+    }
+
+    async fn attach(&self, how: &Attach) -> Result<ClusterStatus> {
+        let c = match how {
+            Attach::Id(id) => {
+                self.call("describe cluster", || self.api.describe_cluster(id))
+                    .await?
+            }
+            Attach::Tag { key, value } => {
+                let all = self
+                    .call("list clusters", || self.api.active_clusters())
+                    .await?;
+                let mut found: Vec<ClusterStatus> = all
+                    .into_iter()
+                    .filter(|c| c.tags.get(key) == Some(value))
+                    .collect();
+                match found.len() {
+                    1 => found.remove(0),
+                    0 => {
+                        return Err(Error::Invalid {
+                            what: "[cluster] attach".into(),
+                            message: format!("no running cluster is tagged {key}={value}"),
+                        });
+                    }
+                    _ => {
+                        return Err(Error::Invalid {
+                            what: "[cluster] attach".into(),
+                            message: format!(
+                                "{} running clusters are tagged {key}={value} ({}); attach to one by id",
+                                found.len(),
+                                found
+                                    .iter()
+                                    .map(|c| c.id.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+        };
+        if !c.is_active() {
+            return Err(Error::Invalid {
+                what: "[cluster] attach".into(),
+                message: format!(
+                    "cluster {} is {}; attach needs a running cluster",
+                    c.id, c.state
+                ),
+            });
+        }
+        Ok(c)
+    }
+
+    /// The states of the open steps of `cluster` and the cluster's, from one ListSteps and one
+    /// DescribeCluster (reused by polls less than `poll_reuse` apart).
+    async fn snapshot(
+        &self,
+        cluster: &str,
+    ) -> Result<(HashMap<String, StepStatus>, ClusterStatus)> {
+        let ids = {
+            let w = self.state.lock().expect("watch");
+            if let Some((at, steps, c)) = &w.last
+                && at.elapsed() < self.timing.poll_reuse
+                && c.id == cluster
+            {
+                return Ok((steps.clone(), c.clone()));
+            }
+            w.open.get(cluster).cloned().unwrap_or_default()
+        };
+        let steps = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.call("list steps", || self.api.list_steps(cluster, &ids))
+                .await?
+        };
+        let c = self
+            .call("describe cluster", || self.api.describe_cluster(cluster))
+            .await?;
+        let steps: HashMap<String, StepStatus> =
+            steps.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let mut w = self.state.lock().expect("watch");
+        for s in steps.values() {
+            if matches!(
+                s.state.as_str(),
+                "COMPLETED" | "CANCELLED" | "FAILED" | "INTERRUPTED"
+            ) {
+                if let Some(open) = w.open.get_mut(cluster) {
+                    open.retain(|id| id != &s.id);
+                }
+                if let Some(f) = &s.failure {
+                    w.failures.insert(s.id.clone(), f.clone());
+                }
+            }
+        }
+        w.last = Some((Instant::now(), steps.clone(), c.clone()));
+        Ok((steps, c))
+    }
+
+    fn log_url(&self, cluster: &str, step: &str, file: &str) -> Option<String> {
+        self.def
+            .log_uri
+            .as_ref()
+            .map(|base| format!("{base}{cluster}/steps/{step}/{file}"))
+    }
+
+    async fn read_log(&self, url: &str) -> Result<Option<String>> {
+        let Some(raw) = self.call("read log", || self.api.read_object(url)).await? else {
+            return Ok(None);
+        };
+        let text = if url.ends_with(".gz") {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .map_err(|source| Error::Io {
+                    action: "decompress",
+                    path: url.into(),
+                    source,
+                })?;
+            out
+        } else {
+            raw
+        };
+        let start = text.len().saturating_sub(LOG_TAIL);
+        Ok(Some(String::from_utf8_lossy(&text[start..]).into_owned()))
+    }
+}
+
+/// The environment of a step as `K=V` pairs, refusing secrets: an EMR step's arguments are
+/// visible to anyone who can describe the cluster.
+fn plain_env(step: &str, env: &[(String, Secret)]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (k, v) in env {
+        if v.is_sensitive() {
+            return Err(Error::Invalid {
+                what: format!("step {step}: env.{k}"),
+                message: "a secret (${env:…}) cannot be passed to an EMR step: its arguments are visible in the EMR console and API. Read it on the cluster (AWS Secrets Manager, SSM Parameter Store) instead".into(),
+            });
+        }
+        out.push((k.clone(), v.expose().to_owned()));
+    }
+    Ok(out)
+}
+
+fn failure_reason(f: &FailureDetails) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = &f.reason {
+        parts.push(r.clone());
+    }
+    if let Some(m) = &f.message {
+        parts.push(m.clone());
+    }
+    if let Some(l) = &f.log_file {
+        parts.push(format!("(log: {l})"));
+    }
+    if parts.is_empty() {
+        "the step failed (EMR gave no details)".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[async_trait]
+impl ClusterBackend for EmrBackend {
+    fn name(&self) -> &str {
+        "emr"
+    }
+
+    async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle> {
+        if let Some(how) = &self.def.attach {
+            let c = self.attach(how).await?;
+            return Ok(ClusterHandle {
+                id: c.id.clone(),
+                attached: true,
+                notes: vec![format!(
+                    "attached to cluster {} ({}, {}); it will be left running",
+                    c.id, c.name, c.state
+                )],
+            });
+        }
+        let mut notes = Vec::new();
+        for c in self.reap(Some(&spec.run_id)).await? {
+            notes.push(format!(
+                "terminated cluster {} ({}) left by run {} that is no longer live",
+                c.id,
+                c.state,
+                c.tags.get("lake:run-id").map_or("?", String::as_str)
+            ));
+        }
+        let request = RunJobFlow::new(&self.def, &spec.tags);
+        // Not retried on throttling beyond the SDK's own retries: a second RunJobFlow could
+        // make a second cluster.
+        let id = self
+            .api
+            .run_job_flow(&request)
+            .await
+            .map_err(|e| self.error("create cluster", e))?;
+        notes.push(format!(
+            "created cluster {id} ({}, {})",
+            request.release_label,
+            match &self.def.log_uri {
+                Some(l) => format!("logs in {l}{id}/"),
+                None => "no log URI".into(),
+            }
+        ));
+        Ok(ClusterHandle {
+            id,
+            attached: false,
+            notes,
+        })
+    }
+
+    async fn submit(&self, cluster: &ClusterHandle, step: &StepRequest) -> Result<StepHandle> {
+        let request = self.step_request(step).await?;
+        let ids = self
+            .call(&format!("add step {}", step.name), || {
+                self.api
+                    .add_steps(&cluster.id, std::slice::from_ref(&request))
+            })
+            .await?;
+        let id = ids.into_iter().next().ok_or_else(|| Error::Cluster {
+            backend: "emr".into(),
+            operation: format!("add step {}", step.name),
+            source: "AddJobFlowSteps returned no step id".into(),
+        })?;
+        let mut w = self.state.lock().expect("watch");
+        w.open
+            .entry(cluster.id.clone())
+            .or_default()
+            .push(id.clone());
+        w.last = None;
+        Ok(StepHandle {
+            id,
+            name: step.name.clone(),
+        })
+    }
+
+    async fn poll(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepState> {
+        let (steps, c) = self.snapshot(&cluster.id).await?;
+        let failure = self
+            .state
+            .lock()
+            .expect("watch")
+            .failures
+            .get(&step.id)
+            .cloned();
+        let state = match steps.get(&step.id).map(|s| s.state.as_str()) {
+            Some("COMPLETED") => return Ok(StepState::Completed),
+            Some("CANCELLED") => return Ok(StepState::Cancelled),
+            Some("FAILED") => {
+                return Ok(StepState::Failed {
+                    reason: failure.as_ref().map_or_else(
+                        || "the step failed (EMR gave no details)".into(),
+                        failure_reason,
+                    ),
+                });
+            }
+            Some("INTERRUPTED") => {
+                return Ok(StepState::Failed {
+                    reason: format!(
+                        "interrupted: {}",
+                        failure
+                            .as_ref()
+                            .map_or_else(|| c.state.clone(), failure_reason)
+                    ),
+                });
+            }
+            Some("RUNNING") => StepState::Running,
+            _ => StepState::Pending,
+        };
+        if c.is_ending() {
+            return Ok(StepState::Failed {
+                reason: format!(
+                    "cluster {} is {}{}",
+                    c.id,
+                    c.state,
+                    c.reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            });
+        }
+        Ok(state)
+    }
+
+    async fn status(&self, cluster: &ClusterHandle) -> Option<String> {
+        let w = self.state.lock().expect("watch");
+        let (_, _, c) = w.last.as_ref()?;
+        (c.id == cluster.id).then(|| format!("cluster {} {}", c.id, c.state))
+    }
+
+    async fn logs(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepLogs> {
+        let failure = self
+            .state
+            .lock()
+            .expect("watch")
+            .failures
+            .get(&step.id)
+            .cloned();
+        let mut candidates: Vec<String> = Vec::new();
+        if let Some(l) = failure.and_then(|f| f.log_file)
+            && l.starts_with("s3://")
+        {
+            candidates.push(l);
+        }
+        candidates.extend(self.log_url(&cluster.id, &step.id, "stderr.gz"));
+        if candidates.is_empty() {
+            return Ok(StepLogs::default());
+        }
+        // EMR copies logs to S3 minutes after a step ends: look until `log_wait`.
+        let started = Instant::now();
+        loop {
+            for url in &candidates {
+                if let Ok(Some(text)) = self.read_log(url).await {
+                    let stdout = match self.log_url(&cluster.id, &step.id, "stdout.gz") {
+                        Some(u) => self.read_log(&u).await.ok().flatten().unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    return Ok(StepLogs {
+                        stdout_tail: stdout,
+                        stderr_tail: text,
+                    });
+                }
+            }
+            if started.elapsed() + self.timing.log_poll > self.def.log_wait {
+                return Ok(StepLogs {
+                    stdout_tail: String::new(),
+                    stderr_tail: format!(
+                        "(no log in {} after {}s; EMR may still be copying it)",
+                        candidates.join(" or "),
+                        started.elapsed().as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(self.timing.log_poll).await;
+        }
+    }
+
+    async fn cancel(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<()> {
+        let ids = vec![step.id.clone()];
+        self.call("cancel step", || self.api.cancel_steps(&cluster.id, &ids))
+            .await
+    }
+
+    async fn terminate(&self, cluster: &ClusterHandle) -> Result<()> {
+        if cluster.attached
+            || self
+                .state
+                .lock()
+                .expect("watch")
+                .terminated
+                .contains(&cluster.id)
+        {
+            return Ok(());
+        }
+        self.terminate_id(&cluster.id).await
+    }
+}
