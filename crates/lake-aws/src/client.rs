@@ -69,6 +69,16 @@ impl Aws {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// An EMR client.
+    pub fn emr(&self) -> aws_sdk_emr::Client {
+        aws_sdk_emr::Client::new(&self.sdk)
+    }
+
+    /// An IAM client.
+    pub fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sdk)
+    }
+
     /// An STS client.
     pub fn sts(&self) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.sdk)

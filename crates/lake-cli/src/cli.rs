@@ -109,6 +109,12 @@ pub(crate) enum Command {
     Doctor,
     /// Print the least IAM policy (JSON) this lake.toml needs on AWS.
     IamPolicy,
+    /// List the EMR clusters lake started that are still active (tagged lake:pipeline).
+    Clusters {
+        /// Terminate this pipeline's clusters whose run is no longer live.
+        #[arg(long)]
+        reap: bool,
+    },
     /// List zones, datasets and objects.
     Ls {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.

@@ -21,7 +21,8 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
     match &args.command {
         Command::Init { dir } => init(dir),
         Command::Validate => validate(&args.config, env),
-        Command::Plan { json } => plan(&args.config, env, *json),
+        Command::Plan { json } => plan(&args.config, env, *json).await,
+        Command::Clusters { reap } => clusters(&Lake::open(&args.config, env).await?, *reap).await,
         Command::Run {
             date,
             only,
@@ -220,15 +221,182 @@ fn validate(config: &Path, env: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
+async fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
     let p = ConfigFile::load(config)?.pipeline(env)?;
+    let emr = match p.backend {
+        lake::core::config::Backend::Emr => {
+            Some(emr_plan(Lake::from_pipeline(p.clone()).await?).await?)
+        }
+        lake::core::config::Backend::Local => None,
+    };
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &p)?;
+        let mut v = serde_json::to_value(&p)?;
+        if let (Some(obj), Some(emr)) = (v.as_object_mut(), &emr) {
+            obj.insert(
+                "emr".into(),
+                serde_json::json!({
+                    "run_job_flow": emr.run_job_flow,
+                    "steps": emr.steps,
+                    "estimate": emr.estimate,
+                }),
+            );
+        }
+        serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
     write_plan(&mut out, &p)?;
+    if let Some(emr) = &emr {
+        write_emr_plan(&mut out, &p, emr)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a run on EMR would ask for, before it runs.
+struct EmrPlan {
+    run_job_flow: Option<lake::aws::emr::RunJobFlow>,
+    steps: Vec<lake::aws::emr::Step>,
+    estimate: lake::core::config::Estimate,
+}
+
+/// The run id the plan's requests show where a run puts its own.
+const PLAN_RUN_ID: &str = "<run-id>";
+
+async fn emr_plan(lake: Lake) -> Result<EmrPlan> {
+    use lake::core::run::StepContext;
+    let p = &lake.pipeline;
+    let cx = StepContext {
+        pipeline: p,
+        store: &*lake.store,
+        date: lake::core::chrono::Utc::now().date_naive(),
+        run_id: PLAN_RUN_ID,
+    };
+    let requests: Vec<_> = p
+        .order
+        .iter()
+        .map(|name| {
+            let spec = &p.steps[name];
+            let staging = format!("_lake/staging/{PLAN_RUN_ID}/{name}");
+            let output = spec.output.as_ref().map(|_| lake.store.url_of(&staging));
+            let env = spec
+                .env
+                .iter()
+                .map(|(k, t)| (k.clone(), lake::core::config::Secret::plain(t.as_written())))
+                .collect();
+            cx.request(
+                spec,
+                &staging,
+                output.as_deref(),
+                vec![Vec::new(); spec.inputs.len()],
+                env,
+            )
+        })
+        .collect();
+    let spec = lake::core::cluster::ClusterSpec::new(&p.name, PLAN_RUN_ID);
+    let (run_job_flow, steps) = lake.emr()?.plan(&spec, &requests).await?;
+    Ok(EmrPlan {
+        run_job_flow,
+        steps,
+        estimate: p.cluster.estimate(p.order.iter().map(|n| &p.steps[n])),
+    })
+}
+
+fn write_emr_plan(out: &mut impl Write, p: &Pipeline, plan: &EmrPlan) -> Result<()> {
+    let c = &p.cluster;
+    match &plan.run_job_flow {
+        Some(req) => {
+            writeln!(
+                out,
+                "emr: a new cluster, terminated when the run ends. RunJobFlow:"
+            )?;
+            writeln!(out, "{}", serde_json::to_string_pretty(req)?)?;
+        }
+        None => writeln!(
+            out,
+            "emr: attach to a running cluster ({:?}); lake will not terminate it",
+            c.attach
+        )?,
+    }
+    writeln!(
+        out,
+        "AddJobFlowSteps, one call per step ({PLAN_RUN_ID} is the run's id; code and job files go to content-addressed _lake/code/<hash>/):"
+    )?;
+    writeln!(out, "{}", serde_json::to_string_pretty(&plan.steps)?)?;
+    if plan.run_job_flow.is_some() {
+        let e = &plan.estimate;
+        write!(
+            out,
+            "estimate: {:.1} instance-hours ({:.2} h: 10m to start plus each step's timeout, 30m without one{})",
+            e.instance_hours,
+            e.hours,
+            if c.expected_runtime.is_some() {
+                "; expected_runtime set"
+            } else {
+                ""
+            }
+        )?;
+        match (e.cost, c.max_cost) {
+            (Some(cost), Some(max)) => writeln!(
+                out,
+                "; cost ${cost:.2}, max_cost ${max:.2}{}",
+                if cost > max {
+                    " — a run would be REFUSED"
+                } else {
+                    ""
+                }
+            )?,
+            (Some(cost), None) => writeln!(out, "; cost ${cost:.2}")?,
+            (None, _) => writeln!(
+                out,
+                "; no cost: [cluster.price_per_hour] has no price for {}",
+                e.unpriced.join(", ")
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// `lake clusters [--reap]`.
+async fn clusters(lake: &Lake, reap: bool) -> Result<ExitCode> {
+    let emr = lake.emr()?;
+    let all = emr.clusters().await?;
+    let mut out = std::io::stdout().lock();
+    if all.is_empty() {
+        writeln!(out, "no active cluster was started by lake")?;
+    }
+    for c in &all {
+        writeln!(
+            out,
+            "{}  {:<13} {}  pipeline {}  run {}  created {}",
+            c.id,
+            c.state,
+            c.name,
+            c.tags.get("lake:pipeline").map_or("?", String::as_str),
+            c.tags.get("lake:run-id").map_or("?", String::as_str),
+            c.created
+                .map_or("?".into(), |d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        )?;
+    }
+    if reap {
+        // The run holding the pipeline's lock (unexpired) is live; its cluster stays.
+        let live = lake::core::lock::current(&*lake.store, &lake.pipeline.name)
+            .await?
+            .filter(|l| l.expires > lake::core::chrono::Utc::now())
+            .map(|l| l.run_id);
+        let reaped = emr.reap(live.as_deref()).await?;
+        for c in &reaped {
+            writeln!(
+                out,
+                "terminated {} (run {} is not live)",
+                c.id,
+                c.tags.get("lake:run-id").map_or("?", String::as_str)
+            )?;
+        }
+        if reaped.is_empty() {
+            writeln!(out, "nothing to reap for pipeline {}", lake.pipeline.name)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -149,6 +149,24 @@ impl RunObserver for Progress {
                 ),
             },
             Event::StepStarted { name } if self.verbose => format!("step {name}: started"),
+            Event::Cluster(note) => note.clone(),
+            Event::StepProgress {
+                name,
+                state,
+                elapsed,
+                cluster,
+            } => format!(
+                "step {name}: {} {}{}",
+                match state {
+                    lake::core::cluster::StepState::Pending => "PENDING",
+                    _ => "RUNNING",
+                },
+                duration(*elapsed),
+                cluster
+                    .as_ref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            ),
             Event::StepFinished { record } => step_line(record),
             _ => return,
         };
@@ -250,4 +268,14 @@ pub(crate) fn summary(r: &RunRecord, outputs: &[(String, String)]) -> String {
         s.push_str(&format!("\noutput {name}: {where_}"));
     }
     s
+}
+
+/// `45s`, `3m05s`, `1h02m`.
+pub(crate) fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }

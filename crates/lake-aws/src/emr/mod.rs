@@ -128,8 +128,9 @@ impl EmrBackend {
         self
     }
 
-    /// The AddJobFlowSteps request of a step, uploading what it needs first.
-    pub async fn step_request(&self, step: &StepRequest) -> Result<Step> {
+    /// The AddJobFlowSteps request of a step, uploading what it needs first (with `upload`;
+    /// without, the request names where the uploads would go, for a plan).
+    pub async fn step_request(&self, step: &StepRequest, upload: bool) -> Result<Step> {
         let args = match &step.work {
             StepWork::Command { argv, env, .. } => {
                 let mut args = Vec::new();
@@ -142,7 +143,7 @@ impl EmrBackend {
                 args
             }
             StepWork::Spark(work) => {
-                let app = self.upload_file(work.app.path()).await?;
+                let app = self.upload_file(work.app.path(), upload).await?;
                 let mut argv = work.spark_submit(&app);
                 let mut confs = vec!["--deploy-mode".to_owned(), "cluster".to_owned()];
                 for (k, v) in plain_env(&step.name, &work.env)? {
@@ -156,7 +157,11 @@ impl EmrBackend {
             }
             StepWork::Sql(work) => {
                 let driver = self
-                    .upload("lake_sql.py", Bytes::from_static(SQL_DRIVER.as_bytes()))
+                    .upload(
+                        "lake_sql.py",
+                        Bytes::from_static(SQL_DRIVER.as_bytes()),
+                        upload,
+                    )
                     .await?;
                 let job = SqlJob {
                     sql: &work.sql,
@@ -185,7 +190,7 @@ impl EmrBackend {
                     what: format!("step {}", step.name),
                     message: format!("cannot encode the job: {e}"),
                 })?;
-                let job_url = self.upload("job.json", Bytes::from(json)).await?;
+                let job_url = self.upload("job.json", Bytes::from(json), upload).await?;
                 vec![
                     "spark-submit".into(),
                     "--deploy-mode".into(),
@@ -201,7 +206,9 @@ impl EmrBackend {
                     .iter()
                     .map(|o| format!("{}\n", self.store.url_of(&o.key)))
                     .collect();
-                let sources = self.upload("sources.txt", Bytes::from(list)).await?;
+                let sources = self
+                    .upload("sources.txt", Bytes::from(list), upload)
+                    .await?;
                 vec![
                     "s3-dist-cp".into(),
                     format!("--src={}", self.store.url_of(&work.input.prefix)),
@@ -221,17 +228,17 @@ impl EmrBackend {
 
     /// Put `bytes` at `_lake/code/<hash>/<name>` (content-addressed, so uploads are idempotent)
     /// and return its URL.
-    async fn upload(&self, name: &str, bytes: Bytes) -> Result<String> {
+    async fn upload(&self, name: &str, bytes: Bytes, upload: bool) -> Result<String> {
         let hash = hex::encode(Sha256::digest(&bytes));
         let key = Key::new(format!("_lake/code/{}/{name}", &hash[..16]))?;
-        if self.store.head(&key).await.is_err() {
+        if upload && self.store.head(&key).await.is_err() {
             self.store.put_bytes(&key, bytes).await?;
         }
         Ok(self.store.url_of(key.as_str()))
     }
 
     /// An `s3://` path as it is, a local file uploaded.
-    async fn upload_file(&self, path: &str) -> Result<String> {
+    async fn upload_file(&self, path: &str, upload: bool) -> Result<String> {
         if path.starts_with("s3://") {
             return Ok(path.to_owned());
         }
@@ -243,7 +250,26 @@ impl EmrBackend {
         let name = std::path::Path::new(path)
             .file_name()
             .map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned());
-        self.upload(&name, Bytes::from(bytes)).await
+        self.upload(&name, Bytes::from(bytes), upload).await
+    }
+
+    /// What a run would ask EMR for: the RunJobFlow request (for the spec's tags) and, per
+    /// step, the AddJobFlowSteps request (nothing is uploaded or called).
+    pub async fn plan(
+        &self,
+        spec: &ClusterSpec,
+        steps: &[StepRequest],
+    ) -> Result<(Option<RunJobFlow>, Vec<Step>)> {
+        let mut out = Vec::new();
+        for s in steps {
+            out.push(self.step_request(s, false).await?);
+        }
+        let create = self
+            .def
+            .attach
+            .is_none()
+            .then(|| RunJobFlow::new(&self.def, &spec.tags));
+        Ok((create, out))
     }
 
     /// Clusters lake created (tagged `lake:pipeline`) that are still active, of every pipeline.
@@ -563,7 +589,7 @@ impl ClusterBackend for EmrBackend {
     }
 
     async fn submit(&self, cluster: &ClusterHandle, step: &StepRequest) -> Result<StepHandle> {
-        let request = self.step_request(step).await?;
+        let request = self.step_request(step, true).await?;
         let ids = self
             .call(&format!("add step {}", step.name), || {
                 self.api
