@@ -211,11 +211,14 @@ pub fn cause_lines(log: &str, max: usize) -> Vec<String> {
             in_traceback = true;
             true
         } else if in_traceback {
-            // A traceback ends with its unindented exception line.
-            if !line.starts_with(' ') {
+            // Keep where it happened (`File …, line …`), not the code and `^^^` lines; it
+            // ends with its unindented exception line.
+            if !line.starts_with([' ', '\t']) {
                 in_traceback = false;
+                true
+            } else {
+                t.starts_with("File ")
             }
-            !line.trim_start().starts_with("File ") || line.contains("line ")
         } else {
             t.starts_with("Caused by")
                 || t.contains("Exception:")
@@ -228,6 +231,29 @@ pub fn cause_lines(log: &str, max: usize) -> Vec<String> {
     }
     let start = picked.len().saturating_sub(max);
     picked.split_off(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause_lines;
+
+    #[test]
+    fn cause_lines_keep_the_traceback_frames_and_exceptions() {
+        let log = "INFO starting\nTraceback (most recent call last):\n  File \"a.py\", line 3, in <module>\n    main()\n    ^^^^^^\nValueError: bad age\nINFO done\n\
+                   Exception in thread \"main\" org.apache.spark.SparkException: job aborted\n\tat x.y(Z.java:1)\nCaused by: java.io.IOException: disk full\n";
+        assert_eq!(
+            cause_lines(log, 20),
+            [
+                "Traceback (most recent call last):",
+                "  File \"a.py\", line 3, in <module>",
+                "ValueError: bad age",
+                "Exception in thread \"main\" org.apache.spark.SparkException: job aborted",
+                "Caused by: java.io.IOException: disk full",
+            ]
+        );
+        assert_eq!(cause_lines(log, 2).len(), 2);
+        assert!(cause_lines("all fine\n", 20).is_empty());
+    }
 }
 
 /// What a step printed, as far as the backend keeps it.

@@ -140,7 +140,7 @@ def read_input(spark, inp):
     elif kind == "json":
         df = column_arrays(reader.option("multiLine", True).json(paths), fmt.get("json_path"))
     elif kind == "parquet":
-        df = reader.parquet(paths)
+        df = reader.parquet(*paths)
     else:
         raise ValueError("unknown format %r" % kind)
     if fmt.get("snake_case"):
@@ -230,6 +230,9 @@ def main():
     job_url = sys.argv[1]
     spark = (SparkSession.builder.appName("lake-sql")
              .config("spark.sql.ansi.enabled", "false")
+             # Timestamps without a time zone, as lake's embedded engine has them.
+             .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
+             .config("spark.sql.session.timeZone", "UTC")
              .config("spark.sql.sources.partitionOverwriteMode", "static")
              .getOrCreate())
     job = json.loads(read_text(spark, job_url))

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use lake_core::cluster::{
-    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
-    StepWork,
+    ClusterBackend, ClusterHandle, ClusterSpec, SqlWork, StepHandle, StepLogs, StepRequest,
+    StepState, StepWork,
 };
 use lake_core::config::{Attach, ClusterDef, Secret};
 use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
@@ -163,33 +163,11 @@ impl EmrBackend {
                         upload,
                     )
                     .await?;
-                let job = SqlJob {
-                    sql: &work.sql,
-                    origin: &work.origin,
-                    inputs: work
-                        .inputs
-                        .iter()
-                        .map(|i| SqlJobInput {
-                            table: &i.table,
-                            dataset: &i.dataset,
-                            prefix: self.store.url_of(&i.prefix),
-                            format: &i.format,
-                            paths: i
-                                .objects
-                                .iter()
-                                .map(|o| self.store.url_of(&o.key))
-                                .collect(),
-                        })
-                        .collect(),
-                    output: self.store.url_of(&work.output),
-                    partition_by: &work.partition_by,
-                    expect: work.expect.iter().map(|e| e.condition.as_str()).collect(),
-                    run_id: &work.run_id,
-                };
-                let json = serde_json::to_vec_pretty(&job).map_err(|e| Error::Invalid {
-                    what: format!("step {}", step.name),
-                    message: format!("cannot encode the job: {e}"),
-                })?;
+                let json =
+                    sql_job(work, &|key| self.store.url_of(key)).map_err(|e| Error::Invalid {
+                        what: format!("step {}", step.name),
+                        message: format!("cannot encode the job: {e}"),
+                    })?;
                 let job_url = self.upload("job.json", Bytes::from(json), upload).await?;
                 vec![
                     "spark-submit".into(),
@@ -502,6 +480,35 @@ impl EmrBackend {
         let start = text.len().saturating_sub(LOG_TAIL);
         Ok(Some(String::from_utf8_lossy(&text[start..]).into_owned()))
     }
+}
+
+/// The `job.json` of a `sql` step for [`SQL_DRIVER`]: the query, each input's format and the
+/// URLs of its committed objects, the output URL, partitions, expectations and run id.
+/// `url_of` turns a key of the lake into what Spark reads (`s3://…`, or a local path).
+pub fn sql_job(
+    work: &SqlWork,
+    url_of: &dyn Fn(&str) -> String,
+) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let job = SqlJob {
+        sql: &work.sql,
+        origin: &work.origin,
+        inputs: work
+            .inputs
+            .iter()
+            .map(|i| SqlJobInput {
+                table: &i.table,
+                dataset: &i.dataset,
+                prefix: url_of(&i.prefix),
+                format: &i.format,
+                paths: i.objects.iter().map(|o| url_of(&o.key)).collect(),
+            })
+            .collect(),
+        output: url_of(&work.output),
+        partition_by: &work.partition_by,
+        expect: work.expect.iter().map(|e| e.condition.as_str()).collect(),
+        run_id: &work.run_id,
+    };
+    serde_json::to_vec_pretty(&job)
 }
 
 /// The environment of a step as `K=V` pairs, refusing secrets: an EMR step's arguments are
