@@ -203,7 +203,7 @@ async fn a_failed_step_skips_its_dependants_and_records_the_rest() {
     );
     let err = r.steps[1].error.as_deref().unwrap();
     assert!(
-        err.starts_with("exit status 3; stderr:\nTraceback\nValueError: b broke"),
+        err.starts_with("exit status 3\ncause:\nValueError: b broke with ***\nstderr (last lines):\nTraceback\nValueError: b broke"),
         "{err}"
     );
     assert!(

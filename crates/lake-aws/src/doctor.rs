@@ -1,21 +1,30 @@
-//! `lake doctor` on AWS: who am I, and the region.
+//! `lake doctor` on AWS: who am I, the region, and for EMR the service, the roles and
+//! iam:PassRole.
 
+use aws_sdk_iam::error::ProvideErrorMetadata;
+use lake_core::config::{Backend, Pipeline};
 use lake_core::doctor::Check;
 
 use crate::Aws;
 
-/// Who lake is on AWS (STS GetCallerIdentity) and the region.
-pub async fn aws_checks(aws: &Aws) -> Vec<Check> {
+/// Who lake is on AWS (STS GetCallerIdentity) and the region; with `backend = "emr"`, EMR
+/// reachable, the service role and instance profile present, the EMR service-linked role,
+/// and iam:PassRole allowed on both roles.
+pub async fn aws_checks(aws: &Aws, pipeline: &Pipeline) -> Vec<Check> {
     let mut out = Vec::new();
+    let mut caller = None;
     match aws.sts().get_caller_identity().send().await {
-        Ok(me) => out.push(Check::pass(
-            "identity",
-            format!(
-                "account {}, {}",
-                me.account().unwrap_or("?"),
-                me.arn().unwrap_or("?")
-            ),
-        )),
+        Ok(me) => out.push({
+            caller = me.arn().map(str::to_owned);
+            Check::pass(
+                "identity",
+                format!(
+                    "account {}, {}",
+                    me.account().unwrap_or("?"),
+                    me.arn().unwrap_or("?")
+                ),
+            )
+        }),
         Err(e) => out.push(Check::fail(
             "identity",
             format!(
@@ -34,5 +43,178 @@ pub async fn aws_checks(aws: &Aws) -> Vec<Check> {
             "set [aws] region in lake.toml, AWS_REGION, or the profile's region",
         )),
     }
+    if pipeline.backend == Backend::Emr {
+        out.extend(emr_checks(aws, pipeline, caller.as_deref()).await);
+    }
     out
+}
+
+/// The IAM role an identity ARN acts as: a role's own ARN for an assumed-role session.
+fn principal_arn(caller: &str) -> String {
+    // arn:aws:sts::123:assumed-role/Name/session → arn:aws:iam::123:role/Name
+    match caller.split_once(":assumed-role/") {
+        Some((head, rest)) => {
+            let name = rest.split('/').next().unwrap_or(rest);
+            format!("{}:role/{name}", head.replacen(":sts:", ":iam:", 1))
+        }
+        None => caller.to_owned(),
+    }
+}
+
+async fn emr_checks(aws: &Aws, pipeline: &Pipeline, caller: Option<&str>) -> Vec<Check> {
+    let c = &pipeline.cluster;
+    let mut out = Vec::new();
+    match aws.emr().list_clusters().send().await {
+        Ok(list) => out.push(Check::pass(
+            "EMR reachable",
+            format!(
+                "ListClusters: {} cluster(s) on the first page in {}",
+                list.clusters().len(),
+                aws.region().unwrap_or("?")
+            ),
+        )),
+        Err(e) => out.push(Check::fail(
+            "EMR reachable",
+            format!(
+                "ListClusters failed: {}",
+                aws_sdk_emr::error::DisplayErrorContext(e)
+            ),
+            "allow elasticmapreduce:ListClusters (see `lake iam-policy`) and check the region",
+        )),
+    }
+    if c.attach.is_some() {
+        out.push(Check::pass(
+            "EMR roles",
+            "attach: lake uses a running cluster and creates none, so it passes no role",
+        ));
+        return out;
+    }
+    let iam = aws.iam();
+    let mut role_arns = Vec::new();
+    match iam.get_role().role_name(&c.service_role).send().await {
+        Ok(r) => {
+            let arn = r.role().map(|r| r.arn().to_owned()).unwrap_or_default();
+            out.push(Check::pass("EMR service role", arn.clone()));
+            role_arns.push(arn);
+        }
+        Err(e) => out.push(missing_or_unknown(
+            "EMR service role",
+            &c.service_role,
+            e.code(),
+            &e.to_string(),
+            "create the default roles with `aws emr create-default-roles`, or set [cluster] service_role",
+        )),
+    }
+    match iam
+        .get_instance_profile()
+        .instance_profile_name(&c.instance_profile)
+        .send()
+        .await
+    {
+        Ok(p) => {
+            let roles: Vec<String> = p
+                .instance_profile()
+                .map(|p| p.roles().iter().map(|r| r.arn().to_owned()).collect())
+                .unwrap_or_default();
+            if roles.is_empty() {
+                out.push(Check::fail(
+                    "EMR instance profile",
+                    format!("{} has no role", c.instance_profile),
+                    "add a role to the instance profile (`aws emr create-default-roles` makes both)",
+                ));
+            } else {
+                out.push(Check::pass(
+                    "EMR instance profile",
+                    format!("{} with {}", c.instance_profile, roles.join(", ")),
+                ));
+                role_arns.extend(roles);
+            }
+        }
+        Err(e) => out.push(missing_or_unknown(
+            "EMR instance profile",
+            &c.instance_profile,
+            e.code(),
+            &e.to_string(),
+            "create the default roles with `aws emr create-default-roles`, or set [cluster] instance_profile",
+        )),
+    }
+    match iam
+        .get_role()
+        .role_name("AWSServiceRoleForEMRCleanup")
+        .send()
+        .await
+    {
+        Ok(_) => out.push(Check::pass(
+            "EMR service-linked role",
+            "AWSServiceRoleForEMRCleanup exists",
+        )),
+        Err(e) => out.push(missing_or_unknown(
+            "EMR service-linked role",
+            "AWSServiceRoleForEMRCleanup",
+            e.code(),
+            &e.to_string(),
+            "create it: `aws iam create-service-linked-role --aws-service-name elasticmapreduce.amazonaws.com`",
+        )),
+    }
+    let (Some(caller), false) = (caller, role_arns.is_empty()) else {
+        return out;
+    };
+    let simulated = iam
+        .simulate_principal_policy()
+        .policy_source_arn(principal_arn(caller))
+        .action_names("iam:PassRole")
+        .set_resource_arns(Some(role_arns.clone()))
+        .send()
+        .await;
+    match simulated {
+        Ok(r) => {
+            let denied: Vec<String> = r
+                .evaluation_results()
+                .iter()
+                .filter(|e| e.eval_decision().as_str() != "allowed")
+                .map(|e| {
+                    format!(
+                        "{} on {} ({})",
+                        e.eval_action_name(),
+                        e.eval_resource_name().unwrap_or("?"),
+                        e.eval_decision().as_str()
+                    )
+                })
+                .collect();
+            if denied.is_empty() {
+                out.push(Check::pass(
+                    "iam:PassRole",
+                    format!("allowed on {}", role_arns.join(", ")),
+                ));
+            } else {
+                out.push(Check::fail(
+                    "iam:PassRole",
+                    format!("not allowed: {}", denied.join("; ")),
+                    "RunJobFlow would fail with AccessDenied: attach the policy `lake iam-policy` prints",
+                ));
+            }
+        }
+        Err(e) => out.push(Check::unknown(
+            "iam:PassRole",
+            format!(
+                "could not simulate: {}",
+                e.message().map_or_else(|| e.to_string(), str::to_owned)
+            ),
+            "allow iam:SimulatePrincipalPolicy to check this, or check the policy `lake iam-policy` prints",
+        )),
+    }
+    out
+}
+
+/// A role or profile that does not exist fails; any other error means it could not be checked.
+fn missing_or_unknown(name: &str, what: &str, code: Option<&str>, error: &str, fix: &str) -> Check {
+    if code == Some("NoSuchEntity") {
+        Check::fail(name, format!("{what} does not exist"), fix)
+    } else {
+        Check::unknown(
+            name,
+            format!("could not check {what}: {}", code.unwrap_or(error)),
+            "allow iam:GetRole and iam:GetInstanceProfile to check this (see `lake iam-policy`)",
+        )
+    }
 }

@@ -1,6 +1,6 @@
 //! `lake iam-policy`: the least IAM policy a pipeline needs.
 
-use lake_core::config::{Pipeline, Root, Sse};
+use lake_core::config::{Backend, Pipeline, Root, Sse};
 use serde_json::{Value, json};
 
 /// The IAM policy document `pipeline` needs, or `None` when its root is not on S3 (a local
@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 /// - `s3:ListBucket` on the bucket, limited to the lake's prefix;
 /// - `s3:GetObject`, `s3:PutObject`, `s3:DeleteObject` and `s3:AbortMultipartUpload` on the
 ///   objects under the prefix (zones, manifests, locks, the ledger and staging all live there);
-/// - with `sse = "aws:kms"`, `kms:GenerateDataKey` and `kms:Decrypt` on the key.
+/// - with `sse = "aws:kms"`, `kms:GenerateDataKey` and `kms:Decrypt` on the key;
+/// - with `backend = "emr"`: the EMR calls lake makes (RunJobFlow, AddTags and ListClusters,
+///   which take no cluster resource; the step and teardown calls only on clusters tagged
+///   `lake:pipeline` = this pipeline), `iam:PassRole` on the service role and the instance
+///   profile's role, read access to a log URI outside the root, and the read-only IAM calls
+///   `lake doctor` checks the roles with.
 pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
     let Root::S3 { bucket, prefix } = &pipeline.root else {
         return None;
@@ -46,5 +51,98 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
             "Resource": key.clone().unwrap_or_else(|| "*".into()),
         }));
     }
+    if pipeline.backend == Backend::Emr {
+        statements.extend(emr_statements(pipeline, bucket, prefix));
+    }
     Some(json!({ "Version": "2012-10-17", "Statement": statements }))
+}
+
+fn emr_statements(pipeline: &Pipeline, bucket: &str, prefix: &str) -> Vec<Value> {
+    let c = &pipeline.cluster;
+    let mut out = vec![json!({
+        "Sid": "LakeEmrClusterSteps",
+        "Effect": "Allow",
+        "Action": [
+            "elasticmapreduce:AddJobFlowSteps",
+            "elasticmapreduce:ListSteps",
+            "elasticmapreduce:DescribeCluster",
+            "elasticmapreduce:CancelSteps",
+            "elasticmapreduce:TerminateJobFlows",
+        ],
+        "Resource": "*",
+        "Condition": match &c.attach {
+            // An attached cluster is not tagged by lake.
+            Some(_) => Value::Null,
+            None => json!({ "StringEquals": { "elasticmapreduce:ResourceTag/lake:pipeline": pipeline.name } }),
+        },
+    })];
+    if out[0]["Condition"].is_null() {
+        out[0]
+            .as_object_mut()
+            .expect("an object")
+            .remove("Condition");
+    }
+    out.push(json!({
+        "Sid": "LakeEmrList",
+        "Effect": "Allow",
+        "Action": ["elasticmapreduce:ListClusters"],
+        "Resource": "*",
+    }));
+    if c.attach.is_none() {
+        out.push(json!({
+            "Sid": "LakeEmrCreate",
+            "Effect": "Allow",
+            "Action": ["elasticmapreduce:RunJobFlow", "elasticmapreduce:AddTags"],
+            "Resource": "*",
+        }));
+        out.push(json!({
+            "Sid": "LakeEmrPassRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": [
+                format!("arn:aws:iam::*:role/{}", c.service_role),
+                format!("arn:aws:iam::*:role/{}", c.instance_profile),
+            ],
+            "Condition": { "StringLike": { "iam:PassedToService": ["elasticmapreduce.amazonaws.com", "ec2.amazonaws.com"] } },
+        }));
+        out.push(json!({
+            "Sid": "LakeDoctorRoles",
+            "Effect": "Allow",
+            "Action": ["iam:GetRole", "iam:GetInstanceProfile"],
+            "Resource": [
+                format!("arn:aws:iam::*:role/{}", c.service_role),
+                format!("arn:aws:iam::*:instance-profile/{}", c.instance_profile),
+                "arn:aws:iam::*:role/aws-service-role/elasticmapreduce.amazonaws.com/AWSServiceRoleForEMRCleanup",
+            ],
+        }));
+        // `lake doctor` simulates the caller's own policy for iam:PassRole.
+        out.push(json!({
+            "Sid": "LakeDoctorPassRole",
+            "Effect": "Allow",
+            "Action": "iam:SimulatePrincipalPolicy",
+            "Resource": "*",
+        }));
+    }
+    // Step logs: lake reads them after a failure. Under the root they are already covered.
+    if let Some(log) = &c.log_uri {
+        let under_root = format!(
+            "s3://{bucket}/{}",
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            }
+        );
+        if !log.starts_with(&under_root) {
+            let path = log.trim_start_matches("s3://");
+            let (log_bucket, _) = path.split_once('/').unwrap_or((path, ""));
+            out.push(json!({
+                "Sid": "LakeEmrLogs",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": [format!("arn:aws:s3:::{log_bucket}"), format!("arn:aws:s3:::{path}*")],
+            }));
+        }
+    }
+    out
 }

@@ -119,10 +119,6 @@ async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {
         ),
     )];
     let s3 = matches!(pipeline.root, Root::S3 { .. });
-    if s3 {
-        let aws = lake::aws::Aws::load(&pipeline.aws).await;
-        checks.extend(lake::aws::aws_checks(&aws).await);
-    }
     let (fix_read, fix_write) = if s3 {
         (
             "check that the bucket exists in this account and region, and attach the policy `lake iam-policy` prints",
@@ -135,16 +131,18 @@ async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {
         )
     };
     let lake = Lake::from_pipeline(pipeline).await?;
+    if let Some(aws) = &lake.aws {
+        checks.extend(lake::aws::aws_checks(aws, &lake.pipeline).await);
+    }
     checks.extend(store_checks(&*lake.store, fix_read, fix_write).await);
-    checks.push(Check::pass(
-        "backend",
-        format!(
-            "{}: steps run on this machine (SQL on the embedded engine)",
-            lake.pipeline.backend
-        ),
-    ));
+    if lake.pipeline.backend == lake::core::config::Backend::Local {
+        checks.push(Check::pass(
+            "backend",
+            "local: steps run on this machine (SQL on the embedded engine)",
+        ));
+    }
     for c in &checks {
-        println!("{} {}: {}", if c.ok { "✓" } else { "✗" }, c.name, c.detail);
+        println!("{} {}: {}", c.mark(), c.name, c.detail);
         if let Some(fix) = &c.fix {
             println!("    → {fix}");
         }

@@ -26,6 +26,30 @@ impl Check {
         }
     }
 
+    /// A check that could not be made (the answer is unknown, not wrong): it does not fail
+    /// the doctor, but says what to do.
+    pub fn unknown(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// `✓`, `✗`, or `?` for a check that could not be made.
+    pub fn mark(&self) -> &'static str {
+        match (self.ok, &self.fix) {
+            (false, _) => "✗",
+            (true, Some(_)) => "?",
+            (true, None) => "✓",
+        }
+    }
+
     /// A failed check and its fix.
     pub fn fail(
         name: impl Into<String>,

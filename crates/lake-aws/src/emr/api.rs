@@ -291,10 +291,15 @@ impl EmrApi for SdkEmr {
                 break;
             }
         }
-        // ListClusters has no tags: one DescribeCluster each.
+        // ListClusters has no tags: one DescribeCluster each. A cluster lake may not describe
+        // (the policy limits it to clusters tagged with its pipeline) is not one of lake's.
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            out.push(self.describe_cluster(&id).await?);
+            match self.describe_cluster(&id).await {
+                Ok(c) => out.push(c),
+                Err(e) if e.is_access_denied() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
