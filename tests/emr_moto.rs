@@ -301,4 +301,140 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     );
     let trusted = lake.store.list("trusted/").await.unwrap();
     assert!(trusted.is_empty(), "{trusted:?}");
+
+    // `lake clusters --reap`: a cluster tagged with this pipeline and a dead run is terminated;
+    // one of another pipeline is left alone.
+    let leftover = |pipeline: &str, run: &str| {
+        let emr = emr.clone();
+        let (pipeline, run) = (pipeline.to_owned(), run.to_owned());
+        async move {
+            emr.run_job_flow()
+                .name("left")
+                .release_label("emr-7.9.0")
+                .instances(
+                    lake::aws::emr::JobFlowInstancesSdk::builder()
+                        .instance_count(1)
+                        .master_instance_type("m5.xlarge")
+                        .keep_job_flow_alive_when_no_steps(true)
+                        .build(),
+                )
+                .tags(
+                    lake::aws::emr::TagSdk::builder()
+                        .key("lake:pipeline")
+                        .value(pipeline)
+                        .build(),
+                )
+                .tags(
+                    lake::aws::emr::TagSdk::builder()
+                        .key("lake:run-id")
+                        .value(run)
+                        .build(),
+                )
+                .service_role("EMR_DefaultRole")
+                .job_flow_role("EMR_EC2_DefaultRole")
+                .send()
+                .await
+                .unwrap()
+                .job_flow_id()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let dead = leftover("credit-emr", "dead-run").await;
+    let other = leftover("another", "x").await;
+    let backend = lake.emr().unwrap();
+    let listed: Vec<String> = backend
+        .clusters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(
+        listed.contains(&dead) && listed.contains(&other),
+        "{listed:?}"
+    );
+    let reaped: Vec<String> = backend
+        .reap(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(reaped, [dead.clone()]);
+    let state = |id: String| {
+        let emr = emr.clone();
+        async move {
+            emr.describe_cluster()
+                .cluster_id(id)
+                .send()
+                .await
+                .unwrap()
+                .cluster()
+                .unwrap()
+                .status()
+                .unwrap()
+                .state()
+                .unwrap()
+                .as_str()
+                .to_owned()
+        }
+    };
+    assert_eq!(state(dead).await, "TERMINATED");
+    assert_eq!(state(other).await, "WAITING");
+
+    // doctor's EMR checks: the roles are missing, then present.
+    let checks = lake::aws::aws_checks(&aws, &lake.pipeline).await;
+    let find = |checks: &[lake::core::doctor::Check], name: &str| {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} in {checks:?}"))
+            .clone()
+    };
+    assert_eq!(find(&checks, "EMR reachable").mark(), "✓");
+    let role = find(&checks, "EMR service role");
+    assert_eq!(role.mark(), "✗", "{role:?}");
+    assert!(role.fix.unwrap().contains("aws emr create-default-roles"));
+    assert_eq!(find(&checks, "EMR service-linked role").mark(), "✗");
+    let iam = aws.iam();
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"elasticmapreduce.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    for name in ["EMR_DefaultRole", "EMR_EC2_DefaultRole"] {
+        iam.create_role()
+            .role_name(name)
+            .assume_role_policy_document(trust)
+            .send()
+            .await
+            .unwrap();
+    }
+    iam.create_instance_profile()
+        .instance_profile_name("EMR_EC2_DefaultRole")
+        .send()
+        .await
+        .unwrap();
+    iam.add_role_to_instance_profile()
+        .instance_profile_name("EMR_EC2_DefaultRole")
+        .role_name("EMR_EC2_DefaultRole")
+        .send()
+        .await
+        .unwrap();
+    // What `aws iam create-service-linked-role` makes on AWS (moto names its own differently).
+    iam.create_role()
+        .role_name("AWSServiceRoleForEMRCleanup")
+        .path("/aws-service-role/elasticmapreduce.amazonaws.com/")
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .unwrap();
+    let checks = lake::aws::aws_checks(&aws, &lake.pipeline).await;
+    for name in [
+        "EMR service role",
+        "EMR instance profile",
+        "EMR service-linked role",
+    ] {
+        assert_eq!(find(&checks, name).mark(), "✓", "{:?}", find(&checks, name));
+    }
+    // moto cannot simulate policies: the PassRole check says it could not tell, without failing.
+    let pass = find(&checks, "iam:PassRole");
+    assert!(pass.ok, "{pass:?}");
 }

@@ -35,6 +35,12 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.only = only.clone();
             opts.force = *force;
             opts.lock_wait = *wait;
+            if lake.pipeline.backend == lake::core::config::Backend::Emr {
+                // EMR steps take minutes: poll from 2s, backing off to 30s, so a run makes
+                // a few API calls a minute.
+                opts.poll = std::time::Duration::from_secs(2);
+                opts.max_poll = std::time::Duration::from_secs(30);
+            }
             run(&lake, &opts, &args).await
         }
         Command::Runs { show: None, json } => {

@@ -1220,3 +1220,97 @@ fn doctor_checks_a_local_lake_and_iam_policy_says_none_is_needed() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("✗ lake.toml"), "{}", stdout(&out));
 }
+
+/// The credit example with `--env aws` (backend = "emr"), offline: the plan shows the exact
+/// requests and the cost, `max_cost` refuses a run before anything happens, and the IAM policy
+/// has the EMR statements.
+#[test]
+fn emr_plan_cost_refusal_and_policy_without_aws() {
+    let tmp = tempfile::tempdir().unwrap();
+    lake(tmp.path()).arg("init").assert().success();
+    // No credentials or network are needed for any of this.
+    let offline = |c: &mut Command| {
+        c.env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    };
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c.args(["--env", "aws", "plan"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "\"ReleaseLabel\": \"emr-7.9.0\"",
+        "\"InstanceCount\": 2",
+        "\"IdleTimeout\": 1800",
+        "\"Key\": \"lake:run-id\"",
+        "\"Value\": \"<run-id>\"",
+        "\"LogUri\": \"s3://my-bucket/credit/_lake/emr-logs/\"",
+        "/lake_sql.py",
+        // 3 × m5.xlarge for 10m + 2 steps × 30m = 70m, at $0.24.
+        "estimate: 3.5 instance-hours (1.17 h",
+        "cost $0.84, max_cost $5.00",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c.args(["--env", "aws", "plan", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["emr"]["run_job_flow"]["Instances"]["InstanceGroups"][1]["InstanceRole"],
+        "CORE"
+    );
+    assert_eq!(v["emr"]["steps"][1]["Name"], "credit_by_purpose");
+    assert_eq!(
+        v["emr"]["steps"][0]["HadoopJarStep"]["Jar"],
+        "command-runner.jar"
+    );
+
+    // A max_cost below the estimate: refused before the lock, ingest or any AWS call.
+    let toml = std::fs::read_to_string(tmp.path().join("lake.toml")).unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        toml.replace("max_cost = 5.0", "max_cost = 0.5"),
+    )
+    .unwrap();
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c.args(["--env", "aws", "run"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("estimated at $0.84") && err.contains("above max_cost = $0.50"),
+        "{err}"
+    );
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let text = stdout(&c.args(["--env", "aws", "plan"]).output().unwrap());
+    assert!(text.contains("a run would be REFUSED"), "{text}");
+
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c.args(["--env", "aws", "iam-policy"]).output().unwrap();
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = policy["Statement"].as_array().unwrap();
+    let sid = |s: &str| st.iter().find(|x| x["Sid"] == s).unwrap().clone();
+    assert_eq!(
+        sid("LakeEmrClusterSteps")["Condition"]["StringEquals"]["elasticmapreduce:ResourceTag/lake:pipeline"],
+        "credit"
+    );
+    assert_eq!(
+        sid("LakeEmrPassRoles")["Resource"],
+        serde_json::json!([
+            "arn:aws:iam::*:role/EMR_DefaultRole",
+            "arn:aws:iam::*:role/EMR_EC2_DefaultRole"
+        ])
+    );
+    assert!(
+        sid("LakeEmrCreate")["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&"elasticmapreduce:RunJobFlow".into())
+    );
+}

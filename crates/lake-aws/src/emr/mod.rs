@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 #[cfg(any(test, feature = "testing"))]
 pub use api::MockEmrApi;
 pub use api::{ApiError, ClusterStatus, EmrApi, FailureDetails, SdkEmr, StepStatus};
+/// SDK types, for callers (tests, tools) that make EMR requests of their own.
+pub use aws_sdk_emr::types::{JobFlowInstancesConfig as JobFlowInstancesSdk, Tag as TagSdk};
 pub use request::{HadoopJarStep, RunJobFlow, Step};
 
 /// The PySpark program that runs `sql` steps on the cluster.
