@@ -361,7 +361,7 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
         .into_iter()
         .map(|c| c.id)
         .collect();
-    assert_eq!(reaped, [dead.clone()]);
+    assert_eq!(reaped, std::slice::from_ref(&dead));
     let state = |id: String| {
         let emr = emr.clone();
         async move {
