@@ -145,7 +145,11 @@ fn timing() -> Timing {
 }
 
 fn context(api: MockEmrApi, store: Arc<DynZoneStore>) -> RunContext {
-    let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
+    context_for(PIPELINE, api, store)
+}
+
+fn context_for(toml: &str, api: MockEmrApi, store: Arc<DynZoneStore>) -> RunContext {
+    let file = ConfigFile::parse("lake.toml", "/tmp".into(), toml.to_owned()).unwrap();
     let pipeline = Arc::new(file.pipeline(None).unwrap());
     let backend = EmrBackend::new(
         Arc::new(api),
@@ -430,4 +434,197 @@ async fn a_run_reaps_clusters_left_by_dead_runs_of_its_pipeline() {
     let r = run(&context(api, store()), &options()).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{r:?}");
     assert_eq!(*seen.terminated.lock().unwrap(), ["j-OLD", CLUSTER]);
+}
+
+#[tokio::test]
+async fn an_attached_cluster_runs_the_steps_and_is_never_terminated() {
+    let seen = Arc::new(Seen::default());
+    let mut api = MockEmrApi::new();
+    let mut mine = cluster("WAITING");
+    mine.id = "j-SHARED".into();
+    mine.tags = [("team".into(), "data".into())].into();
+    let mut other = cluster("WAITING");
+    other.id = "j-OTHER".into();
+    let listed = vec![other, mine];
+    api.expect_active_clusters()
+        .returning(move || Ok(listed.clone()));
+    api.expect_run_job_flow().never();
+    api.expect_terminate().never();
+    let s = Arc::clone(&seen);
+    api.expect_add_steps().returning(move |c, _| {
+        assert_eq!(c, "j-SHARED");
+        let mut added = s.added.lock().unwrap();
+        added.push(Vec::new());
+        Ok(vec![format!("s-{}", added.len())])
+    });
+    api.expect_list_steps()
+        .returning(|_, ids| Ok(ids.iter().map(|id| step(id, "COMPLETED", None)).collect()));
+    api.expect_describe_cluster().returning(|_| {
+        let mut c = cluster("RUNNING");
+        c.id = "j-SHARED".into();
+        Ok(c)
+    });
+    let toml = PIPELINE.replace(
+        "[cluster]\n",
+        "[cluster]\nattach = { tag = \"team=data\" }\n",
+    );
+    let r = run(&context_for(&toml, api, store()), &options())
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{r:?}");
+    assert_eq!(seen.added.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn keep_cluster_leaves_it_running_and_says_so() {
+    let seen = Arc::new(Seen::default());
+    let api = api(&seen, |id, _| Ok(step(id, "COMPLETED", None)));
+    let said = Arc::new(Mutex::new(Vec::new()));
+    struct Said(Arc<Mutex<Vec<String>>>);
+    impl lake::core::run::RunObserver for Said {
+        fn event(&self, e: &lake::core::run::Event) {
+            if let lake::core::run::Event::Cluster(line) = e {
+                self.0.lock().unwrap().push(line.clone());
+            }
+        }
+    }
+    let mut opts = options();
+    opts.keep_cluster = true;
+    opts.observer = Some(Arc::new(Said(Arc::clone(&said))));
+    let r = run(&context(api, store()), &opts).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded);
+    assert!(seen.terminated.lock().unwrap().is_empty());
+    let said = said.lock().unwrap();
+    assert!(
+        said[0].starts_with("created cluster j-TEST (emr-7.9.0"),
+        "{said:?}"
+    );
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("kept cluster j-TEST running")),
+        "{said:?}"
+    );
+}
+
+#[tokio::test]
+async fn spark_and_copy_steps_become_command_runner_steps() {
+    use lake::core::cluster::{CopyWork, SparkWork, SqlInput, StepRequest, StepWork};
+    use lake::core::config::{InputFormat, Secret, SparkApp, Zone};
+    use lake::core::publish::ObjectEntry;
+    use lake::core::zone::{Key, ZoneStoreExt};
+
+    let store = store();
+    let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
+    let pipeline = file.pipeline(None).unwrap();
+    let backend = EmrBackend::new(
+        Arc::new(MockEmrApi::new()),
+        pipeline.cluster.clone(),
+        Arc::clone(&store),
+        "p",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("clean.py");
+    std::fs::write(&script, "print('clean')\n").unwrap();
+    let spark = |env: Vec<(String, Secret)>| StepRequest {
+        name: "clean".into(),
+        timeout: None,
+        work: StepWork::Spark(SparkWork {
+            app: SparkApp::Script(script.to_string_lossy().into_owned()),
+            args: vec!["--date".into(), "2024-05-01".into()],
+            spark_args: vec!["--executor-memory".into(), "4g".into()],
+            env,
+            workdir: dir.path().to_owned(),
+        }),
+    };
+    let req = backend
+        .step_request(&spark(vec![("MODE".into(), Secret::plain("full"))]), true)
+        .await
+        .unwrap();
+    assert_eq!(req.hadoop_jar_step.jar, "command-runner.jar");
+    assert_eq!(req.action_on_failure, "CONTINUE");
+    let args = &req.hadoop_jar_step.args;
+    assert_eq!(
+        args[..9],
+        [
+            "spark-submit",
+            "--deploy-mode",
+            "cluster",
+            "--conf",
+            "spark.yarn.appMasterEnv.MODE=full",
+            "--conf",
+            "spark.executorEnv.MODE=full",
+            "--executor-memory",
+            "4g"
+        ]
+    );
+    assert!(args[9].ends_with("/clean.py"), "{args:?}");
+    assert_eq!(args[10..], ["--date", "2024-05-01"]);
+    // The script was uploaded where the step reads it.
+    let key = &args[9][args[9].find("_lake/code/").unwrap()..];
+    let uploaded = store.get_bytes(&Key::new(key).unwrap()).await.unwrap();
+    assert_eq!(&uploaded[..], b"print('clean')\n");
+
+    // A secret never goes into an EMR step's arguments.
+    let mut lookup_env = std::collections::BTreeMap::new();
+    lookup_env.insert("TOKEN", "s3cr3t");
+    let secret = lake::core::config::Template::parse("${env:TOKEN}")
+        .unwrap()
+        .resolve("steps.clean.env.TOKEN", &|v| {
+            lookup_env.get(v).map(|s| s.to_string())
+        })
+        .unwrap();
+    let err = backend
+        .step_request(&spark(vec![("TOKEN".into(), secret)]), true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be passed to an EMR step"), "{err}");
+    assert!(!err.contains("s3cr3t"));
+
+    // copy: s3-dist-cp of exactly the committed objects.
+    let objects: Vec<ObjectEntry> = [
+        "raw/a/ingest_date=2024-05-01/x.csv",
+        "raw/a/ingest_date=2024-05-02/y.csv",
+    ]
+    .iter()
+    .map(|k| ObjectEntry {
+        key: (*k).into(),
+        size: 1,
+        sha256: String::new(),
+        origin: None,
+    })
+    .collect();
+    let copy = StepRequest {
+        name: "copy".into(),
+        timeout: None,
+        work: StepWork::Copy(CopyWork {
+            input: SqlInput {
+                table: "a".into(),
+                dataset: "raw/a".into(),
+                prefix: "raw/a".into(),
+                format: InputFormat::defaults(Zone::Raw),
+                objects,
+            },
+            output: "_lake/staging/r/copy".into(),
+        }),
+    };
+    let req = backend.step_request(&copy, true).await.unwrap();
+    let args = &req.hadoop_jar_step.args;
+    assert_eq!(args[0], "s3-dist-cp");
+    assert_eq!(args[1], format!("--src={}", store.url_of("raw/a")));
+    assert_eq!(
+        args[2],
+        format!("--dest={}", store.url_of("_lake/staging/r/copy"))
+    );
+    let list_url = args[3].strip_prefix("--srcPrefixesFile=").unwrap();
+    let key = &list_url[list_url.find("_lake/code/").unwrap()..];
+    let list = store.get_bytes(&Key::new(key).unwrap()).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&list).unwrap(),
+        format!(
+            "{}\n{}\n",
+            store.url_of("raw/a/ingest_date=2024-05-01/x.csv"),
+            store.url_of("raw/a/ingest_date=2024-05-02/y.csv")
+        )
+    );
 }

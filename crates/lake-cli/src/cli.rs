@@ -61,6 +61,10 @@ pub(crate) enum Command {
         /// Wait this long for another run of the pipeline to finish (default: fail at once).
         #[arg(long, value_parser = parse_wait, value_name = "DURATION", default_value = "0s")]
         wait: std::time::Duration,
+        /// EMR: leave the cluster running at the end (the next run or `lake clusters --reap`
+        /// terminates it).
+        #[arg(long)]
+        keep_cluster: bool,
     },
     /// Fetch sources into raw/ without running steps. Without dates: catch up from each
     /// source's cursor (else its `start`) to today, window by window, oldest first.

@@ -28,6 +28,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             only,
             force,
             wait,
+            keep_cluster,
         } => {
             let lake = Lake::open(&args.config, env).await?;
             let date = date.unwrap_or_else(|| lake::core::chrono::Utc::now().date_naive());
@@ -35,6 +36,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.only = only.clone();
             opts.force = *force;
             opts.lock_wait = *wait;
+            opts.keep_cluster = *keep_cluster;
             if lake.pipeline.backend == lake::core::config::Backend::Emr {
                 // EMR steps take minutes: poll from 2s, backing off to 30s, so a run makes
                 // a few API calls a minute.

@@ -144,6 +144,9 @@ pub struct RunOptions {
     /// How long to wait for another run of the pipeline to release its lock; zero: fail at
     /// once with [`Error::Locked`].
     pub lock_wait: Duration,
+    /// Leave the cluster running at the end (to look at it); the next run of the pipeline, or
+    /// `lake clusters --reap`, terminates it.
+    pub keep_cluster: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -171,6 +174,7 @@ impl RunOptions {
             env: Arc::new(|v| std::env::var(v).ok()),
             observer: None,
             lock_wait: Duration::ZERO,
+            keep_cluster: false,
         }
     }
 
@@ -407,7 +411,17 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                     runner.ingest_all(sources, dates, &mut record).await
                 }
             };
-            if let Some(cluster) = runner.cluster.take()
+            let cluster = runner.cluster.take();
+            if let Some(c) = &cluster
+                && opts.keep_cluster
+                && !c.attached
+            {
+                opts.emit(Event::Cluster(format!(
+                    "kept cluster {} running (--keep-cluster): it costs money until it is terminated, \
+                     by its idle timeout, the next run of {}, or `lake clusters --reap`",
+                    c.id, p.name
+                )));
+            } else if let Some(cluster) = cluster
                 && let Err(e) = ctx.backend.terminate(&cluster).await
             {
                 {
