@@ -4,7 +4,8 @@
 //! divided by 100), so the bench takes about two minutes and the counts are those of real time
 //! give or take one poll.
 //!
-//! `cargo bench --bench emr_polling --features aws`
+//! `cargo test --bench emr_polling --features aws` (a debug build is enough: the counts depend
+//! on the schedule, not on the code's speed)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +35,7 @@ struct Calls {
     list_steps: AtomicUsize,
     describe: AtomicUsize,
     other: AtomicUsize,
+    terminated: std::sync::atomic::AtomicBool,
 }
 
 /// Real time is divided by this.
@@ -74,13 +76,19 @@ fn api(calls: &Arc<Calls>, step_secs: u64, start: std::time::Instant) -> MockEmr
         c.describe.fetch_add(1, Ordering::Relaxed);
         Ok(ClusterStatus {
             id: "j-1".into(),
-            state: "TERMINATING".into(),
+            state: if c.terminated.load(Ordering::Relaxed) {
+                "TERMINATING"
+            } else {
+                "RUNNING"
+            }
+            .into(),
             ..ClusterStatus::default()
         })
     });
     let c = Arc::clone(calls);
     m.expect_terminate().returning(move |_| {
         c.other.fetch_add(1, Ordering::Relaxed);
+        c.terminated.store(true, Ordering::Relaxed);
         Ok(())
     });
     m
