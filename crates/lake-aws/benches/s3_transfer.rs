@@ -265,4 +265,33 @@ async fn main() {
             "obj/s",
         );
     }
+    if have_s5 {
+        let dest = format!("s3://{BUCKET}/s5/small/");
+        let glob = format!("{}/*", p(&small));
+        let up = [
+            "--endpoint-url",
+            endpoint.as_str(),
+            "--log",
+            "error",
+            "cp",
+            glob.as_str(),
+            dest.as_str(),
+        ];
+        row("s5cmd cp 'dir/*' (up)", timed(&s5cmd, &up), n, "obj/s");
+        let out = tmp.path().join("s5-back");
+        std::fs::create_dir(&out).unwrap();
+        let from = format!("{dest}*");
+        let out_s = format!("{}/", p(&out));
+        let down = [
+            "--endpoint-url",
+            endpoint.as_str(),
+            "--log",
+            "error",
+            "cp",
+            from.as_str(),
+            out_s.as_str(),
+        ];
+        row("s5cmd cp 'dir/*' (down)", timed(&s5cmd, &down), n, "obj/s");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), files);
+    }
 }

@@ -31,6 +31,8 @@ const DELETE_BATCH: usize = 1000;
 ///   `part_size × (concurrency + 1)`. A failed, errored or dropped upload is aborted: no
 ///   orphaned parts, and the previous object stays.
 /// - `put_if_absent` is a PutObject with `If-None-Match: *` (412 → already exists).
+/// - `get` of an object over one part fetches it in ranged parts, `concurrency` at once, in
+///   order, each `If-Match` the first part's ETag (a replaced object fails the read).
 /// - `list` pages through ListObjectsV2; `copy` uses CopyObject, in parts above 5 GiB;
 ///   `delete_many` batches DeleteObjects by 1000.
 /// - Every write carries the configured server-side encryption.
@@ -103,7 +105,68 @@ impl S3ZoneStore {
         self
     }
 
-    /// Parts of `size` bytes (at least 5 MiB, S3's minimum), `concurrency` uploaded at once.
+    /// A ranged GetObject (optionally `If-Match: etag`): the object's metadata (its size from
+    /// Content-Range) and the bytes. A range past the end gives no bytes.
+    async fn ranged(
+        &self,
+        key: &Key,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        if range.is_empty() {
+            return Ok((self.head(key).await?, Bytes::new()));
+        }
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(if_match.map(str::to_owned))
+            .send()
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            // 416: the range starts past the end.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok((self.head(key).await?, Bytes::new()));
+            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                return Err(self.fail(
+                    "get",
+                    key.as_str(),
+                    "the object was replaced while it was being read (its ETag changed)".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(match e.as_service_error() {
+                    Some(se) if se.is_no_such_key() => self.not_found(key.as_str()),
+                    _ => self.sdk_err("get", "s3:GetObject", key.as_str(), e),
+                });
+            }
+        };
+        // `Content-Range: bytes 2-4/10`: the object's size, without a HeadObject.
+        let size = out
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|total| total.parse().ok())
+            .unwrap_or_default();
+        let meta = ObjectMeta {
+            key: key.clone(),
+            size,
+            last_modified: to_utc(out.last_modified()),
+            e_tag: out.e_tag().map(str::to_owned),
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.fail("get", key.as_str(), Box::new(e)))?;
+        Ok((meta, bytes.into_bytes()))
+    }
+
+    /// Parts of `size` bytes (at least 5 MiB, S3's minimum), `concurrency` uploaded (and, for reads
+    /// of large objects, fetched) at once.
     pub fn with_parts(mut self, size: usize, concurrency: usize) -> Self {
         self.part_size = size.max(MIN_PART);
         self.concurrency = concurrency.max(1);
@@ -538,42 +601,36 @@ impl ZoneStore for S3ZoneStore {
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key.as_str()))
-            .send()
-            .await
-            .map_err(|e| match e.as_service_error() {
-                Some(se) if se.is_no_such_key() => self.not_found(key.as_str()),
-                _ => self.sdk_err("get", "s3:GetObject", key.as_str(), e),
-            })?;
-        let meta = ObjectMeta {
-            key: key.clone(),
-            size: out.content_length().unwrap_or_default().max(0) as u64,
-            last_modified: to_utc(out.last_modified()),
-            e_tag: out.e_tag().map(str::to_owned),
-        };
-        let (k, store) = (key.to_string(), self.root_url());
-        let body = futures::stream::try_unfold(out.body, move |mut b| {
-            let (k, store) = (k.clone(), store.clone());
+        // The first part with a ranged GET: its Content-Range gives the size. A larger object
+        // comes in parts, `concurrency` GETs in flight, in order; each later part must have the
+        // first one's ETag (If-Match), so an object replaced during the read fails it instead
+        // of mixing two versions. Memory: about `part_size × concurrency`.
+        let part = self.part_size as u64;
+        let (meta, first) = self.ranged(key, 0..part, None).await?;
+        let size = meta.size;
+        if size <= first.len() as u64 {
+            return Ok(GetResult {
+                meta,
+                body: futures::stream::once(async move { Ok(first) }).boxed(),
+            });
+        }
+        let (store, key2, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
+        let rest = futures::stream::iter((1..size.div_ceil(part)).map(move |i| {
+            let (store, key, etag) = (store.clone(), key2.clone(), etag.clone());
+            let range = i * part..((i + 1) * part).min(size);
             async move {
-                match b.try_next().await {
-                    Ok(Some(chunk)) => Ok(Some((chunk, b))),
-                    Ok(None) => Ok(None),
-                    Err(e) => Err(Error::Store {
-                        operation: "get",
-                        key: k,
-                        store,
-                        source: Box::new(e),
-                    }),
-                }
+                store
+                    .ranged(&key, range, etag.as_deref())
+                    .await
+                    .map(|(_, bytes)| bytes)
             }
-        });
+        }))
+        .buffered(self.concurrency);
         Ok(GetResult {
             meta,
-            body: body.boxed(),
+            body: futures::stream::once(async move { Ok(first) })
+                .chain(rest)
+                .boxed(),
         })
     }
 
@@ -582,48 +639,7 @@ impl ZoneStore for S3ZoneStore {
         key: &Key,
         range: std::ops::Range<u64>,
     ) -> Result<(ObjectMeta, Bytes)> {
-        if range.is_empty() {
-            return Ok((self.head(key).await?, Bytes::new()));
-        }
-        let sent = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key.as_str()))
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await;
-        let out = match sent {
-            Ok(out) => out,
-            // 416: the range starts past the end.
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-                return Ok((self.head(key).await?, Bytes::new()));
-            }
-            Err(e) => {
-                return Err(match e.as_service_error() {
-                    Some(se) if se.is_no_such_key() => self.not_found(key.as_str()),
-                    _ => self.sdk_err("get", "s3:GetObject", key.as_str(), e),
-                });
-            }
-        };
-        // `Content-Range: bytes 2-4/10`: the object's size, without a HeadObject.
-        let size = out
-            .content_range()
-            .and_then(|r| r.rsplit('/').next())
-            .and_then(|total| total.parse().ok())
-            .unwrap_or_default();
-        let meta = ObjectMeta {
-            key: key.clone(),
-            size,
-            last_modified: to_utc(out.last_modified()),
-            e_tag: out.e_tag().map(str::to_owned),
-        };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.fail("get", key.as_str(), Box::new(e)))?;
-        Ok((meta, bytes.into_bytes()))
+        self.ranged(key, range, None).await
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {

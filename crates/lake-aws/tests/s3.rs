@@ -209,3 +209,46 @@ async fn a_dropped_multipart_upload_is_aborted() {
     }
     assert!(store.head(&k).await.unwrap_err().is_not_found());
 }
+
+#[tokio::test]
+async fn a_large_read_is_fetched_in_parts_and_fails_if_the_object_is_replaced() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store = common::fresh_store(&endpoint, "lake-replaced")
+        .await
+        .with_parts(lake_aws::MIN_PART, 1);
+    let k = Key::new("raw/x/big.bin").unwrap();
+    let size = 3 * lake_aws::MIN_PART as u64 + 7;
+    store
+        .put(&k, conformance::generated(size, 64 << 10))
+        .await
+        .unwrap();
+    // Whole and in order.
+    let d = store.digest(&k).await.unwrap();
+    assert_eq!(d.sha256, conformance::generated_sha256(size, 64 << 10));
+    // Replaced after the first part was read: the next part is refused (If-Match), so the
+    // reader never gets a mix of two versions.
+    let mut got = store.get(&k).await.unwrap();
+    let first = got.body.next().await.unwrap().unwrap();
+    assert_eq!(first.len(), lake_aws::MIN_PART);
+    store
+        .put(&k, conformance::generated(size + 1, 64 << 10))
+        .await
+        .unwrap();
+    let mut err = None;
+    while let Some(chunk) = got.body.next().await {
+        if let Err(e) = chunk {
+            err = Some(e);
+            break;
+        }
+    }
+    let err = err.expect("the read fails");
+    assert!(
+        format!("{err:#}").contains("replaced while it was being read")
+            || lake_core::run::error_chain(&err).contains("replaced while it was being read"),
+        "{}",
+        lake_core::run::error_chain(&err)
+    );
+}
