@@ -33,7 +33,17 @@ async fn store() -> S3ZoneStore {
         ..AwsSpec::default()
     })
     .await;
-    S3ZoneStore::new(aws.s3(), BUCKET, "")
+    let mut s = S3ZoneStore::new(aws.s3(), BUCKET, "");
+    // Tuning: LAKE_BENCH_READ=<part MiB>,<in flight> (default: the store's).
+    if let Some((mib, n)) = std::env::var("LAKE_BENCH_READ").ok().and_then(|v| {
+        Some((
+            v.split_once(',')?.0.parse::<u64>().ok()?,
+            v.split_once(',')?.1.parse().ok()?,
+        ))
+    }) {
+        s = s.with_read_parts(mib << 20, n);
+    }
+    s
 }
 
 async fn child(args: &[String]) {

@@ -31,8 +31,9 @@ const DELETE_BATCH: usize = 1000;
 ///   `part_size × (concurrency + 1)`. A failed, errored or dropped upload is aborted: no
 ///   orphaned parts, and the previous object stays.
 /// - `put_if_absent` is a PutObject with `If-None-Match: *` (412 → already exists).
-/// - `get` of an object over one part fetches it in ranged parts, `concurrency` at once, in
-///   order, each `If-Match` the first part's ETag (a replaced object fails the read).
+/// - `get` of an object over one read part fetches it in ranged parts (4 MiB, 6 at once by
+///   default), in order, each `If-Match` the first part's ETag (a replaced object fails the
+///   read).
 /// - `list` pages through ListObjectsV2; `copy` uses CopyObject, in parts above 5 GiB;
 ///   `delete_many` batches DeleteObjects by 1000.
 /// - Every write carries the configured server-side encryption.
@@ -43,6 +44,8 @@ pub struct S3ZoneStore {
     prefix: String,
     part_size: usize,
     concurrency: usize,
+    read_part: u64,
+    read_concurrency: usize,
     sse: Option<Sse>,
     /// Objects larger than this are copied in parts of `copy_part` bytes.
     max_copy: u64,
@@ -91,6 +94,8 @@ impl S3ZoneStore {
             prefix: prefix.trim_matches('/').to_owned(),
             part_size: 8 << 20,
             concurrency: 4,
+            read_part: 4 << 20,
+            read_concurrency: 6,
             sse: None,
             max_copy: MAX_COPY,
             copy_part: COPY_PART,
@@ -157,16 +162,29 @@ impl S3ZoneStore {
             last_modified: to_utc(out.last_modified()),
             e_tag: out.e_tag().map(str::to_owned),
         };
-        let bytes = out
-            .body
-            .collect()
+        // One exact allocation per part, filled as the body arrives (no second copy).
+        let mut buf =
+            BytesMut::with_capacity(out.content_length().unwrap_or_default().max(0) as usize);
+        let mut body = out.body;
+        while let Some(chunk) = body
+            .try_next()
             .await
-            .map_err(|e| self.fail("get", key.as_str(), Box::new(e)))?;
-        Ok((meta, bytes.into_bytes()))
+            .map_err(|e| self.fail("get", key.as_str(), Box::new(e)))?
+        {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok((meta, buf.freeze()))
     }
 
-    /// Parts of `size` bytes (at least 5 MiB, S3's minimum), `concurrency` uploaded (and, for reads
-    /// of large objects, fetched) at once.
+    /// Reads of objects larger than `size` bytes come in ranged parts of `size`, `concurrency`
+    /// GETs at once (default 4 MiB × 6): memory about `size × concurrency`.
+    pub fn with_read_parts(mut self, size: u64, concurrency: usize) -> Self {
+        self.read_part = size.max(1 << 16);
+        self.read_concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Parts of `size` bytes (at least 5 MiB, S3's minimum), `concurrency` uploaded at once.
     pub fn with_parts(mut self, size: usize, concurrency: usize) -> Self {
         self.part_size = size.max(MIN_PART);
         self.concurrency = concurrency.max(1);
@@ -602,10 +620,10 @@ impl ZoneStore for S3ZoneStore {
 
     async fn get(&self, key: &Key) -> Result<GetResult> {
         // The first part with a ranged GET: its Content-Range gives the size. A larger object
-        // comes in parts, `concurrency` GETs in flight, in order; each later part must have the
+        // comes in parts, `read_concurrency` GETs in flight, in order; each later part must have the
         // first one's ETag (If-Match), so an object replaced during the read fails it instead
-        // of mixing two versions. Memory: about `part_size × concurrency`.
-        let part = self.part_size as u64;
+        // of mixing two versions. Memory: about `read_part × read_concurrency`.
+        let part = self.read_part;
         let (meta, first) = self.ranged(key, 0..part, None).await?;
         let size = meta.size;
         if size <= first.len() as u64 {
@@ -625,7 +643,7 @@ impl ZoneStore for S3ZoneStore {
                     .map(|(_, bytes)| bytes)
             }
         }))
-        .buffered(self.concurrency);
+        .buffered(self.read_concurrency);
         Ok(GetResult {
             meta,
             body: futures::stream::once(async move { Ok(first) })
