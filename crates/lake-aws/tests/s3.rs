@@ -218,7 +218,8 @@ async fn a_large_read_is_fetched_in_parts_and_fails_if_the_object_is_replaced() 
     let _serial = common::SERIAL.lock().await;
     let store = common::fresh_store(&endpoint, "lake-replaced")
         .await
-        .with_parts(lake_aws::MIN_PART, 1);
+        .with_parts(lake_aws::MIN_PART, 1)
+        .with_read_parts(1 << 20, 1);
     let k = Key::new("raw/x/big.bin").unwrap();
     let size = 3 * lake_aws::MIN_PART as u64 + 7;
     store
@@ -232,7 +233,7 @@ async fn a_large_read_is_fetched_in_parts_and_fails_if_the_object_is_replaced() 
     // reader never gets a mix of two versions.
     let mut got = store.get(&k).await.unwrap();
     let first = got.body.next().await.unwrap().unwrap();
-    assert_eq!(first.len(), lake_aws::MIN_PART);
+    assert_eq!(first.len(), 1 << 20);
     store
         .put(&k, conformance::generated(size + 1, 64 << 10))
         .await
