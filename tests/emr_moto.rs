@@ -13,41 +13,13 @@ use lake::Lake;
 use lake::core::chrono::NaiveDate;
 use lake::core::ledger::Status;
 use lake::core::run::RunOptions;
+use lake::core::testing::emulator;
 
-fn endpoint() -> Option<String> {
-    match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            assert!(
-                std::env::var_os("LAKE_REQUIRE_S3").is_none(),
-                "LAKE_REQUIRE_S3 is set but AWS_ENDPOINT_URL is not"
-            );
-            eprintln!("skipped: no AWS emulator (set AWS_ENDPOINT_URL, or run `bash .ci/run`)");
-            None
-        }
-    }
-}
-
-/// One bodiless request to moto's control API: the status line and the body.
+/// A request to moto that must succeed: its body.
 fn moto(endpoint: &str, method: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    assert!(
-        reply.starts_with("HTTP/1.1 200"),
-        "{method} {path}: {reply}"
-    );
-    reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+    let (status, body) = emulator::request(endpoint, method, path);
+    assert_eq!(status, 200, "{method} {path}: {body}");
+    body
 }
 
 /// The requests moto recorded with this `X-Amz-Target`, their JSON bodies.
@@ -121,8 +93,10 @@ log_wait = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
-    let Some(endpoint) = endpoint() else { return };
-    moto(&endpoint, "POST", "/moto-api/reset");
+    let Some(endpoint) = emulator::endpoint() else {
+        return;
+    };
+    emulator::reset(&endpoint);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("lake.toml"), TOML).unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();

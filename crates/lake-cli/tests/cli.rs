@@ -1040,47 +1040,18 @@ fn two_concurrent_ingests_fetch_each_window_once() {
     }
 }
 
-/// The S3 emulator `.ci/run` starts, or `None` (saying why) when the test should skip.
-fn s3_endpoint() -> Option<String> {
-    match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(e) if !e.is_empty() => Some(e),
-        _ => {
-            assert!(
-                std::env::var_os("LAKE_REQUIRE_S3").is_none(),
-                "LAKE_REQUIRE_S3 is set but AWS_ENDPOINT_URL is not"
-            );
-            eprintln!("skipped: no S3 emulator (set AWS_ENDPOINT_URL, or run `bash .ci/run`)");
-            None
-        }
-    }
-}
-
-/// One bodiless HTTP/1.1 request to the emulator's control API; the status code.
-fn emulator(endpoint: &str, method: &str, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    let _ = conn.read_to_string(&mut reply);
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
+use lake::core::testing::emulator;
 
 #[test]
 fn the_credit_example_runs_on_an_s3_root() {
-    let Some(endpoint) = s3_endpoint() else {
+    let Some(endpoint) = emulator::endpoint() else {
         return;
     };
-    assert_eq!(emulator(&endpoint, "POST", "/moto-api/reset"), 200);
-    assert_eq!(emulator(&endpoint, "PUT", "/lake-cli-credit"), 200);
+    emulator::reset(&endpoint);
+    assert_eq!(
+        emulator::request(&endpoint, "PUT", "/lake-cli-credit").0,
+        200
+    );
     let tmp = tempfile::tempdir().unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/credit");
     let toml = std::fs::read_to_string(example.join("lake.toml"))

@@ -1,9 +1,10 @@
-//! Test support: mockall mocks of the three traits, the [`ZoneStore`] conformance suite, and
-//! [`measure`] for benchmarks.
+//! Test support: mockall mocks of the three traits, the [`ZoneStore`] conformance suite, the
+//! AWS [`emulator`] the S3 and EMR tests use, and [`measure`] for benchmarks.
 //!
 //! Enabled by the `testing` feature; backends run [`conformance::run_all`] in their tests.
 
 pub mod conformance;
+pub mod emulator;
 pub mod measure;
 
 use std::path::PathBuf;
