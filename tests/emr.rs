@@ -141,6 +141,8 @@ fn timing() -> Timing {
         log_poll: Duration::from_millis(50),
         terminate_attempts: 3,
         poll_reuse: Duration::ZERO,
+        poll: Duration::from_millis(1),
+        max_poll: Duration::from_millis(5),
     }
 }
 

@@ -411,4 +411,6 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     // moto cannot simulate policies: the PassRole check says it could not tell, without failing.
     let pass = find(&checks, "iam:PassRole");
     assert!(pass.ok, "{pass:?}");
+    assert_eq!(pass.mark(), "?", "{pass:?}");
+    assert!(pass.detail.starts_with("could not simulate"), "{pass:?}");
 }

@@ -37,12 +37,6 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.force = *force;
             opts.lock_wait = *wait;
             opts.keep_cluster = *keep_cluster;
-            if lake.pipeline.backend == lake::core::config::Backend::Emr {
-                // EMR steps take minutes: poll from 2s, backing off to 30s, so a run makes
-                // a few API calls a minute.
-                opts.poll = std::time::Duration::from_secs(2);
-                opts.max_poll = std::time::Duration::from_secs(30);
-            }
             run(&lake, &opts, &args).await
         }
         Command::Runs { show: None, json } => {
@@ -283,7 +277,7 @@ async fn emr_plan(lake: Lake) -> Result<EmrPlan> {
         .iter()
         .map(|name| {
             let spec = &p.steps[name];
-            let staging = format!("_lake/staging/{PLAN_RUN_ID}/{name}");
+            let staging = lake::core::run::staging_prefix(PLAN_RUN_ID, name);
             let output = spec.output.as_ref().map(|_| lake.store.url_of(&staging));
             let env = spec
                 .env

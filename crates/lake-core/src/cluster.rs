@@ -303,6 +303,13 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
     /// Stop the cluster and everything on it (unless attached).
     async fn terminate(&self, cluster: &ClusterHandle) -> Result<()>;
 
+    /// The slowest polling this backend wants at least: the first interval and the longest.
+    /// The orchestrator polls no faster than this, whatever the run's options ask (EMR limits
+    /// its API's request rate; a local process can be polled often).
+    fn poll_floor(&self) -> (Duration, Duration) {
+        (Duration::ZERO, Duration::ZERO)
+    }
+
     /// A short line on the cluster's state as of the last poll (`cluster j-… RUNNING`), for
     /// progress output; `None` when there is nothing to say.
     async fn status(&self, _cluster: &ClusterHandle) -> Option<String> {

@@ -34,10 +34,8 @@ impl Check {
         fix: impl Into<String>,
     ) -> Self {
         Self {
-            name: name.into(),
             ok: true,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            ..Self::fail(name, detail, fix)
         }
     }
 

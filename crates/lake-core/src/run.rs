@@ -777,7 +777,7 @@ impl Runner<'_> {
             return Ok(rec);
         }
 
-        let staging = format!("_lake/staging/{}/{}", self.run_id, spec.name);
+        let staging = staging_prefix(self.run_id, &spec.name);
         let output_url = match &spec.output {
             Some(_) => {
                 store.delete_prefix(&staging).await?;
@@ -956,7 +956,9 @@ impl Runner<'_> {
     ) -> std::result::Result<(), StepFailure> {
         let backend = &self.ctx.backend;
         let started = Instant::now();
-        let mut interval = self.opts.poll;
+        let (floor, max_floor) = backend.poll_floor();
+        let mut interval = self.opts.poll.max(floor);
+        let max_poll = self.opts.max_poll.max(max_floor);
         let mut last_seen: Option<(StepState, Option<String>)> = None;
         let mut last_report = Instant::now();
         loop {
@@ -1018,9 +1020,14 @@ impl Runner<'_> {
                     return Err(StepFailure::Cancelled);
                 }
             }
-            interval = (interval * 2).min(self.opts.max_poll);
+            interval = (interval * 2).min(max_poll);
         }
     }
+}
+
+/// The staging prefix a step of a run writes to before its output is published.
+pub fn staging_prefix(run_id: &str, step: &str) -> String {
+    format!("_lake/staging/{run_id}/{step}")
 }
 
 /// What a step request is made from besides the step: for the orchestrator, and for plans that

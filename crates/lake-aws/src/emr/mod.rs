@@ -47,6 +47,11 @@ pub struct Timing {
     pub terminate_attempts: u32,
     /// A ListSteps/DescribeCluster answer is reused by polls this close together.
     pub poll_reuse: Duration,
+    /// The first poll of a step comes no sooner than this; the interval doubles up to
+    /// `max_poll` (so a run makes a few calls a minute).
+    pub poll: Duration,
+    /// The longest interval between polls.
+    pub max_poll: Duration,
 }
 
 impl Default for Timing {
@@ -57,6 +62,8 @@ impl Default for Timing {
             log_poll: Duration::from_secs(15),
             terminate_attempts: 5,
             poll_reuse: Duration::from_secs(1),
+            poll: Duration::from_secs(2),
+            max_poll: Duration::from_secs(30),
         }
     }
 }
@@ -466,21 +473,31 @@ impl EmrBackend {
         let Some(raw) = self.call("read log", || self.api.read_object(url)).await? else {
             return Ok(None);
         };
-        let text = if url.ends_with(".gz") {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .map_err(|source| Error::Io {
+        // Only the end is kept: a Spark stderr can unpack to hundreds of MiB, so it is
+        // decompressed in chunks and the tail carried along.
+        let mut tail = Vec::with_capacity(2 * LOG_TAIL);
+        if url.ends_with(".gz") {
+            let mut gz = flate2::read::MultiGzDecoder::new(&raw[..]);
+            let mut buf = vec![0u8; LOG_TAIL];
+            loop {
+                let n = gz.read(&mut buf).map_err(|source| Error::Io {
                     action: "decompress",
                     path: url.into(),
                     source,
                 })?;
-            out
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * LOG_TAIL {
+                    tail.drain(..tail.len() - LOG_TAIL);
+                }
+            }
         } else {
-            raw
-        };
-        let start = text.len().saturating_sub(LOG_TAIL);
-        Ok(Some(String::from_utf8_lossy(&text[start..]).into_owned()))
+            tail = raw;
+        }
+        let start = tail.len().saturating_sub(LOG_TAIL);
+        Ok(Some(String::from_utf8_lossy(&tail[start..]).into_owned()))
     }
 }
 
@@ -529,6 +546,9 @@ fn plain_env(step: &str, env: &[(String, Secret)]) -> Result<Vec<(String, String
     Ok(out)
 }
 
+/// A failed step's reason when EMR says nothing about it.
+const NO_DETAILS: &str = "the step failed (EMR gave no details)";
+
 fn failure_reason(f: &FailureDetails) -> String {
     let mut parts = Vec::new();
     if let Some(r) = &f.reason {
@@ -541,7 +561,7 @@ fn failure_reason(f: &FailureDetails) -> String {
         parts.push(format!("(log: {l})"));
     }
     if parts.is_empty() {
-        "the step failed (EMR gave no details)".into()
+        NO_DETAILS.into()
     } else {
         parts.join(" ")
     }
@@ -624,32 +644,19 @@ impl ClusterBackend for EmrBackend {
 
     async fn poll(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepState> {
         let (steps, c) = self.snapshot(&cluster.id).await?;
-        let failure = self
-            .state
-            .lock()
-            .expect("watch")
-            .failures
-            .get(&step.id)
-            .cloned();
-        let state = match steps.get(&step.id).map(|s| s.state.as_str()) {
+        let status = steps.get(&step.id);
+        let reason = || {
+            status
+                .and_then(|s| s.failure.as_ref())
+                .map_or_else(|| NO_DETAILS.into(), failure_reason)
+        };
+        let state = match status.map(|s| s.state.as_str()) {
             Some("COMPLETED") => return Ok(StepState::Completed),
             Some("CANCELLED") => return Ok(StepState::Cancelled),
-            Some("FAILED") => {
-                return Ok(StepState::Failed {
-                    reason: failure.as_ref().map_or_else(
-                        || "the step failed (EMR gave no details)".into(),
-                        failure_reason,
-                    ),
-                });
-            }
+            Some("FAILED") => return Ok(StepState::Failed { reason: reason() }),
             Some("INTERRUPTED") => {
                 return Ok(StepState::Failed {
-                    reason: format!(
-                        "interrupted: {}",
-                        failure
-                            .as_ref()
-                            .map_or_else(|| c.state.clone(), failure_reason)
-                    ),
+                    reason: format!("interrupted: {}", reason()),
                 });
             }
             Some("RUNNING") => StepState::Running,
@@ -666,6 +673,10 @@ impl ClusterBackend for EmrBackend {
             });
         }
         Ok(state)
+    }
+
+    fn poll_floor(&self) -> (Duration, Duration) {
+        (self.timing.poll, self.timing.max_poll)
     }
 
     async fn status(&self, cluster: &ClusterHandle) -> Option<String> {

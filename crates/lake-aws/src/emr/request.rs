@@ -368,28 +368,18 @@ impl RunJobFlow {
     ) -> aws_sdk_emr::operation::run_job_flow::builders::RunJobFlowFluentBuilder {
         let i = &self.instances;
         let instances = t::JobFlowInstancesConfig::builder()
-            .set_instance_groups((!i.instance_groups.is_empty()).then(|| {
-                i.instance_groups
-                    .iter()
-                    .map(InstanceGroup::to_sdk)
-                    .collect()
-            }))
-            .set_instance_fleets((!i.instance_fleets.is_empty()).then(|| {
-                i.instance_fleets
-                    .iter()
-                    .map(InstanceFleet::to_sdk)
-                    .collect()
-            }))
+            .set_instance_groups(listed(&i.instance_groups, InstanceGroup::to_sdk))
+            .set_instance_fleets(listed(&i.instance_fleets, InstanceFleet::to_sdk))
             .set_ec2_subnet_id(i.ec2_subnet_id.clone())
             .set_ec2_key_name(i.ec2_key_name.clone())
-            .set_additional_master_security_groups(
-                (!i.additional_master_security_groups.is_empty())
-                    .then(|| i.additional_master_security_groups.clone()),
-            )
-            .set_additional_slave_security_groups(
-                (!i.additional_slave_security_groups.is_empty())
-                    .then(|| i.additional_slave_security_groups.clone()),
-            )
+            .set_additional_master_security_groups(listed(
+                &i.additional_master_security_groups,
+                Clone::clone,
+            ))
+            .set_additional_slave_security_groups(listed(
+                &i.additional_slave_security_groups,
+                Clone::clone,
+            ))
             .keep_job_flow_alive_when_no_steps(i.keep_job_flow_alive_when_no_steps)
             .termination_protected(i.termination_protected)
             .build();
@@ -403,28 +393,18 @@ impl RunJobFlow {
                     .collect(),
             ))
             .instances(instances)
-            .set_bootstrap_actions((!self.bootstrap_actions.is_empty()).then(|| {
-                self.bootstrap_actions
-                    .iter()
-                    .map(|b| {
-                        t::BootstrapActionConfig::builder()
-                            .name(&b.name)
-                            .script_bootstrap_action(
-                                t::ScriptBootstrapActionConfig::builder()
-                                    .path(&b.script_bootstrap_action.path)
-                                    .set_args(Some(b.script_bootstrap_action.args.clone()))
-                                    .build(),
-                            )
-                            .build()
-                    })
-                    .collect()
+            .set_bootstrap_actions(listed(&self.bootstrap_actions, |b| {
+                t::BootstrapActionConfig::builder()
+                    .name(&b.name)
+                    .script_bootstrap_action(
+                        t::ScriptBootstrapActionConfig::builder()
+                            .path(&b.script_bootstrap_action.path)
+                            .set_args(Some(b.script_bootstrap_action.args.clone()))
+                            .build(),
+                    )
+                    .build()
             }))
-            .set_configurations((!self.configurations.is_empty()).then(|| {
-                self.configurations
-                    .iter()
-                    .map(Configuration::to_sdk)
-                    .collect()
-            }))
+            .set_configurations(listed(&self.configurations, Configuration::to_sdk))
             .service_role(&self.service_role)
             .job_flow_role(&self.job_flow_role)
             .visible_to_all_users(self.visible_to_all_users)
@@ -523,14 +503,15 @@ impl Configuration {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             }))
-            .set_configurations((!self.configurations.is_empty()).then(|| {
-                self.configurations
-                    .iter()
-                    .map(Configuration::to_sdk)
-                    .collect()
-            }))
+            .set_configurations(listed(&self.configurations, Configuration::to_sdk))
             .build()
     }
+}
+
+/// `None` for an empty list, as the JSON leaves empty lists out: the request sent is the one
+/// printed.
+fn listed<T, U>(items: &[T], f: impl Fn(&T) -> U) -> Option<Vec<U>> {
+    (!items.is_empty()).then(|| items.iter().map(f).collect())
 }
 
 fn ebs(volumes: &[EbsConfig]) -> Option<EbsConfiguration> {
