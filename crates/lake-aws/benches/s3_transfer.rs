@@ -21,7 +21,6 @@ use lake_aws::{Aws, S3ZoneStore};
 use lake_core::config::AwsSpec;
 use lake_core::testing::measure::{self, Measure};
 use lake_core::zone::{Key, ZoneStore};
-use tokio::io::AsyncWriteExt;
 
 const BUCKET: &str = "lake-bench";
 
@@ -34,16 +33,21 @@ async fn store() -> S3ZoneStore {
     })
     .await;
     let mut s = S3ZoneStore::new(aws.s3(), BUCKET, "");
-    // Tuning: LAKE_BENCH_READ=<part MiB>,<in flight> (default: the store's).
-    if let Some((mib, n)) = std::env::var("LAKE_BENCH_READ").ok().and_then(|v| {
-        Some((
-            v.split_once(',')?.0.parse::<u64>().ok()?,
-            v.split_once(',')?.1.parse().ok()?,
-        ))
-    }) {
+    // Tuning: LAKE_BENCH_READ / LAKE_BENCH_DOWNLOAD=<part MiB>,<in flight> (default: the
+    // store's).
+    if let Some((mib, n)) = tuning("LAKE_BENCH_READ") {
         s = s.with_read_parts(mib << 20, n);
     }
+    if let Some((mib, n)) = tuning("LAKE_BENCH_DOWNLOAD") {
+        s = s.with_download_parts(mib << 20, n);
+    }
     s
+}
+
+fn tuning(var: &str) -> Option<(u64, usize)> {
+    let v = std::env::var(var).ok()?;
+    let (mib, n) = v.split_once(',')?;
+    Some((mib.parse().ok()?, n.parse().ok()?))
 }
 
 async fn child(args: &[String]) {
@@ -60,13 +64,18 @@ async fn child(args: &[String]) {
                 .boxed();
             s.put(&Key::new(to.as_str()).unwrap(), body).await.unwrap();
         }
-        [op, from, to] if op == "get" => {
+        [op, from, to] if op == "download" => {
+            s.download(&Key::new(from.as_str()).unwrap(), Path::new(to))
+                .await
+                .unwrap();
+        }
+        [op, from] if op == "read" => {
             let mut body = s.get(&Key::new(from.as_str()).unwrap()).await.unwrap().body;
-            let mut out = tokio::fs::File::create(to).await.unwrap();
+            let mut n = 0;
             while let Some(chunk) = body.try_next().await.unwrap() {
-                out.write_all(&chunk).await.unwrap();
+                n += chunk.len();
             }
-            out.flush().await.unwrap();
+            assert!(n > 0);
         }
         [op, dir, prefix] if op == "put-many" => {
             let files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -91,16 +100,14 @@ async fn child(args: &[String]) {
                 .collect::<Vec<()>>()
                 .await;
         }
-        [op, prefix, dir] if op == "get-many" => {
+        [op, prefix, dir] if op == "download-many" => {
             let listed = s.list(prefix).await.unwrap();
             futures::stream::iter(listed)
                 .map(|m| {
                     let s = Arc::clone(&s);
                     let path = Path::new(dir).join(m.key.file_name());
                     async move {
-                        let got = s.get(&m.key).await.unwrap();
-                        let chunks: Vec<bytes::Bytes> = got.body.try_collect().await.unwrap();
-                        tokio::fs::write(path, chunks.concat()).await.unwrap();
+                        s.download(&m.key, &path).await.unwrap();
                     }
                 })
                 .buffer_unordered(64)
@@ -186,12 +193,18 @@ async fn main() {
         "MB/s",
     );
     row(
-        "lake get",
+        "lake get (stream, no file)",
+        timed(me, &["--child", "read", "lake/big.bin"]),
+        mb,
+        "MB/s",
+    );
+    row(
+        "lake download",
         timed(
             me,
             &[
                 "--child",
-                "get",
+                "download",
                 "lake/big.bin",
                 &p(&tmp.path().join("lake.out")),
             ],
@@ -247,8 +260,8 @@ async fn main() {
     let back = tmp.path().join("back");
     std::fs::create_dir(&back).unwrap();
     row(
-        "lake get × small",
-        timed(me, &["--child", "get-many", "lake/small", &p(&back)]),
+        "lake download × small",
+        timed(me, &["--child", "download-many", "lake/small", &p(&back)]),
         n,
         "obj/s",
     );

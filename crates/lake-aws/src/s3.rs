@@ -1,5 +1,7 @@
 //! [`S3ZoneStore`]: zones under an S3 prefix, on aws-sdk-s3.
 
+use std::path::Path;
+
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -12,8 +14,9 @@ use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use lake_core::config::Sse;
-use lake_core::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
+use lake_core::zone::{ByteStream, FileWriter, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
 use lake_core::{BoxError, Error, Result};
+use tokio_util::task::AbortOnDropHandle;
 
 /// The smallest part S3 accepts (all parts but the last).
 pub const MIN_PART: usize = 5 << 20;
@@ -31,9 +34,10 @@ const DELETE_BATCH: usize = 1000;
 ///   `part_size × (concurrency + 1)`. A failed, errored or dropped upload is aborted: no
 ///   orphaned parts, and the previous object stays.
 /// - `put_if_absent` is a PutObject with `If-None-Match: *` (412 → already exists).
-/// - `get` of an object over one read part fetches it in ranged parts (4 MiB, 6 at once by
+/// - `get` of an object over one read part fetches it in ranged parts (2 MiB, 8 at once by
 ///   default), in order, each `If-Match` the first part's ETag (a replaced object fails the
-///   read).
+///   read). `download` to a file fetches parts of 16 MiB, 8 at once, each written at its
+///   offset as it arrives.
 /// - `list` pages through ListObjectsV2; `copy` uses CopyObject, in parts above 5 GiB;
 ///   `delete_many` batches DeleteObjects by 1000.
 /// - Every write carries the configured server-side encryption.
@@ -46,6 +50,8 @@ pub struct S3ZoneStore {
     concurrency: usize,
     read_part: u64,
     read_concurrency: usize,
+    download_part: u64,
+    download_concurrency: usize,
     sse: Option<Sse>,
     /// Objects larger than this are copied in parts of `copy_part` bytes.
     max_copy: u64,
@@ -94,8 +100,10 @@ impl S3ZoneStore {
             prefix: prefix.trim_matches('/').to_owned(),
             part_size: 8 << 20,
             concurrency: 4,
-            read_part: 4 << 20,
-            read_concurrency: 6,
+            read_part: 2 << 20,
+            read_concurrency: 8,
+            download_part: 16 << 20,
+            download_concurrency: 8,
             sse: None,
             max_copy: MAX_COPY,
             copy_part: COPY_PART,
@@ -111,15 +119,16 @@ impl S3ZoneStore {
     }
 
     /// A ranged GetObject (optionally `If-Match: etag`): the object's metadata (its size from
-    /// Content-Range) and the bytes. A range past the end gives no bytes.
-    async fn ranged(
+    /// Content-Range) and the bytes as they arrive. A range past the end gives no bytes.
+    async fn open(
         &self,
         key: &Key,
         range: std::ops::Range<u64>,
         if_match: Option<&str>,
-    ) -> Result<(ObjectMeta, Bytes)> {
+    ) -> Result<(ObjectMeta, ByteStream)> {
+        let empty = || futures::stream::empty().boxed();
         if range.is_empty() {
-            return Ok((self.head(key).await?, Bytes::new()));
+            return Ok((self.head(key).await?, empty()));
         }
         let sent = self
             .client
@@ -134,7 +143,7 @@ impl S3ZoneStore {
             Ok(out) => out,
             // 416: the range starts past the end.
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-                return Ok((self.head(key).await?, Bytes::new()));
+                return Ok((self.head(key).await?, empty()));
             }
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
                 return Err(self.fail(
@@ -162,25 +171,63 @@ impl S3ZoneStore {
             last_modified: to_utc(out.last_modified()),
             e_tag: out.e_tag().map(str::to_owned),
         };
-        // One exact allocation per part, filled as the body arrives (no second copy).
-        let mut buf =
-            BytesMut::with_capacity(out.content_length().unwrap_or_default().max(0) as usize);
-        let mut body = out.body;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| self.fail("get", key.as_str(), Box::new(e)))?
-        {
+        let state = Some((out.body, self.clone(), key.clone()));
+        let body = futures::stream::unfold(state, |state| async move {
+            let (mut body, store, key) = state?;
+            match body.try_next().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some((body, store, key)))),
+                Ok(None) => None,
+                Err(e) => Some((Err(store.fail("get", key.as_str(), Box::new(e))), None)),
+            }
+        });
+        Ok((meta, body.boxed()))
+    }
+
+    /// [`open`](Self::open), read whole into one exact allocation, filled as the body
+    /// arrives (holding the body's own chunks instead costs about twice the memory: their
+    /// buffers are larger than what they hold).
+    async fn ranged(
+        &self,
+        key: &Key,
+        range: std::ops::Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<(ObjectMeta, Bytes)> {
+        let (meta, mut body) = self.open(key, range.clone(), if_match).await?;
+        let len = range.end.min(meta.size).saturating_sub(range.start);
+        let mut buf = BytesMut::with_capacity(len as usize);
+        while let Some(chunk) = body.try_next().await? {
             buf.extend_from_slice(&chunk);
         }
         Ok((meta, buf.freeze()))
     }
 
+    /// The outcome of a part's task: its panic resumed here, its abort a failed read.
+    fn joined<T>(
+        &self,
+        key: &Key,
+        joined: std::result::Result<Result<T>, tokio::task::JoinError>,
+    ) -> Result<T> {
+        match joined {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(self.fail("get", key.as_str(), Box::new(e))),
+        }
+    }
+
     /// Reads of objects larger than `size` bytes come in ranged parts of `size`, `concurrency`
-    /// GETs at once (default 4 MiB × 6): memory about `size × concurrency`.
+    /// GETs at once (default 2 MiB × 8): memory about `size × concurrency`.
     pub fn with_read_parts(mut self, size: u64, concurrency: usize) -> Self {
         self.read_part = size.max(1 << 16);
         self.read_concurrency = concurrency.max(1);
+        self
+    }
+
+    /// [`download`](ZoneStore::download)s come in ranged parts of `size` bytes, `concurrency`
+    /// GETs at once (default 16 MiB × 8). Each part is written to the file as it arrives, so
+    /// memory grows with `concurrency` (about 1.5 MiB each), not with `size`.
+    pub fn with_download_parts(mut self, size: u64, concurrency: usize) -> Self {
+        self.download_part = size.max(1 << 16);
+        self.download_concurrency = concurrency.max(1);
         self
     }
 
@@ -626,30 +673,71 @@ impl ZoneStore for S3ZoneStore {
         let part = self.read_part;
         let (meta, first) = self.ranged(key, 0..part, None).await?;
         let size = meta.size;
-        if size <= first.len() as u64 {
+        let first = futures::stream::once(async move { Ok(first) });
+        if size <= part {
             return Ok(GetResult {
                 meta,
-                body: futures::stream::once(async move { Ok(first) }).boxed(),
+                body: first.boxed(),
             });
         }
-        let (store, key2, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
-        let rest = futures::stream::iter((1..size.div_ceil(part)).map(move |i| {
-            let (store, key, etag) = (store.clone(), key2.clone(), etag.clone());
-            let range = i * part..((i + 1) * part).min(size);
-            async move {
-                store
-                    .ranged(&key, range, etag.as_deref())
-                    .await
-                    .map(|(_, bytes)| bytes)
-            }
-        }))
-        .buffered(self.read_concurrency);
+        // Each part is its own task, so the GETs in flight keep reading while the consumer is
+        // busy with an earlier part (a `buffered` future only progresses when polled). A
+        // dropped stream aborts them.
+        let (store, key, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
+        let rest = futures::stream::iter(1..size.div_ceil(part))
+            .map(move |i| {
+                let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
+                let range = i * part..((i + 1) * part).min(size);
+                async move {
+                    let task = tokio::spawn({
+                        let (store, key) = (store.clone(), key.clone());
+                        async move { store.ranged(&key, range, etag.as_deref()).await }
+                    });
+                    store.joined(&key, AbortOnDropHandle::new(task).await)
+                }
+            })
+            .buffered(self.read_concurrency)
+            .map_ok(|(_, bytes)| bytes);
         Ok(GetResult {
             meta,
-            body: futures::stream::once(async move { Ok(first) })
-                .chain(rest)
-                .boxed(),
+            body: first.chain(rest).boxed(),
         })
+    }
+
+    async fn download(&self, key: &Key, path: &Path) -> Result<u64> {
+        // Like s5cmd: parts of `download_part` bytes, `download_concurrency` GETs at once (the
+        // first one's Content-Range gives the size), each written at its offset as it
+        // arrives, so no part waits for another and memory does not grow with the part size.
+        // Later parts are If-Match the first one's ETag, as in `get`.
+        let part = self.download_part;
+        let (meta, first) = self.open(key, 0..part, None).await?;
+        let size = meta.size;
+        let file = FileWriter::create(path);
+        let writes = file.writes();
+        let (store, key, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
+        let rest = futures::stream::iter(1..size.div_ceil(part))
+            .map(move |i| {
+                let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
+                let writes = writes.clone();
+                let range = i * part..((i + 1) * part).min(size);
+                async move {
+                    let task = tokio::spawn({
+                        let (store, key) = (store.clone(), key.clone());
+                        async move {
+                            let (_, body) =
+                                store.open(&key, range.clone(), etag.as_deref()).await?;
+                            writes.stream(range.start, body).await
+                        }
+                    });
+                    store.joined(&key, AbortOnDropHandle::new(task).await)
+                }
+            })
+            .buffer_unordered(self.download_concurrency.saturating_sub(1).max(1))
+            .try_for_each(|_| futures::future::ready(Ok(())));
+        let writes = file.writes();
+        tokio::try_join!(writes.stream(0, first), rest)?;
+        drop(writes);
+        file.finish(size).await
     }
 
     async fn get_range(

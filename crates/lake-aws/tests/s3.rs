@@ -253,3 +253,43 @@ async fn a_large_read_is_fetched_in_parts_and_fails_if_the_object_is_replaced() 
         lake_core::run::error_chain(&err)
     );
 }
+
+#[tokio::test]
+async fn a_download_writes_parts_at_their_offsets_and_leaves_nothing_on_failure() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store = common::fresh_store(&endpoint, "lake-download")
+        .await
+        .with_download_parts(1 << 20, 3);
+    let k = Key::new("raw/x/big.bin").unwrap();
+    // Parts of 1 MiB, the last one short: written out of order by three GETs at once.
+    let size = 5 * (1 << 20) + 7;
+    store
+        .put(&k, conformance::generated(size, 64 << 10))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    assert_eq!(store.download(&k, &path).await.unwrap(), size);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        conformance::generated_sha256(size, 64 << 10)
+    );
+    // The file cannot be created (its folder is missing): an error naming the path, and the
+    // download leaves no file behind.
+    let nowhere = dir.path().join("missing").join("big.bin");
+    let err = store.download(&k, &nowhere).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path == &nowhere),
+        "{err:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("big.bin")]);
+}

@@ -1,5 +1,6 @@
-//! A 100 MiB streamed put to S3, then a read of it in concurrent ranged parts, with bounded
-//! memory. Alone in its test binary, so the process's peak RSS (VmHWM) measures these only.
+//! A 100 MiB streamed put to S3, then a read of it in concurrent ranged parts and a download
+//! to a file, with bounded memory. Alone in its test binary, so the process's peak RSS
+//! (VmHWM) measures these only.
 
 mod common;
 
@@ -36,12 +37,22 @@ async fn a_100_mib_put_streams_in_bounded_memory() {
         grew_mib < 64,
         "peak RSS grew by {grew_mib} MiB for a 100 MiB put"
     );
-    // The read comes back in order from parts fetched 4 at a time, byte for byte.
+    // The read comes back in order from parts fetched 8 at a time, byte for byte.
     let d = store.digest(&k).await.unwrap();
     assert_eq!(d.sha256, conformance::generated_sha256(size, 256 << 10));
     let grew_mib = (peak_rss_kib() - before) / 1024;
     assert!(
         grew_mib < 64,
         "peak RSS grew by {grew_mib} MiB for a 100 MiB put and get"
+    );
+    // A download to a file: 16 MiB parts, 8 at once, each written as it arrives.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    assert_eq!(store.download(&k, &path).await.unwrap(), size);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    let grew_mib = (peak_rss_kib() - before) / 1024;
+    assert!(
+        grew_mib < 64,
+        "peak RSS grew by {grew_mib} MiB for a 100 MiB put, get and download"
     );
 }

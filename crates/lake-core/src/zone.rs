@@ -1,7 +1,7 @@
 //! [`ZoneStore`]: where zones live, and the helpers written once on top of it.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -225,6 +225,16 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
         Ok((meta, out.into()))
     }
 
+    /// Copy `key` to the local file `path` and return its size. The file appears complete or
+    /// not at all (see [`FileWriter`]). Stores with ranged reads override this to fetch parts
+    /// at once, each written at its offset; the default streams [`get`](Self::get).
+    async fn download(&self, key: &Key, path: &Path) -> Result<u64> {
+        let got = self.get(key).await?;
+        let file = FileWriter::create(path);
+        file.writes().stream(0, got.body).await?;
+        file.finish(got.meta.size).await
+    }
+
     /// Delete `keys` (missing ones are not an error). Stores with a batch call (S3's
     /// DeleteObjects) override this; the default deletes one by one.
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
@@ -270,12 +280,175 @@ impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
         (**self).delete_many(keys).await
     }
+    async fn download(&self, key: &Key, path: &Path) -> Result<u64> {
+        (**self).download(key, path).await
+    }
     async fn get_range(
         &self,
         key: &Key,
         range: std::ops::Range<u64>,
     ) -> Result<(ObjectMeta, Bytes)> {
         (**self).get_range(key, range).await
+    }
+}
+
+/// How many bytes a [`Writes`] hands the writer thread at once (one wake-up each).
+const WRITE_BATCH: usize = 256 << 10;
+
+/// Batches of chunks sent to a [`FileWriter`]'s thread, each with its file offset.
+type Batch = (u64, Vec<Bytes>);
+
+/// A local file written by one blocking thread from chunks sent to it with their offsets, so
+/// the network side never waits on the disk and parts fetched at once can be written where
+/// they belong. The bytes go to `.<name>.lake-part` beside the path and are renamed onto it
+/// by [`finish`](Self::finish); dropped before that (an error, a cancelled download), the
+/// temporary file is removed, so the path holds a complete file or what it held before.
+/// Memory: at most about 512 KiB waiting for the disk, plus 256 KiB per [`Writes::stream`].
+#[derive(Debug)]
+pub struct FileWriter {
+    path: PathBuf,
+    part: PartFile,
+    tx: tokio::sync::mpsc::Sender<Batch>,
+    writer: tokio::task::JoinHandle<std::io::Result<u64>>,
+}
+
+/// Where the chunks of a [`FileWriter`] are sent; clone it for each part written at once.
+#[derive(Debug, Clone)]
+pub struct Writes(tokio::sync::mpsc::Sender<Batch>);
+
+impl FileWriter {
+    /// Start writing the file `path` (its folder must exist). A file that cannot be created
+    /// or written is reported by [`Writes::stream`] stopping early and by `finish`.
+    pub fn create(path: &Path) -> Self {
+        let part = PartFile::beside(path);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+        let writer = tokio::task::spawn_blocking({
+            let part = part.path.clone();
+            move || -> std::io::Result<u64> {
+                use std::io::{Seek, SeekFrom, Write};
+                let mut file = std::fs::File::create(&part)?;
+                let (mut at, mut written) = (0, 0);
+                while let Some((offset, chunks)) = rx.blocking_recv() {
+                    if offset != at {
+                        file.seek(SeekFrom::Start(offset))?;
+                        at = offset;
+                    }
+                    // Chunk by chunk: small writes are cheaper for the page cache than a
+                    // large one (measured in BENCHMARKS.md).
+                    for chunk in chunks {
+                        file.write_all(&chunk)?;
+                        at += chunk.len() as u64;
+                        written += chunk.len() as u64;
+                    }
+                }
+                Ok(written)
+            }
+        });
+        Self {
+            path: path.to_owned(),
+            part,
+            tx,
+            writer,
+        }
+    }
+
+    /// A sender of chunks to this file.
+    pub fn writes(&self) -> Writes {
+        Writes(self.tx.clone())
+    }
+
+    /// Wait for the writes, check that `size` bytes were written, and rename the file into
+    /// place; returns `size`. Every [`Writes`] must have been dropped.
+    pub async fn finish(self, size: u64) -> Result<u64> {
+        let Self {
+            path,
+            part,
+            tx,
+            writer,
+        } = self;
+        drop(tx);
+        let io = |action, source| Error::Io {
+            action,
+            path: path.clone(),
+            source,
+        };
+        let written = writer
+            .await
+            .map_err(|e| io("write", std::io::Error::other(e)))?
+            .map_err(|e| io("write", e))?;
+        if written != size {
+            return Err(io(
+                "write",
+                std::io::Error::other(format!("{written} bytes written of {size}")),
+            ));
+        }
+        std::fs::rename(&part.path, &path).map_err(|e| io("rename into place", e))?;
+        part.disarm();
+        Ok(size)
+    }
+}
+
+impl Writes {
+    /// Write `body` at `offset`, in batches of about 256 KiB; returns the bytes sent. A read
+    /// error is returned; if the writer has stopped (its error comes from
+    /// [`FileWriter::finish`]) this returns early.
+    pub async fn stream(
+        &self,
+        mut offset: u64,
+        mut body: impl futures::Stream<Item = Result<Bytes>> + Unpin,
+    ) -> Result<u64> {
+        let start = offset;
+        let (mut batch, mut batched) = (Vec::new(), 0);
+        loop {
+            let end = match body.try_next().await? {
+                Some(chunk) => {
+                    batched += chunk.len();
+                    batch.push(chunk);
+                    false
+                }
+                None => true,
+            };
+            if (end && !batch.is_empty()) || batched >= WRITE_BATCH {
+                let sent = std::mem::take(&mut batch);
+                if self.0.send((offset, sent)).await.is_err() {
+                    break;
+                }
+                offset += std::mem::take(&mut batched) as u64;
+            }
+            if end {
+                break;
+            }
+        }
+        Ok(offset - start)
+    }
+}
+
+/// A download's temporary file, removed when dropped unless it was renamed into place.
+#[derive(Debug)]
+struct PartFile {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl PartFile {
+    fn beside(path: &Path) -> Self {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        Self {
+            path: path.with_file_name(format!(".{name}.lake-part")),
+            keep: false,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

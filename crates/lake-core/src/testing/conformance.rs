@@ -56,6 +56,7 @@ pub async fn run_all(store: Arc<DynZoneStore>) {
     put_if_absent(&*store).await;
     put_if_absent_concurrent(Arc::clone(&store), 16).await;
     big_object(&*store, BIG_OBJECT).await;
+    download(&*store).await;
 }
 
 /// get_range returns the bytes asked for, clamped to the object; a missing key is not found.
@@ -387,5 +388,53 @@ pub async fn big_object(store: &DynZoneStore, size: u64) {
         generated_sha256(size, chunk),
         "the bytes read back are the bytes written"
     );
+    store.delete(&k).await.expect("cleanup");
+}
+
+/// `download` writes the object to a file; a missing object leaves no file and an existing
+/// file as it was.
+pub async fn download(store: &DynZoneStore) {
+    let k = key("conformance/download/object.bin");
+    let size = 9 * 1024 * 1024 + 7;
+    let chunk = 1024 * 1024;
+    store
+        .put(&k, generated(size, chunk))
+        .await
+        .expect("download put");
+    let dir = std::env::temp_dir().join(format!(
+        "lake-conformance-download-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("object.bin");
+    let n = store.download(&k, &path).await.expect("download");
+    assert_eq!(n, size, "download returns the size");
+    let bytes = std::fs::read(&path).expect("downloaded file");
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        generated_sha256(size, chunk),
+        "the file holds the object's bytes"
+    );
+    let missing = key("conformance/download/missing.bin");
+    let err = store
+        .download(&missing, &path)
+        .await
+        .expect_err("a missing object is an error");
+    assert!(err.is_not_found(), "missing object: {err}");
+    assert_eq!(
+        std::fs::read(&path).expect("still there").len() as u64,
+        size,
+        "a failed download leaves the existing file as it was"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("temp dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
     store.delete(&k).await.expect("cleanup");
 }
