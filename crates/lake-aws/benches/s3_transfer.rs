@@ -33,8 +33,11 @@ async fn store() -> S3ZoneStore {
     })
     .await;
     let mut s = S3ZoneStore::new(aws.s3(), BUCKET, "");
-    // Tuning: LAKE_BENCH_READ / LAKE_BENCH_DOWNLOAD=<part MiB>,<in flight> (default: the
-    // store's).
+    // Tuning: LAKE_BENCH_PUT / LAKE_BENCH_READ / LAKE_BENCH_DOWNLOAD=<part MiB>,<in flight>
+    // (default: the store's).
+    if let Some((mib, n)) = tuning("LAKE_BENCH_PUT") {
+        s = s.with_parts((mib as usize) << 20, n);
+    }
     if let Some((mib, n)) = tuning("LAKE_BENCH_READ") {
         s = s.with_read_parts(mib << 20, n);
     }

@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use lake_core::config::Sse;
-use lake_core::zone::{ByteStream, FileWriter, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
+use lake_core::zone::{
+    ByteStream, FileWriter, GetResult, Key, ObjectMeta, PutOutcome, SMALL_FILE, ZoneStore,
+};
 use lake_core::{BoxError, Error, Result};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -201,16 +203,17 @@ impl S3ZoneStore {
         Ok((meta, buf.freeze()))
     }
 
-    /// The outcome of a part's task: its panic resumed here, its abort a failed read.
+    /// The outcome of a part's task: its panic resumed here, its abort a failed `operation`.
     fn joined<T>(
         &self,
+        operation: &'static str,
         key: &Key,
         joined: std::result::Result<Result<T>, tokio::task::JoinError>,
     ) -> Result<T> {
         match joined {
             Ok(done) => done,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(self.fail("get", key.as_str(), Box::new(e))),
+            Err(e) => Err(self.fail(operation, key.as_str(), Box::new(e))),
         }
     }
 
@@ -334,16 +337,36 @@ impl S3ZoneStore {
         }
     }
 
-    /// Read up to one part from `body`, after what `carry` holds over from the last chunk; the
-    /// part, and whether `body` ended. Each part is one exact allocation, so memory stays at
-    /// the parts in flight.
-    async fn next_part(&self, body: &mut ByteStream, carry: &mut Bytes) -> Result<(Bytes, bool)> {
-        let mut part = BytesMut::with_capacity(self.part_size);
-        loop {
-            if !carry.is_empty() {
-                let take = carry.len().min(self.part_size - part.len());
-                part.extend_from_slice(&carry.split_to(take));
+    /// The next part of `body`: `part_size` bytes (fewer at its end), and whether the body
+    /// ended. A part is filled into a buffer from `spare` (parts come back there once
+    /// uploaded, so a long upload allocates `concurrency + 1` buffers, not one per part); a
+    /// body that ends within a chunk comes back as that chunk, uncopied (a small put
+    /// allocates nothing).
+    async fn next_part(
+        &self,
+        body: &mut ByteStream,
+        carry: &mut Bytes,
+        spare: &mut Vec<BytesMut>,
+    ) -> Result<(Bytes, bool)> {
+        if carry.is_empty() {
+            match body.try_next().await? {
+                Some(chunk) => *carry = chunk,
+                None => return Ok((Bytes::new(), true)),
             }
+        }
+        if carry.len() >= self.part_size {
+            return Ok((carry.split_to(self.part_size), false));
+        }
+        let Some(more) = body.try_next().await? else {
+            return Ok((std::mem::take(carry), true));
+        };
+        let mut part = spare
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(self.part_size));
+        part.extend_from_slice(&std::mem::replace(carry, more));
+        loop {
+            let take = carry.len().min(self.part_size - part.len());
+            part.extend_from_slice(&carry.split_to(take));
             if part.len() == self.part_size {
                 return Ok((part.freeze(), false));
             }
@@ -410,7 +433,10 @@ impl S3ZoneStore {
         mut carry: Bytes,
     ) -> Result<ObjectMeta> {
         let full = self.full(key.as_str());
+        // Each part is its own task (aborted if this is dropped), so uploads progress while
+        // the next part is read.
         let mut in_flight = FuturesUnordered::new();
+        let mut spare = Vec::new();
         let mut done: Vec<CompletedPart> = Vec::new();
         let mut size = 0u64;
         let mut next = Some(first);
@@ -429,28 +455,34 @@ impl S3ZoneStore {
                     .key(&full)
                     .upload_id(upload_id)
                     .part_number(number)
-                    .body(SdkBody::from(part));
+                    .body(SdkBody::from(part.clone()));
                 let n = number;
-                in_flight.push(async move { (n, req.send().await) });
+                in_flight.push(AbortOnDropHandle::new(tokio::spawn(async move {
+                    Ok((n, req.send().await, part))
+                })));
                 if !ended {
-                    let (p, end) = self.next_part(&mut body, &mut carry).await?;
+                    let (p, end) = self.next_part(&mut body, &mut carry, &mut spare).await?;
                     ended = end;
                     if !p.is_empty() {
                         next = Some(p);
                     }
                 }
             }
-            match in_flight.next().await {
-                Some((n, Ok(out))) => done.push(
-                    CompletedPart::builder()
-                        .part_number(n)
-                        .set_e_tag(out.e_tag().map(str::to_owned))
-                        .build(),
-                ),
-                Some((_, Err(e))) => {
-                    return Err(self.sdk_err("put", "s3:PutObject", key.as_str(), e));
-                }
-                None => break,
+            let Some(joined) = in_flight.next().await else {
+                break;
+            };
+            let (n, sent, part) = self.joined("put", key, joined)?;
+            let out = sent.map_err(|e| self.sdk_err("put", "s3:PutObject", key.as_str(), e))?;
+            done.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            // The request has let go of the part: its buffer fills a later one.
+            if let Ok(mut buf) = part.try_into_mut() {
+                buf.clear();
+                spare.push(buf);
             }
         }
         done.sort_by_key(|p| p.part_number());
@@ -618,7 +650,9 @@ impl ZoneStore for S3ZoneStore {
 
     async fn put(&self, key: &Key, mut body: ByteStream) -> Result<ObjectMeta> {
         let mut carry = Bytes::new();
-        let (first, ended) = self.next_part(&mut body, &mut carry).await?;
+        let (first, ended) = self
+            .next_part(&mut body, &mut carry, &mut Vec::new())
+            .await?;
         if ended {
             return self.put_one(key, first).await;
         }
@@ -693,7 +727,7 @@ impl ZoneStore for S3ZoneStore {
                         let (store, key) = (store.clone(), key.clone());
                         async move { store.ranged(&key, range, etag.as_deref()).await }
                     });
-                    store.joined(&key, AbortOnDropHandle::new(task).await)
+                    store.joined("get", &key, AbortOnDropHandle::new(task).await)
                 }
             })
             .buffered(self.read_concurrency)
@@ -712,6 +746,9 @@ impl ZoneStore for S3ZoneStore {
         let part = self.download_part;
         let (meta, first) = self.open(key, 0..part, None).await?;
         let size = meta.size;
+        if size <= SMALL_FILE {
+            return FileWriter::whole(path, first.try_collect().await?).await;
+        }
         let file = FileWriter::create(path);
         let writes = file.writes();
         let (store, key, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
@@ -729,7 +766,7 @@ impl ZoneStore for S3ZoneStore {
                             writes.stream(range.start, body).await
                         }
                     });
-                    store.joined(&key, AbortOnDropHandle::new(task).await)
+                    store.joined("get", &key, AbortOnDropHandle::new(task).await)
                 }
             })
             .buffer_unordered(self.download_concurrency.saturating_sub(1).max(1))

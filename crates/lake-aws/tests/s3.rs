@@ -293,3 +293,39 @@ async fn a_download_writes_parts_at_their_offsets_and_leaves_nothing_on_failure(
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("big.bin")]);
 }
+
+#[tokio::test]
+async fn multipart_puts_split_chunks_of_any_size_into_parts() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let store = common::fresh_store(&endpoint, "lake-chunks")
+        .await
+        .with_parts(lake_aws::MIN_PART, 2);
+    let part = lake_aws::MIN_PART as u64;
+    // One chunk larger than two parts; chunks that straddle part boundaries; a body that is
+    // exactly two parts.
+    let one_chunk = 2 * part + 3;
+    let cases = [
+        (one_chunk, one_chunk as usize),
+        (3 * part + 11, 3 << 20),
+        (2 * part, 1 << 20),
+    ];
+    for (i, (size, chunk)) in cases.into_iter().enumerate() {
+        let k = key(&format!("raw/x/case{i}.bin"));
+        let meta = store
+            .put(&k, conformance::generated(size, chunk))
+            .await
+            .unwrap();
+        assert_eq!(meta.size, size, "case {i}");
+        let d = store.digest(&k).await.unwrap();
+        assert_eq!(d.size, size, "case {i}");
+        assert_eq!(
+            d.sha256,
+            conformance::generated_sha256(size, chunk),
+            "case {i}"
+        );
+    }
+    assert_eq!(open_uploads(&store).await, 0);
+}

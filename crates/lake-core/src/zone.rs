@@ -230,6 +230,10 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
     /// at once, each written at its offset; the default streams [`get`](Self::get).
     async fn download(&self, key: &Key, path: &Path) -> Result<u64> {
         let got = self.get(key).await?;
+        if got.meta.size <= SMALL_FILE {
+            let chunks: Vec<Bytes> = got.body.try_collect().await?;
+            return FileWriter::whole(path, chunks).await;
+        }
         let file = FileWriter::create(path);
         file.writes().stream(0, got.body).await?;
         file.finish(got.meta.size).await
@@ -292,6 +296,10 @@ impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
     }
 }
 
+/// Objects up to this size are downloaded into memory and written in one blocking call
+/// ([`FileWriter::whole`]).
+pub const SMALL_FILE: u64 = 256 << 10;
+
 /// How many bytes a [`Writes`] hands the writer thread at once (one wake-up each).
 const WRITE_BATCH: usize = 256 << 10;
 
@@ -317,6 +325,28 @@ pub struct FileWriter {
 pub struct Writes(tokio::sync::mpsc::Sender<Batch>);
 
 impl FileWriter {
+    /// Write `chunks` (all of a small object, already read) to `path` the same way, complete
+    /// or not at all, in one blocking call: no writer thread to start and feed.
+    pub async fn whole(path: &Path, chunks: Vec<Bytes>) -> Result<u64> {
+        let part = PartFile::beside(path);
+        let to = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let write = |e| io_error("write", &to, e);
+            let mut file = std::fs::File::create(&part.path).map_err(write)?;
+            let mut written = 0;
+            for chunk in chunks {
+                std::io::Write::write_all(&mut file, &chunk).map_err(write)?;
+                written += chunk.len() as u64;
+            }
+            drop(file);
+            std::fs::rename(&part.path, &to).map_err(|e| io_error("rename into place", &to, e))?;
+            part.disarm();
+            Ok(written)
+        })
+        .await
+        .map_err(|e| io_error("write", path, std::io::Error::other(e)))?
+    }
+
     /// Start writing the file `path` (its folder must exist). A file that cannot be created
     /// or written is reported by [`Writes::stream`] stopping early and by `finish`.
     pub fn create(path: &Path) -> Self {
@@ -367,22 +397,15 @@ impl FileWriter {
             writer,
         } = self;
         drop(tx);
-        let io = |action, source| Error::Io {
-            action,
-            path: path.clone(),
-            source,
-        };
         let written = writer
             .await
-            .map_err(|e| io("write", std::io::Error::other(e)))?
-            .map_err(|e| io("write", e))?;
+            .map_err(|e| io_error("write", &path, std::io::Error::other(e)))?
+            .map_err(|e| io_error("write", &path, e))?;
         if written != size {
-            return Err(io(
-                "write",
-                std::io::Error::other(format!("{written} bytes written of {size}")),
-            ));
+            let short = std::io::Error::other(format!("{written} bytes written of {size}"));
+            return Err(io_error("write", &path, short));
         }
-        std::fs::rename(&part.path, &path).map_err(|e| io("rename into place", e))?;
+        std::fs::rename(&part.path, &path).map_err(|e| io_error("rename into place", &path, e))?;
         part.disarm();
         Ok(size)
     }
@@ -420,6 +443,14 @@ impl Writes {
             }
         }
         Ok(offset - start)
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.to_owned(),
+        source,
     }
 }
 

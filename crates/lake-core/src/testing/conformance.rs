@@ -391,8 +391,8 @@ pub async fn big_object(store: &DynZoneStore, size: u64) {
     store.delete(&k).await.expect("cleanup");
 }
 
-/// `download` writes the object to a file; a missing object leaves no file and an existing
-/// file as it was.
+/// `download` writes the object to a file (large, small, empty); a missing object leaves no
+/// file and an existing file as it was.
 pub async fn download(store: &DynZoneStore) {
     let k = key("conformance/download/object.bin");
     let size = 9 * 1024 * 1024 + 7;
@@ -419,6 +419,25 @@ pub async fn download(store: &DynZoneStore) {
         generated_sha256(size, chunk),
         "the file holds the object's bytes"
     );
+    // Small objects (written in one call) and an empty one.
+    for (name, body) in [
+        ("small.bin", &b"a small object"[..]),
+        ("empty.bin", &b""[..]),
+    ] {
+        let k = key(&format!("conformance/download/{name}"));
+        store
+            .put_bytes(&k, Bytes::copy_from_slice(body))
+            .await
+            .expect("small put");
+        let to = dir.join(name);
+        assert_eq!(
+            store.download(&k, &to).await.expect("small download"),
+            body.len() as u64
+        );
+        assert_eq!(std::fs::read(&to).expect("small file"), body, "{name}");
+        std::fs::remove_file(&to).expect("cleanup");
+        store.delete(&k).await.expect("cleanup");
+    }
     let missing = key("conformance/download/missing.bin");
     let err = store
         .download(&missing, &path)
