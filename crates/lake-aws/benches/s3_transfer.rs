@@ -9,8 +9,12 @@
 //!
 //! `LAKE_BENCH_BYTES` (default 1 GiB) and `LAKE_BENCH_FILES` (default 1000 objects of 10 KiB)
 //! set the sizes. Each transfer runs in its own process (this bench re-executed with
-//! `--child`), timed by GNU time (`%e %M`), so peak RSS is that transfer's alone. lake moves
-//! small objects 64 at a time; `aws s3 cp --recursive` uses its default concurrency (10).
+//! `--child`), timed by GNU time (`%e %M`), so peak RSS is that transfer's alone; each runs
+//! `LAKE_BENCH_REPEAT` times (default 3), and a row gives the median (the range in brackets)
+//! and the largest peak RSS. lake's large download is `ZoneStore::download` (checked byte for
+//! byte); "get (stream, no file)" reads `ZoneStore::get` to the end. lake moves small objects
+//! 64 at a time; `aws s3 cp --recursive` uses its default concurrency (10). Tuning:
+//! `LAKE_BENCH_PUT`, `LAKE_BENCH_READ`, `LAKE_BENCH_DOWNLOAD` = `<part MiB>,<in flight>`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,16 +144,50 @@ fn same_bytes(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn timed(program: &str, args: &[&str]) -> Measure {
-    measure::timed(Command::new(program).args(args))
+/// Remove a download's file (the next run starts without it).
+fn gone(file: &Path) {
+    let _ = std::fs::remove_file(file);
 }
 
-fn row(what: &str, m: Measure, unit: f64, per: &str) {
+/// An empty folder for a download of many objects.
+fn fresh(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+}
+
+/// `program args` run `repeat` times, each after `before` (which clears what the last run
+/// left): the median wall time, the fastest and slowest, and the largest peak RSS.
+struct Runs {
+    median: f64,
+    min: f64,
+    max: f64,
+    rss_mib: f64,
+}
+
+fn timed(repeat: usize, program: &str, args: &[&str], mut before: impl FnMut()) -> Runs {
+    let mut runs: Vec<Measure> = (0..repeat.max(1))
+        .map(|_| {
+            before();
+            measure::timed(Command::new(program).args(args))
+        })
+        .collect();
+    runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    Runs {
+        median: runs[runs.len() / 2].wall,
+        min: runs[0].wall,
+        max: runs[runs.len() - 1].wall,
+        rss_mib: runs.iter().map(Measure::rss_mib).fold(0.0, f64::max),
+    }
+}
+
+fn row(what: &str, r: Runs, unit: f64, per: &str) {
     println!(
-        "  {what:<28} {:>7.2} s  {:>8.1} {per}  peak RSS {:>6.1} MiB",
-        m.wall,
-        unit / m.wall,
-        m.rss_mib()
+        "  {what:<28} {:>6.2} s  {:>7.1} {per} ({:.1}–{:.1})  peak RSS {:>6.1} MiB",
+        r.median,
+        unit / r.median,
+        unit / r.max,
+        unit / r.min,
+        r.rss_mib
     );
 }
 
@@ -172,6 +210,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    let rep: usize = std::env::var("LAKE_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let aws_cli = std::env::var("AWS_CLI").unwrap_or_else(|_| "aws".into());
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     let s = store().await;
@@ -210,19 +252,25 @@ async fn main() {
     );
     row(
         "lake put (multipart)",
-        timed(me, &["--child", "put", &p(&big), "lake/big.bin"]),
+        timed(
+            rep,
+            me,
+            &["--child", "put", &p(&big), "lake/big.bin"],
+            || {},
+        ),
         mb,
         "MB/s",
     );
     row(
         "lake get (stream, no file)",
-        timed(me, &["--child", "read", "lake/big.bin"]),
+        timed(rep, me, &["--child", "read", "lake/big.bin"], || {}),
         mb,
         "MB/s",
     );
     row(
         "lake download",
         timed(
+            rep,
             me,
             &[
                 "--child",
@@ -230,6 +278,7 @@ async fn main() {
                 "lake/big.bin",
                 &p(&tmp.path().join("lake.out")),
             ],
+            || gone(&tmp.path().join("lake.out")),
         ),
         mb,
         "MB/s",
@@ -249,11 +298,17 @@ async fn main() {
         let mut down = up.clone();
         let big_s = p(&big);
         up.extend([big_s.as_str(), dest.as_str()]);
-        row("aws s3 cp (upload)", timed(&aws_cli, &up), mb, "MB/s");
+        row(
+            "aws s3 cp (upload)",
+            timed(rep, &aws_cli, &up, || {}),
+            mb,
+            "MB/s",
+        );
         let out = p(&tmp.path().join("cli.out"));
         down.extend([dest.as_str(), out.as_str()]);
-        row("aws s3 cp (download)", timed(&aws_cli, &down), mb, "MB/s");
-        let _ = std::fs::remove_file(&out);
+        let run = timed(rep, &aws_cli, &down, || gone(Path::new(&out)));
+        row("aws s3 cp (download)", run, mb, "MB/s");
+        gone(Path::new(&out));
     } else {
         println!("  aws s3 cp                    skipped: set AWS_CLI or put `aws` on PATH");
     }
@@ -266,26 +321,41 @@ async fn main() {
         let base = ["--endpoint-url", endpoint.as_str(), "--log", "error", "cp"];
         let mut up = base.to_vec();
         up.extend([big_s.as_str(), dest.as_str()]);
-        row("s5cmd cp (upload)", timed(&s5cmd, &up), mb, "MB/s");
+        row(
+            "s5cmd cp (upload)",
+            timed(rep, &s5cmd, &up, || {}),
+            mb,
+            "MB/s",
+        );
         let mut down = base.to_vec();
         down.extend([dest.as_str(), out.as_str()]);
-        row("s5cmd cp (download)", timed(&s5cmd, &down), mb, "MB/s");
-        let _ = std::fs::remove_file(&out);
+        let run = timed(rep, &s5cmd, &down, || gone(Path::new(&out)));
+        row("s5cmd cp (download)", run, mb, "MB/s");
+        gone(Path::new(&out));
     } else {
         println!("  s5cmd                        skipped: set S5CMD or put `s5cmd` on PATH");
     }
     let n = files as f64;
     row(
         "lake put × small",
-        timed(me, &["--child", "put-many", &p(&small), "lake/small"]),
+        timed(
+            rep,
+            me,
+            &["--child", "put-many", &p(&small), "lake/small"],
+            || {},
+        ),
         n,
         "obj/s",
     );
     let back = tmp.path().join("back");
-    std::fs::create_dir(&back).unwrap();
     row(
         "lake download × small",
-        timed(me, &["--child", "download-many", "lake/small", &p(&back)]),
+        timed(
+            rep,
+            me,
+            &["--child", "download-many", "lake/small", &p(&back)],
+            || fresh(&back),
+        ),
         n,
         "obj/s",
     );
@@ -299,15 +369,16 @@ async fn main() {
         up.extend([small_s.as_str(), dest.as_str()]);
         row(
             "aws s3 cp --recursive (up)",
-            timed(&aws_cli, &up),
+            timed(rep, &aws_cli, &up, || {}),
             n,
             "obj/s",
         );
-        let out = p(&tmp.path().join("cli-back"));
+        let back = tmp.path().join("cli-back");
+        let out = p(&back);
         down.extend([dest.as_str(), out.as_str()]);
         row(
             "aws s3 cp --recursive (down)",
-            timed(&aws_cli, &down),
+            timed(rep, &aws_cli, &down, || fresh(&back)),
             n,
             "obj/s",
         );
@@ -324,9 +395,13 @@ async fn main() {
             glob.as_str(),
             dest.as_str(),
         ];
-        row("s5cmd cp 'dir/*' (up)", timed(&s5cmd, &up), n, "obj/s");
+        row(
+            "s5cmd cp 'dir/*' (up)",
+            timed(rep, &s5cmd, &up, || {}),
+            n,
+            "obj/s",
+        );
         let out = tmp.path().join("s5-back");
-        std::fs::create_dir(&out).unwrap();
         let from = format!("{dest}*");
         let out_s = format!("{}/", p(&out));
         let down = [
@@ -338,7 +413,8 @@ async fn main() {
             from.as_str(),
             out_s.as_str(),
         ];
-        row("s5cmd cp 'dir/*' (down)", timed(&s5cmd, &down), n, "obj/s");
+        let run = timed(rep, &s5cmd, &down, || fresh(&out));
+        row("s5cmd cp 'dir/*' (down)", run, n, "obj/s");
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), files);
     }
 }
