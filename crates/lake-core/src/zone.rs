@@ -308,10 +308,11 @@ type Batch = (u64, Vec<Bytes>);
 
 /// A local file written by one blocking thread from chunks sent to it with their offsets, so
 /// the network side never waits on the disk and parts fetched at once can be written where
-/// they belong. The bytes go to `.<name>.lake-part` beside the path and are renamed onto it
-/// by [`finish`](Self::finish); dropped before that (an error, a cancelled download), the
-/// temporary file is removed, so the path holds a complete file or what it held before.
-/// Memory: at most about 512 KiB waiting for the disk, plus 256 KiB per [`Writes::stream`].
+/// they belong. The bytes go to a temporary file beside the path (`.<name>.<pid>-<n>.lake-part`)
+/// and are renamed onto it by [`finish`](Self::finish); dropped before that (an error, a
+/// cancelled download), the temporary file is removed, so the path holds a complete file or
+/// what it held before. Memory: at most about 512 KiB waiting for the disk, plus 256 KiB per
+/// [`Writes::stream`].
 #[derive(Debug)]
 pub struct FileWriter {
     path: PathBuf,
@@ -462,10 +463,14 @@ struct PartFile {
 }
 
 impl PartFile {
+    /// `.<name>.<pid>-<n>.lake-part` beside `path`: downloads to one path at once (in this
+    /// process or another) never share a temporary file; the last rename wins.
     fn beside(path: &Path) -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
-            path: path.with_file_name(format!(".{name}.lake-part")),
+            path: path.with_file_name(format!(".{name}.{}-{n}.lake-part", std::process::id())),
             keep: false,
         }
     }
