@@ -7,13 +7,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use lake_core::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
+use lake_core::zone::{
+    ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore, write_pieces,
+};
 use lake_core::{Error, Result};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+    GetResultPayload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, WriteMultipart,
 };
 use tokio_util::io::ReaderStream;
 
@@ -142,7 +144,8 @@ impl ZoneStore for ObjectZoneStore {
             if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
                 return Err(self.err("put", key.as_str(), e));
             }
-            writer.put(chunk);
+            // A part is written one payload piece per `write`: keep those small.
+            write_pieces(&chunk).for_each(|piece| writer.put(piece));
         }
         let done = writer
             .finish()
@@ -163,7 +166,7 @@ impl ZoneStore for ObjectZoneStore {
         };
         match self
             .inner
-            .put_opts(&Self::path(key), PutPayload::from(body), opts)
+            .put_opts(&Self::path(key), write_pieces(&body).collect(), opts)
             .await
         {
             Ok(_) => Ok(PutOutcome::Created),
