@@ -332,6 +332,9 @@ pub struct FileWriter {
     part: PartFile,
     tx: tokio::sync::mpsc::Sender<Batch>,
     writer: tokio::task::JoinHandle<std::io::Result<u64>>,
+    /// Set by `finish`: the writer thread keeps its file. Without it, a writer left by a
+    /// dropped `FileWriter` removes the file it made (it may have made it after the drop).
+    finishing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where the chunks of a [`FileWriter`] are sent; clone it for each part written at once.
@@ -366,24 +369,31 @@ impl FileWriter {
     pub fn create(path: &Path) -> Self {
         let part = PartFile::beside(path);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+        let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = tokio::task::spawn_blocking({
-            let part = part.path.clone();
+            let (part, finishing) = (part.path.clone(), Arc::clone(&finishing));
             move || -> std::io::Result<u64> {
                 use std::io::{Seek, SeekFrom, Write};
-                let mut file = std::fs::File::create(&part)?;
-                let (mut at, mut written) = (0, 0);
-                while let Some((offset, chunks)) = rx.blocking_recv() {
-                    if offset != at {
-                        file.seek(SeekFrom::Start(offset))?;
-                        at = offset;
+                let written = (|| {
+                    let mut file = std::fs::File::create(&part)?;
+                    let (mut at, mut written) = (0, 0);
+                    while let Some((offset, chunks)) = rx.blocking_recv() {
+                        if offset != at {
+                            file.seek(SeekFrom::Start(offset))?;
+                            at = offset;
+                        }
+                        for piece in chunks.iter().flat_map(write_pieces) {
+                            file.write_all(&piece)?;
+                            at += piece.len() as u64;
+                            written += piece.len() as u64;
+                        }
                     }
-                    for piece in chunks.iter().flat_map(write_pieces) {
-                        file.write_all(&piece)?;
-                        at += piece.len() as u64;
-                        written += piece.len() as u64;
-                    }
+                    Ok(written)
+                })();
+                if !finishing.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = std::fs::remove_file(&part);
                 }
-                Ok(written)
+                written
             }
         });
         Self {
@@ -391,6 +401,7 @@ impl FileWriter {
             part,
             tx,
             writer,
+            finishing,
         }
     }
 
@@ -407,7 +418,9 @@ impl FileWriter {
             part,
             tx,
             writer,
+            finishing,
         } = self;
+        finishing.store(true, std::sync::atomic::Ordering::Release);
         drop(tx);
         let written = writer
             .await
@@ -612,6 +625,29 @@ pub fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_file_writer_leaves_no_file() {
+        let dir = std::env::temp_dir().join(format!("lake-file-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listed = || std::fs::read_dir(&dir).unwrap().count();
+        let file = FileWriter::create(&dir.join("out.bin"));
+        let writes = file.writes();
+        let body = futures::stream::iter([Ok(Bytes::from_static(b"some bytes"))]);
+        assert_eq!(writes.stream(0, body).await.unwrap(), 10);
+        // The writer has made its temporary file; then the download is abandoned.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while listed() == 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(listed(), 1, "the temporary file exists while writing");
+        drop((file, writes));
+        while listed() > 0 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(listed(), 0, "nothing is left once the writer is dropped");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn write_pieces_cut_without_losing_a_byte() {
