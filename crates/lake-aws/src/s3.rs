@@ -203,17 +203,28 @@ impl S3ZoneStore {
         Ok((meta, buf.freeze()))
     }
 
-    /// The outcome of a part's task: its panic resumed here, its abort a failed `operation`.
-    fn joined<T>(
+    /// `work` as its own task, so it progresses whether or not the returned future is being
+    /// polled (a part in flight keeps reading or sending while the caller is busy); dropping
+    /// the future aborts the task. A panic in it resumes here; an abort is a failed
+    /// `operation` on `key`.
+    fn task<T, F>(
         &self,
         operation: &'static str,
         key: &Key,
-        joined: std::result::Result<Result<T>, tokio::task::JoinError>,
-    ) -> Result<T> {
-        match joined {
-            Ok(done) => done,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(self.fail(operation, key.as_str(), Box::new(e))),
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static + use<T, F>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let task = AbortOnDropHandle::new(tokio::spawn(work));
+        let (store, key) = (self.clone(), key.clone());
+        async move {
+            match task.await {
+                Ok(done) => done,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(store.fail(operation, key.as_str(), Box::new(e))),
+            }
         }
     }
 
@@ -457,9 +468,11 @@ impl S3ZoneStore {
                     .part_number(number)
                     .body(SdkBody::from(part.clone()));
                 let n = number;
-                in_flight.push(AbortOnDropHandle::new(tokio::spawn(async move {
-                    Ok((n, req.send().await, part))
-                })));
+                in_flight.push(self.task(
+                    "put",
+                    key,
+                    async move { Ok((n, req.send().await, part)) },
+                ));
                 if !ended {
                     let (p, end) = self.next_part(&mut body, &mut carry, &mut spare).await?;
                     ended = end;
@@ -468,10 +481,10 @@ impl S3ZoneStore {
                     }
                 }
             }
-            let Some(joined) = in_flight.next().await else {
+            let Some(finished) = in_flight.next().await else {
                 break;
             };
-            let (n, sent, part) = self.joined("put", key, joined)?;
+            let (n, sent, part) = finished?;
             let out = sent.map_err(|e| self.sdk_err("put", "s3:PutObject", key.as_str(), e))?;
             done.push(
                 CompletedPart::builder()
@@ -720,15 +733,11 @@ impl ZoneStore for S3ZoneStore {
         let (store, key, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
         let rest = futures::stream::iter(1..size.div_ceil(part))
             .map(move |i| {
-                let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
+                let (s, k, etag) = (store.clone(), key.clone(), etag.clone());
                 let range = i * part..((i + 1) * part).min(size);
-                async move {
-                    let task = tokio::spawn({
-                        let (store, key) = (store.clone(), key.clone());
-                        async move { store.ranged(&key, range, etag.as_deref()).await }
-                    });
-                    store.joined("get", &key, AbortOnDropHandle::new(task).await)
-                }
+                store.task("get", &key, async move {
+                    s.ranged(&k, range, etag.as_deref()).await
+                })
             })
             .buffered(self.read_concurrency)
             .map_ok(|(_, bytes)| bytes);
@@ -754,20 +763,13 @@ impl ZoneStore for S3ZoneStore {
         let (store, key, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
         let rest = futures::stream::iter(1..size.div_ceil(part))
             .map(move |i| {
-                let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
-                let writes = writes.clone();
+                let (s, k, etag, writes) =
+                    (store.clone(), key.clone(), etag.clone(), writes.clone());
                 let range = i * part..((i + 1) * part).min(size);
-                async move {
-                    let task = tokio::spawn({
-                        let (store, key) = (store.clone(), key.clone());
-                        async move {
-                            let (_, body) =
-                                store.open(&key, range.clone(), etag.as_deref()).await?;
-                            writes.stream(range.start, body).await
-                        }
-                    });
-                    store.joined("get", &key, AbortOnDropHandle::new(task).await)
-                }
+                store.task("get", &key, async move {
+                    let (_, body) = s.open(&k, range.clone(), etag.as_deref()).await?;
+                    writes.stream(range.start, body).await
+                })
             })
             .buffer_unordered(self.download_concurrency.saturating_sub(1).max(1))
             .try_for_each(|_| futures::future::ready(Ok(())));
