@@ -42,12 +42,27 @@ depends_on = ["clean"]
 const CLUSTER: &str = "j-TEST";
 
 fn cluster(state: &str) -> ClusterStatus {
+    cluster_as(CLUSTER, state, &[])
+}
+
+/// Another cluster in the account: its id, state and tags.
+fn cluster_as(id: &str, state: &str, tags: &[(&str, &str)]) -> ClusterStatus {
     ClusterStatus {
-        id: CLUSTER.into(),
+        id: id.into(),
         name: "lake-p".into(),
         state: state.into(),
+        tags: tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         ..ClusterStatus::default()
     }
+}
+
+/// Every step the run asks about has completed.
+fn steps_complete(api: &mut MockEmrApi) {
+    api.expect_list_steps()
+        .returning(|_, ids| Ok(ids.iter().map(|id| step(id, "COMPLETED", None)).collect()));
 }
 
 fn step(id: &str, state: &str, failure: Option<FailureDetails>) -> StepStatus {
@@ -371,8 +386,7 @@ async fn termination_is_retried_until_confirmed() {
     api.expect_run_job_flow().returning(|_| Ok(CLUSTER.into()));
     api.expect_add_steps()
         .returning(|_, _| Ok(vec!["s-1".into()]));
-    api.expect_list_steps()
-        .returning(|_, ids| Ok(ids.iter().map(|id| step(id, "COMPLETED", None)).collect()));
+    steps_complete(&mut api);
     let s = Arc::clone(&seen);
     let mut n = 0;
     api.expect_terminate().times(2).returning(move |c| {
@@ -400,20 +414,16 @@ async fn termination_is_retried_until_confirmed() {
 #[tokio::test]
 async fn a_run_reaps_clusters_left_by_dead_runs_of_its_pipeline() {
     let seen = Arc::new(Seen::default());
-    let mut left = cluster("WAITING");
-    left.id = "j-OLD".into();
-    left.tags = [
-        ("lake:pipeline".into(), "p".into()),
-        ("lake:run-id".into(), "old".into()),
-    ]
-    .into();
-    let mut other = cluster("WAITING");
-    other.id = "j-OTHER".into();
-    other.tags = [
-        ("lake:pipeline".into(), "q".into()),
-        ("lake:run-id".into(), "x".into()),
-    ]
-    .into();
+    let left = cluster_as(
+        "j-OLD",
+        "WAITING",
+        &[("lake:pipeline", "p"), ("lake:run-id", "old")],
+    );
+    let other = cluster_as(
+        "j-OTHER",
+        "WAITING",
+        &[("lake:pipeline", "q"), ("lake:run-id", "x")],
+    );
     let mut api = MockEmrApi::new();
     let listed = vec![left, other];
     api.expect_active_clusters()
@@ -421,18 +431,14 @@ async fn a_run_reaps_clusters_left_by_dead_runs_of_its_pipeline() {
     api.expect_run_job_flow().returning(|_| Ok(CLUSTER.into()));
     api.expect_add_steps()
         .returning(|_, _| Ok(vec!["s-1".into()]));
-    api.expect_list_steps()
-        .returning(|_, ids| Ok(ids.iter().map(|id| step(id, "COMPLETED", None)).collect()));
+    steps_complete(&mut api);
     let s = Arc::clone(&seen);
     api.expect_terminate().returning(move |c| {
         s.terminated.lock().unwrap().push(c.to_owned());
         Ok(())
     });
-    api.expect_describe_cluster().returning(|id| {
-        let mut c = cluster("TERMINATING");
-        c.id = id.to_owned();
-        Ok(c)
-    });
+    api.expect_describe_cluster()
+        .returning(|id| Ok(cluster_as(id, "TERMINATING", &[])));
     let r = run(&context(api, store()), &options()).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{r:?}");
     assert_eq!(*seen.terminated.lock().unwrap(), ["j-OLD", CLUSTER]);
@@ -442,11 +448,8 @@ async fn a_run_reaps_clusters_left_by_dead_runs_of_its_pipeline() {
 async fn an_attached_cluster_runs_the_steps_and_is_never_terminated() {
     let seen = Arc::new(Seen::default());
     let mut api = MockEmrApi::new();
-    let mut mine = cluster("WAITING");
-    mine.id = "j-SHARED".into();
-    mine.tags = [("team".into(), "data".into())].into();
-    let mut other = cluster("WAITING");
-    other.id = "j-OTHER".into();
+    let mine = cluster_as("j-SHARED", "WAITING", &[("team", "data")]);
+    let other = cluster_as("j-OTHER", "WAITING", &[]);
     let listed = vec![other, mine];
     api.expect_active_clusters()
         .returning(move || Ok(listed.clone()));
@@ -459,13 +462,9 @@ async fn an_attached_cluster_runs_the_steps_and_is_never_terminated() {
         added.push(Vec::new());
         Ok(vec![format!("s-{}", added.len())])
     });
-    api.expect_list_steps()
-        .returning(|_, ids| Ok(ids.iter().map(|id| step(id, "COMPLETED", None)).collect()));
-    api.expect_describe_cluster().returning(|_| {
-        let mut c = cluster("RUNNING");
-        c.id = "j-SHARED".into();
-        Ok(c)
-    });
+    steps_complete(&mut api);
+    api.expect_describe_cluster()
+        .returning(|_| Ok(cluster_as("j-SHARED", "RUNNING", &[])));
     let toml = PIPELINE.replace(
         "[cluster]\n",
         "[cluster]\nattach = { tag = \"team=data\" }\n",
