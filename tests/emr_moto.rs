@@ -14,6 +14,7 @@ use lake::core::chrono::NaiveDate;
 use lake::core::ledger::Status;
 use lake::core::run::RunOptions;
 use lake::core::testing::emulator;
+use lake::core::zone::{Key, ZoneStoreExt};
 
 /// A request to moto that must succeed: its body.
 fn moto(endpoint: &str, method: &str, path: &str) -> String {
@@ -231,27 +232,18 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     assert!(args[4].ends_with("/job.json"), "{args:?}");
 
     // The driver and the job were uploaded where the step reads them.
-    let key = |url: &str| url.trim_start_matches("s3://lake-emr/").to_owned();
-    let driver = aws
-        .s3()
-        .get_object()
-        .bucket("lake-emr")
-        .key(key(&args[3]))
-        .send()
-        .await
-        .unwrap();
-    let driver = driver.body.collect().await.unwrap().into_bytes();
+    let store = lake::aws::S3ZoneStore::new(aws.s3(), "lake-emr", "");
+    let read = |url: String| {
+        let store = store.clone();
+        async move {
+            let key = Key::new(url.trim_start_matches("s3://lake-emr/")).unwrap();
+            store.get_bytes(&key).await.unwrap()
+        }
+    };
+    let driver = read(args[3].clone()).await;
     assert_eq!(&driver[..], lake::aws::emr::SQL_DRIVER.as_bytes());
-    let job = aws
-        .s3()
-        .get_object()
-        .bucket("lake-emr")
-        .key(key(&args[4]))
-        .send()
-        .await
-        .unwrap();
-    let job: serde_json::Value =
-        serde_json::from_slice(&job.body.collect().await.unwrap().into_bytes()).unwrap();
+    let job = read(args[4].clone()).await;
+    let job: serde_json::Value = serde_json::from_slice(&job).unwrap();
     assert_eq!(
         job["sql"],
         "SELECT CAST(age AS INT) AS age, purpose FROM credit"

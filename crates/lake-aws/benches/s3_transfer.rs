@@ -313,13 +313,13 @@ async fn main() {
         println!("  aws s3 cp                    skipped: set AWS_CLI or put `aws` on PATH");
     }
     let s5cmd = std::env::var("S5CMD").unwrap_or_else(|_| "s5cmd".into());
+    let s5_cp = ["--endpoint-url", endpoint.as_str(), "--log", "error", "cp"];
     let have_s5 = Command::new(&s5cmd).arg("version").output().is_ok();
     if have_s5 {
         let dest = format!("s3://{BUCKET}/s5/big.bin");
         let big_s = p(&big);
         let out = p(&tmp.path().join("s5.out"));
-        let base = ["--endpoint-url", endpoint.as_str(), "--log", "error", "cp"];
-        let mut up = base.to_vec();
+        let mut up = s5_cp.to_vec();
         up.extend([big_s.as_str(), dest.as_str()]);
         row(
             "s5cmd cp (upload)",
@@ -327,7 +327,7 @@ async fn main() {
             mb,
             "MB/s",
         );
-        let mut down = base.to_vec();
+        let mut down = s5_cp.to_vec();
         down.extend([dest.as_str(), out.as_str()]);
         let run = timed(rep, &s5cmd, &down, || gone(Path::new(&out)));
         row("s5cmd cp (download)", run, mb, "MB/s");
@@ -386,15 +386,8 @@ async fn main() {
     if have_s5 {
         let dest = format!("s3://{BUCKET}/s5/small/");
         let glob = format!("{}/*", p(&small));
-        let up = [
-            "--endpoint-url",
-            endpoint.as_str(),
-            "--log",
-            "error",
-            "cp",
-            glob.as_str(),
-            dest.as_str(),
-        ];
+        let mut up = s5_cp.to_vec();
+        up.extend([glob.as_str(), dest.as_str()]);
         row(
             "s5cmd cp 'dir/*' (up)",
             timed(rep, &s5cmd, &up, || {}),
@@ -404,15 +397,8 @@ async fn main() {
         let out = tmp.path().join("s5-back");
         let from = format!("{dest}*");
         let out_s = format!("{}/", p(&out));
-        let down = [
-            "--endpoint-url",
-            endpoint.as_str(),
-            "--log",
-            "error",
-            "cp",
-            from.as_str(),
-            out_s.as_str(),
-        ];
+        let mut down = s5_cp.to_vec();
+        down.extend([from.as_str(), out_s.as_str()]);
         let run = timed(rep, &s5cmd, &down, || fresh(&out));
         row("s5cmd cp 'dir/*' (down)", run, n, "obj/s");
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), files);
