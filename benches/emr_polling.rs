@@ -17,7 +17,7 @@ use lake::core::chrono::NaiveDate;
 use lake::core::config::ConfigFile;
 use lake::core::ledger::Status;
 use lake::core::run::{RunContext, RunOptions, run};
-use lake::local::ObjectZoneStore;
+use lake::local::LocalZoneStore;
 
 const PIPELINE: &str = r#"
 [lake]
@@ -106,11 +106,16 @@ fn main() {
         let calls = Arc::new(Calls::default());
         rt.block_on(async {
             let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.into()).unwrap();
-            let pipeline = Arc::new(file.pipeline(None).unwrap());
-            let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+            let pipeline = Arc::new(file.pipeline(None, &lake::backends()).unwrap());
+            let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
             let backend = EmrBackend::new(
                 Arc::new(api(&calls, step_secs, std::time::Instant::now())),
-                pipeline.cluster.clone(),
+                pipeline
+                    .backend
+                    .downcast::<lake::aws::emr::EmrConfig>()
+                    .unwrap()
+                    .def
+                    .clone(),
                 Arc::clone(&store),
                 "p",
             )

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use lake::core::ZoneStore;
 use lake::core::testing::conformance::generated;
 use lake::core::zone::Key;
-use lake::local::ObjectZoneStore;
+use lake::local::LocalZoneStore;
 
 fn status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -42,7 +42,7 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = ObjectZoneStore::filesystem(dir.path().join("lake")).unwrap();
+    let store = LocalZoneStore::filesystem(dir.path().join("lake")).unwrap();
     let key = Key::new("raw/bench/ingest_date=2024-01-01/big.bin").unwrap();
     let mb = size as f64 / 1e6;
 

@@ -30,8 +30,10 @@ pub use lake_core as core;
 pub use lake_ingest as ingest;
 #[cfg(feature = "local")]
 pub use lake_local as local;
+#[cfg(feature = "spark")]
+pub use lake_spark as spark;
 
 #[cfg(all(feature = "local", feature = "ingest"))]
 mod open;
 #[cfg(all(feature = "local", feature = "ingest"))]
-pub use open::{Lake, open_store};
+pub use open::{Lake, backends, load, open_store};

@@ -3,12 +3,32 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use lake_core::config::{Backend, ConfigFile, Pipeline, Root};
+use lake_core::backend::{BackendEnv, BackendPlan, Backends, Extensions, Leftover};
+use lake_core::config::{ConfigFile, Pipeline, Root};
+use lake_core::doctor::Check;
 use lake_core::ledger::RunRecord;
-use lake_core::run::{RunContext, RunOptions};
+use lake_core::run::{PLAN_RUN_ID, RunContext, RunOptions, StepContext};
 use lake_core::{DynZoneStore, Error, Result};
 use lake_local::object_store::ObjectStore;
-use lake_local::{Engine, LocalBackend, ObjectZoneStore};
+use lake_local::{Engine, LocalBackend, LocalZoneStore};
+
+/// The backends this build of lake offers, `local` first (the default of `backend`).
+///
+/// A backend is one crate implementing [`BackendKind`](lake_core::backend::BackendKind); adding
+/// one is one line here.
+pub fn backends() -> Backends {
+    let b = Backends::new().with(lake_local::LocalKind);
+    #[cfg(feature = "spark")]
+    let b = b.with(lake_spark::SparkKind);
+    #[cfg(feature = "aws")]
+    let b = b.with(lake_aws::emr::EmrKind);
+    b
+}
+
+/// Load and validate a `lake.toml` (with `[env.<env>]` applied) for this build's backends.
+pub fn load(config: impl AsRef<Path>, env: Option<&str>) -> Result<Pipeline> {
+    ConfigFile::load(config)?.pipeline(env, &backends())
+}
 
 /// A validated pipeline with its zone store: what the CLI and library users run.
 #[derive(Debug, Clone)]
@@ -19,7 +39,7 @@ pub struct Lake {
     pub store: Arc<DynZoneStore>,
     /// The embedded SQL engine over the zones.
     pub engine: Arc<Engine>,
-    /// AWS clients' configuration, loaded when the root is in S3 or steps run on EMR.
+    /// AWS clients' configuration, loaded when the root is in S3.
     #[cfg(feature = "aws")]
     pub aws: Option<lake_aws::Aws>,
 }
@@ -27,18 +47,15 @@ pub struct Lake {
 impl Lake {
     /// Load, validate (with `[env.<env>]` applied) and open the zones of a `lake.toml`.
     pub async fn open(config: impl AsRef<Path>, env: Option<&str>) -> Result<Self> {
-        let file = ConfigFile::load(config)?;
-        Self::from_pipeline(file.pipeline(env)?).await
+        Self::from_pipeline(load(config, env)?).await
     }
 
     /// Open the zones of an already validated pipeline.
     pub async fn from_pipeline(pipeline: Pipeline) -> Result<Self> {
         #[cfg(feature = "aws")]
-        let aws = match (&pipeline.root, pipeline.backend) {
-            (Root::S3 { .. }, _) | (_, Backend::Emr) => {
-                Some(lake_aws::Aws::load(&pipeline.aws).await)
-            }
-            _ => None,
+        let aws = match &pipeline.root {
+            Root::S3 { .. } => Some(lake_aws::Aws::load(&pipeline.aws).await),
+            Root::Local { .. } => None,
         };
         let (store, objects) = open_store(
             &pipeline,
@@ -59,20 +76,33 @@ impl Lake {
         })
     }
 
+    /// What the pipeline's backend works with: the pipeline, the zones, the embedded backend
+    /// (for the steps a backend runs as `local` does) and the shared engine and AWS config.
+    pub fn backend_env(&self) -> BackendEnv {
+        let mut extensions = Extensions::default();
+        extensions.insert(Arc::clone(&self.engine));
+        #[cfg(feature = "aws")]
+        if let Some(aws) = &self.aws {
+            extensions.insert(aws.clone());
+        }
+        BackendEnv {
+            pipeline: Arc::clone(&self.pipeline),
+            store: Arc::clone(&self.store),
+            embedded: Some(Arc::new(LocalBackend::with_engine(Arc::clone(
+                &self.engine,
+            )))),
+            extensions,
+        }
+    }
+
     /// The backend, store and sources of a run.
-    pub fn context(&self) -> Result<RunContext> {
-        let backend: Arc<dyn lake_core::ClusterBackend> = match self.pipeline.backend {
-            Backend::Local => Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
-            #[cfg(feature = "aws")]
-            Backend::Emr => Arc::new(self.emr()?),
-            #[cfg(not(feature = "aws"))]
-            Backend::Emr => {
-                return Err(Error::NotImplemented {
-                    operation: "backend = \"emr\"",
-                    implementer: "this build of lake (build it with the `aws` feature)".into(),
-                });
-            }
-        };
+    pub async fn context(&self) -> Result<RunContext> {
+        let backend = self
+            .pipeline
+            .backend
+            .config()
+            .open(&self.backend_env())
+            .await?;
         Ok(RunContext {
             pipeline: Arc::clone(&self.pipeline),
             store: Arc::clone(&self.store),
@@ -84,52 +114,103 @@ impl Lake {
         })
     }
 
-    /// The EMR backend of this pipeline (whatever its `backend` says: `lake clusters` uses it).
-    #[cfg(feature = "aws")]
-    pub fn emr(&self) -> Result<lake_aws::EmrBackend> {
-        let aws = match &self.aws {
-            Some(a) => a.clone(),
-            None => {
-                return Err(Error::Invalid {
-                    what: "backend = \"emr\"".into(),
-                    message: "EMR needs zones in S3 (root = \"s3://bucket/prefix\")".into(),
-                });
-            }
-        };
-        Ok(lake_aws::EmrBackend::new(
-            Arc::new(lake_aws::emr::SdkEmr::new(aws.emr(), aws.s3())),
-            self.pipeline.cluster.clone(),
-            Arc::clone(&self.store),
-            &self.pipeline.name,
-        ))
+    /// The backend's checks before a run of `only` (all steps when empty) takes its lock:
+    /// the cost limit, a missing program.
+    pub async fn preflight(&self, only: &[String]) -> Result<()> {
+        let p = &self.pipeline;
+        let names = lake_core::run::selected_steps(p, only)?;
+        let steps: Vec<_> = names.iter().map(|n| &p.steps[n]).collect();
+        p.backend.config().preflight(p, &steps).await
     }
 
-    /// Refuse a run on EMR whose estimated cost is above `[cluster] max_cost`.
-    pub fn check_cost(&self, steps: &[String]) -> Result<()> {
+    /// What a run would ask its backend for (`None` for a backend with nothing to show), with
+    /// [`PLAN_RUN_ID`] where the run id goes and `${env:…}` values as written. Nothing is
+    /// created, uploaded or called.
+    pub async fn plan(&self) -> Result<Option<BackendPlan>> {
         let p = &self.pipeline;
-        let (Backend::Emr, Some(max), None) = (p.backend, p.cluster.max_cost, &p.cluster.attach)
-        else {
-            return Ok(());
+        let cx = StepContext {
+            pipeline: p,
+            store: &*self.store,
+            date: lake_core::chrono::Utc::now().date_naive(),
+            run_id: PLAN_RUN_ID,
         };
-        let names: Vec<&String> = if steps.is_empty() {
-            p.order.iter().collect()
-        } else {
-            steps.iter().collect()
-        };
-        let est = p
-            .cluster
-            .estimate(names.iter().filter_map(|n| p.steps.get(*n)));
-        match est.cost {
-            Some(cost) if cost > max => Err(Error::Invalid {
-                what: format!("{} [cluster] max_cost", p.file.display()),
-                message: format!(
-                    "the run is estimated at ${cost:.2} ({:.1} instance-hours over {:.2} h), above max_cost = ${max:.2}; \
-                     `lake plan --env …` shows the estimate. Raise max_cost, shorten step timeouts or set expected_runtime",
-                    est.instance_hours, est.hours
-                ),
-            }),
-            _ => Ok(()),
+        let requests: Vec<_> = p
+            .order
+            .iter()
+            .map(|name| {
+                let spec = &p.steps[name];
+                let staging = lake_core::run::staging_prefix(PLAN_RUN_ID, name);
+                let output = spec.output.as_ref().map(|_| self.store.url_of(&staging));
+                let env = spec
+                    .env
+                    .iter()
+                    .map(|(k, t)| (k.clone(), lake_core::config::Secret::plain(t.as_written())))
+                    .collect();
+                cx.request(
+                    spec,
+                    &staging,
+                    output.as_deref(),
+                    vec![Vec::new(); spec.inputs.len()],
+                    env,
+                )
+            })
+            .collect();
+        p.backend
+            .config()
+            .plan(&self.backend_env(), &requests)
+            .await
+    }
+
+    /// `lake doctor`'s checks after lake.toml's: on AWS who lake is and the region, the root
+    /// reachable and writable, then the backend's own.
+    pub async fn doctor(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        #[cfg(feature = "aws")]
+        if let Some(aws) = &self.aws {
+            checks.extend(lake_aws::aws_checks(aws, &self.pipeline).await);
         }
+        let (fix_read, fix_write) = match self.pipeline.root {
+            Root::S3 { .. } => (
+                "check that the bucket exists in this account and region, and attach the policy `lake iam-policy` prints",
+                "allow s3:PutObject (conditional writes) and s3:DeleteObject on the prefix: see `lake iam-policy`",
+            ),
+            Root::Local { .. } => (
+                "check that the root folder can be read",
+                "check that the root folder can be written",
+            ),
+        };
+        checks.extend(lake_core::doctor::store_checks(&*self.store, fix_read, fix_write).await);
+        checks.extend(
+            self.pipeline
+                .backend
+                .config()
+                .doctor(&self.backend_env())
+                .await,
+        );
+        checks
+    }
+
+    /// What the backend started that is still running, of every pipeline.
+    pub async fn leftovers(&self) -> Result<Vec<Leftover>> {
+        self.pipeline
+            .backend
+            .config()
+            .leftovers(&self.backend_env())
+            .await
+    }
+
+    /// Stop this pipeline's leftovers on this root, except those of the run holding the lock
+    /// (unexpired: that run is live). Returns what was stopped.
+    pub async fn reap(&self) -> Result<Vec<Leftover>> {
+        let live = lake_core::lock::current(&*self.store, &self.pipeline.name)
+            .await?
+            .filter(|l| l.expires > lake_core::chrono::Utc::now())
+            .map(|l| l.run_id);
+        self.pipeline
+            .backend
+            .config()
+            .reap(&self.backend_env(), live.as_deref())
+            .await
     }
 
     /// A DataFusion session where every committed dataset of the lake is a table:
@@ -150,23 +231,23 @@ impl Lake {
         self.engine.lake_session(&datasets, &formats).await
     }
 
-    /// Run the pipeline (see [`lake_core::run::run`]).
+    /// Run the pipeline (see [`lake_core::run::run`]) after the backend's preflight.
     pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
-        self.check_cost(&opts.only)?;
-        lake_core::run::run(&self.context()?, opts).await
+        self.preflight(&opts.only).await?;
+        lake_core::run::run(&self.context().await?, opts).await
     }
 }
 
 /// The zone store of a pipeline's root, and the same zones as the object store the engine
 /// reads and writes: a folder (object_store's local store), or an S3 prefix (lake-aws, with
-/// the `[aws]` settings) seen through [`lake_local::ZoneObjectStore`].
+/// the `[aws]` settings) seen through [`lake_local::ZonesAsObjectStore`].
 pub fn open_store(
     pipeline: &Pipeline,
     #[cfg(feature = "aws")] aws: Option<&lake_aws::Aws>,
 ) -> Result<(Arc<DynZoneStore>, Arc<dyn ObjectStore>)> {
     match &pipeline.root {
         Root::Local { path } => {
-            let zones = ObjectZoneStore::filesystem(path)?;
+            let zones = LocalZoneStore::filesystem(path)?;
             let objects = zones.object_store();
             Ok((Arc::new(zones), objects))
         }
@@ -181,7 +262,7 @@ pub fn open_store(
                     .with_sse(pipeline.aws.sse.clone()),
             );
             let objects: Arc<dyn ObjectStore> =
-                Arc::new(lake_local::ZoneObjectStore::new(Arc::clone(&zones)));
+                Arc::new(lake_local::ZonesAsObjectStore::new(Arc::clone(&zones)));
             Ok((zones, objects))
         }
         #[cfg(not(feature = "aws"))]

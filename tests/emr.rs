@@ -15,7 +15,7 @@ use lake::core::config::ConfigFile;
 use lake::core::ledger::Status;
 use lake::core::run::{RunContext, RunOptions, run};
 use lake::core::{DynZoneStore, lock};
-use lake::local::ObjectZoneStore;
+use lake::local::LocalZoneStore;
 
 const PIPELINE: &str = r#"
 [lake]
@@ -167,10 +167,15 @@ fn context(api: MockEmrApi, store: Arc<DynZoneStore>) -> RunContext {
 
 fn context_for(toml: &str, api: MockEmrApi, store: Arc<DynZoneStore>) -> RunContext {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), toml.to_owned()).unwrap();
-    let pipeline = Arc::new(file.pipeline(None).unwrap());
+    let pipeline = Arc::new(file.pipeline(None, &lake::backends()).unwrap());
     let backend = EmrBackend::new(
         Arc::new(api),
-        pipeline.cluster.clone(),
+        pipeline
+            .backend
+            .downcast::<lake::aws::emr::EmrConfig>()
+            .unwrap()
+            .def
+            .clone(),
         Arc::clone(&store),
         "p",
     )
@@ -191,7 +196,7 @@ fn options() -> RunOptions {
 }
 
 fn store() -> Arc<DynZoneStore> {
-    Arc::new(ObjectZoneStore::memory())
+    Arc::new(LocalZoneStore::memory())
 }
 
 fn gz(text: &str) -> Vec<u8> {
@@ -516,10 +521,15 @@ async fn spark_and_copy_steps_become_command_runner_steps() {
 
     let store = store();
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
-    let pipeline = file.pipeline(None).unwrap();
+    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
     let backend = EmrBackend::new(
         Arc::new(MockEmrApi::new()),
-        pipeline.cluster.clone(),
+        pipeline
+            .backend
+            .downcast::<lake::aws::emr::EmrConfig>()
+            .unwrap()
+            .def
+            .clone(),
         Arc::clone(&store),
         "p",
     );

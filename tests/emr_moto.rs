@@ -268,11 +268,13 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     let trusted = lake.store.list("trusted/").await.unwrap();
     assert!(trusted.is_empty(), "{trusted:?}");
 
-    // `lake clusters --reap`: a cluster tagged with this pipeline and a dead run is terminated;
-    // one of another pipeline is left alone.
-    let leftover = |pipeline: &str, run: &str| {
+    // `lake clusters --reap`: a cluster tagged with this pipeline, this root and a dead run is
+    // terminated; one of another pipeline, and one of the same pipeline name on another root
+    // (another bucket or --env), are left alone.
+    let root = lake.store.root_url();
+    let leftover = |pipeline: &str, run: &str, root: &str| {
         let emr = emr.clone();
-        let (pipeline, run) = (pipeline.to_owned(), run.to_owned());
+        let (pipeline, run, root) = (pipeline.to_owned(), run.to_owned(), root.to_owned());
         async move {
             emr.run_job_flow()
                 .name("left")
@@ -296,6 +298,12 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
                         .value(run)
                         .build(),
                 )
+                .tags(
+                    lake::aws::emr::TagSdk::builder()
+                        .key("lake:root")
+                        .value(root)
+                        .build(),
+                )
                 .service_role("EMR_DefaultRole")
                 .job_flow_role("EMR_EC2_DefaultRole")
                 .send()
@@ -306,11 +314,11 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
                 .to_owned()
         }
     };
-    let dead = leftover("credit-emr", "dead-run").await;
-    let other = leftover("another", "x").await;
-    let backend = lake.emr().unwrap();
-    let listed: Vec<String> = backend
-        .clusters()
+    let dead = leftover("credit-emr", "dead-run", &root).await;
+    let other = leftover("another", "x", &root).await;
+    let elsewhere = leftover("credit-emr", "dead-run", "s3://another-bucket/credit").await;
+    let listed: Vec<String> = lake
+        .leftovers()
         .await
         .unwrap()
         .into_iter()
@@ -320,8 +328,8 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
         listed.contains(&dead) && listed.contains(&other),
         "{listed:?}"
     );
-    let reaped: Vec<String> = backend
-        .reap(None)
+    let reaped: Vec<String> = lake
+        .reap()
         .await
         .unwrap()
         .into_iter()
@@ -348,9 +356,10 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     };
     assert_eq!(state(dead).await, "TERMINATED");
     assert_eq!(state(other).await, "WAITING");
+    assert_eq!(state(elsewhere).await, "WAITING");
 
     // doctor's EMR checks: the roles are missing, then present.
-    let checks = lake::aws::aws_checks(&aws, &lake.pipeline).await;
+    let checks = lake.doctor().await;
     let find = |checks: &[lake::core::doctor::Check], name: &str| {
         checks
             .iter()
@@ -392,7 +401,7 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
         .send()
         .await
         .unwrap();
-    let checks = lake::aws::aws_checks(&aws, &lake.pipeline).await;
+    let checks = lake.doctor().await;
     for name in [
         "EMR service role",
         "EMR instance profile",

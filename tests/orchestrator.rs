@@ -15,11 +15,14 @@ use lake::core::source::SourceObject;
 use lake::core::testing::{MockClusterBackend, MockSource};
 use lake::core::zone::{Key, ZoneStoreExt};
 use lake::core::{DynZoneStore, Error, Source, ZoneStore};
-use lake::local::ObjectZoneStore;
+use lake::local::LocalZoneStore;
 
+// One step at a time: these tests assert the order of submissions (tests/parallel.rs runs
+// steps at once).
 const PIPELINE: &str = r#"
 [lake]
 name = "p"
+max_parallel_steps = 1
 
 [sources.s]
 kind = "file"
@@ -124,7 +127,7 @@ fn backend(state: fn(&str) -> StepState) -> (MockClusterBackend, Recorder) {
 fn context(b: MockClusterBackend, store: Arc<DynZoneStore>) -> RunContext {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
     RunContext {
-        pipeline: Arc::new(file.pipeline(None).unwrap()),
+        pipeline: Arc::new(file.pipeline(None, &lake::backends()).unwrap()),
         store,
         backend: Arc::new(b),
         sources: [("s".to_owned(), source())].into(),
@@ -145,7 +148,7 @@ async fn lock_is_free(store: &DynZoneStore) -> bool {
 
 #[tokio::test]
 async fn runs_in_dependency_order_and_tears_down() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let (b, rec) = backend(|_| StepState::Completed);
     let r = run(&context(b, Arc::clone(&store)), &options())
         .await
@@ -171,7 +174,7 @@ fn sha(s: &str) -> String {
 
 #[tokio::test]
 async fn a_failed_step_skips_its_dependants_and_records_the_rest() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let (b, rec) = backend(|name| match name {
         "b" => StepState::Failed {
             reason: "exit status 3".into(),
@@ -219,7 +222,7 @@ async fn a_failed_step_skips_its_dependants_and_records_the_rest() {
 
 #[tokio::test]
 async fn secrets_are_redacted_from_step_errors_and_never_in_the_ledger() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let (b, _rec) = backend(|name| match name {
         "d" => StepState::Failed {
             reason: "exit status 1".into(),
@@ -240,7 +243,7 @@ async fn secrets_are_redacted_from_step_errors_and_never_in_the_ledger() {
 
 #[tokio::test]
 async fn a_missing_secret_fails_before_anything_runs() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let mut b = MockClusterBackend::new();
     b.expect_start().never();
     b.expect_name().return_const("mock".to_owned());
@@ -256,7 +259,7 @@ async fn a_missing_secret_fails_before_anything_runs() {
 
 #[tokio::test]
 async fn cancellation_cancels_the_step_tears_down_and_releases_the_lock() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let (b, rec) = backend(|_| StepState::Running);
     let o = options();
     let cancel = o.cancel.clone();
@@ -286,7 +289,7 @@ async fn cancellation_cancels_the_step_tears_down_and_releases_the_lock() {
 
 #[tokio::test]
 async fn a_step_timeout_cancels_it_and_fails_it() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let (b, rec) = backend(|_| StepState::Running);
     let mut ctx = context(b, Arc::clone(&store));
     let mut p = (*ctx.pipeline).clone();
@@ -306,7 +309,7 @@ async fn a_step_timeout_cancels_it_and_fails_it() {
 
 #[tokio::test]
 async fn a_held_lock_refuses_the_run_and_names_the_holder() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     lock::acquire(
         &*store,
         "p",
@@ -336,7 +339,7 @@ async fn a_held_lock_refuses_the_run_and_names_the_holder() {
 
 #[tokio::test]
 async fn an_expired_lock_is_taken_over_once_with_a_warning() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let mut old = lock::acquire(
         &*store,
         "p",

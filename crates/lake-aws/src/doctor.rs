@@ -2,15 +2,18 @@
 //! iam:PassRole.
 
 use aws_sdk_iam::error::ProvideErrorMetadata;
-use lake_core::config::{Backend, Pipeline};
+use lake_core::config::Pipeline;
 use lake_core::doctor::Check;
 
 use crate::Aws;
 
-/// Who lake is on AWS (STS GetCallerIdentity) and the region; with `backend = "emr"`, EMR
-/// reachable, the service role and instance profile present, the EMR service-linked role,
-/// and iam:PassRole allowed on both roles.
-pub async fn aws_checks(aws: &Aws, pipeline: &Pipeline) -> Vec<Check> {
+/// Who lake is on AWS (STS GetCallerIdentity) and the region.
+pub async fn aws_checks(aws: &Aws, _pipeline: &Pipeline) -> Vec<Check> {
+    aws_identity(aws).await.0
+}
+
+/// The identity and region checks, and the caller's ARN when STS answered.
+pub(crate) async fn aws_identity(aws: &Aws) -> (Vec<Check>, Option<String>) {
     let mut out = Vec::new();
     let mut caller = None;
     match aws.sts().get_caller_identity().send().await {
@@ -43,10 +46,7 @@ pub async fn aws_checks(aws: &Aws, pipeline: &Pipeline) -> Vec<Check> {
             "set [aws] region in lake.toml, AWS_REGION, or the profile's region",
         )),
     }
-    if pipeline.backend == Backend::Emr {
-        out.extend(emr_checks(aws, pipeline, caller.as_deref()).await);
-    }
-    out
+    (out, caller)
 }
 
 /// The IAM role an identity ARN acts as: a role's own ARN for an assumed-role session.
@@ -61,8 +61,13 @@ fn principal_arn(caller: &str) -> String {
     }
 }
 
-async fn emr_checks(aws: &Aws, pipeline: &Pipeline, caller: Option<&str>) -> Vec<Check> {
-    let c = &pipeline.cluster;
+/// With `backend = "emr"`: EMR reachable, the service role and instance profile present, the
+/// EMR service-linked role, and iam:PassRole allowed on both roles.
+pub(crate) async fn emr_checks(
+    aws: &Aws,
+    c: &crate::emr::ClusterDef,
+    caller: Option<&str>,
+) -> Vec<Check> {
     let mut out = Vec::new();
     match aws.emr().list_clusters().send().await {
         Ok(list) => out.push(Check::pass(

@@ -1,6 +1,6 @@
 //! `lake iam-policy`: the least IAM policy a pipeline needs.
 
-use lake_core::config::{Backend, Pipeline, Root, Sse};
+use lake_core::config::{Pipeline, Root, Sse};
 use serde_json::{Value, json};
 
 /// The IAM policy document `pipeline` needs, or `None` when its root is not on S3 (a local
@@ -10,14 +10,16 @@ use serde_json::{Value, json};
 /// - `s3:GetObject`, `s3:PutObject`, `s3:DeleteObject` and `s3:AbortMultipartUpload` on the
 ///   objects under the prefix (zones, manifests, locks, the ledger and staging all live there);
 /// - with `sse = "aws:kms"`, `kms:GenerateDataKey` and `kms:Decrypt` on the key;
-/// - with `backend = "emr"`: the EMR calls lake makes (RunJobFlow, AddTags and ListClusters,
-///   which take no cluster resource; the step and teardown calls only on clusters tagged
-///   `lake:pipeline` = this pipeline), `iam:PassRole` on the service role and the instance
-///   profile's role, read access to a log URI outside the root, and the read-only IAM calls
-///   `lake doctor` checks the roles with.
+/// - the statements of the pipeline's backend
+///   ([`BackendConfig::iam_statements`](lake_core::backend::BackendConfig::iam_statements)).
+///
+/// With a local root the policy holds the backend's statements only, and is `None` when it
+/// has none.
 pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
+    let backend = pipeline.backend.config().iam_statements(pipeline);
     let Root::S3 { bucket, prefix } = &pipeline.root else {
-        return None;
+        return (!backend.is_empty())
+            .then(|| json!({ "Version": "2012-10-17", "Statement": backend }));
     };
     let objects = if prefix.is_empty() {
         format!("arn:aws:s3:::{bucket}/*")
@@ -51,14 +53,21 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
             "Resource": key.clone().unwrap_or_else(|| "*".into()),
         }));
     }
-    if pipeline.backend == Backend::Emr {
-        statements.extend(emr_statements(pipeline, bucket, prefix));
-    }
+    statements.extend(backend);
     Some(json!({ "Version": "2012-10-17", "Statement": statements }))
 }
 
-fn emr_statements(pipeline: &Pipeline, bucket: &str, prefix: &str) -> Vec<Value> {
-    let c = &pipeline.cluster;
+/// With `backend = "emr"`: the EMR calls lake makes (RunJobFlow, AddTags and ListClusters,
+/// which take no cluster resource; the step and teardown calls only on clusters tagged
+/// `lake:pipeline` = this pipeline), `iam:PassRole` on the service role and the instance
+/// profile's role, read access to a log URI outside the root, and the read-only IAM calls
+/// `lake doctor` checks the roles with.
+pub(crate) fn emr_statements(
+    pipeline: &Pipeline,
+    c: &crate::emr::ClusterDef,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<Value> {
     let mut out = vec![json!({
         "Sid": "LakeEmrClusterSteps",
         "Effect": "Allow",

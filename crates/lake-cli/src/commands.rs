@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lake::Lake;
 use lake::core::DynZoneStore;
-use lake::core::config::{ConfigFile, Pipeline, SourceSpecKind, StepSpecKind, Zone};
+use lake::core::config::{Pipeline, SourceSpecKind, StepSpecKind, Zone};
 use lake::core::ledger::{self, RunRecord, Status};
 use lake::core::run::RunOptions;
 use tokio_util::sync::CancellationToken;
@@ -100,9 +100,8 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
 }
 
 async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {
-    use lake::core::config::Root;
-    use lake::core::doctor::{Check, store_checks};
-    let pipeline = match ConfigFile::load(config).and_then(|f| f.pipeline(env)) {
+    use lake::core::doctor::Check;
+    let pipeline = match lake::load(config, env) {
         Ok(p) => p,
         Err(e) => {
             println!("✗ lake.toml: {e}");
@@ -120,29 +119,7 @@ async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {
             pipeline.backend
         ),
     )];
-    let s3 = matches!(pipeline.root, Root::S3 { .. });
-    let (fix_read, fix_write) = if s3 {
-        (
-            "check that the bucket exists in this account and region, and attach the policy `lake iam-policy` prints",
-            "allow s3:PutObject (conditional writes) and s3:DeleteObject on the prefix: see `lake iam-policy`",
-        )
-    } else {
-        (
-            "check that the root folder can be read",
-            "check that the root folder can be written",
-        )
-    };
-    let lake = Lake::from_pipeline(pipeline).await?;
-    if let Some(aws) = &lake.aws {
-        checks.extend(lake::aws::aws_checks(aws, &lake.pipeline).await);
-    }
-    checks.extend(store_checks(&*lake.store, fix_read, fix_write).await);
-    if lake.pipeline.backend == lake::core::config::Backend::Local {
-        checks.push(Check::pass(
-            "backend",
-            "local: steps run on this machine (SQL on the embedded engine)",
-        ));
-    }
+    checks.extend(Lake::from_pipeline(pipeline).await?.doctor().await);
     for c in &checks {
         println!("{} {}: {}", c.mark(), c.name, c.detail);
         if let Some(fix) = &c.fix {
@@ -158,7 +135,7 @@ async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {
 }
 
 fn iam_policy(config: &Path, env: Option<&str>) -> Result<ExitCode> {
-    let pipeline = ConfigFile::load(config)?.pipeline(env)?;
+    let pipeline = lake::load(config, env)?;
     match lake::aws::iam_policy(&pipeline) {
         Some(policy) => {
             println!("{}", serde_json::to_string_pretty(&policy)?);
@@ -209,7 +186,7 @@ fn init(dir: &Path) -> Result<ExitCode> {
 }
 
 fn validate(config: &Path, env: Option<&str>) -> Result<ExitCode> {
-    let p = ConfigFile::load(config)?.pipeline(env)?;
+    let p = lake::load(config, env)?;
     println!(
         "{} is valid: pipeline {:?}, {} source(s), {} step(s): {}",
         config.display(),
@@ -222,148 +199,39 @@ fn validate(config: &Path, env: Option<&str>) -> Result<ExitCode> {
 }
 
 async fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
-    let p = ConfigFile::load(config)?.pipeline(env)?;
-    let emr = match p.backend {
-        lake::core::config::Backend::Emr => {
-            Some(emr_plan(Lake::from_pipeline(p.clone()).await?).await?)
-        }
-        lake::core::config::Backend::Local => None,
-    };
+    let lake = Lake::open(config, env).await?;
+    let p = &lake.pipeline;
+    let backend = lake.plan().await?;
     let mut out = std::io::stdout().lock();
     if json {
-        let mut v = serde_json::to_value(&p)?;
-        if let (Some(obj), Some(emr)) = (v.as_object_mut(), &emr) {
-            obj.insert(
-                "emr".into(),
-                serde_json::json!({
-                    "run_job_flow": emr.run_job_flow,
-                    "steps": emr.steps,
-                    "estimate": emr.estimate,
-                }),
-            );
+        let mut v = serde_json::to_value(&**p)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("backend_config".into(), p.backend.config().describe());
+            if let Some(plan) = &backend {
+                obj.insert(p.backend.name().into(), plan.json.clone());
+            }
         }
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    write_plan(&mut out, &p)?;
-    if let Some(emr) = &emr {
-        write_emr_plan(&mut out, &p, emr)?;
+    write_plan(&mut out, p)?;
+    if let Some(plan) = &backend {
+        write!(out, "{}", plan.text)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a run on EMR would ask for, before it runs.
-struct EmrPlan {
-    run_job_flow: Option<lake::aws::emr::RunJobFlow>,
-    steps: Vec<lake::aws::emr::Step>,
-    estimate: lake::core::config::Estimate,
-}
-
-/// The run id the plan's requests show where a run puts its own.
-const PLAN_RUN_ID: &str = "<run-id>";
-
-async fn emr_plan(lake: Lake) -> Result<EmrPlan> {
-    use lake::core::run::StepContext;
-    let p = &lake.pipeline;
-    let cx = StepContext {
-        pipeline: p,
-        store: &*lake.store,
-        date: lake::core::chrono::Utc::now().date_naive(),
-        run_id: PLAN_RUN_ID,
-    };
-    let requests: Vec<_> = p
-        .order
-        .iter()
-        .map(|name| {
-            let spec = &p.steps[name];
-            let staging = lake::core::run::staging_prefix(PLAN_RUN_ID, name);
-            let output = spec.output.as_ref().map(|_| lake.store.url_of(&staging));
-            let env = spec
-                .env
-                .iter()
-                .map(|(k, t)| (k.clone(), lake::core::config::Secret::plain(t.as_written())))
-                .collect();
-            cx.request(
-                spec,
-                &staging,
-                output.as_deref(),
-                vec![Vec::new(); spec.inputs.len()],
-                env,
-            )
-        })
-        .collect();
-    let spec = lake::core::cluster::ClusterSpec::new(&p.name, PLAN_RUN_ID);
-    let (run_job_flow, steps) = lake.emr()?.plan(&spec, &requests).await?;
-    Ok(EmrPlan {
-        run_job_flow,
-        steps,
-        estimate: p.cluster.estimate(p.order.iter().map(|n| &p.steps[n])),
-    })
-}
-
-fn write_emr_plan(out: &mut impl Write, p: &Pipeline, plan: &EmrPlan) -> Result<()> {
-    let c = &p.cluster;
-    match &plan.run_job_flow {
-        Some(req) => {
-            writeln!(
-                out,
-                "emr: a new cluster, terminated when the run ends. RunJobFlow:"
-            )?;
-            writeln!(out, "{}", serde_json::to_string_pretty(req)?)?;
-        }
-        None => writeln!(
-            out,
-            "emr: attach to a running cluster ({:?}); lake will not terminate it",
-            c.attach
-        )?,
-    }
-    writeln!(
-        out,
-        "AddJobFlowSteps, one call per step ({PLAN_RUN_ID} is the run's id; code and job files go to content-addressed _lake/code/<hash>/):"
-    )?;
-    writeln!(out, "{}", serde_json::to_string_pretty(&plan.steps)?)?;
-    if plan.run_job_flow.is_some() {
-        let e = &plan.estimate;
-        write!(
-            out,
-            "estimate: {:.1} instance-hours ({:.2} h: 10m to start plus each step's timeout, 30m without one{})",
-            e.instance_hours,
-            e.hours,
-            if c.expected_runtime.is_some() {
-                "; expected_runtime set"
-            } else {
-                ""
-            }
-        )?;
-        match (e.cost, c.max_cost) {
-            (Some(cost), Some(max)) => writeln!(
-                out,
-                "; cost ${cost:.2}, max_cost ${max:.2}{}",
-                if cost > max {
-                    " — a run would be REFUSED"
-                } else {
-                    ""
-                }
-            )?,
-            (Some(cost), None) => writeln!(out, "; cost ${cost:.2}")?,
-            (None, _) => writeln!(
-                out,
-                "; no cost: [cluster.price_per_hour] has no price for {}",
-                e.unpriced.join(", ")
-            )?,
-        }
-    }
-    Ok(())
-}
-
 /// `lake clusters [--reap]`.
 async fn clusters(lake: &Lake, reap: bool) -> Result<ExitCode> {
-    let emr = lake.emr()?;
-    let all = emr.clusters().await?;
+    let all = lake.leftovers().await?;
     let mut out = std::io::stdout().lock();
     if all.is_empty() {
-        writeln!(out, "no active cluster was started by lake")?;
+        writeln!(
+            out,
+            "no active cluster or application was started by lake on backend {}",
+            lake.pipeline.backend
+        )?;
     }
     for c in &all {
         writeln!(
@@ -379,12 +247,7 @@ async fn clusters(lake: &Lake, reap: bool) -> Result<ExitCode> {
         )?;
     }
     if reap {
-        // The run holding the pipeline's lock (unexpired) is live; its cluster stays.
-        let live = lake::core::lock::current(&*lake.store, &lake.pipeline.name)
-            .await?
-            .filter(|l| l.expires > lake::core::chrono::Utc::now())
-            .map(|l| l.run_id);
-        let reaped = emr.reap(live.as_deref()).await?;
+        let reaped = lake.reap().await?;
         for c in &reaped {
             writeln!(
                 out,
@@ -566,7 +429,7 @@ async fn ingest(
     opts: &RunOptions,
     args: &Args,
 ) -> Result<ExitCode> {
-    let record = lake::core::run::ingest(&lake.context()?, sources, dates, opts).await?;
+    let record = lake::core::run::ingest(&lake.context().await?, sources, dates, opts).await?;
     if args.quiet {
         for i in record.ingest.iter().filter(|i| i.status == Status::Failed) {
             eprintln!(

@@ -19,19 +19,23 @@ pub struct ClusterSpec {
     pub pipeline: String,
     /// The run id; backends tag what they create with it.
     pub run_id: String,
-    /// Tags for what the backend creates (always with `lake:pipeline` and `lake:run-id`).
+    /// Tags for what the backend creates (always with `lake:pipeline`, `lake:run-id` and
+    /// `lake:root`).
     pub tags: BTreeMap<String, String>,
 }
 
 impl ClusterSpec {
-    /// The spec of a run: tagged `lake:pipeline` and `lake:run-id`.
-    pub fn new(pipeline: &str, run_id: &str) -> Self {
+    /// The spec of a run of `pipeline` on the zones at `root`: tagged `lake:pipeline`,
+    /// `lake:run-id` and `lake:root`, so leftovers are matched to their own pipeline *and*
+    /// root (two roots, or `--env`s, may share a pipeline name).
+    pub fn new(pipeline: &str, run_id: &str, root: &str) -> Self {
         Self {
             pipeline: pipeline.to_owned(),
             run_id: run_id.to_owned(),
             tags: BTreeMap::from([
                 ("lake:pipeline".to_owned(), pipeline.to_owned()),
                 ("lake:run-id".to_owned(), run_id.to_owned()),
+                ("lake:root".to_owned(), root.to_owned()),
             ]),
         }
     }

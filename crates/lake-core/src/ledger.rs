@@ -113,6 +113,9 @@ pub struct StepRecord {
     pub bytes: Option<u64>,
     /// Start.
     pub started: Option<DateTime<Utc>>,
+    /// End (steps run at once overlap: compare `started` and `ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<DateTime<Utc>>,
     /// Wall time in milliseconds.
     pub duration_ms: Option<u64>,
     /// Why it failed or was skipped.

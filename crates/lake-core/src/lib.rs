@@ -38,10 +38,12 @@
 //! output = "refined/report"
 //! "#;
 //! let file = ConfigFile::parse("lake.toml", "/tmp/demo".into(), toml.to_owned()).unwrap();
-//! let pipeline = file.pipeline(None).unwrap();
+//! // A program lists the backends it offers; lake-core names none (see `backend`).
+//! let pipeline = file.pipeline(None, &lake_core::testing::backends()).unwrap();
 //! assert_eq!(pipeline.order, ["report"]);
 //! ```
 
+pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod doctor;

@@ -403,7 +403,8 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                 run_id: &run_id,
                 secrets,
                 redactor,
-                cluster: None,
+                cluster: tokio::sync::OnceCell::new(),
+                cancel: opts.cancel.child_token(),
             };
             let r = match &work {
                 Work::Steps(steps) => runner.run_all(steps, &mut record).await,
@@ -411,7 +412,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                     runner.ingest_all(sources, dates, &mut record).await
                 }
             };
-            let cluster = runner.cluster.take();
+            let cluster = runner.cluster.into_inner();
             if let Some(c) = &cluster
                 && opts.keep_cluster
                 && !c.attached
@@ -486,7 +487,11 @@ struct Runner<'a> {
     run_id: &'a str,
     secrets: BTreeMap<String, Vec<(String, Secret)>>,
     redactor: Redactor,
-    cluster: Option<ClusterHandle>,
+    /// Started by the first step that needs it, shared by the steps running at once.
+    cluster: tokio::sync::OnceCell<ClusterHandle>,
+    /// The run's cancellation (Ctrl-C) and the steps': a step that cannot go on (an error of
+    /// the store or the backend) cancels the steps running beside it.
+    cancel: CancellationToken,
 }
 
 impl Runner<'_> {
@@ -635,37 +640,109 @@ impl Runner<'_> {
             }
         }
 
+        self.steps(steps, &failed_sources, record).await
+    }
+
+    /// Run `steps` (in dependency order), each as soon as the steps it depends on have
+    /// finished, at most `[lake] max_parallel_steps` at once (and no more than the backend
+    /// runs at once). A step whose dependency did not succeed, or whose raw input failed to
+    /// land, is skipped; the others go on.
+    async fn steps(
+        &self,
+        steps: &[String],
+        failed_sources: &BTreeSet<String>,
+        record: &mut RunRecord,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        let p = Arc::clone(&self.ctx.pipeline);
+        let limit = p
+            .backend
+            .config()
+            .step_concurrency()
+            .map_or(p.max_parallel_steps, |b| b.min(p.max_parallel_steps))
+            .max(1);
         let mut done: BTreeMap<String, Status> = BTreeMap::new();
-        for name in steps {
-            let spec = &p.steps[name];
-            let blocked = spec
-                .depends_on
-                .iter()
-                .find(|d| {
-                    done.get(*d)
-                        .is_some_and(|s| !matches!(s, Status::Succeeded | Status::UpToDate))
-                })
-                .map(|d| format!("dependency {d:?} did not succeed"))
-                .or_else(|| {
-                    spec.inputs
-                        .iter()
-                        .find(|i| {
-                            i.dataset.zone == Zone::Raw && failed_sources.contains(&i.dataset.name)
-                        })
-                        .map(|i| format!("ingest of {} failed", i.dataset))
-                });
-            let rec = if self.opts.cancel.is_cancelled() {
-                skipped(spec, Status::Cancelled, "the run was cancelled".into())
-            } else if let Some(reason) = blocked {
-                skipped(spec, Status::Skipped, reason)
-            } else {
-                self.step(spec).await?
+        let mut waiting: Vec<&String> = steps.iter().collect();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut error: Option<Error> = None;
+        let mut finished = Vec::new();
+        loop {
+            // Start (or settle) every waiting step whose dependencies have finished.
+            let mut i = 0;
+            while i < waiting.len() {
+                let spec = &p.steps[waiting[i]];
+                let deps = spec.depends_on.iter().filter(|d| steps.contains(d));
+                if deps.clone().any(|d| !done.contains_key(d)) {
+                    i += 1;
+                    continue;
+                }
+                let blocked = spec
+                    .depends_on
+                    .iter()
+                    .find(|d| {
+                        done.get(*d)
+                            .is_some_and(|s| !matches!(s, Status::Succeeded | Status::UpToDate))
+                    })
+                    .map(|d| format!("dependency {d:?} did not succeed"))
+                    .or_else(|| {
+                        spec.inputs
+                            .iter()
+                            .find(|i| {
+                                i.dataset.zone == Zone::Raw
+                                    && failed_sources.contains(&i.dataset.name)
+                            })
+                            .map(|i| format!("ingest of {} failed", i.dataset))
+                    });
+                let settled = if self.cancel.is_cancelled() {
+                    Some(skipped(
+                        spec,
+                        Status::Cancelled,
+                        "the run was cancelled".into(),
+                    ))
+                } else if let Some(reason) = blocked {
+                    Some(skipped(spec, Status::Skipped, reason))
+                } else if running.len() >= limit {
+                    i += 1;
+                    continue;
+                } else {
+                    running.push(async move { (spec, self.step(spec).await) });
+                    None
+                };
+                waiting.remove(i);
+                if let Some(rec) = settled {
+                    done.insert(rec.name.clone(), rec.status);
+                    self.opts.emit(Event::StepFinished {
+                        record: rec.clone(),
+                    });
+                    finished.push(rec);
+                    // What it settled may unblock an earlier waiting step.
+                    i = 0;
+                }
+            }
+            let Some((spec, result)) = running.next().await else {
+                break;
             };
-            done.insert(name.clone(), rec.status);
+            let rec = match result {
+                Ok(rec) => rec,
+                Err(e) => {
+                    // The store or the backend failed: stop the steps beside it, end the run.
+                    self.cancel.cancel();
+                    let rec = skipped(spec, Status::Failed, self.redactor.redact(&error_chain(&e)));
+                    error.get_or_insert(e);
+                    rec
+                }
+            };
+            done.insert(rec.name.clone(), rec.status);
             self.opts.emit(Event::StepFinished {
                 record: rec.clone(),
             });
-            record.steps.push(rec);
+            finished.push(rec);
+        }
+        // The ledger lists steps in pipeline order; their times say what overlapped.
+        finished.sort_by_key(|r| steps.iter().position(|s| *s == r.name));
+        record.steps.extend(finished);
+        if let Some(e) = error {
+            return Err(e);
         }
         if self.opts.cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -738,7 +815,7 @@ impl Runner<'_> {
         })
     }
 
-    async fn step(&mut self, spec: &StepSpec) -> Result<StepRecord> {
+    async fn step(&self, spec: &StepSpec) -> Result<StepRecord> {
         let store = &*self.ctx.store;
         let started = Utc::now();
         let clock = Instant::now();
@@ -774,6 +851,7 @@ impl Runner<'_> {
                 m.run_id
             ));
             rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
+            rec.ended = Some(Utc::now());
             return Ok(rec);
         }
 
@@ -798,15 +876,22 @@ impl Runner<'_> {
             None => None,
         };
         let request = self.request(spec, &staging, output_url.as_deref(), per_input);
-        if self.cluster.is_none() {
-            let spec = ClusterSpec::new(&self.ctx.pipeline.name, self.run_id);
-            let handle = self.ctx.backend.start(&spec).await?;
-            for note in &handle.notes {
-                self.opts.emit(Event::Cluster(note.clone()));
-            }
-            self.cluster = Some(handle);
-        }
-        let cluster = self.cluster.clone().expect("started above");
+        let cluster = self
+            .cluster
+            .get_or_try_init(|| async {
+                let spec = ClusterSpec::new(
+                    &self.ctx.pipeline.name,
+                    self.run_id,
+                    &self.ctx.store.root_url(),
+                );
+                let handle = self.ctx.backend.start(&spec).await?;
+                for note in &handle.notes {
+                    self.opts.emit(Event::Cluster(note.clone()));
+                }
+                Ok::<_, Error>(handle)
+            })
+            .await?
+            .clone();
         self.opts.emit(Event::StepStarted {
             name: spec.name.clone(),
         });
@@ -825,6 +910,7 @@ impl Runner<'_> {
             Err(e) => Err(e),
         };
         rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
+        rec.ended = Some(Utc::now());
         match outcome {
             Ok(()) => rec.status = Status::Succeeded,
             Err(failure) => {
@@ -974,7 +1060,7 @@ impl Runner<'_> {
                     // cancel.
                     let logs = tokio::select! {
                         l = backend.logs(cluster, handle) => l.unwrap_or_default(),
-                        () = self.opts.cancel.cancelled() => Default::default(),
+                        () = self.cancel.cancelled() => Default::default(),
                     };
                     let mut msg = reason;
                     let cause = crate::cluster::cause_lines(&logs.stderr_tail, 20);
@@ -1015,7 +1101,7 @@ impl Runner<'_> {
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
-                () = self.opts.cancel.cancelled() => {
+                () = self.cancel.cancelled() => {
                     let _ = backend.cancel(cluster, handle).await;
                     return Err(StepFailure::Cancelled);
                 }
@@ -1024,6 +1110,9 @@ impl Runner<'_> {
         }
     }
 }
+
+/// The run id a plan's requests show where a run puts its own.
+pub const PLAN_RUN_ID: &str = "<run-id>";
 
 /// The staging prefix a step of a run writes to before its output is published.
 pub fn staging_prefix(run_id: &str, step: &str) -> String {
@@ -1171,6 +1260,7 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
         rejected: None,
         bytes: None,
         started: None,
+        ended: None,
         duration_ms: None,
         error: (!reason.is_empty()).then_some(reason),
     }

@@ -8,7 +8,7 @@ fn parse(text: &str) -> Result<ConfigFile, Error> {
 }
 
 fn pipeline(text: &str, env: Option<&str>) -> Result<Pipeline, Error> {
-    parse(text)?.pipeline(env)
+    parse(text)?.pipeline(env, &lake_core::testing::backends())
 }
 
 fn diagnostics(text: &str) -> Vec<Diagnostic> {
@@ -232,140 +232,6 @@ command = ["true"]
         "dependency cycle: a (line 4) → b (line 10) → a (line 4)"
     );
     assert_eq!((d[0].line, d[0].key.as_str()), (4, "steps.a"));
-}
-
-#[test]
-fn emr_needs_an_s3_root() {
-    let d = diagnostics(
-        "[lake]\nname = \"x\"\nbackend = \"emr\"\n[steps.a]\nkind=\"command\"\ncommand=[\"true\"]\n",
-    );
-    assert_eq!((d[0].key.as_str(), d[0].line), ("lake.backend", 3));
-    assert!(
-        d[0].message.contains("needs zones in S3"),
-        "{}",
-        d[0].message
-    );
-}
-
-const CLUSTER: &str = r#"[lake]
-name = "c"
-root = "s3://b/c"
-backend = "emr"
-
-[steps.a]
-kind = "command"
-command = ["true"]
-timeout = "1h"
-
-[cluster]
-release = "emr-7.9.0"
-master = { type = "m5.xlarge" }
-core = { type = "r5.xlarge", count = 4, market = "SPOT", bid_price = "0.2", ebs = [{ size_gb = 100 }] }
-idle_timeout = "20m"
-step_concurrency = 2
-tags = { team = "data" }
-price_per_hour = { "m5.xlarge" = 0.25, "r5.xlarge" = 0.5 }
-max_cost = 10.0
-"#;
-
-#[test]
-fn cluster_defaults_and_estimate() {
-    use lake_core::config::{Instances, NodeRole};
-    let p = pipeline(CLUSTER, None).unwrap();
-    let c = &p.cluster;
-    assert_eq!(c.name, "lake-c");
-    assert_eq!(c.applications, ["Spark"]);
-    assert_eq!(c.log_uri.as_deref(), Some("s3://b/c/_lake/emr-logs/"));
-    assert_eq!(c.service_role, "EMR_DefaultRole");
-    assert_eq!(c.instance_profile, "EMR_EC2_DefaultRole");
-    assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(1200)));
-    assert_eq!(c.step_concurrency, 2);
-    let Instances::Groups(g) = &c.instances else {
-        panic!("groups")
-    };
-    assert_eq!(g.len(), 2, "no task group without a count");
-    assert_eq!(
-        (g[0].role, g[0].count, g[0].spot.clone()),
-        (NodeRole::Master, 1, None)
-    );
-    assert_eq!(
-        (g[1].role, g[1].count, g[1].spot.clone()),
-        (NodeRole::Core, 4, Some(Some("0.2".into())))
-    );
-    // 10m start-up + the step's 1h timeout, on 1 + 4 instances.
-    let e = c.estimate(p.steps.values());
-    assert!((e.hours - 70.0 / 60.0).abs() < 1e-9, "{e:?}");
-    assert!((e.instance_hours - 5.0 * 70.0 / 60.0).abs() < 1e-9);
-    let cost = (0.25 + 4.0 * 0.5) * 70.0 / 60.0;
-    assert!((e.cost.unwrap() - cost).abs() < 1e-9, "{e:?}");
-    // No [cluster] at all: a working default.
-    let p = pipeline(
-        "[lake]\nname = \"x\"\nroot = \"s3://b\"\nbackend = \"emr\"\n",
-        None,
-    )
-    .unwrap();
-    assert_eq!(p.cluster.release, lake_core::config::DEFAULT_RELEASE);
-    assert_eq!(p.cluster.log_uri.as_deref(), Some("s3://b/_lake/emr-logs/"));
-    assert_eq!(
-        p.cluster.idle_timeout,
-        Some(std::time::Duration::from_secs(3600))
-    );
-}
-
-#[test]
-fn cluster_keys_are_checked_with_their_lines() {
-    let text = r#"[lake]
-name = "c"
-root = "s3://b/c"
-backend = "emr"
-
-[cluster]
-release = "7.9"
-master = { count = 2 }
-core = { market = "CHEAP" }
-task = { bid_price = "0.1", count = 1 }
-idle_timeout = "10s"
-step_concurrency = 0
-attach = "cluster-1"
-log_uri = "/var/log"
-tags = { "lake:run-id" = "x" }
-max_cost = 3.0
-bootstrap = [{ name = "b", path = "http://x/b.sh" }]
-"#;
-    let d = diagnostics(text);
-    expect_each(
-        &d,
-        &[
-            ("cluster.release", 7, "not an EMR release label"),
-            ("cluster.master.count", 8, "1 primary node"),
-            ("cluster.core.market", 9, "unknown market"),
-            ("cluster.task.bid_price", 10, "goes with market = \"SPOT\""),
-            ("cluster.idle_timeout", 11, "1m to 7d"),
-            ("cluster.step_concurrency", 12, "1 to 256"),
-            ("cluster.attach", 13, "not a cluster id"),
-            ("cluster.log_uri", 14, "EMR writes logs to S3"),
-            ("cluster.tags.lake:run-id", 15, "set by lake"),
-            ("cluster.bootstrap[0].path", 17, "a script in S3"),
-        ],
-    );
-    // max_cost without prices for the types used.
-    let text =
-        "[lake]\nname = \"c\"\nroot = \"s3://b\"\nbackend = \"emr\"\n[cluster]\nmax_cost = 3.0\n";
-    let d = diagnostics(text);
-    expect_each(
-        &d,
-        &[("cluster.max_cost", 6, "\"m5.xlarge\" = <USD per hour>")],
-    );
-    // Groups and fleets are exclusive; the master fleet has one node.
-    let text = "[lake]\nname = \"c\"\nroot = \"s3://b\"\n[cluster]\ncore = { count = 2 }\n[cluster.fleets.master]\ntypes = [\"m5.xlarge\"]\non_demand = 2\n";
-    let d = diagnostics(text);
-    expect_each(
-        &d,
-        &[
-            ("cluster.fleets", 6, "not both"),
-            ("cluster.fleets.master", 6, "one node"),
-        ],
-    );
 }
 
 #[test]

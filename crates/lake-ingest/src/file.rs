@@ -125,7 +125,7 @@ mod tests {
     use super::*;
     use lake_core::ZoneStoreExt;
     use lake_core::publish::{Landed, land};
-    use lake_local::ObjectZoneStore;
+    use lake_local::LocalZoneStore;
 
     #[tokio::test]
     async fn lands_files_byte_for_byte_once() {
@@ -138,7 +138,7 @@ mod tests {
             "s",
             vec![dir.path().join("data/*.csv").display().to_string()],
         );
-        let store = ObjectZoneStore::memory();
+        let store = LocalZoneStore::memory();
         let date = lake_core::chrono::NaiveDate::from_ymd_opt(2024, 1, 31).unwrap();
         let w = Window::day(date);
         let Landed::Fetched(m) = land(&store, &src, &w, "r1").await.unwrap() else {

@@ -11,7 +11,7 @@ use lake_core::config::ConfigFile;
 use lake_core::publish::{self, Landed};
 use lake_core::source::Window;
 use lake_core::zone::{Key, ZoneStoreExt};
-use lake_local::ObjectZoneStore;
+use lake_local::LocalZoneStore;
 
 const CREDIT: &[u8] = include_bytes!("../../../examples/credit/data/german_credit_data.csv");
 
@@ -64,9 +64,9 @@ async fn land(
         "[lake]\nname = \"t\"\n[sources.credit]\nkind = \"file\"\npath = \"{file}\"\n{extra}\n"
     );
     let cfg = ConfigFile::parse("lake.toml", dir.path().to_path_buf(), text).unwrap();
-    let p = cfg.pipeline(None).unwrap();
+    let p = cfg.pipeline(None, &lake_core::testing::backends()).unwrap();
     let sources = lake_ingest::build_sources(&p, Arc::new(|_: &str| None)).unwrap();
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let landed = publish::land(&*store, sources["credit"].as_ref(), &day(), "run-1").await;
     (store, landed)
 }
@@ -249,7 +249,7 @@ fn extract_keys_are_validated() {
         );
         ConfigFile::parse("lake.toml", Path::new("/x").into(), text)
             .unwrap()
-            .pipeline(None)
+            .pipeline(None, &lake_core::testing::backends())
             .map(|_| ())
             .map_err(|e| e.to_string())
     };

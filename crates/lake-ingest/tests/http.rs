@@ -15,7 +15,7 @@ use lake_core::publish::{self, Landed};
 use lake_core::source::{Source, Window};
 use lake_core::zone::{Key, ZoneStoreExt};
 use lake_ingest::HttpSource;
-use lake_local::ObjectZoneStore;
+use lake_local::LocalZoneStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -109,7 +109,9 @@ fn source(url: &str, extra: &str, env: BTreeMap<&'static str, &'static str>) -> 
         "[lake]\nname = \"t\"\n[sources.meteo]\nkind = \"http\"\nurl = \"{url}/v1/archive\"\nfilename = \"meteo_{{start:%Y%m%d}}.json\"\nquery = {{ start_date = \"{{start}}\", end_date = \"{{end}}\", latitude = \"6.25\" }}\n{extra}\n"
     );
     let file = ConfigFile::parse("lake.toml", "/x".into(), text).unwrap();
-    let p = file.pipeline(None).unwrap();
+    let p = file
+        .pipeline(None, &lake_core::testing::backends())
+        .unwrap();
     let lake_core::config::SourceSpecKind::Http(spec) = p.sources["meteo"].kind.clone() else {
         panic!("an http source")
     };
@@ -229,7 +231,7 @@ async fn a_truncated_body_is_an_error_and_never_lands() {
     let e = fetch(&src).await.unwrap_err().to_string();
     assert!(e.contains("ended early"), "{e}");
 
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let landed = publish::land(&*store, &src, &day(), "run-1").await;
     assert!(landed.is_err());
     assert!(
@@ -252,7 +254,7 @@ async fn gzip_is_decoded_and_lands_byte_for_byte() {
     )])
     .await;
     let src = source(&s.url, "", BTreeMap::new());
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let Landed::Fetched(m) = publish::land(&*store, &src, &day(), "run-1").await.unwrap() else {
         panic!("fetched")
     };
@@ -290,7 +292,7 @@ async fn secrets_go_in_headers_and_never_in_errors() {
     );
     let p = ConfigFile::parse("lake.toml", "/x".into(), text)
         .unwrap()
-        .pipeline(None)
+        .pipeline(None, &lake_core::testing::backends())
         .unwrap();
     let lake_core::config::SourceSpecKind::Http(spec) = p.sources["meteo"].kind.clone() else {
         panic!()

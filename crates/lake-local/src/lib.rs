@@ -2,26 +2,28 @@
 //!
 //! The backends that make `lake run` work with nothing but the binary:
 //!
-//! - [`ObjectZoneStore`]: a [`ZoneStore`](lake_core::ZoneStore) on [object_store], as a folder
-//!   ([`ObjectZoneStore::filesystem`]) or in memory ([`ObjectZoneStore::memory`]). Puts stream
+//! - [`LocalZoneStore`]: a [`ZoneStore`](lake_core::ZoneStore) on [object_store], as a folder
+//!   ([`LocalZoneStore::filesystem`]) or in memory ([`LocalZoneStore::memory`]). Puts stream
 //!   through a temporary file that is renamed into place, so they are atomic; put-if-absent is a
 //!   hard link, so it holds between processes.
 //! - [`LocalBackend`]: a [`ClusterBackend`](lake_core::ClusterBackend) that runs `command`
 //!   steps as child processes of this machine and `sql` steps on the [`Engine`].
 //! - [`Engine`]: Apache DataFusion over the lake's committed datasets, for `sql` steps and
 //!   `lake query`.
-//! - [`ZoneObjectStore`]: any zone store (S3 included) as the object store the engine reads
+//! - [`ZonesAsObjectStore`]: any zone store (S3 included) as the object store the engine reads
 //!   and writes.
 
-mod command;
+mod backend;
 pub mod engine;
+mod plugin;
 mod store;
-mod zone_object_store;
+mod zones_as_object_store;
 
-pub use command::LocalBackend;
+pub use backend::LocalBackend;
 pub use engine::Engine;
-pub use store::ObjectZoneStore;
-pub use zone_object_store::ZoneObjectStore;
+pub use plugin::{LocalConfig, LocalKind};
+pub use store::LocalZoneStore;
+pub use zones_as_object_store::ZonesAsObjectStore;
 
 /// The object_store crate this crate is built on, for [`Engine::new`] callers.
 pub use object_store;

@@ -28,21 +28,21 @@ const PART_CONCURRENCY: usize = 2;
 
 /// A [`ZoneStore`] backed by an [`ObjectStore`].
 #[derive(Clone)]
-pub struct ObjectZoneStore {
+pub struct LocalZoneStore {
     inner: Arc<dyn ObjectStore>,
     url: String,
     local_root: Option<PathBuf>,
 }
 
-impl fmt::Debug for ObjectZoneStore {
+impl fmt::Debug for LocalZoneStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObjectZoneStore")
+        f.debug_struct("LocalZoneStore")
             .field("url", &self.url)
             .finish_non_exhaustive()
     }
 }
 
-impl ObjectZoneStore {
+impl LocalZoneStore {
     /// A store in the folder `root`, created if missing.
     pub fn filesystem(root: impl Into<PathBuf>) -> Result<Self> {
         let root = std::path::absolute(root.into()).map_err(|source| Error::Io {
@@ -106,7 +106,7 @@ impl ObjectZoneStore {
 }
 
 #[async_trait]
-impl ZoneStore for ObjectZoneStore {
+impl ZoneStore for LocalZoneStore {
     fn root_url(&self) -> String {
         self.url.clone()
     }

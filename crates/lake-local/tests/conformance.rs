@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use lake_core::DynZoneStore;
 use lake_core::testing::conformance;
-use lake_local::ObjectZoneStore;
+use lake_local::LocalZoneStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_conforms() {
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     conformance::run_all(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn filesystem_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::filesystem(dir.path()).unwrap());
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::filesystem(dir.path()).unwrap());
     conformance::run_all(store).await;
 }
 
@@ -24,7 +24,7 @@ async fn filesystem_store_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn filesystem_store_conforms_through_arc_wrapper() {
     let dir = tempfile::tempdir().unwrap();
-    let inner: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::filesystem(dir.path()).unwrap());
+    let inner: Arc<DynZoneStore> = Arc::new(LocalZoneStore::filesystem(dir.path()).unwrap());
     let outer: Arc<DynZoneStore> = Arc::new(inner);
     conformance::put_get_head(&*outer).await;
     conformance::list_by_prefix(&*outer).await;
@@ -46,7 +46,7 @@ async fn filesystem_put_if_absent_holds_across_instances() {
         let root = dir.path().to_owned();
         let k = k.clone();
         tasks.push(tokio::spawn(async move {
-            let s = ObjectZoneStore::filesystem(root).unwrap();
+            let s = LocalZoneStore::filesystem(root).unwrap();
             s.put_if_absent(&k, Bytes::from(format!("{i}")))
                 .await
                 .unwrap()

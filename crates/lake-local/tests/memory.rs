@@ -7,7 +7,7 @@
 #[tokio::test(flavor = "current_thread")]
 async fn big_object_streams_with_bounded_memory() {
     use lake_core::testing::conformance;
-    use lake_local::ObjectZoneStore;
+    use lake_local::LocalZoneStore;
 
     /// A `kB` field of /proc/self/status (`VmHWM:`, `VmRSS:`).
     fn status_kib(field: &str) -> u64 {
@@ -20,7 +20,7 @@ async fn big_object_streams_with_bounded_memory() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let store = ObjectZoneStore::filesystem(dir.path()).unwrap();
+    let store = LocalZoneStore::filesystem(dir.path()).unwrap();
     // Warm up allocator and runtime with a small transfer first.
     conformance::big_object(&store, 4 * 1024 * 1024).await;
     if std::fs::write("/proc/self/clear_refs", "5").is_err() {

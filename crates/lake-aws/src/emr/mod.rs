@@ -2,6 +2,8 @@
 //! diagnoses and always tears down.
 
 mod api;
+mod config;
+mod plugin;
 mod request;
 
 use std::collections::{HashMap, HashSet};
@@ -12,13 +14,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use lake_core::cluster::{
-    ClusterBackend, ClusterHandle, ClusterSpec, SqlWork, StepHandle, StepLogs, StepRequest,
-    StepState, StepWork,
+    ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
+    StepWork,
 };
-use lake_core::config::{Attach, ClusterDef, Secret};
+use lake_core::config::Secret;
 use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
 use lake_core::{Error, Result};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 #[cfg(any(test, feature = "testing"))]
@@ -26,10 +27,14 @@ pub use api::MockEmrApi;
 pub use api::{ApiError, ClusterStatus, EmrApi, FailureDetails, SdkEmr, StepStatus};
 /// SDK types, for callers (tests, tools) that make EMR requests of their own.
 pub use aws_sdk_emr::types::{JobFlowInstancesConfig as JobFlowInstancesSdk, Tag as TagSdk};
+pub use config::{
+    Attach, ClusterConfig, ClusterDef, DEFAULT_INSTANCE_TYPE, DEFAULT_RELEASE, Estimate, Fleet,
+    Group, Instances, NodeRole, STARTUP_ESTIMATE, STEP_ESTIMATE,
+};
+pub use plugin::{EmrConfig, EmrKind, aws_of};
 pub use request::{HadoopJarStep, RunJobFlow, Step};
 
-/// The PySpark program that runs `sql` steps on the cluster.
-pub const SQL_DRIVER: &str = include_str!("lake_sql.py");
+pub use lake_spark::{SQL_DRIVER, sql_job};
 
 /// How much of a step's log is kept (its end).
 const LOG_TAIL: usize = 64 * 1024;
@@ -75,6 +80,7 @@ pub struct EmrBackend {
     def: ClusterDef,
     store: Arc<DynZoneStore>,
     pipeline: String,
+    root: String,
     timing: Timing,
     state: Mutex<Watch>,
 }
@@ -91,27 +97,6 @@ struct Watch {
     terminated: HashSet<String>,
 }
 
-/// What a `sql` step's driver is told (`job.json`).
-#[derive(Debug, Serialize)]
-struct SqlJob<'a> {
-    sql: &'a str,
-    origin: &'a str,
-    inputs: Vec<SqlJobInput<'a>>,
-    output: String,
-    partition_by: &'a [String],
-    expect: Vec<&'a str>,
-    run_id: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-struct SqlJobInput<'a> {
-    table: &'a str,
-    dataset: &'a str,
-    prefix: String,
-    format: &'a lake_core::config::InputFormat,
-    paths: Vec<String>,
-}
-
 impl EmrBackend {
     /// A backend making `api` calls for a pipeline's `[cluster]`, uploading step code to
     /// `<root>/_lake/code/` of `store`.
@@ -124,11 +109,18 @@ impl EmrBackend {
         Self {
             api,
             def,
+            root: store.root_url(),
             store,
             pipeline: pipeline.to_owned(),
             timing: Timing::default(),
             state: Mutex::new(Watch::default()),
         }
+    }
+
+    /// Reap only clusters tagged with this root (default: the store's root URL).
+    pub fn with_root(mut self, root: String) -> Self {
+        self.root = root;
+        self
     }
 
     /// Use these waits.
@@ -153,16 +145,14 @@ impl EmrBackend {
             }
             StepWork::Spark(work) => {
                 let app = self.upload_file(work.app.path(), upload).await?;
-                let mut argv = work.spark_submit(&app);
-                let mut confs = vec!["--deploy-mode".to_owned(), "cluster".to_owned()];
+                let mut submit =
+                    lake_spark::SparkSubmit::new("spark-submit").option("deploy-mode", "cluster");
                 for (k, v) in plain_env(&step.name, &work.env)? {
-                    confs.push("--conf".into());
-                    confs.push(format!("spark.yarn.appMasterEnv.{k}={v}"));
-                    confs.push("--conf".into());
-                    confs.push(format!("spark.executorEnv.{k}={v}"));
+                    submit = submit
+                        .conf(&format!("spark.yarn.appMasterEnv.{k}"), &v)
+                        .conf(&format!("spark.executorEnv.{k}"), &v);
                 }
-                argv.splice(1..1, confs);
-                argv
+                submit.app(work, &app)
             }
             StepWork::Sql(work) => {
                 let driver = self
@@ -178,13 +168,9 @@ impl EmrBackend {
                         message: format!("cannot encode the job: {e}"),
                     })?;
                 let job_url = self.upload("job.json", Bytes::from(json), upload).await?;
-                vec![
-                    "spark-submit".into(),
-                    "--deploy-mode".into(),
-                    "cluster".into(),
-                    driver,
-                    job_url,
-                ]
+                lake_spark::SparkSubmit::new("spark-submit")
+                    .option("deploy-mode", "cluster")
+                    .sql(&driver, &job_url)
             }
             StepWork::Copy(work) => {
                 let list: String = work
@@ -270,12 +256,14 @@ impl EmrBackend {
             .collect())
     }
 
-    /// Terminate this pipeline's clusters whose run is not `live` (the run holding the lock,
-    /// if any). Returns what was terminated.
+    /// Terminate this pipeline's clusters on this root whose run is not `live` (the run
+    /// holding the lock, if any). Returns what was terminated. A cluster of the same pipeline
+    /// name on another root (another `--env`, another bucket) is not this pipeline's.
     pub async fn reap(&self, live: Option<&str>) -> Result<Vec<ClusterStatus>> {
         let mut reaped = Vec::new();
         for c in self.clusters().await? {
-            let mine = c.tags.get("lake:pipeline") == Some(&self.pipeline);
+            let mine = c.tags.get("lake:pipeline") == Some(&self.pipeline)
+                && c.tags.get("lake:root") == Some(&self.root);
             let run = c.tags.get("lake:run-id").map(String::as_str);
             if mine && run != live {
                 self.terminate_id(&c.id).await?;
@@ -499,35 +487,6 @@ impl EmrBackend {
         let start = tail.len().saturating_sub(LOG_TAIL);
         Ok(Some(String::from_utf8_lossy(&tail[start..]).into_owned()))
     }
-}
-
-/// The `job.json` of a `sql` step for [`SQL_DRIVER`]: the query, each input's format and the
-/// URLs of its committed objects, the output URL, partitions, expectations and run id.
-/// `url_of` turns a key of the lake into what Spark reads (`s3://…`, or a local path).
-pub fn sql_job(
-    work: &SqlWork,
-    url_of: &dyn Fn(&str) -> String,
-) -> std::result::Result<Vec<u8>, serde_json::Error> {
-    let job = SqlJob {
-        sql: &work.sql,
-        origin: &work.origin,
-        inputs: work
-            .inputs
-            .iter()
-            .map(|i| SqlJobInput {
-                table: &i.table,
-                dataset: &i.dataset,
-                prefix: url_of(&i.prefix),
-                format: &i.format,
-                paths: i.objects.iter().map(|o| url_of(&o.key)).collect(),
-            })
-            .collect(),
-        output: url_of(&work.output),
-        partition_by: &work.partition_by,
-        expect: work.expect.iter().map(|e| e.condition.as_str()).collect(),
-        run_id: &work.run_id,
-    };
-    serde_json::to_vec_pretty(&job)
 }
 
 /// The environment of a step as `K=V` pairs, refusing secrets: an EMR step's arguments are

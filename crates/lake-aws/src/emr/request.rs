@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use super::config::{ClusterDef, ConfigurationConfig, EbsConfig, Instances};
 use aws_sdk_emr::types as t;
-use lake_core::config::model::{ConfigurationConfig, EbsConfig};
-use lake_core::config::{ClusterDef, Instances};
 use serde::Serialize;
 
 /// `RunJobFlow`.

@@ -5,7 +5,6 @@
 //! outputs, cycles, names, durations, `${env:…}` templates) and reports **all** problems at once,
 //! each with its file, line, column and dotted key, found through a span index of the text.
 
-mod cluster;
 pub mod model;
 mod spans;
 mod template;
@@ -18,14 +17,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use cluster::{
-    Attach, ClusterDef, DEFAULT_INSTANCE_TYPE, DEFAULT_RELEASE, Estimate, Fleet, Group, Instances,
-    NodeRole, STARTUP_ESTIMATE, STEP_ESTIMATE,
-};
-pub use model::{Backend, LakeFile, SourceKind, StepKind, WriteMode};
+pub use model::{LakeFile, SourceKind, StepKind, WriteMode};
 pub use template::{Redactor, Secret, Template, is_env_name};
 pub use validate::validate;
 
+use crate::backend::{BackendRef, Backends};
 use crate::{Error, Result};
 use spans::SpanIndex;
 
@@ -136,6 +132,109 @@ impl<'a> Reporter<'a> {
     }
 }
 
+/// What a [`BackendKind`](crate::backend::BackendKind) checks its table with: the rest of the
+/// pipeline, and a reporter that gives each problem its file, line and column.
+pub struct ConfigCx<'r, 'a> {
+    r: &'r mut Reporter<'a>,
+    text: &'a str,
+    /// `lake.name`.
+    pub pipeline: &'a str,
+    /// The root, when it parsed.
+    pub root: Option<&'a Root>,
+    /// The checked steps (empty when they had problems).
+    pub steps: &'a BTreeMap<String, StepSpec>,
+    /// The directory lake.toml's relative paths are resolved against.
+    pub base_dir: &'a Path,
+    selected: bool,
+    backend_key: String,
+}
+
+impl ConfigCx<'_, '_> {
+    /// True when the pipeline runs on this backend (else only its table is checked).
+    pub fn selected(&self) -> bool {
+        self.selected
+    }
+
+    /// The dotted key that chose the backend (`lake.backend`, `env.aws.backend`).
+    pub fn backend_key(&self) -> &str {
+        &self.backend_key
+    }
+
+    /// A problem with the value at the dotted `key`.
+    pub fn value(&mut self, key: &str, message: impl Into<String>) {
+        self.r.value(key, message);
+    }
+
+    /// A problem with the key (or the table it opens) at the dotted `key`.
+    pub fn key(&mut self, key: &str, message: impl Into<String>) {
+        self.r.key(key, message);
+    }
+
+    /// The line of a key.
+    pub fn line_of(&self, key: &str) -> usize {
+        self.r.line_of(key)
+    }
+
+    /// True when the file has this top-level table.
+    pub fn has_table(&self, name: &str) -> bool {
+        self.r.spans.has_key(name)
+    }
+
+    /// The top-level table `name` read as `T` (serde, `deny_unknown_fields` as the backend's
+    /// model says); `None` when it is absent, or when it does not fit (reported with its line).
+    pub fn table<T: serde::de::DeserializeOwned>(&mut self, name: &str) -> Option<T> {
+        match table_of::<T>(self.text, name) {
+            Ok(t) => t,
+            Err(e) => {
+                let offset = e.span().map(|s| s.start).unwrap_or(0);
+                let pos = self.r.spans.line_col(offset);
+                let key = self.r.spans.key_at(offset).unwrap_or(name).to_owned();
+                self.r.push(pos, &key, e.message().trim().to_owned());
+                None
+            }
+        }
+    }
+}
+
+/// Deserialize only the top-level table `name` of `text`, keeping toml's spans in errors.
+fn table_of<T: serde::de::DeserializeOwned>(
+    text: &str,
+    name: &str,
+) -> std::result::Result<Option<T>, toml::de::Error> {
+    struct Seed<'n, T>(&'n str, std::marker::PhantomData<T>);
+    impl<'de, T: serde::de::DeserializeOwned> serde::de::DeserializeSeed<'de> for Seed<'_, T> {
+        type Value = Option<T>;
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de, T: serde::de::DeserializeOwned> serde::de::Visitor<'de> for Seed<'_, T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a TOML document")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == self.0 {
+                    found = Some(map.next_value::<T>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    use serde::de::DeserializeSeed;
+    Seed::<T>(name, std::marker::PhantomData).deserialize(toml::Deserializer::parse(text)?)
+}
+
 /// A `lake.toml` read from disk, not yet validated.
 #[derive(Debug, Clone)]
 pub struct ConfigFile {
@@ -190,9 +289,10 @@ impl ConfigFile {
         })
     }
 
-    /// Validate the file with the `[env.<name>]` overrides of `env` applied.
-    pub fn pipeline(&self, env: Option<&str>) -> Result<Pipeline> {
-        validate(self, env)
+    /// Validate the file with the `[env.<name>]` overrides of `env` applied, for a program
+    /// offering `backends`.
+    pub fn pipeline(&self, env: Option<&str>, backends: &Backends) -> Result<Pipeline> {
+        validate(self, env, backends)
     }
 
     pub(crate) fn text(&self) -> &str {
@@ -412,8 +512,10 @@ pub struct Pipeline {
     pub env: Option<String>,
     /// Where the zones live.
     pub root: Root,
-    /// Where steps run.
-    pub backend: Backend,
+    /// Where steps run: the selected backend's checked config.
+    pub backend: BackendRef,
+    /// Steps run at once at most (`[lake] max_parallel_steps`).
+    pub max_parallel_steps: usize,
     /// Lock validity.
     #[serde(with = "secs")]
     pub lock_ttl: Duration,
@@ -427,8 +529,6 @@ pub struct Pipeline {
     pub engine: EngineSpec,
     /// How AWS clients are made.
     pub aws: AwsSpec,
-    /// The EMR cluster (`backend = "emr"`).
-    pub cluster: ClusterDef,
 }
 
 /// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.
@@ -846,8 +946,11 @@ impl Pipeline {
     }
 }
 
-mod secs {
-    pub(super) fn serialize<S: serde::Serializer>(
+pub mod secs {
+    //! Serialise a `Duration` as whole seconds (`#[serde(with = "secs")]`).
+
+    /// Whole seconds.
+    pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -855,8 +958,11 @@ mod secs {
     }
 }
 
-mod opt_secs {
-    pub(super) fn serialize<S: serde::Serializer>(
+pub mod opt_secs {
+    //! Serialise an `Option<Duration>` as whole seconds or null.
+
+    /// Whole seconds, or null.
+    pub fn serialize<S: serde::Serializer>(
         d: &Option<std::time::Duration>,
         s: S,
     ) -> Result<S::Ok, S::Error> {

@@ -87,6 +87,19 @@ impl SpanIndex {
         }
     }
 
+    /// True when the dotted `path` is a key of the file.
+    pub(crate) fn has_key(&self, path: &str) -> bool {
+        self.keys.contains_key(path)
+    }
+
+    /// The file's top-level keys, in no order.
+    pub(crate) fn top_keys(&self) -> impl Iterator<Item = &str> {
+        self.keys
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.contains(['.', '[']))
+    }
+
     /// The dotted path of the innermost key whose key or value span contains `offset`.
     pub(crate) fn key_at(&self, offset: usize) -> Option<&str> {
         self.keys

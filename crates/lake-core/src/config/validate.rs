@@ -2,21 +2,29 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Backend, InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
+use super::model::{InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
 use super::{
-    ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter, Root,
-    SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind, Template,
-    Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
+    ConfigCx, ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter,
+    Root, SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind,
+    Template, Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
 };
+use crate::backend::{BackendRef, Backends};
 use crate::{Error, Result};
+
+/// `[lake] max_parallel_steps` when it is not set.
+pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
+
+/// The top-level tables lake itself reads; backends own the others.
+const TABLES: [&str; 6] = ["lake", "env", "sources", "steps", "engine", "aws"];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
 pub(crate) const DEFAULT_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// Check `file` with the overrides of `[env.<env>]` applied and build the [`Pipeline`].
 ///
-/// Every problem is reported in one [`Error::Config`], sorted by line.
-pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
+/// Every problem is reported in one [`Error::Config`], sorted by line: the tables of every
+/// registered backend are checked too, selected or not.
+pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Result<Pipeline> {
     let model = &file.model;
     let spans = SpanIndex::new(file.text());
     let mut r = Reporter::new(&file.path, &spans);
@@ -64,12 +72,56 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
     let root = Root::parse(root_raw.unwrap_or(&lake.root), &file.base_dir)
         .map_err(|m| r.value(&origin("root", root_raw.is_some()), m))
         .ok();
-    let backend_o = overrides.and_then(|o| o.backend);
-    let backend = backend_o.unwrap_or(lake.backend);
-    if backend == Backend::Emr && matches!(root, Some(Root::Local { .. })) {
+    let backend_o = overrides.and_then(|o| o.backend.as_ref());
+    let backend_key = origin("backend", backend_o.is_some());
+    let backend = backend_o
+        .or(lake.backend.as_ref())
+        .map(String::as_str)
+        .or(backends.default_name());
+    if let Some(name) = backend
+        && backends.get(name).is_none()
+    {
         r.value(
-            &origin("backend", backend_o.is_some()),
-            "backend = \"emr\" needs zones in S3 (root = \"s3://bucket/prefix\"): an EMR cluster cannot read this machine's folders",
+            &backend_key,
+            format!(
+                "unknown backend {name:?}; this build of lake has: {}",
+                backends.names()
+            ),
+        );
+    }
+    let max_parallel_steps = match lake.max_parallel_steps {
+        None => DEFAULT_MAX_PARALLEL_STEPS,
+        Some(0) => {
+            r.value(
+                "lake.max_parallel_steps",
+                "at least 1 (1 runs the steps one by one)",
+            );
+            1
+        }
+        Some(n) => n,
+    };
+    // Top-level tables: lake's own, and those registered backends own.
+    let mut stray: Vec<&str> = spans
+        .top_keys()
+        .filter(|k| !TABLES.contains(k) && backends.iter().all(|b| b.table() != Some(*k)))
+        .collect();
+    stray.sort_unstable();
+    for k in stray {
+        let owned: Vec<String> = backends
+            .iter()
+            .filter_map(|b| b.table().map(|t| format!("[{t}] ({})", b.name())))
+            .collect();
+        r.key(
+            k,
+            format!(
+                "unknown table or key {k:?}: lake.toml has {}{}",
+                TABLES.map(|t| format!("[{t}]")).join(", "),
+                if owned.is_empty() {
+                    String::new()
+                } else {
+                    format!(", and the backends' {}", owned.join(", "))
+                }
+            ),
         );
     }
     let ttl_o = overrides.and_then(|o| o.lock_ttl.as_ref());
@@ -318,23 +370,48 @@ pub fn validate(file: &ConfigFile, env: Option<&str>) -> Result<Pipeline> {
 
     let engine = engine_spec(&mut r, file);
     let aws = aws_spec(&mut r, file);
-    let cluster =
-        super::cluster::cluster_def(&mut r, model.cluster.as_ref(), &lake.name, root.as_ref());
+    let mut selected = None;
+    for kind in backends.iter() {
+        let is_selected = Some(kind.name()) == backend;
+        let mut cx = ConfigCx {
+            r: &mut r,
+            text: file.text(),
+            pipeline: &lake.name,
+            root: root.as_ref(),
+            steps: &steps,
+            base_dir: &file.base_dir,
+            selected: is_selected,
+            backend_key: backend_key.clone(),
+        };
+        let config = kind.configure(&mut cx);
+        if is_selected {
+            selected = config;
+        }
+    }
+    if backend.is_none() {
+        r.value(&backend_key, "this program registers no backend");
+    }
     r.finish()?;
+    let Some(backend) = selected else {
+        return Err(Error::Invalid {
+            what: format!("{} {backend_key}", file.path.display()),
+            message: "the backend gave no configuration and reported no problem".into(),
+        });
+    };
     Ok(Pipeline {
         name: lake.name.clone(),
         file: file.path.clone(),
         base_dir: file.base_dir.clone(),
         env: env.map(str::to_owned),
         root: root.expect("a root that failed to parse was reported"),
-        backend,
+        backend: BackendRef(backend),
+        max_parallel_steps,
         lock_ttl,
         sources,
         steps,
         order,
         engine,
         aws,
-        cluster,
     })
 }
 

@@ -65,3 +65,45 @@ mockall::mock! {
         async fn terminate(&self, cluster: &ClusterHandle) -> Result<()>;
     }
 }
+
+/// A backend kind for tests of lake-core's own: `name`, no table, and a config whose backend
+/// cannot be opened (tests give the orchestrator a mock [`ClusterBackend`] instead).
+#[derive(Debug, Clone, Copy)]
+pub struct TestKind(pub &'static str);
+
+impl crate::backend::BackendKind for TestKind {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn configure(
+        &self,
+        cx: &mut crate::config::ConfigCx<'_, '_>,
+    ) -> Option<std::sync::Arc<dyn crate::backend::BackendConfig>> {
+        cx.selected().then(|| {
+            std::sync::Arc::new(*self) as std::sync::Arc<dyn crate::backend::BackendConfig>
+        })
+    }
+}
+
+#[async_trait]
+impl crate::backend::BackendConfig for TestKind {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    async fn open(
+        &self,
+        _env: &crate::backend::BackendEnv,
+    ) -> Result<std::sync::Arc<dyn ClusterBackend>> {
+        Err(crate::Error::NotImplemented {
+            operation: "open",
+            implementer: format!("the test backend {:?}", self.0),
+        })
+    }
+}
+
+/// A registry of one test backend named `local`, for validating lake.toml files in tests.
+pub fn backends() -> crate::backend::Backends {
+    crate::backend::Backends::new().with(TestKind("local"))
+}

@@ -139,7 +139,7 @@ impl ObjectStore for SnapshotStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        Ok(crate::zone_object_store::delimited(
+        Ok(crate::zones_as_object_store::delimited(
             prefix,
             self.under(prefix).cloned(),
         ))

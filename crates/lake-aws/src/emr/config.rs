@@ -3,13 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use super::model::{
-    AttachConfig, BootstrapConfig, ClusterConfig, ConfigurationConfig, EbsConfig,
-    InstanceGroupConfig,
-};
-use super::{Reporter, Root, StepSpec, parse_duration};
+use lake_core::config::{ConfigCx, Root, StepSpec, opt_secs, parse_duration, secs};
+use serde::{Deserialize, Serialize};
 
 /// The EMR release used when `[cluster] release` is not set.
 pub const DEFAULT_RELEASE: &str = "emr-7.9.0";
@@ -50,17 +45,17 @@ pub struct ClusterDef {
     /// User tags (lake adds its own when it creates the cluster).
     pub tags: BTreeMap<String, String>,
     /// Idle auto-termination; `None`: off.
-    #[serde(with = "super::opt_secs")]
+    #[serde(with = "opt_secs")]
     pub idle_timeout: Option<Duration>,
     /// Steps run at once.
     pub step_concurrency: u32,
     /// Attach to a running cluster instead of creating one.
     pub attach: Option<Attach>,
     /// How long to wait for a failed step's logs.
-    #[serde(with = "super::secs")]
+    #[serde(with = "secs")]
     pub log_wait: Duration,
     /// The run time the estimate assumes, when set.
-    #[serde(with = "super::opt_secs")]
+    #[serde(with = "opt_secs")]
     pub expected_runtime: Option<Duration>,
     /// USD per instance-hour by instance type.
     pub price_per_hour: BTreeMap<String, f64>,
@@ -206,7 +201,7 @@ impl ClusterDef {
 
 /// Check `[cluster]` (absent: all defaults).
 pub(crate) fn cluster_def(
-    r: &mut Reporter<'_>,
+    r: &mut ConfigCx<'_, '_>,
     raw: Option<&ClusterConfig>,
     pipeline: &str,
     root: Option<&Root>,
@@ -457,7 +452,7 @@ pub(crate) fn cluster_def(
 }
 
 fn group(
-    r: &mut Reporter<'_>,
+    r: &mut ConfigCx<'_, '_>,
     role: NodeRole,
     g: &InstanceGroupConfig,
     default_count: u32,
@@ -511,7 +506,7 @@ fn group(
     }
 }
 
-fn ebs(r: &mut Reporter<'_>, key: &str, volumes: &[EbsConfig]) {
+fn ebs(r: &mut ConfigCx<'_, '_>, key: &str, volumes: &[EbsConfig]) {
     for (i, v) in volumes.iter().enumerate() {
         let vkey = format!("{key}.ebs[{i}]");
         if v.size_gb == 0 {
@@ -531,7 +526,7 @@ fn ebs(r: &mut Reporter<'_>, key: &str, volumes: &[EbsConfig]) {
     }
 }
 
-fn configurations(r: &mut Reporter<'_>, key: &str, list: &[ConfigurationConfig]) {
+fn configurations(r: &mut ConfigCx<'_, '_>, key: &str, list: &[ConfigurationConfig]) {
     for (i, c) in list.iter().enumerate() {
         let ckey = format!("{key}[{i}]");
         if c.classification.trim().is_empty() {
@@ -552,4 +547,182 @@ fn is_release(s: &str) -> bool {
                 .iter()
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     })
+}
+
+/// `[cluster]`: what RunJobFlow is asked for (or which running cluster to attach to).
+///
+/// Every key is optional; the defaults make a small Spark cluster that terminates itself
+/// when idle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name (default `lake-<pipeline>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The EMR release label (default: a current `emr-7.x`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Applications to install (default `["Spark"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applications: Option<Vec<String>>,
+    /// The primary node's instance group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<InstanceGroupConfig>,
+    /// The core nodes' instance group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core: Option<InstanceGroupConfig>,
+    /// Task nodes (no HDFS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<InstanceGroupConfig>,
+    /// Instance fleets instead of groups: `master`, `core`, `task`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fleets: BTreeMap<String, InstanceFleetConfig>,
+    /// Bootstrap actions, run on every node before applications start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<BootstrapConfig>,
+    /// Application configurations (`spark-defaults`, `spark-env`, …), nested as EMR takes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configurations: Vec<ConfigurationConfig>,
+    /// Where EMR writes logs (default `<root>/_lake/emr-logs/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_uri: Option<String>,
+    /// The EMR service role (default `EMR_DefaultRole`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_role: Option<String>,
+    /// The EC2 instance profile of the nodes (default `EMR_EC2_DefaultRole`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+    /// The VPC subnet (default: the account's default VPC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// An EC2 key pair for SSH to the primary node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pair: Option<String>,
+    /// Additional security groups of every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
+    /// Tags of the cluster (lake adds `lake:pipeline` and `lake:run-id`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The cluster terminates itself after this long idle (default `1h`; `"off"` disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// Steps run at once on the cluster (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_concurrency: Option<u32>,
+    /// Reuse a running cluster instead of creating one: `"j-…"` or `{ tag = "key=value" }`.
+    /// lake never terminates an attached cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<AttachConfig>,
+    /// How long to wait for a failed step's logs to reach `log_uri` (default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_wait: Option<String>,
+    /// The run time the cost estimate assumes (default: the sum of the steps' `timeout`,
+    /// 30m for a step without one, plus 10m to start the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_runtime: Option<String>,
+    /// USD per hour of each instance type (EC2 plus EMR price), for the cost estimate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub price_per_hour: BTreeMap<String, f64>,
+    /// Refuse to start a run whose estimated cost (USD) is higher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+}
+
+/// `[cluster.master]`, `[cluster.core]`, `[cluster.task]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceGroupConfig {
+    /// EC2 instance type (default `m5.xlarge`).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub instance_type: Option<String>,
+    /// Instances (default 1 for master; 2 for core; 0 for task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// `ON_DEMAND` (default) or `SPOT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub market: Option<String>,
+    /// `SPOT`: the highest price per hour in USD (default: the on-demand price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bid_price: Option<String>,
+    /// EBS volumes of each instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ebs: Vec<EbsConfig>,
+}
+
+/// One EBS volume specification.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbsConfig {
+    /// Size in GiB.
+    pub size_gb: u32,
+    /// `gp3` (default), `gp2`, `io1`, `st1`, `sc1`, `standard`.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub volume_type: Option<String>,
+    /// Volumes of this kind per instance (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Provisioned IOPS (`io1`, `gp3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u32>,
+    /// Throughput in MiB/s (`gp3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<u32>,
+}
+
+/// `[cluster.fleets.<master|core|task>]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceFleetConfig {
+    /// Instance types EMR may choose from.
+    pub types: Vec<String>,
+    /// On-demand capacity units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<u32>,
+    /// Spot capacity units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot: Option<u32>,
+    /// EBS volumes of each instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ebs: Vec<EbsConfig>,
+}
+
+/// One bootstrap action.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    /// Its name.
+    pub name: String,
+    /// The script: an `s3://` URL.
+    pub path: String,
+    /// Its arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+/// One application configuration (EMR's `Configuration`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigurationConfig {
+    /// `spark-defaults`, `spark-env`, `export`, …
+    pub classification: String,
+    /// Its properties.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// Nested configurations (`spark-env` → `export`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configurations: Vec<ConfigurationConfig>,
+}
+
+/// `attach = "j-…"` or `attach = { tag = "key=value" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AttachConfig {
+    /// A cluster id.
+    Id(String),
+    /// The one running cluster with this tag.
+    Tag {
+        /// `key=value`.
+        tag: String,
+    },
 }

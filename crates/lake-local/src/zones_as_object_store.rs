@@ -1,4 +1,4 @@
-//! [`ZoneObjectStore`]: any [`ZoneStore`] as an `object_store::ObjectStore`, so the embedded
+//! [`ZonesAsObjectStore`]: any [`ZoneStore`] as an `object_store::ObjectStore`, so the embedded
 //! engine reads and writes every kind of zone (S3 included) through the one store lake already
 //! trusts, with its credentials, retries and encryption.
 
@@ -27,20 +27,20 @@ const STORE: &str = "lake zone";
 /// memory. An upload dropped or aborted before `complete` fails that put, so nothing partial
 /// is ever visible.
 #[derive(Debug, Clone)]
-pub struct ZoneObjectStore {
+pub struct ZonesAsObjectStore {
     zone: Arc<DynZoneStore>,
 }
 
-impl ZoneObjectStore {
+impl ZonesAsObjectStore {
     /// `zone` as an object store.
     pub fn new(zone: Arc<DynZoneStore>) -> Self {
         Self { zone }
     }
 }
 
-impl fmt::Display for ZoneObjectStore {
+impl fmt::Display for ZonesAsObjectStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ZoneObjectStore({})", self.zone.root_url())
+        write!(f, "ZonesAsObjectStore({})", self.zone.root_url())
     }
 }
 
@@ -188,7 +188,7 @@ impl Drop for Upload {
 }
 
 #[async_trait]
-impl ObjectStore for ZoneObjectStore {
+impl ObjectStore for ZonesAsObjectStore {
     async fn put_opts(
         &self,
         location: &Path,
@@ -372,13 +372,13 @@ impl ObjectStore for ZoneObjectStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ObjectZoneStore;
+    use crate::LocalZoneStore;
     use lake_core::zone::ZoneStoreExt;
     use object_store::ObjectStoreExt;
 
-    fn store() -> (Arc<DynZoneStore>, ZoneObjectStore) {
-        let zone: Arc<DynZoneStore> = Arc::new(ObjectZoneStore::memory());
-        (Arc::clone(&zone), ZoneObjectStore::new(zone))
+    fn store() -> (Arc<DynZoneStore>, ZonesAsObjectStore) {
+        let zone: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+        (Arc::clone(&zone), ZonesAsObjectStore::new(zone))
     }
 
     #[tokio::test]

@@ -1,0 +1,161 @@
+//! `backend = "spark"` end to end: the credit and weather examples run through the `lake`
+//! binary on a real Spark (`master = "local[2]"`, spark-submit of the pip `pyspark` package),
+//! and every trusted and refined row, and each step's row and rejected counts, equal the
+//! embedded engine's.
+//!
+//! Needs `LAKE_PYSPARK_PYTHON` (a Python with pyspark; `.ci/run` sets it); skips without it
+//! unless `LAKE_REQUIRE_PYSPARK` is set.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// The pip pyspark's bin folder (spark-submit) beside the Python that has it.
+fn spark_bin() -> Option<PathBuf> {
+    match std::env::var_os("LAKE_PYSPARK_PYTHON") {
+        Some(p) => Some(Path::new(&p).parent().expect("a python path").to_owned()),
+        None if std::env::var_os("LAKE_REQUIRE_PYSPARK").is_some() => {
+            panic!("LAKE_REQUIRE_PYSPARK is set but LAKE_PYSPARK_PYTHON is not")
+        }
+        None => {
+            eprintln!("skipped: set LAKE_PYSPARK_PYTHON to a Python with pyspark to run this test");
+            None
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            if e.file_name() != "lake" {
+                copy_dir(&e.path(), &target);
+            }
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn example(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name),
+        dir.path(),
+    );
+    dir
+}
+
+/// `lake` in `dir`, with the Spark of `bin` first on PATH (spark-submit, and python3 for
+/// PySpark) and SPARK_HOME unset so that one is used.
+fn lake(dir: &Path, bin: &Path) -> Command {
+    let mut c = Command::cargo_bin("lake").unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.to_owned()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    c.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("SPARK_HOME")
+        .env("PATH", path)
+        .env("SPARK_LOCAL_IP", "127.0.0.1");
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}\n{}",
+        c,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each step's (name, backend, status, rows, rejected) from the newest run's ledger record.
+fn steps(dir: &Path, bin: &Path) -> Vec<(String, String, String, u64, u64)> {
+    let runs: serde_json::Value =
+        serde_json::from_str(&ok(lake(dir, bin).args(["runs", "--json"]))).unwrap();
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    let run: serde_json::Value =
+        serde_json::from_str(&ok(lake(dir, bin).args(["runs", "show", &id, "--json"]))).unwrap();
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                run["backend"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+                s["rows"].as_u64().unwrap(),
+                s["rejected"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn same_rows(name: &str, queries: &[&str]) {
+    let Some(bin) = spark_bin() else { return };
+    let embedded = example(name);
+    let spark = example(name);
+    ok(lake(embedded.path(), &bin).args(["run", "--date", "2024-05-01"]));
+    let out = lake(spark.path(), &bin)
+        .args(["--env", "spark", "run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "spark run failed:\n{stderr}");
+    assert!(stderr.contains("spark: master local[2]"), "{stderr}");
+
+    let (e, s) = (steps(embedded.path(), &bin), steps(spark.path(), &bin));
+    assert_eq!(e.len(), s.len());
+    for (a, b) in e.iter().zip(&s) {
+        assert_eq!((&a.1[..], &b.1[..]), ("local", "spark"));
+        assert_eq!(
+            (&a.2[..], &b.2[..]),
+            ("succeeded", "succeeded"),
+            "{a:?} {b:?}"
+        );
+        assert_eq!(
+            (&a.0, a.3, a.4),
+            (&b.0, b.3, b.4),
+            "step, rows and rejected rows"
+        );
+    }
+    for q in queries {
+        let want = ok(lake(embedded.path(), &bin).args(["query", "--format", "csv", q]));
+        assert!(want.lines().count() > 2, "{q} gives rows: {want}");
+        let got = ok(lake(spark.path(), &bin).args(["query", "--format", "csv", q]));
+        assert_eq!(got, want, "{q}");
+    }
+}
+
+#[test]
+fn credit_on_spark_gives_the_embedded_engines_rows() {
+    same_rows(
+        "credit",
+        &[
+            "SELECT * FROM trusted.credit ORDER BY id",
+            "SELECT * FROM refined.credit_by_purpose ORDER BY purpose",
+            "SELECT _reason, COUNT(*) AS n FROM trusted._rejected_credit GROUP BY _reason ORDER BY _reason",
+        ],
+    );
+}
+
+#[test]
+fn weather_on_spark_gives_the_embedded_engines_rows() {
+    same_rows(
+        "weather",
+        &[
+            "SELECT time, date, temperature_2m, relative_humidity_2m, wind_speed_10m, latitude, longitude FROM trusted.weather_hourly ORDER BY time",
+            "SELECT * FROM refined.weather_daily ORDER BY date",
+        ],
+    );
+}

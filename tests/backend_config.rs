@@ -1,0 +1,235 @@
+//! The backends' own lake.toml tables, checked through the registry the facade builds:
+//! `[cluster]` (emr) and `[spark]` (spark), each problem with its line and key.
+
+use lake::aws::emr::EmrConfig;
+use lake::core::Error;
+use lake::core::config::{ConfigFile, Diagnostic, Pipeline};
+use lake::spark::SparkConfig;
+
+fn pipeline(text: &str, env: Option<&str>) -> Result<Pipeline, Error> {
+    ConfigFile::parse("lake.toml", "/project".into(), text.to_owned())?
+        .pipeline(env, &lake::backends())
+}
+
+fn diagnostics(text: &str) -> Vec<Diagnostic> {
+    match pipeline(text, None) {
+        Err(Error::Config { diagnostics }) => diagnostics.0,
+        Err(other) => panic!("expected config diagnostics, got {other}"),
+        Ok(_) => panic!("expected an invalid config"),
+    }
+}
+
+fn expect_each(d: &[Diagnostic], expect: &[(&str, usize, &str)]) {
+    for (key, line, msg) in expect {
+        let got = d
+            .iter()
+            .find(|d| d.key == *key)
+            .unwrap_or_else(|| panic!("no diagnostic for {key} in {d:#?}"));
+        assert_eq!(got.line, *line, "line of {key}: {got}");
+        assert!(
+            got.message.contains(msg),
+            "{key}: {:?} should contain {msg:?}",
+            got.message
+        );
+    }
+}
+
+fn cluster(p: &Pipeline) -> &lake::aws::emr::ClusterDef {
+    &p.backend.downcast::<EmrConfig>().expect("emr").def
+}
+
+#[test]
+fn emr_needs_an_s3_root() {
+    let d = diagnostics(
+        "[lake]\nname = \"x\"\nbackend = \"emr\"\n[steps.a]\nkind=\"command\"\ncommand=[\"true\"]\n",
+    );
+    assert_eq!((d[0].key.as_str(), d[0].line), ("lake.backend", 3));
+    assert!(
+        d[0].message.contains("needs zones in S3"),
+        "{}",
+        d[0].message
+    );
+}
+
+const CLUSTER: &str = r#"[lake]
+name = "c"
+root = "s3://b/c"
+backend = "emr"
+
+[steps.a]
+kind = "command"
+command = ["true"]
+timeout = "1h"
+
+[cluster]
+release = "emr-7.9.0"
+master = { type = "m5.xlarge" }
+core = { type = "r5.xlarge", count = 4, market = "SPOT", bid_price = "0.2", ebs = [{ size_gb = 100 }] }
+idle_timeout = "20m"
+step_concurrency = 2
+tags = { team = "data" }
+price_per_hour = { "m5.xlarge" = 0.25, "r5.xlarge" = 0.5 }
+max_cost = 10.0
+"#;
+
+#[test]
+fn cluster_defaults_and_estimate() {
+    use lake::aws::emr::{Instances, NodeRole};
+    let p = pipeline(CLUSTER, None).unwrap();
+    let c = cluster(&p);
+    assert_eq!(c.name, "lake-c");
+    assert_eq!(c.applications, ["Spark"]);
+    assert_eq!(c.log_uri.as_deref(), Some("s3://b/c/_lake/emr-logs/"));
+    assert_eq!(c.service_role, "EMR_DefaultRole");
+    assert_eq!(c.instance_profile, "EMR_EC2_DefaultRole");
+    assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(1200)));
+    assert_eq!(c.step_concurrency, 2);
+    let Instances::Groups(g) = &c.instances else {
+        panic!("groups")
+    };
+    assert_eq!(g.len(), 2, "no task group without a count");
+    assert_eq!(
+        (g[0].role, g[0].count, g[0].spot.clone()),
+        (NodeRole::Master, 1, None)
+    );
+    assert_eq!(
+        (g[1].role, g[1].count, g[1].spot.clone()),
+        (NodeRole::Core, 4, Some(Some("0.2".into())))
+    );
+    // 10m start-up + the step's 1h timeout, on 1 + 4 instances.
+    let e = c.estimate(p.steps.values());
+    assert!((e.hours - 70.0 / 60.0).abs() < 1e-9, "{e:?}");
+    assert!((e.instance_hours - 5.0 * 70.0 / 60.0).abs() < 1e-9);
+    let cost = (0.25 + 4.0 * 0.5) * 70.0 / 60.0;
+    assert!((e.cost.unwrap() - cost).abs() < 1e-9, "{e:?}");
+    // No [cluster] at all: a working default.
+    let p = pipeline(
+        "[lake]\nname = \"x\"\nroot = \"s3://b\"\nbackend = \"emr\"\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(cluster(&p).release, lake::aws::emr::DEFAULT_RELEASE);
+    assert_eq!(
+        cluster(&p).log_uri.as_deref(),
+        Some("s3://b/_lake/emr-logs/")
+    );
+    assert_eq!(
+        cluster(&p).idle_timeout,
+        Some(std::time::Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn cluster_keys_are_checked_with_their_lines() {
+    let text = r#"[lake]
+name = "c"
+root = "s3://b/c"
+backend = "emr"
+
+[cluster]
+release = "7.9"
+master = { count = 2 }
+core = { market = "CHEAP" }
+task = { bid_price = "0.1", count = 1 }
+idle_timeout = "10s"
+step_concurrency = 0
+attach = "cluster-1"
+log_uri = "/var/log"
+tags = { "lake:run-id" = "x" }
+max_cost = 3.0
+bootstrap = [{ name = "b", path = "http://x/b.sh" }]
+"#;
+    let d = diagnostics(text);
+    expect_each(
+        &d,
+        &[
+            ("cluster.release", 7, "not an EMR release label"),
+            ("cluster.master.count", 8, "1 primary node"),
+            ("cluster.core.market", 9, "unknown market"),
+            ("cluster.task.bid_price", 10, "goes with market = \"SPOT\""),
+            ("cluster.idle_timeout", 11, "1m to 7d"),
+            ("cluster.step_concurrency", 12, "1 to 256"),
+            ("cluster.attach", 13, "not a cluster id"),
+            ("cluster.log_uri", 14, "EMR writes logs to S3"),
+            ("cluster.tags.lake:run-id", 15, "set by lake"),
+            ("cluster.bootstrap[0].path", 17, "a script in S3"),
+        ],
+    );
+    // max_cost without prices for the types used.
+    let text =
+        "[lake]\nname = \"c\"\nroot = \"s3://b\"\nbackend = \"emr\"\n[cluster]\nmax_cost = 3.0\n";
+    let d = diagnostics(text);
+    expect_each(
+        &d,
+        &[("cluster.max_cost", 6, "\"m5.xlarge\" = <USD per hour>")],
+    );
+    // Groups and fleets are exclusive; the master fleet has one node.
+    let text = "[lake]\nname = \"c\"\nroot = \"s3://b\"\n[cluster]\ncore = { count = 2 }\n[cluster.fleets.master]\ntypes = [\"m5.xlarge\"]\non_demand = 2\n";
+    let d = diagnostics(text);
+    expect_each(
+        &d,
+        &[
+            ("cluster.fleets", 6, "not both"),
+            ("cluster.fleets.master", 6, "one node"),
+        ],
+    );
+}
+
+#[test]
+fn unknown_backends_and_tables_are_named_with_their_lines() {
+    let d = diagnostics(
+        "[lake]\nname = \"x\"\nbackend = \"flink\"\n\n[clustr]\nrelease = \"emr-7.9.0\"\n",
+    );
+    expect_each(
+        &d,
+        &[
+            ("lake.backend", 3, "unknown backend \"flink\""),
+            ("clustr", 5, "[cluster] (emr)"),
+        ],
+    );
+    assert!(
+        d.iter()
+            .any(|d| d.key == "lake.backend" && d.message.contains("local, spark, emr")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn a_backend_table_is_checked_when_another_backend_runs() {
+    // [cluster] is checked on a local run too, so `--env aws` finds no surprise.
+    let d = diagnostics("[lake]\nname = \"x\"\n\n[cluster]\nrelease = \"7.9\"\nbogus = 1\n");
+    assert!(
+        d.iter().any(|d| d.line == 6 && d.message.contains("bogus")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn spark_table_defaults_and_problems() {
+    let p = pipeline(
+        "[lake]\nname = \"x\"\nbackend = \"spark\"\n[spark]\nmaster = \"local[2]\"\nconf = { \"spark.ui.enabled\" = \"false\" }\n",
+        None,
+    )
+    .unwrap();
+    let s = p.backend.downcast::<SparkConfig>().expect("spark");
+    assert_eq!(s.master, "local[2]");
+    assert_eq!(s.deploy_mode, "client");
+    assert_eq!(s.python, "python3");
+    assert_eq!(p.max_parallel_steps, 2);
+    let d = diagnostics(
+        "[lake]\nname = \"x\"\nbackend = \"spark\"\nmax_parallel_steps = 0\n[spark]\nmaster = \"local[2]\"\ndeploy_mode = \"cluster\"\nconf = { \"executor.memory\" = \"2g\", \"spark.x\" = \"${env:T}\" }\n",
+    );
+    expect_each(
+        &d,
+        &[
+            ("lake.max_parallel_steps", 4, "at least 1"),
+            ("spark.deploy_mode", 7, "client mode only"),
+            ("spark.conf.executor.memory", 8, "not a Spark setting"),
+            ("spark.conf.spark.x", 8, "secret"),
+        ],
+    );
+    let d = diagnostics("[lake]\nname = \"x\"\n[spark]\nsparks = 1\n");
+    expect_each(&d, &[("spark.sparks", 4, "unknown field `sparks`")]);
+    let d = diagnostics("[lake]\nname = \"x\"\nbackend = \"spark\"\n[spark]\nmaster = \"mesa\"\n");
+    expect_each(&d, &[("spark.master", 5, "not a Spark master")]);
+}
