@@ -419,18 +419,38 @@ async fn termination_is_retried_until_confirmed() {
 #[tokio::test]
 async fn a_run_reaps_clusters_left_by_dead_runs_of_its_pipeline() {
     let seen = Arc::new(Seen::default());
+    let store = store();
+    let root = store.root_url();
     let left = cluster_as(
         "j-OLD",
         "WAITING",
-        &[("lake:pipeline", "p"), ("lake:run-id", "old")],
+        &[
+            ("lake:pipeline", "p"),
+            ("lake:run-id", "old"),
+            ("lake:root", &root),
+        ],
     );
     let other = cluster_as(
         "j-OTHER",
         "WAITING",
-        &[("lake:pipeline", "q"), ("lake:run-id", "x")],
+        &[
+            ("lake:pipeline", "q"),
+            ("lake:run-id", "x"),
+            ("lake:root", &root),
+        ],
+    );
+    // The same pipeline name on another root (another bucket, another --env): not ours.
+    let elsewhere = cluster_as(
+        "j-ELSEWHERE",
+        "WAITING",
+        &[
+            ("lake:pipeline", "p"),
+            ("lake:run-id", "old"),
+            ("lake:root", "s3://another-bucket/p"),
+        ],
     );
     let mut api = MockEmrApi::new();
-    let listed = vec![left, other];
+    let listed = vec![left, other, elsewhere];
     api.expect_active_clusters()
         .returning(move || Ok(listed.clone()));
     api.expect_run_job_flow().returning(|_| Ok(CLUSTER.into()));
@@ -444,7 +464,7 @@ async fn a_run_reaps_clusters_left_by_dead_runs_of_its_pipeline() {
     });
     api.expect_describe_cluster()
         .returning(|id| Ok(cluster_as(id, "TERMINATING", &[])));
-    let r = run(&context(api, store()), &options()).await.unwrap();
+    let r = run(&context(api, store), &options()).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{r:?}");
     assert_eq!(*seen.terminated.lock().unwrap(), ["j-OLD", CLUSTER]);
 }

@@ -144,7 +144,6 @@ fn credit_on_spark_gives_the_embedded_engines_rows() {
         &[
             "SELECT * FROM trusted.credit ORDER BY id",
             "SELECT * FROM refined.credit_by_purpose ORDER BY purpose",
-            "SELECT _reason, COUNT(*) AS n FROM trusted._rejected_credit GROUP BY _reason ORDER BY _reason",
         ],
     );
 }
