@@ -33,6 +33,7 @@ impl RunObserver for Print {
 }
 
 #[tokio::main]
+#[cfg_attr(test, allow(dead_code))]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let config = args
@@ -42,8 +43,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d")?,
         None => Utc::now().date_naive(),
     };
+    let (record, table) = run(&config, date).await?;
+    println!("{table}");
+    if record.status != lake::core::ledger::Status::Succeeded {
+        std::process::exit(1);
+    }
+    Ok(())
+}
 
-    let lake = Lake::open(&config, None).await?;
+/// Run the pipeline of `config` for `date` and show the first rows of its last step's output.
+async fn run(
+    config: &str,
+    date: NaiveDate,
+) -> Result<(lake::core::ledger::RunRecord, String), Box<dyn std::error::Error>> {
+    let lake = Lake::open(config, None).await?;
     let mut opts = RunOptions::new(date);
     opts.observer = Some(Arc::new(Print));
     let record = lake.run(&opts).await?;
@@ -59,13 +72,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .order
         .last()
         .ok_or("the pipeline has no steps")?;
+    let mut table = String::new();
     if let Some(out) = &lake.pipeline.steps[last].output {
         let sql = format!("SELECT * FROM {}.{} LIMIT 10", out.zone.as_str(), out.name);
         let batches = ctx.sql(&sql).await?.collect().await?;
-        println!("{sql}\n{}", pretty_format_batches(&batches)?);
+        table = format!("{sql}\n{}", pretty_format_batches(&batches)?);
     }
-    if record.status != lake::core::ledger::Status::Succeeded {
-        std::process::exit(1);
+    Ok((record, table))
+}
+
+/// `cargo test` runs this example (Cargo.toml: `test = true`) on a copy of the weather example.
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_the_weather_example() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/weather");
+        for sub in ["", "data"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            for e in std::fs::read_dir(from.join(sub)).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_file() {
+                    std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+                }
+            }
+        }
+        let config = dir.path().join("lake.toml");
+        let date = lake::core::chrono::NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let (record, table) = super::run(config.to_str().unwrap(), date).await.unwrap();
+        assert_eq!(record.status, lake::core::ledger::Status::Succeeded);
+        assert_eq!(record.steps.len(), 2);
+        assert!(
+            table.contains("weather_daily") && table.contains("temp_max"),
+            "{table}"
+        );
     }
-    Ok(())
 }

@@ -1,14 +1,15 @@
 //! From a `lake.toml` to the stores, backend and sources of a run.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use lake_core::backend::{BackendEnv, BackendPlan, Backends, Extensions, Leftover};
-use lake_core::config::{ConfigFile, Pipeline, Root};
+use lake_core::config::{ConfigFile, Pipeline, Root, SourceSpecKind};
 use lake_core::doctor::Check;
 use lake_core::ledger::RunRecord;
 use lake_core::run::{PLAN_RUN_ID, RunContext, RunOptions, StepContext};
-use lake_core::{DynZoneStore, Error, Result};
+use lake_core::{DynZoneStore, Error, Result, Source};
 use lake_local::object_store::ObjectStore;
 use lake_local::{Engine, LocalBackend, LocalZoneStore};
 
@@ -42,6 +43,8 @@ pub struct Lake {
     /// AWS clients' configuration, loaded when the root is in S3.
     #[cfg(feature = "aws")]
     pub aws: Option<lake_aws::Aws>,
+    /// Sources the program provides (`kind = "program"`), by name.
+    programs: BTreeMap<String, Arc<dyn Source>>,
 }
 
 impl Lake {
@@ -73,7 +76,28 @@ impl Lake {
             engine,
             #[cfg(feature = "aws")]
             aws,
+            programs: BTreeMap::new(),
         })
+    }
+
+    /// Provide the `[sources.<name>]` of `kind = "program"` named as `source` says: a
+    /// [`Source`] of the embedding program's own (an API client, a queue, a generator). An
+    /// error when lake.toml has no such source, or one of another kind.
+    pub fn with_source(mut self, source: Arc<dyn Source>) -> Result<Self> {
+        let name = source.name().to_owned();
+        match self.pipeline.sources.get(&name).map(|s| &s.kind) {
+            Some(SourceSpecKind::Program) => {
+                self.programs.insert(name, source);
+                Ok(self)
+            }
+            _ => Err(Error::Invalid {
+                what: format!("source {name}"),
+                message: format!(
+                    "{} has no [sources.{name}] with kind = \"program\" for this source",
+                    self.pipeline.file.display()
+                ),
+            }),
+        }
     }
 
     /// What the pipeline's backend works with: the pipeline, the zones, the embedded backend
@@ -103,14 +127,24 @@ impl Lake {
             .config()
             .open(&self.backend_env())
             .await?;
+        let mut sources = lake_ingest::build_sources(
+            &self.pipeline,
+            std::sync::Arc::new(|v: &str| std::env::var(v).ok()),
+        )?;
+        for (name, spec) in &self.pipeline.sources {
+            if matches!(spec.kind, SourceSpecKind::Program) {
+                let given = self.programs.get(name).ok_or_else(|| Error::Invalid {
+                    what: format!("{} sources.{name}", self.pipeline.file.display()),
+                    message: "kind = \"program\": the program running lake provides this source (Lake::with_source); the lake command cannot".into(),
+                })?;
+                sources.insert(name.clone(), Arc::clone(given));
+            }
+        }
         Ok(RunContext {
             pipeline: Arc::clone(&self.pipeline),
             store: Arc::clone(&self.store),
             backend,
-            sources: lake_ingest::build_sources(
-                &self.pipeline,
-                std::sync::Arc::new(|v: &str| std::env::var(v).ok()),
-            )?,
+            sources,
         })
     }
 

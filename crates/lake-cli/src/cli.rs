@@ -7,7 +7,18 @@ use lake::core::chrono::NaiveDate;
 
 /// Run a batch data-lake pipeline described in one file, lake.toml.
 #[derive(Debug, Parser)]
-#[command(name = "lake", version, about, propagate_version = true)]
+#[command(
+    name = "lake",
+    version,
+    about = "Run a batch data-lake pipeline described in one file, lake.toml",
+    long_about = "Run a batch data-lake pipeline described in one file, lake.toml: sources land in a raw \
+zone, steps turn it into trusted and refined zones, every run is recorded.\n\n\
+Start with `lake init`, then `lake run`; `lake plan` shows what a run would do, `lake query` \
+reads what it made. The same file runs on this machine, on a Spark cluster (backend = \"spark\") \
+and on AWS EMR (backend = \"emr\").",
+    after_help = "Every lake.toml key: docs/lake-toml.md. Exit codes: 0 ok, 1 the run failed, 2 bad usage or configuration, 130 cancelled.",
+    propagate_version = true
+)]
 pub(crate) struct Args {
     /// The pipeline file.
     #[arg(

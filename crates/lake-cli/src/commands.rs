@@ -279,6 +279,11 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
                 patterns.join(", "),
                 s.name
             )?,
+            SourceSpecKind::Program => writeln!(
+                out,
+                "  {} (program, line {}): provided by the program running lake → raw/{}/ingest_date=<date>/",
+                s.name, s.line, s.name
+            )?,
             SourceSpecKind::Http(h) => writeln!(
                 out,
                 "  {} (http, line {}, window {}): GET {} → raw/{}/ingest_date=<date>/{}",

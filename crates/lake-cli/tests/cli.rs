@@ -1285,3 +1285,20 @@ fn emr_plan_cost_refusal_and_policy_without_aws() {
             .contains(&"elasticmapreduce:RunJobFlow".into())
     );
 }
+
+#[test]
+fn help_speaks_to_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = lake(tmp.path()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("Run a batch data-lake pipeline described in one file, lake.toml"),
+        "{text}"
+    );
+    assert!(text.contains("docs/lake-toml.md"), "{text}");
+    assert!(
+        !text.contains("every decision lives in the libraries"),
+        "{text}"
+    );
+}

@@ -26,6 +26,7 @@ pub use http::HttpSource;
 pub use kaggle::KaggleSource;
 
 /// The pipeline's sources, by name; `env` resolves `${env:…}` values when a source needs them.
+/// `kind = "program"` sources are not among them: the embedding program provides those.
 pub fn build_sources(
     pipeline: &Pipeline,
     env: EnvLookup,
@@ -46,6 +47,8 @@ pub fn build_sources(
                 (**k).clone(),
                 Arc::clone(&env),
             )?),
+            // The embedding program provides it.
+            SourceSpecKind::Program => continue,
             #[allow(unreachable_patterns)]
             _ => {
                 return Err(lake_core::Error::NotImplemented {

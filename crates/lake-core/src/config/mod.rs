@@ -647,6 +647,8 @@ pub enum SourceSpecKind {
     Http(Box<HttpSpec>),
     /// A Kaggle dataset.
     Kaggle(Box<KaggleSpec>),
+    /// Provided by the program that embeds lake.
+    Program,
 }
 
 /// A checked `kind = "kaggle"` source.

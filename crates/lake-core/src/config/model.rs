@@ -222,6 +222,9 @@ pub enum SourceKind {
     Http,
     /// A Kaggle dataset, fetched whole (or some of its files) each window.
     Kaggle,
+    /// A [`Source`](crate::Source) the program embedding lake provides under this name
+    /// (`lake::Lake::with_source`): the extension point for sources lake does not ship.
+    Program,
 }
 
 /// `[steps.<name>]`.

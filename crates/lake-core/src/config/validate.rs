@@ -170,6 +170,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
             }
             SourceKind::Http => SourceSpecKind::Http(Box::new(http_spec(&mut r, &key, src))),
             SourceKind::Kaggle => SourceSpecKind::Kaggle(Box::new(kaggle_spec(&mut r, &key, src))),
+            SourceKind::Program => SourceSpecKind::Program,
         };
         let extract = extract_spec(&mut r, &key, src);
         let window = src
@@ -541,6 +542,7 @@ fn kind_name(k: SourceKind) -> &'static str {
         SourceKind::File => "file",
         SourceKind::Http => "http",
         SourceKind::Kaggle => "kaggle",
+        SourceKind::Program => "program",
     }
 }
 
