@@ -19,7 +19,7 @@ impl Measure {
     }
 }
 
-/// Run `cmd` (its program, arguments and working directory) under `/usr/bin/time -f "%e %M"`;
+/// Run `cmd` (its program, arguments, environment and working directory) under `/usr/bin/time -f "%e %M"`;
 /// panics with its output if it fails.
 pub fn timed(cmd: &mut Command) -> Measure {
     static N: AtomicU64 = AtomicU64::new(0);
@@ -37,6 +37,12 @@ pub fn timed(cmd: &mut Command) -> Measure {
         .args(cmd.get_args());
     if let Some(dir) = cmd.get_current_dir() {
         t.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
     }
     let out = t.output().expect("run /usr/bin/time");
     assert!(

@@ -1,0 +1,101 @@
+//! Polling: a submitted step watched to its end with backoff, no faster than its backend
+//! wants; its timeout, cancellation, and the cause of its failure from its logs.
+
+use std::time::{Duration, Instant};
+
+use super::{Event, Runner};
+use crate::Error;
+use crate::cluster::{ClusterHandle, StepHandle, StepState};
+use crate::config::StepSpec;
+
+impl Runner<'_> {
+    pub(super) async fn wait(
+        &self,
+        cluster: &ClusterHandle,
+        handle: &StepHandle,
+        spec: &StepSpec,
+    ) -> std::result::Result<(), StepFailure> {
+        let backend = &self.ctx.backend;
+        let started = Instant::now();
+        let (floor, max_floor) = backend.poll_floor();
+        let mut interval = self.opts.poll.max(floor);
+        let max_poll = self.opts.max_poll.max(max_floor);
+        let mut last_seen: Option<(StepState, Option<String>)> = None;
+        let mut last_report = Instant::now();
+        loop {
+            match backend
+                .poll(cluster, handle)
+                .await
+                .map_err(StepFailure::Error)?
+            {
+                StepState::Completed => return Ok(()),
+                StepState::Cancelled => return Err(StepFailure::Cancelled),
+                StepState::Failed { reason } => {
+                    // Logs may be late (EMR copies them minutes after): wait, but not past a
+                    // cancel.
+                    let logs = tokio::select! {
+                        l = backend.logs(cluster, handle) => l.unwrap_or_default(),
+                        () = self.cancel.cancelled() => Default::default(),
+                    };
+                    let mut msg = reason;
+                    let cause = crate::cluster::cause_lines(&logs.stderr_tail, 20);
+                    if !cause.is_empty() {
+                        msg.push_str(&format!("\ncause:\n{}", cause.join("\n")));
+                    }
+                    let tail = tail_lines(&logs.stderr_tail, 20);
+                    if !tail.is_empty() {
+                        msg.push_str(&format!("\nstderr (last lines):\n{tail}"));
+                    }
+                    return Err(StepFailure::Failed(self.redactor.redact(&msg)));
+                }
+                state @ (StepState::Pending | StepState::Running) => {
+                    let line = backend.status(cluster).await;
+                    let seen = (state.clone(), line.clone());
+                    if last_seen.as_ref() != Some(&seen) || last_report.elapsed() >= PROGRESS_EVERY
+                    {
+                        self.opts.emit(Event::StepProgress {
+                            name: handle.name.clone(),
+                            state,
+                            elapsed: started.elapsed(),
+                            cluster: line,
+                        });
+                        last_seen = Some(seen);
+                        last_report = Instant::now();
+                    }
+                }
+            }
+            if let Some(limit) = spec.timeout
+                && started.elapsed() >= limit
+            {
+                let _ = backend.cancel(cluster, handle).await;
+                return Err(StepFailure::Failed(format!(
+                    "timed out after {}s (timeout = {}s)",
+                    started.elapsed().as_secs(),
+                    limit.as_secs()
+                )));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.cancel.cancelled() => {
+                    let _ = backend.cancel(cluster, handle).await;
+                    return Err(StepFailure::Cancelled);
+                }
+            }
+            interval = (interval * 2).min(max_poll);
+        }
+    }
+}
+
+/// A step's unchanged state is reported again after this long.
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+pub(super) enum StepFailure {
+    Cancelled,
+    Failed(String),
+    Error(Error),
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

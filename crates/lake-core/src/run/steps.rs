@@ -1,0 +1,404 @@
+//! Steps: which run when (at once, up to the limit), each from its inputs to a published
+//! output, and what makes an output up to date.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+
+use super::poll::StepFailure;
+use super::{Event, Runner, StepContext, error_chain};
+use crate::cluster::{ClusterSpec, StepRequest};
+use crate::config::{StepSpec, StepSpecKind, WriteMode, Zone};
+use crate::ledger::{RunRecord, Status, StepRecord};
+use crate::publish::{self, ObjectEntry, StepMetrics};
+use crate::zone::ZoneStoreExt;
+use crate::{Error, Result};
+
+impl Runner<'_> {
+    pub(super) async fn run_all(&mut self, steps: &[String], record: &mut RunRecord) -> Result<()> {
+        let p = Arc::clone(&self.ctx.pipeline);
+        let mut failed_sources = BTreeSet::new();
+        for source in p.sources_read_by(steps.iter().map(String::as_str)) {
+            if self.opts.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if !self.catch_up(&source, &[], false, record).await? {
+                failed_sources.insert(source.clone());
+            }
+        }
+
+        self.steps(steps, &failed_sources, record).await
+    }
+
+    /// Run `steps` (in dependency order), each as soon as the steps it depends on have
+    /// finished, at most `[lake] max_parallel_steps` at once (and no more than the backend
+    /// runs at once). A step whose dependency did not succeed, or whose raw input failed to
+    /// land, is skipped; the others go on.
+    async fn steps(
+        &self,
+        steps: &[String],
+        failed_sources: &BTreeSet<String>,
+        record: &mut RunRecord,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        let p = Arc::clone(&self.ctx.pipeline);
+        let limit = p
+            .backend
+            .config()
+            .step_concurrency()
+            .map_or(p.max_parallel_steps, |b| b.min(p.max_parallel_steps))
+            .max(1);
+        let mut done: BTreeMap<String, Status> = BTreeMap::new();
+        let mut waiting: Vec<&String> = steps.iter().collect();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut error: Option<Error> = None;
+        let mut finished = Vec::new();
+        loop {
+            // Start (or settle) every waiting step whose dependencies have finished.
+            let mut i = 0;
+            while i < waiting.len() {
+                let spec = &p.steps[waiting[i]];
+                let deps = spec.depends_on.iter().filter(|d| steps.contains(d));
+                if deps.clone().any(|d| !done.contains_key(d)) {
+                    i += 1;
+                    continue;
+                }
+                let blocked = spec
+                    .depends_on
+                    .iter()
+                    .find(|d| {
+                        done.get(*d)
+                            .is_some_and(|s| !matches!(s, Status::Succeeded | Status::UpToDate))
+                    })
+                    .map(|d| format!("dependency {d:?} did not succeed"))
+                    .or_else(|| {
+                        spec.inputs
+                            .iter()
+                            .find(|i| {
+                                i.dataset.zone == Zone::Raw
+                                    && failed_sources.contains(&i.dataset.name)
+                            })
+                            .map(|i| format!("ingest of {} failed", i.dataset))
+                    });
+                let settled = if self.cancel.is_cancelled() {
+                    Some(skipped(
+                        spec,
+                        Status::Cancelled,
+                        "the run was cancelled".into(),
+                    ))
+                } else if let Some(reason) = blocked {
+                    Some(skipped(spec, Status::Skipped, reason))
+                } else if running.len() >= limit {
+                    i += 1;
+                    continue;
+                } else {
+                    running.push(async move { (spec, self.step(spec).await) });
+                    None
+                };
+                waiting.remove(i);
+                if let Some(rec) = settled {
+                    done.insert(rec.name.clone(), rec.status);
+                    self.opts.emit(Event::StepFinished {
+                        record: rec.clone(),
+                    });
+                    finished.push(rec);
+                    // What it settled may unblock an earlier waiting step.
+                    i = 0;
+                }
+            }
+            let Some((spec, result)) = running.next().await else {
+                break;
+            };
+            let rec = match result {
+                Ok(rec) => rec,
+                Err(e) => {
+                    // The store or the backend failed: stop the steps beside it, end the run.
+                    self.cancel.cancel();
+                    let rec = skipped(spec, Status::Failed, self.redactor.redact(&error_chain(&e)));
+                    error.get_or_insert(e);
+                    rec
+                }
+            };
+            done.insert(rec.name.clone(), rec.status);
+            self.opts.emit(Event::StepFinished {
+                record: rec.clone(),
+            });
+            finished.push(rec);
+        }
+        // The ledger lists steps in pipeline order; their times say what overlapped.
+        finished.sort_by_key(|r| steps.iter().position(|s| *s == r.name));
+        record.steps.extend(finished);
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if self.opts.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    async fn step(&self, spec: &StepSpec) -> Result<StepRecord> {
+        let store = &*self.ctx.store;
+        let started = Utc::now();
+        let clock = Instant::now();
+        let mut rec = skipped(spec, Status::Running, String::new());
+        rec.started = Some(started);
+
+        let mut per_input = Vec::new();
+        for input in &spec.inputs {
+            let date = input
+                .at_date
+                .then(|| {
+                    self.ctx
+                        .pipeline
+                        .sources
+                        .get(&input.dataset.name)
+                        .map(|s| s.window_of(self.opts.date).start)
+                })
+                .flatten();
+            per_input.push(publish::dataset_objects(store, &input.dataset, date).await?);
+        }
+        rec.inputs = per_input.iter().flatten().cloned().collect();
+        let fingerprint = fingerprint(spec, self.opts.date, &rec.inputs);
+        if let Some(out) = &spec.output
+            && !self.opts.force
+            && let Some(m) = publish::read_manifest(store, &out.prefix()).await?
+            && m.fingerprint.as_deref() == Some(fingerprint.as_str())
+        {
+            rec.status = Status::UpToDate;
+            rec.bytes = Some(m.bytes());
+            rec.output_objects = m.objects;
+            rec.error = Some(format!(
+                "{out} is up to date: written by run {} from the same inputs (use --force to rerun)",
+                m.run_id
+            ));
+            rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
+            rec.ended = Some(Utc::now());
+            return Ok(rec);
+        }
+
+        let staging = staging_prefix(self.run_id, &spec.name);
+        let output_url = match &spec.output {
+            Some(_) => {
+                store.delete_prefix(&staging).await?;
+                Some(match store.local_path(&staging) {
+                    Some(path) => {
+                        tokio::fs::create_dir_all(&path)
+                            .await
+                            .map_err(|source| Error::Io {
+                                action: "create directory",
+                                path: path.clone(),
+                                source,
+                            })?;
+                        path.to_string_lossy().into_owned()
+                    }
+                    None => store.url_of(&staging),
+                })
+            }
+            None => None,
+        };
+        let request = self.request(spec, &staging, output_url.as_deref(), per_input);
+        let cluster = self
+            .cluster
+            .get_or_try_init(|| async {
+                let spec = ClusterSpec::new(
+                    &self.ctx.pipeline.name,
+                    self.run_id,
+                    &self.ctx.store.root_url(),
+                );
+                let handle = self.ctx.backend.start(&spec).await?;
+                for note in &handle.notes {
+                    self.opts.emit(Event::Cluster(note.clone()));
+                }
+                Ok::<_, Error>(handle)
+            })
+            .await?
+            .clone();
+        self.opts.emit(Event::StepStarted {
+            name: spec.name.clone(),
+        });
+        let result = match self.ctx.backend.submit(&cluster, &request).await {
+            Ok(handle) => self.wait(&cluster, &handle, spec).await,
+            Err(e) => Err(StepFailure::Error(e)),
+        };
+        let outcome = match result {
+            Ok(()) => match &spec.output {
+                Some(out) => {
+                    self.publish(spec, &staging, out, fingerprint, &mut rec)
+                        .await
+                }
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
+        rec.ended = Some(Utc::now());
+        match outcome {
+            Ok(()) => rec.status = Status::Succeeded,
+            Err(failure) => {
+                // Never publish a failed step; its staging goes, the previous output stays.
+                if spec.output.is_some() {
+                    let _ = store.delete_prefix(&staging).await;
+                }
+                match failure {
+                    StepFailure::Cancelled => rec.status = Status::Cancelled,
+                    StepFailure::Failed(message) => {
+                        rec.status = Status::Failed;
+                        rec.error = Some(message);
+                    }
+                    StepFailure::Error(e) => {
+                        rec.status = Status::Failed;
+                        rec.error = Some(self.redactor.redact(&error_chain(&e)));
+                    }
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Publish a completed step's staging: its rejected rows first (kept even when there are
+    /// too many, so they can be inspected), then, within `max_rejected`, its output.
+    async fn publish(
+        &self,
+        spec: &StepSpec,
+        staging: &str,
+        out: &crate::config::ZoneRef,
+        fingerprint: String,
+        rec: &mut StepRecord,
+    ) -> std::result::Result<(), StepFailure> {
+        let store = &*self.ctx.store;
+        let err = StepFailure::Error;
+        let metrics_key =
+            crate::zone::Key::new(format!("{staging}/{}", publish::STEP_METRICS)).map_err(err)?;
+        let metrics: Option<StepMetrics> = store.get_json(&metrics_key).await.map_err(err)?;
+        if let Some(m) = &metrics {
+            rec.rows = Some(m.rows);
+            rec.rejected = Some(m.rejected);
+        }
+        let rejected = metrics.as_ref().map_or(0, |m| m.rejected);
+        if rejected > 0 {
+            let target = publish::rejected_prefix(out.zone, &spec.name);
+            publish::publish(
+                store,
+                &format!("{staging}/{}", publish::REJECTED),
+                &target,
+                WriteMode::Append,
+                self.run_id,
+                None,
+            )
+            .await
+            .map_err(err)?;
+        }
+        if let (Some(m), StepSpecKind::Sql { max_rejected, .. }) = (&metrics, &spec.kind) {
+            let total = m.rows + m.rejected;
+            let share = if total == 0 {
+                0.0
+            } else {
+                m.rejected as f64 / total as f64
+            };
+            if share > *max_rejected {
+                let mut by_count: Vec<(&String, &u64)> = m.reasons.iter().collect();
+                by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                let mut reasons: Vec<String> = by_count
+                    .iter()
+                    .take(10)
+                    .map(|(r, n)| format!("  {n} × {r}"))
+                    .collect();
+                if by_count.len() > 10 {
+                    reasons.push(format!("  … and {} more checks", by_count.len() - 10));
+                }
+                return Err(StepFailure::Failed(format!(
+                    "{} of {total} rows ({:.1}%) were rejected, more than max_rejected = {} ({}%); {out} was left as it was. \
+                     The rejected rows are in {}:\n{}",
+                    m.rejected,
+                    share * 100.0,
+                    max_rejected,
+                    max_rejected * 100.0,
+                    publish::rejected_prefix(out.zone, &spec.name),
+                    reasons.join("\n")
+                )));
+            }
+        }
+        let m = publish::publish(
+            store,
+            staging,
+            &out.prefix(),
+            spec.mode,
+            self.run_id,
+            Some(fingerprint),
+        )
+        .await
+        .map_err(err)?;
+        rec.bytes = Some(m.bytes());
+        rec.output_objects = m.objects;
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        spec: &StepSpec,
+        staging: &str,
+        output: Option<&str>,
+        objects: Vec<Vec<ObjectEntry>>,
+    ) -> StepRequest {
+        StepContext {
+            pipeline: &self.ctx.pipeline,
+            store: &*self.ctx.store,
+            date: self.opts.date,
+            run_id: self.run_id,
+        }
+        .request(
+            spec,
+            staging,
+            output,
+            objects,
+            self.secrets.get(&spec.name).cloned().unwrap_or_default(),
+        )
+    }
+}
+
+/// The run id a plan's requests show where a run puts its own.
+pub const PLAN_RUN_ID: &str = "<run-id>";
+
+/// The staging prefix a step of a run writes to before its output is published.
+pub fn staging_prefix(run_id: &str, step: &str) -> String {
+    format!("_lake/staging/{run_id}/{step}")
+}
+
+fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
+    StepRecord {
+        name: spec.name.clone(),
+        kind: spec.kind_name().to_owned(),
+        status,
+        inputs: Vec::new(),
+        output: spec.output.as_ref().map(ToString::to_string),
+        output_objects: Vec::new(),
+        rows: None,
+        rejected: None,
+        bytes: None,
+        started: None,
+        ended: None,
+        duration_ms: None,
+        error: (!reason.is_empty()).then_some(reason),
+    }
+}
+
+/// What makes a step's output what it is: its definition (as written, secrets unresolved), the
+/// date, and its inputs' hashes.
+fn fingerprint(spec: &StepSpec, date: NaiveDate, inputs: &[ObjectEntry]) -> String {
+    let mut h = Sha256::new();
+    let mut def = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(o) = def.as_object_mut() {
+        o.remove("line");
+    }
+    h.update(def.to_string());
+    h.update(date.to_string());
+    for i in inputs {
+        h.update(&i.key);
+        h.update(&i.sha256);
+    }
+    hex::encode(h.finalize())
+}
