@@ -265,6 +265,53 @@ impl Lake {
         self.engine.lake_session(&datasets, &formats).await
     }
 
+    /// Run a read-only `sql` over the lake (as [`query_session`](Self::query_session)) and
+    /// write its rows to `path`, Parquet or CSV by the file's extension, in one file. Returns
+    /// the rows written.
+    pub async fn query_to_file(&self, sql: &str, path: &Path) -> Result<u64> {
+        use lake_local::engine::datafusion::arrow::array::UInt64Array;
+        use lake_local::engine::datafusion::dataframe::DataFrameWriteOptions;
+        let failed = |e: lake_local::engine::datafusion::error::DataFusionError| Error::Query {
+            origin: "lake query".into(),
+            message: e.to_string(),
+        };
+        let abs = std::path::absolute(path).map_err(|source| Error::Io {
+            action: "resolve",
+            path: path.to_owned(),
+            source,
+        })?;
+        let ext = abs.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if !matches!(ext, "parquet" | "csv") {
+            return Err(Error::Invalid {
+                what: format!("output {}", path.display()),
+                message: "the file name must end in .parquet or .csv".into(),
+            });
+        }
+        let df = self
+            .query_session()
+            .await?
+            .sql_with_options(sql, lake_local::engine::read_only())
+            .await
+            .map_err(failed)?;
+        let url = abs.to_string_lossy().into_owned();
+        let opts = DataFrameWriteOptions::new().with_single_file_output(true);
+        let counts = if ext == "parquet" {
+            df.write_parquet(&url, opts, None).await
+        } else {
+            df.write_csv(&url, opts, None).await
+        }
+        .map_err(failed)?;
+        Ok(counts
+            .iter()
+            .filter_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .map(|c| c.iter().flatten().sum::<u64>())
+            })
+            .sum())
+    }
+
     /// Run the pipeline (see [`lake_core::run::run`]) after the backend's preflight.
     pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
         self.preflight(&opts.only).await?;

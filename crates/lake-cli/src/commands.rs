@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use lake::Lake;
 use lake::core::DynZoneStore;
 use lake::core::config::{Pipeline, SourceSpecKind, StepSpecKind, Zone};
-use lake::core::ledger::{self, RunRecord, Status};
+use lake::core::ledger::{self, Status};
 use lake::core::run::RunOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -62,17 +62,8 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             wait,
         } => {
             let lake = Lake::open(&args.config, env).await?;
-            let dates = match (date, from, to) {
-                (_, Some(f), Some(t)) => {
-                    if f > t {
-                        return Err(UsageError(format!("--from {f} is after --to {t}")).into());
-                    }
-                    f.iter_days().take_while(|d| d <= t).collect()
-                }
-                (Some(d), _, _) => vec![*d],
-                // Catch up from each source's cursor to --to or today.
-                _ => Vec::new(),
-            };
+            // No dates: catch up from each source's cursor to --to or today.
+            let dates = lake::core::run::ingest_dates(*date, *from, *to)?;
             let today = lake::core::chrono::Utc::now().date_naive();
             let mut opts = run_options(dates.last().copied().or(*to).unwrap_or(today), &args);
             opts.force = *force;
@@ -498,28 +489,6 @@ fn location(store: &DynZoneStore, key: &str) -> String {
         .unwrap_or_else(|| store.url_of(key))
 }
 
-async fn find_run(store: &DynZoneStore, id: &str) -> Result<RunRecord> {
-    let runs = ledger::list(store).await?;
-    let matching: Vec<&RunRecord> = runs.iter().filter(|r| r.run_id.starts_with(id)).collect();
-    match matching.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(UsageError(format!(
-            "no run {id:?} in {}",
-            location(store, "_lake/runs")
-        ))
-        .into()),
-        many => Err(UsageError(format!(
-            "{id:?} matches {} runs: {}",
-            many.len(),
-            many.iter()
-                .map(|r| r.run_id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into()),
-    }
-}
-
 async fn runs(store: &DynZoneStore, json: bool) -> Result<ExitCode> {
     let runs = ledger::list(store).await?;
     let mut out = std::io::stdout().lock();
@@ -561,7 +530,7 @@ async fn runs(store: &DynZoneStore, json: bool) -> Result<ExitCode> {
 }
 
 async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode> {
-    let r = find_run(store, id).await?;
+    let r = ledger::find(store, id).await?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &r)?;
@@ -633,24 +602,15 @@ fn write_objects(
 async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let Some(path) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) else {
-        for zone in Zone::ALL {
-            let objects = store.list(zone.as_str()).await?;
-            let mut datasets: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
-            for o in objects {
-                if let Some(rest) = o.key.strip_prefix(zone.as_str()) {
-                    let ds = rest.split('/').next().unwrap_or(rest).to_owned();
-                    let e = datasets.entry(ds).or_default();
-                    e.0 += 1;
-                    e.1 += o.size;
-                }
-            }
+        for (zone, folders) in lake::core::publish::zone_summary(store).await? {
             writeln!(out, "{}/", zone.as_str())?;
-            for (ds, (n, b)) in datasets {
+            for f in folders {
                 writeln!(
                     out,
-                    "  {}/{ds}  {n} objects, {}",
-                    zone.as_str(),
-                    print::bytes(b)
+                    "  {}  {} objects, {}",
+                    f.path,
+                    f.objects,
+                    print::bytes(f.bytes)
                 )?;
             }
         }
@@ -685,46 +645,21 @@ async fn query(
     output: Option<&Path>,
 ) -> Result<ExitCode> {
     use lake::local::engine::datafusion::arrow;
-    use lake::local::engine::datafusion::dataframe::DataFrameWriteOptions;
     use std::io::IsTerminal;
 
     let ctx = lake.query_session().await?;
     let Some(sql) = sql else {
         return list_tables(&ctx).await;
     };
+    if let Some(path) = output {
+        let rows = lake.query_to_file(sql, path).await?;
+        eprintln!("{rows} rows written to {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let df = ctx
         .sql_with_options(sql, lake::local::engine::read_only())
         .await
         .map_err(|e| query_error(e.to_string()))?;
-    if let Some(path) = output {
-        let abs = std::path::absolute(path)?;
-        let url = abs.to_string_lossy().into_owned();
-        let opts = DataFrameWriteOptions::new().with_single_file_output(true);
-        let ext = abs.extension().and_then(|e| e.to_str()).unwrap_or_default();
-        let counts = match ext {
-            "parquet" => df.write_parquet(&url, opts, None).await,
-            "csv" => df.write_csv(&url, opts, None).await,
-            _ => {
-                return Err(UsageError(format!(
-                    "--output {}: the file name must end in .parquet or .csv",
-                    path.display()
-                ))
-                .into());
-            }
-        }
-        .map_err(|e| query_error(e.to_string()))?;
-        let rows: u64 = counts
-            .iter()
-            .filter_map(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<arrow::array::UInt64Array>()
-                    .map(|c| c.iter().flatten().sum::<u64>())
-            })
-            .sum();
-        eprintln!("{rows} rows written to {}", abs.display());
-        return Ok(ExitCode::SUCCESS);
-    }
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         QueryFormat::Table
     } else {

@@ -204,7 +204,7 @@ pub(crate) fn step_line(s: &StepRecord) -> String {
             )
         }
         Status::UpToDate => format!(
-            "step {}: skipped, {}",
+            "step {}: skipped, {} (--force reruns it)",
             s.name,
             s.error.as_deref().unwrap_or("up to date")
         ),

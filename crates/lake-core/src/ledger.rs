@@ -10,6 +10,9 @@ use crate::publish::ObjectEntry;
 use crate::zone::{DynZoneStore, Key, ZoneStoreExt};
 use crate::{Error, Result};
 
+/// Where run records live, under the root.
+pub const RUNS: &str = "_lake/runs";
+
 /// How a run or a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,7 +151,7 @@ pub async fn get(store: &DynZoneStore, run_id: &str) -> Result<RunRecord> {
 /// Every run's record, oldest first.
 pub async fn list(store: &DynZoneStore) -> Result<Vec<RunRecord>> {
     let mut out = Vec::new();
-    for meta in store.list("_lake/runs").await? {
+    for meta in store.list(RUNS).await? {
         if meta.key.as_str().ends_with(".json")
             && let Some(r) = store.get_json::<RunRecord>(&meta.key).await?
         {
@@ -157,4 +160,32 @@ pub async fn list(store: &DynZoneStore) -> Result<Vec<RunRecord>> {
     }
     out.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
     Ok(out)
+}
+
+/// The one run whose id starts with `prefix` (`lake runs show 2024…`): an error naming the
+/// ledger when none matches, and the matching ids when several do.
+pub async fn find(store: &DynZoneStore, prefix: &str) -> Result<RunRecord> {
+    let runs = list(store).await?;
+    let mut matching: Vec<RunRecord> = runs
+        .into_iter()
+        .filter(|r| r.run_id.starts_with(prefix))
+        .collect();
+    match matching.len() {
+        1 => Ok(matching.remove(0)),
+        0 => Err(crate::Error::Invalid {
+            what: format!("run {prefix:?}"),
+            message: format!("no such run in {}", store.url_of(RUNS)),
+        }),
+        n => Err(crate::Error::Invalid {
+            what: format!("run {prefix:?}"),
+            message: format!(
+                "matches {n} runs: {}",
+                matching
+                    .iter()
+                    .map(|r| r.run_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
 }

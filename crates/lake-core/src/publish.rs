@@ -575,3 +575,43 @@ pub async fn set_cursor(
         .await
         .map(|_| ())
 }
+
+/// Objects and bytes of one dataset folder of a zone, for listings (`lake ls`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FolderSummary {
+    /// `zone/name`.
+    pub path: String,
+    /// Objects under it (manifests and rejected rows included).
+    pub objects: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Every folder directly under each zone, with its object count and bytes, in zone order.
+pub async fn zone_summary(store: &DynZoneStore) -> Result<Vec<(Zone, Vec<FolderSummary>)>> {
+    let mut out = Vec::new();
+    for zone in Zone::ALL {
+        let mut folders: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+        for o in store.list(zone.as_str()).await? {
+            if let Some(rest) = o.key.strip_prefix(zone.as_str()) {
+                let rest = rest.trim_start_matches('/');
+                let name = rest.split('/').next().unwrap_or(rest).to_owned();
+                let e = folders.entry(name).or_default();
+                e.0 += 1;
+                e.1 += o.size;
+            }
+        }
+        out.push((
+            zone,
+            folders
+                .into_iter()
+                .map(|(name, (objects, bytes))| FolderSummary {
+                    path: format!("{}/{name}", zone.as_str()),
+                    objects,
+                    bytes,
+                })
+                .collect(),
+        ));
+    }
+    Ok(out)
+}

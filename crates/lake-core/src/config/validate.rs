@@ -40,7 +40,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
     let overrides = match env {
         None => None,
         Some(name) => Some(model.env.get(name).ok_or_else(|| Error::Invalid {
-            what: format!("--env {name}"),
+            what: format!("environment {name:?}"),
             message: if model.env.is_empty() {
                 format!("{} has no [env.*] tables", file.path.display())
             } else {

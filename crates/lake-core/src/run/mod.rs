@@ -226,12 +226,32 @@ pub fn new_run_id() -> String {
     )
 }
 
+/// The dates an ingest names: every day of `from..=to` when both are given, else `date`, else
+/// none (each source catches up from its cursor).
+pub fn ingest_dates(
+    date: Option<NaiveDate>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<NaiveDate>> {
+    Ok(match (date, from, to) {
+        (_, Some(f), Some(t)) if f > t => {
+            return Err(Error::Invalid {
+                what: format!("dates {f} to {t}"),
+                message: "the range starts after it ends".into(),
+            });
+        }
+        (_, Some(f), Some(t)) => f.iter_days().take_while(|d| *d <= t).collect(),
+        (Some(d), _, _) => vec![d],
+        _ => Vec::new(),
+    })
+}
+
 /// The steps a run considers, in order: all, or `only` (checked against the pipeline).
 pub fn selected_steps(pipeline: &Pipeline, only: &[String]) -> Result<Vec<String>> {
     for name in only {
         if !pipeline.steps.contains_key(name) {
             return Err(Error::Invalid {
-                what: format!("--only {name}"),
+                what: format!("step {name}"),
                 message: format!("no step {name:?}; steps: {}", pipeline.order.join(", ")),
             });
         }
@@ -422,7 +442,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                 && !c.attached
             {
                 opts.emit(Event::Cluster(format!(
-                    "kept cluster {} running (--keep-cluster): it costs money until it is terminated, \
+                    "kept cluster {} running, as asked: it costs money until it is terminated, \
                      by its idle timeout, the next run of {}, or `lake clusters --reap`",
                     c.id, p.name
                 )));

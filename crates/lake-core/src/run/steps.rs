@@ -172,7 +172,7 @@ impl Runner<'_> {
             rec.bytes = Some(m.bytes());
             rec.output_objects = m.objects;
             rec.error = Some(format!(
-                "{out} is up to date: written by run {} from the same inputs (use --force to rerun)",
+                "{out} is up to date: written by run {} from the same inputs",
                 m.run_id
             ));
             rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
