@@ -69,9 +69,14 @@ impl Aws {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
-    /// An EMR client.
+    /// An EMR client, without the SDK's retries: the EMR backend retries its calls with lake's
+    /// one policy ([`lake_core::retry`]), so a throttled call is not retried twice, and
+    /// RunJobFlow (which a retry could turn into a second cluster) is not retried at all.
     pub fn emr(&self) -> aws_sdk_emr::Client {
-        aws_sdk_emr::Client::new(&self.sdk)
+        let conf = aws_sdk_emr::config::Builder::from(&self.sdk)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_emr::Client::from_conf(conf)
     }
 
     /// An IAM client.

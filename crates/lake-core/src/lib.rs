@@ -51,6 +51,7 @@ mod error;
 pub mod ledger;
 pub mod lock;
 pub mod publish;
+pub mod retry;
 pub mod run;
 pub mod source;
 #[cfg(feature = "testing")]

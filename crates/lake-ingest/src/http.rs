@@ -13,7 +13,7 @@ use lake_core::{Error, Result};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
-/// The first backoff; it doubles per attempt (with full jitter) up to [`MAX_BACKOFF`].
+/// The first backoff; it doubles per attempt (jittered: up to twice as long) up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The longest `Retry-After` honoured; a longer one fails the request with its value.
@@ -189,19 +189,6 @@ impl Fetcher {
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self
-            .base_backoff
-            .saturating_mul(1 << attempt.min(16))
-            .min(MAX_BACKOFF);
-        // Full jitter: anywhere in [0, cap], from the clock's nanoseconds (no RNG dependency).
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        cap.mul_f64(f64::from(nanos % 1000) / 1000.0)
-    }
-
     /// GET with retries. `make` builds the request for each attempt; `shown` is the URL as it
     /// may be printed (secrets as `***`), and names the request in errors.
     pub(crate) async fn get(
@@ -210,6 +197,10 @@ impl Fetcher {
         make: impl Fn() -> Result<reqwest::RequestBuilder>,
     ) -> Result<ByteStream> {
         let attempts = self.max_attempts;
+        // lake's one retry policy: doubling, jittered waits (unless the server says when).
+        let mut delays =
+            lake_core::retry::Backoff::retries(attempts, self.base_backoff, MAX_BACKOFF).delays();
+        let mut backoff = move || delays.next().unwrap_or(MAX_BACKOFF);
         let mut last = String::new();
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -219,7 +210,7 @@ impl Fetcher {
             let wait = match sent {
                 Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
                     last = format!("GET {shown}: {}", without_url(&e));
-                    self.backoff(attempt)
+                    backoff()
                 }
                 Err(e) => {
                     return Err(self.err(format!("GET {shown}: {}", without_url(&e)), None));
@@ -249,7 +240,7 @@ impl Fetcher {
                             ));
                         }
                         Some(a) => a,
-                        None => self.backoff(attempt),
+                        None => backoff(),
                     }
                 }
                 Ok(resp) => {

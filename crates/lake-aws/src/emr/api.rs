@@ -43,6 +43,24 @@ impl ApiError {
         )
     }
 
+    /// Worth another try: throttled, or a server-side fault (`InternalServerError`,
+    /// `ServiceUnavailable`, …). A request that got no answer (no credentials, no network) is
+    /// not: it fails at once with its cause.
+    pub fn is_retryable(&self) -> bool {
+        self.is_throttling()
+            || matches!(
+                self.code.as_deref(),
+                Some(
+                    "InternalServerError"
+                        | "InternalServerException"
+                        | "InternalFailure"
+                        | "ServiceUnavailable"
+                        | "RequestTimeout"
+                        | "RequestTimeoutException"
+                )
+            )
+    }
+
     /// The caller is not allowed to make the request.
     pub fn is_access_denied(&self) -> bool {
         matches!(

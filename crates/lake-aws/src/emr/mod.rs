@@ -279,17 +279,22 @@ impl EmrBackend {
         F: Fn() -> Fut,
         Fut: Future<Output = std::result::Result<T, ApiError>>,
     {
-        let mut wait = self.timing.throttle_backoff;
-        let mut attempt = 1;
+        let mut delays = lake_core::retry::Backoff::retries(
+            self.timing.throttle_attempts,
+            self.timing.throttle_backoff,
+            Duration::from_secs(60),
+        )
+        .delays();
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_throttling() && attempt < self.timing.throttle_attempts => {
-                    tracing::debug!("{operation}: throttled ({e}); retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(60));
-                    attempt += 1;
-                }
+                Err(e) if e.is_retryable() => match delays.next() {
+                    Some(wait) => {
+                        tracing::debug!("{operation}: {e}; retrying in {wait:?}");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(self.error(operation, e)),
+                },
                 Err(e) => return Err(self.error(operation, e)),
             }
         }

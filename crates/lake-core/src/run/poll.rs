@@ -18,8 +18,12 @@ impl Runner<'_> {
         let backend = &self.ctx.backend;
         let started = Instant::now();
         let (floor, max_floor) = backend.poll_floor();
-        let mut interval = self.opts.poll.max(floor);
-        let max_poll = self.opts.max_poll.max(max_floor);
+        // The poll schedule: lake's one backoff policy, without jitter or end.
+        let mut schedule = crate::retry::Backoff::polls(
+            self.opts.poll.max(floor),
+            self.opts.max_poll.max(max_floor),
+        )
+        .delays();
         let mut last_seen: Option<(StepState, Option<String>)> = None;
         let mut last_report = Instant::now();
         loop {
@@ -75,13 +79,12 @@ impl Runner<'_> {
                 )));
             }
             tokio::select! {
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(schedule.next().unwrap_or(Duration::from_secs(30))) => {}
                 () = self.cancel.cancelled() => {
                     let _ = backend.cancel(cluster, handle).await;
                     return Err(StepFailure::Cancelled);
                 }
             }
-            interval = (interval * 2).min(max_poll);
         }
     }
 }
