@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use futures::TryStreamExt;
 use lake::core::ZoneStore;
-use lake::core::testing::conformance::generated;
 use lake::core::zone::Key;
 use lake::local::LocalZoneStore;
+use lake_testing::conformance::generated;
 
 fn status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -19,9 +19,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Features: `local` (filesystem and memory zones, local command steps), `ingest` (sources),
-//! `aws` (S3 zones and the AWS client factory), `testing` (trait mocks and the ZoneStore
-//! conformance suite). `local` and `ingest` are on by default.
+//! Features: `local` (filesystem and memory zones, `backend = "local"`), `ingest` (sources),
+//! `spark` (`backend = "spark"`), `aws` (S3 zones, the AWS client factory, `backend = "emr"`),
+//! `testing` (the EMR API mock). `local`, `ingest` and `spark` are on by default. The backends
+//! a build offers are listed by [`backends`]; the core traits' mocks and the conformance suite
+//! are in the dev-only `lake-testing` crate.
 
 #[cfg(feature = "aws")]
 pub use lake_aws as aws;

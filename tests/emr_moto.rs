@@ -13,8 +13,8 @@ use lake::Lake;
 use lake::core::chrono::NaiveDate;
 use lake::core::ledger::Status;
 use lake::core::run::RunOptions;
-use lake::core::testing::emulator;
 use lake::core::zone::{Key, ZoneStoreExt};
+use lake_testing::emulator;
 
 /// A request to moto that must succeed: its body.
 fn moto(endpoint: &str, method: &str, path: &str) -> String {

@@ -12,10 +12,10 @@ use lake::core::ledger::{self, Status};
 use lake::core::lock;
 use lake::core::run::{RunContext, RunOptions, run};
 use lake::core::source::SourceObject;
-use lake::core::testing::{MockClusterBackend, MockSource};
 use lake::core::zone::{Key, ZoneStoreExt};
 use lake::core::{DynZoneStore, Error, Source, ZoneStore};
 use lake::local::LocalZoneStore;
+use lake_testing::{MockClusterBackend, MockSource};
 
 // One step at a time: these tests assert the order of submissions (tests/parallel.rs runs
 // steps at once).

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use lake_aws::{Aws, S3ZoneStore};
 use lake_core::config::AwsSpec;
-use lake_core::testing::measure::{self, Measure};
 use lake_core::zone::{Key, ZoneStore};
+use lake_testing::measure::{self, Measure};
 
 const BUCKET: &str = "lake-bench";
 

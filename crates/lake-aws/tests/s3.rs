@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use lake_core::testing::conformance;
 use lake_core::zone::{ByteStream, Key, PutOutcome, ZoneStore, ZoneStoreExt};
 use lake_core::{DynZoneStore, Error};
+use lake_testing::conformance;
 
 fn key(s: &str) -> Key {
     Key::new(s).unwrap()

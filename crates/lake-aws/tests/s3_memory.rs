@@ -4,8 +4,8 @@
 
 mod common;
 
-use lake_core::testing::conformance;
 use lake_core::zone::{Key, ZoneStore, ZoneStoreExt};
+use lake_testing::conformance;
 
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

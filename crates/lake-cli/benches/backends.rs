@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lake::core::testing::measure::{Measure, timed};
+use lake_testing::measure::{Measure, timed};
 
 fn runs() -> usize {
     std::env::var("LAKE_BENCH_RUNS")

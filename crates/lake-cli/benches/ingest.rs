@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::Command;
 
-use lake::core::testing::measure;
+use lake_testing::measure;
 
 fn serve(size: u64) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lake::core::testing::measure::{Measure, timed};
+use lake_testing::measure::{Measure, timed};
 
 const CLEAN_SQL: &str = "SELECT
   CAST(time AS TIMESTAMP)                  AS time,

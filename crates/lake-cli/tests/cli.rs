@@ -1040,7 +1040,7 @@ fn two_concurrent_ingests_fetch_each_window_once() {
     }
 }
 
-use lake::core::testing::emulator;
+use lake_testing::emulator;
 
 #[test]
 fn the_credit_example_runs_on_an_s3_root() {

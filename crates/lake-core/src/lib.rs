@@ -18,7 +18,7 @@
 //!
 //! Everything that must be right everywhere — exactly-once windows, atomic publishing, the lock,
 //! the ledger, teardown on every path — is written once, against those traits, and tested with
-//! their mocks (feature `testing`). A new backend is a new implementation, not a change here.
+//! their mocks (the dev-only lake-testing crate). A new backend is a new implementation, not a change here.
 //!
 //! ```
 //! use lake_core::config::ConfigFile;
@@ -39,7 +39,7 @@
 //! "#;
 //! let file = ConfigFile::parse("lake.toml", "/tmp/demo".into(), toml.to_owned()).unwrap();
 //! // A program lists the backends it offers; lake-core names none (see `backend`).
-//! let pipeline = file.pipeline(None, &lake_core::testing::backends()).unwrap();
+//! let pipeline = file.pipeline(None, &lake_testing::backends()).unwrap();
 //! assert_eq!(pipeline.order, ["report"]);
 //! ```
 
@@ -54,8 +54,6 @@ pub mod publish;
 pub mod retry;
 pub mod run;
 pub mod source;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod zone;
 
 /// Dates and times as lake uses them.

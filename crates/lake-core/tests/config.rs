@@ -8,7 +8,7 @@ fn parse(text: &str) -> Result<ConfigFile, Error> {
 }
 
 fn pipeline(text: &str, env: Option<&str>) -> Result<Pipeline, Error> {
-    parse(text)?.pipeline(env, &lake_core::testing::backends())
+    parse(text)?.pipeline(env, &lake_testing::backends())
 }
 
 fn diagnostics(text: &str) -> Vec<Diagnostic> {

@@ -64,7 +64,7 @@ async fn land(
         "[lake]\nname = \"t\"\n[sources.credit]\nkind = \"file\"\npath = \"{file}\"\n{extra}\n"
     );
     let cfg = ConfigFile::parse("lake.toml", dir.path().to_path_buf(), text).unwrap();
-    let p = cfg.pipeline(None, &lake_core::testing::backends()).unwrap();
+    let p = cfg.pipeline(None, &lake_testing::backends()).unwrap();
     let sources = lake_ingest::build_sources(&p, Arc::new(|_: &str| None)).unwrap();
     let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
     let landed = publish::land(&*store, sources["credit"].as_ref(), &day(), "run-1").await;
@@ -249,7 +249,7 @@ fn extract_keys_are_validated() {
         );
         ConfigFile::parse("lake.toml", Path::new("/x").into(), text)
             .unwrap()
-            .pipeline(None, &lake_core::testing::backends())
+            .pipeline(None, &lake_testing::backends())
             .map(|_| ())
             .map_err(|e| e.to_string())
     };

@@ -109,9 +109,7 @@ fn source(url: &str, extra: &str, env: BTreeMap<&'static str, &'static str>) -> 
         "[lake]\nname = \"t\"\n[sources.meteo]\nkind = \"http\"\nurl = \"{url}/v1/archive\"\nfilename = \"meteo_{{start:%Y%m%d}}.json\"\nquery = {{ start_date = \"{{start}}\", end_date = \"{{end}}\", latitude = \"6.25\" }}\n{extra}\n"
     );
     let file = ConfigFile::parse("lake.toml", "/x".into(), text).unwrap();
-    let p = file
-        .pipeline(None, &lake_core::testing::backends())
-        .unwrap();
+    let p = file.pipeline(None, &lake_testing::backends()).unwrap();
     let lake_core::config::SourceSpecKind::Http(spec) = p.sources["meteo"].kind.clone() else {
         panic!("an http source")
     };
@@ -292,7 +290,7 @@ async fn secrets_go_in_headers_and_never_in_errors() {
     );
     let p = ConfigFile::parse("lake.toml", "/x".into(), text)
         .unwrap()
-        .pipeline(None, &lake_core::testing::backends())
+        .pipeline(None, &lake_testing::backends())
         .unwrap();
     let lake_core::config::SourceSpecKind::Http(spec) = p.sources["meteo"].kind.clone() else {
         panic!()

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use lake_core::DynZoneStore;
-use lake_core::testing::conformance;
 use lake_local::LocalZoneStore;
+use lake_testing::conformance;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_conforms() {

@@ -6,8 +6,8 @@
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "current_thread")]
 async fn big_object_streams_with_bounded_memory() {
-    use lake_core::testing::conformance;
     use lake_local::LocalZoneStore;
+    use lake_testing::conformance;
 
     /// A `kB` field of /proc/self/status (`VmHWM:`, `VmRSS:`).
     fn status_kib(field: &str) -> u64 {

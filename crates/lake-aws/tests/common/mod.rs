@@ -1,4 +1,4 @@
-//! The S3 store the tests use, on the emulator of `lake_core::testing::emulator`.
+//! The S3 store the tests use, on the emulator of `lake_testing::emulator`.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -8,11 +8,11 @@ use lake_core::config::AwsSpec;
 /// S3 tests run one at a time: each resets the emulator first.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub use lake_core::testing::emulator::endpoint;
+pub use lake_testing::emulator::endpoint;
 
 /// Reset the emulator, create `bucket`, and open a store under `bucket/lake` with 5 MiB parts.
 pub async fn fresh_store(endpoint: &str, bucket: &str) -> S3ZoneStore {
-    lake_core::testing::emulator::reset(endpoint);
+    lake_testing::emulator::reset(endpoint);
     let aws = Aws::load(&AwsSpec {
         region: Some("us-east-1".into()),
         max_attempts: 3,

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 
-use crate::Error;
-use crate::zone::{ByteStream, DynZoneStore, Key, PutOutcome, ZoneStore, ZoneStoreExt};
+use lake_core::Error;
+use lake_core::zone::{ByteStream, DynZoneStore, Key, PutOutcome, ZoneStore, ZoneStoreExt};
 
 /// Size of the large-object check: 64 MiB.
 pub const BIG_OBJECT: u64 = 64 * 1024 * 1024;

@@ -1,7 +1,10 @@
-//! Test support: mockall mocks of the three traits, the [`ZoneStore`] conformance suite, the
-//! AWS [`emulator`] the S3 and EMR tests use, and [`measure`] for benchmarks.
+//! # lake-testing
 //!
-//! Enabled by the `testing` feature; backends run [`conformance::run_all`] in their tests.
+//! Test support, a dev-only crate (as delta-rs keeps its test crate): mockall mocks of the three
+//! core traits, the [`ZoneStore`] conformance suite every store runs
+//! ([`conformance::run_all`]), the AWS [`emulator`] helpers the S3 and EMR tests use, a test
+//! backend kind for validating lake.toml files ([`backends`]), and [`measure`] for benchmarks.
+//! Nothing here ships in lake's libraries or binary.
 
 pub mod conformance;
 pub mod emulator;
@@ -12,12 +15,12 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::Result;
-use crate::cluster::{
+use lake_core::Result;
+use lake_core::cluster::{
     ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
 };
-use crate::source::{Source, SourceObject, Window};
-use crate::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
+use lake_core::source::{Source, SourceObject, Window};
+use lake_core::zone::{ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore};
 
 mockall::mock! {
     /// A mock [`ZoneStore`].
@@ -71,32 +74,32 @@ mockall::mock! {
 #[derive(Debug, Clone, Copy)]
 pub struct TestKind(pub &'static str);
 
-impl crate::backend::BackendKind for TestKind {
+impl lake_core::backend::BackendKind for TestKind {
     fn name(&self) -> &'static str {
         self.0
     }
 
     fn configure(
         &self,
-        cx: &mut crate::config::ConfigCx<'_, '_>,
-    ) -> Option<std::sync::Arc<dyn crate::backend::BackendConfig>> {
+        cx: &mut lake_core::config::ConfigCx<'_, '_>,
+    ) -> Option<std::sync::Arc<dyn lake_core::backend::BackendConfig>> {
         cx.selected().then(|| {
-            std::sync::Arc::new(*self) as std::sync::Arc<dyn crate::backend::BackendConfig>
+            std::sync::Arc::new(*self) as std::sync::Arc<dyn lake_core::backend::BackendConfig>
         })
     }
 }
 
 #[async_trait]
-impl crate::backend::BackendConfig for TestKind {
+impl lake_core::backend::BackendConfig for TestKind {
     fn name(&self) -> &'static str {
         self.0
     }
 
     async fn open(
         &self,
-        _env: &crate::backend::BackendEnv,
+        _env: &lake_core::backend::BackendEnv,
     ) -> Result<std::sync::Arc<dyn ClusterBackend>> {
-        Err(crate::Error::NotImplemented {
+        Err(lake_core::Error::NotImplemented {
             operation: "open",
             implementer: format!("the test backend {:?}", self.0),
         })
@@ -104,6 +107,6 @@ impl crate::backend::BackendConfig for TestKind {
 }
 
 /// A registry of one test backend named `local`, for validating lake.toml files in tests.
-pub fn backends() -> crate::backend::Backends {
-    crate::backend::Backends::new().with(TestKind("local"))
+pub fn backends() -> lake_core::backend::Backends {
+    lake_core::backend::Backends::new().with(TestKind("local"))
 }
