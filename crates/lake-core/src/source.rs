@@ -19,6 +19,16 @@ pub struct Window {
 }
 
 impl Window {
+    /// The value of a window placeholder of a [`Template`](crate::config::Template): `{start}`
+    /// and `{date}` the first day, `{end}` the last day (inclusive, as APIs take `end_date`).
+    pub fn value(&self, name: &str) -> Option<crate::config::Value> {
+        match name {
+            "start" | "date" => Some(crate::config::Value::Date(self.start)),
+            "end" => self.end.pred_opt().map(crate::config::Value::Date),
+            _ => None,
+        }
+    }
+
     /// The one-day window of `date`.
     pub fn day(date: NaiveDate) -> Self {
         Self {

@@ -412,7 +412,7 @@ read_timeout = "30s"
     let lake_core::config::SourceSpecKind::Http(h) = &p.sources["meteo"].kind else {
         panic!("http")
     };
-    assert_eq!(h.filename, "meteo.json");
+    assert_eq!(h.filename.as_written(), "meteo.json");
     assert_eq!(h.read_timeout.as_secs(), 30);
     assert_eq!(h.connect_timeout.as_secs(), 10);
     assert_eq!(h.max_attempts, 5);

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use lake_core::config::{HttpAuth, HttpSpec, Template};
 use lake_core::run::EnvLookup;
@@ -87,14 +86,18 @@ impl HttpSource {
     }
 
     fn resolve(&self, key: &str, t: &Template, window: &Window) -> Result<String> {
-        let v = t.resolve(key, &*self.env)?;
-        Ok(render(v.expose(), window))
+        let v = t.render(key, &|n| window.value(n), &*self.env)?;
+        Ok(v.expose().to_owned())
     }
 
     /// The URL with its query, and the same URL as it may be shown (templated `${env:…}`
     /// query values as `***`).
     fn url(&self, window: &Window) -> Result<(reqwest::Url, String)> {
-        let base = render(&self.spec.url, window);
+        let base = self.resolve(
+            &format!("sources.{}.url", self.name),
+            &self.spec.url,
+            window,
+        )?;
         let mut url = reqwest::Url::parse(&base)
             .map_err(|e| self.err(format!("{base:?} is not a URL"), Some(Box::new(e))))?;
         let mut shown = url.clone();
@@ -273,34 +276,6 @@ impl Fetcher {
     }
 }
 
-/// `{start}`, `{end}`, `{date}` (YYYY-MM-DD) and `{start:%fmt}`-style placeholders.
-pub(crate) fn render(template: &str, window: &Window) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let Some(close) = rest[open..].find('}') else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
-        let inner = &rest[open + 1..open + close];
-        let (name, fmt) = inner.split_once(':').unwrap_or((inner, "%Y-%m-%d"));
-        let day: Option<NaiveDate> = match name {
-            "start" | "date" => Some(window.start),
-            // The last day of the window (inclusive), as APIs take `end_date`.
-            "end" => window.end.pred_opt(),
-            _ => None,
-        };
-        match day {
-            Some(d) => out.push_str(&d.format(fmt).to_string()),
-            None => out.push_str(&rest[open..=open + close]),
-        }
-        rest = &rest[open + close + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
     let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
@@ -324,7 +299,11 @@ impl Source for HttpSource {
     async fn objects(&self, window: &Window) -> Result<Vec<SourceObject>> {
         let (_, shown) = self.url(window)?;
         Ok(vec![SourceObject {
-            name: render(&self.spec.filename, window),
+            name: self.resolve(
+                &format!("sources.{}.filename", self.name),
+                &self.spec.filename,
+                window,
+            )?,
             size: None,
             content_type: None,
             origin: shown,
@@ -353,6 +332,7 @@ fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     #[test]
     fn placeholders_render_for_the_window() {
@@ -360,11 +340,11 @@ mod tests {
             start: NaiveDate::from_ymd_opt(2024, 1, 30).unwrap(),
             end: NaiveDate::from_ymd_opt(2024, 2, 6).unwrap(),
         };
+        let t = Template::parse("a?s={start}&e={end}&d={date}&c={start:%Y%m%d}&x={other}").unwrap();
         assert_eq!(
-            render(
-                "a?s={start}&e={end}&d={date}&c={start:%Y%m%d}&x={other}",
-                &w
-            ),
+            t.render("url", &|n| w.value(n), &|_| None)
+                .unwrap()
+                .expose(),
             "a?s=2024-01-30&e=2024-02-05&d=2024-01-30&c=20240130&x={other}"
         );
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use model::{LakeFile, SourceKind, StepKind, WriteMode};
-pub use template::{Redactor, Secret, Template, is_env_name};
+pub use template::{Redactor, STEP_VARS, Secret, Template, Value, WINDOW_VARS, is_env_name};
 pub use validate::validate;
 
 use crate::backend::{BackendRef, Backends};
@@ -682,7 +682,7 @@ impl KaggleSpec {
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpSpec {
     /// URL with `{start}`, `{end}`, `{date}` and `{start:%fmt}` placeholders.
-    pub url: String,
+    pub url: Template,
     /// Query parameters (values: placeholders and `${env:…}`).
     pub query: Vec<(String, Template)>,
     /// Headers (values: `${env:…}`).
@@ -690,7 +690,7 @@ pub struct HttpSpec {
     /// Authentication.
     pub auth: Option<HttpAuth>,
     /// Object name template.
-    pub filename: String,
+    pub filename: Template,
     /// Time to connect.
     #[serde(with = "secs")]
     pub connect_timeout: Duration,

@@ -1,4 +1,6 @@
-//! `${env:VAR}` references and the [`Secret`] values they resolve to.
+//! The one placeholder language of lake.toml values, parsed once: `${env:VAR}` references
+//! (resolved to [`Secret`]s), the run's `{date}`, `{run_id}`, `{root}`, `{output}`, and a
+//! window's `{start}`, `{end}`, `{date}` with an optional date format (`{start:%Y%m%d}`).
 
 use std::fmt;
 
@@ -6,10 +8,20 @@ use serde::{Serialize, Serializer};
 
 use crate::{Error, Result};
 
-/// A configuration string that may refer to environment variables as `${env:VAR}`.
+/// The placeholders a window of a source fills (HTTP URLs, query values, file names).
+pub const WINDOW_VARS: &[&str] = &["start", "end", "date"];
+/// The placeholders a step's command and arguments get.
+pub const STEP_VARS: &[&str] = &["date", "run_id", "root", "output"];
+/// Placeholders that are dates and take a format (`{start:%Y%m%d}`; default `%Y-%m-%d`).
+const DATE_VARS: &[&str] = &["start", "end", "date"];
+
+/// A configuration string with placeholders: `${env:VAR}` references and `{name}` /
+/// `{name:%fmt}` values filled at run time.
 ///
 /// It displays and serializes as written (with the references, never their values), so it is
-/// safe in plans, logs and the ledger. [`Template::resolve`] gives the value as a [`Secret`].
+/// safe in plans, logs and the ledger. [`Template::render`] fills it; the result is a [`Secret`]
+/// when a `${env:…}` went into it. An environment value is inserted as it is: braces in a token
+/// are never read as placeholders.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Template {
     raw: String,
@@ -20,39 +32,149 @@ pub struct Template {
 enum Part {
     Text(String),
     Env(String),
+    Var {
+        name: String,
+        format: Option<String>,
+    },
 }
 
 impl Template {
-    /// Parse `raw`; the error says what is wrong with a reference.
+    /// Parse `raw` leniently: `${env:…}` must be well formed; `{name}` of a known placeholder
+    /// (`{date}`, `{start:%Y%m%d}`, `{run_id}`, …) is one, anything else in braces is text (a
+    /// command's `awk '{print $1}'` stays as it is).
     pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        Self::parse_with(raw, None)
+    }
+
+    /// Parse `raw` where only `allowed` placeholders may appear: any other `{…}`, a `{` without
+    /// its `}`, or a bad date format is an error saying so.
+    pub fn parse_only(raw: &str, allowed: &[&str]) -> std::result::Result<Self, String> {
+        Self::parse_with(raw, Some(allowed))
+    }
+
+    fn parse_with(raw: &str, allowed: Option<&[&str]>) -> std::result::Result<Self, String> {
         let mut parts = Vec::new();
+        let mut text = String::new();
         let mut rest = raw;
-        while let Some(start) = rest.find("${") {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_owned()));
+        while let Some(open) = rest.find(['$', '{']) {
+            let (before, at) = rest.split_at(open);
+            text.push_str(before);
+            if let Some(after) = at.strip_prefix("${") {
+                let end = after.find('}').ok_or_else(|| {
+                    format!("unclosed reference in {raw:?}: expected `${{env:NAME}}`")
+                })?;
+                let inner = &after[..end];
+                let var = inner.strip_prefix("env:").ok_or_else(|| {
+                    format!(
+                        "unsupported reference `${{{inner}}}`: only `${{env:NAME}}` is supported"
+                    )
+                })?;
+                if !is_env_name(var) {
+                    return Err(format!(
+                        "`${{env:{var}}}`: {var:?} is not a valid environment variable name"
+                    ));
+                }
+                flush(&mut parts, &mut text);
+                parts.push(Part::Env(var.to_owned()));
+                rest = &after[end + 1..];
+                continue;
             }
-            let after = &rest[start + 2..];
-            let end = after.find('}').ok_or_else(|| {
-                format!("unclosed reference in {raw:?}: expected `${{env:NAME}}`")
-            })?;
-            let inner = &after[..end];
-            let var = inner.strip_prefix("env:").ok_or_else(|| {
-                format!("unsupported reference `${{{inner}}}`: only `${{env:NAME}}` is supported")
-            })?;
-            if !is_env_name(var) {
+            if at.starts_with('$') {
+                text.push('$');
+                rest = &at[1..];
+                continue;
+            }
+            // `{`
+            let Some(close) = at.find('}') else {
+                if allowed.is_some() {
+                    return Err(format!("{raw:?}: a `{{` without its `}}`"));
+                }
+                text.push_str(at);
+                rest = "";
+                break;
+            };
+            let inner = &at[1..close];
+            let (name, format) = match inner.split_once(':') {
+                Some((n, f)) => (n, Some(f)),
+                None => (inner, None),
+            };
+            let known = match allowed {
+                Some(a) => a.contains(&name),
+                None => STEP_VARS.contains(&name) || WINDOW_VARS.contains(&name),
+            };
+            let dated = DATE_VARS.contains(&name);
+            if !known || (format.is_some() && !dated) {
+                if let Some(a) = allowed {
+                    let list: Vec<String> = a.iter().map(|n| format!("{{{n}}}")).collect();
+                    return Err(format!(
+                        "{raw:?}: unknown placeholder {{{inner}}}; use {}{}",
+                        list.join(", "),
+                        if a.iter().any(|n| DATE_VARS.contains(n)) {
+                            " or a date format such as {start:%Y%m%d}"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                text.push_str(&at[..=close]);
+                rest = &at[close + 1..];
+                continue;
+            }
+            if let Some(f) = format
+                && (f.is_empty()
+                    || chrono::format::StrftimeItems::new(f)
+                        .any(|i| matches!(i, chrono::format::Item::Error)))
+            {
                 return Err(format!(
-                    "`${{env:{var}}}`: {var:?} is not a valid environment variable name"
+                    "{raw:?}: {f:?} is not a date format (%Y-%m-%d, %Y%m%d, …)"
                 ));
             }
-            parts.push(Part::Env(var.to_owned()));
-            rest = &after[end + 1..];
+            flush(&mut parts, &mut text);
+            parts.push(Part::Var {
+                name: name.to_owned(),
+                format: format.map(str::to_owned),
+            });
+            rest = &at[close + 1..];
         }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
-        }
+        text.push_str(rest);
+        flush(&mut parts, &mut text);
         Ok(Self {
             raw: raw.to_owned(),
             parts,
+        })
+    }
+
+    /// Fill the template: each `{name}` from `vars` (a date placeholder's value is a date,
+    /// formatted with its format), each `${env:VAR}` from `env`; `key` names the lake.toml key
+    /// in the error for a missing variable. A placeholder `vars` has no value for stays as
+    /// written.
+    pub fn render(
+        &self,
+        key: &str,
+        vars: &dyn Fn(&str) -> Option<Value>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Secret> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Env(var) => out.push_str(&env(var).ok_or_else(|| Error::MissingEnv {
+                    var: var.clone(),
+                    key: key.to_owned(),
+                })?),
+                Part::Var { name, format } => match (vars(name), format) {
+                    (Some(Value::Date(d)), f) => {
+                        out.push_str(&d.format(f.as_deref().unwrap_or("%Y-%m-%d")).to_string())
+                    }
+                    (Some(Value::Text(t)), _) => out.push_str(&t),
+                    (None, None) => out.push_str(&format!("{{{name}}}")),
+                    (None, Some(f)) => out.push_str(&format!("{{{name}:{f}}}")),
+                },
+            }
+        }
+        Ok(Secret {
+            value: out,
+            sensitive: self.is_secret(),
         })
     }
 
@@ -66,23 +188,11 @@ impl Template {
         self.parts.iter().any(|p| matches!(p, Part::Env(_)))
     }
 
-    /// Resolve the references with `lookup` (usually `std::env::var`); `key` names the
-    /// lake.toml key in the error for a missing variable.
+    /// Resolve the `${env:…}` references with `lookup` (usually `std::env::var`), leaving
+    /// `{…}` placeholders as written; `key` names the lake.toml key in the error for a missing
+    /// variable.
     pub fn resolve(&self, key: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Secret> {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Env(var) => out.push_str(&lookup(var).ok_or_else(|| Error::MissingEnv {
-                    var: var.clone(),
-                    key: key.to_owned(),
-                })?),
-            }
-        }
-        Ok(Secret {
-            value: out,
-            sensitive: self.is_secret(),
-        })
+        self.render(key, &|_| None, lookup)
     }
 }
 
@@ -101,6 +211,21 @@ impl fmt::Display for Template {
 impl Serialize for Template {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.raw)
+    }
+}
+
+/// The value of a `{name}` placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A date, formatted with the placeholder's format (default `%Y-%m-%d`).
+    Date(chrono::NaiveDate),
+    /// Text, inserted as it is.
+    Text(String),
+}
+
+fn flush(parts: &mut Vec<Part>, text: &mut String) {
+    if !text.is_empty() {
+        parts.push(Part::Text(std::mem::take(text)));
     }
 }
 
@@ -182,6 +307,49 @@ pub fn is_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_language_for_env_window_and_step_placeholders() {
+        let d = chrono::NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let t = Template::parse_only(
+            "https://x/{start:%Y%m%d}/{end}?k=${env:K}&d={date}",
+            WINDOW_VARS,
+        )
+        .unwrap();
+        let vars = |n: &str| match n {
+            "start" | "date" => Some(Value::Date(d)),
+            "end" => Some(Value::Date(d.succ_opt().unwrap())),
+            _ => None,
+        };
+        // An environment value is inserted as it is, braces and all.
+        let env = |_: &str| Some("a{date}b".to_owned());
+        let s = t.render("k", &vars, &env).unwrap();
+        assert_eq!(
+            s.expose(),
+            "https://x/20240501/2024-05-02?k=a{date}b&d=2024-05-01"
+        );
+        assert!(s.is_sensitive());
+        // Lenient: unknown braces are text; a step's placeholders are filled.
+        let c = Template::parse("awk '{print $1}' {output}/x-{run_id}").unwrap();
+        let step = |n: &str| (n == "output" || n == "run_id").then(|| Value::Text("O".into()));
+        assert_eq!(
+            c.render("k", &step, &|_| None).unwrap().expose(),
+            "awk '{print $1}' O/x-O"
+        );
+        // Strict: what a window value may not hold is named.
+        let e = Template::parse_only("{run_id}", WINDOW_VARS).unwrap_err();
+        assert!(e.contains("unknown placeholder {run_id}"), "{e}");
+        assert!(
+            Template::parse_only("{start:%Q}", WINDOW_VARS)
+                .unwrap_err()
+                .contains("not a date format")
+        );
+        assert!(
+            Template::parse_only("{start", WINDOW_VARS)
+                .unwrap_err()
+                .contains("without")
+        );
+    }
 
     #[test]
     fn resolves_and_never_displays() {

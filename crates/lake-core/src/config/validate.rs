@@ -472,34 +472,14 @@ fn aws_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> super::AwsSpec {
     }
 }
 
-/// Placeholders a URL, query value or file name of an http source may hold.
-fn check_placeholders(r: &mut Reporter<'_>, key: &str, text: &str) {
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            r.value(key, format!("{text:?}: a `{{` without its `}}`"));
-            return;
-        };
-        let inner = &rest[open + 1..open + close];
-        let (name, fmt) = inner.split_once(':').unwrap_or((inner, ""));
-        if rest[..open].ends_with('$') {
-            // `${env:…}`: checked as a template.
-        } else if !matches!(name, "start" | "end" | "date") {
-            r.value(
-                key,
-                format!("{text:?}: unknown placeholder {{{inner}}}; use {{start}}, {{end}}, {{date}} or {{start:%Y%m%d}}"),
-            );
-        } else if !fmt.is_empty()
-            && chrono::format::StrftimeItems::new(fmt)
-                .any(|i| matches!(i, chrono::format::Item::Error))
-        {
-            r.value(
-                key,
-                format!("{text:?}: {fmt:?} is not a date format (%Y-%m-%d, %Y%m%d, …)"),
-            );
-        }
-        rest = &rest[open + close + 1..];
-    }
+/// A URL, query value or file name of an http source: its placeholders (`{start}`, `{end}`,
+/// `{date}`, with a date format) and `${env:…}` references, parsed once; a problem is reported
+/// at `key` and gives an empty template.
+fn window_template(r: &mut Reporter<'_>, key: &str, text: &str) -> Template {
+    Template::parse_only(text, super::WINDOW_VARS).unwrap_or_else(|m| {
+        r.value(key, m);
+        Template::parse("").expect("an empty template")
+    })
 }
 
 /// Keys that do not apply to the source's kind, or to a source without `extract`, are errors.
@@ -706,13 +686,13 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Http
             &format!("{key}.url"),
             "put secrets in `query`, `headers` or `auth`, not in the URL (URLs are logged)",
         );
-    } else {
-        check_placeholders(r, &format!("{key}.url"), &url);
     }
+    let url_t = window_template(r, &format!("{key}.url"), &url);
     let mut template = |field: &str, name: &str, value: &str| -> Option<Template> {
         let vkey = format!("{key}.{field}.{name}");
-        check_placeholders(r, &vkey, value);
-        Template::parse(value).map_err(|m| r.value(&vkey, m)).ok()
+        Template::parse_only(value, super::WINDOW_VARS)
+            .map_err(|m| r.value(&vkey, m))
+            .ok()
     };
     let query = src
         .query
@@ -757,7 +737,7 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Http
             format!("{}.json", key.trim_start_matches("sources."))
         }
     });
-    check_placeholders(r, &format!("{key}.filename"), &filename);
+    let filename_t = window_template(r, &format!("{key}.filename"), &filename);
     if filename.is_empty() || filename.starts_with(['/', '.', '_']) || filename.contains("..") {
         r.value(
             &format!("{key}.filename"),
@@ -766,11 +746,11 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Http
     }
     let (connect_timeout, read_timeout, max_attempts) = transfer_limits(r, key, src);
     super::HttpSpec {
-        url,
+        url: url_t,
         query,
         headers,
         auth,
-        filename,
+        filename: filename_t,
         connect_timeout,
         read_timeout,
         max_attempts,

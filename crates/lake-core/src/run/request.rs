@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 
 use crate::cluster::{CopyWork, SparkWork, SqlInput, SqlWork, StepRequest, StepWork};
-use crate::config::{Pipeline, Secret, StepSpec, StepSpecKind};
+use crate::config::{Pipeline, Secret, StepSpec, StepSpecKind, Template, Value};
 use crate::publish::ObjectEntry;
 use crate::zone::DynZoneStore;
 
@@ -35,11 +35,21 @@ impl StepContext<'_> {
         let p = self.pipeline;
         let date = self.date.to_string();
         let root = self.store.root_url();
-        let expand = |arg: &str| {
-            arg.replace("{date}", &date)
-                .replace("{run_id}", self.run_id)
-                .replace("{root}", &root)
-                .replace("{output}", output.unwrap_or(""))
+        // The step's placeholders, through the one template language (a command's other
+        // braces stay as written).
+        let vars = |name: &str| match name {
+            "date" => Some(Value::Date(self.date)),
+            "run_id" => Some(Value::Text(self.run_id.to_owned())),
+            "root" => Some(Value::Text(root.clone())),
+            "output" => Some(Value::Text(output.unwrap_or("").to_owned())),
+            _ => None,
+        };
+        let expand = |arg: &str| match Template::parse(arg) {
+            Ok(t) => t
+                .render("", &vars, &|_| None)
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_else(|_| arg.to_owned()),
+            Err(_) => arg.to_owned(),
         };
         let mut env: Vec<(String, Secret)> = vec![
             ("LAKE_ROOT".into(), plain(&root)),
