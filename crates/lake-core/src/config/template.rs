@@ -79,9 +79,9 @@ impl Template {
                 rest = &after[end + 1..];
                 continue;
             }
-            if at.starts_with('$') {
+            if let Some(after) = at.strip_prefix('$') {
                 text.push('$');
-                rest = &at[1..];
+                rest = after;
                 continue;
             }
             // `{`
