@@ -314,6 +314,14 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
         (Duration::ZERO, Duration::ZERO)
     }
 
+    /// Wait until `step`'s state may have changed, at most `timeout` (the poll schedule's next
+    /// interval). The default sleeps `timeout`; a backend that knows when its steps end (a
+    /// local process) returns as soon as one does, so a run sees the end of a step at once
+    /// instead of up to a poll interval late.
+    async fn wait(&self, _cluster: &ClusterHandle, _step: &StepHandle, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+
     /// A short line on the cluster's state as of the last poll (`cluster j-… RUNNING`), for
     /// progress output; `None` when there is nothing to say.
     async fn status(&self, _cluster: &ClusterHandle) -> Option<String> {

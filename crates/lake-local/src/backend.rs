@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lake_core::cluster::{
@@ -312,6 +313,18 @@ impl ClusterBackend for LocalBackend {
         let p = self.get(step)?;
         let s = p.state.lock().expect("state lock").clone();
         Ok(s.unwrap_or(StepState::Pending))
+    }
+
+    async fn wait(&self, _cluster: &ClusterHandle, step: &StepHandle, timeout: Duration) {
+        let Ok(p) = self.get(step) else {
+            return tokio::time::sleep(timeout).await;
+        };
+        let changed = p.done.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !p.finished() {
+            let _ = tokio::time::timeout(timeout, changed).await;
+        }
     }
 
     async fn logs(&self, _cluster: &ClusterHandle, step: &StepHandle) -> Result<StepLogs> {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lake_core::backend::BackendEnv;
@@ -154,6 +155,10 @@ impl ClusterBackend for SparkBackend {
 
     async fn poll(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepState> {
         self.embedded.poll(cluster, step).await
+    }
+
+    async fn wait(&self, cluster: &ClusterHandle, step: &StepHandle, timeout: Duration) {
+        self.embedded.wait(cluster, step, timeout).await;
     }
 
     async fn logs(&self, cluster: &ClusterHandle, step: &StepHandle) -> Result<StepLogs> {

@@ -79,7 +79,7 @@ impl Runner<'_> {
                 )));
             }
             tokio::select! {
-                () = tokio::time::sleep(schedule.next().unwrap_or(Duration::from_secs(30))) => {}
+                () = backend.wait(cluster, handle, schedule.next().unwrap_or(Duration::from_secs(30))) => {}
                 () = self.cancel.cancelled() => {
                     let _ = backend.cancel(cluster, handle).await;
                     return Err(StepFailure::Cancelled);
