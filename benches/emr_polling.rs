@@ -110,9 +110,7 @@ fn main() {
             let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
             let backend = EmrBackend::new(
                 Arc::new(api(&calls, step_secs, std::time::Instant::now())),
-                pipeline
-                    .backend
-                    .downcast::<lake::aws::emr::EmrConfig>()
+                lake::aws::emr::EmrConfig::of(&pipeline)
                     .unwrap()
                     .def
                     .clone(),

@@ -3,39 +3,21 @@
 
 use lake::aws::emr::EmrConfig;
 use lake::core::Error;
-use lake::core::config::{ConfigFile, Diagnostic, Pipeline};
+use lake::core::config::{Diagnostic, Pipeline};
 use lake::spark::SparkConfig;
 
+use lake_testing::config::expect_each;
+
 fn pipeline(text: &str, env: Option<&str>) -> Result<Pipeline, Error> {
-    ConfigFile::parse("lake.toml", "/project".into(), text.to_owned())?
-        .pipeline(env, &lake::backends())
+    lake_testing::config::pipeline(text, env, &lake::backends())
 }
 
 fn diagnostics(text: &str) -> Vec<Diagnostic> {
-    match pipeline(text, None) {
-        Err(Error::Config { diagnostics }) => diagnostics.0,
-        Err(other) => panic!("expected config diagnostics, got {other}"),
-        Ok(_) => panic!("expected an invalid config"),
-    }
-}
-
-fn expect_each(d: &[Diagnostic], expect: &[(&str, usize, &str)]) {
-    for (key, line, msg) in expect {
-        let got = d
-            .iter()
-            .find(|d| d.key == *key)
-            .unwrap_or_else(|| panic!("no diagnostic for {key} in {d:#?}"));
-        assert_eq!(got.line, *line, "line of {key}: {got}");
-        assert!(
-            got.message.contains(msg),
-            "{key}: {:?} should contain {msg:?}",
-            got.message
-        );
-    }
+    lake_testing::config::diagnostics(text, &lake::backends())
 }
 
 fn cluster(p: &Pipeline) -> &lake::aws::emr::ClusterDef {
-    &p.backend.downcast::<EmrConfig>().expect("emr").def
+    &EmrConfig::of(p).expect("emr").def
 }
 
 #[test]

@@ -170,9 +170,7 @@ fn context_for(toml: &str, api: MockEmrApi, store: Arc<DynZoneStore>) -> RunCont
     let pipeline = Arc::new(file.pipeline(None, &lake::backends()).unwrap());
     let backend = EmrBackend::new(
         Arc::new(api),
-        pipeline
-            .backend
-            .downcast::<lake::aws::emr::EmrConfig>()
+        lake::aws::emr::EmrConfig::of(&pipeline)
             .unwrap()
             .def
             .clone(),
@@ -544,9 +542,7 @@ async fn spark_and_copy_steps_become_command_runner_steps() {
     let pipeline = file.pipeline(None, &lake::backends()).unwrap();
     let backend = EmrBackend::new(
         Arc::new(MockEmrApi::new()),
-        pipeline
-            .backend
-            .downcast::<lake::aws::emr::EmrConfig>()
+        lake::aws::emr::EmrConfig::of(&pipeline)
             .unwrap()
             .def
             .clone(),

@@ -2,6 +2,8 @@
 //!
 //! - the credit and weather examples on `backend = "local"` and on `backend = "spark"`
 //!   (`lake --env spark run`, `master = "local[2]"`), each step rerun with `--force`;
+//! - the reference: two bare `spark-submit`s of a one-line PySpark job (what any tool pays
+//!   to start Spark for a two-step pipeline: two JVMs and Spark sessions), same master and conf;
 //! - a four-step diamond of sleeping command steps (a → b, c → d, each `sleep 1`) with
 //!   `max_parallel_steps` 1 and 2.
 //!
@@ -23,21 +25,6 @@ fn runs() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            if e.file_name() != "lake" {
-                copy_dir(&e.path(), &target);
-            }
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 fn lake(dir: &Path, spark_bin: Option<&Path>, args: &[&str]) -> Command {
@@ -69,13 +56,7 @@ fn row(label: &str, m: &[Measure]) {
 }
 
 fn example(name: &str, spark_bin: Option<&Path>) {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples")
-            .join(name),
-        dir.path(),
-    );
+    let dir = lake_testing::example(name);
     // Land the raw window once; each measured run reruns every step (--force).
     timed(&mut lake(
         dir.path(),
@@ -95,6 +76,36 @@ fn example(name: &str, spark_bin: Option<&Path>) {
             .collect();
         row(&format!("{name}, spark (local[2])"), &spark);
     }
+}
+
+/// Two bare spark-submits of `spark.range(1000).count()`, one after the other, as one process
+/// measured (a shell running both).
+fn spark_reference(bin: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("job.py"),
+        "from pyspark.sql import SparkSession\nSparkSession.builder.getOrCreate().range(1000).count()\n",
+    )
+    .unwrap();
+    let submit = "spark-submit --master local[2] --conf spark.ui.enabled=false --conf spark.sql.shuffle.partitions=2 job.py 2>/dev/null";
+    let m: Vec<Measure> = (0..runs())
+        .map(|_| {
+            let mut c = lake(dir.path(), Some(bin), &[]);
+            let mut sh = Command::new("sh");
+            sh.current_dir(dir.path())
+                .arg("-c")
+                .arg(format!("{submit} && {submit}"));
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => sh.env(k, v),
+                    None => sh.env_remove(k),
+                };
+            }
+            c = sh;
+            timed(&mut c)
+        })
+        .collect();
+    row("reference: 2 × bare spark-submit (local[2])", &m);
 }
 
 fn diamond(max_parallel: usize) {
@@ -134,6 +145,9 @@ fn main() {
     println!("|---|---|---|---|");
     for name in ["credit", "weather"] {
         example(name, spark_bin.as_deref());
+    }
+    if let Some(bin) = &spark_bin {
+        spark_reference(bin);
     }
     diamond(1);
     diamond(2);

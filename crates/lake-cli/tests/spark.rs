@@ -24,32 +24,6 @@ fn spark_bin() -> Option<PathBuf> {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            if e.file_name() != "lake" {
-                copy_dir(&e.path(), &target);
-            }
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
-fn example(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../examples")
-            .join(name),
-        dir.path(),
-    );
-    dir
-}
-
 /// `lake` in `dir`, with the Spark of `bin` first on PATH (spark-submit, and python3 for
 /// PySpark) and SPARK_HOME unset so that one is used.
 fn lake(dir: &Path, bin: &Path) -> Command {
@@ -103,8 +77,8 @@ fn steps(dir: &Path, bin: &Path) -> Vec<(String, String, String, u64, u64)> {
 
 fn same_rows(name: &str, queries: &[&str]) {
     let Some(bin) = spark_bin() else { return };
-    let embedded = example(name);
-    let spark = example(name);
+    let embedded = lake_testing::example(name);
+    let spark = lake_testing::example(name);
     ok(lake(embedded.path(), &bin).args(["run", "--date", "2024-05-01"]));
     let out = lake(spark.path(), &bin)
         .args(["--env", "spark", "run", "--date", "2024-05-01"])

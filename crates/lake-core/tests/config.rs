@@ -3,40 +3,18 @@
 use lake_core::Error;
 use lake_core::config::{ConfigFile, Diagnostic, LakeFile, Pipeline};
 
+use lake_testing::config::{expect_each, find};
+
 fn parse(text: &str) -> Result<ConfigFile, Error> {
     ConfigFile::parse("lake.toml", "/project".into(), text.to_owned())
 }
 
 fn pipeline(text: &str, env: Option<&str>) -> Result<Pipeline, Error> {
-    parse(text)?.pipeline(env, &lake_testing::backends())
+    lake_testing::config::pipeline(text, env, &lake_testing::backends())
 }
 
 fn diagnostics(text: &str) -> Vec<Diagnostic> {
-    match pipeline(text, None) {
-        Err(Error::Config { diagnostics }) => diagnostics.0,
-        Err(other) => panic!("expected config diagnostics, got {other}"),
-        Ok(_) => panic!("expected an invalid config"),
-    }
-}
-
-/// Each `(key, line, text)` is reported at that line with a message containing that text.
-fn expect_each(d: &[Diagnostic], expect: &[(&str, usize, &str)]) {
-    for (key, line, msg) in expect {
-        let got = find(d, key);
-        assert_eq!(got.line, *line, "line of {key}: {got}");
-        assert!(
-            got.message.contains(msg),
-            "{key}: {:?} should contain {msg:?}",
-            got.message
-        );
-    }
-}
-
-/// The one diagnostic whose key is `key`.
-fn find<'a>(d: &'a [Diagnostic], key: &str) -> &'a Diagnostic {
-    d.iter()
-        .find(|d| d.key == key)
-        .unwrap_or_else(|| panic!("no diagnostic for {key} in {d:#?}"))
+    lake_testing::config::diagnostics(text, &lake_testing::backends())
 }
 
 const FULL: &str = r#"[lake]

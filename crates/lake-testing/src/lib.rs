@@ -6,11 +6,15 @@
 //! backend kind for validating lake.toml files ([`backends`]), and [`measure`] for benchmarks.
 //! Nothing here ships in lake's libraries or binary.
 
+pub mod config;
 pub mod conformance;
 pub mod emulator;
+mod examples;
 pub mod measure;
 
 use std::path::PathBuf;
+
+pub use examples::example;
 
 use async_trait::async_trait;
 use bytes::Bytes;

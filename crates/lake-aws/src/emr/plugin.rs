@@ -55,6 +55,13 @@ pub struct EmrConfig {
     pub def: ClusterDef,
 }
 
+impl EmrConfig {
+    /// The EMR config of a pipeline whose backend is `emr`.
+    pub fn of(pipeline: &lake_core::config::Pipeline) -> Option<&Self> {
+        pipeline.backend.downcast()
+    }
+}
+
 /// The AWS configuration the program loaded (the facade shares it), or one loaded now.
 pub async fn aws_of(env: &BackendEnv) -> Aws {
     match env.extensions.get::<Aws>() {
