@@ -132,3 +132,67 @@ fn weather_on_spark_gives_the_embedded_engines_rows() {
         ],
     );
 }
+
+/// Without spark-submit the run stops before it takes its lock, saying what it tried; doctor
+/// says the same. With it, doctor reports the Spark version.
+#[test]
+fn a_missing_spark_is_named_before_the_run_and_doctor_reports_the_version() {
+    let dir = lake_testing::example("credit");
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = Command::cargo_bin("lake").unwrap();
+    let out = c
+        .current_dir(dir.path())
+        .env_remove("SPARK_HOME")
+        .env("PATH", empty.path())
+        .args(["--env", "spark", "run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no spark-submit: tried SPARK_HOME (not set) and spark-submit on PATH"),
+        "{stderr}"
+    );
+    // Nothing ran: no lock, no ledger, no raw window.
+    for left in ["lake/_lake/locks", "lake/_lake/runs", "lake/raw"] {
+        assert!(!dir.path().join(left).exists(), "{left}");
+    }
+
+    let Some(bin) = spark_bin() else { return };
+    let out = ok(lake(dir.path(), &bin).args(["--env", "spark", "doctor"]));
+    assert!(out.contains("✓ spark-submit"), "{out}");
+    assert!(out.contains("Spark 4."), "{out}");
+}
+
+/// A failing PySpark step: the run fails, says why from the application's output (the Python
+/// traceback's exception), and publishes nothing.
+#[test]
+fn a_failed_application_shows_its_traceback() {
+    let Some(bin) = spark_bin() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boom.py"),
+        "from pyspark.sql import SparkSession\nSparkSession.builder.getOrCreate()\nraise ValueError('the input has no rows for 2024-05-01')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("lake.toml"),
+        "[lake]\nname = \"boom\"\nbackend = \"spark\"\n\n[spark]\nmaster = \"local[1]\"\nconf = { \"spark.ui.enabled\" = \"false\" }\n\n[steps.boom]\nkind = \"spark\"\nscript = \"boom.py\"\noutput = \"refined/boom\"\n",
+    )
+    .unwrap();
+    let out = lake(dir.path(), &bin)
+        .args(["run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Traceback (most recent call last)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ValueError: the input has no rows for 2024-05-01"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("lake/refined/boom").exists());
+}

@@ -42,7 +42,12 @@ impl Runner<'_> {
                         () = self.cancel.cancelled() => Default::default(),
                     };
                     let mut msg = reason;
-                    let cause = crate::cluster::cause_lines(&logs.stderr_tail, 20);
+                    // The cause may be on either stream: PySpark under spark-submit prints the
+                    // Python traceback on the JVM's standard output.
+                    let cause = crate::cluster::cause_lines(
+                        &format!("{}\n{}", logs.stdout_tail, logs.stderr_tail),
+                        20,
+                    );
                     if !cause.is_empty() {
                         msg.push_str(&format!("\ncause:\n{}", cause.join("\n")));
                     }
