@@ -196,3 +196,35 @@ fn a_failed_application_shows_its_traceback() {
     );
     assert!(!dir.path().join("lake/refined/boom").exists());
 }
+
+/// `lake plan` with `backend = "spark"` shows each step's spark-submit without running Spark
+/// (no spark-submit needed), and `--json` carries the same under "spark".
+#[test]
+fn plan_shows_each_steps_spark_submit() {
+    let dir = lake_testing::example("credit");
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = Command::cargo_bin("lake").unwrap();
+    c.current_dir(dir.path())
+        .env_remove("SPARK_HOME")
+        .env("PATH", empty.path());
+    let text = ok(c.args(["--env", "spark", "plan"]));
+    assert!(text.contains("backend: spark"), "{text}");
+    assert!(
+        text.contains("spark: master local[2], deploy mode client"),
+        "{text}"
+    );
+    assert!(
+        text.contains("credit: spark-submit --master local[2] --deploy-mode client --conf spark.sql.shuffle.partitions=2 --conf spark.ui.enabled=false <code>/lake_sql.py <code>/credit.json"),
+        "{text}"
+    );
+    let mut c = Command::cargo_bin("lake").unwrap();
+    c.current_dir(dir.path())
+        .env_remove("SPARK_HOME")
+        .env("PATH", empty.path());
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(c.args(["--env", "spark", "plan", "--json"]))).unwrap();
+    assert_eq!(json["backend"], "spark");
+    assert_eq!(json["backend_config"]["master"], "local[2]");
+    assert_eq!(json["spark"]["submit"][1]["step"], "credit_by_purpose");
+    assert_eq!(json["max_parallel_steps"], 2);
+}

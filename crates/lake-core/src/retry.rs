@@ -2,7 +2,7 @@
 //! crate), without for polls.
 //!
 //! HTTP sources retry a failed GET with it (or wait what the server's `Retry-After` says), the
-//! EMR backend its throttled or unanswered API calls, and the orchestrator spaces the polls of
+//! EMR backend its throttled API calls and server faults, and the orchestrator spaces the polls of
 //! a running step with it. What may be retried is decided by the caller's error type (a status
 //! code, an AWS error code), never by matching message text. AWS calls are retried here only:
 //! lake's EMR client has the SDK's own retries off, so a throttled call is not retried twice.
