@@ -193,7 +193,7 @@ async fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> 
     let lake = Lake::open(config, env).await?;
     let p = &lake.pipeline;
     let backend = lake.plan().await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = print::out();
     if json {
         let mut v = serde_json::to_value(&**p)?;
         if let Some(obj) = v.as_object_mut() {
@@ -216,7 +216,7 @@ async fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> 
 /// `lake clusters [--reap]`.
 async fn clusters(lake: &Lake, reap: bool) -> Result<ExitCode> {
     let all = lake.leftovers().await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = print::out();
     if all.is_empty() {
         writeln!(
             out,
@@ -491,7 +491,7 @@ fn location(store: &DynZoneStore, key: &str) -> String {
 
 async fn runs(store: &DynZoneStore, json: bool) -> Result<ExitCode> {
     let runs = ledger::list(store).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = print::out();
     if json {
         serde_json::to_writer_pretty(&mut out, &runs)?;
         writeln!(out)?;
@@ -531,7 +531,7 @@ async fn runs(store: &DynZoneStore, json: bool) -> Result<ExitCode> {
 
 async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode> {
     let r = ledger::find(store, id).await?;
-    let mut out = std::io::stdout().lock();
+    let mut out = print::out();
     if json {
         serde_json::to_writer_pretty(&mut out, &r)?;
         writeln!(out)?;
@@ -600,7 +600,7 @@ fn write_objects(
 }
 
 async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
+    let mut out = print::out();
     let Some(path) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) else {
         for (zone, folders) in lake::core::publish::zone_summary(store).await? {
             writeln!(out, "{}/", zone.as_str())?;
@@ -665,7 +665,7 @@ async fn query(
     } else {
         QueryFormat::Csv
     });
-    let mut out = std::io::stdout().lock();
+    let mut out = print::out();
     match format {
         QueryFormat::Table => {
             let batches = df.collect().await.map_err(|e| query_error(e.to_string()))?;
@@ -689,7 +689,7 @@ async fn query(
                     .build(&mut out)
             });
             let mut json = (format == QueryFormat::Json)
-                .then(|| arrow::json::LineDelimitedWriter::new(std::io::stdout().lock()));
+                .then(|| arrow::json::LineDelimitedWriter::new(print::out()));
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| query_error(e.to_string()))?;
                 if let Some(w) = csv.as_mut() {
@@ -717,7 +717,7 @@ fn query_error(message: String) -> lake::core::Error {
 /// `lake query` without SQL: every table and its columns.
 async fn list_tables(ctx: &lake::local::engine::SessionContext) -> Result<ExitCode> {
     let catalog = ctx.catalog("datafusion").context("the default catalog")?;
-    let mut out = std::io::stdout().lock();
+    let mut out = print::out();
     let mut n = 0;
     for zone in Zone::ALL {
         let Some(schema) = catalog.schema(zone.as_str()) else {

@@ -39,10 +39,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // A closed pipe (`lake runs | head`) is not an error.
-            if err.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            if print::stdout_closed()
+                || err.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                })
+            {
                 return ExitCode::SUCCESS;
             }
             let mut stderr = std::io::stderr().lock();

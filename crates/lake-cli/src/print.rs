@@ -279,3 +279,42 @@ pub(crate) fn duration(d: std::time::Duration) -> String {
         _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
+
+/// Set once a write to standard output found the reader gone (`lake runs --json | head -1`).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Standard output for a command's results. A closed pipe is remembered, whatever error type
+/// the writer above it (serde_json, Arrow's CSV writer) turns it into, so that `main` can
+/// treat it as the end of output rather than a failure.
+pub(crate) fn out() -> Out {
+    Out(std::io::stdout().lock())
+}
+
+/// True when a result write found standard output closed.
+pub(crate) fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// See [`out`].
+pub(crate) struct Out(std::io::StdoutLock<'static>);
+
+impl Out {
+    fn seen<T>(r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl std::io::Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Self::seen(self.0.write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Self::seen(self.0.flush())
+    }
+}

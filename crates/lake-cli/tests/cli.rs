@@ -1302,3 +1302,64 @@ fn help_speaks_to_users() {
         "{text}"
     );
 }
+
+/// A reader that goes away (`lake runs --json | head -1`) ends the output; it is not an
+/// error, whatever writer (JSON, CSV) met the closed pipe.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    lake(tmp.path()).args(["init", "demo"]).assert().success();
+    lake(&dir)
+        .args(["run", "--date", "2024-03-01"])
+        .assert()
+        .success();
+    for args in [
+        &["runs", "--json"][..],
+        &["query", "--format", "csv", "SELECT * FROM trusted.credit"][..],
+        &["query", "--format", "json", "SELECT * FROM trusted.credit"][..],
+    ] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"))
+            .current_dir(&dir)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before lake writes its first byte.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("error"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+/// A lake.toml that is missing or not UTF-8 is a configuration error (exit 2) naming the file,
+/// and for bad bytes their line.
+#[test]
+fn an_unreadable_lake_toml_is_a_configuration_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = lake(tmp.path()).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lake.toml: cannot read the pipeline file"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        b"[lake]\nname = \"x\"\n# caf\xe9\n".as_slice(),
+    )
+    .unwrap();
+    let out = lake(tmp.path()).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lake.toml:3:6: (file): not valid UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+}

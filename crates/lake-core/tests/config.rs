@@ -454,3 +454,21 @@ url = "https://x"
             .contains("unknown placeholder {day}")
     );
 }
+
+/// Names become folder names and key segments: more than 255 bytes is refused at validation,
+/// not at run time with "File name too long".
+#[test]
+fn names_are_at_most_255_bytes() {
+    let long = "s".repeat(256);
+    let d = diagnostics(&format!(
+        "[lake]\nname = \"x\"\n[steps.{long}]\nkind = \"command\"\ncommand = [\"true\"]\n"
+    ));
+    let k = format!("steps.{long}");
+    expect_each(&d, &[(k.as_str(), 3, "at most 255 bytes")]);
+    let ok = "s".repeat(255);
+    pipeline(
+        &format!("[lake]\nname = \"x\"\n[steps.{ok}]\nkind = \"command\"\ncommand = [\"true\"]\n"),
+        None,
+    )
+    .unwrap();
+}

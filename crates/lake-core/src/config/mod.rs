@@ -251,10 +251,25 @@ impl ConfigFile {
     /// Read and parse `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
+        // A lake.toml that is missing or not text is a configuration error (exit 2), named.
+        let bytes = std::fs::read(path).map_err(|source| Error::Invalid {
+            what: path.display().to_string(),
+            message: format!("cannot read the pipeline file: {source}"),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let column =
+                valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
+            Error::Config {
+                diagnostics: Diagnostics(vec![Diagnostic {
+                    file: path.to_owned(),
+                    line,
+                    column,
+                    key: "(file)".into(),
+                    message: "not valid UTF-8: lake.toml is a UTF-8 text file".into(),
+                }]),
+            }
         })?;
         let base_dir = std::path::absolute(path)
             .ok()
@@ -418,7 +433,7 @@ impl ZoneRef {
         };
         if !is_name(name) {
             return Err(format!(
-                "{raw:?}: {name:?} is not a valid name (letters, digits, '_' and '-')"
+                "{raw:?}: {name:?} is not a valid name (letters, digits, '_' and '-', at most 255 bytes)"
             ));
         }
         Ok(Self {
@@ -445,9 +460,14 @@ impl Serialize for ZoneRef {
     }
 }
 
-/// True for names used in keys and tables: `[A-Za-z0-9_-]+`, not starting with `_` or `-`.
+/// The longest name (a folder name on every filesystem and an S3 key segment).
+pub const MAX_NAME: usize = 255;
+
+/// True for names used in keys and tables: `[A-Za-z0-9_-]+`, not starting with `_` or `-`, at
+/// most [`MAX_NAME`] bytes.
 pub fn is_name(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= MAX_NAME
         && !name.starts_with(['_', '-'])
         && name
             .chars()

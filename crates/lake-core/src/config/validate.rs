@@ -33,7 +33,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         if !is_name(name) {
             r.key(
                 &format!("env.{name}"),
-                format!("{name:?} is not a valid environment name (letters, digits, '_' and '-')"),
+                format!("{name:?} is not a valid environment name (letters, digits, '_' and '-', at most 255 bytes)"),
             );
         }
     }
@@ -63,7 +63,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         r.value(
             "lake.name",
             format!(
-                "{:?} is not a valid pipeline name (letters, digits, '_' and '-')",
+                "{:?} is not a valid pipeline name (letters, digits, '_' and '-', at most 255 bytes)",
                 lake.name
             ),
         );
@@ -138,7 +138,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         if !is_name(name) {
             r.key(
                 &key,
-                format!("{name:?} is not a valid source name (letters, digits, '_' and '-')"),
+                format!("{name:?} is not a valid source name (letters, digits, '_' and '-', at most 255 bytes)"),
             );
         }
         source_keys_apply(&mut r, &key, src);
@@ -232,7 +232,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         if !is_name(name) {
             r.key(
                 &key,
-                format!("{name:?} is not a valid step name (letters, digits, '_' and '-')"),
+                format!("{name:?} is not a valid step name (letters, digits, '_' and '-', at most 255 bytes)"),
             );
         }
         let kind = step_kind(&mut r, &key, step, &file.base_dir);
