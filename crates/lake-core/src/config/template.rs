@@ -295,6 +295,24 @@ impl Redactor {
             .iter()
             .fold(text.to_owned(), |t, s| t.replace(&s.value, "***"))
     }
+
+    /// The same for the end of a longer output (a step's log tail), which may begin in the
+    /// middle of a secret: a secret's last 3 or more bytes at the very start are replaced too,
+    /// so a cut through a secret does not leak the rest of it.
+    pub fn redact_tail(&self, text: &str) -> String {
+        let mut t = self.redact(text);
+        for s in &self.secrets {
+            let v = &s.value;
+            let fragment = (1..v.len().saturating_sub(2))
+                .filter(|i| v.is_char_boundary(*i))
+                .map(|i| &v[i..])
+                .find(|end| t.starts_with(end));
+            if let Some(end) = fragment {
+                t = format!("***{}", &t[end.len()..]);
+            }
+        }
+        t
+    }
 }
 
 /// True for a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -307,6 +325,21 @@ pub fn is_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_cut_through_a_secret_leaks_none_of_it() {
+        let secret = Template::parse("${env:T}")
+            .unwrap()
+            .resolve("k", &|_| Some("abcdefghijklmnopqrstuvwxyz0".to_owned()))
+            .unwrap();
+        let r = Redactor::new([&secret]);
+        // The tail starts 2 bytes into the secret: 25 of its 27 characters.
+        let tail = "cdefghijklmnopqrstuvwxyz0 rest abcdefghijklmnopqrstuvwxyz0 end";
+        assert_eq!(r.redact(tail), "cdefghijklmnopqrstuvwxyz0 rest *** end");
+        assert_eq!(r.redact_tail(tail), "*** rest *** end");
+        // Text that merely starts like the secret's end by chance of 2 bytes is kept.
+        assert_eq!(r.redact_tail("z0 fine"), "z0 fine");
+    }
 
     #[test]
     fn one_language_for_env_window_and_step_placeholders() {

@@ -42,16 +42,19 @@ impl Runner<'_> {
                         () = self.cancel.cancelled() => Default::default(),
                     };
                     let mut msg = reason;
+                    // Tails are cut from longer output: scrub secrets before anything is picked
+                    // from them, a secret cut at the start included.
+                    let (stdout, stderr) = (
+                        self.redactor.redact_tail(&logs.stdout_tail),
+                        self.redactor.redact_tail(&logs.stderr_tail),
+                    );
                     // The cause may be on either stream: PySpark under spark-submit prints the
                     // Python traceback on the JVM's standard output.
-                    let cause = crate::cluster::cause_lines(
-                        &format!("{}\n{}", logs.stdout_tail, logs.stderr_tail),
-                        20,
-                    );
+                    let cause = crate::cluster::cause_lines(&format!("{stdout}\n{stderr}"), 20);
                     if !cause.is_empty() {
                         msg.push_str(&format!("\ncause:\n{}", cause.join("\n")));
                     }
-                    let tail = tail_lines(&logs.stderr_tail, 20);
+                    let tail = tail_lines(&stderr, 20);
                     if !tail.is_empty() {
                         msg.push_str(&format!("\nstderr (last lines):\n{tail}"));
                     }
