@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use lake_core::config::{HttpAuth, HttpSpec, Template};
+use lake_core::config::{HttpAuth, HttpSpec, Redactor, Template};
 use lake_core::run::EnvLookup;
 use lake_core::source::{Source, SourceObject, Window};
 use lake_core::zone::ByteStream;
@@ -124,6 +124,30 @@ impl HttpSource {
         Ok(h)
     }
 
+    /// Every secret value a request of `window` carries (query, headers, auth), to keep them out
+    /// of errors.
+    fn secrets(&self, window: &Window) -> Result<Redactor> {
+        let mut values = Vec::new();
+        let named = |field: &str, k: &str| format!("sources.{}.{field}.{k}", self.name);
+        for (k, t) in &self.spec.query {
+            values.push(t.render(&named("query", k), &|n| window.value(n), &*self.env)?);
+        }
+        for (k, t) in &self.spec.headers {
+            values.push(t.render(&named("headers", k), &|n| window.value(n), &*self.env)?);
+        }
+        match &self.spec.auth {
+            None => {}
+            Some(HttpAuth::Bearer(t)) => {
+                values.push(t.resolve(&named("auth", "bearer"), &*self.env)?)
+            }
+            Some(HttpAuth::Basic { username, password }) => {
+                values.push(username.resolve(&named("auth", "username"), &*self.env)?);
+                values.push(password.resolve(&named("auth", "password"), &*self.env)?);
+            }
+        }
+        Ok(Redactor::new(&values))
+    }
+
     fn request(&self, url: reqwest::Url, headers: HeaderMap) -> Result<reqwest::RequestBuilder> {
         let mut req = self.fetch.client().get(url).headers(headers);
         match &self.spec.auth {
@@ -197,8 +221,12 @@ impl Fetcher {
     pub(crate) async fn get(
         &self,
         shown: &str,
+        secrets: &Redactor,
         make: impl Fn() -> Result<reqwest::RequestBuilder>,
     ) -> Result<ByteStream> {
+        // Every message below may hold what the server sent back (a body that echoes the
+        // request): no resolved secret goes into an error.
+        let fail = |message: String| self.err(secrets.redact(&message), None);
         let attempts = self.max_attempts;
         // lake's one retry policy: doubling, jittered waits (unless the server says when).
         let mut delays =
@@ -216,7 +244,7 @@ impl Fetcher {
                     backoff()
                 }
                 Err(e) => {
-                    return Err(self.err(format!("GET {shown}: {}", without_url(&e)), None));
+                    return Err(fail(format!("GET {shown}: {}", without_url(&e))));
                 }
                 Ok(resp) if resp.status().is_success() => {
                     let name = self.name.clone();
@@ -237,10 +265,11 @@ impl Fetcher {
                     last = format!("GET {shown}: {status}");
                     match after {
                         Some(a) if a > MAX_RETRY_AFTER => {
-                            return Err(self.err(
-                                format!("{last}; the server asks to retry after {}s, longer than lake waits ({}s)", a.as_secs(), MAX_RETRY_AFTER.as_secs()),
-                                None,
-                            ));
+                            return Err(fail(format!(
+                                "{last}; the server asks to retry after {}s, longer than lake waits ({}s)",
+                                a.as_secs(),
+                                MAX_RETRY_AFTER.as_secs()
+                            )));
                         }
                         Some(a) => a,
                         None => backoff(),
@@ -262,17 +291,17 @@ impl Fetcher {
                         }
                         _ => String::new(),
                     };
-                    return Err(self.err(
-                        format!("GET {shown}: {status}: {}{hint}", excerpt.trim()),
-                        None,
-                    ));
+                    return Err(fail(format!(
+                        "GET {shown}: {status}: {}{hint}",
+                        excerpt.trim()
+                    )));
                 }
             };
             if attempt + 1 < attempts {
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(self.err(format!("{last} (gave up after {attempts} attempts)"), None))
+        Err(fail(format!("{last} (gave up after {attempts} attempts)")))
     }
 }
 
@@ -313,8 +342,11 @@ impl Source for HttpSource {
     async fn open(&self, window: &Window, _object: &SourceObject) -> Result<ByteStream> {
         let (url, shown) = self.url(window)?;
         let headers = self.headers(window)?;
+        let secrets = self.secrets(window)?;
         self.fetch
-            .get(&shown, || self.request(url.clone(), headers.clone()))
+            .get(&shown, &secrets, || {
+                self.request(url.clone(), headers.clone())
+            })
             .await
     }
 }

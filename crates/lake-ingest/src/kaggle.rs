@@ -164,8 +164,10 @@ impl Source for KaggleSource {
         let url = self.url(file)?;
         let (user, key) = self.credentials()?;
         let shown = url.to_string();
+        let secrets =
+            lake_core::config::Redactor::new([&lake_core::config::Secret::sensitive(key.clone())]);
         self.fetch
-            .get(&shown, || {
+            .get(&shown, &secrets, || {
                 Ok(self
                     .fetch
                     .client()

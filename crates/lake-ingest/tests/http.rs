@@ -322,3 +322,27 @@ async fn a_refused_connection_is_retried_then_reported() {
     let e = fetch(&src).await.unwrap_err().to_string();
     assert!(e.contains("gave up after 2 attempts"), "{e}");
 }
+
+/// A server that echoes the request in its error body (many do) leaks nothing: the bearer
+/// token and a secret header are scrubbed from the error.
+#[tokio::test]
+async fn an_error_body_that_echoes_the_request_leaks_no_secret() {
+    let echo =
+        "you sent: GET /v1/archive?key=qkey-789 Authorization: Bearer tok-456 X-Api-Key: key-123";
+    let s = serve(vec![Reply::Full(400, vec![], echo.as_bytes().to_vec())]).await;
+    let src = source(
+        &s.url,
+        "headers = { X-Api-Key = \"${env:API_KEY}\" }\nauth = { bearer = \"${env:TOKEN}\" }",
+        BTreeMap::from([
+            ("API_KEY", "key-123"),
+            ("TOKEN", "tok-456"),
+            ("QKEY", "qkey-789"),
+        ]),
+    );
+    let e = fetch(&src).await.unwrap_err().to_string();
+    assert!(e.contains("400") && e.contains("you sent"), "{e}");
+    for secret in ["key-123", "tok-456"] {
+        assert!(!e.contains(secret), "{secret} in {e}");
+    }
+    assert!(e.contains("Bearer ***"), "{e}");
+}

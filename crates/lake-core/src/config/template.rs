@@ -245,6 +245,15 @@ impl Secret {
         }
     }
 
+    /// A value that is secret though it did not come from `${env:…}` (a credential read from a
+    /// file): redacted like one.
+    pub fn sensitive(value: impl Into<String>) -> Self {
+        Self {
+            value: value.into(),
+            sensitive: true,
+        }
+    }
+
     /// The value, for handing to a process or a request. Never log it.
     pub fn expose(&self) -> &str {
         &self.value
