@@ -61,11 +61,15 @@ impl HttpSource {
     /// A source named `name`; `env` resolves the `${env:…}` values of headers, query and auth.
     pub fn new(name: impl Into<String>, spec: HttpSpec, env: EnvLookup) -> Result<Self> {
         let name = name.into();
+        // reqwest drops Authorization on a redirect to another host, but not the source's own
+        // headers: with a secret among them, a redirect elsewhere is refused.
+        let secret_headers = spec.headers.iter().any(|(_, t)| t.is_secret());
         let fetch = Fetcher::new(
             &name,
             spec.connect_timeout,
             spec.read_timeout,
             spec.max_attempts,
+            secret_headers,
         )?;
         Ok(Self {
             name,
@@ -169,13 +173,30 @@ impl HttpSource {
 }
 
 impl Fetcher {
+    /// `same_origin_redirects`: follow redirects only within the first URL's scheme, host and
+    /// port (a request carrying secret headers of its own).
     pub(crate) fn new(
         name: &str,
         connect_timeout: Duration,
         read_timeout: Duration,
         max_attempts: u32,
+        same_origin_redirects: bool,
     ) -> Result<Self> {
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            let first = attempt.previous().first().map(reqwest::Url::origin);
+            if attempt.previous().len() > 10 {
+                attempt.error("more than 10 redirects")
+            } else if same_origin_redirects && first.is_some_and(|o| o != attempt.url().origin()) {
+                let to = attempt.url().origin().ascii_serialization();
+                attempt.error(format!(
+                    "refused a redirect to {to}: the request carries secret headers, which would go with it"
+                ))
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
+            .redirect(policy)
             .connect_timeout(connect_timeout)
             .read_timeout(read_timeout)
             .user_agent(concat!("lake/", env!("CARGO_PKG_VERSION")))

@@ -54,6 +54,7 @@ impl KaggleSource {
             spec.connect_timeout,
             spec.read_timeout,
             spec.max_attempts,
+            false,
         )?
         .with_auth_hint(
             "check the Kaggle credentials, and accept the dataset's rules on kaggle.com if it has any",

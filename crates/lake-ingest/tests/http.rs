@@ -346,3 +346,36 @@ async fn an_error_body_that_echoes_the_request_leaks_no_secret() {
     }
     assert!(e.contains("Bearer ***"), "{e}");
 }
+
+/// reqwest drops Authorization on a redirect to another host, but not a source's own secret
+/// header: such a redirect is refused and the other host never sees the header.
+#[tokio::test]
+async fn a_secret_header_never_follows_a_redirect_elsewhere() {
+    let other = serve(vec![ok("{}")]).await;
+    let s = serve(vec![Reply::Full(
+        302,
+        vec![("Location", format!("{}/stolen", other.url))],
+        Vec::new(),
+    )])
+    .await;
+    let src = source(
+        &s.url,
+        "headers = { X-Api-Key = \"${env:API_KEY}\" }",
+        BTreeMap::from([("API_KEY", "key-123")]),
+    );
+    let e = fetch(&src).await.unwrap_err().to_string();
+    assert!(e.contains("refused a redirect"), "{e}");
+    assert!(!e.contains("key-123"), "{e}");
+    assert_eq!(other.hits.load(Ordering::SeqCst), 0);
+
+    // Without a secret header the same redirect is followed.
+    let s = serve(vec![Reply::Full(
+        302,
+        vec![("Location", format!("{}/moved", other.url))],
+        Vec::new(),
+    )])
+    .await;
+    let src = source(&s.url, "", BTreeMap::new());
+    assert_eq!(fetch(&src).await.unwrap(), b"{}");
+    assert_eq!(other.hits.load(Ordering::SeqCst), 1);
+}
