@@ -262,7 +262,7 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
     writeln!(out, "sources:")?;
     for s in p.sources.values() {
         match &s.kind {
-            SourceSpecKind::File { patterns } => writeln!(
+            SourceSpecKind::File { patterns, .. } => writeln!(
                 out,
                 "  {} (file, line {}): {} → raw/{}/ingest_date=<date>/",
                 s.name,

@@ -16,15 +16,65 @@ use tokio_util::io::ReaderStream;
 pub struct FileSource {
     name: String,
     patterns: Vec<String>,
+    follow_symlinks: bool,
 }
 
 impl FileSource {
     /// A source named `name` reading the files that `patterns` (absolute paths or globs) match.
+    /// A match that is a symbolic link to a file outside its pattern's folder is refused.
     pub fn new(name: impl Into<String>, patterns: Vec<String>) -> Self {
         Self {
             name: name.into(),
             patterns,
+            follow_symlinks: false,
         }
+    }
+
+    /// Land links that lead outside their pattern's folder too (`follow_symlinks = true`).
+    pub fn follow_symlinks(mut self, follow: bool) -> Self {
+        self.follow_symlinks = follow;
+        self
+    }
+
+    /// The folder a pattern names: its path up to the first component with a wildcard (for a
+    /// plain path, its parent).
+    fn folder_of(pattern: &str) -> PathBuf {
+        let path = std::path::Path::new(pattern);
+        let mut folder = PathBuf::new();
+        for c in path.components() {
+            if c.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+                return folder;
+            }
+            folder.push(c);
+        }
+        path.parent().map(PathBuf::from).unwrap_or_default()
+    }
+
+    /// Refuse `path` when it is a link whose target is outside `folder`.
+    fn check_link(&self, path: &std::path::Path, folder: &std::path::Path) -> Result<()> {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        if self.follow_symlinks || !is_link {
+            return Ok(());
+        }
+        let target = std::fs::canonicalize(path).map_err(|e| {
+            self.err(
+                format!("cannot resolve the link {}", path.display()),
+                Some(Box::new(e)),
+            )
+        })?;
+        let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_owned());
+        if target.starts_with(&folder) {
+            return Ok(());
+        }
+        Err(self.err(
+            format!(
+                "{} is a link to {}, outside {}: refused (set follow_symlinks = true to land it)",
+                path.display(),
+                target.display(),
+                folder.display()
+            ),
+            None,
+        ))
     }
 
     fn err(&self, message: String, source: Option<lake_core::BoxError>) -> Error {
@@ -55,6 +105,7 @@ impl FileSource {
                 if !path.is_file() {
                     continue;
                 }
+                self.check_link(&path, &Self::folder_of(pattern))?;
                 any = true;
                 let name = path
                     .file_name()
@@ -123,7 +174,7 @@ impl Source for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lake_core::ZoneStoreExt;
+    use lake_core::{ZoneStore, ZoneStoreExt};
     use lake_core::publish::{Landed, land};
     use lake_local::LocalZoneStore;
 
@@ -174,5 +225,50 @@ mod tests {
                 .contains("source \"credit\": no file matches"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_link_out_of_the_patterns_folder_is_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/a.csv"), "x\n1\n").unwrap();
+        std::fs::write(outside.path().join("secret.csv"), "root:x:0:0\n").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("secret.csv"),
+            dir.path().join("data/zz_link.csv"),
+        )
+        .unwrap();
+        // A link inside the folder is fine.
+        std::os::unix::fs::symlink(dir.path().join("data/a.csv"), dir.path().join("data/b.csv"))
+            .unwrap();
+        let pattern = vec![dir.path().join("data/*.csv").display().to_string()];
+        let w = Window::day(lake_core::chrono::NaiveDate::from_ymd_opt(2024, 1, 31).unwrap());
+        let err = FileSource::new("s", pattern.clone())
+            .objects(&w)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("zz_link.csv is a link to"), "{err}");
+        assert!(err.contains("follow_symlinks = true"), "{err}");
+        let store = LocalZoneStore::memory();
+        assert!(
+            land(&store, &FileSource::new("s", pattern.clone()), &w, "r1")
+                .await
+                .is_err()
+        );
+        assert!(
+            store.list("raw").await.unwrap().is_empty(),
+            "nothing landed"
+        );
+        let names: Vec<String> = FileSource::new("s", pattern)
+            .follow_symlinks(true)
+            .objects(&w)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["a.csv", "b.csv", "zz_link.csv"]);
     }
 }

@@ -34,9 +34,12 @@ pub fn build_sources(
     let mut out: BTreeMap<String, Arc<dyn Source>> = BTreeMap::new();
     for spec in pipeline.sources.values() {
         let source: Arc<dyn Source> = match &spec.kind {
-            SourceSpecKind::File { patterns } => {
-                Arc::new(FileSource::new(&spec.name, patterns.clone()))
-            }
+            SourceSpecKind::File {
+                patterns,
+                follow_symlinks,
+            } => Arc::new(
+                FileSource::new(&spec.name, patterns.clone()).follow_symlinks(*follow_symlinks),
+            ),
             SourceSpecKind::Http(http) => Arc::new(HttpSource::new(
                 &spec.name,
                 (**http).clone(),

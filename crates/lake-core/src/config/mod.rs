@@ -662,6 +662,8 @@ pub enum SourceSpecKind {
     File {
         /// Patterns, absolute.
         patterns: Vec<String>,
+        /// Land links that lead outside their pattern's folder.
+        follow_symlinks: bool,
     },
     /// One HTTP GET per window.
     Http(Box<HttpSpec>),

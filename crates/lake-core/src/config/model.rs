@@ -135,6 +135,11 @@ pub struct SourceConfig {
     /// `file`: a path or glob, or a list of them, relative to lake.toml.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<StringOrList>,
+    /// `file`: land a file that is a symbolic link to somewhere outside the folder its pattern
+    /// names (default false: such a link is refused, so `data/x.csv -> /etc/passwd` never
+    /// lands, nor goes to S3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_symlinks: Option<bool>,
     /// The window length: `1d` (default), `7d`, `1mo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,

@@ -166,6 +166,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
                         .iter()
                         .map(|p| file.base_dir.join(p).to_string_lossy().into_owned())
                         .collect(),
+                    follow_symlinks: src.follow_symlinks.unwrap_or(false),
                 }
             }
             SourceKind::Http => SourceSpecKind::Http(Box::new(http_spec(&mut r, &key, src))),
@@ -485,8 +486,9 @@ fn window_template(r: &mut Reporter<'_>, key: &str, text: &str) -> Template {
 /// Keys that do not apply to the source's kind, or to a source without `extract`, are errors.
 fn source_keys_apply(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) {
     use SourceKind::{File, Http, Kaggle};
-    let fields: [(&str, bool, &[SourceKind]); 12] = [
+    let fields: [(&str, bool, &[SourceKind]); 13] = [
         ("path", src.path.is_some(), &[File]),
+        ("follow_symlinks", src.follow_symlinks.is_some(), &[File]),
         ("url", src.url.is_some(), &[Http]),
         ("query", !src.query.is_empty(), &[Http]),
         ("headers", !src.headers.is_empty(), &[Http]),
