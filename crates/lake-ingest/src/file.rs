@@ -174,8 +174,8 @@ impl Source for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lake_core::{ZoneStore, ZoneStoreExt};
     use lake_core::publish::{Landed, land};
+    use lake_core::{ZoneStore, ZoneStoreExt};
     use lake_local::LocalZoneStore;
 
     #[tokio::test]
