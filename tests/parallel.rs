@@ -129,3 +129,29 @@ async fn a_failed_step_skips_only_its_dependants() {
         "{d:#?}"
     );
 }
+
+/// A failed step's staging folder goes with the run (issue 15 #14: empty
+/// `_lake/staging/<run>/<step>/` folders were left on a local root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_leaves_no_staging_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[lake]\nname = \"st\"\n\n[steps.out]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo x > \\\"$LAKE_OUTPUT/part.txt\\\"; exit 2\"]\noutput = \"refined/out\"\n";
+    let file = ConfigFile::parse("lake.toml", dir.path().to_owned(), toml.into()).unwrap();
+    let root = dir.path().join("lake");
+    let cx = RunContext {
+        pipeline: Arc::new(file.pipeline(None, &lake::backends()).unwrap()),
+        store: Arc::new(LocalZoneStore::filesystem(&root).unwrap()),
+        backend: Arc::new(LocalBackend::new()),
+        sources: Default::default(),
+    };
+    let r = run(
+        &cx,
+        &RunOptions::new(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.steps[0].status, Status::Failed, "{r:#?}");
+    let staging = root.join("_lake/staging").join(&r.run_id);
+    assert!(!staging.exists(), "{} is left", staging.display());
+    assert!(!root.join("refined/out").exists());
+}

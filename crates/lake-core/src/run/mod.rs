@@ -380,12 +380,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
     let guard = acquire_waiting(ctx, opts, &run_id).await?;
     if let Some(old) = &guard.took_over {
         // The run that held it is gone: drop its staging and close its ledger record.
-        let staging = format!("_lake/staging/{}", old.run_id);
-        let _ = ctx.store.delete_prefix(&staging).await;
-        // A local store's unfinished uploads (`name#1`) are files no listing shows.
-        if let Some(dir) = ctx.store.local_path(&staging) {
-            let _ = tokio::fs::remove_dir_all(dir).await;
-        }
+        drop_staging(&*ctx.store, &old.run_id).await;
         if let Ok(mut rec) = ledger::get(&*ctx.store, &old.run_id).await
             && rec.status == Status::Running
         {
@@ -464,6 +459,8 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
         }
         Err(e) => Err(e),
     };
+    // Whatever the steps left in staging (a failed step's folder) goes with the run.
+    drop_staging(&*ctx.store, &run_id).await;
     record.ended = Some(Utc::now());
     record.status = match &outcome {
         Err(Error::Cancelled) => Status::Cancelled,
@@ -491,6 +488,16 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
     written?;
     released?;
     Ok(record)
+}
+
+/// Remove a run's staging: its objects, and on a local store its folders and unfinished
+/// uploads (`name#1`), which no listing shows. Best effort: staging is never read again.
+async fn drop_staging(store: &DynZoneStore, run_id: &str) {
+    let staging = format!("_lake/staging/{run_id}");
+    let _ = store.delete_prefix(&staging).await;
+    if let Some(dir) = store.local_path(&staging) {
+        let _ = tokio::fs::remove_dir_all(dir).await;
+    }
 }
 
 /// `error: a: b: c` style chain of an error and its sources.
