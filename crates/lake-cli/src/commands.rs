@@ -451,10 +451,19 @@ fn cancel_on_signal() -> CancellationToken {
     tokio::spawn(async move {
         wait_for_signal().await;
         eprintln!(
-            "interrupted: cancelling, tearing down, releasing the lock (Ctrl-C again to abort at once)"
+            "interrupted: cancelling the steps, terminating what the run started, writing the ledger and releasing the lock"
         );
         on_signal.cancel();
+        // A second Ctrl-C must not cut the teardown short (a cluster would be left running,
+        // billed): it is answered, not obeyed. A third one exits at once.
         wait_for_signal().await;
+        eprintln!(
+            "still tearing down: wait for it to finish (Ctrl-C once more exits now and may leave a cluster running)"
+        );
+        wait_for_signal().await;
+        eprintln!(
+            "exiting before teardown finished: `lake clusters --reap` terminates what this run left, and the next run takes over its lock"
+        );
         std::process::exit(130);
     });
     cancel

@@ -308,10 +308,11 @@ fn an_unknown_key_exits_2_with_its_line() {
         .args(["run", "--date", "2024-13-01"])
         .assert()
         .code(2);
+    // A missing lake.toml is a configuration error (issue 15 #10: it was exit 1).
     lake(tmp.path())
         .args(["-c", "missing.toml", "validate"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("missing.toml"));
 }
 
@@ -1361,5 +1362,61 @@ fn an_unreadable_lake_toml_is_a_configuration_error() {
         stderr(&out).contains("lake.toml:3:6: (file): not valid UTF-8"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// A second Ctrl-C (SIGINT) during teardown is answered, not obeyed: the run still records
+/// itself as cancelled and releases its lock. (It used to exit at once, leaving the lock and,
+/// on EMR, the cluster.)
+#[cfg(unix)]
+#[test]
+fn a_second_interrupt_does_not_cut_teardown_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        // The step ignores SIGTERM, so stopping it takes the backend's grace period before
+        // SIGKILL: the second interrupt arrives during teardown.
+        "[lake]\nname = \"t\"\n\n[steps.slow]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"trap '' TERM; sleep 30\"]\n",
+    )
+    .unwrap();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"))
+        .args(["run", "--date", "2024-01-01"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step runs (its ledger record exists), then interrupt twice.
+    let runs = tmp.path().join("lake/_lake/runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&runs).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    for _ in 0..2 {
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("still tearing down"), "{err}");
+    assert!(
+        !tmp.path().join("lake/_lake/locks/t").exists(),
+        "lock released: {err}"
+    );
+    let entry = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap();
+    let record = std::fs::read_to_string(entry.path()).unwrap();
+    assert!(
+        record.contains("\"status\": \"cancelled\"") || record.contains("\"status\":\"cancelled\""),
+        "{record}"
     );
 }
