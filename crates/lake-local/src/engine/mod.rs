@@ -347,7 +347,11 @@ impl Engine {
                 objects: d.objects.clone(),
             };
             let name = TableReference::partial(d.zone.as_str(), d.name.as_str());
-            self.register(&ctx, name, i, &input).await?;
+            // One unreadable dataset (an object deleted or damaged by hand) must not take the
+            // others down: it is left out, saying why; a query of it finds no such table.
+            if let Err(e) = self.register(&ctx, name.clone(), i, &input).await {
+                tracing::warn!("{name} is left out of the query tables: {e}");
+            }
         }
         Ok(ctx)
     }
