@@ -529,3 +529,26 @@ sql = "SELECT x, CAST(ingest_date AS VARCHAR) AS day FROM s"
     .unwrap();
     assert_eq!(objects[0].key, "raw/s/ingest_date=2024-01-01/s.csv");
 }
+
+/// A reader's error names no file ("incorrect number of fields"): the step's error names the
+/// raw object it came from (issue 15 #9).
+#[tokio::test]
+async fn a_decode_error_names_the_object_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "lake.toml",
+        "[lake]\nname = \"rag\"\n\n[sources.s]\nkind = \"file\"\npath = \"data/*.csv\"\n\n[steps.clean]\nkind = \"sql\"\ninputs = [\"raw/s@date\"]\noutput = \"trusted/clean\"\nsql = \"SELECT a, b FROM s\"\n",
+    );
+    write(dir.path(), "data/a_good.csv", "a,b\n1,2\n3,4\n");
+    write(dir.path(), "data/b_ragged.csv", "a,b\n1,2\n3,4,5,6\n7,8\n");
+    let (_, r) = run(dir.path(), "2024-05-01").await;
+    let s = step(&r, "clean");
+    assert_eq!(s.status, Status::Failed, "{r:#?}");
+    let e = s.error.as_deref().unwrap();
+    assert!(
+        e.contains("in object raw/s/ingest_date=2024-05-01/b_ragged.csv"),
+        "{e}"
+    );
+    assert!(!e.contains("a_good.csv"), "{e}");
+}

@@ -180,17 +180,26 @@ impl Engine {
             .project(&(0..checked.outputs).collect::<Vec<_>>())
             .map_err(|e| qerr(e.to_string()))?;
         let data_url = format!("{ROOT_URL}/{}/", work.output);
-        let metrics = if checked.has_checks {
-            self.write_split(&ctx, checked, work, &data_url)
-                .await
-                .map_err(|e| qerr(e.to_string()))?
+        let written = if checked.has_checks {
+            self.write_split(&ctx, checked, work, &data_url).await
         } else {
-            let rows = write_parquet(checked.df, &data_url, &work.partition_by)
+            write_parquet(checked.df, &data_url, &work.partition_by)
                 .await
-                .map_err(|e| qerr(e.to_string()))?;
-            StepMetrics {
-                rows,
-                ..StepMetrics::default()
+                .map(|rows| StepMetrics {
+                    rows,
+                    ..StepMetrics::default()
+                })
+        };
+        let metrics = match written {
+            Ok(m) => m,
+            // A reader's error ("incorrect number of fields for line 3") names no file: find
+            // the input object that fails on its own and name it.
+            Err(e) => {
+                let mut message = e.to_string();
+                if let Some((key, why)) = self.failing_object(work).await {
+                    message.push_str(&format!("\n  in object {key}: {why}"));
+                }
+                return Err(qerr(message));
             }
         };
         if metrics.rows == 0 {
@@ -199,6 +208,37 @@ impl Engine {
         let key = Key::new(format!("{}/{STEP_METRICS}", work.output))?;
         self.zone.put_json(&key, &metrics).await?;
         Ok(metrics)
+    }
+
+    /// The first input object of `work` that cannot be read on its own, with the reader's
+    /// error: run only when a step has failed, to say which object a decode error came from.
+    async fn failing_object(&self, work: &SqlWork) -> Option<(String, String)> {
+        for (i, input) in work.inputs.iter().enumerate() {
+            for object in &input.objects {
+                let one = SqlInput {
+                    objects: vec![object.clone()],
+                    ..input.clone()
+                };
+                let Ok(ctx) = self.session() else {
+                    return None;
+                };
+                let read = async {
+                    self.register(&ctx, TableReference::bare("one"), i, &one)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ctx.sql("SELECT * FROM one")
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .collect()
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(why) = read.await {
+                    return Some((object.key.clone(), why));
+                }
+            }
+        }
+        None
     }
 
     /// An output with no rows still has its schema: one empty Parquet file when the writer left
