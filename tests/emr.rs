@@ -655,3 +655,46 @@ async fn spark_and_copy_steps_become_command_runner_steps() {
         )
     );
 }
+
+/// `--deploy-mode cluster`: the step's own log only names its YARN application; the Python
+/// traceback is in the driver container's log, where EMR copies it
+/// (`<log_uri><cluster>/containers/<application>/container_…_01_000001/`). lake reads that too
+/// and shows the cause (issue 15 #16).
+#[tokio::test]
+async fn a_cluster_mode_failure_shows_the_drivers_traceback() {
+    let seen = Arc::new(Seen::default());
+    let mut api = api(&seen, |id, _| Ok(step(id, "FAILED", None)));
+    let step_log = gz(
+        "24/05/01 INFO Client: Submitted application application_1714521600000_0007\n\
+         Exception in thread \"main\" org.apache.spark.SparkException: Application application_1714521600000_0007 finished with failed status\n",
+    );
+    let driver_out = gz(
+        "Traceback (most recent call last):\n  File \"lake_sql.py\", line 40, in <module>\n    main()\nValueError: column 'age' has text 'abc'\n",
+    );
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let r2 = Arc::clone(&reads);
+    api.expect_read_object().returning(move |url| {
+        r2.lock().unwrap().push(url.to_owned());
+        Ok(if url.ends_with("/steps/s-1/stderr.gz") {
+            Some(step_log.clone())
+        } else if url.ends_with(
+            "/containers/application_1714521600000_0007/container_1714521600000_0007_01_000001/stdout.gz",
+        ) {
+            Some(driver_out.clone())
+        } else {
+            None
+        })
+    });
+    let r = run(&context(api, store()), &options()).await.unwrap();
+    let err = r.steps[0].error.as_deref().unwrap();
+    assert!(
+        err.contains("ValueError: column 'age' has text 'abc'"),
+        "{err}"
+    );
+    assert!(
+        reads.lock().unwrap().iter().any(|u| u
+            == "s3://bucket/p/_lake/emr-logs/j-TEST/containers/application_1714521600000_0007/container_1714521600000_0007_01_000001/stdout.gz"),
+        "{:?}",
+        reads.lock().unwrap()
+    );
+}

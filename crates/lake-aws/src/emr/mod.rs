@@ -455,6 +455,16 @@ impl EmrBackend {
         Ok((steps, c))
     }
 
+    /// Where EMR copies the driver container's logs of a YARN application (its first attempt's
+    /// first container: `containers/application_X_Y/container_X_Y_01_000001/`).
+    fn driver_log_dir(&self, cluster: &str, app: &str) -> Option<String> {
+        let id = app.strip_prefix("application_")?;
+        self.def
+            .log_uri
+            .as_ref()
+            .map(|base| format!("{base}{cluster}/containers/{app}/container_{id}_01_000001/"))
+    }
+
     fn log_url(&self, cluster: &str, step: &str, file: &str) -> Option<String> {
         self.def
             .log_uri
@@ -508,6 +518,23 @@ fn plain_env(step: &str, env: &[(String, Secret)]) -> Result<Vec<(String, String
         out.push((k.clone(), v.expose().to_owned()));
     }
     Ok(out)
+}
+
+/// The YARN application a step's log names (`application_1700000000000_0001`), the last one.
+fn yarn_application(log: &str) -> Option<&str> {
+    const PREFIX: &str = "application_";
+    log.match_indices(PREFIX)
+        .filter_map(|(i, _)| {
+            let rest = &log[i + PREFIX.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+                .unwrap_or(rest.len());
+            let id = rest[..end].trim_end_matches('_');
+            let (a, b) = id.split_once('_')?;
+            (!a.is_empty() && !b.is_empty() && !b.contains('_'))
+                .then(|| &log[i..i + PREFIX.len() + id.len()])
+        })
+        .last()
 }
 
 /// A failed step's reason when EMR says nothing about it.
@@ -671,11 +698,24 @@ impl ClusterBackend for EmrBackend {
         let started = Instant::now();
         loop {
             for url in &candidates {
-                if let Ok(Some(text)) = self.read_log(url).await {
-                    let stdout = match self.log_url(&cluster.id, &step.id, "stdout.gz") {
+                if let Ok(Some(mut text)) = self.read_log(url).await {
+                    let mut stdout = match self.log_url(&cluster.id, &step.id, "stdout.gz") {
                         Some(u) => self.read_log(&u).await.ok().flatten().unwrap_or_default(),
                         None => String::new(),
                     };
+                    // `--deploy-mode cluster`: the driver ran in a YARN container, whose logs
+                    // hold the Python traceback or the `Caused by` lines; the step's own log
+                    // only names its application.
+                    if let Some(app) = yarn_application(&text)
+                        && let Some(dir) = self.driver_log_dir(&cluster.id, app)
+                    {
+                        for (file, into) in [("stdout.gz", &mut stdout), ("stderr.gz", &mut text)] {
+                            let url = format!("{dir}{file}");
+                            if let Ok(Some(log)) = self.read_log(&url).await {
+                                into.push_str(&format!("\n--- driver log {url} ---\n{log}"));
+                            }
+                        }
+                    }
                     return Ok(StepLogs {
                         stdout_tail: stdout,
                         stderr_tail: text,
