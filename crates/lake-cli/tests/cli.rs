@@ -1456,3 +1456,47 @@ fn one_unreadable_dataset_does_not_break_every_query() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "n\n1000\n");
 }
+
+/// A plain `lake run` whose output (or input) objects were deleted or changed by hand does not
+/// say "up to date": it runs the step again (issue 15 #2).
+#[test]
+fn a_missing_output_object_is_not_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    lake(tmp.path()).args(["init", "demo"]).assert().success();
+    lake(&dir)
+        .args(["run", "--date", "2024-03-01"])
+        .assert()
+        .success();
+    let refined = dir.join("lake/refined/credit_by_purpose");
+    let parquet: Vec<std::path::PathBuf> = std::fs::read_dir(&refined)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(!parquet.is_empty());
+    for p in &parquet {
+        std::fs::remove_file(p).unwrap();
+    }
+    let out = lake(&dir)
+        .args(["run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("step credit: skipped")
+            && stderr(&out).contains("step credit_by_purpose: succeeded"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lake(&dir)
+        .args([
+            "query",
+            "--format",
+            "csv",
+            "SELECT COUNT(*) AS n FROM refined.credit_by_purpose",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "n\n8\n", "{}", stderr(&out));
+}

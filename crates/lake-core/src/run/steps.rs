@@ -167,6 +167,7 @@ impl Runner<'_> {
             && !self.opts.force
             && let Some(m) = publish::read_manifest(store, &out.prefix()).await?
             && m.fingerprint.as_deref() == Some(fingerprint.as_str())
+            && present(store, &rec.inputs, &m.objects).await?
         {
             rec.status = Status::UpToDate;
             rec.bytes = Some(m.bytes());
@@ -384,6 +385,36 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
         duration_ms: None,
         error: (!reason.is_empty()).then_some(reason),
     }
+}
+
+/// True when every object the manifests list (a step's inputs and its output) is in the store
+/// with its size: a file deleted or truncated by hand makes the step not up to date. One
+/// listing per dataset (`zone/name`, all its windows and partitions), not a request per object.
+async fn present(
+    store: &crate::zone::DynZoneStore,
+    inputs: &[ObjectEntry],
+    outputs: &[ObjectEntry],
+) -> Result<bool> {
+    let mut listed: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for o in inputs.iter().chain(outputs) {
+        let folder = match o.key.match_indices('/').nth(1) {
+            Some((i, _)) => &o.key[..i],
+            None => o.key.rsplit_once('/').map_or("", |(f, _)| f),
+        };
+        if !listed.contains_key(folder) {
+            let sizes = store
+                .list(folder)
+                .await?
+                .into_iter()
+                .map(|m| (m.key.as_str().to_owned(), m.size))
+                .collect();
+            listed.insert(folder.to_owned(), sizes);
+        }
+        if listed[folder].get(&o.key) != Some(&o.size) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// What makes a step's output what it is: its definition (as written, secrets unresolved), the
