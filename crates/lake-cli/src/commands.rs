@@ -656,15 +656,15 @@ async fn query(
     use lake::local::engine::datafusion::arrow;
     use std::io::IsTerminal;
 
-    let ctx = lake.query_session().await?;
-    let Some(sql) = sql else {
-        return list_tables(&ctx).await;
-    };
-    if let Some(path) = output {
+    if let (Some(sql), Some(path)) = (sql, output) {
         let rows = lake.query_to_file(sql, path).await?;
         eprintln!("{rows} rows written to {}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
+    let ctx = lake.query_session().await?;
+    let Some(sql) = sql else {
+        return list_tables(&ctx).await;
+    };
     let df = ctx
         .sql_with_options(sql, lake::local::engine::read_only())
         .await

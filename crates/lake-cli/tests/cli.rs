@@ -20,6 +20,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `lake init` of the credit example in a new folder, run once for 2024-03-01: the folder's
+/// guard and the pipeline's directory.
+fn credit_run() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    lake(tmp.path()).args(["init", "demo"]).assert().success();
+    lake(&dir)
+        .args(["run", "--date", "2024-03-01"])
+        .assert()
+        .success();
+    (tmp, dir)
+}
+
 #[test]
 fn init_validate_run_runs_ls_and_rerun() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1308,13 +1321,7 @@ fn help_speaks_to_users() {
 /// error, whatever writer (JSON, CSV) met the closed pipe.
 #[test]
 fn a_closed_pipe_is_not_an_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    lake(tmp.path()).args(["init", "demo"]).assert().success();
-    lake(&dir)
-        .args(["run", "--date", "2024-03-01"])
-        .assert()
-        .success();
+    let (_tmp, dir) = credit_run();
     for args in [
         &["runs", "--json"][..],
         &["query", "--format", "csv", "SELECT * FROM trusted.credit"][..],
@@ -1425,13 +1432,7 @@ fn a_second_interrupt_does_not_cut_teardown_short() {
 /// so; queries of the others, and of no table, still work (issue 15 #5: all of them failed).
 #[test]
 fn one_unreadable_dataset_does_not_break_every_query() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    lake(tmp.path()).args(["init", "demo"]).assert().success();
-    lake(&dir)
-        .args(["run", "--date", "2024-03-01"])
-        .assert()
-        .success();
+    let (_tmp, dir) = credit_run();
     let raw = dir.join("lake/raw/credit/ingest_date=2024-03-01/german_credit_data.csv");
     std::fs::remove_file(&raw).unwrap();
     let out = lake(&dir)
@@ -1461,13 +1462,7 @@ fn one_unreadable_dataset_does_not_break_every_query() {
 /// say "up to date": it runs the step again (issue 15 #2).
 #[test]
 fn a_missing_output_object_is_not_up_to_date() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    lake(tmp.path()).args(["init", "demo"]).assert().success();
-    lake(&dir)
-        .args(["run", "--date", "2024-03-01"])
-        .assert()
-        .success();
+    let (_tmp, dir) = credit_run();
     let refined = dir.join("lake/refined/credit_by_purpose");
     let parquet: Vec<std::path::PathBuf> = std::fs::read_dir(&refined)
         .unwrap()

@@ -28,6 +28,8 @@ pub struct SparkBackend {
     pipeline: Arc<Pipeline>,
     /// The driver and the steps' job files, removed with the backend.
     code: tempfile::TempDir,
+    /// `lake_sql.py` in `code`, written once: steps running at once read it while others start.
+    driver: PathBuf,
     submit: OnceLock<SparkSubmit>,
 }
 
@@ -46,12 +48,19 @@ impl SparkBackend {
                 path: std::env::temp_dir().join("lake-spark-*"),
                 source,
             })?;
+        let driver = code.path().join("lake_sql.py");
+        std::fs::write(&driver, SQL_DRIVER).map_err(|source| Error::Io {
+            action: "write",
+            path: driver.clone(),
+            source,
+        })?;
         Ok(Self {
             config,
             embedded,
             store: Arc::clone(&env.store),
             pipeline: Arc::clone(&env.pipeline),
             code,
+            driver,
             submit: OnceLock::new(),
         })
     }
@@ -104,7 +113,6 @@ impl SparkBackend {
     async fn process(&self, step: &StepRequest) -> Result<Option<StepRequest>> {
         let (argv, env, workdir) = match &step.work {
             StepWork::Sql(work) => {
-                let driver = self.write("lake_sql.py", SQL_DRIVER.as_bytes()).await?;
                 let json = sql_job(work, &|k| self.url_of(k)).map_err(|e| Error::Invalid {
                     what: format!("step {}", step.name),
                     message: format!("cannot encode the job: {e}"),
@@ -112,7 +120,7 @@ impl SparkBackend {
                 let job = self.write(&format!("{}.json", step.name), &json).await?;
                 let argv = self
                     .submit_args()?
-                    .sql(&driver.to_string_lossy(), &job.to_string_lossy());
+                    .sql(&self.driver.to_string_lossy(), &job.to_string_lossy());
                 (argv, self.python_env(), self.pipeline.base_dir.clone())
             }
             StepWork::Spark(work) => {

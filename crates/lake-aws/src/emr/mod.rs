@@ -80,7 +80,6 @@ pub struct EmrBackend {
     def: ClusterDef,
     store: Arc<DynZoneStore>,
     pipeline: String,
-    root: String,
     timing: Timing,
     state: Mutex<Watch>,
 }
@@ -109,18 +108,11 @@ impl EmrBackend {
         Self {
             api,
             def,
-            root: store.root_url(),
             store,
             pipeline: pipeline.to_owned(),
             timing: Timing::default(),
             state: Mutex::new(Watch::default()),
         }
-    }
-
-    /// Reap only clusters tagged with this root (default: the store's root URL).
-    pub fn with_root(mut self, root: String) -> Self {
-        self.root = root;
-        self
     }
 
     /// Use these waits.
@@ -263,7 +255,7 @@ impl EmrBackend {
         let mut reaped = Vec::new();
         for c in self.clusters().await? {
             let mine = c.tags.get("lake:pipeline") == Some(&self.pipeline)
-                && c.tags.get("lake:root") == Some(&self.root);
+                && c.tags.get("lake:root") == Some(&self.store.root_url());
             let run = c.tags.get("lake:run-id").map(String::as_str);
             if mine && run != live {
                 self.terminate_id(&c.id).await?;

@@ -80,7 +80,6 @@ impl EmrConfig {
             Arc::clone(&env.store),
             &env.pipeline.name,
         )
-        .with_root(env.store.root_url())
     }
 
     fn estimate(&self, steps: &[&StepSpec]) -> super::config::Estimate {
