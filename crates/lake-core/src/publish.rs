@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{WriteMode, Zone, ZoneRef};
 use crate::source::{Source, Window};
+use futures::{StreamExt, TryStreamExt};
+
 use crate::zone::{DynZoneStore, Key, PutOutcome, ZoneStoreExt, hashing, json_bytes};
 use crate::{Error, Result};
 
@@ -161,8 +163,18 @@ pub async fn dataset_objects(
         .collect())
 }
 
-/// The manifests of the complete windows under a raw source's prefix, oldest first.
+/// The manifests of the complete windows of the raw source at `prefix` (`raw/<source>`),
+/// oldest first: from its [`WindowIndex`] (one read, whatever the number of windows), or, for
+/// a source landed before lake kept an index, from a listing and one read per window.
 async fn raw_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>> {
+    match store.get_json::<WindowIndex>(&index_key(prefix)?).await? {
+        Some(index) => Ok(index.windows),
+        None => listed_windows(store, prefix).await,
+    }
+}
+
+/// The manifests of the complete windows under `prefix`, found by listing it.
+async fn listed_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for meta in store.list(prefix).await? {
         let Some(rest) = meta.key.strip_prefix(prefix) else {
@@ -177,6 +189,100 @@ async fn raw_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>
         }
     }
     Ok(out)
+}
+
+/// The index of a raw source's windows, in `raw/<source>/_windows.json`.
+pub const WINDOW_INDEX: &str = "_windows.json";
+
+fn index_key(source_prefix: &str) -> Result<Key> {
+    Key::new(format!("{source_prefix}/{WINDOW_INDEX}"))
+}
+
+/// Every complete window of a raw source in one object, so that a step reading `raw/<source>`
+/// reads one object however many windows have landed.
+///
+/// The window manifests stay the commit points (put-if-absent, exactly once); the index is
+/// written after them, by the one run holding the pipeline's lock. A window committed by a run
+/// that died before it saved the index is not in it, so it stays invisible to readers of the
+/// whole source until the next landing of that window (which finds it complete) adds it: the
+/// cursor never moves past a window before the index that lists it is saved. Objects that a
+/// forced refetch replaced are deleted only after the index that no longer lists them is saved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowIndex {
+    /// Format version (1).
+    pub version: u32,
+    /// `raw/<source>`.
+    pub prefix: String,
+    /// The manifests of the complete windows, oldest first.
+    pub windows: Vec<Manifest>,
+    /// Keys to delete once this index is saved (objects a refetch replaced).
+    #[serde(skip)]
+    obsolete: Vec<String>,
+    /// Changed since it was read.
+    #[serde(skip)]
+    dirty: bool,
+}
+
+impl WindowIndex {
+    /// The index of `source`: as saved, or (for a source landed before lake kept an index)
+    /// built from its window manifests.
+    pub async fn load(store: &DynZoneStore, source: &str) -> Result<Self> {
+        let prefix = format!("raw/{source}");
+        if let Some(index) = store.get_json::<Self>(&index_key(&prefix)?).await? {
+            return Ok(index);
+        }
+        let windows = listed_windows(store, &prefix).await?;
+        Ok(Self {
+            version: 1,
+            dirty: !windows.is_empty(),
+            prefix,
+            windows,
+            obsolete: Vec::new(),
+        })
+    }
+
+    /// Record `manifest` as its window's committed manifest; objects of the one it replaces
+    /// that it does not list are deleted after the next [`save`](Self::save).
+    pub fn commit(&mut self, manifest: &Manifest) {
+        match self
+            .windows
+            .binary_search_by(|w| w.prefix.as_str().cmp(&manifest.prefix))
+        {
+            Ok(i) if self.windows[i] == *manifest => {}
+            Ok(i) => {
+                let old = std::mem::replace(&mut self.windows[i], manifest.clone());
+                self.obsolete.extend(
+                    old.objects
+                        .into_iter()
+                        .filter(|o| !manifest.objects.iter().any(|n| n.key == o.key))
+                        .map(|o| o.key),
+                );
+                self.dirty = true;
+            }
+            Err(i) => {
+                self.windows.insert(i, manifest.clone());
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// True when [`commit`](Self::commit) changed it since it was read or saved.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty || !self.obsolete.is_empty()
+    }
+
+    /// Write the index if it changed, then delete the objects replaced windows no longer list.
+    pub async fn save(&mut self, store: &DynZoneStore) -> Result<()> {
+        if self.dirty {
+            store.put_json(&index_key(&self.prefix)?, &*self).await?;
+            self.dirty = false;
+        }
+        let keys = std::mem::take(&mut self.obsolete)
+            .into_iter()
+            .map(Key::new)
+            .collect::<Result<Vec<_>>>()?;
+        store.delete_many(&keys).await
+    }
 }
 
 /// A committed dataset of the lake, as `lake query` sees it.
@@ -265,6 +371,7 @@ pub enum Landed {
 
 /// Fetch one window of `source` into `raw/<source>/ingest_date=<date>/`, byte for byte, and
 /// commit it with a put-if-absent manifest: a complete window is never fetched or changed again.
+/// The source's [`WindowIndex`] is read before and saved after.
 ///
 /// Objects are streamed; each one's size and SHA-256 go into the manifest. A failure before the
 /// commit leaves no manifest, so readers ignore the partial window and the next run fetches it
@@ -275,7 +382,18 @@ pub async fn land(
     window: &Window,
     run_id: &str,
 ) -> Result<Landed> {
-    land_with(store, source, window, run_id, &LandOptions::default()).await
+    let mut index = WindowIndex::load(store, source.name()).await?;
+    let landed = land_with(
+        store,
+        source,
+        window,
+        run_id,
+        &LandOptions::default(),
+        &mut index,
+    )
+    .await;
+    index.save(store).await?;
+    landed
 }
 
 /// Calls back with the byte count of each chunk fetched.
@@ -293,16 +411,30 @@ pub struct LandOptions<'a> {
     pub progress: Option<ProgressFn>,
 }
 
-/// [`land`] with options. With `force`, a complete window is fetched again and replaced: the
-/// new objects are staged whole first, then copied in, then the manifest is replaced (the
-/// commit point), then objects only the old manifest listed are deleted. A failed fetch leaves
-/// the old window as it was.
+/// What objects being landed at once may hold in memory, in KiB: an S3 upload of a large
+/// object holds up to 4 parts of 8 MiB, so a large object (or one of unknown size) lands
+/// alone, and small ones land many at a time.
+const LANDING_BUDGET_KIB: u32 = 32 << 10;
+/// Objects landing at once, at most.
+const LANDING_AT_ONCE: usize = 32;
+
+/// [`land`] with options, committing into `index` (which the caller saves: a run saves it once
+/// for all the windows it lands, before it moves the source's cursor).
+///
+/// Objects are written straight to their keys in the window's folder, several small ones at
+/// once, hashed on the way. With `force`, a complete window is fetched again and replaced;
+/// a key its committed manifest lists is never written again (a refetched object whose name
+/// is taken lands as `<stem>.<run id>.<ext>`), so until the new manifest replaces the old one
+/// (the commit point) the old window is whole, and the objects only the old one listed are
+/// deleted after the index that no longer lists them is saved. A failed fetch deletes what it
+/// wrote and leaves the old window as it was.
 pub async fn land_with(
     store: &DynZoneStore,
     source: &dyn Source,
     window: &Window,
     run_id: &str,
     opts: &LandOptions<'_>,
+    index: &mut WindowIndex,
 ) -> Result<Landed> {
     let dedup_against = opts.dedup_against;
     let prefix = raw_window_prefix(source.name(), window.date());
@@ -310,10 +442,18 @@ pub async fn land_with(
     if let Some(m) = &previous
         && !opts.force
     {
+        // Complete; also a window a run committed and died before indexing.
+        index.commit(m);
         return Ok(Landed::AlreadyComplete(m.clone()));
     }
     let landed = match source.objects(window).await {
-        Ok(objects) => land_objects(store, source, window, run_id, &prefix, &objects, opts).await,
+        Ok(objects) => {
+            let committed = previous.as_ref();
+            land_objects(
+                store, source, window, run_id, &prefix, &objects, committed, opts,
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     source.finish(window).await;
@@ -330,23 +470,23 @@ pub async fn land_with(
         // Same bytes as the previous window: commit an empty window that says so.
         let manifest = window_manifest(dedup_against.map(|m| m.prefix.clone()), Vec::new());
         store.put_json(&manifest_key(&prefix)?, &manifest).await?;
+        index.commit(&manifest);
         return Ok(Landed::Duplicate(manifest));
     };
     let manifest = window_manifest(None, entries);
-    if let Some(old) = previous {
+    if previous.is_some() {
         store.put_json(&manifest_key(&prefix)?, &manifest).await?;
-        for o in old.objects {
-            if !manifest.objects.iter().any(|n| n.key == o.key) {
-                store.delete(&Key::new(o.key)?).await?;
-            }
-        }
+        index.commit(&manifest);
         return Ok(Landed::Fetched(manifest));
     }
     match store
         .put_if_absent(&manifest_key(&prefix)?, json_bytes(&manifest))
         .await?
     {
-        PutOutcome::Created => Ok(Landed::Fetched(manifest)),
+        PutOutcome::Created => {
+            index.commit(&manifest);
+            Ok(Landed::Fetched(manifest))
+        }
         PutOutcome::AlreadyExists => {
             let theirs = read_manifest(store, &prefix)
                 .await?
@@ -354,13 +494,28 @@ pub async fn land_with(
                     key: format!("{prefix}/{MANIFEST}"),
                     store: store.root_url(),
                 })?;
+            index.commit(&theirs);
             Ok(Landed::AlreadyComplete(theirs))
         }
     }
 }
 
-/// Stage `objects` of a window, then copy them into its folder; `None` when their bytes equal
-/// `dedup_against`'s. The staging is removed on every path.
+/// `name` with `tag` before its extensions: `a/b.csv.gz` → `a/b.<tag>.csv.gz`.
+fn tagged(name: &str, tag: &str) -> String {
+    let (dir, file) = match name.rsplit_once('/') {
+        Some((d, f)) => (format!("{d}/"), f),
+        None => (String::new(), name),
+    };
+    match file[1.min(file.len())..].find('.') {
+        Some(i) => format!("{dir}{}.{tag}{}", &file[..=i], &file[i + 1..]),
+        None => format!("{dir}{file}.{tag}"),
+    }
+}
+
+/// Write `objects` of a window to their keys under `prefix` (never one `committed` lists),
+/// small ones several at once; `None` when their bytes equal `dedup_against`'s. On failure,
+/// and for a duplicate, what was written is deleted.
+#[allow(clippy::too_many_arguments)]
 async fn land_objects(
     store: &DynZoneStore,
     source: &dyn Source,
@@ -368,25 +523,39 @@ async fn land_objects(
     run_id: &str,
     prefix: &str,
     objects: &[crate::source::SourceObject],
+    committed: Option<&Manifest>,
     opts: &LandOptions<'_>,
 ) -> Result<Option<Vec<ObjectEntry>>> {
-    // Fetched into staging first: a killed fetch leaves nothing in the window folder, and the
-    // window's objects appear there only once each is whole.
-    let staging = format!(
-        "_lake/staging/{run_id}/ingest/{}/{}",
-        source.name(),
-        window.date()
-    );
-    let landed = async {
-        let mut staged = Vec::with_capacity(objects.len());
-        for obj in objects {
-            let name_err = |e: Error| Error::Source {
-                source_name: source.name().to_owned(),
-                message: format!("object name {:?} cannot be stored", obj.name),
-                source: Some(Box::new(e)),
-            };
-            let key = Key::new(format!("{prefix}/{}", obj.name)).map_err(name_err)?;
-            let tmp = Key::new(format!("{staging}/{}", obj.name)).map_err(name_err)?;
+    let taken: std::collections::HashSet<&str> = committed
+        .map(|m| m.objects.iter().map(|o| o.key.as_str()).collect())
+        .unwrap_or_default();
+    let mut keys = Vec::with_capacity(objects.len());
+    for obj in objects {
+        let name_err = |e: Error| Error::Source {
+            source_name: source.name().to_owned(),
+            message: format!("object name {:?} cannot be stored", obj.name),
+            source: Some(Box::new(e)),
+        };
+        let mut key = Key::new(format!("{prefix}/{}", obj.name)).map_err(name_err)?;
+        if taken.contains(key.as_str()) {
+            key = Key::new(format!("{prefix}/{}", tagged(&obj.name, run_id))).map_err(name_err)?;
+        }
+        keys.push(key);
+    }
+    let budget = tokio::sync::Semaphore::new(LANDING_BUDGET_KIB as usize);
+    let written = std::sync::Mutex::new(Vec::new());
+    let (budget, written) = (&budget, &written);
+    let jobs = objects.iter().zip(&keys).map(|(obj, key)| {
+        async move {
+            let kib = obj.size.map_or(LANDING_BUDGET_KIB, |s| {
+                u32::try_from(s.div_ceil(1024))
+                    .unwrap_or(u32::MAX)
+                    .clamp(64, LANDING_BUDGET_KIB)
+            });
+            let _permit = budget
+                .acquire_many(kib)
+                .await
+                .expect("the landing budget is never closed");
             let mut body = source.open(window, obj).await?;
             if let Some(p) = &opts.progress {
                 let p = std::sync::Arc::clone(p);
@@ -395,41 +564,45 @@ async fn land_objects(
                 }));
             }
             let (body, digest) = hashing(body);
-            store.put(&tmp, body).await?;
+            // Recorded first: a put that fails half way may leave an object to delete.
+            written.lock().expect("landing lock").push(key.clone());
+            store.put(key, body).await?;
             let d = digest
                 .lock()
                 .expect("digest lock")
                 .take()
                 .unwrap_or_default();
-            staged.push((tmp, key, d, obj.origin.clone()));
-        }
-        if let Some(prev) = opts.dedup_against {
-            let mut new: Vec<&str> = staged
-                .iter()
-                .map(|(_, _, d, _)| d.sha256.as_str())
-                .collect();
-            let mut old: Vec<&str> = prev.objects.iter().map(|o| o.sha256.as_str()).collect();
-            new.sort_unstable();
-            old.sort_unstable();
-            if !new.is_empty() && new == old {
-                return Ok(None);
-            }
-        }
-        let mut entries = Vec::with_capacity(staged.len());
-        for (tmp, key, d, origin) in staged {
-            store.copy(&tmp, &key).await?;
-            entries.push(ObjectEntry {
+            Ok::<_, Error>(ObjectEntry {
                 key: key.to_string(),
                 size: d.size,
                 sha256: d.sha256,
-                origin: Some(origin),
-            });
+                origin: Some(obj.origin.clone()),
+            })
         }
-        Ok::<_, Error>(Some(entries))
+    });
+    let landed: Result<Vec<ObjectEntry>> = futures::stream::iter(jobs)
+        .buffered(LANDING_AT_ONCE)
+        .try_collect()
+        .await;
+    let written = std::mem::take(&mut *written.lock().expect("landing lock"));
+    let entries = match landed {
+        Ok(entries) => entries,
+        Err(e) => {
+            let _ = store.delete_many(&written).await;
+            return Err(e);
+        }
+    };
+    if let Some(prev) = opts.dedup_against {
+        let mut new: Vec<&str> = entries.iter().map(|e| e.sha256.as_str()).collect();
+        let mut old: Vec<&str> = prev.objects.iter().map(|o| o.sha256.as_str()).collect();
+        new.sort_unstable();
+        old.sort_unstable();
+        if !new.is_empty() && new == old {
+            store.delete_many(&written).await?;
+            return Ok(None);
+        }
     }
-    .await;
-    let _ = store.delete_prefix(&staging).await;
-    landed
+    Ok(Some(entries))
 }
 
 /// Publish the objects under `staging` as the new content of the dataset at `prefix`.

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod conformance;
+pub mod counting;
 pub mod emulator;
 mod examples;
 pub mod measure;

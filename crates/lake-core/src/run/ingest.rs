@@ -11,6 +11,9 @@ use crate::publish::{self, Landed, ObjectEntry};
 use crate::source::Window;
 use crate::{Error, Result};
 
+/// Windows landed between two saves of a source's window index (and moves of its cursor).
+const INDEX_EVERY: usize = 64;
+
 impl Runner<'_> {
     pub(super) async fn ingest_all(
         &mut self,
@@ -83,6 +86,11 @@ impl Runner<'_> {
 
     /// Fetch the windows of `source` oldest first, moving its cursor; stop at the first
     /// failure. Returns false when one failed.
+    ///
+    /// The source's window index is saved every [`INDEX_EVERY`] windows and at the end, and
+    /// the cursor is moved only after the index listing its windows is saved: a run that dies
+    /// in between leaves the cursor behind, and the next run finds those windows complete and
+    /// indexes them.
     pub(super) async fn catch_up(
         &mut self,
         source: &str,
@@ -90,29 +98,66 @@ impl Runner<'_> {
         force: bool,
         record: &mut RunRecord,
     ) -> Result<bool> {
-        let spec = &self.ctx.pipeline.sources[source];
-        let dedup = spec.dedup_content;
+        let store = &*self.ctx.store;
+        let mut index = publish::WindowIndex::load(store, source).await?;
         // Read once; this run is the cursor's only writer (it holds the lock).
-        let mut cursor = publish::cursor(&*self.ctx.store, source)
+        let saved = publish::cursor(store, source)
             .await?
             .map(|c| c.last_complete);
-        let windows = self.windows(source, dates, cursor);
+        let mut cursor = saved;
+        let landed = self
+            .land_windows(source, dates, force, record, &mut index, &mut cursor, saved)
+            .await;
+        // Whatever happened, the windows committed so far are indexed, then the cursor moves.
+        index.save(store).await?;
+        if cursor != saved
+            && let Some(day) = cursor
+        {
+            publish::set_cursor(store, source, day, self.run_id).await?;
+        }
+        landed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn land_windows(
+        &self,
+        source: &str,
+        dates: &[NaiveDate],
+        force: bool,
+        record: &mut RunRecord,
+        index: &mut publish::WindowIndex,
+        cursor: &mut Option<NaiveDate>,
+        mut saved: Option<NaiveDate>,
+    ) -> Result<bool> {
+        let store = &*self.ctx.store;
+        let spec = &self.ctx.pipeline.sources[source];
+        let dedup = spec.dedup_content;
+        let windows = self.windows(source, dates, *cursor);
         self.opts.emit(Event::Catching {
             source: source.to_owned(),
             windows: windows.len(),
         });
-        for window in windows {
+        for (i, window) in windows.into_iter().enumerate() {
             if self.opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
+            if i > 0 && i % INDEX_EVERY == 0 {
+                index.save(store).await?;
+                if *cursor != saved
+                    && let Some(day) = *cursor
+                {
+                    publish::set_cursor(store, source, day, self.run_id).await?;
+                    saved = *cursor;
+                }
+            }
             // The newest complete window before this one with content, to compare bytes with.
             let previous = if dedup {
-                self.previous_content(source, &window, cursor).await?
+                self.previous_content(source, &window, *cursor).await?
             } else {
                 None
             };
             let rec = self
-                .ingest(source, &window, force, previous.as_ref())
+                .ingest(source, &window, force, previous.as_ref(), index)
                 .await?;
             let failed = rec.status == Status::Failed;
             self.emit_ingested(&rec);
@@ -122,13 +167,12 @@ impl Runner<'_> {
             }
             // The cursor only moves over contiguous windows: a window fetched out of order
             // (`--date` far ahead) must not make catch-up skip the gap.
-            let next = match cursor {
+            let next = match *cursor {
                 Some(c) => Some(spec.window_of(c).end),
                 None => spec.start.map(|s| spec.window_of(s).start),
             };
             if next.is_none_or(|n| window.start <= n) && cursor.is_none_or(|c| c < window.start) {
-                publish::set_cursor(&*self.ctx.store, source, window.start, self.run_id).await?;
-                cursor = Some(window.start);
+                *cursor = Some(window.start);
             }
         }
         Ok(true)
@@ -151,6 +195,7 @@ impl Runner<'_> {
         window: &Window,
         force: bool,
         previous: Option<&publish::Manifest>,
+        index: &mut publish::WindowIndex,
     ) -> Result<IngestRecord> {
         let src = self
             .ctx
@@ -176,7 +221,7 @@ impl Runner<'_> {
             progress,
         };
         let landed = tokio::select! {
-            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, &land) => r,
+            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, &land, index) => r,
             () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
         };
         Ok(match landed {
