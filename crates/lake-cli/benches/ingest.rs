@@ -6,10 +6,19 @@
 //!    1 MiB block with a Content-Length.
 //! 2. Many small files from a glob: `lake ingest` of `LAKE_BENCH_FILES` (default 1000) CSV
 //!    files of about 2 KiB into one window, against `cp -r` of the folder; files per second.
+//! 3. With `AWS_ENDPOINT_URL` set (a local S3 server): `lake ingest` of a file source into an
+//!    S3 root, as a user runs it (SHA-256 and manifest included), against `s5cmd cp` and
+//!    `aws s3 cp` of the same files (`S5CMD` and `AWS_CLI` name them, else PATH): one file of
+//!    `LAKE_BENCH_S3_BYTES` (default 1 GiB), and `LAKE_BENCH_S3_FILES` (default 1000) files of
+//!    10 KiB. The bucket `lake-bench-ingest` is made with s5cmd.
 //!
 //! ```sh
 //! cargo bench -p lake-cli --bench ingest
+//! AWS_ENDPOINT_URL=http://127.0.0.1:5055 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x \
+//!   AWS_REGION=us-east-1 S5CMD=… AWS_CLI=… cargo bench -p lake-cli --bench ingest -- s3
 //! ```
+//!
+//! Arguments choose the parts: `http`, `files`, `s3` (default: all).
 //!
 //! Wall time and peak RSS come from GNU time (`/usr/bin/time -f "%e %M"`) around each process.
 
@@ -56,8 +65,178 @@ fn serve(size: u64) -> String {
 }
 
 fn main() {
-    http_object();
-    small_files();
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |p: &str| parts.is_empty() || parts.iter().any(|a| a == p);
+    if want("http") {
+        http_object();
+    }
+    if want("files") {
+        small_files();
+    }
+    if want("s3") {
+        s3_ingest();
+    }
+}
+
+const BUCKET: &str = "lake-bench-ingest";
+
+/// `lake ingest` into an S3 root against s5cmd and aws s3 cp, for one large file and many
+/// small ones.
+fn s3_ingest() {
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+        println!("s3 ingest: skipped (set AWS_ENDPOINT_URL to a local S3 server)");
+        return;
+    };
+    let s5cmd = std::env::var("S5CMD").unwrap_or_else(|_| "s5cmd".into());
+    let aws = std::env::var("AWS_CLI").unwrap_or_else(|_| "aws".into());
+    let have = |tool: &str, arg: &str| {
+        Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let (have_s5, have_aws) = (have(&s5cmd, "version"), have(&aws, "--version"));
+    assert!(
+        have_s5,
+        "s3 ingest needs s5cmd (S5CMD=…) to make its bucket"
+    );
+    let _ = Command::new(&s5cmd)
+        .args(["--endpoint-url", &endpoint, "mb", &format!("s3://{BUCKET}")])
+        .output();
+    let bytes: u64 = std::env::var("LAKE_BENCH_S3_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let files: usize = std::env::var("LAKE_BENCH_S3_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // One large file of incompressible-looking bytes, and many 10 KiB CSV files.
+    std::fs::create_dir_all(dir.join("big")).unwrap();
+    {
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(dir.join("big/big.bin")).unwrap());
+        let block: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    std::fs::create_dir_all(dir.join("small")).unwrap();
+    for i in 0..files {
+        let row = format!("{i},{}\n", "x".repeat(60));
+        std::fs::write(
+            dir.join(format!("small/part-{i:05}.csv")),
+            format!("a,b\n{}", row.repeat(10240 / row.len())),
+        )
+        .unwrap();
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (label, glob, count, size) in [
+        ("one large file", "big/*.bin", 1usize, bytes),
+        ("many small files", "small/*.csv", files, 0),
+    ] {
+        let root = format!("s3://{BUCKET}/lake-{stamp}-{}", count);
+        std::fs::write(
+            dir.join("lake.toml"),
+            format!(
+                "[lake]\nname = \"bench\"\nroot = \"{root}\"\n[sources.s]\nkind = \"file\"\npath = \"{glob}\"\n"
+            ),
+        )
+        .unwrap();
+        let total: u64 = if size > 0 {
+            size
+        } else {
+            std::fs::read_dir(dir.join("small"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        println!(
+            "s3 ingest, {label}: {count} × {:.1} MiB into {endpoint}",
+            total as f64 / count as f64 / (1 << 20) as f64
+        );
+        let line = |tool: &str, (wall, rss): (f64, u64)| {
+            println!(
+                "  {tool:<12} {wall:>7.2} s  {:>7.1} MB/s  {:>7.0} files/s  peak RSS {:>6.1} MiB",
+                total as f64 / wall / 1e6,
+                count as f64 / wall,
+                rss as f64 / 1024.0
+            );
+        };
+        let lake = timed(
+            Command::new(env!("CARGO_BIN_EXE_lake")).args(["-q", "ingest", "--date", "2024-01-01"]),
+            dir,
+        );
+        // Checked before it is reported: the manifest lists every file.
+        let out = Command::new(&s5cmd)
+            .args([
+                "--endpoint-url",
+                &endpoint,
+                "cat",
+                &format!("{root}/raw/s/ingest_date=2024-01-01/_manifest.json"),
+            ])
+            .output()
+            .unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("no manifest after lake ingest: {e}"));
+        let listed = manifest["objects"].as_array().map_or(0, Vec::len);
+        let landed: u64 = manifest["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["size"].as_u64())
+            .sum();
+        assert_eq!(
+            (listed, landed),
+            (count, total),
+            "lake ingest landed everything"
+        );
+        line("lake ingest", lake);
+        let src = if count == 1 { "big/big.bin" } else { "small/*" };
+        let s5 = timed(
+            Command::new(&s5cmd).args([
+                "--endpoint-url",
+                &endpoint,
+                "cp",
+                src,
+                &format!("s3://{BUCKET}/s5-{stamp}-{count}/"),
+            ]),
+            dir,
+        );
+        line("s5cmd cp", s5);
+        if have_aws {
+            let mut cmd = Command::new(&aws);
+            cmd.args(["--endpoint-url", &endpoint, "s3", "cp", "--quiet"]);
+            if count == 1 {
+                cmd.args([
+                    "big/big.bin",
+                    &format!("s3://{BUCKET}/aws-{stamp}-1/big.bin"),
+                ]);
+            } else {
+                cmd.args([
+                    "--recursive",
+                    "small",
+                    &format!("s3://{BUCKET}/aws-{stamp}-{count}/"),
+                ]);
+            }
+            line("aws s3 cp", timed(&mut cmd, dir));
+        } else {
+            println!("  aws s3 cp    skipped: no awscli (AWS_CLI=…)");
+        }
+    }
 }
 
 fn small_files() {

@@ -396,8 +396,7 @@ pub async fn land(
     landed
 }
 
-/// Calls back with the byte count of each chunk fetched.
-pub type ProgressFn = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+pub use crate::zone::ProgressFn;
 
 /// How [`land_with`] lands a window.
 #[derive(Clone, Default)]
@@ -415,6 +414,8 @@ pub struct LandOptions<'a> {
 /// object holds up to 4 parts of 8 MiB, so a large object (or one of unknown size) lands
 /// alone, and small ones land many at a time.
 const LANDING_BUDGET_KIB: u32 = 32 << 10;
+/// Outputs hashed and copied in at once when a step publishes.
+const PUBLISH_AT_ONCE: usize = 4;
 /// Objects landing at once, at most.
 const LANDING_AT_ONCE: usize = 32;
 
@@ -556,22 +557,25 @@ async fn land_objects(
                 .acquire_many(kib)
                 .await
                 .expect("the landing budget is never closed");
-            let mut body = source.open(window, obj).await?;
-            if let Some(p) = &opts.progress {
-                let p = std::sync::Arc::clone(p);
-                body = Box::pin(futures::TryStreamExt::inspect_ok(body, move |b| {
-                    p(b.len() as u64);
-                }));
-            }
-            let (body, digest) = hashing(body);
             // Recorded first: a put that fails half way may leave an object to delete.
             written.lock().expect("landing lock").push(key.clone());
-            store.put(key, body).await?;
-            let d = digest
-                .lock()
-                .expect("digest lock")
-                .take()
-                .unwrap_or_default();
+            let d = match source.local_file(window, obj) {
+                Some(path) => store.put_file(key, &path, opts.progress.clone()).await?,
+                None => {
+                    let mut body = source.open(window, obj).await?;
+                    if let Some(p) = &opts.progress {
+                        let p = std::sync::Arc::clone(p);
+                        body = body.inspect_ok(move |b| p(b.len() as u64)).boxed();
+                    }
+                    let (body, digest) = hashing(body);
+                    store.put(key, body).await?;
+                    digest
+                        .lock()
+                        .expect("digest lock")
+                        .take()
+                        .unwrap_or_default()
+                }
+            };
             Ok::<_, Error>(ObjectEntry {
                 key: key.to_string(),
                 size: d.size,
@@ -654,6 +658,7 @@ pub async fn publish(
             .collect(),
     };
     let kept = objects.len();
+    let mut moves = Vec::with_capacity(staged.len());
     for meta in &staged {
         let rel = rel_key(meta.key.as_str(), staging);
         let to = Key::new(format!("{prefix}/{rel}"))?;
@@ -665,15 +670,24 @@ pub async fn publish(
                 ),
             });
         }
-        let digest = store.digest(&meta.key).await?;
-        store.copy(&meta.key, &to).await?;
-        objects.push(ObjectEntry {
-            key: to.to_string(),
-            size: digest.size,
-            sha256: digest.sha256,
-            origin: None,
-        });
+        moves.push((&meta.key, to));
     }
+    // Hashed and copied a few at a time: an output of several files uses several cores.
+    let published: Vec<ObjectEntry> =
+        futures::stream::iter(moves.into_iter().map(|(from, to)| async move {
+            let digest = store.digest(from).await?;
+            store.copy(from, &to).await?;
+            Ok::<_, Error>(ObjectEntry {
+                key: to.to_string(),
+                size: digest.size,
+                sha256: digest.sha256,
+                origin: None,
+            })
+        }))
+        .buffered(PUBLISH_AT_ONCE)
+        .try_collect()
+        .await?;
+    objects.extend(published);
     let manifest = Manifest {
         version: 1,
         prefix: prefix.to_owned(),

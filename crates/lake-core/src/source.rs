@@ -182,8 +182,16 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     /// What the source offers for `window`.
     async fn objects(&self, window: &Window) -> Result<Vec<SourceObject>>;
 
-    /// Stream one object returned by [`objects`](Self::objects).
+    /// Stream one object returned by [`objects`](Self::objects). Several objects of a window
+    /// may be open at once.
     async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream>;
+
+    /// The local file holding `object`'s bytes as they are, when there is one (a file source):
+    /// a store on the same machine then lands it with a kernel copy
+    /// ([`ZoneStore::put_file`](crate::ZoneStore::put_file)) instead of streaming it.
+    fn local_file(&self, _window: &Window, _object: &SourceObject) -> Option<std::path::PathBuf> {
+        None
+    }
 
     /// The caller is done with `window` (landed or failed): drop what
     /// [`objects`](Self::objects) prepared for it, such as unpacked archives.

@@ -239,6 +239,19 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
         file.finish(got.meta.size).await
     }
 
+    /// Put the bytes of the local file `path` at `key` and return their size and SHA-256, as
+    /// landed; `progress` hears the size of each piece. Atomic as [`put`](Self::put) is. The
+    /// default streams the file through [`put`](Self::put), hashing on the way; the filesystem
+    /// store copies it in the kernel and hashes the copy as it grows.
+    async fn put_file(
+        &self,
+        key: &Key,
+        path: &Path,
+        progress: Option<ProgressFn>,
+    ) -> Result<Digested> {
+        put_file_streamed(self, key, path, progress).await
+    }
+
     /// Delete `keys` (missing ones are not an error). Stores with a batch call (S3's
     /// DeleteObjects) override this; the default deletes one by one.
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
@@ -283,6 +296,14 @@ impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
     }
     async fn delete_many(&self, keys: &[Key]) -> Result<()> {
         (**self).delete_many(keys).await
+    }
+    async fn put_file(
+        &self,
+        key: &Key,
+        path: &Path,
+        progress: Option<ProgressFn>,
+    ) -> Result<Digested> {
+        (**self).put_file(key, path, progress).await
     }
     async fn download(&self, key: &Key, path: &Path) -> Result<u64> {
         (**self).download(key, path).await
@@ -553,6 +574,67 @@ pub fn hashing(body: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Option<Dig
     );
     (stream.boxed(), out)
 }
+
+/// [`ZoneStore::put_file`] by streaming the file through [`ZoneStore::put`], hashing on the way
+/// (the trait's default, for stores that override it for some roots only).
+pub async fn put_file_streamed<S: ZoneStore + ?Sized>(
+    store: &S,
+    key: &Key,
+    path: &Path,
+    progress: Option<ProgressFn>,
+) -> Result<Digested> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| Error::Io {
+            action: "open",
+            path: path.to_owned(),
+            source,
+        })?;
+    let owned = path.to_owned();
+    let mut body: ByteStream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10)
+        .map_err(move |source| Error::Io {
+            action: "read",
+            path: owned.clone(),
+            source,
+        })
+        .boxed();
+    if let Some(p) = progress {
+        body = body.inspect_ok(move |b| p(b.len() as u64)).boxed();
+    }
+    let (body, digest) = hashing(body);
+    store.put(key, body).await?;
+    Ok(digest
+        .lock()
+        .expect("digest lock")
+        .take()
+        .unwrap_or_default())
+}
+
+/// Size and SHA-256 of bytes fed to it piece by piece.
+#[derive(Debug, Clone, Default)]
+pub struct Digester {
+    hash: Sha256,
+    size: u64,
+}
+
+impl Digester {
+    /// Add `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hash.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+
+    /// What was fed.
+    pub fn finish(self) -> Digested {
+        Digested {
+            size: self.size,
+            sha256: hex::encode(self.hash.finalize()),
+        }
+    }
+}
+
+/// Calls back with the byte count of each piece of an object as it moves.
+pub type ProgressFn = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Conveniences for every [`ZoneStore`].
 #[async_trait]

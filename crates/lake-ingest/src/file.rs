@@ -155,6 +155,10 @@ impl Source for FileSource {
             .collect())
     }
 
+    fn local_file(&self, _window: &Window, object: &SourceObject) -> Option<PathBuf> {
+        Some(PathBuf::from(&object.origin))
+    }
+
     async fn open(&self, _window: &Window, object: &SourceObject) -> Result<ByteStream> {
         let path = PathBuf::from(&object.origin);
         let file = tokio::fs::File::open(&path)

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lake_core::zone::{
-    ByteStream, GetResult, Key, ObjectMeta, PutOutcome, ZoneStore, write_pieces,
+    ByteStream, Digested, Digester, GetResult, Key, ObjectMeta, ProgressFn, PutOutcome, ZoneStore,
+    put_file_streamed, write_pieces,
 };
 use lake_core::{Error, Result};
 use object_store::local::LocalFileSystem;
@@ -119,6 +120,23 @@ impl ZoneStore for LocalZoneStore {
                 r.join(key)
             }
         })
+    }
+
+    async fn put_file(
+        &self,
+        key: &Key,
+        path: &std::path::Path,
+        progress: Option<ProgressFn>,
+    ) -> Result<Digested> {
+        match self.local_path(key.as_str()) {
+            Some(to) => {
+                let from = path.to_owned();
+                tokio::task::spawn_blocking(move || copy_and_hash(&from, &to, progress))
+                    .await
+                    .map_err(|e| Error::store("put", key.as_str(), self.root_url(), e))?
+            }
+            None => put_file_streamed(self, key, path, progress).await,
+        }
     }
 
     async fn put(&self, key: &Key, mut body: ByteStream) -> Result<ObjectMeta> {
@@ -263,4 +281,94 @@ impl ZoneStore for LocalZoneStore {
             Err(e) => Err(self.err("delete", key.as_str(), e)),
         }
     }
+}
+
+/// Bytes copied between two reports to the hasher.
+const COPY_PIECE: u64 = 8 << 20;
+
+/// Copy the file `from` to `to` in the kernel (`copy_file_range`: no pass through user space)
+/// while another thread hashes the copy as it grows, from the page cache; into a hidden
+/// temporary file renamed into place, so `to` appears whole or not at all. What is hashed is
+/// what landed, even if `from` changes meanwhile.
+fn copy_and_hash(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    progress: Option<ProgressFn>,
+) -> Result<Digested> {
+    use std::io::{Read, Write};
+    static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let io = |action: &'static str, path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let dir = to.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let tmp = dir.join(format!(
+        ".{}.lake-{}-{}",
+        to.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let src = std::fs::File::open(from).map_err(io("open", from))?;
+        let mut dst = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        let mut reader = std::fs::File::open(&tmp).map_err(io("open", &tmp))?;
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let hashed = tmp.clone();
+        let hasher = std::thread::spawn(move || {
+            let mut d = Digester::default();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut done = 0u64;
+            while let Ok(upto) = rx.recv() {
+                while done < upto {
+                    let want = (upto - done).min(buf.len() as u64) as usize;
+                    let n = reader.read(&mut buf[..want]).map_err(io("read", &hashed))?;
+                    if n == 0 {
+                        break;
+                    }
+                    d.update(&buf[..n]);
+                    done += n as u64;
+                }
+            }
+            Ok::<_, Error>(d.finish())
+        });
+        let mut copied = 0u64;
+        let copy = loop {
+            match std::io::copy(&mut (&src).take(COPY_PIECE), &mut dst) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    copied += n;
+                    let _ = tx.send(copied);
+                    if let Some(p) = &progress {
+                        p(n);
+                    }
+                }
+                Err(e) => break Err(io("copy", from)(e)),
+            }
+        };
+        drop(tx);
+        let digest = hasher.join().map_err(|_| Error::Invalid {
+            what: format!("landing {}", from.display()),
+            message: "the hashing thread panicked".into(),
+        })?;
+        copy?;
+        dst.flush().map_err(io("write", &tmp))?;
+        let digest = digest?;
+        if digest.size != copied {
+            return Err(Error::Invalid {
+                what: format!("landing {}", from.display()),
+                message: format!("copied {copied} bytes but hashed {}", digest.size),
+            });
+        }
+        std::fs::rename(&tmp, to).map_err(io("rename", &tmp))?;
+        Ok(digest)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

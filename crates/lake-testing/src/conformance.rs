@@ -57,6 +57,85 @@ pub async fn run_all(store: Arc<DynZoneStore>) {
     put_if_absent_concurrent(Arc::clone(&store), 16).await;
     big_object(&*store, BIG_OBJECT).await;
     download(&*store).await;
+    put_file(&*store).await;
+}
+
+/// A local file put with `put_file` lands byte for byte, replacing what was there, with the
+/// size and SHA-256 of what landed; a missing file fails and leaves the previous object.
+pub async fn put_file(store: &DynZoneStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Several of the filesystem store's 8 MiB copy pieces, and not a multiple of one.
+    let total: u64 = 20 * 1024 * 1024 + 5;
+    let path = dir.path().join("big.bin");
+    let mut bytes = Vec::with_capacity(total as usize);
+    let mut body = generated(total, 64 * 1024);
+    while let Some(chunk) = body.try_next().await.expect("generated") {
+        bytes.extend_from_slice(&chunk);
+    }
+    std::fs::write(&path, &bytes).expect("write the file");
+    let k = key("conformance/put_file/big.bin");
+    store
+        .put_bytes(&k, Bytes::from_static(b"old"))
+        .await
+        .expect("put");
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&seen);
+    let d = store
+        .put_file(
+            &k,
+            &path,
+            Some(Arc::new(move |n| {
+                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            })),
+        )
+        .await
+        .expect("put_file");
+    let expected = generated_sha256(total, 64 * 1024);
+    assert_eq!(
+        (d.size, d.sha256.as_str()),
+        (total, expected.as_str()),
+        "digest of what landed"
+    );
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::Relaxed),
+        total,
+        "progress saw every byte"
+    );
+    let stored = store.digest(&k).await.expect("digest");
+    assert_eq!(
+        (stored.size, stored.sha256),
+        (total, expected),
+        "the object is the file"
+    );
+    let listed: Vec<String> = store
+        .list("conformance/put_file")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        ["conformance/put_file/big.bin"],
+        "nothing else is left"
+    );
+    if let Some(folder) = store.local_path("conformance/put_file") {
+        let names: Vec<_> = std::fs::read_dir(&folder)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+    let missing = store
+        .put_file(&k, &dir.path().join("missing.bin"), None)
+        .await;
+    assert!(missing.is_err(), "a missing file is an error");
+    assert_eq!(
+        store.digest(&k).await.expect("digest").size,
+        total,
+        "a failed put_file leaves the previous object"
+    );
+    store.delete(&k).await.expect("cleanup");
 }
 
 /// get_range returns the bytes asked for, clamped to the object; a missing key is not found.
