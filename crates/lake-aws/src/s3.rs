@@ -94,14 +94,14 @@ impl std::fmt::Display for Denied {
 impl std::error::Error for Denied {}
 
 impl S3ZoneStore {
-    /// Zones under `s3://bucket/prefix` (`prefix` may be empty), with 8 MiB parts, 4 in flight.
+    /// Zones under `s3://bucket/prefix` (`prefix` may be empty), with 8 MiB parts, 3 in flight (a whole `lake ingest` of a large file stays under 64 MiB; see BENCHMARKS.md).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: &str) -> Self {
         Self {
             client,
             bucket: bucket.into(),
             prefix: prefix.trim_matches('/').to_owned(),
             part_size: 8 << 20,
-            concurrency: 4,
+            concurrency: 3,
             read_part: 2 << 20,
             read_concurrency: 8,
             download_part: 16 << 20,
