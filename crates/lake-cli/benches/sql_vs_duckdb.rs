@@ -9,7 +9,8 @@
 //! `LAKE_BENCH_ROWS` sets the row count (default 1,000,000), `LAKE_BENCH_RUNS` the runs per
 //! tool (default 5, taken in turn; the median is reported). Wall time and peak RSS come from GNU time
 //! (`/usr/bin/time -f "%e %M"`) around each process, so both tools are measured the same way.
-//! Without a DuckDB CLI only lake is measured.
+//! Without a DuckDB CLI only lake is measured. `LAKE_BIN` names another `lake` binary to measure
+//! (e.g. `target/dist/lake`, built by `cargo build --profile dist -p lake-cli`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -142,7 +143,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let lake_bin = PathBuf::from(env!("CARGO_BIN_EXE_lake"));
+    // LAKE_BIN measures another build of lake (the `dist` binary users install).
+    let lake_bin = std::env::var_os("LAKE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lake")));
     let duckdb = std::env::var("DUCKDB").unwrap_or_else(|_| "duckdb".to_owned());
     let have_duckdb = Command::new(&duckdb)
         .arg("--version")

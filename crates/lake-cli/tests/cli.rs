@@ -756,9 +756,19 @@ fn ingest_catches_up_from_its_cursor_and_stops_at_the_first_failure() {
     let after: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_ne!(before["run_id"], after["run_id"]);
+    // The refetch never wrote over the committed object: it landed under a new key, and the
+    // old object went once the new manifest and the window index were saved.
+    let key = after["objects"][0]["key"].as_str().unwrap();
+    let run_id = after["run_id"].as_str().unwrap();
     assert_eq!(
-        after["objects"][0]["key"],
-        "raw/daily/ingest_date=2024-01-31/d.json"
+        key,
+        format!("raw/daily/ingest_date=2024-01-31/d.{run_id}.json")
+    );
+    assert!(tmp.path().join("lake").join(key).is_file());
+    assert!(
+        !tmp.path()
+            .join("lake/raw/daily/ingest_date=2024-01-31/d.json")
+            .exists()
     );
 }
 

@@ -568,7 +568,21 @@ async fn land_objects(
                         body = body.inspect_ok(move |b| p(b.len() as u64)).boxed();
                     }
                     let (body, digest) = hashing(body);
-                    store.put(key, body).await?;
+                    if store.local_path(key.as_str()).is_some() {
+                        // On a filesystem root a streamed object is written in staging and
+                        // linked in whole (a copy within the root is a hard link): a killed
+                        // download leaves its partial file there, not in the window's folder
+                        // where tools that read folders would see it.
+                        let staged = Key::new(format!(
+                            "_lake/staging/{run_id}/ingest/{}",
+                            key.as_str().strip_prefix("raw/").unwrap_or(key.as_str())
+                        ))?;
+                        store.put(&staged, body).await?;
+                        store.copy(&staged, key).await?;
+                        store.delete(&staged).await?;
+                    } else {
+                        store.put(key, body).await?;
+                    }
                     digest
                         .lock()
                         .expect("digest lock")
@@ -617,8 +631,9 @@ async fn land_objects(
 /// keeps them all (a staged object may not replace one), and
 /// [`OverwritePartitions`](WriteMode::OverwritePartitions) drops those in the folders the staging
 /// writes. The new manifest is the commit point; then objects only the previous manifest listed
-/// are deleted, and the staging objects are removed. Fails (publishing nothing) when `staging`
-/// holds nothing to publish.
+/// are deleted once `retain_replaced` has passed (see [`tidy`]), with any object under `prefix`
+/// no manifest lists, and the staging objects are removed. Fails (publishing nothing) when
+/// `staging` holds nothing to publish.
 pub async fn publish(
     store: &DynZoneStore,
     staging: &str,
@@ -626,6 +641,7 @@ pub async fn publish(
     mode: WriteMode,
     run_id: &str,
     fingerprint: Option<String>,
+    retain_replaced: std::time::Duration,
 ) -> Result<Manifest> {
     let staged: Vec<_> = store
         .list(staging)
@@ -698,15 +714,99 @@ pub async fn publish(
         objects,
     };
     store.put_json(&manifest_key(prefix)?, &manifest).await?;
-    if let Some(prev) = previous {
-        for old in prev.objects {
-            if !manifest.objects.iter().any(|o| o.key == old.key) {
-                store.delete(&Key::new(old.key)?).await?;
-            }
-        }
-    }
+    let replaced = previous
+        .map(|p| p.objects)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| !manifest.objects.iter().any(|n| n.key == o.key))
+        .map(|o| o.key);
+    tidy(store, prefix, &manifest, replaced, retain_replaced).await?;
     store.delete_prefix(staging).await?;
     Ok(manifest)
+}
+
+/// The dataset file listing objects a republish replaced, kept for readers that started
+/// before it: `<dataset>/_replaced.json`.
+pub const REPLACED: &str = "_replaced.json";
+
+/// One object a republish replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Replaced {
+    key: String,
+    since: DateTime<Utc>,
+}
+
+/// After `manifest` was committed for the dataset at `prefix`: record the keys it `replaced`,
+/// and delete every object under `prefix` that it does not list, unless it was replaced less
+/// than `retain` ago (a reader that read the previous manifest may still be reading it).
+/// Objects no manifest lists (the copies of a publish that was killed, or whose manifest write
+/// failed) go too, and on a local root the unfinished uploads (`name#1`) that no listing shows.
+pub async fn tidy(
+    store: &DynZoneStore,
+    prefix: &str,
+    manifest: &Manifest,
+    replaced: impl IntoIterator<Item = String>,
+    retain: std::time::Duration,
+) -> Result<()> {
+    let listed: std::collections::HashSet<&str> =
+        manifest.objects.iter().map(|o| o.key.as_str()).collect();
+    let record = Key::new(format!("{prefix}/{REPLACED}"))?;
+    let now = Utc::now();
+    let mut kept: Vec<Replaced> = store
+        .get_json::<Vec<Replaced>>(&record)
+        .await
+        .unwrap_or_default()
+        .unwrap_or_default();
+    kept.extend(replaced.into_iter().map(|key| Replaced { key, since: now }));
+    let retain = chrono::Duration::from_std(retain).unwrap_or(chrono::Duration::MAX);
+    kept.retain(|r| !listed.contains(r.key.as_str()) && now - r.since < retain);
+    let young: std::collections::HashSet<&str> = kept.iter().map(|r| r.key.as_str()).collect();
+    let doomed: Vec<Key> = store
+        .list(prefix)
+        .await?
+        .into_iter()
+        .filter(|m| {
+            let rel = rel_key(m.key.as_str(), prefix);
+            !is_hidden(rel) && !listed.contains(m.key.as_str()) && !young.contains(m.key.as_str())
+        })
+        .map(|m| m.key)
+        .collect();
+    store.delete_many(&doomed).await?;
+    if kept.is_empty() {
+        store.delete(&record).await?;
+    } else {
+        store.put_json(&record, &kept).await?;
+    }
+    if let Some(dir) = store.local_path(prefix) {
+        remove_unfinished(&dir);
+    }
+    Ok(())
+}
+
+/// Remove the unfinished uploads a killed writer left under `dir` (object_store's local
+/// `name#N` files, which listings skip). Only ever called under the pipeline's lock, when no
+/// writer of this dataset is running.
+fn remove_unfinished(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => remove_unfinished(&path),
+            Ok(t) if t.is_file() => {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name
+                    .rsplit_once('#')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn rel_key<'a>(key: &'a str, prefix: &str) -> &'a str {

@@ -539,6 +539,9 @@ pub struct Pipeline {
     /// Lock validity.
     #[serde(with = "secs")]
     pub lock_ttl: Duration,
+    /// How long a dataset's replaced objects stay after a republish (`[lake] retain_replaced`).
+    #[serde(with = "secs")]
+    pub retain_replaced: Duration,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceSpec>,
     /// Steps by name.

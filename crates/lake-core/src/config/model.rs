@@ -102,6 +102,10 @@ pub struct LakeSection {
     /// takes over an expired lock with a warning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_ttl: Option<String>,
+    /// How long objects a republish replaced stay for readers that started before it
+    /// (`"0s"`, the default: deleted at once; `"1h"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_replaced: Option<String>,
 }
 
 fn default_root() -> String {

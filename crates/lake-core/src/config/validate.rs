@@ -131,6 +131,21 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
             .map_err(|m| r.value(&origin("lock_ttl", ttl_o.is_some()), m))
             .unwrap_or(DEFAULT_LOCK_TTL),
     };
+    let retain_replaced = match &lake.retain_replaced {
+        None => std::time::Duration::ZERO,
+        // Zero is allowed here: replaced objects go at once.
+        Some(raw)
+            if raw
+                .strip_suffix(['s', 'm', 'h', 'd'])
+                .and_then(|n| n.parse::<u64>().ok())
+                == Some(0) =>
+        {
+            std::time::Duration::ZERO
+        }
+        Some(raw) => parse_duration(raw)
+            .map_err(|m| r.value("lake.retain_replaced", m))
+            .unwrap_or(std::time::Duration::ZERO),
+    };
 
     let mut sources = BTreeMap::new();
     for (name, src) in &model.sources {
@@ -409,6 +424,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         backend: BackendRef(backend),
         max_parallel_steps,
         lock_ttl,
+        retain_replaced,
         sources,
         steps,
         order,

@@ -379,8 +379,10 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
     let run_id = new_run_id();
     let guard = acquire_waiting(ctx, opts, &run_id).await?;
     if let Some(old) = &guard.took_over {
-        // The run that held it is gone: drop its staging and close its ledger record.
+        // The run that held it is gone: drop its staging, remove what its publishing left that
+        // no manifest lists, and close its ledger record.
         drop_staging(&*ctx.store, &old.run_id).await;
+        tidy_outputs(ctx).await;
         if let Ok(mut rec) = ledger::get(&*ctx.store, &old.run_id).await
             && rec.status == Status::Running
         {
@@ -488,6 +490,41 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
     written?;
     released?;
     Ok(record)
+}
+
+/// Remove from every output of the pipeline (and its rejected rows) the objects no manifest
+/// lists: what a run killed while publishing left. Best effort, one listing per output.
+async fn tidy_outputs(ctx: &RunContext) {
+    let store = &*ctx.store;
+    for spec in ctx.pipeline.steps.values() {
+        let Some(out) = &spec.output else { continue };
+        for prefix in [
+            out.prefix(),
+            crate::publish::rejected_prefix(out.zone, &spec.name),
+        ] {
+            let manifest = match crate::publish::read_manifest(store, &prefix).await {
+                Ok(Some(m)) => m,
+                Ok(None) => crate::publish::Manifest {
+                    version: 1,
+                    prefix: prefix.clone(),
+                    run_id: String::new(),
+                    committed: Utc::now(),
+                    fingerprint: None,
+                    duplicate_of: None,
+                    objects: Vec::new(),
+                },
+                Err(_) => continue,
+            };
+            let _ = crate::publish::tidy(
+                store,
+                &prefix,
+                &manifest,
+                std::iter::empty(),
+                ctx.pipeline.retain_replaced,
+            )
+            .await;
+        }
+    }
 }
 
 /// Remove a run's staging: its objects, and on a local store its folders and unfinished

@@ -289,6 +289,7 @@ impl Runner<'_> {
                 WriteMode::Append,
                 self.run_id,
                 None,
+                self.ctx.pipeline.retain_replaced,
             )
             .await
             .map_err(err)?;
@@ -330,6 +331,7 @@ impl Runner<'_> {
             spec.mode,
             self.run_id,
             Some(fingerprint),
+            self.ctx.pipeline.retain_replaced,
         )
         .await
         .map_err(err)?;

@@ -1,0 +1,140 @@
+//! What a republish leaves in a dataset's folder, which tools that read folders (Spark, Athena,
+//! DuckDB) see: only what the manifest lists, plus, with `retain_replaced`, the objects it
+//! replaced for that long (readers that started before the switch).
+
+use std::path::Path;
+
+use lake::Lake;
+use lake::core::chrono::NaiveDate;
+use lake::core::ledger::Status;
+use lake::core::publish;
+use lake::core::run::RunOptions;
+
+fn pipeline(dir: &Path, retain: Option<&str>) {
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/t.csv"), "a,b\n1,x\n2,y\n3,z\n").unwrap();
+    let retain = retain.map_or(String::new(), |r| format!("retain_replaced = \"{r}\"\n"));
+    std::fs::write(
+        dir.join("lake.toml"),
+        format!(
+            r#"[lake]
+name = "r"
+root = "lake"
+{retain}
+[sources.t]
+kind = "file"
+path = "data/*.csv"
+
+[steps.t]
+kind = "sql"
+inputs = ["raw/t@date"]
+output = "trusted/t"
+sql = "SELECT CAST(a AS INT) AS a, b FROM t"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+async fn run(dir: &Path, force: bool) -> Vec<String> {
+    let lake = Lake::open(dir.join("lake.toml"), None).await.unwrap();
+    let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap());
+    opts.force = force;
+    let r = lake.run(&opts).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{r:#?}");
+    publish::read_manifest(&*lake.store, "trusted/t")
+        .await
+        .unwrap()
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+/// Every file under the dataset's folder, hidden ones (`_manifest.json`) left out, as keys.
+fn folder(dir: &Path) -> Vec<String> {
+    let root = dir.join("lake");
+    let mut out = Vec::new();
+    let mut todo = vec![root.join("trusted/t")];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if !e.file_name().to_string_lossy().starts_with(['_', '.']) {
+                out.push(
+                    p.strip_prefix(&root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republish_leaves_only_what_its_manifest_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), None);
+    let first = run(tmp.path(), false).await;
+    assert_eq!(folder(tmp.path()), first);
+    // What a publish killed half way leaves: a copied file no manifest lists, and an
+    // unfinished upload.
+    let out = tmp.path().join("lake/trusted/t");
+    std::fs::write(out.join("killed-copy.parquet"), b"PAR1 not committed").unwrap();
+    std::fs::write(out.join("other.parquet#1"), b"half").unwrap();
+    let second = run(tmp.path(), true).await;
+    assert_ne!(first, second, "the republish wrote new files");
+    assert_eq!(
+        folder(tmp.path()),
+        second,
+        "the folder holds exactly the new manifest's objects"
+    );
+    assert!(!out.join("other.parquet#1").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_replaced_keeps_the_previous_objects_for_readers_that_started_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), Some("1h"));
+    let first = run(tmp.path(), false).await;
+    let second = run(tmp.path(), true).await;
+    let mut both: Vec<String> = first.iter().chain(&second).cloned().collect();
+    both.sort();
+    assert_eq!(
+        folder(tmp.path()),
+        both,
+        "the replaced objects stay for an hour"
+    );
+    let replaced: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("lake/trusted/t/_replaced.json")).unwrap(),
+    )
+    .unwrap();
+    let keys: Vec<&str> = replaced
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, first.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Without it (the default), they go at once.
+    pipeline(tmp.path(), None);
+    let third = run(tmp.path(), true).await;
+    assert_eq!(folder(tmp.path()), third);
+    assert!(!tmp.path().join("lake/trusted/t/_replaced.json").exists());
+}
+
+#[test]
+fn retain_replaced_is_a_duration() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), Some("soon"));
+    let err = lake::load(tmp.path().join("lake.toml"), None).unwrap_err();
+    let text = err.to_string() + &format!("{err:?}");
+    assert!(text.contains("retain_replaced"), "{text}");
+    assert!(text.contains(":4"), "names the line: {text}");
+}
