@@ -138,3 +138,52 @@ fn retain_replaced_is_a_duration() {
     assert!(text.contains("retain_replaced"), "{text}");
     assert!(text.contains(":4"), "names the line: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_input_object_changed_fails_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), None);
+    let toml = std::fs::read_to_string(tmp.path().join("lake.toml")).unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        toml + r#"
+[steps.u]
+kind = "sql"
+inputs = ["trusted/t"]
+output = "refined/u"
+sql = "SELECT count(*) AS n FROM t"
+"#,
+    )
+    .unwrap();
+    let objects = run(tmp.path(), false).await;
+    // A committed file is cut short by hand (a partial copy, a bad disk).
+    let path = tmp.path().join("lake").join(&objects[0]);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+
+    let lake = Lake::open(tmp.path().join("lake.toml"), None)
+        .await
+        .unwrap();
+    let before = publish::read_manifest(&*lake.store, "refined/u")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap());
+    opts.force = true;
+    opts.only = vec!["u".into()];
+    let r = lake.run(&opts).await.unwrap();
+    assert_eq!(r.status, Status::Failed);
+    let err = r.steps[0].error.as_deref().unwrap_or_default();
+    assert!(
+        err.contains(&objects[0]) && err.contains("its manifest says"),
+        "{err}"
+    );
+    let after = publish::read_manifest(&*lake.store, "refined/u")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        before, after,
+        "nothing was published from the changed input"
+    );
+}

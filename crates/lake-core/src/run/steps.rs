@@ -181,6 +181,16 @@ impl Runner<'_> {
             return Ok(rec);
         }
 
+        // What the step reads is what its manifests list: a missing or resized object fails the
+        // step here, named, rather than as a decode error deep in the backend.
+        let inputs: Vec<&ObjectEntry> = rec.inputs.iter().collect();
+        if let Some(problem) = first_mismatch(store, &inputs).await? {
+            return Err(Error::Invalid {
+                what: format!("step {} input", spec.name),
+                message: problem,
+            });
+        }
+
         let staging = staging_prefix(self.run_id, &spec.name);
         let output_url = match &spec.output {
             Some(_) => {
@@ -397,8 +407,18 @@ async fn present(
     inputs: &[ObjectEntry],
     outputs: &[ObjectEntry],
 ) -> Result<bool> {
+    let all: Vec<&ObjectEntry> = inputs.iter().chain(outputs).collect();
+    Ok(first_mismatch(store, &all).await?.is_none())
+}
+
+/// The first of `objects` that is missing from the store or whose size differs from its
+/// manifest's, said in words; one listing per dataset folder.
+async fn first_mismatch(
+    store: &crate::zone::DynZoneStore,
+    objects: &[&ObjectEntry],
+) -> Result<Option<String>> {
     let mut listed: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for o in inputs.iter().chain(outputs) {
+    for o in objects {
         let folder = match o.key.match_indices('/').nth(1) {
             Some((i, _)) => &o.key[..i],
             None => o.key.rsplit_once('/').map_or("", |(f, _)| f),
@@ -412,11 +432,24 @@ async fn present(
                 .collect();
             listed.insert(folder.to_owned(), sizes);
         }
-        if listed[folder].get(&o.key) != Some(&o.size) {
-            return Ok(false);
+        match listed[folder].get(&o.key) {
+            Some(size) if *size == o.size => {}
+            Some(size) => {
+                return Ok(Some(format!(
+                    "object {} has {size} bytes but its manifest says {} (changed since it was committed)",
+                    store.url_of(&o.key),
+                    o.size
+                )));
+            }
+            None => {
+                return Ok(Some(format!(
+                    "object {} is listed by its manifest but is not in the store",
+                    store.url_of(&o.key)
+                )));
+            }
         }
     }
-    Ok(true)
+    Ok(None)
 }
 
 /// What makes a step's output what it is: its definition (as written, secrets unresolved), the
