@@ -377,6 +377,11 @@ async fn an_expired_lock_is_taken_over_once_with_a_warning() {
         "{w:?}"
     );
     assert!(lock_is_free(&*store).await);
+    // The dead run had written no record yet: the ledger gets one, failed, from its lock.
+    let dead = ledger::get(&*store, "dead-run").await.unwrap();
+    assert_eq!(dead.status, Status::Failed);
+    assert_eq!(dead.holder, "bob@box pid 9");
+    assert!(dead.error.unwrap().contains("abandoned"));
 
     // Two takers racing for one expired lock: exactly one wins.
     store

@@ -383,15 +383,39 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
         // no manifest lists, and close its ledger record.
         drop_staging(&*ctx.store, &old.run_id).await;
         tidy_outputs(ctx).await;
-        if let Ok(mut rec) = ledger::get(&*ctx.store, &old.run_id).await
-            && rec.status == Status::Running
-        {
-            rec.status = Status::Failed;
-            rec.ended = Some(Utc::now());
-            rec.error = Some(format!(
-                "abandoned: its process stopped before the end; run {run_id} took over the lock"
-            ));
-            let _ = ledger::write(&*ctx.store, &rec).await;
+        let abandoned = format!(
+            "abandoned: its process stopped before the end; run {run_id} took over the lock"
+        );
+        match ledger::get(&*ctx.store, &old.run_id).await {
+            Ok(mut rec) if rec.status == Status::Running => {
+                rec.status = Status::Failed;
+                rec.ended = Some(Utc::now());
+                rec.error = Some(abandoned);
+                let _ = ledger::write(&*ctx.store, &rec).await;
+            }
+            // Killed after it took the lock and before it wrote its first record: the ledger
+            // still gets an entry, from what the lock says.
+            Err(e) if e.is_not_found() => {
+                let rec = RunRecord {
+                    run_id: old.run_id.clone(),
+                    pipeline: ctx.pipeline.name.clone(),
+                    env: ctx.pipeline.env.clone(),
+                    date: old.acquired.date_naive(),
+                    root: ctx.store.root_url(),
+                    backend: ctx.backend.name().to_owned(),
+                    holder: old.holder.clone(),
+                    started: old.acquired,
+                    ended: Some(Utc::now()),
+                    status: Status::Failed,
+                    ingest: Vec::new(),
+                    steps: Vec::new(),
+                    error: Some(format!(
+                        "{abandoned} (it had written nothing yet; its date is the day it started)"
+                    )),
+                };
+                let _ = ledger::write(&*ctx.store, &rec).await;
+            }
+            _ => {}
         }
         opts.emit(Event::Warning(format!(
             "took over the lock of run {} ({}; expires {}): it expired or its process is gone",
