@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{WriteMode, Zone, ZoneRef};
-use crate::source::{Source, Window};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::zone::{DynZoneStore, Key, PutOutcome, ZoneStoreExt, hashing, json_bytes};
+use crate::source::{Source, Window};
+use crate::zone::{DynZoneStore, Key, PutOutcome, ZoneStoreExt, json_bytes, put_hashed};
 use crate::{Error, Result};
 
 /// The manifest file name inside a dataset or window folder.
@@ -266,11 +266,6 @@ impl WindowIndex {
         }
     }
 
-    /// True when [`commit`](Self::commit) changed it since it was read or saved.
-    pub fn is_dirty(&self) -> bool {
-        self.dirty || !self.obsolete.is_empty()
-    }
-
     /// Write the index if it changed, then delete the objects replaced windows no longer list.
     pub async fn save(&mut self, store: &DynZoneStore) -> Result<()> {
         if self.dirty {
@@ -411,13 +406,13 @@ pub struct LandOptions<'a> {
 }
 
 /// What objects being landed at once may hold in memory, in KiB: an S3 upload of a large
-/// object holds up to 4 parts of 8 MiB, so a large object (or one of unknown size) lands
-/// alone, and small ones land many at a time.
+/// object holds up to 4 parts of 8 MiB (3 in flight and the one filling), so a large object
+/// (or one of unknown size) lands alone, and small ones land many at a time.
 const LANDING_BUDGET_KIB: u32 = 32 << 10;
-/// Outputs hashed and copied in at once when a step publishes.
-const PUBLISH_AT_ONCE: usize = 4;
 /// Objects landing at once, at most.
 const LANDING_AT_ONCE: usize = 32;
+/// Outputs hashed and copied in at once when a step publishes.
+const PUBLISH_AT_ONCE: usize = 4;
 
 /// [`land`] with options, committing into `index` (which the caller saves: a run saves it once
 /// for all the windows it lands, before it moves the source's cursor).
@@ -562,12 +557,8 @@ async fn land_objects(
             let d = match source.local_file(window, obj) {
                 Some(path) => store.put_file(key, &path, opts.progress.clone()).await?,
                 None => {
-                    let mut body = source.open(window, obj).await?;
-                    if let Some(p) = &opts.progress {
-                        let p = std::sync::Arc::clone(p);
-                        body = body.inspect_ok(move |b| p(b.len() as u64)).boxed();
-                    }
-                    let (body, digest) = hashing(body);
+                    let body = source.open(window, obj).await?;
+                    let progress = opts.progress.clone();
                     if store.local_path(key.as_str()).is_some() {
                         // On a filesystem root a streamed object is written in staging and
                         // linked in whole (a copy within the root is a hard link): a killed
@@ -577,17 +568,13 @@ async fn land_objects(
                             "_lake/staging/{run_id}/ingest/{}",
                             key.as_str().strip_prefix("raw/").unwrap_or(key.as_str())
                         ))?;
-                        store.put(&staged, body).await?;
+                        let d = put_hashed(store, &staged, body, progress).await?;
                         store.copy(&staged, key).await?;
                         store.delete(&staged).await?;
+                        d
                     } else {
-                        store.put(key, body).await?;
+                        put_hashed(store, key, body, progress).await?
                     }
-                    digest
-                        .lock()
-                        .expect("digest lock")
-                        .take()
-                        .unwrap_or_default()
                 }
             };
             Ok::<_, Error>(ObjectEntry {
@@ -720,7 +707,7 @@ pub async fn publish(
         .into_iter()
         .filter(|o| !manifest.objects.iter().any(|n| n.key == o.key))
         .map(|o| o.key);
-    tidy(store, prefix, &manifest, replaced, retain_replaced).await?;
+    tidy(store, prefix, &manifest.objects, replaced, retain_replaced).await?;
     store.delete_prefix(staging).await?;
     Ok(manifest)
 }
@@ -736,27 +723,29 @@ struct Replaced {
     since: DateTime<Utc>,
 }
 
-/// After `manifest` was committed for the dataset at `prefix`: record the keys it `replaced`,
-/// and delete every object under `prefix` that it does not list, unless it was replaced less
+/// After a manifest listing `objects` was committed for the dataset at `prefix`: record the
+/// keys it `replaced`, and delete every object under `prefix` that it does not list, unless it was replaced less
 /// than `retain` ago (a reader that read the previous manifest may still be reading it).
 /// Objects no manifest lists (the copies of a publish that was killed, or whose manifest write
 /// failed) go too, and on a local root the unfinished uploads (`name#1`) that no listing shows.
 pub async fn tidy(
     store: &DynZoneStore,
     prefix: &str,
-    manifest: &Manifest,
+    objects: &[ObjectEntry],
     replaced: impl IntoIterator<Item = String>,
     retain: std::time::Duration,
 ) -> Result<()> {
-    let listed: std::collections::HashSet<&str> =
-        manifest.objects.iter().map(|o| o.key.as_str()).collect();
+    let listed: std::collections::HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let record = Key::new(format!("{prefix}/{REPLACED}"))?;
     let now = Utc::now();
-    let mut kept: Vec<Replaced> = store
+    // A record that cannot be read is started again: at worst objects go before their time.
+    let recorded = store
         .get_json::<Vec<Replaced>>(&record)
         .await
-        .unwrap_or_default()
-        .unwrap_or_default();
+        .ok()
+        .flatten();
+    let had_record = recorded.is_some();
+    let mut kept = recorded.unwrap_or_default();
     kept.extend(replaced.into_iter().map(|key| Replaced { key, since: now }));
     let retain = chrono::Duration::from_std(retain).unwrap_or(chrono::Duration::MAX);
     kept.retain(|r| !listed.contains(r.key.as_str()) && now - r.since < retain);
@@ -773,7 +762,9 @@ pub async fn tidy(
         .collect();
     store.delete_many(&doomed).await?;
     if kept.is_empty() {
-        store.delete(&record).await?;
+        if had_record {
+            store.delete(&record).await?;
+        }
     } else {
         store.put_json(&record, &kept).await?;
     }

@@ -500,17 +500,19 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Error 
     }
 }
 
-/// A download's temporary file, removed when dropped unless it was renamed into place.
+/// A file's temporary name while it is written (downloads, kernel copies into a filesystem
+/// root): hidden, so tools that read folders skip it, and removed when dropped unless
+/// [`disarm`](Self::disarm)ed once it was renamed into place.
 #[derive(Debug)]
-struct PartFile {
+pub struct PartFile {
     path: PathBuf,
     keep: bool,
 }
 
 impl PartFile {
-    /// `.<name>.<pid>-<n>.lake-part` beside `path`: downloads to one path at once (in this
+    /// `.<name>.<pid>-<n>.lake-part` beside `path`: writers of one path at once (in this
     /// process or another) never share a temporary file; the last rename wins.
-    fn beside(path: &Path) -> Self {
+    pub fn beside(path: &Path) -> Self {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -520,7 +522,13 @@ impl PartFile {
         }
     }
 
-    fn disarm(mut self) {
+    /// The temporary file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// It was renamed into place: keep it.
+    pub fn disarm(mut self) {
         self.keep = true;
     }
 }
@@ -591,13 +599,24 @@ pub async fn put_file_streamed<S: ZoneStore + ?Sized>(
             source,
         })?;
     let owned = path.to_owned();
-    let mut body: ByteStream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10)
+    let body: ByteStream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10)
         .map_err(move |source| Error::Io {
             action: "read",
             path: owned.clone(),
             source,
         })
         .boxed();
+    put_hashed(store, key, body, progress).await
+}
+
+/// [`ZoneStore::put`] of `body`, telling `progress` the size of each piece, and the size and
+/// SHA-256 of what was put.
+pub async fn put_hashed<S: ZoneStore + ?Sized>(
+    store: &S,
+    key: &Key,
+    mut body: ByteStream,
+    progress: Option<ProgressFn>,
+) -> Result<Digested> {
     if let Some(p) = progress {
         body = body.inspect_ok(move |b| p(b.len() as u64)).boxed();
     }

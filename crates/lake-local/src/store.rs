@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lake_core::zone::{
-    ByteStream, Digested, Digester, GetResult, Key, ObjectMeta, ProgressFn, PutOutcome, ZoneStore,
-    put_file_streamed, write_pieces,
+    ByteStream, Digested, Digester, GetResult, Key, ObjectMeta, PartFile, ProgressFn, PutOutcome,
+    ZoneStore, put_file_streamed, write_pieces,
 };
 use lake_core::{Error, Result};
 use object_store::local::LocalFileSystem;
@@ -288,7 +288,7 @@ const COPY_PIECE: u64 = 8 << 20;
 
 /// Copy the file `from` to `to` in the kernel (`copy_file_range`: no pass through user space)
 /// while another thread hashes the copy as it grows, from the page cache; into a hidden
-/// temporary file renamed into place, so `to` appears whole or not at all. What is hashed is
+/// temporary file ([`PartFile`]) renamed into place, so `to` appears whole or not at all. What is hashed is
 /// what landed, even if `from` changes meanwhile.
 fn copy_and_hash(
     from: &std::path::Path,
@@ -296,7 +296,6 @@ fn copy_and_hash(
     progress: Option<ProgressFn>,
 ) -> Result<Digested> {
     use std::io::{Read, Write};
-    static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let io = |action: &'static str, path: &std::path::Path| {
         let path = path.to_owned();
         move |source| Error::Io {
@@ -307,68 +306,60 @@ fn copy_and_hash(
     };
     let dir = to.parent().unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let tmp = dir.join(format!(
-        ".{}.lake-{}-{}",
-        to.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let src = std::fs::File::open(from).map_err(io("open", from))?;
-        let mut dst = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        let mut reader = std::fs::File::open(&tmp).map_err(io("open", &tmp))?;
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
-        let hashed = tmp.clone();
-        let hasher = std::thread::spawn(move || {
-            let mut d = Digester::default();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut done = 0u64;
-            while let Ok(upto) = rx.recv() {
-                while done < upto {
-                    let want = (upto - done).min(buf.len() as u64) as usize;
-                    let n = reader.read(&mut buf[..want]).map_err(io("read", &hashed))?;
-                    if n == 0 {
-                        break;
-                    }
-                    d.update(&buf[..n]);
-                    done += n as u64;
+    // Removed on every early return; kept once renamed into place.
+    let part = PartFile::beside(to);
+    let tmp = part.path().to_owned();
+    let src = std::fs::File::open(from).map_err(io("open", from))?;
+    let mut dst = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    let mut reader = std::fs::File::open(&tmp).map_err(io("open", &tmp))?;
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let hashed = tmp.clone();
+    let hasher = std::thread::spawn(move || {
+        let mut d = Digester::default();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        while let Ok(upto) = rx.recv() {
+            while done < upto {
+                let want = (upto - done).min(buf.len() as u64) as usize;
+                let n = reader.read(&mut buf[..want]).map_err(io("read", &hashed))?;
+                if n == 0 {
+                    break;
                 }
+                d.update(&buf[..n]);
+                done += n as u64;
             }
-            Ok::<_, Error>(d.finish())
-        });
-        let mut copied = 0u64;
-        let copy = loop {
-            match std::io::copy(&mut (&src).take(COPY_PIECE), &mut dst) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    copied += n;
-                    let _ = tx.send(copied);
-                    if let Some(p) = &progress {
-                        p(n);
-                    }
-                }
-                Err(e) => break Err(io("copy", from)(e)),
-            }
-        };
-        drop(tx);
-        let digest = hasher.join().map_err(|_| Error::Invalid {
-            what: format!("landing {}", from.display()),
-            message: "the hashing thread panicked".into(),
-        })?;
-        copy?;
-        dst.flush().map_err(io("write", &tmp))?;
-        let digest = digest?;
-        if digest.size != copied {
-            return Err(Error::Invalid {
-                what: format!("landing {}", from.display()),
-                message: format!("copied {copied} bytes but hashed {}", digest.size),
-            });
         }
-        std::fs::rename(&tmp, to).map_err(io("rename", &tmp))?;
-        Ok(digest)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        Ok::<_, Error>(d.finish())
+    });
+    let mut copied = 0u64;
+    let copy = loop {
+        match std::io::copy(&mut (&src).take(COPY_PIECE), &mut dst) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                copied += n;
+                let _ = tx.send(copied);
+                if let Some(p) = &progress {
+                    p(n);
+                }
+            }
+            Err(e) => break Err(io("copy", from)(e)),
+        }
+    };
+    drop(tx);
+    let digest = hasher.join().map_err(|_| Error::Invalid {
+        what: format!("landing {}", from.display()),
+        message: "the hashing thread panicked".into(),
+    })?;
+    copy?;
+    dst.flush().map_err(io("write", &tmp))?;
+    let digest = digest?;
+    if digest.size != copied {
+        return Err(Error::Invalid {
+            what: format!("landing {}", from.display()),
+            message: format!("copied {copied} bytes but hashed {}", digest.size),
+        });
     }
-    result
+    std::fs::rename(&tmp, to).map_err(io("rename", &tmp))?;
+    part.disarm();
+    Ok(digest)
 }

@@ -14,6 +14,34 @@ use crate::{Error, Result};
 /// Windows landed between two saves of a source's window index (and moves of its cursor).
 const INDEX_EVERY: usize = 64;
 
+/// A source's window index and cursor while a run lands its windows.
+struct Landing {
+    index: publish::WindowIndex,
+    /// The newest window of the contiguous complete ones, as landed so far.
+    cursor: Option<NaiveDate>,
+    /// The cursor as stored.
+    saved: Option<NaiveDate>,
+}
+
+impl Landing {
+    /// Save the index, then move the stored cursor: never past a window the saved index lacks.
+    async fn flush(
+        &mut self,
+        store: &crate::zone::DynZoneStore,
+        source: &str,
+        run_id: &str,
+    ) -> Result<()> {
+        self.index.save(store).await?;
+        if self.cursor != self.saved
+            && let Some(day) = self.cursor
+        {
+            publish::set_cursor(store, source, day, run_id).await?;
+            self.saved = self.cursor;
+        }
+        Ok(())
+    }
+}
+
 impl Runner<'_> {
     pub(super) async fn ingest_all(
         &mut self,
@@ -99,40 +127,35 @@ impl Runner<'_> {
         record: &mut RunRecord,
     ) -> Result<bool> {
         let store = &*self.ctx.store;
-        let mut index = publish::WindowIndex::load(store, source).await?;
         // Read once; this run is the cursor's only writer (it holds the lock).
-        let saved = publish::cursor(store, source)
+        let cursor = publish::cursor(store, source)
             .await?
             .map(|c| c.last_complete);
-        let mut cursor = saved;
+        let mut landing = Landing {
+            index: publish::WindowIndex::load(store, source).await?,
+            cursor,
+            saved: cursor,
+        };
         let landed = self
-            .land_windows(source, dates, force, record, &mut index, &mut cursor, saved)
+            .land_windows(source, dates, force, record, &mut landing)
             .await;
         // Whatever happened, the windows committed so far are indexed, then the cursor moves.
-        index.save(store).await?;
-        if cursor != saved
-            && let Some(day) = cursor
-        {
-            publish::set_cursor(store, source, day, self.run_id).await?;
-        }
+        landing.flush(store, source, self.run_id).await?;
         landed
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn land_windows(
         &self,
         source: &str,
         dates: &[NaiveDate],
         force: bool,
         record: &mut RunRecord,
-        index: &mut publish::WindowIndex,
-        cursor: &mut Option<NaiveDate>,
-        mut saved: Option<NaiveDate>,
+        landing: &mut Landing,
     ) -> Result<bool> {
         let store = &*self.ctx.store;
         let spec = &self.ctx.pipeline.sources[source];
         let dedup = spec.dedup_content;
-        let windows = self.windows(source, dates, *cursor);
+        let windows = self.windows(source, dates, landing.cursor);
         self.opts.emit(Event::Catching {
             source: source.to_owned(),
             windows: windows.len(),
@@ -142,22 +165,23 @@ impl Runner<'_> {
                 return Err(Error::Cancelled);
             }
             if i > 0 && i % INDEX_EVERY == 0 {
-                index.save(store).await?;
-                if *cursor != saved
-                    && let Some(day) = *cursor
-                {
-                    publish::set_cursor(store, source, day, self.run_id).await?;
-                    saved = *cursor;
-                }
+                landing.flush(store, source, self.run_id).await?;
             }
             // The newest complete window before this one with content, to compare bytes with.
             let previous = if dedup {
-                self.previous_content(source, &window, *cursor).await?
+                self.previous_content(source, &window, landing.cursor)
+                    .await?
             } else {
                 None
             };
             let rec = self
-                .ingest(source, &window, force, previous.as_ref(), index)
+                .ingest(
+                    source,
+                    &window,
+                    force,
+                    previous.as_ref(),
+                    &mut landing.index,
+                )
                 .await?;
             let failed = rec.status == Status::Failed;
             self.emit_ingested(&rec);
@@ -167,6 +191,7 @@ impl Runner<'_> {
             }
             // The cursor only moves over contiguous windows: a window fetched out of order
             // (`--date` far ahead) must not make catch-up skip the gap.
+            let cursor = &mut landing.cursor;
             let next = match *cursor {
                 Some(c) => Some(spec.window_of(c).end),
                 None => spec.start.map(|s| spec.window_of(s).start),

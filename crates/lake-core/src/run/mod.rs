@@ -526,23 +526,15 @@ async fn tidy_outputs(ctx: &RunContext) {
             out.prefix(),
             crate::publish::rejected_prefix(out.zone, &spec.name),
         ] {
-            let manifest = match crate::publish::read_manifest(store, &prefix).await {
-                Ok(Some(m)) => m,
-                Ok(None) => crate::publish::Manifest {
-                    version: 1,
-                    prefix: prefix.clone(),
-                    run_id: String::new(),
-                    committed: Utc::now(),
-                    fingerprint: None,
-                    duplicate_of: None,
-                    objects: Vec::new(),
-                },
+            // No manifest: nothing there was ever committed.
+            let objects = match crate::publish::read_manifest(store, &prefix).await {
+                Ok(m) => m.map(|m| m.objects).unwrap_or_default(),
                 Err(_) => continue,
             };
             let _ = crate::publish::tidy(
                 store,
                 &prefix,
-                &manifest,
+                &objects,
                 std::iter::empty(),
                 ctx.pipeline.retain_replaced,
             )
