@@ -252,6 +252,13 @@ impl Lake {
     /// Raw sources are read with the format options of the first step input that reads them.
     pub async fn query_session(&self) -> Result<lake_local::engine::SessionContext> {
         let datasets = lake_core::publish::list_datasets(&*self.store).await?;
+        self.session_over(&datasets).await
+    }
+
+    async fn session_over(
+        &self,
+        datasets: &[lake_core::publish::Dataset],
+    ) -> Result<lake_local::engine::SessionContext> {
         let mut formats = std::collections::BTreeMap::new();
         for name in &self.pipeline.order {
             for i in &self.pipeline.steps[name].inputs {
@@ -262,7 +269,44 @@ impl Lake {
                 }
             }
         }
-        self.engine.lake_session(&datasets, &formats).await
+        self.engine.lake_session(datasets, &formats).await
+    }
+
+    /// A read-only `sql` over the lake's tables (as [`query_session`](Self::query_session)),
+    /// planned, and the check of what it scans against the manifests (`[engine] verify`),
+    /// started: finish it before using the rows.
+    pub async fn query(
+        &self,
+        sql: &str,
+    ) -> Result<(
+        lake_local::engine::datafusion::dataframe::DataFrame,
+        lake_local::engine::Verification,
+    )> {
+        let datasets = lake_core::publish::list_datasets(&*self.store).await?;
+        let planned = self
+            .session_over(&datasets)
+            .await?
+            .sql_with_options(sql, lake_local::engine::read_only())
+            .await;
+        let df = match planned {
+            Ok(df) => df,
+            Err(e) => {
+                // A damaged object can fail the planning itself (a CSV header flipped): the
+                // tables the SQL names are checked, and a mismatch is the error to report.
+                let named: Vec<_> = datasets
+                    .iter()
+                    .filter(|d| sql.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
+                    .flat_map(|d| d.objects.iter().cloned())
+                    .collect();
+                self.engine.verify(named).finish().await?;
+                return Err(Error::Query {
+                    origin: "lake query".into(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let check = self.engine.verify_scanned(df.logical_plan(), &datasets);
+        Ok((df, check))
     }
 
     /// Run a read-only `sql` over the lake (as [`query_session`](Self::query_session)) and
@@ -287,20 +331,20 @@ impl Lake {
                 message: "the file name must end in .parquet or .csv".into(),
             });
         }
-        let df = self
-            .query_session()
-            .await?
-            .sql_with_options(sql, lake_local::engine::read_only())
-            .await
-            .map_err(failed)?;
+        let (df, check) = self.query(sql).await?;
         let url = abs.to_string_lossy().into_owned();
         let opts = DataFrameWriteOptions::new().with_single_file_output(true);
         let counts = if ext == "parquet" {
             df.write_parquet(&url, opts, None).await
         } else {
             df.write_csv(&url, opts, None).await
+        };
+        // Rows from an object that is not what its manifest says are not left behind.
+        if let Err(e) = check.finish().await {
+            let _ = std::fs::remove_file(&abs);
+            return Err(e);
         }
-        .map_err(failed)?;
+        let counts = counts.map_err(failed)?;
         Ok(counts
             .iter()
             .filter_map(|b| {

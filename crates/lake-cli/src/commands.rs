@@ -661,14 +661,10 @@ async fn query(
         eprintln!("{rows} rows written to {}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let ctx = lake.query_session().await?;
     let Some(sql) = sql else {
-        return list_tables(&ctx).await;
+        return list_tables(&lake.query_session().await?).await;
     };
-    let df = ctx
-        .sql_with_options(sql, lake::local::engine::read_only())
-        .await
-        .map_err(|e| query_error(e.to_string()))?;
+    let (df, check) = lake.query(sql).await?;
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         QueryFormat::Table
     } else {
@@ -677,7 +673,10 @@ async fn query(
     let mut out = print::out();
     match format {
         QueryFormat::Table => {
-            let batches = df.collect().await.map_err(|e| query_error(e.to_string()))?;
+            let batches = df.collect().await;
+            // Nothing is shown from objects that are not what their manifests say.
+            check.finish().await?;
+            let batches = batches.map_err(|e| query_error(e.to_string()))?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             writeln!(
                 out,
@@ -692,6 +691,8 @@ async fn query(
                 .execute_stream()
                 .await
                 .map_err(|e| query_error(e.to_string()))?;
+            // Rows stream out: the check of what they come from passes before the first.
+            check.finish().await?;
             let mut csv = (format == QueryFormat::Csv).then(|| {
                 arrow::csv::WriterBuilder::new()
                     .with_header(true)

@@ -1505,3 +1505,38 @@ fn a_missing_output_object_is_not_up_to_date() {
         .unwrap();
     assert_eq!(stdout(&out), "n\n8\n", "{}", stderr(&out));
 }
+
+#[test]
+fn query_of_a_damaged_object_prints_no_rows_and_names_it() {
+    let (_tmp, dir) = credit_run();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("lake/trusted/credit/_manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let key = manifest["objects"][0]["key"].as_str().unwrap().to_owned();
+    let path = dir.join("lake").join(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    for format in ["csv", "json", "table"] {
+        let out = lake(&dir)
+            .args(["query", "SELECT * FROM trusted.credit", "--format", format])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{format}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{format}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains(&key) && stderr(&out).contains("SHA-256"),
+            "{format}: {}",
+            stderr(&out)
+        );
+    }
+    // The other tables still answer.
+    lake(&dir)
+        .args(["query", "SELECT count(*) AS n FROM refined.credit_by_purpose"])
+        .assert()
+        .success();
+}

@@ -150,6 +150,10 @@ pub struct SqlWork {
     pub expect: Vec<Expectation>,
     /// Written into the `_run_id` column of rejected rows.
     pub run_id: String,
+    /// Input objects this run committed itself (landed or published), hashed as they were
+    /// written: an engine that checks what it reads against the manifests need not read these
+    /// back.
+    pub committed: std::collections::BTreeSet<String>,
 }
 
 /// One table of a [`SqlWork`].

@@ -137,6 +137,16 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A committed object is not what its manifest says: missing, another size, or other bytes
+    /// (changed or damaged since it was committed).
+    #[error("object {object} does not match its manifest: {message}")]
+    Mismatch {
+        /// The object, as a URL or path a user can open.
+        object: String,
+        /// What differs.
+        message: String,
+    },
+
     /// A query failed: a `sql` step's SQL, an expectation, `lake query`, or reading its input.
     #[error("{origin}: {message}")]
     Query {

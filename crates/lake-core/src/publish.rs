@@ -7,6 +7,8 @@
 //! their manifest and then delete the objects that the previous one listed and the new one does
 //! not, so a failed step (which never reaches its publish) leaves the previous output intact.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -892,4 +894,89 @@ pub async fn zone_summary(store: &DynZoneStore) -> Result<Vec<(Zone, Vec<FolderS
         ));
     }
     Ok(out)
+}
+
+/// Fails with [`Error::Mismatch`] naming the first of `objects` that is missing from the store
+/// or whose size differs from its manifest's. One listing per dataset folder (`zone/name`, all
+/// its windows and partitions), not a request per object.
+pub async fn check_sizes(store: &DynZoneStore, objects: &[&ObjectEntry]) -> Result<()> {
+    let mut listed: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for o in objects {
+        let folder = match o.key.match_indices('/').nth(1) {
+            Some((i, _)) => &o.key[..i],
+            None => o.key.rsplit_once('/').map_or("", |(f, _)| f),
+        };
+        if !listed.contains_key(folder) {
+            let sizes = store
+                .list(folder)
+                .await?
+                .into_iter()
+                .map(|m| (m.key.as_str().to_owned(), m.size))
+                .collect();
+            listed.insert(folder.to_owned(), sizes);
+        }
+        match listed[folder].get(&o.key) {
+            Some(size) if *size == o.size => {}
+            Some(size) => return Err(mismatch(store, o, size_differs(*size, o.size))),
+            None => return Err(mismatch(store, o, NOT_IN_STORE.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Reads each of `objects` back (two at a time) and fails with [`Error::Mismatch`] naming the
+/// first whose size or SHA-256 is not its manifest's: what a reader is about to trust is what
+/// was committed, byte for byte.
+pub async fn verify(store: &DynZoneStore, objects: &[ObjectEntry]) -> Result<()> {
+    let checks: Vec<futures::future::BoxFuture<'_, Result<()>>> = objects
+        .iter()
+        .map(|o| Box::pin(verify_one(store, o)) as _)
+        .collect();
+    futures::stream::iter(checks)
+        .buffer_unordered(2)
+        .try_collect::<()>()
+        .await
+}
+
+async fn verify_one(store: &DynZoneStore, o: &ObjectEntry) -> Result<()> {
+    let got = match store.get(&Key::new(o.key.as_str())?).await {
+        Ok(got) => got,
+        Err(e) if e.is_not_found() => return Err(mismatch(store, o, NOT_IN_STORE.into())),
+        Err(e) => return Err(e),
+    };
+    let mut body = got.body;
+    let mut digest = crate::zone::Digester::default();
+    while let Some(chunk) = body.try_next().await? {
+        digest.update(&chunk);
+    }
+    let read = digest.finish();
+    if read.size != o.size {
+        return Err(mismatch(store, o, size_differs(read.size, o.size)));
+    }
+    if read.sha256 != o.sha256 {
+        return Err(mismatch(
+            store,
+            o,
+            format!(
+                "its SHA-256 is {} but its manifest says {} (its bytes changed since it was committed)",
+                read.sha256, o.sha256
+            ),
+        ));
+    }
+    Ok(())
+}
+
+const NOT_IN_STORE: &str = "it is listed by its manifest but is not in the store";
+
+fn size_differs(actual: u64, committed: u64) -> String {
+    format!(
+        "it has {actual} bytes but its manifest says {committed} (changed since it was committed)"
+    )
+}
+
+fn mismatch(store: &DynZoneStore, o: &ObjectEntry, message: String) -> Error {
+    Error::Mismatch {
+        object: store.url_of(&o.key),
+        message,
+    }
 }

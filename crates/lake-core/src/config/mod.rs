@@ -595,6 +595,21 @@ pub struct EngineSpec {
     pub threads: Option<usize>,
     /// Folder for spill files; `None`: the system's temporary folder.
     pub spill_dir: Option<PathBuf>,
+    /// How what a query reads is checked against its manifests.
+    pub verify: Verify,
+}
+
+/// How the embedded engine checks the objects a step or `lake query` reads (`[engine] verify`).
+/// Sizes are always checked; objects a run committed itself are not read back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Read every object back and compare its SHA-256 with its manifest's before the result is
+    /// used (a step's output published, a query's rows shown).
+    #[default]
+    Sha256,
+    /// Compare sizes only.
+    Size,
 }
 
 /// A checked `[sources.<name>]`.

@@ -79,6 +79,10 @@ pub struct EngineConfig {
     /// Folder for spill files; default: the system's temporary folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spill_dir: Option<String>,
+    /// How what a query reads is checked against its manifests: `"sha256"` (the default) or
+    /// `"size"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
 }
 
 /// `[lake]`.

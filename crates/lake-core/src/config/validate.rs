@@ -6,7 +6,7 @@ use super::model::{InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
 use super::{
     ConfigCx, ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter,
     Root, SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind,
-    Template, Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
+    Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
 };
 use crate::backend::{BackendRef, Backends};
 use crate::{Error, Result};
@@ -787,10 +787,22 @@ fn engine_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> EngineSpec {
     if e.threads == Some(0) {
         r.value("engine.threads", "threads must be at least 1");
     }
+    let verify = match e.verify.as_deref() {
+        None | Some("sha256") => Verify::Sha256,
+        Some("size") => Verify::Size,
+        Some(other) => {
+            r.value(
+                "engine.verify",
+                format!("verify is \"sha256\" or \"size\", not {other:?}"),
+            );
+            Verify::Sha256
+        }
+    };
     EngineSpec {
         memory_limit,
         threads: e.threads.filter(|t| *t > 0),
         spill_dir: e.spill_dir.as_ref().map(|d| file.base_dir.join(d)),
+        verify,
     }
 }
 

@@ -249,6 +249,9 @@ impl Runner<'_> {
             r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, &land, index) => r,
             () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
         };
+        if let Ok(Landed::Fetched(m)) = &landed {
+            self.committed(&m.objects);
+        }
         Ok(match landed {
             Ok(Landed::Fetched(m)) => ingest_record(
                 source,

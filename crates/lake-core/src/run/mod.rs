@@ -10,7 +10,7 @@ mod poll;
 mod request;
 mod steps;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -450,6 +450,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                 redactor,
                 cluster: tokio::sync::OnceCell::new(),
                 cancel: opts.cancel.child_token(),
+                committed: Default::default(),
             };
             let r = match &work {
                 Work::Steps(steps) => runner.run_all(steps, &mut record).await,
@@ -576,4 +577,6 @@ struct Runner<'a> {
     /// The run's cancellation (Ctrl-C) and the steps': a step that cannot go on (an error of
     /// the store or the backend) cancels the steps running beside it.
     cancel: CancellationToken,
+    /// Objects this run landed or published (keys): hashed as they were written.
+    committed: std::sync::Mutex<BTreeSet<String>>,
 }

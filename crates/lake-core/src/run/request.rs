@@ -123,6 +123,7 @@ impl StepContext<'_> {
                 partition_by: partition_by.clone(),
                 expect: expect.clone(),
                 run_id: self.run_id.to_owned(),
+                committed: Default::default(),
             }),
         };
         StepRequest {

@@ -184,12 +184,7 @@ impl Runner<'_> {
         // What the step reads is what its manifests list: a missing or resized object fails the
         // step here, named, rather than as a decode error deep in the backend.
         let inputs: Vec<&ObjectEntry> = rec.inputs.iter().collect();
-        if let Some(problem) = first_mismatch(store, &inputs).await? {
-            return Err(Error::Invalid {
-                what: format!("step {} input", spec.name),
-                message: problem,
-            });
-        }
+        publish::check_sizes(store, &inputs).await?;
 
         let staging = staging_prefix(self.run_id, &spec.name);
         let output_url = match &spec.output {
@@ -346,6 +341,7 @@ impl Runner<'_> {
         .await
         .map_err(err)?;
         rec.bytes = Some(m.bytes());
+        self.committed(&m.objects);
         rec.output_objects = m.objects;
         Ok(())
     }
@@ -357,7 +353,15 @@ impl Runner<'_> {
         output: Option<&str>,
         objects: Vec<Vec<ObjectEntry>>,
     ) -> StepRequest {
-        StepContext {
+        let committed = self.committed.lock().expect("not poisoned");
+        let ours = objects
+            .iter()
+            .flatten()
+            .filter(|o| committed.contains(&o.key))
+            .map(|o| o.key.clone())
+            .collect();
+        drop(committed);
+        let mut request = StepContext {
             pipeline: &self.ctx.pipeline,
             store: &*self.ctx.store,
             date: self.opts.date,
@@ -369,7 +373,19 @@ impl Runner<'_> {
             output,
             objects,
             self.secrets.get(&spec.name).cloned().unwrap_or_default(),
-        )
+        );
+        if let crate::cluster::StepWork::Sql(work) = &mut request.work {
+            work.committed = ours;
+        }
+        request
+    }
+
+    /// Note `objects` as committed by this run (hashed as they were written).
+    pub(super) fn committed(&self, objects: &[ObjectEntry]) {
+        self.committed
+            .lock()
+            .expect("not poisoned")
+            .extend(objects.iter().map(|o| o.key.clone()));
     }
 }
 
@@ -408,48 +424,11 @@ async fn present(
     outputs: &[ObjectEntry],
 ) -> Result<bool> {
     let all: Vec<&ObjectEntry> = inputs.iter().chain(outputs).collect();
-    Ok(first_mismatch(store, &all).await?.is_none())
-}
-
-/// The first of `objects` that is missing from the store or whose size differs from its
-/// manifest's, said in words; one listing per dataset folder.
-async fn first_mismatch(
-    store: &crate::zone::DynZoneStore,
-    objects: &[&ObjectEntry],
-) -> Result<Option<String>> {
-    let mut listed: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for o in objects {
-        let folder = match o.key.match_indices('/').nth(1) {
-            Some((i, _)) => &o.key[..i],
-            None => o.key.rsplit_once('/').map_or("", |(f, _)| f),
-        };
-        if !listed.contains_key(folder) {
-            let sizes = store
-                .list(folder)
-                .await?
-                .into_iter()
-                .map(|m| (m.key.as_str().to_owned(), m.size))
-                .collect();
-            listed.insert(folder.to_owned(), sizes);
-        }
-        match listed[folder].get(&o.key) {
-            Some(size) if *size == o.size => {}
-            Some(size) => {
-                return Ok(Some(format!(
-                    "object {} has {size} bytes but its manifest says {} (changed since it was committed)",
-                    store.url_of(&o.key),
-                    o.size
-                )));
-            }
-            None => {
-                return Ok(Some(format!(
-                    "object {} is listed by its manifest but is not in the store",
-                    store.url_of(&o.key)
-                )));
-            }
-        }
+    match publish::check_sizes(store, &all).await {
+        Ok(()) => Ok(true),
+        Err(Error::Mismatch { .. }) => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(None)
 }
 
 /// What makes a step's output what it is: its definition (as written, secrets unresolved), the

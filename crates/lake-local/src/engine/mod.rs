@@ -11,6 +11,9 @@ mod checks;
 mod json_doc;
 mod snapshot;
 mod tables;
+mod verify;
+
+pub use verify::{Verification, scanned_tables};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -66,6 +69,28 @@ impl Engine {
     /// The lake's store.
     pub fn zone(&self) -> &Arc<DynZoneStore> {
         &self.zone
+    }
+
+    /// Start checking `objects` against their manifests, as `[engine] verify` says.
+    pub fn verify(&self, objects: Vec<lake_core::publish::ObjectEntry>) -> Verification {
+        Verification::start(Arc::clone(&self.zone), self.spec.verify, objects)
+    }
+
+    /// Start checking the objects of the tables `plan` scans among `datasets` (as
+    /// [`lake_session`](Self::lake_session) names them: `trusted.credit`).
+    pub fn verify_scanned(
+        &self,
+        plan: &datafusion::logical_expr::LogicalPlan,
+        datasets: &[Dataset],
+    ) -> Verification {
+        let scanned = scanned_tables(plan);
+        self.verify(
+            datasets
+                .iter()
+                .filter(|d| scanned.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
+                .flat_map(|d| d.objects.iter().cloned())
+                .collect(),
+        )
     }
 
     /// A new session with the limits applied and the lake root registered.
@@ -134,6 +159,26 @@ impl Engine {
     /// Run a `sql` step: read its inputs, run its query with its checks, and write the passing
     /// rows, the rejected rows and the counts under `work.output` (see [`SqlWork`]).
     pub async fn run_step(&self, work: &SqlWork) -> Result<StepMetrics> {
+        // Beside the step: every input object it did not commit itself, checked against its
+        // manifest. The step succeeds only when that passes; when the step fails, a damaged
+        // input (the likeliest cause of a decode or schema error) is what it reports.
+        let verification = self.verify(
+            work.inputs
+                .iter()
+                .flat_map(|i| &i.objects)
+                .filter(|o| !work.committed.contains(&o.key))
+                .cloned()
+                .collect(),
+        );
+        let ran = self.run_query(work).await;
+        verification.finish().await?;
+        let metrics = ran?;
+        let key = Key::new(format!("{}/{STEP_METRICS}", work.output))?;
+        self.zone.put_json(&key, &metrics).await?;
+        Ok(metrics)
+    }
+
+    async fn run_query(&self, work: &SqlWork) -> Result<StepMetrics> {
         let origin = &work.origin;
         let qerr = |message: String| Error::Query {
             origin: origin.clone(),
@@ -192,9 +237,9 @@ impl Engine {
         };
         let metrics = match written {
             Ok(m) => m,
-            // A reader's error ("incorrect number of fields for line 3") names no file: find
-            // the input object that fails on its own and name it.
             Err(e) => {
+                // A reader's error ("incorrect number of fields for line 3") names no file:
+                // find the input object that fails on its own and name it.
                 let mut message = e.to_string();
                 if let Some((key, why)) = self.failing_object(work).await {
                     message.push_str(&format!("\n  in object {key}: {why}"));
@@ -205,8 +250,6 @@ impl Engine {
         if metrics.rows == 0 {
             self.write_empty(&work.output, out_schema).await?;
         }
-        let key = Key::new(format!("{}/{STEP_METRICS}", work.output))?;
-        self.zone.put_json(&key, &metrics).await?;
         Ok(metrics)
     }
 
