@@ -356,6 +356,41 @@ impl Lake {
             .sum())
     }
 
+    /// Check every committed object of the lake against its manifest (`hash`: its SHA-256
+    /// too) and find what no manifest lists (see [`lake_core::fsck`]). With `repair`, holding
+    /// the pipeline's lock, remove what can be removed and check again: the report is what is
+    /// left, and the count what was removed.
+    pub async fn fsck(&self, hash: bool, repair: bool) -> Result<(lake_core::fsck::Report, usize)> {
+        use lake_core::{fsck, lock, run};
+        let store = &*self.store;
+        if !repair {
+            let live = lock::current(store, &self.pipeline.name)
+                .await?
+                .filter(|l| l.expires > lake_core::chrono::Utc::now())
+                .map(|l| l.run_id);
+            return Ok((fsck::check(store, hash, live.as_deref()).await?, 0));
+        }
+        let guard = lock::acquire(
+            store,
+            &self.pipeline.name,
+            &run::new_run_id(),
+            &run::default_holder(),
+            self.pipeline.lock_ttl,
+        )
+        .await?;
+        let repaired = async {
+            let found = fsck::check(store, hash, None).await?;
+            let removed = fsck::repair(store, &found).await?;
+            let left = fsck::check(store, hash, None).await?;
+            Ok::<_, Error>((left, removed))
+        }
+        .await;
+        let released = lock::release(store, &guard).await;
+        let out = repaired?;
+        released?;
+        Ok(out)
+    }
+
     /// Run the pipeline (see [`lake_core::run::run`]) after the backend's preflight.
     pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
         self.preflight(&opts.only).await?;

@@ -122,6 +122,20 @@ pub(crate) enum Command {
     /// Check that this lake.toml can run here: the file, AWS credentials and region (for an
     /// s3:// root), the root reachable and writable. Exits 1 when a check fails.
     Doctor,
+    /// Check every committed object against its manifest (size and SHA-256) and find what no
+    /// manifest lists (left by a killed run). Exits 1 when anything is wrong.
+    Fsck {
+        /// Remove what no manifest lists and the staging of runs that are gone (takes the
+        /// pipeline's lock).
+        #[arg(long)]
+        repair: bool,
+        /// Compare sizes only; do not read objects back.
+        #[arg(long)]
+        quick: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the least IAM policy (JSON) this lake.toml needs on AWS.
     IamPolicy,
     /// List the EMR clusters lake started that are still active (tagged lake:pipeline).

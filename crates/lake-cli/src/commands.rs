@@ -80,6 +80,19 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
         }
         Command::Doctor => doctor(&args.config, env).await,
         Command::IamPolicy => iam_policy(&args.config, env),
+        Command::Fsck {
+            repair,
+            quick,
+            json,
+        } => {
+            fsck(
+                &Lake::open(&args.config, env).await?,
+                *repair,
+                *quick,
+                *json,
+            )
+            .await
+        }
         Command::Ls { path } => {
             ls(
                 &*Lake::open(&args.config, env).await?.store,
@@ -88,6 +101,63 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             .await
         }
     }
+}
+
+async fn fsck(lake: &Lake, repair: bool, quick: bool, json: bool) -> Result<ExitCode> {
+    let (report, removed) = lake.fsck(!quick, repair).await?;
+    let mut out = print::out();
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["removed"] = removed.into();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        for f in &report.findings {
+            writeln!(
+                out,
+                "✗ {:<8} {}: {}",
+                format!("{:?}", f.problem).to_lowercase(),
+                lake.store.url_of(&f.key),
+                f.detail
+            )?;
+        }
+        if removed > 0 {
+            writeln!(
+                out,
+                "removed {removed} leftover{}",
+                if removed == 1 { "" } else { "s" }
+            )?;
+        }
+        let fixable = report
+            .findings
+            .iter()
+            .filter(|f| f.problem.repairable())
+            .count();
+        writeln!(
+            out,
+            "{} manifests, {} objects ({} bytes) checked{}: {}",
+            report.manifests,
+            report.objects,
+            report.bytes,
+            if report.hashed {
+                " with SHA-256"
+            } else {
+                " by size"
+            },
+            match (report.findings.len(), fixable) {
+                (0, _) => "consistent".to_owned(),
+                (n, 0) => format!("{n} problem{}", if n == 1 { "" } else { "s" }),
+                (n, k) => format!(
+                    "{n} problem{}, {k} removable with `lake fsck --repair`",
+                    if n == 1 { "" } else { "s" }
+                ),
+            }
+        )?;
+    }
+    Ok(if report.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {

@@ -1536,7 +1536,116 @@ fn query_of_a_damaged_object_prints_no_rows_and_names_it() {
     }
     // The other tables still answer.
     lake(&dir)
-        .args(["query", "SELECT count(*) AS n FROM refined.credit_by_purpose"])
+        .args([
+            "query",
+            "SELECT count(*) AS n FROM refined.credit_by_purpose",
+        ])
         .assert()
         .success();
+}
+
+#[test]
+fn fsck_finds_damage_and_leftovers_and_repairs_the_leftovers() {
+    let (_tmp, dir) = credit_run();
+    lake(&dir)
+        .arg("fsck")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("with SHA-256: consistent"));
+    // What a killed publish leaves, a killed upload, a dead run's staging, and a damaged object.
+    let trusted = dir.join("lake/trusted/credit");
+    std::fs::write(trusted.join("part-killed.parquet"), b"PAR1").unwrap();
+    std::fs::write(trusted.join("part-0.parquet#3"), b"half").unwrap();
+    std::fs::create_dir_all(dir.join("lake/_lake/staging/20240101T000000Z-dead00/credit")).unwrap();
+    std::fs::write(
+        dir.join("lake/_lake/staging/20240101T000000Z-dead00/credit/x.parquet"),
+        b"x",
+    )
+    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("lake/refined/credit_by_purpose/_manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let damaged = manifest["objects"][0]["key"].as_str().unwrap().to_owned();
+    let path = dir.join("lake").join(&damaged);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = lake(&dir).args(["fsck", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["problem"].as_str().unwrap().to_owned(),
+                f["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("hash".to_owned(), damaged.clone()),
+            (
+                "orphan".to_owned(),
+                "trusted/credit/part-0.parquet#3".to_owned()
+            ),
+            (
+                "orphan".to_owned(),
+                "trusted/credit/part-killed.parquet".to_owned()
+            ),
+            (
+                "staging".to_owned(),
+                "_lake/staging/20240101T000000Z-dead00".to_owned()
+            ),
+        ]
+    );
+    // Sizes only: the damage is not seen, the leftovers are.
+    let out = lake(&dir)
+        .args(["fsck", "--quick", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["findings"].as_array().unwrap().len(), 3);
+
+    let out = lake(&dir).args(["fsck", "--repair"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the damage is left: {}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("removed 3 leftovers"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("lake run --force --only"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!trusted.join("part-killed.parquet").exists());
+    assert!(!trusted.join("part-0.parquet#3").exists());
+    assert!(
+        !dir.join("lake/_lake/staging/20240101T000000Z-dead00")
+            .exists()
+    );
+    // Written again, the lake is consistent.
+    lake(&dir)
+        .args([
+            "run",
+            "--date",
+            "2024-03-01",
+            "--force",
+            "--only",
+            "credit_by_purpose",
+        ])
+        .assert()
+        .success();
+    lake(&dir).arg("fsck").assert().success();
 }

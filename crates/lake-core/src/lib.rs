@@ -48,6 +48,7 @@ pub mod cluster;
 pub mod config;
 pub mod doctor;
 mod error;
+pub mod fsck;
 pub mod ledger;
 pub mod lock;
 pub mod publish;

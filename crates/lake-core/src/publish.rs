@@ -193,6 +193,41 @@ async fn listed_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manife
     Ok(out)
 }
 
+/// Remove from `raw/<source>` every object that neither a window manifest nor the window index
+/// lists: what a landing killed before its commit (or a refetch killed before its manifest
+/// switch) left, which tools that read folders would count. Reads every window's manifest: run
+/// it under the pipeline's lock after a run died, not on every run.
+pub async fn tidy_source(store: &DynZoneStore, source: &str) -> Result<()> {
+    let prefix = format!("raw/{source}");
+    let mut keep: std::collections::HashSet<String> = listed_windows(store, &prefix)
+        .await?
+        .into_iter()
+        .flat_map(|m| m.objects)
+        .map(|o| o.key)
+        .collect();
+    if let Some(index) = store.get_json::<WindowIndex>(&index_key(&prefix)?).await? {
+        keep.extend(
+            index
+                .windows
+                .into_iter()
+                .flat_map(|m| m.objects)
+                .map(|o| o.key),
+        );
+    }
+    let doomed: Vec<Key> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter(|m| !is_hidden(rel_key(m.key.as_str(), &prefix)) && !keep.contains(m.key.as_str()))
+        .map(|m| m.key)
+        .collect();
+    store.delete_many(&doomed).await?;
+    if let Some(dir) = store.local_path(&prefix) {
+        remove_unfinished(&dir);
+    }
+    Ok(())
+}
+
 /// The index of a raw source's windows, in `raw/<source>/_windows.json`.
 pub const WINDOW_INDEX: &str = "_windows.json";
 
@@ -780,26 +815,40 @@ pub async fn tidy(
 /// `name#N` files, which listings skip). Only ever called under the pipeline's lock, when no
 /// writer of this dataset is running.
 fn remove_unfinished(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        match e.file_type() {
-            Ok(t) if t.is_dir() => remove_unfinished(&path),
-            Ok(t) if t.is_file() => {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name
-                    .rsplit_once('#')
-                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                {
-                    let _ = std::fs::remove_file(&path);
+    for path in unfinished_files(dir) {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// The unfinished uploads (object_store's local `name#N` files, which listings skip) under
+/// `dir`, at any depth.
+pub fn unfinished_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    let name = e.file_name();
+                    if name
+                        .to_string_lossy()
+                        .rsplit_once('#')
+                        .is_some_and(|(_, n)| {
+                            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                        })
+                    {
+                        found.push(e.path());
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
     }
+    found
 }
 
 fn rel_key<'a>(key: &'a str, prefix: &str) -> &'a str {
@@ -936,6 +985,31 @@ pub async fn verify(store: &DynZoneStore, objects: &[ObjectEntry]) -> Result<()>
         .buffer_unordered(2)
         .try_collect::<()>()
         .await
+}
+
+/// Reads each of `objects` back (two at a time) and returns those that are not what their
+/// manifests say, each with its [`Error::Mismatch`]; other errors (the store unreachable) fail.
+pub async fn verify_each<'a>(
+    store: &DynZoneStore,
+    objects: &'a [ObjectEntry],
+) -> Result<Vec<(&'a ObjectEntry, Error)>> {
+    let checks: Vec<futures::future::BoxFuture<'_, (&'a ObjectEntry, Result<()>)>> = objects
+        .iter()
+        .map(|o| Box::pin(async move { (o, verify_one(store, o).await) }) as _)
+        .collect();
+    let results: Vec<_> = futures::stream::iter(checks)
+        .buffer_unordered(2)
+        .collect()
+        .await;
+    let mut bad = Vec::new();
+    for (o, r) in results {
+        match r {
+            Ok(()) => {}
+            Err(e @ Error::Mismatch { .. }) => bad.push((o, e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(bad)
 }
 
 async fn verify_one(store: &DynZoneStore, o: &ObjectEntry) -> Result<()> {

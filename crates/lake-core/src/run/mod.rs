@@ -517,10 +517,13 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
     Ok(record)
 }
 
-/// Remove from every output of the pipeline (and its rejected rows) the objects no manifest
-/// lists: what a run killed while publishing left. Best effort, one listing per output.
+/// Remove from every raw source and every output of the pipeline (and its rejected rows) the
+/// objects no manifest lists: what a run killed while landing or publishing left. Best effort.
 async fn tidy_outputs(ctx: &RunContext) {
     let store = &*ctx.store;
+    for source in ctx.pipeline.sources.keys() {
+        let _ = crate::publish::tidy_source(store, source).await;
+    }
     for spec in ctx.pipeline.steps.values() {
         let Some(out) = &spec.output else { continue };
         for prefix in [

@@ -1,0 +1,253 @@
+//! `lake fsck`: every committed object against its manifest, and what no manifest lists.
+//!
+//! A lake is consistent when every object a manifest lists (raw windows, the window indexes,
+//! trusted and refined datasets, rejected rows) is in the store with the manifest's size and
+//! SHA-256, and the zones hold nothing else that a tool reading folders (Spark, Athena, DuckDB)
+//! would count. [`check`] reports both; [`repair`] removes what no manifest lists and the
+//! staging of runs that are gone. Damaged committed objects cannot be repaired from the lake
+//! itself: the report says which step or source writes them again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::Result;
+use crate::config::Zone;
+use crate::publish::{self, Manifest, ObjectEntry, WindowIndex};
+use crate::zone::{DynZoneStore, Key, ZoneStoreExt};
+
+/// What is wrong with one object (or staging folder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// A manifest lists it; the store does not have it.
+    Missing,
+    /// Its size is not its manifest's.
+    Size,
+    /// Its SHA-256 is not its manifest's.
+    Hash,
+    /// In a zone, but no manifest lists it: a killed landing or publish left it.
+    Orphan,
+    /// The staging folder of a run that is not running.
+    Staging,
+}
+
+impl Problem {
+    /// True for what [`repair`] removes.
+    pub fn repairable(self) -> bool {
+        matches!(self, Self::Orphan | Self::Staging)
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What is wrong.
+    pub problem: Problem,
+    /// The object key (or staging prefix), relative to the root.
+    pub key: String,
+    /// In words, with what to do.
+    pub detail: String,
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Manifests read (window indexes included).
+    pub manifests: usize,
+    /// Committed objects checked.
+    pub objects: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// True when SHA-256s were read back (else sizes only).
+    pub hashed: bool,
+    /// Problems, by kind then key.
+    pub findings: Vec<Finding>,
+}
+
+/// Check every manifest of the lake at `store` and every object of its zones; `hash`: read
+/// every committed object back and compare its SHA-256 (else sizes only). `live_run`: the run
+/// holding the pipeline's lock, whose staging is not a leftover.
+pub async fn check(store: &DynZoneStore, hash: bool, live_run: Option<&str>) -> Result<Report> {
+    let mut report = Report {
+        hashed: hash,
+        ..Report::default()
+    };
+    // Every object a manifest lists (with its entry), and what a reader may still read
+    // (replaced objects kept for `retain_replaced`).
+    let mut committed: BTreeMap<String, ObjectEntry> = BTreeMap::new();
+    let mut kept: BTreeSet<String> = BTreeSet::new();
+    let mut listing = Vec::new();
+    for zone in Zone::ALL {
+        for meta in store.list(zone.as_str()).await? {
+            let key = meta.key.as_str();
+            let name = key.rsplit('/').next().unwrap_or(key);
+            if name == publish::MANIFEST {
+                if let Some(m) = store.get_json::<Manifest>(&meta.key).await? {
+                    report.manifests += 1;
+                    committed.extend(m.objects.into_iter().map(|o| (o.key.clone(), o)));
+                }
+            } else if name == publish::WINDOW_INDEX {
+                if let Some(index) = store.get_json::<WindowIndex>(&meta.key).await? {
+                    report.manifests += 1;
+                    for o in index.windows.into_iter().flat_map(|m| m.objects) {
+                        committed.entry(o.key.clone()).or_insert(o);
+                    }
+                }
+            } else if name == publish::REPLACED {
+                if let Some(r) = store.get_json::<Vec<serde_json::Value>>(&meta.key).await? {
+                    kept.extend(
+                        r.iter()
+                            .filter_map(|v| v["key"].as_str().map(str::to_owned)),
+                    );
+                }
+            } else if !name.starts_with(['_', '.']) {
+                listing.push((key.to_owned(), meta.size));
+            }
+        }
+    }
+    let sizes: BTreeMap<&str, u64> = listing.iter().map(|(k, s)| (k.as_str(), *s)).collect();
+    let mut to_hash = Vec::new();
+    for o in committed.values() {
+        report.objects += 1;
+        report.bytes += o.size;
+        match sizes.get(o.key.as_str()) {
+            None => report.findings.push(Finding {
+                problem: Problem::Missing,
+                key: o.key.clone(),
+                detail: format!(
+                    "listed by its manifest but not in the store; {}",
+                    redo(&o.key)
+                ),
+            }),
+            Some(size) if *size != o.size => report.findings.push(Finding {
+                problem: Problem::Size,
+                key: o.key.clone(),
+                detail: format!(
+                    "{size} bytes, its manifest says {}; {}",
+                    o.size,
+                    redo(&o.key)
+                ),
+            }),
+            Some(_) if hash => to_hash.push(o.clone()),
+            Some(_) => {}
+        }
+    }
+    for (o, e) in publish::verify_each(store, &to_hash).await? {
+        report.findings.push(Finding {
+            problem: Problem::Hash,
+            key: o.key.clone(),
+            detail: format!("{e}; {}", redo(&o.key)),
+        });
+    }
+    for (key, _) in &listing {
+        if !committed.contains_key(key) && !kept.contains(key) {
+            report.findings.push(Finding {
+                problem: Problem::Orphan,
+                key: key.clone(),
+                detail: "no manifest lists it (left by a landing or publish that did not finish); tools that read folders would count it".into(),
+            });
+        }
+    }
+    // Unfinished uploads of a local root (`name#N`), which listings skip.
+    for zone in Zone::ALL {
+        if let Some(dir) = store.local_path(zone.as_str()) {
+            for path in publish::unfinished_files(&dir) {
+                let key = format!(
+                    "{}/{}",
+                    zone.as_str(),
+                    path.strip_prefix(&dir).unwrap_or(&path).to_string_lossy()
+                );
+                report.findings.push(Finding {
+                    problem: Problem::Orphan,
+                    key,
+                    detail: "an unfinished upload (a writer was killed)".into(),
+                });
+            }
+        }
+    }
+    let mut runs = BTreeSet::new();
+    for meta in store.list(STAGING).await? {
+        if let Some(run) = meta.key.as_str()[STAGING.len()..]
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+        {
+            runs.insert(run.to_owned());
+        }
+    }
+    if let Some(dir) = store.local_path(STAGING)
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        runs.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned)),
+        );
+    }
+    for run in runs {
+        if Some(run.as_str()) != live_run {
+            report.findings.push(Finding {
+                problem: Problem::Staging,
+                key: format!("{STAGING}/{run}"),
+                detail: format!("staging of run {run}, which is not running"),
+            });
+        }
+    }
+    report
+        .findings
+        .sort_by(|a, b| (a.problem, &a.key).cmp(&(b.problem, &b.key)));
+    Ok(report)
+}
+
+/// Remove what `report` found that can be removed: objects no manifest lists, unfinished
+/// uploads and the staging of runs that are gone. Call it holding the pipeline's lock. Returns
+/// how many were removed.
+pub async fn repair(store: &DynZoneStore, report: &Report) -> Result<usize> {
+    let mut removed = 0;
+    let mut orphans = Vec::new();
+    for f in &report.findings {
+        match f.problem {
+            Problem::Orphan => match store.local_path(&f.key) {
+                // A `name#N` file is not an object of the store: remove the file.
+                Some(path) if f.key.contains('#') => {
+                    if std::fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
+                _ => orphans.push(Key::new(f.key.as_str())?),
+            },
+            Problem::Staging => {
+                store.delete_prefix(&f.key).await?;
+                if let Some(dir) = store.local_path(&f.key) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                removed += 1;
+            }
+            _ => {}
+        }
+    }
+    removed += orphans.len();
+    store.delete_many(&orphans).await?;
+    Ok(removed)
+}
+
+const STAGING: &str = "_lake/staging";
+
+/// What writes `key` again.
+fn redo(key: &str) -> String {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["raw", source, window, ..] => format!(
+            "land it again with `lake ingest {source} --force --date {}`",
+            window.trim_start_matches("ingest_date=")
+        ),
+        [zone, "_rejected", step, ..] => format!(
+            "write it again with `lake run --force --only {step}` (its rejected rows in {zone})"
+        ),
+        [zone, dataset, ..] => format!(
+            "write it again with `lake run --force --only <step>`, the step whose output is {zone}/{dataset}"
+        ),
+        _ => "write it again with `lake run --force`".into(),
+    }
+}
