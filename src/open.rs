@@ -331,19 +331,29 @@ impl Lake {
                 message: "the file name must end in .parquet or .csv".into(),
             });
         }
-        let (df, check) = self.query(sql).await?;
         let url = abs.to_string_lossy().into_owned();
-        let opts = DataFrameWriteOptions::new().with_single_file_output(true);
-        let counts = if ext == "parquet" {
-            df.write_parquet(&url, opts, None).await
-        } else {
-            df.write_csv(&url, opts, None).await
+        let mut attempt = 1;
+        let counts = loop {
+            let (df, check) = self.query(sql).await?;
+            let opts = DataFrameWriteOptions::new().with_single_file_output(true);
+            let counts = if ext == "parquet" {
+                df.write_parquet(&url, opts, None).await
+            } else {
+                df.write_csv(&url, opts, None).await
+            };
+            // Rows from an object that is not what its manifest says are not left behind; one
+            // that a republish replaced meanwhile is read again from the new manifest.
+            match check.finish().await {
+                Ok(()) => break counts,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&abs);
+                    if !(e.is_gone() && attempt < 3) {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                }
+            }
         };
-        // Rows from an object that is not what its manifest says are not left behind.
-        if let Err(e) = check.finish().await {
-            let _ = std::fs::remove_file(&abs);
-            return Err(e);
-        }
         let counts = counts.map_err(failed)?;
         Ok(counts
             .iter()

@@ -723,7 +723,6 @@ async fn query(
     format: Option<QueryFormat>,
     output: Option<&Path>,
 ) -> Result<ExitCode> {
-    use lake::local::engine::datafusion::arrow;
     use std::io::IsTerminal;
 
     if let (Some(sql), Some(path)) = (sql, output) {
@@ -734,12 +733,37 @@ async fn query(
     let Some(sql) = sql else {
         return list_tables(&lake.query_session().await?).await;
     };
-    let (df, check) = lake.query(sql).await?;
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         QueryFormat::Table
     } else {
         QueryFormat::Csv
     });
+    // A republish can delete what the manifests read a moment ago listed: nothing was shown
+    // yet (rows are shown only once what they come from is checked), so read again from the
+    // new manifests.
+    let mut attempt = 1;
+    loop {
+        match query_once(lake, sql, format).await {
+            Err(e) if attempt < QUERY_ATTEMPTS && e.is_gone() => attempt += 1,
+            Err(e) => return Err(e.into()),
+            Ok(()) => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// Reads of `lake query` when objects it planned to read were replaced meanwhile.
+const QUERY_ATTEMPTS: u32 = 3;
+
+/// Run `sql` and print its rows; errors before the first row is printed are returned as they
+/// are, so that the caller can tell a replaced object from other failures.
+async fn query_once(
+    lake: &Lake,
+    sql: &str,
+    format: QueryFormat,
+) -> std::result::Result<(), lake::core::Error> {
+    use lake::local::engine::datafusion::arrow;
+    let out_err = |e: std::io::Error| query_error(e.to_string());
+    let (df, check) = lake.query(sql).await?;
     let mut out = print::out();
     match format {
         QueryFormat::Table => {
@@ -748,11 +772,9 @@ async fn query(
             check.finish().await?;
             let batches = batches.map_err(|e| query_error(e.to_string()))?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            writeln!(
-                out,
-                "{}",
-                arrow::util::pretty::pretty_format_batches(&batches)?
-            )?;
+            let table = arrow::util::pretty::pretty_format_batches(&batches)
+                .map_err(|e| query_error(e.to_string()))?;
+            writeln!(out, "{table}").map_err(out_err)?;
             eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
         }
         QueryFormat::Csv | QueryFormat::Json => {
@@ -770,21 +792,22 @@ async fn query(
             });
             let mut json = (format == QueryFormat::Json)
                 .then(|| arrow::json::LineDelimitedWriter::new(print::out()));
+            let write_err = |e: arrow::error::ArrowError| query_error(e.to_string());
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(|e| query_error(e.to_string()))?;
                 if let Some(w) = csv.as_mut() {
-                    w.write(&batch)?;
+                    w.write(&batch).map_err(write_err)?;
                 }
                 if let Some(w) = json.as_mut() {
-                    w.write(&batch)?;
+                    w.write(&batch).map_err(write_err)?;
                 }
             }
             if let Some(mut w) = json {
-                w.finish()?;
+                w.finish().map_err(write_err)?;
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn query_error(message: String) -> lake::core::Error {

@@ -191,6 +191,16 @@ impl Error {
         matches!(self, Self::NotFound { .. })
     }
 
+    /// True for an object a manifest lists that is not in the store: deleted by hand, or (for
+    /// a reader that read a manifest just before a republish replaced it) deleted by that
+    /// republish, when reading again from the new manifest succeeds.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Self::Mismatch { message, .. } if message == Self::NOT_IN_STORE)
+    }
+
+    /// [`Error::Mismatch`]'s message for an object that is not in the store.
+    pub const NOT_IN_STORE: &str = "it is listed by its manifest but is not in the store";
+
     /// True when the error comes from the user's configuration or arguments (CLI exit code 2)
     /// rather than from a run (exit code 1).
     pub fn is_usage(&self) -> bool {

@@ -1040,7 +1040,7 @@ async fn verify_one(store: &DynZoneStore, o: &ObjectEntry) -> Result<()> {
     Ok(())
 }
 
-const NOT_IN_STORE: &str = "it is listed by its manifest but is not in the store";
+const NOT_IN_STORE: &str = Error::NOT_IN_STORE;
 
 fn size_differs(actual: u64, committed: u64) -> String {
     format!(

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use lake_core::cluster::{
     ClusterBackend, ClusterHandle, ClusterSpec, CopyWork, SqlWork, StepHandle, StepLogs,
     StepRequest, StepState, StepWork,
@@ -139,9 +140,15 @@ impl LocalBackend {
         task: impl Future<Output = Result<String>> + Send + 'static,
     ) -> StepHandle {
         let (handle, proc) = self.register(step);
+        let proc_name = step.name.clone();
         tokio::spawn(async move {
+            // A panic inside the task fails the step: its waiter must not wait forever.
+            let task = std::panic::AssertUnwindSafe(task).catch_unwind();
             let state = tokio::select! {
-                r = task => match r {
+                r = task => match r.unwrap_or_else(|_| Err(Error::Query {
+                    origin: format!("step {}", proc_name),
+                    message: "panicked (a bug: please report it with the input that caused it)".into(),
+                })) {
                     Ok(summary) => {
                         proc.stdout.lock().expect("tail lock").extend_from_slice(summary.as_bytes());
                         StepState::Completed

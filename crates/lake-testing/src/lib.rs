@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod counting;
 pub mod emulator;
 mod examples;
+pub mod faults;
 pub mod measure;
 
 use std::path::PathBuf;

@@ -33,7 +33,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream_partitioned};
 use datafusion::prelude::{SQLOptions, SessionConfig};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lake_core::cluster::{SqlInput, SqlWork};
 use lake_core::config::EngineSpec;
 use lake_core::publish::{Dataset, REJECTED, STEP_METRICS, StepMetrics};
@@ -170,7 +170,20 @@ impl Engine {
                 .cloned()
                 .collect(),
         );
-        let ran = self.run_query(work).await;
+        // A reader that panics on a malformed input (a bug below lake) fails the step, named,
+        // instead of taking the run down or leaving it waiting.
+        let ran = match std::panic::AssertUnwindSafe(self.run_query(work))
+            .catch_unwind()
+            .await
+        {
+            Ok(ran) => ran,
+            Err(panic) => Err(self
+                .named(
+                    work,
+                    format!("the reader panicked: {}", panic_text(&*panic)),
+                )
+                .await),
+        };
         verification.finish().await?;
         let metrics = ran?;
         let key = Key::new(format!("{}/{STEP_METRICS}", work.output))?;
@@ -186,8 +199,13 @@ impl Engine {
         };
         let ctx = self.session().map_err(|e| qerr(e.to_string()))?;
         for (i, input) in work.inputs.iter().enumerate() {
-            self.register(&ctx, TableReference::bare(input.table.as_str()), i, input)
-                .await?;
+            if let Err(e) = self
+                .register(&ctx, TableReference::bare(input.table.as_str()), i, input)
+                .await
+            {
+                // Reading the schema read the data: say which object failed.
+                return Err(self.named(work, e.to_string()).await);
+            }
         }
         let df = ctx
             .sql_with_options(&work.sql, read_only())
@@ -237,20 +255,62 @@ impl Engine {
         };
         let metrics = match written {
             Ok(m) => m,
-            Err(e) => {
-                // A reader's error ("incorrect number of fields for line 3") names no file:
-                // find the input object that fails on its own and name it.
-                let mut message = e.to_string();
-                if let Some((key, why)) = self.failing_object(work).await {
-                    message.push_str(&format!("\n  in object {key}: {why}"));
-                }
-                return Err(qerr(message));
-            }
+            Err(e) => return Err(self.named(work, e.to_string()).await),
         };
         if metrics.rows == 0 {
             self.write_empty(&work.output, out_schema).await?;
         }
         Ok(metrics)
+    }
+
+    /// A step's error `message` with the input object it comes from: a reader's error
+    /// ("incorrect number of fields for line 3") names no file, so the object that fails on its
+    /// own is found and named (for NDJSON, with the line that does not parse).
+    async fn named(&self, work: &SqlWork, mut message: String) -> Error {
+        if let Some((key, why)) = self.failing_object(work).await {
+            message.push_str(&format!("\n  in object {key}: {why}"));
+            if let Some(line) = self.ndjson_bad_line(&key).await {
+                message.push_str(&format!("\n  {key}: {line}"));
+            }
+        }
+        Error::Query {
+            origin: work.origin.clone(),
+            message,
+        }
+    }
+
+    /// For an NDJSON object, the first line that is not JSON: `line 7001: EOF while parsing…`.
+    async fn ndjson_bad_line(&self, key: &str) -> Option<String> {
+        use futures::TryStreamExt;
+        if lake_core::config::FormatKind::from_extension(key)
+            != Some(lake_core::config::FormatKind::Ndjson)
+        {
+            return None;
+        }
+        let mut body = self.zone.get(&Key::new(key).ok()?).await.ok()?.body;
+        let (mut line, mut pending) = (0usize, Vec::new());
+        let check = |line: usize, bytes: &[u8]| {
+            let text = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                return None;
+            }
+            serde_json::from_slice::<serde_json::Value>(text)
+                .err()
+                .map(|e| format!("line {line} is not JSON: {e}"))
+        };
+        while let Some(chunk) = body.try_next().await.ok()? {
+            pending.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+                line += 1;
+                if let Some(bad) = check(line, &pending[start..start + end]) {
+                    return Some(bad);
+                }
+                start += end + 1;
+            }
+            pending.drain(..start);
+        }
+        check(line + 1, &pending)
     }
 
     /// The first input object of `work` that cannot be read on its own, with the reader's
@@ -276,8 +336,16 @@ impl Engine {
                         .await
                         .map_err(|e| e.to_string())
                 };
-                if let Err(why) = read.await {
-                    return Some((object.key.clone(), why));
+                let read = std::panic::AssertUnwindSafe(read).catch_unwind().await;
+                match read {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(why)) => return Some((object.key.clone(), why)),
+                    Err(panic) => {
+                        return Some((
+                            object.key.clone(),
+                            format!("the reader panicked: {}", panic_text(&*panic)),
+                        ));
+                    }
                 }
             }
         }
@@ -438,6 +506,15 @@ impl Engine {
         }
         Ok(ctx)
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// SQL options that allow queries only (no DDL, DML or SET statements).
