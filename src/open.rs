@@ -259,6 +259,13 @@ impl Lake {
         &self,
         datasets: &[lake_core::publish::Dataset],
     ) -> Result<lake_local::engine::SessionContext> {
+        self.engine
+            .lake_session(datasets, &self.raw_formats())
+            .await
+    }
+
+    /// How each raw source is read: the format options of the first step input that reads it.
+    fn raw_formats(&self) -> std::collections::BTreeMap<String, lake_core::config::InputFormat> {
         let mut formats = std::collections::BTreeMap::new();
         for name in &self.pipeline.order {
             for i in &self.pipeline.steps[name].inputs {
@@ -269,7 +276,31 @@ impl Lake {
                 }
             }
         }
-        self.engine.lake_session(datasets, &formats).await
+        formats
+    }
+
+    /// `message`, the error of a query of `sql`, with the object of the tables it names that
+    /// fails to be read on its own (and the NDJSON line): decode errors name no file.
+    pub async fn name_failing_object(&self, sql: &str, message: String) -> String {
+        let Ok(datasets) = lake_core::publish::list_datasets(&*self.store).await else {
+            return message;
+        };
+        let formats = self.raw_formats();
+        let inputs: Vec<_> = datasets
+            .iter()
+            .filter(|d| sql.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
+            .map(|d| lake_core::cluster::SqlInput {
+                table: d.name.clone(),
+                dataset: d.prefix.clone(),
+                prefix: d.prefix.clone(),
+                format: match formats.get(&d.name) {
+                    Some(f) if d.zone == lake_core::config::Zone::Raw => f.clone(),
+                    _ => lake_core::config::InputFormat::defaults(d.zone),
+                },
+                objects: d.objects.clone(),
+            })
+            .collect();
+        self.engine.name_failing_object(&inputs, message).await
     }
 
     /// A read-only `sql` over the lake's tables (as [`query_session`](Self::query_session)),

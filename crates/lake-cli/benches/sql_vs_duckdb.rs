@@ -209,6 +209,7 @@ fn main() {
         lake.wall,
         lake.rss_kib as f64 / 1024.0
     );
+    rerun_cost(&lake_bin, &tmp.path().join("lake-check"), runs);
     if !have_duckdb {
         println!("  duckdb        skipped: no DuckDB CLI (set DUCKDB=…; pip install duckdb-cli)");
         return;
@@ -223,6 +224,43 @@ fn main() {
         "  lake / duckdb {:>7.2}×  {:>7.2}×   (targets: ≤ 1.0× wall, ≤ 1.0× RSS)",
         lake.wall / duck.wall,
         lake.rss_kib as f64 / duck.rss_kib as f64
+    );
+}
+
+/// What reading inputs back costs: `run --force` over the committed lake in `dir` (its raw
+/// window landed by an earlier run, so `[engine] verify = "sha256"` hashes it beside the
+/// query), against `verify = "size"`.
+fn rerun_cost(lake_bin: &Path, dir: &Path, runs: usize) {
+    let toml = std::fs::read_to_string(dir.join("lake.toml")).unwrap();
+    let mut walls = Vec::new();
+    for verify in ["sha256", "size"] {
+        std::fs::write(
+            dir.join("lake.toml"),
+            format!("{toml}\n[engine]\nverify = \"{verify}\"\n"),
+        )
+        .unwrap();
+        let m = median(
+            (0..runs)
+                .map(|_| {
+                    timed(
+                        Command::new(lake_bin)
+                            .args(["-q", "run", "--force", "--date", "2024-01-01"])
+                            .current_dir(dir),
+                    )
+                })
+                .collect(),
+        );
+        println!(
+            "  run --force, verify = {verify:<6} {:>7.2} s  {:>7.1} MiB",
+            m.wall,
+            m.rss_mib()
+        );
+        walls.push(m.wall);
+    }
+    std::fs::write(dir.join("lake.toml"), toml).unwrap();
+    println!(
+        "  reading inputs back costs {:.2}× (sha256 ÷ size)",
+        walls[0] / walls[1]
     );
 }
 

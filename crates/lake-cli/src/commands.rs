@@ -744,8 +744,17 @@ async fn query(
     let mut attempt = 1;
     loop {
         match query_once(lake, sql, format).await {
-            Err(e) if attempt < QUERY_ATTEMPTS && e.is_gone() => attempt += 1,
-            Err(e) => return Err(e.into()),
+            Err(Failed::Planning(e) | Failed::Reading(e))
+                if attempt < QUERY_ATTEMPTS && e.is_gone() =>
+            {
+                attempt += 1
+            }
+            // A reader's error names no file: name the object it comes from.
+            Err(Failed::Reading(lake::core::Error::Query { origin, message })) => {
+                let message = lake.name_failing_object(sql, message).await;
+                return Err(lake::core::Error::Query { origin, message }.into());
+            }
+            Err(Failed::Planning(e) | Failed::Reading(e)) => return Err(e.into()),
             Ok(()) => return Ok(ExitCode::SUCCESS),
         }
     }
@@ -754,16 +763,28 @@ async fn query(
 /// Reads of `lake query` when objects it planned to read were replaced meanwhile.
 const QUERY_ATTEMPTS: u32 = 3;
 
+/// How a query failed: before it read data (its SQL), or while reading.
+enum Failed {
+    Planning(lake::core::Error),
+    Reading(lake::core::Error),
+}
+
+impl From<lake::core::Error> for Failed {
+    fn from(e: lake::core::Error) -> Self {
+        Self::Reading(e)
+    }
+}
+
 /// Run `sql` and print its rows; errors before the first row is printed are returned as they
 /// are, so that the caller can tell a replaced object from other failures.
 async fn query_once(
     lake: &Lake,
     sql: &str,
     format: QueryFormat,
-) -> std::result::Result<(), lake::core::Error> {
+) -> std::result::Result<(), Failed> {
     use lake::local::engine::datafusion::arrow;
     let out_err = |e: std::io::Error| query_error(e.to_string());
-    let (df, check) = lake.query(sql).await?;
+    let (df, check) = lake.query(sql).await.map_err(Failed::Planning)?;
     let mut out = print::out();
     match format {
         QueryFormat::Table => {

@@ -1649,3 +1649,35 @@ fn fsck_finds_damage_and_leftovers_and_repairs_the_leftovers() {
         .success();
     lake(&dir).arg("fsck").assert().success();
 }
+
+#[test]
+fn a_query_that_fails_reading_names_the_object_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::fs::write(tmp.path().join("data/bad.csv"), "a,b\n1,2\n3\n4,5\n").unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        "[lake]\nname = \"q\"\n\n[sources.bad]\nkind = \"file\"\npath = \"data/*.csv\"\n",
+    )
+    .unwrap();
+    lake(tmp.path())
+        .args(["ingest", "--date", "2024-01-01"])
+        .assert()
+        .success();
+    let out = lake(tmp.path())
+        .args(["query", "SELECT * FROM raw.bad", "--format", "csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("in object raw/bad/ingest_date=2024-01-01/bad.csv") && err.contains("line 3"),
+        "{err}"
+    );
+    // A mistake in the SQL is said as it is, without reading every object.
+    let out = lake(tmp.path())
+        .args(["query", "SELECT nope FROM raw.bad"])
+        .output()
+        .unwrap();
+    assert!(!stderr(&out).contains("in object"), "{}", stderr(&out));
+}

@@ -266,17 +266,24 @@ impl Engine {
     /// A step's error `message` with the input object it comes from: a reader's error
     /// ("incorrect number of fields for line 3") names no file, so the object that fails on its
     /// own is found and named (for NDJSON, with the line that does not parse).
-    async fn named(&self, work: &SqlWork, mut message: String) -> Error {
-        if let Some((key, why)) = self.failing_object(work).await {
+    async fn named(&self, work: &SqlWork, message: String) -> Error {
+        Error::Query {
+            origin: work.origin.clone(),
+            message: self.name_failing_object(&work.inputs, message).await,
+        }
+    }
+
+    /// `message` (a reader's error) with the first object of `inputs` that fails to be read on
+    /// its own, and for NDJSON the line that does not parse; as it was when every object reads.
+    /// Reads the inputs one object at a time: for error paths only.
+    pub async fn name_failing_object(&self, inputs: &[SqlInput], mut message: String) -> String {
+        if let Some((key, why)) = self.failing_object(inputs).await {
             message.push_str(&format!("\n  in object {key}: {why}"));
             if let Some(line) = self.ndjson_bad_line(&key).await {
                 message.push_str(&format!("\n  {key}: {line}"));
             }
         }
-        Error::Query {
-            origin: work.origin.clone(),
-            message,
-        }
+        message
     }
 
     /// For an NDJSON object, the first line that is not JSON: `line 7001: EOF while parsing…`.
@@ -315,8 +322,8 @@ impl Engine {
 
     /// The first input object of `work` that cannot be read on its own, with the reader's
     /// error: run only when a step has failed, to say which object a decode error came from.
-    async fn failing_object(&self, work: &SqlWork) -> Option<(String, String)> {
-        for (i, input) in work.inputs.iter().enumerate() {
+    async fn failing_object(&self, inputs: &[SqlInput]) -> Option<(String, String)> {
+        for (i, input) in inputs.iter().enumerate() {
             for object in &input.objects {
                 let one = SqlInput {
                     objects: vec![object.clone()],
