@@ -314,11 +314,8 @@ impl Lake {
         lake_local::engine::Verification,
     )> {
         let datasets = lake_core::publish::list_datasets(&*self.store).await?;
-        let planned = self
-            .session_over(&datasets)
-            .await?
-            .sql_with_options(sql, lake_local::engine::read_only())
-            .await;
+        let ctx = self.session_over(&datasets).await?;
+        let planned = lake_local::engine::plan(&ctx, sql).await;
         let df = match planned {
             Ok(df) => df,
             Err(e) => {
@@ -366,6 +363,7 @@ impl Lake {
         let mut attempt = 1;
         let counts = loop {
             let (df, check) = self.query(sql).await?;
+            let df = lake_local::engine::portable(df).map_err(failed)?;
             let opts = DataFrameWriteOptions::new().with_single_file_output(true);
             let counts = if ext == "parquet" {
                 df.write_parquet(&url, opts, None).await

@@ -552,3 +552,74 @@ async fn a_decode_error_names_the_object_it_came_from() {
     );
     assert!(!e.contains("a_good.csv"), "{e}");
 }
+
+/// SQL's `TIMESTAMP` is microseconds, as in Spark, DuckDB and PostgreSQL: years 1 to 9999 cast
+/// (nanoseconds span only 1677 to 2262 and would reject the rest), written as Parquet
+/// TIMESTAMP(MICROS), and unsigned integers are written as signed types Spark reads.
+#[tokio::test]
+async fn timestamps_are_microseconds_over_the_whole_calendar_and_types_are_portable() {
+    use lake::local::engine::datafusion::arrow::datatypes::{DataType, TimeUnit};
+    use lake::local::engine::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "data/t.csv",
+        "t\n1650-03-01 00:00:00\n1910-01-01 06:00:00\n2024-05-01 12:30:00\n2400-12-31 23:59:59\n",
+    );
+    write(
+        tmp.path(),
+        "lake.toml",
+        r#"[lake]
+name = "ts"
+
+[sources.t]
+kind = "file"
+path = "data/*.csv"
+
+[steps.typed]
+kind = "sql"
+inputs = ["raw/t@date"]
+output = "trusted/t"
+sql = "SELECT CAST(t AS TIMESTAMP) AS t, CAST(1 AS INT UNSIGNED) AS u, TIMESTAMP '1800-01-01 00:00:00' AS lit FROM t"
+"#,
+    );
+    let (lake, record) = run(tmp.path(), "2024-05-01").await;
+    let typed = step(&record, "typed");
+    assert_eq!(typed.status, Status::Succeeded, "{typed:#?}");
+    assert_eq!((typed.rows, typed.rejected), (Some(4), Some(0)));
+    assert_eq!(
+        rows(
+            &lake,
+            "SELECT CAST(t AS VARCHAR) AS s FROM trusted.t ORDER BY s"
+        )
+        .await,
+        vec![
+            vec!["1650-03-01T00:00:00".to_owned()],
+            vec!["1910-01-01T06:00:00".to_owned()],
+            vec!["2024-05-01T12:30:00".to_owned()],
+            vec!["2400-12-31T23:59:59".to_owned()],
+        ]
+    );
+    let m = lake::core::publish::read_manifest(&*lake.store, "trusted/t")
+        .await
+        .unwrap()
+        .unwrap();
+    let file = std::fs::File::open(tmp.path().join("lake").join(&m.objects[0].key)).unwrap();
+    let schema = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .schema()
+        .clone();
+    let types: Vec<DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Int64,
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+        ]
+    );
+}

@@ -228,3 +228,77 @@ fn plan_shows_each_steps_spark_submit() {
     assert_eq!(json["spark"]["submit"][1]["step"], "credit_by_purpose");
     assert_eq!(json["max_parallel_steps"], 2);
 }
+
+/// Spark (the pip pyspark) reads every trusted and refined dataset the embedded engine wrote
+/// for both examples, with the rows `lake query` counts, and sees timestamps as Spark's own
+/// TIMESTAMP (Parquet TIMESTAMP(MICROS); nanoseconds are an "Illegal Parquet type" to it).
+#[test]
+fn spark_reads_every_dataset_the_embedded_engine_writes() {
+    let Some(bin) = spark_bin() else { return };
+    let python = std::env::var("LAKE_PYSPARK_PYTHON").unwrap();
+    for name in ["credit", "weather"] {
+        let dir = lake_testing::example(name);
+        ok(lake(dir.path(), &bin).args(["run", "--date", "2024-05-01"]));
+        let mut datasets = Vec::new();
+        for zone in ["trusted", "refined"] {
+            for e in std::fs::read_dir(dir.path().join("lake").join(zone)).unwrap() {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                if !n.starts_with('_') {
+                    datasets.push(format!("{zone}/{n}"));
+                }
+            }
+        }
+        datasets.sort();
+        let script = format!(
+            r#"
+import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false").getOrCreate()
+spark.sparkContext.setLogLevel("ERROR")
+for d in sys.argv[1:]:
+    df = spark.read.parquet("{root}/" + d)
+    print(d, df.count(), " ".join(f"{{n}}:{{t}}" for n, t in df.dtypes))
+"#,
+            root = dir.path().join("lake").display()
+        );
+        let out = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(&script)
+            .args(&datasets)
+            .env("SPARK_LOCAL_IP", "127.0.0.1")
+            .env_remove("SPARK_HOME")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "Spark could not read {name}'s datasets:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for d in &datasets {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{d} ")))
+                .unwrap_or_else(|| panic!("Spark read no {d}: {stdout}"));
+            let table = d.replace('/', ".");
+            let counted = ok(lake(dir.path(), &bin).args([
+                "query",
+                "--format",
+                "csv",
+                &format!("SELECT count(*) FROM {table}"),
+            ]));
+            let n = counted.lines().nth(1).unwrap();
+            assert_eq!(
+                line.split(' ').nth(1),
+                Some(n),
+                "{d}: Spark {line}, lake {n}"
+            );
+        }
+        if name == "weather" {
+            assert!(
+                stdout.contains("time:timestamp_ntz") || stdout.contains("time:timestamp"),
+                "{stdout}"
+            );
+        }
+    }
+}

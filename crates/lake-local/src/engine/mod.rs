@@ -207,9 +207,9 @@ impl Engine {
                 return Err(self.named(work, e.to_string()).await);
             }
         }
-        let df = ctx
-            .sql_with_options(&work.sql, read_only())
+        let df = plan(&ctx, &work.sql)
             .await
+            .and_then(portable)
             .map_err(|e| qerr(e.to_string()))?;
         let out_fields: Vec<String> = df
             .schema()
@@ -513,6 +513,83 @@ impl Engine {
         }
         Ok(ctx)
     }
+}
+
+/// Plan one read-only query on `ctx` (no DDL, DML or SET), with SQL's `TIMESTAMP` (no
+/// precision given) as microseconds, as in Spark, DuckDB and PostgreSQL: the range those read
+/// (years 1 to 9999, where nanoseconds span only 1677 to 2262), written as Parquet
+/// `TIMESTAMP(MICROS)`, which every engine reads.
+pub async fn plan(
+    ctx: &SessionContext,
+    sql: &str,
+) -> std::result::Result<DataFrame, DataFusionError> {
+    use datafusion::sql::parser::Statement;
+    use datafusion::sql::sqlparser::ast::{DataType as SqlType, Expr, visit_expressions_mut};
+    fn micros(t: &mut SqlType) {
+        if let SqlType::Timestamp(p @ None, _) = t {
+            *p = Some(6);
+        }
+    }
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    if let Statement::Statement(s) = &mut statement {
+        let _ = visit_expressions_mut(s.as_mut(), |e| {
+            match e {
+                Expr::Cast { data_type, .. } => micros(data_type),
+                Expr::TypedString(t) => micros(&mut t.data_type),
+                _ => {}
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+    }
+    let plan = state.statement_to_plan(statement).await?;
+    read_only().verify_plan(&plan)?;
+    ctx.execute_logical_plan(plan).await
+}
+
+/// `df` with the columns whose types Spark, Athena/Trino or Hive cannot read as Parquet cast
+/// to ones they can: nanosecond timestamps to microseconds, unsigned integers to the signed
+/// type that holds them (`UInt64` to `DECIMAL(20,0)`), half floats to floats, nanosecond times
+/// to microseconds.
+pub fn portable(df: DataFrame) -> std::result::Result<DataFrame, DataFusionError> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::common::Column;
+    use datafusion::logical_expr::{Expr, cast};
+    let wanted = |t: &DataType| -> Option<DataType> {
+        Some(match t {
+            DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+                DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+            }
+            DataType::Time64(TimeUnit::Nanosecond) => DataType::Time64(TimeUnit::Microsecond),
+            DataType::UInt8 => DataType::Int16,
+            DataType::UInt16 => DataType::Int32,
+            DataType::UInt32 => DataType::Int64,
+            DataType::UInt64 => DataType::Decimal128(20, 0),
+            DataType::Float16 => DataType::Float32,
+            _ => return None,
+        })
+    };
+    if df
+        .schema()
+        .fields()
+        .iter()
+        .all(|f| wanted(f.data_type()).is_none())
+    {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(|(qualifier, f)| {
+            let c = Expr::Column(Column::new(qualifier.cloned(), f.name()));
+            match wanted(f.data_type()) {
+                Some(t) => cast(c, t).alias(f.name()),
+                None => c,
+            }
+        })
+        .collect();
+    df.select(exprs)
 }
 
 /// The message of a caught panic.

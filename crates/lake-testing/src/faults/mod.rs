@@ -64,7 +64,12 @@ impl Root {
             Self::S3(endpoint) => {
                 let (status, body) = crate::emulator::request(endpoint, "PUT", "/lake-faults");
                 assert!(status == 200 || status == 409, "create the bucket: {body}");
-                format!("s3://lake-faults/{tag}-{}", fastrand::u64(..))
+                // Unique across runs (not from the seeded generator): the emulator keeps
+                // what earlier runs wrote.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                format!("s3://lake-faults/{tag}-{}-{nanos}", std::process::id())
             }
         }
     }
