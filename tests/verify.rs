@@ -222,3 +222,55 @@ fn verify_is_sha256_or_size() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_run_after_an_input_changed_in_place_is_not_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), "sha256");
+    let lake = open(tmp.path()).await;
+    let first = lake.run(&RunOptions::new(day())).await.unwrap();
+    assert_eq!(first.status, Status::Succeeded, "{first:#?}");
+    let again = lake.run(&RunOptions::new(day())).await.unwrap();
+    assert!(
+        again.steps.iter().all(|s| s.status == Status::UpToDate),
+        "{again:#?}"
+    );
+    // Same size, other bytes: the sizes alone cannot tell.
+    let (key, path) = object_of(&lake, tmp.path(), "trusted/loans").await;
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    flip(&path, len / 3);
+    let r = lake.run(&RunOptions::new(day())).await.unwrap();
+    let summary = r.steps.iter().find(|s| s.name == "by_purpose").unwrap();
+    assert_eq!(summary.status, Status::Failed, "{r:#?}");
+    let err = summary.error.as_deref().unwrap_or_default();
+    assert!(err.contains(&key) && err.contains("SHA-256"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_lake_runs_its_steps_once_then_is_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), "sha256");
+    let lake = open(tmp.path()).await;
+    assert_eq!(
+        lake.run(&RunOptions::new(day())).await.unwrap().status,
+        Status::Succeeded
+    );
+    drop(lake);
+    // A copy (a backup restored): every file new, every byte the same.
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(tmp.path().join("."))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lake = open(copy.path()).await;
+    let r = lake.run(&RunOptions::new(day())).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{r:#?}");
+    let r = lake.run(&RunOptions::new(day())).await.unwrap();
+    assert!(
+        r.steps.iter().all(|s| s.status == Status::UpToDate),
+        "{r:#?}"
+    );
+}

@@ -945,32 +945,46 @@ pub async fn zone_summary(store: &DynZoneStore) -> Result<Vec<(Zone, Vec<FolderS
     Ok(out)
 }
 
-/// Fails with [`Error::Mismatch`] naming the first of `objects` that is missing from the store
-/// or whose size differs from its manifest's. One listing per dataset folder (`zone/name`, all
-/// its windows and partitions), not a request per object.
-pub async fn check_sizes(store: &DynZoneStore, objects: &[&ObjectEntry]) -> Result<()> {
-    let mut listed: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+/// What the store holds of `objects`: each key it lists with its size and entity tag (a
+/// local file's inode, mtime and size; an S3 object's ETag), from one listing per dataset
+/// folder (`zone/name`, all its windows and partitions), not a request per object.
+pub async fn listing(store: &DynZoneStore, objects: &[&ObjectEntry]) -> Result<Listing> {
+    let mut folders: BTreeMap<String, ()> = BTreeMap::new();
+    let mut found = Listing::new();
     for o in objects {
         let folder = match o.key.match_indices('/').nth(1) {
             Some((i, _)) => &o.key[..i],
             None => o.key.rsplit_once('/').map_or("", |(f, _)| f),
         };
-        if !listed.contains_key(folder) {
-            let sizes = store
-                .list(folder)
-                .await?
-                .into_iter()
-                .map(|m| (m.key.as_str().to_owned(), m.size))
-                .collect();
-            listed.insert(folder.to_owned(), sizes);
+        if folders.insert(folder.to_owned(), ()).is_none() {
+            for m in store.list(folder).await? {
+                found.insert(m.key.as_str().to_owned(), (m.size, m.e_tag));
+            }
         }
-        match listed[folder].get(&o.key) {
-            Some(size) if *size == o.size => {}
-            Some(size) => return Err(mismatch(store, o, size_differs(*size, o.size))),
+    }
+    Ok(found)
+}
+
+/// Keys with their listed size and entity tag (see [`listing`]).
+pub type Listing = BTreeMap<String, (u64, Option<String>)>;
+
+/// Fails with [`Error::Mismatch`] naming the first of `objects` that `listed` does not have, or
+/// has with another size than its manifest's.
+pub fn sizes_match(store: &DynZoneStore, listed: &Listing, objects: &[&ObjectEntry]) -> Result<()> {
+    for o in objects {
+        match listed.get(&o.key) {
+            Some((size, _)) if *size == o.size => {}
+            Some((size, _)) => return Err(mismatch(store, o, size_differs(*size, o.size))),
             None => return Err(mismatch(store, o, NOT_IN_STORE.into())),
         }
     }
     Ok(())
+}
+
+/// Fails with [`Error::Mismatch`] naming the first of `objects` that is missing from the store
+/// or whose size differs from its manifest's (one listing per dataset folder).
+pub async fn check_sizes(store: &DynZoneStore, objects: &[&ObjectEntry]) -> Result<()> {
+    sizes_match(store, &listing(store, objects).await?, objects)
 }
 
 /// Reads each of `objects` back (two at a time) and fails with [`Error::Mismatch`] naming the

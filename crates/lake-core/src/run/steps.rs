@@ -162,12 +162,18 @@ impl Runner<'_> {
             per_input.push(publish::dataset_objects(store, &input.dataset, date).await?);
         }
         rec.inputs = per_input.iter().flatten().cloned().collect();
-        let fingerprint = fingerprint(spec, self.opts.date, &rec.inputs);
+        // What the store holds of the inputs now, one listing per dataset: their entity tags
+        // go into the fingerprint, so an input changed in place (same size, other bytes) makes
+        // the step run again, where reading checks it against its manifest.
+        let inputs: Vec<&ObjectEntry> = rec.inputs.iter().collect();
+        let seen = publish::listing(store, &inputs).await?;
+        let fingerprint = fingerprint(spec, self.opts.date, &rec.inputs, &seen);
         if let Some(out) = &spec.output
             && !self.opts.force
             && let Some(m) = publish::read_manifest(store, &out.prefix()).await?
             && m.fingerprint.as_deref() == Some(fingerprint.as_str())
-            && present(store, &rec.inputs, &m.objects).await?
+            && publish::sizes_match(store, &seen, &inputs).is_ok()
+            && present(store, &m.objects).await?
         {
             rec.status = Status::UpToDate;
             rec.bytes = Some(m.bytes());
@@ -183,8 +189,7 @@ impl Runner<'_> {
 
         // What the step reads is what its manifests list: a missing or resized object fails the
         // step here, named, rather than as a decode error deep in the backend.
-        let inputs: Vec<&ObjectEntry> = rec.inputs.iter().collect();
-        publish::check_sizes(store, &inputs).await?;
+        publish::sizes_match(store, &seen, &inputs)?;
 
         let staging = staging_prefix(self.run_id, &spec.name);
         let output_url = match &spec.output {
@@ -415,15 +420,10 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
     }
 }
 
-/// True when every object the manifests list (a step's inputs and its output) is in the store
-/// with its size: a file deleted or truncated by hand makes the step not up to date. One
-/// listing per dataset (`zone/name`, all its windows and partitions), not a request per object.
-async fn present(
-    store: &crate::zone::DynZoneStore,
-    inputs: &[ObjectEntry],
-    outputs: &[ObjectEntry],
-) -> Result<bool> {
-    let all: Vec<&ObjectEntry> = inputs.iter().chain(outputs).collect();
+/// True when every object of a step's output manifest is in the store with its size: a file
+/// deleted or truncated by hand makes the step not up to date. One listing per dataset.
+async fn present(store: &crate::zone::DynZoneStore, outputs: &[ObjectEntry]) -> Result<bool> {
+    let all: Vec<&ObjectEntry> = outputs.iter().collect();
     match publish::check_sizes(store, &all).await {
         Ok(()) => Ok(true),
         Err(Error::Mismatch { .. }) => Ok(false),
@@ -432,8 +432,14 @@ async fn present(
 }
 
 /// What makes a step's output what it is: its definition (as written, secrets unresolved), the
-/// date, and its inputs' hashes.
-fn fingerprint(spec: &StepSpec, date: NaiveDate, inputs: &[ObjectEntry]) -> String {
+/// date, its inputs' hashes, and the entity tags the store lists for them (which change when an
+/// object is written again, even with the same size).
+fn fingerprint(
+    spec: &StepSpec,
+    date: NaiveDate,
+    inputs: &[ObjectEntry],
+    seen: &publish::Listing,
+) -> String {
     let mut h = Sha256::new();
     let mut def = serde_json::to_value(spec).unwrap_or_default();
     if let Some(o) = def.as_object_mut() {
@@ -444,6 +450,9 @@ fn fingerprint(spec: &StepSpec, date: NaiveDate, inputs: &[ObjectEntry]) -> Stri
     for i in inputs {
         h.update(&i.key);
         h.update(&i.sha256);
+        if let Some((_, Some(tag))) = seen.get(&i.key) {
+            h.update(tag);
+        }
     }
     hex::encode(h.finalize())
 }
