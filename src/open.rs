@@ -252,7 +252,19 @@ impl Lake {
     /// Raw sources are read with the format options of the first step input that reads them.
     pub async fn query_session(&self) -> Result<lake_local::engine::SessionContext> {
         let datasets = lake_core::publish::list_datasets(&*self.store).await?;
-        self.session_over(&datasets).await
+        let ctx = self.session_over(&datasets).await?;
+        self.with_ledger(&ctx).await?;
+        Ok(ctx)
+    }
+
+    /// Register the ledger's tables (`_lake.runs`, `_lake.steps`, `_lake.objects`,
+    /// `_lake.lineage`) in `ctx`, from every run document.
+    async fn with_ledger(&self, ctx: &lake_local::engine::SessionContext) -> Result<()> {
+        let runs = lake_core::ledger::list(&*self.store).await?;
+        lake_local::engine::register_ledger(ctx, &runs).map_err(|e| Error::Query {
+            origin: "lake query".into(),
+            message: e.to_string(),
+        })
     }
 
     async fn session_over(
@@ -315,6 +327,9 @@ impl Lake {
     )> {
         let datasets = lake_core::publish::list_datasets(&*self.store).await?;
         let ctx = self.session_over(&datasets).await?;
+        if sql.contains(lake_local::engine::LEDGER_SCHEMA) {
+            self.with_ledger(&ctx).await?;
+        }
         let planned = lake_local::engine::plan(&ctx, sql).await;
         let df = match planned {
             Ok(df) => df,

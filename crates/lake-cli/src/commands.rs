@@ -843,8 +843,12 @@ async fn list_tables(ctx: &lake::local::engine::SessionContext) -> Result<ExitCo
     let catalog = ctx.catalog("datafusion").context("the default catalog")?;
     let mut out = print::out();
     let mut n = 0;
-    for zone in Zone::ALL {
-        let Some(schema) = catalog.schema(zone.as_str()) else {
+    let schemas = Zone::ALL
+        .iter()
+        .map(|z| z.as_str())
+        .chain([lake::local::engine::LEDGER_SCHEMA]);
+    for zone in schemas {
+        let Some(schema) = catalog.schema(zone) else {
             continue;
         };
         let mut names = schema.table_names();
@@ -853,8 +857,8 @@ async fn list_tables(ctx: &lake::local::engine::SessionContext) -> Result<ExitCo
             let Some(table) = schema.table(&name).await? else {
                 continue;
             };
-            n += 1;
-            writeln!(out, "{}.{name}", zone.as_str())?;
+            n += usize::from(zone != lake::local::engine::LEDGER_SCHEMA);
+            writeln!(out, "{zone}.{name}")?;
             for f in table.schema().fields() {
                 writeln!(out, "  {:<24} {}", f.name(), sql_type(f.data_type()))?;
             }

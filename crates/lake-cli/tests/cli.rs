@@ -1681,3 +1681,50 @@ fn a_query_that_fails_reading_names_the_object_and_line() {
         .unwrap();
     assert!(!stderr(&out).contains("in object"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_ledger_and_lineage_are_tables_under_lake() {
+    let (_tmp, dir) = credit_run();
+    lake(&dir)
+        .args(["run", "--date", "2024-03-02"])
+        .assert()
+        .success();
+    let q = |sql: &str| {
+        let out = lake(&dir)
+            .args(["query", sql, "--format", "csv"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}: {}", stderr(&out));
+        stdout(&out)
+    };
+    assert_eq!(
+        q("SELECT count(*) AS n, min(status) AS s FROM _lake.runs"),
+        "n,s\n2,succeeded\n"
+    );
+    assert_eq!(
+        q(
+            "SELECT step, source, destination FROM _lake.lineage WHERE run_id = (SELECT min(run_id) FROM _lake.runs) ORDER BY step"
+        ),
+        "step,source,destination\ncredit,raw/credit,trusted/credit\ncredit_by_purpose,trusted/credit,refined/credit_by_purpose\ningest credit,source credit,raw/credit\n"
+    );
+    // Every output object the ledger names is the one the manifest lists, byte for byte.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("lake/refined/credit_by_purpose/_manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let sha = manifest["objects"][0]["sha256"].as_str().unwrap();
+    let out = q(&format!(
+        "SELECT count(*) AS n FROM _lake.objects WHERE role = 'output' AND dataset = 'credit_by_purpose' AND sha256 = '{sha}'"
+    ));
+    assert_ne!(out, "n\n0\n", "{out}");
+    assert!(
+        q("SELECT step, rows FROM _lake.steps WHERE status = 'succeeded' ORDER BY started LIMIT 1")
+            .contains("credit,")
+    );
+    // Listed with the other tables.
+    lake(&dir)
+        .arg("query")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("_lake.lineage"));
+}

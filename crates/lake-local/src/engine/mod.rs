@@ -9,10 +9,12 @@
 
 mod checks;
 mod json_doc;
+mod ledger_tables;
 mod snapshot;
 mod tables;
 mod verify;
 
+pub use ledger_tables::{LEDGER_SCHEMA, register as register_ledger};
 pub use verify::{Verification, scanned_tables};
 
 use std::collections::{BTreeMap, HashMap};
