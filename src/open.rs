@@ -315,6 +315,92 @@ impl Lake {
         self.engine.name_failing_object(&inputs, message).await
     }
 
+    /// CREATE statements for every committed Parquet dataset (trusted, refined, rejected rows)
+    /// in `dialect`, so other engines read the same tables (see
+    /// [`lake_local::engine::ddl`]); raw datasets are named in comments. Athena's tables go into
+    /// a database named after the pipeline.
+    pub async fn catalog_ddl(&self, dialect: lake_local::engine::ddl::Dialect) -> Result<String> {
+        use lake_local::engine::datafusion::common::TableReference;
+        use lake_local::engine::ddl::{TableDef, ddl};
+        let datasets = lake_core::publish::list_datasets(&*self.store).await?;
+        let ctx = self.session_over(&datasets).await?;
+        let mut notes = String::new();
+        let mut found = Vec::new();
+        for d in &datasets {
+            let parquet =
+                !d.objects.is_empty() && d.objects.iter().all(|o| o.key.ends_with(".parquet"));
+            if d.zone == lake_core::config::Zone::Raw || !parquet {
+                notes.push_str(&format!(
+                    "-- {}: not Parquet (objects as fetched); read it with `lake query`\n",
+                    d.prefix
+                ));
+                continue;
+            }
+            let table = TableReference::partial(d.zone.as_str(), d.name.as_str());
+            let Ok(provider) = ctx.table_provider(table).await else {
+                notes.push_str(&format!("-- {}: unreadable, left out\n", d.prefix));
+                continue;
+            };
+            let rel = |key: &str| {
+                key.strip_prefix(&d.prefix)
+                    .unwrap_or(key)
+                    .trim_start_matches('/')
+                    .to_owned()
+            };
+            let first = rel(&d.objects[0].key);
+            let partition_by: Vec<String> = first
+                .split('/')
+                .filter_map(|seg| seg.split_once('=').map(|(k, _)| k.to_owned()))
+                .collect();
+            let mut partitions: Vec<String> = if partition_by.is_empty() {
+                Vec::new()
+            } else {
+                d.objects
+                    .iter()
+                    .filter_map(|o| rel(&o.key).rsplit_once('/').map(|(dir, _)| dir.to_owned()))
+                    .collect()
+            };
+            partitions.sort();
+            partitions.dedup();
+            let run_id = lake_core::publish::read_manifest(&*self.store, &d.prefix)
+                .await?
+                .map(|m| m.run_id)
+                .unwrap_or_default();
+            let location = self
+                .store
+                .local_path(&d.prefix)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| self.store.url_of(&d.prefix));
+            found.push((
+                d,
+                provider.schema(),
+                partition_by,
+                partitions,
+                run_id,
+                location,
+            ));
+        }
+        let defs: Vec<TableDef<'_>> = found
+            .iter()
+            .map(
+                |(d, schema, partition_by, partitions, run_id, location)| TableDef {
+                    zone: d.zone.as_str(),
+                    name: &d.name,
+                    location: location.clone(),
+                    schema,
+                    partition_by: partition_by.clone(),
+                    partitions: partitions.clone(),
+                    run_id,
+                },
+            )
+            .collect();
+        let sql = ddl(dialect, &self.pipeline.name, &defs).map_err(|message| Error::Invalid {
+            what: "lake catalog ddl".into(),
+            message,
+        })?;
+        Ok(notes + &sql)
+    }
+
     /// A read-only `sql` over the lake's tables (as [`query_session`](Self::query_session)),
     /// planned, and the check of what it scans against the manifests (`[engine] verify`),
     /// started: finish it before using the rows.

@@ -144,6 +144,11 @@ pub(crate) enum Command {
         #[arg(long)]
         reap: bool,
     },
+    /// The lake as tables for other engines.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// List zones, datasets and objects.
     Ls {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.
@@ -160,6 +165,28 @@ pub(crate) enum QueryFormat {
     Csv,
     /// One JSON object per line.
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CatalogCommand {
+    /// Print CREATE statements for every committed Parquet dataset (columns, partitions,
+    /// locations), for DuckDB, Spark SQL or Athena.
+    Ddl {
+        /// The engine the statements are for.
+        #[arg(long, value_enum, default_value = "athena")]
+        dialect: DdlDialect,
+    },
+}
+
+/// The dialect of `lake catalog ddl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DdlDialect {
+    /// Athena (Hive DDL): external tables in a database named after the pipeline.
+    Athena,
+    /// Spark SQL: parquet tables, partitions recovered.
+    Spark,
+    /// DuckDB: views over read_parquet.
+    Duckdb,
 }
 
 #[derive(Debug, Subcommand)]

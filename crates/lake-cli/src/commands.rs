@@ -13,7 +13,7 @@ use lake::core::ledger::{self, Status};
 use lake::core::run::RunOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Args, Command, QueryFormat, RunsCommand, UsageError};
+use crate::cli::{Args, CatalogCommand, Command, DdlDialect, QueryFormat, RunsCommand, UsageError};
 use crate::print;
 
 pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
@@ -92,6 +92,22 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                 *json,
             )
             .await
+        }
+        Command::Catalog {
+            command: CatalogCommand::Ddl { dialect },
+        } => {
+            use lake::local::engine::ddl::Dialect;
+            let dialect = match dialect {
+                DdlDialect::Athena => Dialect::Athena,
+                DdlDialect::Spark => Dialect::Spark,
+                DdlDialect::Duckdb => Dialect::DuckDb,
+            };
+            let sql = Lake::open(&args.config, env)
+                .await?
+                .catalog_ddl(dialect)
+                .await?;
+            print::out().write_all(sql.as_bytes())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Ls { path } => {
             ls(

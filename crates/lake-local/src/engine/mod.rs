@@ -8,6 +8,7 @@
 //! aggregates stay within the `[engine]` memory limit and spill to disk beyond it.
 
 mod checks;
+pub mod ddl;
 mod json_doc;
 mod ledger_tables;
 mod snapshot;

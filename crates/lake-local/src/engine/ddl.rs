@@ -1,0 +1,285 @@
+//! CREATE statements that make the lake's Parquet datasets tables in other engines: DuckDB,
+//! Spark SQL and Athena (Hive DDL), with their columns, partition keys and locations.
+
+use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
+
+/// The SQL dialect of [`ddl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Views over `read_parquet` with hive partitioning.
+    DuckDb,
+    /// Spark SQL data source tables (`USING parquet`), partitions recovered.
+    Spark,
+    /// Athena / Hive external tables in one database, partitions added one by one.
+    Athena,
+}
+
+/// One Parquet dataset as a table.
+#[derive(Debug, Clone)]
+pub struct TableDef<'a> {
+    /// `trusted`, `refined`.
+    pub zone: &'a str,
+    /// The dataset name.
+    pub name: &'a str,
+    /// Its folder: a local path or an `s3://` URL, without a trailing slash.
+    pub location: String,
+    /// Its columns, partition columns last.
+    pub schema: &'a Schema,
+    /// Its `key=value` partition columns, outermost first.
+    pub partition_by: Vec<String>,
+    /// Its partitions, as the folders below `location` (`date=2024-05-01`).
+    pub partitions: Vec<String>,
+    /// The run that wrote it and its rows, for Athena's table properties.
+    pub run_id: &'a str,
+}
+
+/// The statements for `tables` in `dialect`; Athena's tables go into `database`, named
+/// `<zone>_<dataset>`.
+pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<String, String> {
+    let mut out = String::new();
+    match dialect {
+        Dialect::DuckDb | Dialect::Spark => {
+            let mut zones: Vec<&str> = tables.iter().map(|t| t.zone).collect();
+            zones.dedup();
+            for z in zones {
+                let kw = if dialect == Dialect::Spark {
+                    "DATABASE"
+                } else {
+                    "SCHEMA"
+                };
+                out.push_str(&format!(
+                    "CREATE {kw} IF NOT EXISTS {};\n",
+                    quote(dialect, z)
+                ));
+            }
+        }
+        Dialect::Athena => out.push_str(&format!(
+            "CREATE DATABASE IF NOT EXISTS {};\n",
+            quote(dialect, database)
+        )),
+    }
+    for t in tables {
+        let name = match dialect {
+            Dialect::Athena => format!(
+                "{}.{}",
+                quote(dialect, database),
+                quote(dialect, &format!("{}_{}", t.zone, t.name))
+            ),
+            _ => format!("{}.{}", quote(dialect, t.zone), quote(dialect, t.name)),
+        };
+        let data_columns: Vec<String> = t
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| !t.partition_by.contains(f.name()))
+            .map(|f| {
+                Ok(format!(
+                    "{} {}",
+                    quote(dialect, f.name()),
+                    type_name(dialect, f.data_type()).map_err(|e| format!(
+                        "{}/{} column {}: {e}",
+                        t.zone,
+                        t.name,
+                        f.name()
+                    ))?
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        match dialect {
+            Dialect::DuckDb => {
+                let glob = if t.partition_by.is_empty() {
+                    format!("{}/*.parquet", t.location)
+                } else {
+                    format!("{}/**/*.parquet", t.location)
+                };
+                out.push_str(&format!(
+                    "CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({}, hive_partitioning = {});\n",
+                    literal(&glob),
+                    !t.partition_by.is_empty()
+                ));
+            }
+            Dialect::Spark => {
+                let parts: Vec<String> = t
+                    .partition_by
+                    .iter()
+                    .map(|p| format!("{} STRING", quote(dialect, p)))
+                    .collect();
+                let all: Vec<String> = data_columns.iter().cloned().chain(parts).collect();
+                out.push_str(&format!(
+                    "CREATE TABLE IF NOT EXISTS {name} ({}) USING parquet{} LOCATION {};\n",
+                    all.join(", "),
+                    if t.partition_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " PARTITIONED BY ({})",
+                            t.partition_by
+                                .iter()
+                                .map(|p| quote(dialect, p))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                    literal(&t.location)
+                ));
+                if !t.partition_by.is_empty() {
+                    out.push_str(&format!("MSCK REPAIR TABLE {name};\n"));
+                }
+            }
+            Dialect::Athena => {
+                out.push_str(&format!(
+                    "CREATE EXTERNAL TABLE IF NOT EXISTS {name} ({}){} STORED AS PARQUET LOCATION {} TBLPROPERTIES ('lake.run_id' = {});\n",
+                    data_columns.join(", "),
+                    if t.partition_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " PARTITIONED BY ({})",
+                            t.partition_by
+                                .iter()
+                                .map(|p| format!("{} string", quote(dialect, p)))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                    literal(&format!("{}/", t.location)),
+                    literal(t.run_id)
+                ));
+                for p in &t.partitions {
+                    let spec: Vec<String> = p
+                        .split('/')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| format!("{} = {}", quote(dialect, k), literal(v)))
+                        .collect();
+                    out.push_str(&format!(
+                        "ALTER TABLE {name} ADD IF NOT EXISTS PARTITION ({}) LOCATION {};\n",
+                        spec.join(", "),
+                        literal(&format!("{}/{p}/", t.location))
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn quote(dialect: Dialect, ident: &str) -> String {
+    match dialect {
+        Dialect::DuckDb => format!("\"{}\"", ident.replace('"', "\"\"")),
+        Dialect::Spark | Dialect::Athena => format!("`{}`", ident.replace('`', "``")),
+    }
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The column type of `t` in `dialect`.
+fn type_name(dialect: Dialect, t: &DataType) -> Result<String, String> {
+    let hive = dialect != Dialect::DuckDb;
+    Ok(match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            if hive { "STRING" } else { "VARCHAR" }.into()
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            if hive { "BINARY" } else { "BLOB" }.into()
+        }
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Millisecond, tz) => {
+            match (dialect, tz) {
+                (Dialect::Spark, None) => "TIMESTAMP_NTZ".into(),
+                (Dialect::DuckDb, Some(_)) => "TIMESTAMPTZ".into(),
+                _ => "TIMESTAMP".into(),
+            }
+        }
+        DataType::List(f) | DataType::LargeList(f) => {
+            let inner = type_name(dialect, f.data_type())?;
+            if hive {
+                format!("ARRAY<{inner}>")
+            } else {
+                format!("{inner}[]")
+            }
+        }
+        DataType::Struct(fields) => {
+            let members = fields
+                .iter()
+                .map(|f| {
+                    type_name(dialect, f.data_type()).map(|t| {
+                        if hive {
+                            format!("{}: {t}", quote(dialect, f.name()))
+                        } else {
+                            format!("{} {t}", quote(dialect, f.name()))
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if hive {
+                format!("STRUCT<{}>", members.join(", "))
+            } else {
+                format!("STRUCT({})", members.join(", "))
+            }
+        }
+        DataType::Dictionary(_, v) => type_name(dialect, v)?,
+        other => return Err(format!("{other} has no type in this dialect")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Field;
+
+    #[test]
+    fn athena_tables_have_hive_types_partitions_and_their_locations() {
+        let schema = Schema::new(vec![
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            ),
+            Field::new("t", DataType::Float64, true),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("date", DataType::Utf8, true),
+        ]);
+        let t = TableDef {
+            zone: "trusted",
+            name: "weather_hourly",
+            location: "s3://b/p/trusted/weather_hourly".into(),
+            schema: &schema,
+            partition_by: vec!["date".into()],
+            partitions: vec!["date=2024-05-01".into()],
+            run_id: "r1",
+        };
+        let sql = ddl(Dialect::Athena, "weather", &[t]).unwrap();
+        assert_eq!(
+            sql,
+            "CREATE DATABASE IF NOT EXISTS `weather`;\n\
+             CREATE EXTERNAL TABLE IF NOT EXISTS `weather`.`trusted_weather_hourly` (`time` TIMESTAMP, `t` DOUBLE, `amount` DECIMAL(12,2)) PARTITIONED BY (`date` string) STORED AS PARQUET LOCATION 's3://b/p/trusted/weather_hourly/' TBLPROPERTIES ('lake.run_id' = 'r1');\n\
+             ALTER TABLE `weather`.`trusted_weather_hourly` ADD IF NOT EXISTS PARTITION (`date` = '2024-05-01') LOCATION 's3://b/p/trusted/weather_hourly/date=2024-05-01/';\n"
+        );
+        let bad = Schema::new(vec![Field::new(
+            "d",
+            DataType::Duration(TimeUnit::Second),
+            true,
+        )]);
+        let t = TableDef {
+            zone: "refined",
+            name: "x",
+            location: "s3://b/p/refined/x".into(),
+            schema: &bad,
+            partition_by: vec![],
+            partitions: vec![],
+            run_id: "r1",
+        };
+        let err = ddl(Dialect::Athena, "w", &[t]).unwrap_err();
+        assert!(err.contains("refined/x column d"), "{err}");
+    }
+}
