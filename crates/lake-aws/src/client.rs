@@ -89,3 +89,65 @@ impl Aws {
         aws_sdk_sts::Client::new(&self.sdk)
     }
 }
+
+/// An AWS SDK error in words, for users: a service error as its code, message and request id
+/// (`NoSuchBucket: The specified bucket does not exist (request id 4T2…)`); any other (no
+/// credentials, a connection refused, a timeout) as its chain of causes, each in its own words.
+/// Never the SDK's Debug dump of the raw response.
+pub(crate) fn describe<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    use aws_sdk_s3::operation::RequestId;
+    if let Some(code) = e.code() {
+        let mut s = format!("{code}: {}", e.message().unwrap_or("(no message)"));
+        if let Some(id) = e.meta().request_id() {
+            s.push_str(&format!(" (request id {id})"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.ends_with(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::config::http::HttpResponse as Response;
+    use aws_sdk_s3::error::{ErrorMetadata, SdkError};
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    #[test]
+    fn service_errors_are_code_message_and_request_id_never_a_debug_dump() {
+        let meta = ErrorMetadata::builder()
+            .code("NoSuchBucket")
+            .message("The specified bucket does not exist")
+            .custom("aws_request_id", "4T2EXAMPLE")
+            .build();
+        let e: SdkError<GetObjectError, Response> = SdkError::service_error(
+            GetObjectError::generic(meta),
+            Response::new(404.try_into().unwrap(), SdkBody::from("<Error>…</Error>")),
+        );
+        assert_eq!(
+            super::describe(&e),
+            "NoSuchBucket: The specified bucket does not exist (request id 4T2EXAMPLE)"
+        );
+        let e: SdkError<GetObjectError, Response> = SdkError::timeout_error("operation timed out");
+        let text = super::describe(&e);
+        assert!(
+            text.contains("timed out") && !text.contains("Response {"),
+            "{text}"
+        );
+    }
+}

@@ -32,7 +32,7 @@ pub(crate) async fn aws_identity(aws: &Aws) -> (Vec<Check>, Option<String>) {
             "identity",
             format!(
                 "STS GetCallerIdentity failed: {}",
-                aws_sdk_sts::error::DisplayErrorContext(e)
+                crate::client::describe(&e)
             ),
             "give lake credentials: AWS_PROFILE (after `aws sso login` for SSO profiles), \
              AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance or container role",
@@ -80,10 +80,7 @@ pub(crate) async fn emr_checks(
         )),
         Err(e) => out.push(Check::fail(
             "EMR reachable",
-            format!(
-                "ListClusters failed: {}",
-                aws_sdk_emr::error::DisplayErrorContext(e)
-            ),
+            format!("ListClusters failed: {}", crate::client::describe(&e)),
             "allow elasticmapreduce:ListClusters (see `lake iam-policy`) and check the region",
         )),
     }

@@ -336,9 +336,8 @@ impl S3ZoneStore {
                 }),
             );
         }
-        // The whole chain (service code and message, or the connection error) as one line.
-        let text = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-        self.fail(operation, key, text.into())
+        // The service's code and message, or the chain of causes, in words (no Debug dump).
+        self.fail(operation, key, crate::client::describe(&e).into())
     }
 
     fn not_found(&self, key: &str) -> Error {
@@ -623,7 +622,7 @@ impl AbortOnDrop {
             if let Err(e) = req.send().await {
                 tracing::warn!(
                     "aborting the multipart upload of {key} failed: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
+                    crate::client::describe(&e)
                 );
             }
         }

@@ -1728,3 +1728,26 @@ fn the_ledger_and_lineage_are_tables_under_lake() {
         .success()
         .stdout(predicate::str::contains("_lake.lineage"));
 }
+
+#[test]
+fn an_s3_error_is_said_in_words_not_as_a_debug_dump() {
+    let Some(_endpoint) = emulator::endpoint() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        "[lake]\nname = \"nb\"\nroot = \"s3://lake-cli-no-such-bucket/p\"\n",
+    )
+    .unwrap();
+    let out = lake(tmp.path()).arg("ls").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("caused by: NoSuchBucket: The specified bucket does not exist (request id "),
+        "{err}"
+    );
+    for dump in ["ServiceError", "Response {", "SdkBody", "extensions"] {
+        assert!(!err.contains(dump), "{dump} in {err}");
+    }
+}
