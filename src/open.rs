@@ -53,12 +53,29 @@ impl Lake {
         Self::from_pipeline(load(config, env)?).await
     }
 
+    /// As [`open`](Self::open), for commands that make no request (`lake plan`): the AWS
+    /// region is taken only from the configuration, the environment and the profile files,
+    /// never from the network, and credentials are not resolved.
+    pub async fn open_offline(config: impl AsRef<Path>, env: Option<&str>) -> Result<Self> {
+        Self::with_aws(load(config, env)?, true).await
+    }
+
     /// Open the zones of an already validated pipeline.
     pub async fn from_pipeline(pipeline: Pipeline) -> Result<Self> {
+        Self::with_aws(pipeline, false).await
+    }
+
+    async fn with_aws(pipeline: Pipeline, offline: bool) -> Result<Self> {
+        #[cfg(not(feature = "aws"))]
+        let _ = offline;
+        // EMR needs the AWS configuration on any root; S3 roots on any backend.
         #[cfg(feature = "aws")]
-        let aws = match &pipeline.root {
-            Root::S3 { .. } => Some(lake_aws::Aws::load(&pipeline.aws).await),
-            Root::Local { .. } => None,
+        let aws = match (&pipeline.root, pipeline.backend.name()) {
+            (Root::S3 { .. }, _) | (_, "emr") if offline => {
+                Some(lake_aws::Aws::load_offline(&pipeline.aws).await)
+            }
+            (Root::S3 { .. }, _) => Some(lake_aws::Aws::load(&pipeline.aws).await),
+            (Root::Local { .. }, _) => None,
         };
         let (store, objects) = open_store(
             &pipeline,

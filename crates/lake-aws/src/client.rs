@@ -17,8 +17,52 @@ pub struct Aws {
 }
 
 impl Aws {
-    /// Resolve the configuration (reads profile files; makes no request).
+    /// Resolve the configuration: credentials stay lazy (resolved at the first request); the
+    /// region comes from the SDK's default chain, which ends with the instance metadata
+    /// service (a request) when nothing else names one.
     pub async fn load(spec: &AwsSpec) -> Self {
+        let mut loader = Self::loader(spec);
+        if let Some(r) = &spec.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        Self {
+            sdk: loader.load().await,
+            spec: spec.clone(),
+        }
+    }
+
+    /// As [`load`](Self::load), but the region only from `[aws] region`, `AWS_REGION` /
+    /// `AWS_DEFAULT_REGION` or the profile files: nothing is asked of the network (no instance
+    /// metadata service) and no credentials, for commands such as `lake plan` that make no
+    /// request.
+    pub async fn load_offline(spec: &AwsSpec) -> Self {
+        use aws_config::environment::region::EnvironmentVariableRegionProvider;
+        use aws_config::meta::region::RegionProviderChain;
+        use aws_config::profile::ProfileFileRegionProvider;
+        let mut profile = ProfileFileRegionProvider::builder();
+        if let Some(p) = &spec.profile {
+            profile = profile.profile_name(p);
+        }
+        let region = RegionProviderChain::first_try(spec.region.clone().map(Region::new))
+            .or_else(EnvironmentVariableRegionProvider::new())
+            .or_else(profile.build())
+            .region()
+            .await;
+        // No credentials either, and a region in any case: without one the SDK's credentials
+        // and token chains look one up on the network. Nothing is sent, so the placeholder
+        // reaches no request.
+        let region = region.or(Some(Region::from_static("us-east-1")));
+        Self {
+            sdk: Self::loader(spec)
+                .region(region)
+                .no_credentials()
+                .load()
+                .await,
+            spec: spec.clone(),
+        }
+    }
+
+    fn loader(spec: &AwsSpec) -> aws_config::ConfigLoader {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(spec.max_attempts))
             .timeout_config(
@@ -30,16 +74,10 @@ impl Aws {
         if let Some(p) = &spec.profile {
             loader = loader.profile_name(p);
         }
-        if let Some(r) = &spec.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
         if let Some(e) = &spec.endpoint_url {
             loader = loader.endpoint_url(e);
         }
-        Self {
-            sdk: loader.load().await,
-            spec: spec.clone(),
-        }
+        loader
     }
 
     /// The resolved SDK configuration.

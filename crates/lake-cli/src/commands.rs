@@ -276,7 +276,8 @@ fn validate(config: &Path, env: Option<&str>) -> Result<ExitCode> {
 }
 
 async fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
-    let lake = Lake::open(config, env).await?;
+    // A plan asks nothing of the network (no region lookup, no credentials).
+    let lake = Lake::open_offline(config, env).await?;
     let p = &lake.pipeline;
     let backend = lake.plan().await?;
     let mut out = print::out();

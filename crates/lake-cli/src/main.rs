@@ -14,16 +14,27 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    let level = match (args.quiet, args.verbose) {
-        (true, _) => tracing_subscriber::filter::LevelFilter::ERROR,
-        (false, 0) => tracing_subscriber::filter::LevelFilter::WARN,
-        (false, 1) => tracing_subscriber::filter::LevelFilter::INFO,
-        (false, _) => tracing_subscriber::filter::LevelFilter::DEBUG,
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // lake's own logs at the level asked; the libraries below it (the AWS SDK, hyper,
+    // DataFusion) only with -vv, where everything is shown.
+    let (ours, theirs) = match (args.quiet, args.verbose) {
+        (true, _) => (LevelFilter::ERROR, LevelFilter::OFF),
+        (false, 0) => (LevelFilter::WARN, LevelFilter::OFF),
+        (false, 1) => (LevelFilter::INFO, LevelFilter::OFF),
+        (false, _) => (LevelFilter::DEBUG, LevelFilter::DEBUG),
     };
     tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(LevelFilter::DEBUG)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .finish()
+        .with(
+            Targets::new()
+                .with_target("lake", ours)
+                .with_default(theirs),
+        )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1751,3 +1751,45 @@ fn an_s3_error_is_said_in_words_not_as_a_debug_dump() {
         assert!(!err.contains(dump), "{dump} in {err}");
     }
 }
+
+/// `lake plan` asks nothing of the network: with no AWS configuration at all and the instance
+/// metadata endpoint pointed at a listener here, the EMR plan prints with no warning and the
+/// listener sees no connection.
+#[test]
+fn plan_on_aws_without_credentials_makes_no_connection_and_no_warning() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let dir = lake_testing::example("credit");
+    let out = lake(dir.path())
+        .args(["--env", "aws", "plan"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("no-credentials"),
+        )
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("RunJobFlow"), "{}", stdout(&out));
+    assert!(
+        !stderr(&out).contains("WARN") && !stderr(&out).contains("{ source:"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        listener.accept().is_err(),
+        "lake plan connected to the instance metadata endpoint"
+    );
+}
