@@ -49,6 +49,14 @@ pub(crate) enum Command {
         /// Where to write it (created if missing).
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Which example: the German credit CSV, or an Open-Meteo hourly weather response.
+        #[arg(long, value_enum, default_value = "credit")]
+        example: Example,
+    },
+    /// Print the shell completions of lake, e.g. `lake completions bash > ~/.local/share/bash-completion/completions/lake`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Check lake.toml and report every problem with its line.
     Validate,
@@ -154,6 +162,15 @@ pub(crate) enum Command {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.
         path: Option<String>,
     },
+}
+
+/// The example `lake init` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Example {
+    /// 1,000 loans: typed and checked into trusted/credit, summarised per purpose.
+    Credit,
+    /// An hourly forecast: one typed row per hour, summarised per day.
+    Weather,
 }
 
 /// How `lake query` prints rows.

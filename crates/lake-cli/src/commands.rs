@@ -19,7 +19,12 @@ use crate::print;
 pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
     let env = args.env.as_deref();
     match &args.command {
-        Command::Init { dir } => init(dir),
+        Command::Init { dir, example } => init(dir, *example),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Args::command(), "lake", &mut print::out());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate => validate(&args.config, env),
         Command::Plan { json } => plan(&args.config, env, *json).await,
         Command::Clusters { reap } => clusters(&Lake::open(&args.config, env).await?, *reap).await,
@@ -228,10 +233,19 @@ fn iam_policy(config: &Path, env: Option<&str>) -> Result<ExitCode> {
     }
 }
 
-const INIT_TOML: &str = include_str!("../../../examples/credit/lake.toml");
-const INIT_DATA: &str = include_str!("../../../examples/credit/data/german_credit_data.csv");
+/// The examples `lake init` writes: (lake.toml, its data file's path and text).
+const CREDIT: (&str, &str, &str) = (
+    include_str!("../../../examples/credit/lake.toml"),
+    "data/german_credit_data.csv",
+    include_str!("../../../examples/credit/data/german_credit_data.csv"),
+);
+const WEATHER: (&str, &str, &str) = (
+    include_str!("../../../examples/weather/lake.toml"),
+    "data/open_meteo_hourly.json",
+    include_str!("../../../examples/weather/data/open_meteo_hourly.json"),
+);
 
-fn init(dir: &Path) -> Result<ExitCode> {
+fn init(dir: &Path, example: crate::cli::Example) -> Result<ExitCode> {
     let config = dir.join("lake.toml");
     if config.exists() {
         return Err(UsageError(format!(
@@ -240,12 +254,13 @@ fn init(dir: &Path) -> Result<ExitCode> {
         ))
         .into());
     }
+    let (toml, data_path, data) = match example {
+        crate::cli::Example::Credit => CREDIT,
+        crate::cli::Example::Weather => WEATHER,
+    };
     std::fs::create_dir_all(dir.join("data"))
         .with_context(|| format!("create {}", dir.display()))?;
-    for (name, text) in [
-        ("lake.toml", INIT_TOML),
-        ("data/german_credit_data.csv", INIT_DATA),
-    ] {
+    for (name, text) in [("lake.toml", toml), (data_path, data)] {
         let path = dir.join(name);
         std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     }

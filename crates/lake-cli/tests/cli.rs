@@ -1793,3 +1793,43 @@ fn plan_on_aws_without_credentials_makes_no_connection_and_no_warning() {
         "lake plan connected to the instance metadata endpoint"
     );
 }
+
+#[test]
+fn init_writes_either_example_and_completions_cover_four_shells() {
+    let tmp = tempfile::tempdir().unwrap();
+    lake(tmp.path())
+        .args(["init", "--example", "weather", "w"])
+        .assert()
+        .success();
+    let dir = tmp.path().join("w");
+    assert!(dir.join("data/open_meteo_hourly.json").exists());
+    lake(&dir)
+        .args(["run", "--date", "2024-05-01"])
+        .assert()
+        .success();
+    let out = lake(&dir)
+        .args([
+            "query",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM refined.weather_daily",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "n\n7\n");
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = lake(tmp.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = stdout(&out);
+        for sub in ["fsck", "query", "catalog"] {
+            assert!(text.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    lake(tmp.path())
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2);
+}
