@@ -59,7 +59,12 @@ pub(crate) enum Command {
         shell: clap_complete::Shell,
     },
     /// Check lake.toml and report every problem with its line.
-    Validate,
+    Validate {
+        /// Print JSON: `valid`, and the pipeline or every problem with its file, line, column
+        /// and key.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what a run would do, in order, without running anything.
     Plan {
         /// Print the plan as JSON.
@@ -129,7 +134,11 @@ pub(crate) enum Command {
     },
     /// Check that this lake.toml can run here: the file, AWS credentials and region (for an
     /// s3:// root), the root reachable and writable. Exits 1 when a check fails.
-    Doctor,
+    Doctor {
+        /// Print JSON: `ok` and every check with its name, result, detail and fix.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every committed object against its manifest (size and SHA-256) and find what no
     /// manifest lists (left by a killed run). Exits 1 when anything is wrong.
     Fsck {
@@ -151,6 +160,10 @@ pub(crate) enum Command {
         /// Terminate this pipeline's clusters whose run is no longer live.
         #[arg(long)]
         reap: bool,
+        /// Print JSON: `active` (and with --reap, `reaped`), each with id, name, state, tags
+        /// and creation time.
+        #[arg(long)]
+        json: bool,
     },
     /// The lake as tables for other engines.
     Catalog {
@@ -161,6 +174,9 @@ pub(crate) enum Command {
     Ls {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.
         path: Option<String>,
+        /// Print JSON: the zones' folders, or the objects under PATH.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -25,9 +25,11 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             clap_complete::generate(*shell, &mut Args::command(), "lake", &mut print::out());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate => validate(&args.config, env),
+        Command::Validate { json } => validate(&args.config, env, *json),
         Command::Plan { json } => plan(&args.config, env, *json).await,
-        Command::Clusters { reap } => clusters(&Lake::open(&args.config, env).await?, *reap).await,
+        Command::Clusters { reap, json } => {
+            clusters(&Lake::open(&args.config, env).await?, *reap, *json).await
+        }
         Command::Run {
             date,
             only,
@@ -83,7 +85,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             let lake = Lake::open(&args.config, env).await?;
             query(&lake, sql.as_deref(), *format, output.as_deref()).await
         }
-        Command::Doctor => doctor(&args.config, env).await,
+        Command::Doctor { json } => doctor(&args.config, env, *json).await,
         Command::IamPolicy => iam_policy(&args.config, env),
         Command::Fsck {
             repair,
@@ -114,10 +116,11 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             print::out().write_all(sql.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ls { path } => {
+        Command::Ls { path, json } => {
             ls(
                 &*Lake::open(&args.config, env).await?.store,
                 path.as_deref(),
+                *json,
             )
             .await
         }
@@ -181,39 +184,50 @@ async fn fsck(lake: &Lake, repair: bool, quick: bool, json: bool) -> Result<Exit
     })
 }
 
-async fn doctor(config: &Path, env: Option<&str>) -> Result<ExitCode> {
+async fn doctor(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
     use lake::core::doctor::Check;
-    let pipeline = match lake::load(config, env) {
-        Ok(p) => p,
-        Err(e) => {
-            println!("✗ lake.toml: {e}");
-            println!("    → fix what it says; `lake validate` lists every problem");
-            return Ok(ExitCode::from(1));
+    let checks = match lake::load(config, env) {
+        Ok(pipeline) => {
+            let mut checks = vec![Check::pass(
+                "lake.toml",
+                format!(
+                    "{}: pipeline {:?}, root {}, backend {}",
+                    pipeline.file.display(),
+                    pipeline.name,
+                    pipeline.root,
+                    pipeline.backend
+                ),
+            )];
+            checks.extend(Lake::from_pipeline(pipeline).await?.doctor().await);
+            checks
         }
+        Err(e) => vec![Check::fail(
+            "lake.toml",
+            e.to_string(),
+            "fix what it says; `lake validate` lists every problem",
+        )],
     };
-    let mut checks = vec![Check::pass(
-        "lake.toml",
-        format!(
-            "{}: pipeline {:?}, root {}, backend {}",
-            pipeline.file.display(),
-            pipeline.name,
-            pipeline.root,
-            pipeline.backend
-        ),
-    )];
-    checks.extend(Lake::from_pipeline(pipeline).await?.doctor().await);
-    for c in &checks {
-        println!("{} {}: {}", c.mark(), c.name, c.detail);
-        if let Some(fix) = &c.fix {
-            println!("    → {fix}");
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    let mut out = print::out();
+    if json {
+        let v = serde_json::json!({ "ok": failed == 0, "checks": checks });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        for c in &checks {
+            writeln!(out, "{} {}: {}", c.mark(), c.name, c.detail)?;
+            if let Some(fix) = &c.fix {
+                writeln!(out, "    → {fix}")?;
+            }
+        }
+        if failed > 0 {
+            writeln!(out, "{failed} check(s) failed")?;
         }
     }
-    let failed = checks.iter().filter(|c| !c.ok).count();
-    if failed > 0 {
-        println!("{failed} check(s) failed");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn iam_policy(config: &Path, env: Option<&str>) -> Result<ExitCode> {
@@ -277,17 +291,39 @@ fn init(dir: &Path, example: crate::cli::Example) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn validate(config: &Path, env: Option<&str>) -> Result<ExitCode> {
-    let p = lake::load(config, env)?;
-    println!(
-        "{} is valid: pipeline {:?}, {} source(s), {} step(s): {}",
-        config.display(),
-        p.name,
-        p.sources.len(),
-        p.steps.len(),
-        p.order.join(" → ")
-    );
-    Ok(ExitCode::SUCCESS)
+fn validate(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
+    let loaded = lake::load(config, env);
+    if !json {
+        let p = loaded?;
+        println!(
+            "{} is valid: pipeline {:?}, {} source(s), {} step(s): {}",
+            config.display(),
+            p.name,
+            p.sources.len(),
+            p.steps.len(),
+            p.order.join(" → ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (v, code) = match loaded {
+        Ok(p) => (
+            serde_json::json!({
+                "valid": true,
+                "file": p.file,
+                "pipeline": p.name,
+                "sources": p.sources.keys().collect::<Vec<_>>(),
+                "steps": p.order,
+            }),
+            ExitCode::SUCCESS,
+        ),
+        Err(lake::core::Error::Config { diagnostics }) => (
+            serde_json::json!({ "valid": false, "file": config, "problems": diagnostics.0 }),
+            ExitCode::from(2),
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    writeln!(print::out(), "{}", serde_json::to_string_pretty(&v)?)?;
+    Ok(code)
 }
 
 async fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> {
@@ -316,9 +352,18 @@ async fn plan(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode> 
 }
 
 /// `lake clusters [--reap]`.
-async fn clusters(lake: &Lake, reap: bool) -> Result<ExitCode> {
+async fn clusters(lake: &Lake, reap: bool, json: bool) -> Result<ExitCode> {
     let all = lake.leftovers().await?;
+    let reaped = if reap { Some(lake.reap().await?) } else { None };
     let mut out = print::out();
+    if json {
+        let mut v = serde_json::json!({ "active": all });
+        if let Some(r) = &reaped {
+            v["reaped"] = serde_json::to_value(r)?;
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if all.is_empty() {
         writeln!(
             out,
@@ -339,8 +384,7 @@ async fn clusters(lake: &Lake, reap: bool) -> Result<ExitCode> {
                 .map_or("?".into(), |d| d.format("%Y-%m-%d %H:%M UTC").to_string())
         )?;
     }
-    if reap {
-        let reaped = lake.reap().await?;
+    if let Some(reaped) = reaped {
         for c in &reaped {
             writeln!(
                 out,
@@ -710,10 +754,25 @@ fn write_objects(
     Ok(())
 }
 
-async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {
+async fn ls(store: &DynZoneStore, path: Option<&str>, json: bool) -> Result<ExitCode> {
     let mut out = print::out();
     let Some(path) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) else {
-        for (zone, folders) in lake::core::publish::zone_summary(store).await? {
+        let zones = lake::core::publish::zone_summary(store).await?;
+        if json {
+            let v: Vec<_> = zones
+                .iter()
+                .map(|(zone, folders)| serde_json::json!({ "zone": zone.as_str(), "folders": folders }))
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "root": store.root_url(), "zones": v })
+                )?
+            )?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        for (zone, folders) in zones {
             writeln!(out, "{}/", zone.as_str())?;
             for f in folders {
                 writeln!(
@@ -734,6 +793,25 @@ async fn ls(store: &DynZoneStore, path: Option<&str>) -> Result<ExitCode> {
         )));
     }
     let objects = store.list(path).await?;
+    if json {
+        let v: Vec<_> = objects
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "key": o.key.as_str(),
+                    "url": store.url_of(o.key.as_str()),
+                    "size": o.size,
+                    "last_modified": o.last_modified,
+                })
+            })
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "path": path, "objects": v }))?
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if objects.is_empty() {
         writeln!(out, "nothing under {}", location(store, path))?;
     }

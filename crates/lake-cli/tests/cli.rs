@@ -1833,3 +1833,83 @@ fn init_writes_either_example_and_completions_cover_four_shells() {
         .assert()
         .code(2);
 }
+
+/// Every command that prints data has `--json`, one document with the fields docs/cli.md lists.
+#[test]
+fn validate_ls_doctor_and_clusters_print_json() {
+    let (_tmp, dir) = credit_run();
+    let json = |args: &[&str]| -> (Option<i32>, serde_json::Value) {
+        let out = lake(&dir).args(args).output().unwrap();
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&out)));
+        (out.status.code(), v)
+    };
+    let (code, v) = json(&["validate", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["pipeline"], "credit");
+    assert_eq!(
+        v["steps"],
+        serde_json::json!(["credit", "credit_by_purpose"])
+    );
+
+    let (code, v) = json(&["ls", "--json"]);
+    assert_eq!(code, Some(0));
+    let zones: Vec<&str> = v["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["zone"].as_str().unwrap())
+        .collect();
+    assert_eq!(zones, ["raw", "trusted", "refined"]);
+    assert_eq!(
+        v["zones"][2]["folders"][0]["path"],
+        "refined/credit_by_purpose"
+    );
+    let (_, v) = json(&["ls", "refined/credit_by_purpose", "--json"]);
+    assert!(
+        v["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["key"] == "refined/credit_by_purpose/_manifest.json"
+                && o["size"].as_u64() > Some(0))
+    );
+
+    let (code, v) = json(&["doctor", "--json"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["checks"][0]["name"], "lake.toml");
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true)
+    );
+
+    let (code, v) = json(&["clusters", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(v["active"], serde_json::json!([]));
+
+    // Problems, each with its file, line, column and key; exit 2.
+    let toml = std::fs::read_to_string(dir.join("lake.toml")).unwrap();
+    std::fs::write(
+        dir.join("lake.toml"),
+        toml.replacen("kind = \"sql\"", "kind = \"sql\"\ncomand = \"x\"", 1),
+    )
+    .unwrap();
+    let (code, v) = json(&["validate", "--json"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(v["valid"], false);
+    let p = &v["problems"][0];
+    assert!(p["file"].as_str().unwrap().ends_with("lake.toml"), "{p}");
+    assert!(
+        p["line"].as_u64().unwrap() > 1 && p["column"].as_u64().is_some(),
+        "{p}"
+    );
+    assert!(p["key"].as_str().unwrap().ends_with("comand"), "{p}");
+    let (code, v) = json(&["doctor", "--json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["ok"], false);
+}

@@ -3,7 +3,7 @@
 use crate::zone::{DynZoneStore, Key, PutOutcome};
 
 /// One check: what was checked, whether it passed, what was found, and what to do if not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     /// What was checked.
     pub name: String,
