@@ -218,7 +218,21 @@ impl Lake {
         let mut checks = Vec::new();
         #[cfg(feature = "aws")]
         if let Some(aws) = &self.aws {
-            checks.extend(lake_aws::aws_checks(aws, &self.pipeline).await);
+            let found = lake_aws::aws_checks(aws, &self.pipeline).await;
+            let failed = |name: &str| found.iter().any(|c| c.name == name && !c.ok);
+            let blocked = (failed("region") || failed("credentials"))
+                .then(|| lake_aws::doctor::needs(!failed("region"), !failed("credentials")));
+            checks.extend(found);
+            // Without a region or credentials nothing below can be asked: said once, not as
+            // a cascade of failures.
+            if let Some(needs) = blocked {
+                checks.push(Check::skipped("root reachable", needs));
+                checks.push(Check::skipped(
+                    format!("backend {}", self.pipeline.backend),
+                    needs,
+                ));
+                return checks;
+            }
         }
         let (fix_read, fix_write) = match self.pipeline.root {
             Root::S3 { .. } => (

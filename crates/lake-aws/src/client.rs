@@ -80,6 +80,11 @@ impl Aws {
         loader
     }
 
+    /// The `[aws]` table it was made from.
+    pub fn spec(&self) -> &AwsSpec {
+        &self.spec
+    }
+
     /// The resolved SDK configuration.
     pub fn sdk(&self) -> &SdkConfig {
         &self.sdk

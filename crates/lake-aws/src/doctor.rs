@@ -7,46 +7,109 @@ use lake_core::doctor::Check;
 
 use crate::Aws;
 
-/// Who lake is on AWS (STS GetCallerIdentity) and the region.
+/// The region, the credentials and who lake is on AWS (STS GetCallerIdentity), in that order:
+/// a check that cannot run because an earlier one failed is skipped, saying what it needs.
 pub async fn aws_checks(aws: &Aws, _pipeline: &Pipeline) -> Vec<Check> {
     aws_identity(aws).await.0
 }
 
-/// The identity and region checks, and the caller's ARN when STS answered.
+/// The region, credentials and identity checks, and the caller's ARN when STS answered.
 pub(crate) async fn aws_identity(aws: &Aws) -> (Vec<Check>, Option<String>) {
+    use aws_sdk_s3::config::ProvideCredentials;
     let mut out = Vec::new();
+    let region = match aws.region() {
+        Some(r) => {
+            out.push(Check::pass("region", r.to_owned()));
+            true
+        }
+        None => {
+            out.push(Check::fail(
+                "region",
+                "no region: [aws] region, AWS_REGION and the profile name none",
+                "set [aws] region in lake.toml, AWS_REGION, or `region` in the profile",
+            ));
+            false
+        }
+    };
+    let profile = aws
+        .spec()
+        .profile
+        .clone()
+        .or_else(|| std::env::var("AWS_PROFILE").ok())
+        .unwrap_or_else(|| "default".into());
+    let credentials = match aws.sdk().credentials_provider() {
+        None => false,
+        Some(p) => match p.provide_credentials().await {
+            Ok(c) => {
+                out.push(Check::pass(
+                    "credentials",
+                    format!(
+                        "access key {}…",
+                        &c.access_key_id()[..c.access_key_id().len().min(4)]
+                    ),
+                ));
+                true
+            }
+            Err(e) => {
+                out.push(Check::fail(
+                    "credentials",
+                    format!(
+                        "no AWS credentials: tried the environment (AWS_ACCESS_KEY_ID), profile `{profile}` in ~/.aws (SSO included), web identity, and the container and instance roles ({})",
+                        first_line(&e)
+                    ),
+                    "set AWS_PROFILE to a profile with credentials (run `aws sso login` for an SSO profile), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                ));
+                false
+            }
+        },
+    };
     let mut caller = None;
-    match aws.sts().get_caller_identity().send().await {
-        Ok(me) => out.push({
-            caller = me.arn().map(str::to_owned);
-            Check::pass(
+    match (region, credentials) {
+        (true, true) => match aws.sts().get_caller_identity().send().await {
+            Ok(me) => out.push({
+                caller = me.arn().map(str::to_owned);
+                Check::pass(
+                    "identity",
+                    format!(
+                        "account {}, {}",
+                        me.account().unwrap_or("?"),
+                        me.arn().unwrap_or("?")
+                    ),
+                )
+            }),
+            Err(e) => out.push(Check::fail(
                 "identity",
                 format!(
-                    "account {}, {}",
-                    me.account().unwrap_or("?"),
-                    me.arn().unwrap_or("?")
+                    "STS GetCallerIdentity failed: {}",
+                    crate::client::describe(&e)
                 ),
-            )
-        }),
-        Err(e) => out.push(Check::fail(
-            "identity",
-            format!(
-                "STS GetCallerIdentity failed: {}",
-                crate::client::describe(&e)
-            ),
-            "give lake credentials: AWS_PROFILE (after `aws sso login` for SSO profiles), \
-             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance or container role",
-        )),
-    }
-    match aws.region() {
-        Some(r) => out.push(Check::pass("region", r.to_owned())),
-        None => out.push(Check::fail(
-            "region",
-            "no region found",
-            "set [aws] region in lake.toml, AWS_REGION, or the profile's region",
-        )),
+                "check that the credentials are current (an SSO session expires: `aws sso login`) and that STS is reachable",
+            )),
+        },
+        (r, c) => out.push(Check::skipped("identity", needs(r, c))),
     }
     (out, caller)
+}
+
+/// What a skipped check needs, from which of the region and credentials checks failed.
+pub fn needs(region: bool, credentials: bool) -> &'static str {
+    match (region, credentials) {
+        (false, false) => "a region and credentials",
+        (false, true) => "a region",
+        _ => "credentials",
+    }
+}
+
+/// The first line of an error's chain, in words.
+fn first_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s.lines().next().unwrap_or_default().to_owned()
 }
 
 /// The IAM role an identity ARN acts as: a role's own ARN for an assumed-role session.

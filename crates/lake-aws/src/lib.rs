@@ -7,7 +7,7 @@
 //! [`aws_checks`] and [`iam_policy`] are what `lake doctor` and `lake iam-policy` print.
 
 mod client;
-mod doctor;
+pub mod doctor;
 pub mod emr;
 mod policy;
 mod s3;

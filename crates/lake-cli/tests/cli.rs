@@ -1913,3 +1913,55 @@ fn validate_ls_doctor_and_clusters_print_json() {
     assert_eq!(code, Some(1));
     assert_eq!(v["ok"], false);
 }
+
+/// `lake doctor` without AWS set up: the region and credentials say what is missing and what
+/// to do, once; what needs them is skipped, not failed; no SDK Debug dump anywhere.
+#[test]
+fn doctor_without_aws_says_what_is_missing_once_and_skips_the_rest() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = lake_testing::example("credit");
+    let out = lake(dir.path())
+        .args(["--env", "aws", "doctor"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.path().join("no-credentials"),
+        )
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out) + &stderr(&out);
+    assert!(text.contains("✗ region: no region"), "{text}");
+    assert!(
+        text.contains("✗ credentials: no AWS credentials: tried"),
+        "{text}"
+    );
+    assert!(text.contains("aws sso login"), "{text}");
+    assert!(
+        text.contains("- identity: skipped: needs a region and credentials"),
+        "{text}"
+    );
+    assert!(text.contains("- root reachable: skipped"), "{text}");
+    assert!(text.contains("- backend emr: skipped"), "{text}");
+    assert_eq!(text.matches('✗').count(), 2, "{text}");
+    for dump in [
+        "{ source:",
+        "DispatchFailure(",
+        "ServiceError(",
+        "Response {",
+    ] {
+        assert!(!text.contains(dump), "{dump} in {text}");
+    }
+}

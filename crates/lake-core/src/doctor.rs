@@ -39,11 +39,28 @@ impl Check {
         }
     }
 
-    /// `✓`, `✗`, or `?` for a check that could not be made.
+    /// A check not made because an earlier one failed (`needs` says which): neither passed
+    /// nor failed, so one missing credential does not show as a cascade of failures.
+    pub fn skipped(name: impl Into<String>, needs: &str) -> Self {
+        Self {
+            name: name.into(),
+            ok: true,
+            detail: format!("skipped: needs {needs}"),
+            fix: None,
+        }
+    }
+
+    /// True for a [`skipped`](Self::skipped) check.
+    pub fn is_skipped(&self) -> bool {
+        self.ok && self.fix.is_none() && self.detail.starts_with("skipped: needs ")
+    }
+
+    /// `✓`, `✗`, `?` for a check that could not be made, `-` for one skipped.
     pub fn mark(&self) -> &'static str {
         match (self.ok, &self.fix) {
             (false, _) => "✗",
             (true, Some(_)) => "?",
+            (true, None) if self.is_skipped() => "-",
             (true, None) => "✓",
         }
     }
