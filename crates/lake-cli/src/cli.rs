@@ -165,6 +165,16 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the pipeline on its `[schedule]`, in the foreground: at each tick, `lake run` for
+    /// the tick's date; on start, the ticks missed within `catchup`. One run at a time;
+    /// Ctrl-C or SIGTERM lets the current run tear down, then exits.
+    Schedule {
+        #[command(subcommand)]
+        command: Option<ScheduleCommand>,
+        /// Run what is due now and exit (for a system cron or a CI job).
+        #[arg(long)]
+        once: bool,
+    },
     /// The lake as tables for other engines.
     Catalog {
         #[command(subcommand)]
@@ -198,6 +208,26 @@ pub(crate) enum QueryFormat {
     Csv,
     /// One JSON object per line.
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// The next ticks, the recent ones with their runs, and what is due.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a systemd service and timer, or a crontab line, that run `lake schedule --once`
+    /// in this folder.
+    Install {
+        /// A systemd service and timer.
+        #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
+        systemd: bool,
+        /// A crontab line.
+        #[arg(long)]
+        cron: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,7 +13,10 @@ use lake::core::ledger::{self, Status};
 use lake::core::run::RunOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Args, CatalogCommand, Command, DdlDialect, QueryFormat, RunsCommand, UsageError};
+use crate::cli::{
+    Args, CatalogCommand, Command, DdlDialect, QueryFormat, RunsCommand, ScheduleCommand,
+    UsageError,
+};
 use crate::print;
 
 pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
@@ -99,6 +102,16 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                 *json,
             )
             .await
+        }
+        Command::Schedule { command, once } => {
+            let lake = Lake::open(&args.config, env).await?;
+            match command {
+                None => schedule(&lake, *once, &args).await,
+                Some(ScheduleCommand::Status { json }) => schedule_status(&lake, *json).await,
+                Some(ScheduleCommand::Install { systemd, .. }) => {
+                    schedule_install(&lake, &args.config, env, *systemd)
+                }
+            }
         }
         Command::Catalog {
             command: CatalogCommand::Ddl { dialect },
@@ -530,8 +543,16 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
 
 /// Options for a run or an ingest on `date`: Ctrl-C cancels; progress unless `-q`.
 fn run_options(date: lake::core::chrono::NaiveDate, args: &Args) -> RunOptions {
+    run_options_with(date, args, cancel_on_signal())
+}
+
+fn run_options_with(
+    date: lake::core::chrono::NaiveDate,
+    args: &Args,
+    cancel: CancellationToken,
+) -> RunOptions {
     let mut opts = RunOptions::new(date);
-    opts.cancel = cancel_on_signal();
+    opts.cancel = cancel;
     if !args.quiet {
         opts.observer = Some(Arc::new(print::Progress::new(args.verbose > 0)));
     }
@@ -562,6 +583,222 @@ async fn run(lake: &Lake, opts: &RunOptions, args: &Args) -> Result<ExitCode> {
         Status::Cancelled => ExitCode::from(130),
         _ => ExitCode::from(1),
     })
+}
+
+/// The `[schedule]` of `lake`, or a usage error saying how to add one.
+fn schedule_of(lake: &Lake) -> Result<lake::core::schedule::Schedule> {
+    lake.pipeline.schedule.clone().ok_or_else(|| {
+        UsageError(format!(
+            "{} has no [schedule]: add one, e.g. `[schedule]` `cron = \"0 7 * * *\"` (docs/lake-toml.md)",
+            lake.pipeline.file.display()
+        ))
+        .into()
+    })
+}
+
+/// The logical dates the ledger has a succeeded run for.
+async fn succeeded_dates(
+    lake: &Lake,
+) -> Result<std::collections::BTreeSet<lake::core::chrono::NaiveDate>> {
+    Ok(lake::core::ledger::list(&*lake.store)
+        .await?
+        .into_iter()
+        .filter(|r| r.status == Status::Succeeded)
+        .map(|r| r.date)
+        .collect())
+}
+
+/// `lake schedule [--once]`.
+async fn schedule(lake: &Lake, once: bool, args: &Args) -> Result<ExitCode> {
+    use lake::core::chrono::Utc;
+    let s = schedule_of(lake)?;
+    let cancel = cancel_on_signal();
+    loop {
+        let due = s.due(Utc::now(), &succeeded_dates(lake).await?);
+        if due.is_empty() && once {
+            eprintln!(
+                "schedule: nothing due ({} in {})",
+                s.cron,
+                s.timezone.name()
+            );
+        }
+        let mut failed = false;
+        for tick in due {
+            eprintln!(
+                "schedule: the tick of {} → lake run --date {}",
+                tick.at.format("%Y-%m-%d %H:%M UTC"),
+                tick.date
+            );
+            let code = run(
+                lake,
+                &run_options_with(tick.date, args, cancel.clone()),
+                args,
+            )
+            .await?;
+            if cancel.is_cancelled() {
+                return Ok(ExitCode::from(130));
+            }
+            failed |= code != ExitCode::SUCCESS;
+        }
+        if once {
+            return Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+        let Some(next) = s.next(Utc::now(), 1).pop() else {
+            bail!("{}: no next tick", s.cron);
+        };
+        eprintln!(
+            "schedule: next tick {} (for {})",
+            next.at.format("%Y-%m-%d %H:%M UTC"),
+            next.date
+        );
+        let wait = (next.at - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => return Ok(ExitCode::from(130)),
+        }
+    }
+}
+
+/// `lake schedule status [--json]`.
+async fn schedule_status(lake: &Lake, json: bool) -> Result<ExitCode> {
+    use lake::core::chrono::Utc;
+    let s = schedule_of(lake)?;
+    let now = Utc::now();
+    let runs = lake::core::ledger::list(&*lake.store).await?;
+    let succeeded: std::collections::BTreeSet<_> = runs
+        .iter()
+        .filter(|r| r.status == Status::Succeeded)
+        .map(|r| r.date)
+        .collect();
+    let last = |date| {
+        runs.iter()
+            .filter(|r| r.date == date)
+            .max_by_key(|r| r.started)
+            .map(|r| (r.run_id.clone(), r.status.to_string()))
+    };
+    let recent: Vec<_> = s
+        .recent(now)
+        .into_iter()
+        .map(|t| {
+            let run = last(t.date);
+            serde_json::json!({
+                "at": t.at, "date": t.date,
+                "run_id": run.as_ref().map(|r| r.0.clone()),
+                "status": run.map_or("not run".to_owned(), |r| r.1),
+            })
+        })
+        .collect();
+    let due: Vec<_> = s.due(now, &succeeded).into_iter().map(|t| t.date).collect();
+    let next = s.next(now, 5);
+    let mut out = print::out();
+    if json {
+        let v = serde_json::json!({ "schedule": s, "next": next, "recent": recent, "due": due });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "schedule {:?} in {}, catch-up {}",
+        s.cron,
+        s.timezone.name(),
+        s.catchup
+            .map_or("off".to_owned(), |d| format!("{}d", d.as_secs() / 86_400))
+    )?;
+    for t in &next {
+        writeln!(
+            out,
+            "next   {}  for {}",
+            t.at.format("%Y-%m-%d %H:%M UTC"),
+            t.date
+        )?;
+    }
+    for r in &recent {
+        writeln!(
+            out,
+            "recent {}  for {}  {}",
+            r["at"].as_str().unwrap_or_default(),
+            r["date"].as_str().unwrap_or_default(),
+            r["status"].as_str().unwrap_or_default()
+        )?;
+    }
+    if due.is_empty() {
+        writeln!(out, "nothing due")?;
+    } else {
+        let dates: Vec<String> = due.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "due: {} (`lake schedule --once` runs them)",
+            dates.join(", ")
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lake schedule install --systemd | --cron`: units that run `lake schedule --once` every 5
+/// minutes in lake.toml's folder; lake itself decides what is due.
+fn schedule_install(
+    lake: &Lake,
+    config: &Path,
+    env: Option<&str>,
+    systemd: bool,
+) -> Result<ExitCode> {
+    schedule_of(lake)?;
+    let exe = std::env::current_exe().context("the path of this lake binary")?;
+    let config = std::path::absolute(config).context("the path of lake.toml")?;
+    let dir = config.parent().unwrap_or(Path::new("/")).to_owned();
+    let env_arg = env.map_or(String::new(), |e| format!(" --env {e}"));
+    let command = format!(
+        "{} -c {}{env_arg} schedule --once",
+        exe.display(),
+        config.display()
+    );
+    let name = &lake.pipeline.name;
+    let mut out = print::out();
+    if systemd {
+        write!(
+            out,
+            "# /etc/systemd/system/lake-{name}.service\n\
+             [Unit]\n\
+             Description=lake pipeline {name}: what its [schedule] says is due\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             WorkingDirectory={dir}\n\
+             # Secrets for ${{env:…}} values, one VAR=value per line (optional).\n\
+             EnvironmentFile=-{dir}/.env\n\
+             ExecStart={command}\n\
+             # Ctrl-C semantics: the run tears down (EMR clusters terminated) before it exits.\n\
+             KillSignal=SIGTERM\n\
+             TimeoutStopSec=15min\n\
+             \n\
+             # /etc/systemd/system/lake-{name}.timer\n\
+             [Unit]\n\
+             Description=Run lake pipeline {name} when its schedule says\n\
+             \n\
+             [Timer]\n\
+             OnCalendar=*:0/5\n\
+             Persistent=true\n\
+             \n\
+             [Install]\n\
+             WantedBy=timers.target\n\
+             \n\
+             # then: systemctl daemon-reload && systemctl enable --now lake-{name}.timer\n",
+            dir = dir.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "# lake pipeline {name}: every 5 minutes, lake runs what its [schedule] says is due\n\
+             */5 * * * * cd {} && {command} >> {}/lake-schedule.log 2>&1",
+            dir.display(),
+            dir.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn ingest(

@@ -1965,3 +1965,137 @@ fn doctor_without_aws_says_what_is_missing_once_and_skips_the_rest() {
         assert!(!text.contains(dump), "{dump} in {text}");
     }
 }
+
+/// `lake schedule --once` runs each due tick's date once, oldest first; nothing is due after;
+/// status and install say so.
+#[test]
+fn schedule_once_catches_up_the_missed_days_then_nothing_is_due() {
+    use chrono::{Duration, Timelike, Utc};
+    let dir = lake_testing::example("credit");
+    let toml = std::fs::read_to_string(dir.path().join("lake.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("lake.toml"),
+        toml + "\n[schedule]\ncron = \"0 7 * * *\"\ntimezone = \"UTC\"\ncatchup = \"3d\"\n",
+    )
+    .unwrap();
+    let now = Utc::now();
+    let latest = if now.hour() >= 7 {
+        now.date_naive()
+    } else {
+        now.date_naive() - Duration::days(1)
+    };
+    let expected: Vec<String> = (0..3)
+        .rev()
+        .map(|i| (latest - Duration::days(i)).to_string())
+        .collect();
+    let out = lake(dir.path())
+        .args(["schedule", "--once"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runs: serde_json::Value = serde_json::from_slice(
+        &lake(dir.path())
+            .args(["runs", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mut dates: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["date"].as_str().unwrap().to_owned())
+        .collect();
+    dates.sort();
+    assert_eq!(dates, expected);
+    // Run in order, oldest first.
+    let err = stderr(&out);
+    let order: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split("lake run --date ").nth(1))
+        .collect();
+    assert_eq!(
+        order,
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+
+    lake(dir.path())
+        .args(["schedule", "--once"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("schedule: nothing due"));
+    let status: serde_json::Value = serde_json::from_slice(
+        &lake(dir.path())
+            .args(["schedule", "status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(status["due"], serde_json::json!([]));
+    assert_eq!(status["schedule"]["timezone"], "UTC");
+    assert_eq!(status["recent"].as_array().unwrap().len(), 3);
+    assert!(
+        status["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "succeeded")
+    );
+    let next: chrono::DateTime<Utc> = status["next"][0]["at"].as_str().unwrap().parse().unwrap();
+    assert!(next > now && next.hour() == 7, "{next}");
+
+    let unit = stdout(
+        &lake(dir.path())
+            .args(["schedule", "install", "--systemd"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        unit.contains("schedule --once") && unit.contains("OnCalendar="),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&dir.path().join("lake.toml").display().to_string()),
+        "{unit}"
+    );
+    let line = stdout(
+        &lake(dir.path())
+            .args(["schedule", "install", "--cron"])
+            .output()
+            .unwrap(),
+    );
+    assert!(line.contains("*/5 * * * * cd "), "{line}");
+}
+
+#[test]
+fn a_bad_schedule_is_refused_with_its_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        "[lake]\nname = \"s\"\n\n[schedule]\ncron = \"0 25 * * *\"\ntimezone = \"Mars/Olympus\"\ncatchup = \"soon\"\n",
+    )
+    .unwrap();
+    let out = lake(tmp.path()).arg("validate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for (line, key) in [
+        (5, "schedule.cron"),
+        (6, "schedule.timezone"),
+        (7, "schedule.catchup"),
+    ] {
+        assert!(
+            err.contains(&format!("lake.toml:{line}")) && err.contains(key),
+            "{key}: {err}"
+        );
+    }
+    // No [schedule]: said, with what to add.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("lake.toml"), "[lake]\nname = \"s\"\n").unwrap();
+    lake(tmp.path())
+        .args(["schedule", "--once"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("has no [schedule]"));
+}

@@ -54,6 +54,7 @@ pub mod lock;
 pub mod publish;
 pub mod retry;
 pub mod run;
+pub mod schedule;
 pub mod source;
 pub mod zone;
 

@@ -552,6 +552,8 @@ pub struct Pipeline {
     pub engine: EngineSpec,
     /// How AWS clients are made.
     pub aws: AwsSpec,
+    /// When `lake schedule` runs the pipeline (`[schedule]`).
+    pub schedule: Option<crate::schedule::Schedule>,
 }
 
 /// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.

@@ -31,6 +31,23 @@ pub struct LakeFile {
     /// `[aws]`: how AWS clients are made (all optional; the default chain applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsConfig>,
+    /// `[schedule]`: when `lake schedule` runs the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleConfig>,
+}
+
+/// `[schedule]`: a cron expression, its time zone and how far back missed ticks are run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Standard 5-field cron, or `@hourly`, `@daily`, `@weekly`.
+    pub cron: String,
+    /// IANA time zone name; default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// How far back missed ticks are run (`7d`), or `off` (only the latest); default `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup: Option<String>,
 }
 
 /// `[aws]`: overrides of the AWS SDK's defaults (environment, profiles, instance roles).

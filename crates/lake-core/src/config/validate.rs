@@ -15,7 +15,9 @@ use crate::{Error, Result};
 pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
 
 /// The top-level tables lake itself reads; backends own the others.
-const TABLES: [&str; 6] = ["lake", "env", "sources", "steps", "engine", "aws"];
+const TABLES: [&str; 7] = [
+    "lake", "env", "sources", "steps", "engine", "aws", "schedule",
+];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
 pub(crate) const DEFAULT_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
@@ -387,6 +389,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
 
     let engine = engine_spec(&mut r, file);
     let aws = aws_spec(&mut r, file);
+    let schedule = schedule_spec(&mut r, file);
     let mut selected = None;
     for kind in backends.iter() {
         let is_selected = Some(kind.name()) == backend;
@@ -430,6 +433,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         order,
         engine,
         aws,
+        schedule,
     })
 }
 
@@ -773,6 +777,40 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Http
         read_timeout,
         max_attempts,
     }
+}
+
+fn schedule_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<crate::schedule::Schedule> {
+    let c = file.model.schedule.as_ref()?;
+    let cron = crate::schedule::parse_cron(&c.cron)
+        .map_err(|m| r.value("schedule.cron", m))
+        .ok();
+    let tz = match &c.timezone {
+        None => Some(chrono_tz::UTC),
+        Some(name) => name
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| {
+                r.value(
+                    "schedule.timezone",
+                    format!(
+                        "{name:?} is not an IANA time zone such as \"UTC\" or \"Europe/Berlin\""
+                    ),
+                )
+            })
+            .ok(),
+    };
+    let catchup = match c.catchup.as_deref() {
+        None | Some("off") => Some(None),
+        Some(raw) => parse_duration(raw)
+            .map(Some)
+            .map_err(|m| r.value("schedule.catchup", format!("{m}, or \"off\"")))
+            .ok(),
+    };
+    Some(crate::schedule::Schedule {
+        cron: c.cron.clone(),
+        parsed: cron?,
+        timezone: tz?,
+        catchup: catchup?,
+    })
 }
 
 fn engine_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> EngineSpec {
