@@ -195,8 +195,13 @@ pub(crate) fn step_line(s: &StepRecord) -> String {
                 ),
                 _ => String::new(),
             };
+            let attempt = if s.attempts > 1 {
+                format!(" on attempt {}", s.attempts)
+            } else {
+                String::new()
+            };
             format!(
-                "step {}: succeeded in {}{out} ({}, {}{rows})",
+                "step {}: succeeded{attempt} in {}{out} ({}, {}{rows})",
                 s.name,
                 millis(s.duration_ms),
                 plural(s.output_objects.len(), "object"),

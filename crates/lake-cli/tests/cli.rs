@@ -2099,3 +2099,68 @@ fn a_bad_schedule_is_refused_with_its_lines() {
         .code(2)
         .stderr(predicate::str::contains("has no [schedule]"));
 }
+
+/// `retries`: a step that fails once succeeds on attempt 2, with the first error in the
+/// ledger; a SQL error is not retried.
+#[test]
+fn a_step_that_fails_once_succeeds_on_its_retry_and_a_sql_error_is_not_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::fs::write(tmp.path().join("data/t.csv"), "a\n1\n2\n").unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        r#"[lake]
+name = "retry"
+
+[sources.t]
+kind = "file"
+path = "data/*.csv"
+
+[steps.flaky]
+kind = "command"
+command = ["sh", "-c", "if [ -e once ]; then exit 0; fi; touch once; echo 'connection reset' >&2; exit 3"]
+retries = 2
+retry_delay = "1s"
+
+[steps.bad_sql]
+kind = "sql"
+inputs = ["raw/t@date"]
+output = "trusted/t"
+sql = "SELECT nope FROM t"
+retries = 3
+retry_delay = "1s"
+"#,
+    )
+    .unwrap();
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "bad_sql fails the run");
+    let text = stdout(&out) + &stderr(&out);
+    assert!(
+        text.contains("step flaky: succeeded on attempt 2"),
+        "{text}"
+    );
+    let runs: serde_json::Value = serde_json::from_slice(
+        &lake(tmp.path())
+            .args(["runs", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let steps = runs[0]["steps"].as_array().unwrap();
+    let flaky = steps.iter().find(|s| s["name"] == "flaky").unwrap();
+    assert_eq!(flaky["attempts"], 2);
+    assert!(
+        flaky["attempt_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("connection reset"),
+        "{flaky}"
+    );
+    let bad = steps.iter().find(|s| s["name"] == "bad_sql").unwrap();
+    assert_eq!(bad["status"], "failed");
+    assert!(bad.get("attempts").is_none(), "not retried: {bad}");
+}

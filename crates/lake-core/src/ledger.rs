@@ -123,6 +123,12 @@ pub struct StepRecord {
     pub duration_ms: Option<u64>,
     /// Why it failed or was skipped.
     pub error: Option<String>,
+    /// Attempts made (more than 1 when the step was retried).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub attempts: u32,
+    /// The errors of the attempts that failed before the last one, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_errors: Vec<String>,
 }
 
 fn run_key(run_id: &str) -> Result<Key> {
@@ -188,4 +194,12 @@ pub async fn find(store: &DynZoneStore, prefix: &str) -> Result<RunRecord> {
             ),
         }),
     }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }

@@ -780,6 +780,11 @@ pub struct StepSpec {
     pub timeout: Option<Duration>,
     /// How the output replaces the dataset.
     pub mode: WriteMode,
+    /// Retries after a failure a retry can fix (`retries`).
+    pub retries: u32,
+    /// The wait before the first retry, doubling with jitter (`retry_delay`).
+    #[serde(with = "secs")]
+    pub retry_delay: Duration,
 }
 
 impl StepSpec {

@@ -283,6 +283,12 @@ pub struct StepConfig {
     /// Fail the step when it runs longer than this (`90s`, `30m`, `2h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Run a failed step again up to this many times (failures a retry can fix only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The wait before the first retry, doubling (with jitter) for the next ones; `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<String>,
     /// `sql`: one SELECT over the inputs (each a table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,

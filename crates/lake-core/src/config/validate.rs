@@ -297,6 +297,16 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
                 .map_err(|m| r.value(&format!("{key}.timeout"), m))
                 .ok()
         });
+        let retries = step.retries.unwrap_or(0);
+        if retries > 10 {
+            r.value(&format!("{key}.retries"), "at most 10");
+        }
+        let retry_delay = match &step.retry_delay {
+            None => std::time::Duration::from_secs(30),
+            Some(t) => parse_duration(t)
+                .map_err(|m| r.value(&format!("{key}.retry_delay"), m))
+                .unwrap_or(std::time::Duration::from_secs(30)),
+        };
         steps.insert(
             name.clone(),
             StepSpec {
@@ -309,6 +319,8 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
                 env,
                 timeout,
                 mode: step.mode.unwrap_or_default(),
+                retries: retries.min(10),
+                retry_delay,
             },
         );
     }

@@ -231,9 +231,52 @@ impl Runner<'_> {
         self.opts.emit(Event::StepStarted {
             name: spec.name.clone(),
         });
-        let result = match self.ctx.backend.submit(&cluster, &request).await {
-            Ok(handle) => self.wait(&cluster, &handle, spec).await,
-            Err(e) => Err(StepFailure::Error(e)),
+        // Attempts: a failure a retry can fix (a process exit, a cluster step, the backend)
+        // runs the step again after a doubling, jittered wait; each attempt starts from an
+        // empty staging, and only the last one's output can be published.
+        let mut waits = crate::retry::Backoff::retries(
+            spec.retries + 1,
+            spec.retry_delay,
+            spec.retry_delay.saturating_mul(32),
+        )
+        .delays();
+        let result = loop {
+            let result = match self.ctx.backend.submit(&cluster, &request).await {
+                Ok(handle) => self.wait(&cluster, &handle, spec).await,
+                Err(e) => Err(StepFailure::Error(e)),
+            };
+            let Err(failure) = &result else { break result };
+            if !self.retryable(spec, failure) {
+                break result;
+            }
+            let Some(wait) = waits.next() else {
+                break result;
+            };
+            let said = match failure {
+                StepFailure::Failed(m) => m.clone(),
+                StepFailure::Error(e) => self.redactor.redact(&error_chain(e)),
+                StepFailure::Cancelled => break result,
+            };
+            rec.attempt_errors.push(said);
+            rec.attempts += 1;
+            self.opts.emit(Event::Warning(format!(
+                "step {}: attempt {} failed; retrying in {:.0?} (attempt {} of {})",
+                spec.name,
+                rec.attempts - 1,
+                wait,
+                rec.attempts,
+                spec.retries + 1
+            )));
+            if spec.output.is_some() {
+                let _ = store.delete_prefix(&staging).await;
+                if let Some(path) = store.local_path(&staging) {
+                    let _ = tokio::fs::create_dir_all(&path).await;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.opts.cancel.cancelled() => break Err(StepFailure::Cancelled),
+            }
         };
         let outcome = match result {
             Ok(()) => match &spec.output {
@@ -394,6 +437,24 @@ impl Runner<'_> {
     }
 }
 
+impl Runner<'_> {
+    /// True for a failure that running the step again can fix: a process or cluster step
+    /// that failed, or an error of the backend. Not a cancellation, not a damaged or missing
+    /// input, not a `sql` step on the embedded engine (its failures, SQL and data errors, would
+    /// fail the same way again).
+    fn retryable(&self, spec: &StepSpec, failure: &StepFailure) -> bool {
+        let embedded_sql =
+            matches!(spec.kind, StepSpecKind::Sql { .. }) && self.ctx.backend.name() == "local";
+        match failure {
+            StepFailure::Cancelled => false,
+            StepFailure::Failed(_) => !embedded_sql,
+            StepFailure::Error(e) => {
+                !embedded_sql && !e.is_usage() && !matches!(e, Error::Mismatch { .. })
+            }
+        }
+    }
+}
+
 /// The run id a plan's requests show where a run puts its own.
 pub const PLAN_RUN_ID: &str = "<run-id>";
 
@@ -417,6 +478,8 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
         ended: None,
         duration_ms: None,
         error: (!reason.is_empty()).then_some(reason),
+        attempts: 1,
+        attempt_errors: Vec::new(),
     }
 }
 
@@ -443,7 +506,10 @@ fn fingerprint(
     let mut h = Sha256::new();
     let mut def = serde_json::to_value(spec).unwrap_or_default();
     if let Some(o) = def.as_object_mut() {
-        o.remove("line");
+        // Keys that do not change what the step writes.
+        for k in ["line", "retries", "retry_delay", "timeout"] {
+            o.remove(k);
+        }
     }
     h.update(def.to_string());
     h.update(date.to_string());
