@@ -36,6 +36,8 @@ pub use lake_local as local;
 pub use lake_spark as spark;
 
 #[cfg(all(feature = "local", feature = "ingest"))]
+mod notify;
+#[cfg(all(feature = "local", feature = "ingest"))]
 mod open;
 #[cfg(all(feature = "local", feature = "ingest"))]
 pub use open::{Lake, backends, load, open_store};

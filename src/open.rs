@@ -565,7 +565,10 @@ impl Lake {
     /// Run the pipeline (see [`lake_core::run::run`]) after the backend's preflight.
     pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
         self.preflight(&opts.only).await?;
-        lake_core::run::run(&self.context().await?, opts).await
+        let record = lake_core::run::run(&self.context().await?, opts).await?;
+        // `[notify]`: best effort, after the run's own result is settled.
+        crate::notify::notify(self, &record).await;
+        Ok(record)
     }
 }
 

@@ -2164,3 +2164,113 @@ retry_delay = "1s"
     assert_eq!(bad["status"], "failed");
     assert!(bad.get("attempts").is_none(), "not retried: {bad}");
 }
+
+/// `[notify]`: a failed run POSTs one notice with the failed step's cause and no secret; the
+/// next, succeeding run sends `recovered`; the command gets the same JSON on stdin.
+#[test]
+fn a_failed_run_notifies_the_webhook_and_the_command_without_secrets() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = Vec::new();
+            // Read the headers and the body (Content-Length).
+            loop {
+                let n = conn.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        seen.lock().unwrap().push(text);
+                        break;
+                    }
+                }
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = |fail: bool| {
+        format!(
+            r#"[lake]
+name = "hooked"
+
+[steps.report]
+kind = "command"
+command = ["sh", "-c", "{}"]
+env = {{ TOKEN = "${{env:LAKE_TEST_TOKEN}}" }}
+
+[notify]
+on = ["failure", "recovered"]
+webhook = "${{env:LAKE_TEST_HOOK}}"
+command = ["sh", "-c", "cat > notice.json"]
+"#,
+            if fail {
+                "echo using $TOKEN >&2; echo 'upstream said no' >&2; exit 4"
+            } else {
+                "exit 0"
+            }
+        )
+    };
+    let hook = format!("http://127.0.0.1:{port}/hook?key=hooksecret123");
+    let run = |fail: bool| {
+        std::fs::write(tmp.path().join("lake.toml"), toml(fail)).unwrap();
+        lake(tmp.path())
+            .args(["run", "--date", "2024-05-01"])
+            .env("LAKE_TEST_TOKEN", "steptoken456")
+            .env("LAKE_TEST_HOOK", &hook)
+            .output()
+            .unwrap()
+    };
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(1));
+    let all = stdout(&out) + &stderr(&out);
+    assert!(
+        !all.contains("hooksecret123") && !all.contains("steptoken456"),
+        "{all}"
+    );
+    let out = run(false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let posted = bodies.lock().unwrap().clone();
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    assert!(
+        posted[0].starts_with("POST /hook?key=hooksecret123"),
+        "{}",
+        posted[0]
+    );
+    let body = |p: &str| -> serde_json::Value {
+        serde_json::from_str(p.split_once("\r\n\r\n").unwrap().1).unwrap()
+    };
+    let first = body(&posted[0]);
+    assert_eq!(first["event"], "failure");
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .contains("step report failed"),
+        "{first}"
+    );
+    assert!(first.to_string().contains("upstream said no"), "{first}");
+    assert!(!first.to_string().contains("steptoken456"), "{first}");
+    assert_eq!(body(&posted[1])["event"], "recovered");
+    let notice: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("notice.json")).unwrap()).unwrap();
+    assert_eq!(notice["event"], "recovered");
+}

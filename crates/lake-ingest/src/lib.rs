@@ -68,3 +68,25 @@ pub fn build_sources(
     }
     Ok(out)
 }
+
+/// POST `body` as JSON to `url` (a run's notice to a webhook), within 10 seconds. The error
+/// never contains the URL, which is a secret.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<u16, String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.without_url().to_string())?;
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(body).map_err(|e| e.to_string())?)
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        Err(format!("the webhook answered {status}"))
+    }
+}

@@ -554,6 +554,23 @@ pub struct Pipeline {
     pub aws: AwsSpec,
     /// When `lake schedule` runs the pipeline (`[schedule]`).
     pub schedule: Option<crate::schedule::Schedule>,
+    /// Who hears about a run's end (`[notify]`).
+    pub notify: Option<NotifySpec>,
+}
+
+/// A checked `[notify]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotifySpec {
+    /// On a failed run.
+    pub on_failure: bool,
+    /// On a succeeded run.
+    pub on_success: bool,
+    /// On a succeeded run after a failed one.
+    pub on_recovered: bool,
+    /// The webhook URL (resolved when a notice is sent; never shown).
+    pub webhook: Option<Template>,
+    /// The command, run in lake.toml's folder with the summary on stdin.
+    pub command: Vec<String>,
 }
 
 /// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.

@@ -34,6 +34,24 @@ pub struct LakeFile {
     /// `[schedule]`: when `lake schedule` runs the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleConfig>,
+    /// `[notify]`: who hears about a run's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyConfig>,
+}
+
+/// `[notify]`: when a run's summary is sent, and where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `failure`, `success`, `recovered`; default `["failure"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+    /// A URL the summary is POSTed to as JSON (Slack-compatible `text`); a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// A command that gets the summary as JSON on stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
 }
 
 /// `[schedule]`: a cron expression, its time zone and how far back missed ticks are run.

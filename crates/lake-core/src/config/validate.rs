@@ -15,8 +15,8 @@ use crate::{Error, Result};
 pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
 
 /// The top-level tables lake itself reads; backends own the others.
-const TABLES: [&str; 7] = [
-    "lake", "env", "sources", "steps", "engine", "aws", "schedule",
+const TABLES: [&str; 8] = [
+    "lake", "env", "sources", "steps", "engine", "aws", "schedule", "notify",
 ];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
@@ -402,6 +402,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
     let engine = engine_spec(&mut r, file);
     let aws = aws_spec(&mut r, file);
     let schedule = schedule_spec(&mut r, file);
+    let notify = notify_spec(&mut r, file);
     let mut selected = None;
     for kind in backends.iter() {
         let is_selected = Some(kind.name()) == backend;
@@ -446,6 +447,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         engine,
         aws,
         schedule,
+        notify,
     })
 }
 
@@ -789,6 +791,34 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Http
         read_timeout,
         max_attempts,
     }
+}
+
+fn notify_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<super::NotifySpec> {
+    let c = file.model.notify.as_ref()?;
+    let on = c.on.clone().unwrap_or_else(|| vec!["failure".into()]);
+    for o in &on {
+        if !matches!(o.as_str(), "failure" | "success" | "recovered") {
+            r.value(
+                "notify.on",
+                format!("{o:?}: \"failure\", \"success\" or \"recovered\""),
+            );
+        }
+    }
+    let webhook = c.webhook.as_ref().and_then(|w| {
+        Template::parse(w)
+            .map_err(|m| r.value("notify.webhook", m))
+            .ok()
+    });
+    if c.webhook.is_none() && c.command.as_ref().is_none_or(Vec::is_empty) {
+        r.value("notify", "set webhook or command (or both)");
+    }
+    Some(super::NotifySpec {
+        on_failure: on.iter().any(|o| o == "failure"),
+        on_success: on.iter().any(|o| o == "success"),
+        on_recovered: on.iter().any(|o| o == "recovered"),
+        webhook,
+        command: c.command.clone().unwrap_or_default(),
+    })
 }
 
 fn schedule_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<crate::schedule::Schedule> {

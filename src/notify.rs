@@ -1,0 +1,115 @@
+//! `[notify]`: a run's summary, sent to a webhook and/or a command when the run ends as the
+//! table asks. A notice that cannot be sent is logged; it never changes the run's result.
+
+use lake_core::ledger::{RunRecord, Status};
+
+use crate::Lake;
+
+/// Send `record`'s notice, if `[notify]` asks for one for how it ended.
+pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
+    let Some(n) = &lake.pipeline.notify else {
+        return;
+    };
+    let failed = matches!(record.status, Status::Failed | Status::Cancelled);
+    let previous_failed = lake_core::ledger::list(&*lake.store)
+        .await
+        .ok()
+        .and_then(|runs| {
+            runs.into_iter()
+                .filter(|r| r.run_id != record.run_id && r.started < record.started)
+                .max_by_key(|r| r.started)
+        })
+        .is_some_and(|r| matches!(r.status, Status::Failed | Status::Cancelled));
+    let event = match (failed, record.status == Status::Succeeded, previous_failed) {
+        (true, _, _) => "failure",
+        (false, true, true) => "recovered",
+        (false, true, false) => "success",
+        _ => return,
+    };
+    let wanted = match event {
+        "failure" => n.on_failure,
+        "recovered" => n.on_recovered || n.on_success,
+        _ => n.on_success,
+    };
+    if !wanted {
+        return;
+    }
+    let summary = summary(record, event);
+    if let Some(t) = &n.webhook {
+        match t.resolve("notify.webhook", &|v| std::env::var(v).ok()) {
+            Ok(url) => {
+                if let Err(e) = lake_ingest::post_json(url.expose(), &summary).await {
+                    let redactor = lake_core::config::Redactor::new([&url]);
+                    tracing::warn!("notify: the webhook failed: {}", redactor.redact(&e));
+                }
+            }
+            Err(e) => tracing::warn!("notify: {e}"),
+        }
+    }
+    if let Some((program, args)) = n.command.split_first() {
+        let sent = (|| -> std::io::Result<std::process::ExitStatus> {
+            use std::io::Write;
+            let mut child = std::process::Command::new(program)
+                .args(args)
+                .current_dir(&lake.pipeline.base_dir)
+                .stdin(std::process::Stdio::piped())
+                .spawn()?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(summary.to_string().as_bytes())?;
+            }
+            child.wait()
+        })();
+        match sent {
+            Ok(s) if s.success() => {}
+            Ok(s) => tracing::warn!("notify: {program} exited with {s}"),
+            Err(e) => tracing::warn!("notify: cannot run {program}: {e}"),
+        }
+    }
+}
+
+/// The notice: pipeline, date, run id, how it ended, and the failed steps and windows with
+/// their cause lines (as the ledger has them: secrets already scrubbed).
+fn summary(r: &RunRecord, event: &str) -> serde_json::Value {
+    let failed_steps: Vec<_> = r
+        .steps
+        .iter()
+        .filter(|s| s.status == Status::Failed)
+        .map(|s| serde_json::json!({ "step": s.name, "error": s.error }))
+        .collect();
+    let failed_ingest: Vec<_> = r
+        .ingest
+        .iter()
+        .filter(|i| i.status == Status::Failed)
+        .map(|i| serde_json::json!({ "source": i.source, "date": i.date, "error": i.error }))
+        .collect();
+    let mut text = format!(
+        "lake: pipeline {} for {}: run {} {}",
+        r.pipeline, r.date, r.run_id, r.status
+    );
+    for s in r.steps.iter().filter(|s| s.status == Status::Failed) {
+        let cause = s
+            .error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("");
+        text.push_str(&format!("\nstep {} failed: {cause}", s.name));
+    }
+    for i in r.ingest.iter().filter(|i| i.status == Status::Failed) {
+        let cause = i
+            .error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("");
+        text.push_str(&format!("\ningest {} {} failed: {cause}", i.source, i.date));
+    }
+    serde_json::json!({
+        "text": text,
+        "event": event,
+        "pipeline": r.pipeline,
+        "date": r.date,
+        "run_id": r.run_id,
+        "status": r.status,
+        "failed_steps": failed_steps,
+        "failed_ingest": failed_ingest,
+    })
+}
