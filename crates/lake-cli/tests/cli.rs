@@ -2274,3 +2274,59 @@ command = ["sh", "-c", "cat > notice.json"]
         serde_json::from_slice(&std::fs::read(tmp.path().join("notice.json")).unwrap()).unwrap();
     assert_eq!(notice["event"], "recovered");
 }
+
+/// A source's `retries`: a window whose fetch fails once (the server's 500, with one HTTP
+/// attempt) lands on its second fetch; the ledger has both.
+#[test]
+fn a_source_fetch_that_fails_once_lands_on_its_retry() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&calls);
+    let (url, _) = http_server(move |_| {
+        if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            Reply {
+                status: "500 Internal Server Error",
+                body: b"busy".to_vec(),
+                pause: std::time::Duration::ZERO,
+            }
+        } else {
+            Reply::ok("a,b\n1,2\n")
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        format!(
+            "[lake]\nname = \"r\"\n\n[sources.api]\nkind = \"http\"\nurl = \"{url}/data.csv\"\nmax_attempts = 1\nretries = 1\nretry_delay = \"1s\"\n"
+        ),
+    )
+    .unwrap();
+    let out = lake(tmp.path())
+        .args(["ingest", "--date", "2024-01-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("attempt 1 failed; retrying"),
+        "{}",
+        stderr(&out)
+    );
+    let runs: serde_json::Value = serde_json::from_slice(
+        &lake(tmp.path())
+            .args(["runs", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let ingest = &runs[0]["ingest"][0];
+    assert_eq!(ingest["status"], "succeeded", "{ingest}");
+    assert_eq!(ingest["attempts"], 2, "{ingest}");
+    assert!(
+        ingest["attempt_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{ingest}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -90,6 +90,12 @@ pub struct IngestRecord {
     pub bytes: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// Fetches made (more than 1 when the window was fetched again, `retries`).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub attempts: u32,
+    /// The errors of the fetches that failed before the last one, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_errors: Vec<String>,
 }
 
 /// One step.

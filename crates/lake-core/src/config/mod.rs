@@ -648,6 +648,11 @@ pub struct SourceSpec {
     pub dedup_content: bool,
     /// `extract = true`: unpack fetched archives, within these limits.
     pub extract: Option<ExtractSpec>,
+    /// Fetches of a window again after it failed (`retries`).
+    pub retries: u32,
+    /// The wait before the first retry, doubling with jitter (`retry_delay`).
+    #[serde(with = "secs")]
+    pub retry_delay: Duration,
 }
 
 /// How fetched archives are unpacked (`extract = true`), and the limits that refuse one.

@@ -193,6 +193,13 @@ pub struct SourceConfig {
     /// `"content"`: a window whose bytes equal the previous window's is committed empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup: Option<String>,
+    /// Fetch a window again up to this many times after it failed (beyond an HTTP source's
+    /// own `max_attempts` per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The wait before the first retry, doubling with jitter; `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<String>,
     /// `http`: the URL template (`{start}`, `{end}`, `{date}`, `{start:%Y%m%d}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

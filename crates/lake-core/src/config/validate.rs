@@ -229,6 +229,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
                 false
             }
         };
+        let (retries, retry_delay) = retry_keys(&mut r, &key, src.retries, &src.retry_delay);
         sources.insert(
             name.clone(),
             SourceSpec {
@@ -239,6 +240,8 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
                 start,
                 dedup_content,
                 extract,
+                retries,
+                retry_delay,
             },
         );
     }
@@ -297,16 +300,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
                 .map_err(|m| r.value(&format!("{key}.timeout"), m))
                 .ok()
         });
-        let retries = step.retries.unwrap_or(0);
-        if retries > 10 {
-            r.value(&format!("{key}.retries"), "at most 10");
-        }
-        let retry_delay = match &step.retry_delay {
-            None => std::time::Duration::from_secs(30),
-            Some(t) => parse_duration(t)
-                .map_err(|m| r.value(&format!("{key}.retry_delay"), m))
-                .unwrap_or(std::time::Duration::from_secs(30)),
-        };
+        let (retries, retry_delay) = retry_keys(&mut r, &key, step.retries, &step.retry_delay);
         steps.insert(
             name.clone(),
             StepSpec {
@@ -319,7 +313,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
                 env,
                 timeout,
                 mode: step.mode.unwrap_or_default(),
-                retries: retries.min(10),
+                retries,
                 retry_delay,
             },
         );
@@ -791,6 +785,27 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Http
         read_timeout,
         max_attempts,
     }
+}
+
+/// `retries` (0 to 10) and `retry_delay` (default 30s) of the table at `key`.
+fn retry_keys(
+    r: &mut Reporter<'_>,
+    key: &str,
+    retries: Option<u32>,
+    delay: &Option<String>,
+) -> (u32, std::time::Duration) {
+    let retries = retries.unwrap_or(0);
+    if retries > 10 {
+        r.value(&format!("{key}.retries"), "at most 10");
+    }
+    let default = std::time::Duration::from_secs(30);
+    let delay = match delay {
+        None => default,
+        Some(t) => parse_duration(t)
+            .map_err(|m| r.value(&format!("{key}.retry_delay"), m))
+            .unwrap_or(default),
+    };
+    (retries.min(10), delay)
 }
 
 fn notify_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<super::NotifySpec> {

@@ -245,14 +245,43 @@ impl Runner<'_> {
             dedup_against: previous,
             progress,
         };
-        let landed = tokio::select! {
-            r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, &land, index) => r,
-            () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
+        // A failed fetch is tried again (`retries`), after a doubling, jittered wait; a failed
+        // landing leaves nothing of the window, so each attempt starts clean.
+        let spec = &self.ctx.pipeline.sources[source];
+        let mut waits = crate::retry::Backoff::retries(
+            spec.retries + 1,
+            spec.retry_delay,
+            spec.retry_delay.saturating_mul(32),
+        )
+        .delays();
+        let mut attempt_errors = Vec::new();
+        let landed = loop {
+            let landed = tokio::select! {
+                r = publish::land_with(&*self.ctx.store, src.as_ref(), window, self.run_id, &land, index) => r,
+                () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
+            };
+            let Err(e) = &landed else { break landed };
+            if e.is_usage() || matches!(e, Error::Cancelled) {
+                break landed;
+            }
+            let Some(wait) = waits.next() else {
+                break landed;
+            };
+            attempt_errors.push(self.redactor.redact(&error_chain(e)));
+            self.opts.emit(Event::Warning(format!(
+                "ingest {source} {}: attempt {} failed; retrying in {wait:.0?}",
+                window.date(),
+                attempt_errors.len()
+            )));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
+            }
         };
         if let Ok(Landed::Fetched(m)) = &landed {
             self.committed(&m.objects);
         }
-        Ok(match landed {
+        let mut rec = match landed {
             Ok(Landed::Fetched(m)) => ingest_record(
                 source,
                 window,
@@ -280,7 +309,10 @@ impl Runner<'_> {
                 Vec::new(),
                 Some(error_chain(&e)),
             ),
-        })
+        };
+        rec.attempts = attempt_errors.len() as u32 + 1;
+        rec.attempt_errors = attempt_errors;
+        Ok(rec)
     }
 }
 
@@ -299,5 +331,7 @@ fn ingest_record(
         objects,
         bytes,
         error,
+        attempts: 1,
+        attempt_errors: Vec::new(),
     }
 }
