@@ -25,8 +25,19 @@ fn main() -> ExitCode {
         (false, 1) => (LevelFilter::INFO, LevelFilter::OFF),
         (false, _) => (LevelFilter::DEBUG, LevelFilter::DEBUG),
     };
+    // Colors only where they render: a terminal, and not when NO_COLOR says otherwise.
+    let ansi = match args.color {
+        cli::Color::Always => true,
+        cli::Color::Never => false,
+        cli::Color::Auto => {
+            use std::io::IsTerminal;
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
     tracing_subscriber::fmt()
         .with_max_level(LevelFilter::DEBUG)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
         .finish()

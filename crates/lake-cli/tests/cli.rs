@@ -2330,3 +2330,31 @@ fn a_source_fetch_that_fails_once_lands_on_its_retry() {
     );
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// Logs are colored only on a terminal (not when piped, as here) or with `--color always`.
+#[test]
+fn logs_have_no_color_codes_when_piped_unless_asked() {
+    let (_tmp, dir) = credit_run();
+    // A missing object leaves its table out of the query tables, with a warning.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("lake/trusted/credit/_manifest.json")).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(
+        dir.join("lake")
+            .join(manifest["objects"][0]["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let warn = |extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend(["query", "SELECT count(*) FROM refined.credit_by_purpose"]);
+        stderr(&lake(&dir).args(&args).output().unwrap())
+    };
+    let plain = warn(&[]);
+    assert!(
+        plain.contains("WARN") && !plain.contains('\u{1b}'),
+        "{plain:?}"
+    );
+    assert!(warn(&["--color", "always"]).contains('\u{1b}'));
+    assert!(!warn(&["--color", "never"]).contains('\u{1b}'));
+}
