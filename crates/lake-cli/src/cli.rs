@@ -62,6 +62,8 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "credit")]
         example: Example,
     },
+    /// Print lake's man page (roff), e.g. `lake man > ~/.local/share/man/man1/lake.1`.
+    Man,
     /// Print the shell completions of lake, e.g. `lake completions bash > ~/.local/share/bash-completion/completions/lake`.
     Completions {
         /// The shell.

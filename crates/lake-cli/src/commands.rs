@@ -23,6 +23,11 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
     let env = args.env.as_deref();
     match &args.command {
         Command::Init { dir, example } => init(dir, *example),
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Args::command()).render(&mut print::out())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(*shell, &mut Args::command(), "lake", &mut print::out());

@@ -1832,6 +1832,16 @@ fn init_writes_either_example_and_completions_cover_four_shells() {
         .args(["completions", "tcsh"])
         .assert()
         .code(2);
+    let man = stdout(&lake(tmp.path()).arg("man").output().unwrap());
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH lake"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+    assert!(
+        man.contains("schedule") && man.contains("fsck"),
+        "the man page lists the commands"
+    );
 }
 
 /// Every command that prints data has `--json`, one document with the fields docs/cli.md lists.
