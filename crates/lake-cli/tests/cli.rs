@@ -1752,6 +1752,29 @@ fn an_s3_error_is_said_in_words_not_as_a_debug_dump() {
     }
 }
 
+/// `cmd` as on a machine with no AWS set up: no credentials, region, profile or endpoint in
+/// the environment, no ~/.aws files, and the instance metadata service at 127.0.0.1:`imds`.
+fn without_aws(mut cmd: Command, dir: &Path, imds: u16) -> Command {
+    for var in [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("AWS_CONFIG_FILE", dir.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("no-credentials"))
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{imds}"),
+        );
+    cmd
+}
+
 /// `lake plan` asks nothing of the network: with no AWS configuration at all and the instance
 /// metadata endpoint pointed at a listener here, the EMR plan prints with no warning and the
 /// listener sees no connection.
@@ -1761,24 +1784,8 @@ fn plan_on_aws_without_credentials_makes_no_connection_and_no_warning() {
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
     let dir = lake_testing::example("credit");
-    let out = lake(dir.path())
+    let out = without_aws(lake(dir.path()), dir.path(), port)
         .args(["--env", "aws", "plan"])
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_EC2_METADATA_DISABLED")
-        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("no-credentials"),
-        )
-        .env(
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-            format!("http://127.0.0.1:{port}"),
-        )
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1932,23 +1939,8 @@ fn doctor_without_aws_says_what_is_missing_once_and_skips_the_rest() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let dir = lake_testing::example("credit");
-    let out = lake(dir.path())
+    let out = without_aws(lake(dir.path()), dir.path(), port)
         .args(["--env", "aws", "doctor"])
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            dir.path().join("no-credentials"),
-        )
-        .env(
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-            format!("http://127.0.0.1:{port}"),
-        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

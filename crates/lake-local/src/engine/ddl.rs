@@ -108,18 +108,7 @@ pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<
                 out.push_str(&format!(
                     "CREATE TABLE IF NOT EXISTS {name} ({}) USING parquet{} LOCATION {};\n",
                     all.join(", "),
-                    if t.partition_by.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " PARTITIONED BY ({})",
-                            t.partition_by
-                                .iter()
-                                .map(|p| quote(dialect, p))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    },
+                    partitioned_by(dialect, &t.partition_by, ""),
                     literal(&t.location)
                 ));
                 if !t.partition_by.is_empty() {
@@ -130,18 +119,7 @@ pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<
                 out.push_str(&format!(
                     "CREATE EXTERNAL TABLE IF NOT EXISTS {name} ({}){} STORED AS PARQUET LOCATION {} TBLPROPERTIES ('lake.run_id' = {});\n",
                     data_columns.join(", "),
-                    if t.partition_by.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " PARTITIONED BY ({})",
-                            t.partition_by
-                                .iter()
-                                .map(|p| format!("{} string", quote(dialect, p)))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    },
+                    partitioned_by(dialect, &t.partition_by, " string"),
                     literal(&format!("{}/", t.location)),
                     literal(t.run_id)
                 ));
@@ -161,6 +139,19 @@ pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<
         }
     }
     Ok(out)
+}
+
+/// ` PARTITIONED BY (a, b)`, each column followed by `typed` (Athena declares its type there,
+/// Spark in the column list); empty when there are none.
+fn partitioned_by(dialect: Dialect, columns: &[String], typed: &str) -> String {
+    if columns.is_empty() {
+        return String::new();
+    }
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|p| format!("{}{typed}", quote(dialect, p)))
+        .collect();
+    format!(" PARTITIONED BY ({})", cols.join(", "))
 }
 
 fn quote(dialect: Dialect, ident: &str) -> String {
