@@ -2360,3 +2360,44 @@ fn logs_have_no_color_codes_when_piped_unless_asked() {
     assert!(warn(&["--color", "always"]).contains('\u{1b}'));
     assert!(!warn(&["--color", "never"]).contains('\u{1b}'));
 }
+
+/// The service and timer `lake schedule install --systemd` prints pass `systemd-analyze
+/// verify` (where systemd-analyze is installed; skipped, saying so, elsewhere).
+#[test]
+fn the_systemd_units_pass_systemd_analyze_verify() {
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no systemd-analyze on this machine");
+        return;
+    }
+    let dir = lake_testing::example("weather");
+    let text = stdout(
+        &lake(dir.path())
+            .args(["schedule", "install", "--systemd"])
+            .output()
+            .unwrap(),
+    );
+    let mut files = Vec::new();
+    for part in text.split("# /etc/systemd/system/").skip(1) {
+        let (name, body) = part.split_once('\n').unwrap();
+        let body = body.split("\n# then:").next().unwrap();
+        let path = dir.path().join(name.trim());
+        std::fs::write(&path, body).unwrap();
+        files.push(path);
+    }
+    assert_eq!(files.len(), 2, "a service and a timer: {text}");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&files)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
