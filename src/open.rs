@@ -329,19 +329,8 @@ impl Lake {
             return message;
         };
         let formats = self.raw_formats();
-        let inputs: Vec<_> = datasets
-            .iter()
-            .filter(|d| sql.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
-            .map(|d| lake_core::cluster::SqlInput {
-                table: d.name.clone(),
-                dataset: d.prefix.clone(),
-                prefix: d.prefix.clone(),
-                format: match formats.get(&d.name) {
-                    Some(f) if d.zone == lake_core::config::Zone::Raw => f.clone(),
-                    _ => lake_core::config::InputFormat::defaults(d.zone),
-                },
-                objects: d.objects.clone(),
-            })
+        let inputs: Vec<_> = lake_local::engine::named_in(sql, &datasets)
+            .map(|d| lake_local::engine::dataset_input(d, &formats))
             .collect();
         self.engine.name_failing_object(&inputs, message).await
     }
@@ -453,9 +442,7 @@ impl Lake {
             Err(e) => {
                 // A damaged object can fail the planning itself (a CSV header flipped): the
                 // tables the SQL names are checked, and a mismatch is the error to report.
-                let named: Vec<_> = datasets
-                    .iter()
-                    .filter(|d| sql.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
+                let named: Vec<_> = lake_local::engine::named_in(sql, &datasets)
                     .flat_map(|d| d.objects.iter().cloned())
                     .collect();
                 self.engine.verify(named).finish().await?;

@@ -140,7 +140,7 @@ impl Aws {
 pub(crate) fn describe<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     use aws_sdk_s3::error::ProvideErrorMetadata;
     use aws_sdk_s3::operation::RequestId;
@@ -151,17 +151,7 @@ where
         }
         return s;
     }
-    let mut s = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !s.ends_with(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cause = c.source();
-    }
-    s
+    lake_core::run::error_chain(e)
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub(crate) async fn aws_identity(aws: &Aws) -> (Vec<Check>, Option<String>) {
                     "credentials",
                     format!(
                         "no AWS credentials: tried the environment (AWS_ACCESS_KEY_ID), profile `{profile}` in ~/.aws (SSO included), web identity, and the container and instance roles ({})",
-                        first_line(&e)
+                        lake_core::run::error_chain(&e).lines().next().unwrap_or_default()
                     ),
                     "set AWS_PROFILE to a profile with credentials (run `aws sso login` for an SSO profile), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
                 ));
@@ -98,18 +98,6 @@ pub fn needs(region: bool, credentials: bool) -> &'static str {
         (false, true) => "a region",
         _ => "credentials",
     }
-}
-
-/// The first line of an error's chain, in words.
-fn first_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s.lines().next().unwrap_or_default().to_owned()
 }
 
 /// The IAM role an identity ARN acts as: a role's own ARN for an assumed-role session.

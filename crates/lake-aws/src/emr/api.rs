@@ -81,20 +81,14 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-fn api_error<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> ApiError {
+fn api_error<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> ApiError {
     ApiError {
         code: e.code().map(str::to_owned),
-        message: e.message().map(str::to_owned).unwrap_or_else(|| {
-            // No service message (a connection or credentials error): its causes, in words.
-            let mut s = e.to_string();
-            let mut cause = e.source();
-            while let Some(c) = cause {
-                s.push_str(": ");
-                s.push_str(&c.to_string());
-                cause = c.source();
-            }
-            s
-        }),
+        // No service message (a connection or credentials error): its causes, in words.
+        message: e
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| lake_core::run::error_chain(e)),
     }
 }
 

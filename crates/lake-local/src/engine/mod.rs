@@ -496,17 +496,7 @@ impl Engine {
                 })?;
         }
         for (i, d) in datasets.iter().enumerate() {
-            let format = match formats.get(&d.name) {
-                Some(f) if d.zone == lake_core::config::Zone::Raw => f.clone(),
-                _ => lake_core::config::InputFormat::defaults(d.zone),
-            };
-            let input = SqlInput {
-                table: d.name.clone(),
-                dataset: d.prefix.clone(),
-                prefix: d.prefix.clone(),
-                format,
-                objects: d.objects.clone(),
-            };
+            let input = dataset_input(d, formats);
             let name = TableReference::partial(d.zone.as_str(), d.name.as_str());
             // One unreadable dataset (an object deleted or damaged by hand) must not take the
             // others down: it is left out, saying why; a query of it finds no such table.
@@ -516,6 +506,34 @@ impl Engine {
         }
         Ok(ctx)
     }
+}
+
+/// A committed dataset as a table input of the lake's session: raw sources read with
+/// `formats` (by source name), the other zones with their defaults.
+pub fn dataset_input(
+    d: &Dataset,
+    formats: &BTreeMap<String, lake_core::config::InputFormat>,
+) -> SqlInput {
+    let format = match formats.get(&d.name) {
+        Some(f) if d.zone == lake_core::config::Zone::Raw => f.clone(),
+        _ => lake_core::config::InputFormat::defaults(d.zone),
+    };
+    SqlInput {
+        table: d.name.clone(),
+        dataset: d.prefix.clone(),
+        prefix: d.prefix.clone(),
+        format,
+        objects: d.objects.clone(),
+    }
+}
+
+/// The datasets whose table name (`trusted.credit`) appears in `sql`: a superset of what it
+/// reads, for error paths where it could not be planned.
+pub fn named_in<'a>(sql: &str, datasets: &'a [Dataset]) -> impl Iterator<Item = &'a Dataset> {
+    let sql = sql.to_owned();
+    datasets
+        .iter()
+        .filter(move |d| sql.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
 }
 
 /// Plan one read-only query on `ctx` (no DDL, DML or SET), with SQL's `TIMESTAMP` (no
