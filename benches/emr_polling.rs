@@ -128,6 +128,7 @@ fn main() {
                 store,
                 backend: Arc::new(backend),
                 sources: Default::default(),
+                sinks: Default::default(),
             };
             // Options that ask for no wait at all: the backend's floor (2s doubling to 30s)
             // sets the schedule.

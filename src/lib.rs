@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Features: `local` (filesystem and memory zones, `backend = "local"`), `ingest` (sources),
-//! `spark` (`backend = "spark"`), `aws` (S3 zones, the AWS client factory, `backend = "emr"`),
+//! `spark` (`backend = "spark"`), `postgres` (`[sinks.*]` of `kind = "postgres"`), `aws` (S3 zones, the AWS client factory, `backend = "emr"`),
 //! `testing` (the EMR API mock). `local`, `ingest` and `spark` are on by default. The backends
 //! a build offers are listed by [`backends`]; the core traits' mocks and the conformance suite
 //! are in the dev-only `lake-testing` crate.
@@ -32,6 +32,8 @@ pub use lake_core as core;
 pub use lake_ingest as ingest;
 #[cfg(feature = "local")]
 pub use lake_local as local;
+#[cfg(feature = "postgres")]
+pub use lake_postgres as postgres;
 #[cfg(feature = "spark")]
 pub use lake_spark as spark;
 

@@ -162,7 +162,21 @@ impl Lake {
             store: Arc::clone(&self.store),
             backend,
             sources,
+            sinks: self.sinks(),
         })
+    }
+
+    /// The pipeline's sinks this build serves (`postgres` with the `postgres` feature), with
+    /// their URLs resolved from the process's environment when they run.
+    pub fn sinks(&self) -> BTreeMap<String, Arc<dyn lake_core::sink::Sink>> {
+        #[cfg(feature = "postgres")]
+        return lake_postgres::sinks(
+            &self.pipeline,
+            &self.engine,
+            Arc::new(|v: &str| std::env::var(v).ok()),
+        );
+        #[cfg(not(feature = "postgres"))]
+        BTreeMap::new()
     }
 
     /// The backend's checks before a run of `only` (all steps when empty) takes its lock:
@@ -252,6 +266,22 @@ impl Lake {
                 .doctor(&self.backend_env())
                 .await,
         );
+        let env = |v: &str| std::env::var(v).ok();
+        let sinks = self.sinks();
+        for spec in self.pipeline.sinks.values() {
+            match sinks.get(&spec.name) {
+                Some(sink) if spec.is_on(&env) => checks.extend(sink.doctor().await),
+                Some(_) => checks.push(Check::skipped(
+                    format!("sink {}", spec.name),
+                    "its url's environment variable (optional = true: the sink is off)",
+                )),
+                None => checks.push(Check::fail(
+                    format!("sink {}", spec.name),
+                    format!("this build of lake has no `{}` sinks", spec.kind),
+                    format!("build lake with the `{}` feature", spec.kind),
+                )),
+            }
+        }
         checks
     }
 
@@ -547,6 +577,19 @@ impl Lake {
         let out = repaired?;
         released?;
         Ok(out)
+    }
+
+    /// Run `names` (all sinks when empty) over the committed data (see
+    /// [`lake_core::run::sink`]).
+    pub async fn sink(&self, names: &[String], opts: &RunOptions) -> Result<RunRecord> {
+        let cx = RunContext {
+            pipeline: Arc::clone(&self.pipeline),
+            store: Arc::clone(&self.store),
+            backend: Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
+            sources: BTreeMap::new(),
+            sinks: self.sinks(),
+        };
+        lake_core::run::sink(&cx, names, opts).await
     }
 
     /// Run the pipeline (see [`lake_core::run::run`]) after the backend's preflight.

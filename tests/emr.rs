@@ -183,6 +183,7 @@ fn context_for(toml: &str, api: MockEmrApi, store: Arc<DynZoneStore>) -> RunCont
         store,
         backend: Arc::new(backend),
         sources: Default::default(),
+        sinks: Default::default(),
     }
 }
 

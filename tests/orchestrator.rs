@@ -131,6 +131,7 @@ fn context(b: MockClusterBackend, store: Arc<DynZoneStore>) -> RunContext {
         store,
         backend: Arc::new(b),
         sources: [("s".to_owned(), source())].into(),
+        sinks: Default::default(),
     }
 }
 

@@ -58,6 +58,7 @@ async fn run_diamond(max_parallel: usize, b_fails: bool) -> RunRecord {
         store: Arc::new(LocalZoneStore::memory()),
         backend: Arc::new(LocalBackend::new()),
         sources: Default::default(),
+        sinks: Default::default(),
     };
     let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
     opts.poll = std::time::Duration::from_millis(10);
@@ -143,6 +144,7 @@ async fn a_failed_step_leaves_no_staging_folder() {
         store: Arc::new(LocalZoneStore::filesystem(&root).unwrap()),
         backend: Arc::new(LocalBackend::new()),
         sources: Default::default(),
+        sinks: Default::default(),
     };
     let r = run(
         &cx,

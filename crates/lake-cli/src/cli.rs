@@ -123,6 +123,18 @@ pub(crate) enum Command {
         #[arg(long, value_parser = parse_wait, value_name = "DURATION", default_value = "10m")]
         wait: std::time::Duration,
     },
+    /// Load committed datasets into their `[sinks.*]` tables (PostgreSQL), without running
+    /// steps. A sink whose table holds the dataset's current data is skipped.
+    Sink {
+        /// Sinks to run (default: all that are on).
+        sinks: Vec<String>,
+        /// Load again even when the table holds the dataset's current data.
+        #[arg(long)]
+        force: bool,
+        /// Wait this long for another run of the pipeline to finish ("0s": fail at once).
+        #[arg(long, value_parser = parse_wait, value_name = "DURATION", default_value = "10m")]
+        wait: std::time::Duration,
+    },
     /// List runs from the ledger, or show one.
     Runs {
         #[command(subcommand)]

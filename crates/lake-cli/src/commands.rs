@@ -85,6 +85,19 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.lock_wait = *wait;
             ingest(&lake, sources, &dates, &opts, &args).await
         }
+        Command::Sink { sinks, force, wait } => {
+            let lake = Lake::open(&args.config, env).await?;
+            let mut opts = run_options(lake::core::chrono::Utc::now().date_naive(), &args);
+            opts.force = *force;
+            opts.lock_wait = *wait;
+            let record = lake.sink(sinks, &opts).await?;
+            println!("{}", print::sink_summary(&record));
+            Ok(match record.status {
+                Status::Succeeded => ExitCode::SUCCESS,
+                Status::Cancelled => ExitCode::from(130),
+                _ => ExitCode::from(1),
+            })
+        }
         Command::Query {
             sql,
             format,
@@ -543,6 +556,31 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
             writeln!(out, "     timeout:    {}s", t.as_secs())?;
         }
     }
+    if !p.sinks.is_empty() {
+        writeln!(out, "sinks, each after the step writing its dataset:")?;
+        for s in p.sinks.values() {
+            writeln!(
+                out,
+                "  {} ({}, line {}): {} → {} ({}{}) at {}{}",
+                s.name,
+                s.kind,
+                s.line,
+                s.from,
+                s.table,
+                s.mode.as_str(),
+                if s.key.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", s.key.join(", "))
+                },
+                s.shown_url(),
+                s.lineage_table
+                    .as_ref()
+                    .map(|t| format!("; lineage → {t}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -975,6 +1013,9 @@ async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode
         writeln!(out, "{}", print::step_line(s))?;
         write_objects(&mut out, "in   ", &s.inputs)?;
         write_objects(&mut out, "out  ", &s.output_objects)?;
+    }
+    for s in &r.sinks {
+        writeln!(out, "{}", print::sink_line(s))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -168,6 +168,7 @@ impl RunObserver for Progress {
                     .unwrap_or_default()
             ),
             Event::StepFinished { record } => step_line(record),
+            Event::SinkFinished { record } => sink_line(record),
             _ => return,
         };
         self.line(text);
@@ -225,6 +226,54 @@ pub(crate) fn step_line(s: &StepRecord) -> String {
             s.error.as_deref().unwrap_or("")
         ),
     }
+}
+
+/// A sink's line: `sink credit_pg: loaded 10 rows into credit.by_purpose in 0.2s`.
+pub(crate) fn sink_line(s: &lake::core::ledger::SinkRecord) -> String {
+    match s.status {
+        Status::Succeeded => format!(
+            "sink {}: loaded {} from {} into {} in {}",
+            s.name,
+            plural(s.rows.unwrap_or(0) as usize, "row"),
+            s.from,
+            s.table,
+            millis(Some(s.duration_ms))
+        ),
+        Status::UpToDate => format!(
+            "sink {}: skipped, {} holds {} already (--force loads it again)",
+            s.name, s.table, s.from
+        ),
+        Status::Failed => format!(
+            "sink {}: FAILED after {}, {} is as it was: {}",
+            s.name,
+            millis(Some(s.duration_ms)),
+            s.table,
+            s.error.as_deref().unwrap_or("(no reason given)")
+        ),
+        other => format!(
+            "sink {}: {other}: {}",
+            s.name,
+            s.error.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+/// The last line of `lake sink`: tables loaded, up to date, failed.
+pub(crate) fn sink_summary(r: &RunRecord) -> String {
+    let count = |st: Status| r.sinks.iter().filter(|s| s.status == st).count();
+    let mut line = format!(
+        "{} sink run {} of {}: {} loaded, {} up to date, {} failed",
+        r.status,
+        r.run_id,
+        r.pipeline,
+        count(Status::Succeeded),
+        count(Status::UpToDate),
+        count(Status::Failed)
+    );
+    if r.sinks.is_empty() {
+        line.push_str(" (no sink is on)");
+    }
+    line
 }
 
 /// The end-of-run summary, on stdout.

@@ -94,6 +94,17 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A sink failed to load its table (the table is as it was).
+    #[error("sink {sink:?} ({table}): {message}")]
+    Sink {
+        /// The sink name (the `[sinks.<name>]` table).
+        sink: String,
+        /// Its table (`schema.table`).
+        table: String,
+        /// What failed, in words (never the connection's password).
+        message: String,
+    },
+
     /// A cluster backend operation failed.
     #[error("{backend}: {operation} failed")]
     Cluster {

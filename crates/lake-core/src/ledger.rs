@@ -73,6 +73,33 @@ pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     /// The error that ended the run, if it was not a step's.
     pub error: Option<String>,
+    /// Sinks run (`[sinks.<name>]`), in the order they ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkRecord>,
+}
+
+/// One sink's load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkRecord {
+    /// The sink.
+    pub name: String,
+    /// The dataset it loads (`refined/credit_by_purpose`).
+    pub from: String,
+    /// The table (`credit.by_purpose`; never the URL).
+    pub table: String,
+    /// `succeeded` (loaded), `up_to_date` (the table holds this data), `failed`, `skipped`.
+    pub status: Status,
+    /// Rows loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Bytes of the dataset read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One source window.

@@ -55,6 +55,7 @@ pub mod publish;
 pub mod retry;
 pub mod run;
 pub mod schedule;
+pub mod sink;
 pub mod source;
 pub mod zone;
 

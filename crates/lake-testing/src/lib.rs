@@ -13,6 +13,7 @@ pub mod emulator;
 mod examples;
 pub mod faults;
 pub mod measure;
+pub mod postgres;
 
 use std::path::PathBuf;
 

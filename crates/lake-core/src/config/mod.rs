@@ -556,6 +556,159 @@ pub struct Pipeline {
     pub schedule: Option<crate::schedule::Schedule>,
     /// Who hears about a run's end (`[notify]`).
     pub notify: Option<NotifySpec>,
+    /// Where committed datasets are loaded (`[sinks.<name>]`), by name.
+    pub sinks: BTreeMap<String, SinkSpec>,
+}
+
+/// A checked `[sinks.<name>]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkSpec {
+    /// The sink's name.
+    pub name: String,
+    /// Its kind (`postgres`).
+    pub kind: String,
+    /// Where to connect; resolved when the sink runs, shown only as [`shown_url`](Self::shown_url).
+    #[serde(serialize_with = "shown_url")]
+    pub url: Template,
+    /// The dataset it loads.
+    pub from: ZoneRef,
+    /// The step that writes `from`: the sink runs after it.
+    pub step: String,
+    /// The table.
+    pub table: TableName,
+    /// How the table gets the rows.
+    pub mode: SinkMode,
+    /// With [`SinkMode::Upsert`]: the columns that identify a row.
+    pub key: Vec<String>,
+    /// The table that gets one row per step of the run with each load.
+    pub lineage_table: Option<TableName>,
+    /// Off, rather than failed, while `url`'s environment variable is not set.
+    pub optional: bool,
+    /// The line of `[sinks.<name>]` in lake.toml.
+    pub line: usize,
+}
+
+/// How a sink's table gets a dataset's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    /// The table becomes the dataset: loaded beside it, swapped in within one transaction.
+    Replace,
+    /// The rows are added, in one transaction.
+    Append,
+    /// Rows whose key is in the table are updated, the others added, in one transaction.
+    Upsert,
+}
+
+fn shown_url<S: serde::Serializer>(url: &Template, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&show_url(url))
+}
+
+fn show_url(url: &Template) -> String {
+    let raw = url.as_written();
+    if raw.contains("://") {
+        redact_url(raw)
+    } else if raw.starts_with("${env:") && raw.ends_with('}') && !raw.contains(char::is_whitespace)
+    {
+        raw.to_owned()
+    } else {
+        "***".into()
+    }
+}
+
+impl SinkSpec {
+    /// The URL as lake.toml has it, its password (if written there) as `***`: safe to print.
+    pub fn shown_url(&self) -> String {
+        show_url(&self.url)
+    }
+
+    /// True when the sink is on: not `optional`, or its URL's variables are set in `env`.
+    pub fn is_on(&self, env: &dyn Fn(&str) -> Option<String>) -> bool {
+        !self.optional || self.url.resolve("", env).is_ok()
+    }
+}
+
+impl SinkMode {
+    /// Its name in lake.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replace => "replace",
+            Self::Append => "append",
+            Self::Upsert => "upsert",
+        }
+    }
+}
+
+/// A database table: `schema.name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableName {
+    /// The schema (`public` when lake.toml names none).
+    pub schema: String,
+    /// The table.
+    pub name: String,
+}
+
+impl TableName {
+    /// Parse `schema.table` or `table`: lowercase SQL identifiers (`[a-z_][a-z0-9_]*`, at most
+    /// 63 bytes), so the name reads the same quoted and unquoted.
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        let ident = |part: &str| {
+            let mut chars = part.chars();
+            part.len() <= 63
+                && chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        let (schema, name) = raw.split_once('.').unwrap_or(("public", raw));
+        if !ident(schema) || !ident(name) {
+            return Err(format!(
+                "{raw:?} is not a table name: expected schema.table (or table), each a lowercase SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
+            ));
+        }
+        Ok(Self {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A connection URL to show: its password (and the query's `password=`) replaced by `***`.
+/// Text that is not a URL is shown as `***` whole, as it may be a key/value string with one.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let (auth_host, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let shown = match auth_host.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => auth_host.to_owned(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{shown}?{q}"),
+        None => format!("{scheme}://{shown}"),
+    }
 }
 
 /// A checked `[notify]`.

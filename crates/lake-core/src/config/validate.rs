@@ -15,8 +15,8 @@ use crate::{Error, Result};
 pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
 
 /// The top-level tables lake itself reads; backends own the others.
-const TABLES: [&str; 8] = [
-    "lake", "env", "sources", "steps", "engine", "aws", "schedule", "notify",
+const TABLES: [&str; 9] = [
+    "lake", "env", "sources", "steps", "engine", "aws", "schedule", "notify", "sinks",
 ];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
@@ -397,6 +397,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
     let aws = aws_spec(&mut r, file);
     let schedule = schedule_spec(&mut r, file);
     let notify = notify_spec(&mut r, file);
+    let sinks = sink_specs(&mut r, file, &producers);
     let mut selected = None;
     for kind in backends.iter() {
         let is_selected = Some(kind.name()) == backend;
@@ -442,6 +443,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         aws,
         schedule,
         notify,
+        sinks,
     })
 }
 
@@ -806,6 +808,109 @@ fn retry_keys(
             .unwrap_or(default),
     };
     (retries.min(10), delay)
+}
+
+/// The sink kinds lake knows (each served by a crate of its own).
+const SINK_KINDS: &[&str] = &["postgres"];
+
+fn sink_specs(
+    r: &mut Reporter<'_>,
+    file: &ConfigFile,
+    producers: &BTreeMap<ZoneRef, String>,
+) -> BTreeMap<String, super::SinkSpec> {
+    let mut out = BTreeMap::new();
+    let mut tables: BTreeMap<String, String> = BTreeMap::new();
+    for (name, c) in &file.model.sinks {
+        let key = format!("sinks.{name}");
+        if !is_name(name) {
+            r.key(&key, format!("{name:?} is not a valid sink name (letters, digits, '_' and '-', at most 255 bytes)"));
+        }
+        if !SINK_KINDS.contains(&c.kind.as_str()) {
+            r.value(
+                &format!("{key}.kind"),
+                format!(
+                    "unknown sink kind {:?}; the kinds are: {}",
+                    c.kind,
+                    SINK_KINDS.join(", ")
+                ),
+            );
+        }
+        let url = Template::parse(&c.url)
+            .map_err(|m| r.value(&format!("{key}.url"), m))
+            .ok();
+        let from = ZoneRef::parse(&c.from)
+            .map_err(|m| r.value(&format!("{key}.from"), m))
+            .ok()
+            .and_then(|from| match producers.get(&from) {
+                Some(step) => Some((from, step.clone())),
+                None => {
+                    r.value(
+                        &format!("{key}.from"),
+                        format!("no step writes {from}; a sink loads the output of a step (`output = \"{from}\"`)"),
+                    );
+                    None
+                }
+            });
+        let table = super::TableName::parse(&c.table)
+            .map_err(|m| r.value(&format!("{key}.table"), m))
+            .ok();
+        if let Some(t) = &table
+            && let Some(other) = tables.insert(t.to_string(), name.clone())
+        {
+            r.value(
+                &format!("{key}.table"),
+                format!("{t} is also loaded by sink {other:?}; two sinks cannot load one table"),
+            );
+        }
+        let mode = match c.mode.as_deref() {
+            None | Some("replace") => super::SinkMode::Replace,
+            Some("append") => super::SinkMode::Append,
+            Some("upsert") => super::SinkMode::Upsert,
+            Some(other) => {
+                r.value(
+                    &format!("{key}.mode"),
+                    format!("{other:?}: \"replace\", \"append\" or \"upsert\""),
+                );
+                super::SinkMode::Replace
+            }
+        };
+        let key_cols = c.key.clone().unwrap_or_default();
+        match (mode, key_cols.is_empty()) {
+            (super::SinkMode::Upsert, true) => r.key(
+                &key,
+                "mode = \"upsert\" needs `key`: the columns that identify a row, e.g. key = [\"id\"]",
+            ),
+            (super::SinkMode::Replace | super::SinkMode::Append, false) => r.value(
+                &format!("{key}.key"),
+                "`key` applies to mode = \"upsert\" only",
+            ),
+            _ => {}
+        }
+        let lineage_table = c.lineage_table.as_ref().and_then(|raw| {
+            super::TableName::parse(raw)
+                .map_err(|m| r.value(&format!("{key}.lineage_table"), m))
+                .ok()
+        });
+        if let (Some(url), Some((from, step)), Some(table)) = (url, from, table) {
+            out.insert(
+                name.clone(),
+                super::SinkSpec {
+                    name: name.clone(),
+                    kind: c.kind.clone(),
+                    url,
+                    from,
+                    step,
+                    table,
+                    mode,
+                    key: key_cols,
+                    lineage_table,
+                    optional: c.optional.unwrap_or(false),
+                    line: r.line_of(&key),
+                },
+            );
+        }
+    }
+    out
 }
 
 fn notify_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<super::NotifySpec> {

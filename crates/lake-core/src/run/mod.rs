@@ -8,6 +8,7 @@
 mod ingest;
 mod poll;
 mod request;
+mod sinks;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +41,9 @@ pub struct RunContext {
     pub backend: Arc<dyn ClusterBackend>,
     /// The pipeline's sources by name.
     pub sources: BTreeMap<String, Arc<dyn Source>>,
+    /// The pipeline's sinks by name (a sink this build cannot serve is missing: it fails
+    /// when it runs, saying so).
+    pub sinks: BTreeMap<String, Arc<dyn crate::sink::Sink>>,
 }
 
 /// Something that wants to hear about a run as it goes (the CLI prints these).
@@ -118,6 +122,11 @@ pub enum Event {
     StepFinished {
         /// The step's record.
         record: StepRecord,
+    },
+    /// A sink loaded its table, found it up to date, failed or was skipped.
+    SinkFinished {
+        /// The sink's record.
+        record: crate::ledger::SinkRecord,
     },
 }
 
@@ -309,6 +318,30 @@ pub async fn ingest(
     execute(ctx, opts, Work::Ingest { sources, dates }).await
 }
 
+/// Run `sinks` (every sink when empty) over the committed data, without ingesting or running
+/// steps: each loads its table unless the table holds that data already (`opts.force` loads
+/// anyway). Recorded in the ledger like a run, under the same lock.
+pub async fn sink(ctx: &RunContext, sinks: &[String], opts: &RunOptions) -> Result<RunRecord> {
+    let p = &ctx.pipeline;
+    for s in sinks {
+        if !p.sinks.contains_key(s) {
+            return Err(Error::Invalid {
+                what: format!("sink {s}"),
+                message: if p.sinks.is_empty() {
+                    format!("{} has no [sinks.*]", p.file.display())
+                } else {
+                    format!(
+                        "no [sinks.{s}] in {}; sinks: {}",
+                        p.file.display(),
+                        p.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                },
+            });
+        }
+    }
+    execute(ctx, opts, Work::Sinks(sinks.to_vec())).await
+}
+
 /// Take the pipeline's lock, waiting up to `opts.lock_wait` for a live holder to let go.
 async fn acquire_waiting(
     ctx: &RunContext,
@@ -353,13 +386,15 @@ enum Work {
         sources: Vec<String>,
         dates: Vec<NaiveDate>,
     },
+    /// Only these sinks (all when empty), over the committed data.
+    Sinks(Vec<String>),
 }
 
 async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunRecord> {
     let p = &ctx.pipeline;
     let steps = match &work {
         Work::Steps(steps) => steps.clone(),
-        Work::Ingest { .. } => Vec::new(),
+        Work::Ingest { .. } | Work::Sinks(_) => Vec::new(),
     };
     // Secrets are resolved before anything happens, so a missing variable costs nothing.
     let mut secrets: BTreeMap<String, Vec<(String, Secret)>> = BTreeMap::new();
@@ -409,6 +444,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                     status: Status::Failed,
                     ingest: Vec::new(),
                     steps: Vec::new(),
+                    sinks: Vec::new(),
                     error: Some(format!(
                         "{abandoned} (it had written nothing yet; its date is the day it started)"
                     )),
@@ -439,6 +475,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
         ingest: Vec::new(),
         steps: Vec::new(),
         error: None,
+        sinks: Vec::new(),
     };
     let outcome = match ledger::write(&*ctx.store, &record).await {
         Ok(()) => {
@@ -457,6 +494,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                 Work::Ingest { sources, dates } => {
                     runner.ingest_all(sources, dates, &mut record).await
                 }
+                Work::Sinks(names) => runner.sinks_only(names, &mut record).await,
             };
             let cluster = runner.cluster.into_inner();
             if let Some(c) = &cluster
@@ -499,6 +537,12 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
         Ok(())
             if record.ingest.iter().any(|i| i.status == Status::Failed)
                 || record.steps.iter().any(|s| {
+                    matches!(
+                        s.status,
+                        Status::Failed | Status::Skipped | Status::Cancelled
+                    )
+                })
+                || record.sinks.iter().any(|s| {
                     matches!(
                         s.status,
                         Status::Failed | Status::Skipped | Status::Cancelled

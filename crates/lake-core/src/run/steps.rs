@@ -30,7 +30,11 @@ impl Runner<'_> {
             }
         }
 
-        self.steps(steps, &failed_sources, record).await
+        let ran = self.steps(steps, &failed_sources, record).await;
+        if ran.is_ok() {
+            self.sinks_after_steps(record).await;
+        }
+        ran
     }
 
     /// Run `steps` (in dependency order), each as soon as the steps it depends on have

@@ -1,0 +1,163 @@
+//! Connecting to PostgreSQL: TLS as the URL's `sslmode` says, and errors in words that never
+//! carry the password.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lake_core::config::{SinkSpec, redact_url};
+use lake_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// A connection and the task that drives it (stopped when the client is dropped).
+pub(crate) struct Connection {
+    pub(crate) client: Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// The sink's error: its name, table and `message`.
+pub(crate) fn sink_error(spec: &SinkSpec, message: impl Into<String>) -> Error {
+    Error::Sink {
+        sink: spec.name.clone(),
+        table: spec.table.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Where the URL points, for messages: `user@host:port/db`, no password.
+pub(crate) fn describe_target(config: &Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or("(default user)"),
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("(default database)")
+    )
+}
+
+/// Resolve the sink's URL with `env` and connect, TLS per its `sslmode` (`disable`: none;
+/// `prefer`, the default: TLS when the server offers it; `require`: TLS or nothing), with the
+/// system's roots. Errors say what to fix: the server down, the password, the database.
+pub(crate) async fn connect(
+    spec: &SinkSpec,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+) -> Result<(Connection, Config)> {
+    let url = spec
+        .url
+        .resolve(&format!("sinks.{}.url", spec.name), &env)?;
+    let mut config: Config = url.expose().parse().map_err(|_| {
+        sink_error(
+            spec,
+            format!(
+                "sinks.{}.url ({}) is not a PostgreSQL URL: expected postgres://user:password@host:5432/database",
+                spec.name,
+                redact_url(url.expose())
+            ),
+        )
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    config.application_name("lake");
+    let target = describe_target(&config);
+    let failed = |e: tokio_postgres::Error| sink_error(spec, explain(&e, &target));
+    let (client, driver) = match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => {
+            let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+            (client, tokio::spawn(async move { drop(connection.await) }))
+        }
+        _ => {
+            let tls = tls_config().map_err(|e| sink_error(spec, format!("TLS setup: {e}")))?;
+            let (client, connection) = config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                .await
+                .map_err(failed)?;
+            (client, tokio::spawn(async move { drop(connection.await) }))
+        }
+    };
+    Ok((Connection { client, driver }, config))
+}
+
+fn tls_config() -> std::result::Result<rustls::ClientConfig, rustls::Error> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_platform_verifier()?
+    .with_no_client_auth())
+}
+
+/// A PostgreSQL error in words, with what to do: the server's message (which never holds the
+/// password) and, for the usual first-contact failures, the fix.
+pub(crate) fn explain(e: &tokio_postgres::Error, target: &str) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut m = db.message().to_owned();
+        if let Some(detail) = db.detail() {
+            m.push_str(&format!(" ({detail})"));
+        }
+        let code = db.code();
+        let hint = if *code == SqlState::INVALID_PASSWORD {
+            Some(format!(
+                "connecting to {target}: check the user and password of the sink's url"
+            ))
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            Some(format!(
+                "connecting to {target}: create the database (createdb) or fix the url"
+            ))
+        } else if *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            Some(format!(
+                "connecting to {target}: the server refused this user (pg_hba.conf, or no such role)"
+            ))
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            Some(
+                "grant the sink's user CREATE on the database (or the schema) and INSERT on the table; `lake doctor` checks them"
+                    .into(),
+            )
+        } else {
+            db.hint().map(str::to_owned)
+        };
+        return match hint {
+            Some(h) => format!("{m}: {h}"),
+            None => m,
+        };
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => format!(
+                    "cannot connect to {target}: connection refused (is PostgreSQL running there, on that port?)"
+                ),
+                std::io::ErrorKind::TimedOut => {
+                    format!(
+                        "cannot connect to {target}: timed out (a firewall, or the wrong host?)"
+                    )
+                }
+                _ => format!("cannot connect to {target}: {io}"),
+            };
+        }
+        source = s.source();
+    }
+    if e.to_string().contains("timed out") {
+        return format!("cannot connect to {target}: timed out (a firewall, or the wrong host?)");
+    }
+    format!("{target}: {}", lake_core::run::error_chain(e))
+}
