@@ -486,6 +486,33 @@ impl Lake {
         Ok((df, check))
     }
 
+    /// The first `limit` rows of a read-only `sql` over the lake (as [`query`](Self::query)),
+    /// each object it read checked against its manifest, with their schema.
+    pub async fn query_rows(
+        &self,
+        sql: &str,
+        limit: usize,
+    ) -> Result<(
+        lake_local::engine::datafusion::arrow::datatypes::SchemaRef,
+        Vec<lake_local::engine::datafusion::arrow::array::RecordBatch>,
+    )> {
+        use futures::StreamExt;
+        let failed = |e: lake_local::engine::datafusion::error::DataFusionError| Error::Query {
+            origin: "lake query".into(),
+            message: e.to_string(),
+        };
+        let (df, check) = self.query(sql).await?;
+        let df = df.limit(0, Some(limit)).map_err(failed)?;
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let mut stream = df.execute_stream().await.map_err(failed)?;
+        let mut batches = Vec::new();
+        while let Some(b) = stream.next().await {
+            batches.push(b.map_err(failed)?);
+        }
+        check.finish().await?;
+        Ok((schema, batches))
+    }
+
     /// Run a read-only `sql` over the lake (as [`query_session`](Self::query_session)) and
     /// write its rows to `path`, Parquet or CSV by the file's extension, in one file. Returns
     /// the rows written.

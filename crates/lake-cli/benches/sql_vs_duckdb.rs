@@ -12,104 +12,11 @@
 //! Without a DuckDB CLI only lake is measured. `LAKE_BIN` names another `lake` binary to measure
 //! (e.g. `target/dist/lake`, built by `cargo build --profile dist -p lake-cli`).
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lake_testing::measure::{Measure, timed};
-
-const CLEAN_SQL: &str = "SELECT
-  CAST(time AS TIMESTAMP)                  AS time,
-  CAST(CAST(time AS TIMESTAMP) AS DATE)    AS date,
-  CAST(temperature_2m AS DOUBLE)           AS temperature_2m,
-  CAST(relative_humidity_2m AS INT)        AS relative_humidity_2m,
-  CAST(wind_speed_10m AS DOUBLE)           AS wind_speed_10m
-FROM weather";
-
-const DAILY_SQL: &str = "SELECT
-  date,
-  MIN(temperature_2m)  AS temp_min,
-  MAX(temperature_2m)  AS temp_max,
-  AVG(temperature_2m)  AS temp_mean
-FROM weather_hourly
-GROUP BY date
-ORDER BY date";
-
-const EXPECT: &str = "temperature_2m BETWEEN -90 AND 60";
-
-/// Hours per station: a station's series runs from 1950 for about 114 years (timestamps stay
-/// within what a nanosecond TIMESTAMP holds); more rows add stations.
-const HOURS_PER_STATION: usize = 1_000_000;
-
-/// A deterministic hourly series from 1950 on: temperature, humidity, wind.
-fn generate(path: &Path, rows: usize) {
-    let mut out = String::with_capacity(rows * 48);
-    out.push_str("time,temperature_2m,relative_humidity_2m,wind_speed_10m\n");
-    let start = chrono::NaiveDate::from_ymd_opt(1950, 1, 1)
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap();
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in 0..rows {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let t = start + chrono::Duration::hours((i % HOURS_PER_STATION) as i64);
-        let hour = (i % 24) as f64;
-        let temp = 18.0
-            + 7.0 * ((hour - 9.0) / 24.0 * std::f64::consts::TAU).sin()
-            + (x % 100) as f64 / 20.0;
-        let _ = writeln!(
-            out,
-            "{},{temp:.1},{},{:.1}",
-            t.format("%Y-%m-%d %H:%M:%S"),
-            40 + x % 60,
-            (x >> 8) % 300 / 10
-        );
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-fn median(mut v: Vec<Measure>) -> Measure {
-    v.sort_by(|a, b| a.wall.total_cmp(&b.wall));
-    let rss = v.iter().map(|m| m.rss_kib).max().unwrap_or(0);
-    let mid = v.swap_remove(v.len() / 2);
-    Measure {
-        wall: mid.wall,
-        rss_kib: rss,
-    }
-}
-
-fn lake_toml(csv: &Path) -> String {
-    format!(
-        r#"[lake]
-name = "bench"
-root = "lake"
-
-[sources.weather]
-kind = "file"
-path = "{csv}"
-
-[steps.weather_hourly]
-kind = "sql"
-inputs = ["raw/weather@date"]
-output = "trusted/weather_hourly"
-sql = """
-{CLEAN_SQL}
-"""
-expect = ["{EXPECT}"]
-
-[steps.weather_daily]
-kind = "sql"
-inputs = ["trusted/weather_hourly"]
-output = "refined/weather_daily"
-sql = """
-{DAILY_SQL}
-"""
-"#,
-        csv = csv.display()
-    )
-}
+use lake_testing::measure::{median, timed};
+use lake_testing::weather::{CLEAN_SQL, DAILY_SQL, EXPECT, HOURS_PER_STATION, generate, lake_toml};
 
 fn duckdb_script(csv: &Path, dir: &Path) -> String {
     let hourly = dir.join("weather_hourly.parquet");
@@ -168,7 +75,7 @@ fn main() {
     for i in 0..runs {
         let dir = tmp.path().join(format!("lake-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("lake.toml"), lake_toml(&csv)).unwrap();
+        std::fs::write(dir.join("lake.toml"), lake_toml(&csv, "")).unwrap();
         lake_runs.push(timed(
             Command::new(&lake_bin)
                 .args(["-q", "run", "--date", "2024-01-01"])

@@ -198,6 +198,23 @@ pub(crate) enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The pipeline, its runs, datasets and charts in a browser (a local web app).
+    Serve {
+        /// The address to listen on; another than 127.0.0.1 needs --token.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// A token every request must carry (default: $LAKE_SERVE_TOKEN).
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+    },
+    /// Draw a `[charts.<name>]` of lake.toml to an SVG file.
+    Chart {
+        /// The chart's name.
+        name: String,
+        /// The file to write (`.svg`).
+        #[arg(long, short, value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
     /// The lake as tables for other engines.
     Catalog {
         #[command(subcommand)]

@@ -85,6 +85,41 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.lock_wait = *wait;
             ingest(&lake, sources, &dates, &opts, &args).await
         }
+        Command::Serve { bind, token } => {
+            let lake = Lake::open(&args.config, env).await?;
+            let opts = lake_serve::ServeOptions {
+                bind: *bind,
+                token: token
+                    .clone()
+                    .or_else(|| std::env::var("LAKE_SERVE_TOKEN").ok())
+                    .filter(|t| !t.is_empty()),
+                ..Default::default()
+            };
+            let cancel = cancel_on_signal();
+            lake_serve::serve(
+                lake,
+                opts,
+                |addr| {
+                    eprintln!("lake serve: http://{addr}/ (Ctrl-C stops)");
+                },
+                async move { cancel.cancelled().await },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chart { name, output } => {
+            let lake = Lake::open(&args.config, env).await?;
+            let svg = lake_serve::chart::render(&lake, name).await?;
+            if output.extension().is_none_or(|e| e != "svg") {
+                anyhow::bail!(
+                    "{}: lake chart writes SVG: name the file *.svg",
+                    output.display()
+                );
+            }
+            std::fs::write(output, svg)
+                .map_err(|e| anyhow::anyhow!("write {}: {e}", output.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sink { sinks, force, wait } => {
             let lake = Lake::open(&args.config, env).await?;
             let mut opts = run_options(lake::core::chrono::Utc::now().date_naive(), &args);

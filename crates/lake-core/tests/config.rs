@@ -472,3 +472,114 @@ fn names_are_at_most_255_bytes() {
     )
     .unwrap();
 }
+
+#[test]
+fn sinks_are_checked_with_their_lines() {
+    let text = r#"[lake]
+name = "s"
+
+[steps.agg]
+kind = "command"
+command = ["true"]
+output = "refined/agg"
+
+[sinks.a]
+kind = "mysql"
+url = "${env:PG_URL}"
+from = "refined/agg"
+table = "Credit.ByPurpose"
+
+[sinks.b]
+kind = "postgres"
+url = "${env:PG_URL"
+from = "refined/nothing"
+table = "t"
+mode = "upsert"
+
+[sinks.c]
+kind = "postgres"
+url = "postgres://u:hunter2@db/x"
+from = "refined/agg"
+table = "public.t"
+mode = "append"
+key = ["id"]
+lineage_table = "a.b.c"
+"#;
+    let d = diagnostics(text);
+    let expect = [
+        ("sinks.a.kind", 10, "unknown sink kind \"mysql\""),
+        ("sinks.a.table", 13, "lowercase SQL identifier"),
+        ("sinks.b.url", 17, "${env:"),
+        ("sinks.b.from", 18, "no step writes refined/nothing"),
+        ("sinks.b", 15, "needs `key`"),
+        ("sinks.c.table", 26, "also loaded by sink \"b\""),
+        ("sinks.c.key", 28, "applies to mode = \"upsert\" only"),
+        ("sinks.c.lineage_table", 29, "not a table name"),
+    ];
+    expect_each(&d, &expect);
+    assert_eq!(d.len(), expect.len(), "{d:#?}");
+
+    // A valid sink: its step, mode and table; a password written in the URL is not shown.
+    let ok = text
+        .replace("mysql", "postgres")
+        .replace("Credit.ByPurpose", "credit.by_purpose")
+        .replace("${env:PG_URL\"", "${env:PG_URL}\"")
+        .replace("refined/nothing", "refined/agg")
+        .replace("mode = \"upsert\"", "mode = \"upsert\"\nkey = [\"id\"]")
+        .replace(
+            "key = [\"id\"]\nlineage_table = \"a.b.c\"",
+            "lineage_table = \"a.lineage\"",
+        )
+        .replace("table = \"t\"", "table = \"u\"");
+    let p = pipeline(&ok, None).unwrap();
+    assert_eq!(p.sinks["a"].step, "agg");
+    assert_eq!(p.sinks["a"].table.to_string(), "credit.by_purpose");
+    assert_eq!(p.sinks["b"].table.to_string(), "public.u");
+    assert_eq!(p.sinks["b"].key, ["id"]);
+    assert_eq!(p.sinks["c"].shown_url(), "postgres://u:***@db/x");
+    assert_eq!(p.sinks["a"].shown_url(), "${env:PG_URL}");
+    let json = serde_json::to_string(&p).unwrap();
+    assert!(!json.contains("hunter2"), "{json}");
+}
+
+#[test]
+fn charts_are_checked_with_their_lines() {
+    let text = r#"[lake]
+name = "c"
+
+[charts.a]
+sql = "DROP TABLE refined.x"
+kind = "pie"
+x = "day"
+y = "n"
+
+[charts.b]
+sql = "SELECT 1"
+
+[charts.c]
+sql = "WITH t AS (SELECT 1 AS n) SELECT * FROM t"
+kind = "table"
+x = "n"
+"#;
+    let d = diagnostics(text);
+    let expect = [
+        ("charts.a.sql", 5, "one SELECT"),
+        ("charts.a.kind", 6, "\"line\", \"bar\""),
+        ("charts.b", 10, "needs `x`"),
+        ("charts.b", 10, "needs `y`"),
+        ("charts.c.x", 16, "x and y apply"),
+    ];
+    assert_eq!(d.len(), expect.len(), "{d:#?}");
+    for (key, line, msg) in expect {
+        assert!(
+            d.iter()
+                .any(|x| x.key == key && x.line == line && x.message.contains(msg)),
+            "{key} {line} {msg}: {d:#?}"
+        );
+    }
+    let ok = "[lake]\nname = \"c\"\n[charts.t]\nsql = \"SELECT day, n FROM refined.x\"\nx = \"day\"\ny = \"n\"\n";
+    let p = pipeline(ok, None).unwrap();
+    assert_eq!(p.charts["t"].y, ["n"]);
+    assert_eq!(p.charts["t"].title, "t");
+    assert_eq!(p.charts["t"].kind, lake_core::config::ChartKind::Line);
+}

@@ -62,3 +62,14 @@ pub fn timed(cmd: &mut Command) -> Measure {
         rss_kib: parts.next().and_then(|s| s.parse().ok()).unwrap_or(0),
     }
 }
+
+/// The median wall time of `v`, with the largest peak RSS of them.
+pub fn median(mut v: Vec<Measure>) -> Measure {
+    v.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    let rss = v.iter().map(|m| m.rss_kib).max().unwrap_or(0);
+    let mid = v.swap_remove(v.len() / 2);
+    Measure {
+        wall: mid.wall,
+        rss_kib: rss,
+    }
+}

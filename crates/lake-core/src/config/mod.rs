@@ -558,6 +558,56 @@ pub struct Pipeline {
     pub notify: Option<NotifySpec>,
     /// Where committed datasets are loaded (`[sinks.<name>]`), by name.
     pub sinks: BTreeMap<String, SinkSpec>,
+    /// Charts of query results (`[charts.<name>]`), by name.
+    pub charts: BTreeMap<String, ChartSpec>,
+}
+
+/// A checked `[charts.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChartSpec {
+    /// The chart's name.
+    pub name: String,
+    /// Its query: one SELECT (or WITH … SELECT).
+    pub sql: String,
+    /// How it is drawn.
+    pub kind: ChartKind,
+    /// The horizontal axis' column (empty for a table).
+    pub x: String,
+    /// The series' columns (empty for a table).
+    pub y: Vec<String>,
+    /// The title.
+    pub title: String,
+    /// The line of `[charts.<name>]` in lake.toml.
+    pub line: usize,
+}
+
+/// How a chart is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChartKind {
+    /// Points joined by lines, one line per series.
+    Line,
+    /// Bars side by side per x value.
+    Bar,
+    /// Lines with the area below them filled.
+    Area,
+    /// Points.
+    Scatter,
+    /// The rows as a table.
+    Table,
+}
+
+impl ChartKind {
+    /// Its name in lake.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Line => "line",
+            Self::Bar => "bar",
+            Self::Area => "area",
+            Self::Scatter => "scatter",
+            Self::Table => "table",
+        }
+    }
 }
 
 /// A checked `[sinks.<name>]`.

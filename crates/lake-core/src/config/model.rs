@@ -40,6 +40,29 @@ pub struct LakeFile {
     /// `[sinks.<name>]`: where committed datasets are loaded after the steps that write them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// `[charts.<name>]`: charts `lake serve` shows on its home page and `lake chart` draws.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub charts: BTreeMap<String, ChartConfig>,
+}
+
+/// `[charts.<name>]`: a chart of a query's rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartConfig {
+    /// One SELECT over the lake's tables (as `lake query` sees them).
+    pub sql: String,
+    /// `line` (the default), `bar`, `area`, `scatter` or `table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The column along the horizontal axis (not for `table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// The column or columns drawn, one series each (not for `table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<StringOrList>,
+    /// The title (default: the chart's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// `[sinks.<name>]`: a committed dataset loaded into a database table.

@@ -15,8 +15,8 @@ use crate::{Error, Result};
 pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
 
 /// The top-level tables lake itself reads; backends own the others.
-const TABLES: [&str; 9] = [
-    "lake", "env", "sources", "steps", "engine", "aws", "schedule", "notify", "sinks",
+const TABLES: [&str; 10] = [
+    "lake", "env", "sources", "steps", "engine", "aws", "schedule", "notify", "sinks", "charts",
 ];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
@@ -398,6 +398,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
     let schedule = schedule_spec(&mut r, file);
     let notify = notify_spec(&mut r, file);
     let sinks = sink_specs(&mut r, file, &producers);
+    let charts = chart_specs(&mut r, file);
     let mut selected = None;
     for kind in backends.iter() {
         let is_selected = Some(kind.name()) == backend;
@@ -444,6 +445,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         schedule,
         notify,
         sinks,
+        charts,
     })
 }
 
@@ -808,6 +810,87 @@ fn retry_keys(
             .unwrap_or(default),
     };
     (retries.min(10), delay)
+}
+
+fn chart_specs(r: &mut Reporter<'_>, file: &ConfigFile) -> BTreeMap<String, super::ChartSpec> {
+    use super::ChartKind;
+    let mut out = BTreeMap::new();
+    for (name, c) in &file.model.charts {
+        let key = format!("charts.{name}");
+        if !is_name(name) {
+            r.key(&key, format!("{name:?} is not a valid chart name (letters, digits, '_' and '-', at most 255 bytes)"));
+        }
+        let kind = match c.kind.as_deref() {
+            None | Some("line") => ChartKind::Line,
+            Some("bar") => ChartKind::Bar,
+            Some("area") => ChartKind::Area,
+            Some("scatter") => ChartKind::Scatter,
+            Some("table") => ChartKind::Table,
+            Some(other) => {
+                r.value(
+                    &format!("{key}.kind"),
+                    format!("{other:?}: \"line\", \"bar\", \"area\", \"scatter\" or \"table\""),
+                );
+                ChartKind::Line
+            }
+        };
+        let first = c
+            .sql
+            .trim_start()
+            .split(|ch: char| !ch.is_ascii_alphabetic())
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        if !matches!(first.as_str(), "SELECT" | "WITH") {
+            r.value(
+                &format!("{key}.sql"),
+                "a chart's sql is one SELECT (or WITH … SELECT) over the lake's tables",
+            );
+        }
+        let y = c.y.clone().map(|l| l.0).unwrap_or_default();
+        if kind == ChartKind::Table {
+            for (field, set) in [("x", c.x.is_some()), ("y", c.y.is_some())] {
+                if set {
+                    r.value(
+                        &format!("{key}.{field}"),
+                        "a table shows every column: x and y apply to charts that draw",
+                    );
+                }
+            }
+        } else {
+            if c.x.as_deref().is_none_or(str::is_empty) {
+                r.key(
+                    &key,
+                    format!(
+                        "a {} chart needs `x`: the column along the horizontal axis",
+                        kind.as_str()
+                    ),
+                );
+            }
+            if y.is_empty() {
+                r.key(
+                    &key,
+                    format!(
+                        "a {} chart needs `y`: the column (or columns) drawn, e.g. y = [\"total\"]",
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+        out.insert(
+            name.clone(),
+            super::ChartSpec {
+                name: name.clone(),
+                sql: c.sql.clone(),
+                kind,
+                x: c.x.clone().unwrap_or_default(),
+                y,
+                title: c.title.clone().unwrap_or_else(|| name.clone()),
+                line: r.line_of(&key),
+            },
+        );
+    }
+    out
 }
 
 /// The sink kinds lake knows (each served by a crate of its own).
