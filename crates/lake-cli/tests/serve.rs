@@ -1,0 +1,369 @@
+//! `lake serve` end to end: its HTTP rules, and its pages in a real browser (headless
+//! Chromium from the Debian packages, which `.ci/run` installs), with screenshots under the
+//! target dir (`serve-screenshots/`) for a person to look at.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+
+/// `lake serve` running in `dir` until dropped, and where it listens.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lake(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("lake").unwrap();
+    c.current_dir(dir).env_remove("RUST_LOG");
+    c
+}
+
+/// Start `lake serve` with `args` (port 0: any free one) and read the address it prints.
+fn serve(dir: &Path, args: &[&str]) -> Server {
+    let mut child = lake(dir)
+        .arg("serve")
+        .args(args)
+        .env_remove("LAKE_SERVE_TOKEN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("lake serve printed {line:?}"))
+        .to_owned();
+    // Keep draining its stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    Server { child, addr }
+}
+
+/// One HTTP/1.1 GET: the status, the headers (lowercase names) and the body.
+fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+/// A pipeline whose refined/notes holds a `<script>` value.
+fn notes_lake() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("data/notes.csv"),
+        "id,note\n1,<script>alert('x')</script>\n2,plain\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("lake.toml"),
+        r#"[lake]
+name = "notes"
+
+[sources.notes]
+kind = "file"
+path = "data/notes.csv"
+
+[steps.notes]
+kind = "sql"
+inputs = ["raw/notes@date"]
+output = "refined/notes"
+sql = "SELECT CAST(id AS INT) AS id, note FROM notes"
+"#,
+    )
+    .unwrap();
+    let o = lake(dir)
+        .args(["-q", "run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    tmp
+}
+
+const ROUTES: &[&str] = &[
+    "/",
+    "/pipeline",
+    "/runs",
+    "/datasets",
+    "/datasets/refined/notes",
+    "/datasets/refined/notes/download?format=csv",
+    "/query?sql=SELECT%201",
+    "/api/version",
+    "/charts/none",
+];
+
+#[test]
+fn off_loopback_every_route_needs_the_token() {
+    let tmp = notes_lake();
+    let dir = tmp.path();
+    // No token: refused before listening.
+    let o = lake(dir)
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .env_remove("LAKE_SERVE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs a token"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let s = serve(dir, &["--bind", "0.0.0.0:0", "--token", "t0ken-4713"]);
+    let port = s.addr.rsplit(':').next().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    for route in ROUTES {
+        let (status, _, _) = get(&addr, route, &[]);
+        assert_eq!(status, 401, "{route} without the token");
+        let (status, _, _) = get(&addr, route, &[("Authorization", "Bearer wrong")]);
+        assert_eq!(status, 401, "{route} with a wrong token");
+        let (status, _, body) = get(&addr, route, &[("Authorization", "Bearer t0ken-4713")]);
+        assert_ne!(status, 401, "{route} with the token: {body}");
+    }
+    // ?token= once sets a cookie, which is enough afterwards.
+    let (status, headers, _) = get(&addr, "/runs?token=t0ken-4713", &[]);
+    assert_eq!(status, 200);
+    let cookie = headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+        .expect("a cookie");
+    let (status, _, _) = get(&addr, "/datasets", &[("Cookie", &cookie)]);
+    assert_eq!(status, 200);
+    // On loopback no token is asked.
+    let local = serve(dir, &["--bind", "127.0.0.1:0"]);
+    assert_eq!(get(&local.addr, "/", &[]).0, 200);
+}
+
+#[test]
+fn values_are_escaped_names_validated_and_the_query_box_is_read_only() {
+    let tmp = notes_lake();
+    let s = serve(tmp.path(), &["--bind", "127.0.0.1:0"]);
+    let (status, _, body) = get(&s.addr, "/datasets/refined/notes", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert('x')&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(!body.contains("<script>alert"), "{body}");
+    let (_, _, body) = get(
+        &s.addr,
+        "/query?sql=SELECT%20note%20FROM%20refined.notes",
+        &[],
+    );
+    assert!(body.contains("&lt;script&gt;alert"), "{body}");
+    assert!(!body.contains("<script>alert"), "{body}");
+
+    for bad in [
+        "/datasets/refined/..%2F..%2Fetc",
+        "/datasets/..%2F..%2F/notes",
+        "/datasets/refined/..",
+        "/datasets/refined/..%2Fnotes/download?format=csv",
+    ] {
+        let (status, _, body) = get(&s.addr, bad, &[]);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(!body.contains("root:"), "{bad}: {body}");
+    }
+    assert_eq!(get(&s.addr, "/datasets/refined/missing", &[]).0, 404);
+
+    for ddl in [
+        "CREATE%20TABLE%20t%20AS%20SELECT%201",
+        "DROP%20TABLE%20refined.notes",
+        "COPY%20refined.notes%20TO%20'%2Ftmp%2Fx.csv'",
+        "INSERT%20INTO%20refined.notes%20VALUES%20(3,'x')",
+    ] {
+        let (status, _, body) = get(&s.addr, &format!("/query?sql={ddl}"), &[]);
+        assert_eq!(status, 400, "{ddl}: {body}");
+        assert!(body.contains("class=\"error\""), "{ddl}: {body}");
+    }
+    // The data is untouched, and downloads are what lake query reads.
+    let (status, headers, csv) = get(&s.addr, "/datasets/refined/notes/download?format=csv", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "text/csv")
+    );
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+}
+
+/// Headless Chromium, if this machine has it: `LAKE_REQUIRE_CHROMIUM` makes its absence a
+/// failure (CI installs it).
+fn chromium() -> Option<PathBuf> {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(o) = Command::new(name).arg("--version").output()
+            && o.status.success()
+        {
+            return Some(PathBuf::from(name));
+        }
+    }
+    assert!(
+        std::env::var_os("LAKE_REQUIRE_CHROMIUM").is_none(),
+        "LAKE_REQUIRE_CHROMIUM is set but no chromium is on PATH"
+    );
+    eprintln!("skipped: no Chromium (apt-get install chromium)");
+    None
+}
+
+/// The page at `url` as the browser has it after its scripts ran, and a screenshot of it.
+fn browse(browser: &Path, url: &str, shot: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1280,1000",
+    ];
+    let dom = Command::new(browser)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(dom.status.success(), "chromium failed on {url}");
+    let shot_ok = Command::new(browser)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(shot_ok.status.success(), "chromium screenshot of {url}");
+    String::from_utf8_lossy(&dom.stdout).into_owned()
+}
+
+#[test]
+fn the_weather_dashboard_in_chromium() {
+    let Some(browser) = chromium() else { return };
+    let tmp = lake_testing::example("weather");
+    let dir = tmp.path();
+    let o = lake(dir)
+        .args(["-q", "run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let s = serve(dir, &["--bind", "127.0.0.1:0"]);
+    let url = |p: &str| format!("http://{}{p}", s.addr);
+
+    // Home: the temperature chart, 7 points in each of its 3 series.
+    let home = browse(&browser, &url("/"), &shots.join("home.png"));
+    let chart = home
+        .split("data-chart=\"temperature\"")
+        .nth(1)
+        .expect("the temperature chart");
+    let chart = &chart[..chart.find("</svg>").expect("an svg")];
+    let mut per_fill = std::collections::BTreeMap::<String, usize>::new();
+    for c in chart.split("<circle").skip(1) {
+        let fill = c
+            .split("fill=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        *per_fill.entry(fill.to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_fill.len(), 3, "{per_fill:?}");
+    assert!(per_fill.values().all(|n| *n == 7), "{per_fill:?}");
+
+    // Pipeline: three nodes, each run once and succeeded.
+    let pipeline = browse(&browser, &url("/pipeline"), &shots.join("pipeline.png"));
+    let nodes: Vec<&str> = pipeline
+        .split("class=\"node\" data-id=\"")
+        .skip(1)
+        .map(|n| n.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            "source:weather",
+            "step:weather_hourly",
+            "step:weather_daily"
+        ]
+    );
+    assert_eq!(pipeline.matches("data-status=\"succeeded\"").count(), 3);
+
+    // The hourly dataset: 100 rows on its first page, 7 partitions, 168 rows in all.
+    let hourly = browse(
+        &browser,
+        &url("/datasets/trusted/weather_hourly"),
+        &shots.join("dataset.png"),
+    );
+    let rows = hourly.split("<table class=\"rows\">").nth(1).unwrap();
+    let rows = &rows[..rows.find("</table>").unwrap()];
+    assert_eq!(rows.matches("<tr>").count(), 101, "a header and 100 rows");
+    assert!(hourly.contains("7 partitions"), "{hourly}");
+    assert!(hourly.contains("168 rows"), "{hourly}");
+
+    // The query box.
+    let q = browse(
+        &browser,
+        &url("/query?sql=SELECT+count(*)+AS+n+FROM+trusted.weather_hourly"),
+        &shots.join("query.png"),
+    );
+    assert!(q.contains("<td>168</td>"), "{q}");
+
+    // A failed run shows its error on the runs page.
+    let toml = std::fs::read_to_string(dir.join("lake.toml")).unwrap();
+    std::fs::write(
+        dir.join("lake.toml"),
+        format!(
+            "{toml}\n[steps.broken]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"echo the sensor is offline >&2; exit 1\"]\n"
+        ),
+    )
+    .unwrap();
+    drop(s);
+    let o = lake(dir)
+        .args(["-q", "run", "--date", "2024-03-02"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let s = serve(dir, &["--bind", "127.0.0.1:0"]);
+    let runs = browse(
+        &browser,
+        &format!("http://{}/runs", s.addr),
+        &shots.join("runs.png"),
+    );
+    assert!(runs.contains("data-status=\"failed\""), "{runs}");
+    assert!(runs.contains("the sensor is offline"), "{runs}");
+    eprintln!("screenshots: {}", shots.display());
+}
