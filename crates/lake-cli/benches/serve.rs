@@ -12,11 +12,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use lake_testing::measure::timed;
+use lake_testing::measure::{lake_bin, setting, timed};
 use lake_testing::weather::{generate, lake_toml};
 
 const CHART: &str = r#"
@@ -52,18 +51,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rows: usize = std::env::var("LAKE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("LAKE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-        .max(1);
-    let lake_bin = std::env::var_os("LAKE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lake")));
+    let rows = setting("LAKE_BENCH_ROWS", 1_000_000);
+    let runs = setting("LAKE_BENCH_RUNS", 10).max(1);
+    let lake_bin = lake_bin(env!("CARGO_BIN_EXE_lake"));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let csv = dir.join("weather.csv");
@@ -107,6 +97,7 @@ fn main() {
         println!("  {page:<28} {:>8.1} ms", t * 1000.0);
     }
     let _ = server.kill();
+    let _ = server.wait();
     let duckdb = std::env::var("DUCKDB").unwrap_or_else(|_| "duckdb".to_owned());
     if Command::new(&duckdb)
         .arg("--version")

@@ -12,10 +12,9 @@
 //! table in one transaction: lake swaps a new table in, psql runs `-1` (one transaction)
 //! with a DROP, CREATE and `\copy`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use lake_testing::measure::{median, timed};
+use lake_testing::measure::{lake_bin, median, setting, timed};
 use lake_testing::postgres::{fresh_database, psql, server};
 use lake_testing::weather::{generate, lake_toml};
 
@@ -29,18 +28,9 @@ table = "bench.weather_hourly"
 
 fn main() {
     let Some(server) = server() else { return };
-    let rows: usize = std::env::var("LAKE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("LAKE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-        .max(1);
-    let lake_bin = std::env::var_os("LAKE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lake")));
+    let rows = setting("LAKE_BENCH_ROWS", 1_000_000);
+    let runs = setting("LAKE_BENCH_RUNS", 5).max(1);
+    let lake_bin = lake_bin(env!("CARGO_BIN_EXE_lake"));
     let url = fresh_database(&server, "bench");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -12,10 +12,10 @@
 //! Without a DuckDB CLI only lake is measured. `LAKE_BIN` names another `lake` binary to measure
 //! (e.g. `target/dist/lake`, built by `cargo build --profile dist -p lake-cli`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use lake_testing::measure::{median, timed};
+use lake_testing::measure::{lake_bin, median, setting, timed};
 use lake_testing::weather::{CLEAN_SQL, DAILY_SQL, EXPECT, HOURS_PER_STATION, generate, lake_toml};
 
 fn duckdb_script(csv: &Path, dir: &Path) -> String {
@@ -41,19 +41,10 @@ fn duckdb_script(csv: &Path, dir: &Path) -> String {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
-    let rows: usize = std::env::var("LAKE_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let runs: usize = std::env::var("LAKE_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-        .max(1);
+    let rows = setting("LAKE_BENCH_ROWS", 1_000_000);
+    let runs = setting("LAKE_BENCH_RUNS", 5).max(1);
     // LAKE_BIN measures another build of lake (the `dist` binary users install).
-    let lake_bin = std::env::var_os("LAKE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lake")));
+    let lake_bin = lake_bin(env!("CARGO_BIN_EXE_lake"));
     let duckdb = std::env::var("DUCKDB").unwrap_or_else(|_| "duckdb".to_owned());
     let have_duckdb = Command::new(&duckdb)
         .arg("--version")

@@ -7,29 +7,7 @@ use std::sync::Mutex;
 use lake::core::ledger::{RunRecord, Status, StepRecord};
 use lake::core::run::{Event, RunObserver};
 
-/// `1.5 KiB`.
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-pub(crate) fn millis(ms: Option<u64>) -> String {
-    match ms {
-        None => "-".into(),
-        Some(ms) if ms < 1000 => format!("{ms}ms"),
-        Some(ms) => format!("{:.1}s", ms as f64 / 1000.0),
-    }
-}
+pub(crate) use lake::core::human::{bytes, millis};
 
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })

@@ -102,6 +102,17 @@ kind = "sql"
 inputs = ["raw/notes@date"]
 output = "refined/notes"
 sql = "SELECT CAST(id AS INT) AS id, note FROM notes"
+
+[charts.ids]
+sql = "SELECT id, id * 2 AS twice FROM refined.notes ORDER BY id"
+kind = "bar"
+x = "id"
+y = ["twice"]
+
+[charts.broken]
+sql = "SELECT id FROM refined.notes"
+x = "id"
+y = ["missing"]
 "#,
     )
     .unwrap();
@@ -198,6 +209,22 @@ fn values_are_escaped_names_validated_and_the_query_box_is_read_only() {
         assert!(!body.contains("root:"), "{bad}: {body}");
     }
     assert_eq!(get(&s.addr, "/datasets/refined/missing", &[]).0, 404);
+
+    // A failing chart shows its error, with its line, in its place; the other is drawn.
+    let (status, _, home) = get(&s.addr, "/", &[]);
+    assert_eq!(status, 200);
+    let broken = home.split("data-chart=\"broken\"").nth(1).unwrap();
+    assert!(
+        broken.contains("class=\"error\"")
+            && broken.contains("line 20")
+            && broken.contains("no column \"missing\""),
+        "{home}"
+    );
+    let ids = home.split("data-chart=\"ids\"").nth(1).unwrap();
+    assert!(
+        ids[..ids.find("</svg>").unwrap()].matches("<rect").count() >= 2,
+        "{home}"
+    );
 
     for ddl in [
         "CREATE%20TABLE%20t%20AS%20SELECT%201",

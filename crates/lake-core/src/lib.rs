@@ -49,6 +49,7 @@ pub mod config;
 pub mod doctor;
 mod error;
 pub mod fsck;
+pub mod human;
 pub mod ledger;
 pub mod lock;
 pub mod publish;

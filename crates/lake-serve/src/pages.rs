@@ -16,6 +16,8 @@ use lake::local::engine::datafusion::arrow::util::display::{ArrayFormatter, Form
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
+use lake::core::human::{bytes, millis};
+
 use crate::{App, chart, graph};
 
 /// Rows per page of a dataset.
@@ -97,25 +99,6 @@ fn status_class(s: Status) -> String {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
     )
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-fn millis(ms: Option<u64>) -> String {
-    ms.map_or("-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
 }
 
 /// Rows as an HTML table, every value escaped.

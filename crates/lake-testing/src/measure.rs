@@ -73,3 +73,19 @@ pub fn median(mut v: Vec<Measure>) -> Measure {
         rss_kib: rss,
     }
 }
+
+/// A benchmark's setting from the environment (`LAKE_BENCH_ROWS`), else `default`.
+pub fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `lake` binary a benchmark measures: `LAKE_BIN` (another build, such as the `dist`
+/// one), else `built` (the bench's own, `env!("CARGO_BIN_EXE_lake")`).
+pub fn lake_bin(built: &str) -> std::path::PathBuf {
+    std::env::var_os("LAKE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| built.into())
+}
