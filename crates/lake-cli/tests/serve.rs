@@ -217,7 +217,7 @@ fn values_are_escaped_names_validated_and_the_query_box_is_read_only() {
     assert!(
         broken.contains("class=\"error\"")
             && broken.contains("line 20")
-            && broken.contains("no column \"missing\""),
+            && broken.contains("no column &quot;missing&quot;"),
         "{home}"
     );
     let ids = home.split("data-chart=\"ids\"").nth(1).unwrap();
