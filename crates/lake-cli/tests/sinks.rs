@@ -23,6 +23,13 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `lake ARGS` in `dir` with `PG_URL`, which must succeed: what it printed (stdout, stderr).
+fn lake_ok(dir: &Path, pg_url: &str, args: &[&str]) -> String {
+    let o = lake(dir, pg_url).args(args).output().unwrap();
+    assert!(o.status.success(), "lake {args:?}: {}", text(&o));
+    text(&o)
+}
+
 /// The password of a `postgres://user:password@host/db` URL.
 fn password(url: &str) -> &str {
     let auth = url.split_once("://").unwrap().1.split_once('@').unwrap().0;
@@ -74,17 +81,13 @@ fn the_credit_example_loads_its_table_skips_a_rerun_replaces_after_a_change_and_
     let tmp = lake_testing::example("credit");
     let dir = tmp.path();
 
-    let first = lake(dir, &url)
-        .args(["run", "--date", "2024-03-01"])
-        .output()
-        .unwrap();
-    assert!(first.status.success(), "{}", text(&first));
+    let first = lake_ok(dir, &url, &["run", "--date", "2024-03-01"]);
     assert!(
-        text(&first).contains(
+        first.contains(
             "sink credit_pg: loaded 8 rows from refined/credit_by_purpose into credit.by_purpose"
         ),
         "{}",
-        text(&first)
+        first
     );
     // The table holds what `lake query` reads, typed as the dataset is.
     let cols = "purpose, n, avg_credit_amount, avg_duration";
@@ -111,17 +114,13 @@ fn the_credit_example_loads_its_table_skips_a_rerun_replaces_after_a_change_and_
     let first_load = psql(&url, loaded_at);
 
     // Nothing changed: the sink is skipped, the table untouched.
-    let again = lake(dir, &url)
-        .args(["run", "--date", "2024-03-01"])
-        .output()
-        .unwrap();
-    assert!(again.status.success(), "{}", text(&again));
+    let again = lake_ok(dir, &url, &["run", "--date", "2024-03-01"]);
     assert!(
-        text(&again).contains(
+        again.contains(
             "sink credit_pg: skipped, credit.by_purpose holds refined/credit_by_purpose already"
         ),
         "{}",
-        text(&again)
+        again
     );
     assert_eq!(psql(&url, loaded_at), first_load);
 
@@ -134,11 +133,7 @@ fn the_credit_example_loads_its_table_skips_a_rerun_replaces_after_a_change_and_
     let body = std::fs::read_to_string(&csv).unwrap();
     let half: Vec<&str> = body.lines().take(501).collect();
     std::fs::write(&csv, half.join("\n") + "\n").unwrap();
-    let changed = lake(dir, &url)
-        .args(["run", "--date", "2024-03-02"])
-        .output()
-        .unwrap();
-    assert!(changed.status.success(), "{}", text(&changed));
+    let changed = lake_ok(dir, &url, &["run", "--date", "2024-03-02"]);
     assert_eq!(psql(&url, "SELECT sum(n) FROM credit.by_purpose"), "500");
     assert_eq!(
         pg_rows(
@@ -173,6 +168,9 @@ fn the_credit_example_loads_its_table_skips_a_rerun_replaces_after_a_change_and_
         .map(|r| r["run_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(made.len(), 2, "{runs}");
+    // As the query orders them: by batch id.
+    let mut made = made;
+    made.sort();
     let lineage = psql(
         &url,
         "SELECT batch, step, source, destination FROM credit.data_flow ORDER BY batch, step",
@@ -204,7 +202,7 @@ fn the_credit_example_loads_its_table_skips_a_rerun_replaces_after_a_change_and_
     );
     let plan = lake(dir, &url).args(["plan"]).output().unwrap();
     assert!(text(&plan).contains("${env:PG_URL}"), "{}", text(&plan));
-    for out in [&ledger, &text(&plan), &text(&first), &text(&changed)] {
+    for out in [&ledger, &text(&plan), &first, &changed] {
         assert!(!out.contains(password(&url)), "the password leaked: {out}");
     }
 }
@@ -267,14 +265,7 @@ key = ["id"]
         "id,name,amount\n1,apple,1.50\n2,pear,2.25\n3,plum,-0.75\n",
     )
     .unwrap();
-    let run = |date: &str| {
-        let o = lake(dir, &url)
-            .args(["run", "--date", date])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o));
-        text(&o)
-    };
+    let run = |date: &str| lake_ok(dir, &url, &["run", "--date", date]);
     run("2024-03-01");
     std::fs::write(
         &data,
@@ -315,8 +306,7 @@ key = ["id"]
         "1"
     );
     // --force loads again: append adds the rows a second time, upsert changes nothing.
-    let forced = lake(dir, &url).args(["sink", "--force"]).output().unwrap();
-    assert!(forced.status.success(), "{}", text(&forced));
+    lake_ok(dir, &url, &["sink", "--force"]);
     assert_eq!(psql(&url, "SELECT count(*) FROM shop.items_log"), "9");
     assert_eq!(psql(&url, "SELECT count(*) FROM shop.items"), "4");
 }
@@ -363,11 +353,7 @@ table = "t"
 "#,
     )
     .unwrap();
-    let o = lake(dir, &url)
-        .args(["run", "--date", "2024-03-01"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    lake_ok(dir, &url, &["run", "--date", "2024-03-01"]);
     assert_eq!(
         psql(
             &url,
@@ -512,11 +498,7 @@ table = "big"
         }
     };
     write(0);
-    let o = lake(dir, &url)
-        .args(["run", "--date", "2024-03-01"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    lake_ok(dir, &url, &["run", "--date", "2024-03-01"]);
     let old = "SELECT count(*), sum(id) FROM big";
     assert_eq!(psql(&url, old), "1000000|499999500000");
 
@@ -572,11 +554,7 @@ table = "big"
     );
 
     // The next run takes over and loads the new rows.
-    let o = lake(dir, &url)
-        .args(["run", "--date", "2024-03-02"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    lake_ok(dir, &url, &["run", "--date", "2024-03-02"]);
     assert_eq!(psql(&url, old), "1000000|5499999500000");
     assert!(try_psql(&url, "SELECT 1").is_ok());
 }

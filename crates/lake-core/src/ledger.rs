@@ -176,6 +176,76 @@ pub async fn write(store: &DynZoneStore, record: &RunRecord) -> Result<()> {
         .map(|_| ())
 }
 
+/// One edge of a run's data flow: what a step (or a source's landing) read and what it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineageRow {
+    /// The run (the batch).
+    pub batch: String,
+    /// When the step ended (else started; else the run's end or start).
+    pub timestamp: DateTime<Utc>,
+    /// The step, or `ingest <source>` for a landing.
+    pub step: String,
+    /// What it read: a dataset (`raw/credit`), or `source <name>` for a landing.
+    pub source: String,
+    /// What it wrote (`refined/credit_by_purpose`), when it wrote something.
+    pub destination: Option<String>,
+    /// How the step (or the window) ended.
+    pub status: Status,
+    /// True for a source's landing rather than a step.
+    pub ingest: bool,
+}
+
+/// The data flow of `run`, the one definition of lineage (`_lake.lineage`, a sink's
+/// `lineage_table`): a row per landed window's source, then a row per step and distinct
+/// dataset among the objects it read.
+pub fn lineage(run: &RunRecord) -> Vec<LineageRow> {
+    let mut rows = Vec::new();
+    for i in run.ingest.iter().filter(|i| !i.objects.is_empty()) {
+        rows.push(LineageRow {
+            batch: run.run_id.clone(),
+            timestamp: run.ended.unwrap_or(run.started),
+            step: format!("ingest {}", i.source),
+            source: format!("source {}", i.source),
+            destination: Some(format!("raw/{}", i.source)),
+            status: i.status,
+            ingest: true,
+        });
+    }
+    for s in &run.steps {
+        let mut sources: Vec<String> = s
+            .inputs
+            .iter()
+            .map(|o| {
+                let (zone, dataset) = dataset_of(&o.key);
+                format!("{zone}/{dataset}")
+            })
+            .collect();
+        sources.sort();
+        sources.dedup();
+        for source in sources {
+            rows.push(LineageRow {
+                batch: run.run_id.clone(),
+                timestamp: s.ended.or(s.started).unwrap_or(run.started),
+                step: s.name.clone(),
+                source,
+                destination: s.output.clone(),
+                status: s.status,
+                ingest: false,
+            });
+        }
+    }
+    rows
+}
+
+/// The zone and dataset of an object key (`trusted/credit/part-0.parquet` → `trusted`,
+/// `credit`).
+pub fn dataset_of(key: &str) -> (&str, &str) {
+    let mut parts = key.splitn(3, '/');
+    let zone = parts.next().unwrap_or_default();
+    let dataset = parts.next().unwrap_or_default();
+    (zone, dataset)
+}
+
 /// One run's record.
 pub async fn get(store: &DynZoneStore, run_id: &str) -> Result<RunRecord> {
     store

@@ -7,13 +7,12 @@
 //! transaction, so a load is skipped when nothing changed and never done twice.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::Result;
-use crate::config::{Pipeline, SinkMode, SinkSpec};
+use crate::config::{SinkMode, SinkSpec};
 use crate::doctor::Check;
-use crate::ledger::{RunRecord, Status};
+use crate::ledger::{self, LineageRow, RunRecord, Status};
 use crate::publish::{Dataset, Manifest};
 
 /// A destination of committed datasets, configured by a `[sinks.<name>]`.
@@ -60,23 +59,6 @@ pub enum SinkOutcome {
     UpToDate,
 }
 
-/// One row of a lineage table: a step of a run, what it read and what it wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineageRow {
-    /// The run (the batch).
-    pub batch: String,
-    /// When the step ended (or the run started, when the ledger has no end).
-    pub timestamp: DateTime<Utc>,
-    /// The step.
-    pub step: String,
-    /// What it read: its inputs (`raw/credit`), comma-separated.
-    pub source: String,
-    /// What it wrote (`refined/credit_by_purpose`).
-    pub destination: String,
-    /// `succeeded` or `up_to_date`.
-    pub status: String,
-}
-
 /// What identifies a sink's load: its mode and the committed objects with their SHA-256. A
 /// republish of the same bytes keeps it; any changed object, or another mode, changes it.
 pub fn fingerprint(mode: SinkMode, manifest: &Manifest) -> String {
@@ -91,34 +73,11 @@ pub fn fingerprint(mode: SinkMode, manifest: &Manifest) -> String {
     hex::encode(h.finalize())
 }
 
-/// The lineage of `record`: one row per step that succeeded or was up to date, in the order
-/// the ledger lists them, with its inputs and output as `pipeline` declares them.
-pub fn lineage(pipeline: &Pipeline, record: &RunRecord) -> Vec<LineageRow> {
-    record
-        .steps
-        .iter()
-        .filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate))
-        .map(|s| LineageRow {
-            batch: record.run_id.clone(),
-            timestamp: s.ended.unwrap_or(record.started),
-            step: s.name.clone(),
-            source: pipeline
-                .steps
-                .get(&s.name)
-                .map_or_else(String::new, |spec| {
-                    spec.inputs
-                        .iter()
-                        .map(|i| i.dataset.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                }),
-            destination: s.output.clone().unwrap_or_default(),
-            status: if s.status == Status::Succeeded {
-                "succeeded"
-            } else {
-                "up_to_date"
-            }
-            .to_owned(),
-        })
+/// The lineage a sink writes for the data of `run`: its steps that succeeded or were up to
+/// date, a row per dataset each read (see [`ledger::lineage`]).
+pub fn lineage(run: &RunRecord) -> Vec<LineageRow> {
+    ledger::lineage(run)
+        .into_iter()
+        .filter(|l| !l.ingest && matches!(l.status, Status::Succeeded | Status::UpToDate))
         .collect()
 }

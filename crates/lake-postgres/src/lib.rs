@@ -631,6 +631,11 @@ async fn write_lineage(
         )
         .await?;
     for row in &load.lineage {
+        let status = if row.status == lake_core::ledger::Status::Succeeded {
+            "succeeded"
+        } else {
+            "up_to_date"
+        };
         tx.execute(
             &insert,
             &[
@@ -638,8 +643,8 @@ async fn write_lineage(
                 &row.timestamp,
                 &row.step,
                 &row.source,
-                &row.destination,
-                &row.status,
+                &row.destination.as_deref().unwrap_or_default(),
+                &status,
                 &sink,
                 &load.run_id,
             ],

@@ -539,8 +539,9 @@ pub(crate) async fn download(
         )
             .into_response();
     }
-    match tokio::fs::read(&file).await {
-        Ok(body) => (
+    // Streamed from the file: an open file outlives its folder's removal.
+    match tokio::fs::File::open(&file).await {
+        Ok(f) => (
             [
                 (
                     header::CONTENT_TYPE,
@@ -556,7 +557,7 @@ pub(crate) async fn download(
                     format!("attachment; filename=\"{zone}.{name}.{ext}\""),
                 ),
             ],
-            body,
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f)),
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

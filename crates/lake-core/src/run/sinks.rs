@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use super::{Event, Runner, error_chain};
 use crate::config::SinkSpec;
-use crate::ledger::{self, RunRecord, SinkRecord, Status};
+use crate::ledger::{self, LineageRow, RunRecord, SinkRecord, Status};
 use crate::publish::{self, Dataset, Manifest};
-use crate::sink::{self, LineageRow, SinkLoad, SinkOutcome};
+
+use crate::sink::{self, SinkLoad, SinkOutcome};
 use crate::{Error, Result};
 
 impl Runner<'_> {
@@ -19,14 +20,18 @@ impl Runner<'_> {
                 continue;
             };
             let rec = if self.opts.cancel.is_cancelled() {
-                skipped(spec, Status::Cancelled, "the run was cancelled".into())
+                sink_record(
+                    spec,
+                    Status::Cancelled,
+                    Some("the run was cancelled".into()),
+                )
             } else if matches!(step.status, Status::Succeeded | Status::UpToDate) {
                 self.sink(spec, record).await
             } else {
-                skipped(
+                sink_record(
                     spec,
                     Status::Skipped,
-                    format!("step {:?} did not succeed", spec.step),
+                    Some(format!("step {:?} did not succeed", spec.step)),
                 )
             };
             self.opts.emit(Event::SinkFinished {
@@ -65,12 +70,11 @@ impl Runner<'_> {
     /// The lineage of the data in `manifest`: the steps of the run that wrote it (`current`,
     /// this run, or an earlier one from the ledger; none when the ledger has lost it).
     async fn lineage(&self, manifest: &Manifest, current: &RunRecord) -> Result<Vec<LineageRow>> {
-        let p = &self.ctx.pipeline;
         if manifest.run_id == current.run_id {
-            return Ok(sink::lineage(p, current));
+            return Ok(sink::lineage(current));
         }
         match ledger::get(&*self.ctx.store, &manifest.run_id).await {
-            Ok(made) => Ok(sink::lineage(p, &made)),
+            Ok(made) => Ok(sink::lineage(&made)),
             Err(e) if e.is_not_found() => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -118,25 +122,26 @@ impl Runner<'_> {
             sink.load(&load).await
         }
         .await;
-        let mut rec = skipped(spec, Status::Succeeded, String::new());
-        rec.error = None;
+        let mut rec = match outcome {
+            Ok(SinkOutcome::Loaded { rows, bytes }) => SinkRecord {
+                rows: Some(rows),
+                bytes: Some(bytes),
+                ..sink_record(spec, Status::Succeeded, None)
+            },
+            Ok(SinkOutcome::UpToDate) => sink_record(spec, Status::UpToDate, None),
+            Err(e) => sink_record(
+                spec,
+                Status::Failed,
+                Some(self.redactor.redact(&error_chain(&e))),
+            ),
+        };
         rec.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match outcome {
-            Ok(SinkOutcome::Loaded { rows, bytes }) => {
-                rec.rows = Some(rows);
-                rec.bytes = Some(bytes);
-            }
-            Ok(SinkOutcome::UpToDate) => rec.status = Status::UpToDate,
-            Err(e) => {
-                rec.status = Status::Failed;
-                rec.error = Some(self.redactor.redact(&error_chain(&e)));
-            }
-        }
         rec
     }
 }
 
-fn skipped(spec: &SinkSpec, status: Status, reason: String) -> SinkRecord {
+/// A sink's record without counts: `error` says why it failed or was not run.
+fn sink_record(spec: &SinkSpec, status: Status, error: Option<String>) -> SinkRecord {
     SinkRecord {
         name: spec.name.clone(),
         from: spec.from.to_string(),
@@ -145,6 +150,6 @@ fn skipped(spec: &SinkSpec, status: Status, reason: String) -> SinkRecord {
         rows: None,
         bytes: None,
         duration_ms: 0,
-        error: Some(reason),
+        error,
     }
 }

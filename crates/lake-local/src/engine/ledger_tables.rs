@@ -47,7 +47,7 @@ pub fn register(ctx: &SessionContext, runs: &[RunRecord]) -> Result<(), DataFusi
         }));
         let objects = |rows: &mut Vec<Value>, step: &str, role: &str, list: &[ObjectEntry]| {
             for o in list {
-                let (zone, dataset) = dataset_of(&o.key);
+                let (zone, dataset) = lake_core::ledger::dataset_of(&o.key);
                 rows.push(json!({
                     "run_id": r.run_id, "step": step, "role": role, "zone": zone,
                     "dataset": dataset, "key": o.key, "bytes": o.size, "sha256": o.sha256,
@@ -57,12 +57,6 @@ pub fn register(ctx: &SessionContext, runs: &[RunRecord]) -> Result<(), DataFusi
         for i in &r.ingest {
             let step = format!("ingest {}", i.source);
             objects(&mut object_rows, &step, "landed", &i.objects);
-            if !i.objects.is_empty() {
-                lineage_rows.push(json!({
-                    "run_id": r.run_id, "step": step, "source": format!("source {}", i.source),
-                    "destination": format!("raw/{}", i.source), "timestamp": r.ended.unwrap_or(r.started),
-                }));
-            }
         }
         for s in &r.steps {
             step_rows.push(json!({
@@ -73,22 +67,12 @@ pub fn register(ctx: &SessionContext, runs: &[RunRecord]) -> Result<(), DataFusi
             }));
             objects(&mut object_rows, &s.name, "input", &s.inputs);
             objects(&mut object_rows, &s.name, "output", &s.output_objects);
-            let mut sources: Vec<String> = s
-                .inputs
-                .iter()
-                .map(|o| {
-                    let (z, d) = dataset_of(&o.key);
-                    format!("{z}/{d}")
-                })
-                .collect();
-            sources.sort();
-            sources.dedup();
-            for source in sources {
-                lineage_rows.push(json!({
-                    "run_id": r.run_id, "step": s.name, "source": source,
-                    "destination": s.output, "timestamp": s.ended.or(s.started).unwrap_or(r.started),
-                }));
-            }
+        }
+        for l in lake_core::ledger::lineage(r) {
+            lineage_rows.push(json!({
+                "run_id": l.batch, "step": l.step, "source": l.source,
+                "destination": l.destination, "timestamp": l.timestamp,
+            }));
         }
     }
     let u64t = DataType::Int64;
@@ -171,12 +155,4 @@ fn batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, DataFusionEr
     Ok(decoder
         .flush()?
         .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
-}
-
-/// The zone and dataset of an object key (`trusted/credit/part-0.parquet` → trusted, credit).
-fn dataset_of(key: &str) -> (&str, &str) {
-    let mut parts = key.splitn(3, '/');
-    let zone = parts.next().unwrap_or_default();
-    let dataset = parts.next().unwrap_or_default();
-    (zone, dataset)
 }
