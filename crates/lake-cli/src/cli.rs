@@ -207,11 +207,11 @@ pub(crate) enum Command {
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
     },
-    /// Draw a `[charts.<name>]` of lake.toml to an SVG file.
+    /// Draw a `[charts.<name>]` of lake.toml to an SVG or PNG file.
     Chart {
         /// The chart's name.
         name: String,
-        /// The file to write (`.svg`).
+        /// The file to write (`.svg` or `.png`).
         #[arg(long, short, value_name = "FILE")]
         output: std::path::PathBuf,
     },

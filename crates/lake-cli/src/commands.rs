@@ -109,14 +109,23 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
         }
         Command::Chart { name, output } => {
             let lake = Lake::open(&args.config, env).await?;
-            let svg = lake_serve::chart::render(&lake, name).await?;
-            if output.extension().is_none_or(|e| e != "svg") {
+            let ext = output
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
+            if !matches!(ext, "svg" | "png") {
                 anyhow::bail!(
-                    "{}: lake chart writes SVG: name the file *.svg",
+                    "{}: lake chart writes .svg or .png: name the file so",
                     output.display()
                 );
             }
-            std::fs::write(output, svg)
+            let svg = lake_serve::chart::render(&lake, name).await?;
+            let bytes = if ext == "png" {
+                lake_serve::chart::png(&svg).map_err(|e| anyhow::anyhow!("chart {name}: {e}"))?
+            } else {
+                svg.into_bytes()
+            };
+            std::fs::write(output, bytes)
                 .map_err(|e| anyhow::anyhow!("write {}: {e}", output.display()))?;
             Ok(ExitCode::SUCCESS)
         }

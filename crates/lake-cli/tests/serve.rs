@@ -395,3 +395,34 @@ fn the_weather_dashboard_in_chromium() {
     assert!(runs.contains("the sensor is offline"), "{runs}");
     eprintln!("screenshots: {}", shots.display());
 }
+
+#[test]
+fn lake_chart_draws_a_chart_to_svg_and_png() {
+    let tmp = lake_testing::example("weather");
+    let dir = tmp.path();
+    let o = lake(dir)
+        .args(["-q", "run", "--date", "2024-03-01"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for file in ["t.svg", "t.png"] {
+        let o = lake(dir)
+            .args(["chart", "temperature", "-o", file])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let svg = std::fs::read_to_string(dir.join("t.svg")).unwrap();
+    assert_eq!(svg.matches("<circle").count(), 21, "3 series of 7 days");
+    let png = std::fs::read(dir.join("t.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((be(16), be(20)), (800, 450), "the IHDR's width and height");
+    // Another extension is refused, naming the file.
+    let o = lake(dir)
+        .args(["chart", "temperature", "-o", "t.jpg"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("t.jpg"));
+}

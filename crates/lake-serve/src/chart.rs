@@ -48,6 +48,33 @@ pub async fn render(lake: &lake::Lake, name: &str) -> lake::core::Result<String>
     svg(spec, &series(spec, &batches).map_err(invalid)?, 800, 450).map_err(invalid)
 }
 
+/// `svg` as a PNG image, its text set in a sans-serif font of this system (DejaVu Sans or
+/// Liberation Sans when installed, else the first font found).
+pub fn png(svg: &str) -> Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    let fonts = opt.fontdb_mut();
+    fonts.load_system_fonts();
+    let family = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "Arial"]
+        .into_iter()
+        .find(|f| fonts.faces().any(|face| face.families.iter().any(|(n, _)| n == f)))
+        .map(str::to_owned)
+        .or_else(|| {
+            fonts
+                .faces()
+                .next()
+                .and_then(|f| f.families.first().map(|(n, _)| n.clone()))
+        })
+        .ok_or("no font on this system for the chart's text: install one (apt-get install fonts-dejavu-core), or write .svg")?;
+    fonts.set_sans_serif_family(family);
+    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| e.to_string())?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or("the chart has no area to draw")?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| e.to_string())
+}
+
 /// A chart's data: the x labels and each series' values (`None` where null).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
