@@ -104,6 +104,14 @@ inputs = ["raw/notes@date"]
 output = "refined/notes"
 sql = "SELECT CAST(id AS INT) AS id, note FROM notes"
 
+[steps.checked]
+kind = "sql"
+inputs = ["raw/notes@date"]
+output = "refined/checked"
+sql = "SELECT CAST(id AS INT) AS id, note FROM notes"
+expect = ["id > 1"]
+max_rejected = 0.9
+
 [charts.ids]
 sql = "SELECT id, id * 2 AS twice FROM refined.notes ORDER BY id"
 kind = "bar"
@@ -211,13 +219,24 @@ fn values_are_escaped_names_validated_and_the_query_box_is_read_only() {
     }
     assert_eq!(get(&s.addr, "/datasets/refined/missing", &[]).0, 404);
 
+    // A step that set rows aside links to them; their page shows each with its _reason.
+    let (_, _, checked) = get(&s.addr, "/datasets/refined/checked", &[]);
+    assert!(
+        checked.contains("href=\"/datasets/refined/_rejected_checked\""),
+        "{checked}"
+    );
+    let (status, _, rejected) = get(&s.addr, "/datasets/refined/_rejected_checked", &[]);
+    assert_eq!(status, 200, "{rejected}");
+    assert!(rejected.contains("<th>_reason</th>"), "{rejected}");
+    assert!(rejected.contains("1 rows"), "{rejected}");
+
     // A failing chart shows its error, with its line, in its place; the other is drawn.
     let (status, _, home) = get(&s.addr, "/", &[]);
     assert_eq!(status, 200);
     let broken = home.split("data-chart=\"broken\"").nth(1).unwrap();
     assert!(
         broken.contains("class=\"error\"")
-            && broken.contains("line 20")
+            && broken.contains("line 28")
             && broken.contains("no column &quot;missing&quot;"),
         "{home}"
     );
@@ -425,4 +444,76 @@ fn lake_chart_draws_a_chart_to_svg_and_png() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("t.jpg"));
+}
+
+#[test]
+fn the_credit_dashboard_in_chromium() {
+    let Some(browser) = chromium() else { return };
+    let tmp = lake_testing::example("credit");
+    let dir = tmp.path();
+    let o = lake(dir)
+        .args(["-q", "run", "--date", "2024-03-01"])
+        .env_remove("PG_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let s = serve(dir, &["--bind", "127.0.0.1:0"]);
+    let home = browse(
+        &browser,
+        &format!("http://{}/", s.addr),
+        &shots.join("credit-home.png"),
+    );
+    assert!(!home.contains("class=\"error\""), "{home}");
+    // Both charts drawn: a bar per purpose (8) in each, beside the background and legend.
+    for chart in ["loans", "mean_amount"] {
+        let c = home
+            .split(&format!("data-chart=\"{chart}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("chart {chart}: {home}"));
+        let svg = &c[..c.find("</svg>").unwrap()];
+        assert!(svg.matches("<rect").count() >= 8, "{chart}: {svg}");
+        assert!(svg.contains("business") && svg.contains("car"), "{chart}");
+    }
+    let pipeline = browse(
+        &browser,
+        &format!("http://{}/pipeline", s.addr),
+        &shots.join("credit-pipeline.png"),
+    );
+    assert_eq!(
+        pipeline.matches("class=\"node\"").count(),
+        3,
+        "source credit, steps credit and credit_by_purpose"
+    );
+    // The typed loans, with the link to the rows the step set aside.
+    let trusted = browse(
+        &browser,
+        &format!("http://{}/datasets/trusted/credit", s.addr),
+        &shots.join("credit-dataset.png"),
+    );
+    let count = trusted
+        .split("<span class=\"rowcount\">")
+        .nth(1)
+        .and_then(|r| r.split(" rows").next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("a row count");
+    // The example's loans all pass its checks: nothing set aside, no link to rejected rows.
+    assert_eq!(count, 1000, "{trusted}");
+    assert_eq!(count_of(dir, "SELECT count(*) FROM trusted.credit"), 1000);
+    assert!(!trusted.contains("_rejected_credit"), "{trusted}");
+}
+
+/// A count by `lake query`.
+fn count_of(dir: &Path, sql: &str) -> u64 {
+    let o = lake(dir)
+        .args(["query", sql, "--format", "csv"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stdout)))
 }

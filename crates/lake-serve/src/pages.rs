@@ -450,18 +450,20 @@ pub(crate) async fn dataset(
         .collect();
     partitions.sort();
     partitions.dedup();
-    let rejected = format!("_rejected_{}", d.name);
-    let rejected_of = app
-        .lake
-        .pipeline
-        .steps
-        .values()
-        .find(|s| {
-            s.output
-                .as_ref()
-                .is_some_and(|o| o.zone == d.zone && o.name == d.name)
-        })
-        .map(|s| format!("_rejected_{}", s.name));
+    // The rows its step set aside, when it set some aside.
+    let mut rejected_of = None;
+    if let Some(step) = app.lake.pipeline.steps.values().find(|s| {
+        s.output
+            .as_ref()
+            .is_some_and(|o| o.zone == d.zone && o.name == d.name)
+    }) && let Ok(Some(_)) = publish::read_manifest(
+        &*app.lake.store,
+        &publish::rejected_prefix(d.zone, &step.name),
+    )
+    .await
+    {
+        rejected_of = Some(format!("_rejected_{}", step.name));
+    }
     let body = html! {
         p {
             (bytes(d.objects.iter().map(|o| o.size).sum())) " in " (d.objects.len()) " objects · "
@@ -472,7 +474,7 @@ pub(crate) async fn dataset(
             a href={"/datasets/" (zone) "/" (name) "/download?format=csv"} { "download CSV" } " · "
             a href={"/datasets/" (zone) "/" (name) "/download?format=parquet"} { "download Parquet" }
             @if let Some(r) = &rejected_of { " · " a href={"/datasets/" (zone) "/" (r)} { "rejected rows (with _reason)" } }
-            @if name.starts_with("_rejected_") { " · " span.muted { (rejected) } }
+            @if let Some(step) = name.strip_prefix("_rejected_") { " · " span.muted { "rows step " (step) " set aside, each with its _reason" } }
         }
         @if !partitions.is_empty() {
             h2 { (partitions.len()) " partitions" }
