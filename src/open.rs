@@ -163,6 +163,7 @@ impl Lake {
             backend,
             sources,
             sinks: self.sinks(),
+            catalog: self.catalog(),
         })
     }
 
@@ -177,6 +178,124 @@ impl Lake {
         );
         #[cfg(not(feature = "postgres"))]
         BTreeMap::new()
+    }
+
+    /// The catalog published datasets are registered in: the Glue database of `[catalog]`,
+    /// on an S3 root with the `aws` feature; `None` otherwise (Glue tables point at S3).
+    pub fn catalog(&self) -> Option<Arc<dyn lake_core::catalog::Catalog>> {
+        #[cfg(feature = "aws")]
+        if let (Some(spec), Some(aws), Root::S3 { .. }) =
+            (&self.pipeline.catalog, &self.aws, &self.pipeline.root)
+        {
+            return Some(Arc::new(GlueTables {
+                lake: self.clone(),
+                glue: lake_aws::GlueCatalog::new(aws, spec.database.clone()),
+            }));
+        }
+        None
+    }
+
+    /// The catalog table of the committed dataset `d` (its manifest `m`): its columns with
+    /// their Hive types from the Parquet schema, its partition keys and folders, and the
+    /// writing run and row count as parameters.
+    pub async fn catalog_table(
+        &self,
+        d: &lake_core::publish::Dataset,
+        m: &lake_core::publish::Manifest,
+    ) -> Result<lake_core::catalog::CatalogTable> {
+        use lake_core::catalog::{CatalogColumn, CatalogPartition, CatalogTable};
+        use lake_core::config::CatalogSpec;
+        use lake_local::engine::datafusion::common::TableReference;
+        let database = self
+            .pipeline
+            .catalog
+            .as_ref()
+            .map_or_else(|| self.pipeline.name.clone(), |c| c.database.clone());
+        let name = CatalogSpec::table_name(d.zone, &d.name);
+        let fail = |message: String| Error::Catalog {
+            table: format!("{database}.{name}"),
+            message,
+        };
+        if d.objects.is_empty() || !d.objects.iter().all(|o| o.key.ends_with(".parquet")) {
+            return Err(fail(format!(
+                "{} is not a Parquet dataset; only Parquet outputs get tables",
+                d.prefix
+            )));
+        }
+        let ctx = self.session_over(std::slice::from_ref(d)).await?;
+        let table = TableReference::partial(d.zone.as_str(), d.name.as_str());
+        let df = ctx
+            .table(table)
+            .await
+            .map_err(|e| fail(format!("reading {}: {e}", self.store.url_of(&d.prefix))))?;
+        let schema = df.schema().as_arrow().clone();
+        let rows = df
+            .count()
+            .await
+            .map_err(|e| fail(format!("counting rows: {e}")))?;
+        let (partition_keys, folders) = lake_local::engine::ddl::layout(d);
+        let columns = schema
+            .fields()
+            .iter()
+            .filter(|f| !partition_keys.contains(f.name()))
+            .map(|f| {
+                lake_local::engine::ddl::hive_type(f.data_type())
+                    .map(|hive_type| CatalogColumn {
+                        name: f.name().clone(),
+                        hive_type,
+                    })
+                    .map_err(|e| fail(format!("column {}: {e}", f.name())))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let location = |rel: &str| {
+            let prefix = if rel.is_empty() {
+                d.prefix.clone()
+            } else {
+                format!("{}/{rel}", d.prefix)
+            };
+            format!("{}/", self.store.url_of(&prefix).trim_end_matches('/'))
+        };
+        let partitions = folders
+            .iter()
+            .map(|f| CatalogPartition {
+                values: f
+                    .split('/')
+                    .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_owned()))
+                    .collect(),
+                location: location(f),
+            })
+            .collect();
+        Ok(CatalogTable {
+            database,
+            name,
+            location: location(""),
+            columns,
+            partition_keys,
+            partitions,
+            parameters: [
+                ("lake.pipeline".to_owned(), self.pipeline.name.clone()),
+                ("lake.run_id".to_owned(), m.run_id.clone()),
+                ("lake.rows".to_owned(), rows.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        })
+    }
+
+    /// `lake catalog sync`: register every committed dataset `[catalog] tables` names.
+    pub async fn catalog_sync(
+        &self,
+        opts: &RunOptions,
+    ) -> Result<Vec<lake_core::ledger::CatalogRecord>> {
+        let cx = RunContext {
+            pipeline: Arc::clone(&self.pipeline),
+            store: Arc::clone(&self.store),
+            backend: Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
+            sources: BTreeMap::new(),
+            sinks: BTreeMap::new(),
+            catalog: self.catalog(),
+        };
+        lake_core::run::catalog_sync(&cx, opts).await
     }
 
     /// The backend's checks before a run of `only` (all steps when empty) takes its lock:
@@ -266,6 +385,15 @@ impl Lake {
                 .doctor(&self.backend_env())
                 .await,
         );
+        if self.pipeline.catalog.is_some() {
+            match self.catalog() {
+                Some(c) => checks.extend(c.doctor().await),
+                None => checks.push(Check::skipped(
+                    "Glue catalog",
+                    "an s3:// root (Glue tables point at S3; `lake catalog ddl` prints tables for local engines)",
+                )),
+            }
+        }
         let env = |v: &str| std::env::var(v).ok();
         let sinks = self.sinks();
         for spec in self.pipeline.sinks.values() {
@@ -391,27 +519,7 @@ impl Lake {
                 notes.push_str(&format!("-- {}: unreadable, left out\n", d.prefix));
                 continue;
             };
-            let rel = |key: &str| {
-                key.strip_prefix(&d.prefix)
-                    .unwrap_or(key)
-                    .trim_start_matches('/')
-                    .to_owned()
-            };
-            let first = rel(&d.objects[0].key);
-            let partition_by: Vec<String> = first
-                .split('/')
-                .filter_map(|seg| seg.split_once('=').map(|(k, _)| k.to_owned()))
-                .collect();
-            let mut partitions: Vec<String> = if partition_by.is_empty() {
-                Vec::new()
-            } else {
-                d.objects
-                    .iter()
-                    .filter_map(|o| rel(&o.key).rsplit_once('/').map(|(dir, _)| dir.to_owned()))
-                    .collect()
-            };
-            partitions.sort();
-            partitions.dedup();
+            let (partition_by, partitions) = lake_local::engine::ddl::layout(d);
             let run_id = lake_core::publish::read_manifest(&*self.store, &d.prefix)
                 .await?
                 .map(|m| m.run_id)
@@ -434,7 +542,7 @@ impl Lake {
             .iter()
             .map(
                 |(d, schema, partition_by, partitions, run_id, location)| TableDef {
-                    zone: d.zone.as_str(),
+                    zone: d.zone,
                     name: &d.name,
                     location: location.clone(),
                     schema,
@@ -444,7 +552,12 @@ impl Lake {
                 },
             )
             .collect();
-        let sql = ddl(dialect, &self.pipeline.name, &defs).map_err(|message| Error::Invalid {
+        let database = self
+            .pipeline
+            .catalog
+            .as_ref()
+            .map_or_else(|| self.pipeline.name.clone(), |c| c.database.clone());
+        let sql = ddl(dialect, &database, &defs).map_err(|message| Error::Invalid {
             what: "lake catalog ddl".into(),
             message,
         })?;
@@ -615,6 +728,7 @@ impl Lake {
             backend: Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
             sources: BTreeMap::new(),
             sinks: self.sinks(),
+            catalog: None,
         };
         lake_core::run::sink(&cx, names, opts).await
     }
@@ -661,5 +775,34 @@ pub fn open_store(
             operation: "an s3:// root",
             implementer: "this build of lake (build it with the `aws` feature)".into(),
         }),
+    }
+}
+
+/// `[catalog] kind = "glue"`: a dataset's table built from its Parquet schema by the embedded
+/// engine, registered by lake-aws.
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+struct GlueTables {
+    lake: Lake,
+    glue: lake_aws::GlueCatalog,
+}
+
+#[cfg(feature = "aws")]
+#[lake_core::async_trait]
+impl lake_core::catalog::Catalog for GlueTables {
+    async fn register(
+        &self,
+        dataset: &lake_core::publish::Dataset,
+        manifest: &lake_core::publish::Manifest,
+    ) -> Result<lake_core::catalog::CatalogOutcome> {
+        let table = self.lake.catalog_table(dataset, manifest).await?;
+        self.glue.register(&table).await
+    }
+
+    async fn doctor(&self) -> Vec<Check> {
+        match &self.lake.aws {
+            Some(aws) => self.glue.doctor(aws).await,
+            None => Vec::new(),
+        }
     }
 }

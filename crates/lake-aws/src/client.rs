@@ -122,6 +122,16 @@ impl Aws {
         aws_sdk_emr::Client::from_conf(conf)
     }
 
+    /// A Glue client.
+    pub fn glue(&self) -> aws_sdk_glue::Client {
+        aws_sdk_glue::Client::new(&self.sdk)
+    }
+
+    /// An Athena client.
+    pub fn athena(&self) -> aws_sdk_athena::Client {
+        aws_sdk_athena::Client::new(&self.sdk)
+    }
+
     /// An IAM client.
     pub fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.sdk)

@@ -212,11 +212,37 @@ pub(crate) async fn emr_checks(
     let (Some(caller), false) = (caller, role_arns.is_empty()) else {
         return out;
     };
-    let simulated = iam
+    out.push(
+        simulate(
+            aws,
+            caller,
+            "iam:PassRole",
+            &["iam:PassRole"],
+            &role_arns,
+            "RunJobFlow would fail with AccessDenied: attach the policy `lake iam-policy` prints",
+        )
+        .await,
+    );
+    out
+}
+
+/// Whether the IAM policy of `caller` allows `actions` on `resources`
+/// (iam:SimulatePrincipalPolicy): a check named `name` that fails naming each denied action
+/// and resource, with `fix`.
+pub(crate) async fn simulate(
+    aws: &Aws,
+    caller: &str,
+    name: &str,
+    actions: &[&str],
+    resources: &[String],
+    fix: &str,
+) -> Check {
+    let simulated = aws
+        .iam()
         .simulate_principal_policy()
         .policy_source_arn(principal_arn(caller))
-        .action_names("iam:PassRole")
-        .set_resource_arns(Some(role_arns.clone()))
+        .set_action_names(Some(actions.iter().map(|a| (*a).to_owned()).collect()))
+        .set_resource_arns(Some(resources.to_vec()))
         .send()
         .await;
     match simulated {
@@ -235,28 +261,20 @@ pub(crate) async fn emr_checks(
                 })
                 .collect();
             if denied.is_empty() {
-                out.push(Check::pass(
-                    "iam:PassRole",
-                    format!("allowed on {}", role_arns.join(", ")),
-                ));
+                Check::pass(name, format!("allowed on {}", resources.join(", ")))
             } else {
-                out.push(Check::fail(
-                    "iam:PassRole",
-                    format!("not allowed: {}", denied.join("; ")),
-                    "RunJobFlow would fail with AccessDenied: attach the policy `lake iam-policy` prints",
-                ));
+                Check::fail(name, format!("not allowed: {}", denied.join("; ")), fix)
             }
         }
-        Err(e) => out.push(Check::unknown(
-            "iam:PassRole",
+        Err(e) => Check::unknown(
+            name,
             format!(
                 "could not simulate: {}",
                 e.message().map_or_else(|| e.to_string(), str::to_owned)
             ),
             "allow iam:SimulatePrincipalPolicy to check this, or check the policy `lake iam-policy` prints",
-        )),
+        ),
     }
-    out
 }
 
 /// A role or profile that does not exist fails; any other error means it could not be checked.

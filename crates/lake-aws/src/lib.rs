@@ -6,14 +6,17 @@
 //! [`ZoneStore`](lake_core::ZoneStore) conformance suite as the local stores.
 //! [`aws_checks`] and [`iam_policy`] are what `lake doctor` and `lake iam-policy` print.
 
+pub mod athena;
 mod client;
 pub mod doctor;
 pub mod emr;
+pub mod glue;
 mod policy;
 mod s3;
 
 pub use client::Aws;
 pub use doctor::aws_checks;
 pub use emr::EmrBackend;
+pub use glue::GlueCatalog;
 pub use policy::iam_policy;
 pub use s3::{MIN_PART, S3ZoneStore};

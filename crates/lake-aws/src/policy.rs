@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 /// With a local root the policy holds the backend's statements only, and is `None` when it
 /// has none.
 pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
-    let backend = pipeline.backend.config().iam_statements(pipeline);
+    let mut backend = pipeline.backend.config().iam_statements(pipeline);
+    backend.extend(catalog_statements(pipeline));
     let Root::S3 { bucket, prefix } = &pipeline.root else {
         return (!backend.is_empty())
             .then(|| json!({ "Version": "2012-10-17", "Statement": backend }));
@@ -152,6 +153,58 @@ pub(crate) fn emr_statements(
                 "Resource": [format!("arn:aws:s3:::{log_bucket}"), format!("arn:aws:s3:::{path}*")],
             }));
         }
+    }
+    out
+}
+
+/// With `[catalog]`: the Glue calls that register tables, on the database and its tables; the
+/// Athena calls of `lake query --engine athena` on its workgroup, and its result location
+/// when that is outside the root.
+fn catalog_statements(pipeline: &Pipeline) -> Vec<Value> {
+    let Some(c) = &pipeline.catalog else {
+        return Vec::new();
+    };
+    let mut out = vec![
+        json!({
+            "Sid": "LakeGlueTables",
+            "Effect": "Allow",
+            "Action": crate::glue::GLUE_ACTIONS,
+            "Resource": crate::glue::glue_arns("*", "*", &c.database),
+        }),
+        json!({
+            "Sid": "LakeAthenaQueries",
+            "Effect": "Allow",
+            "Action": [
+                "athena:StartQueryExecution",
+                "athena:GetQueryExecution",
+                "athena:GetQueryResults",
+                "athena:StopQueryExecution",
+            ],
+            "Resource": format!("arn:aws:athena:*:*:workgroup/{}", c.athena_workgroup),
+        }),
+    ];
+    if let Some(output) = &c.athena_output
+        && let Some((bucket, prefix)) = output
+            .strip_prefix("s3://")
+            .map(|r| r.split_once('/').unwrap_or((r, "")))
+    {
+        let prefix = prefix.trim_end_matches('/');
+        out.push(json!({
+            "Sid": "LakeAthenaResults",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": if prefix.is_empty() {
+                format!("arn:aws:s3:::{bucket}/*")
+            } else {
+                format!("arn:aws:s3:::{bucket}/{prefix}/*")
+            },
+        }));
+        out.push(json!({
+            "Sid": "LakeAthenaResultsBucket",
+            "Effect": "Allow",
+            "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+            "Resource": format!("arn:aws:s3:::{bucket}"),
+        }));
     }
     out
 }

@@ -105,6 +105,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A catalog (Glue) call failed or refused a table change.
+    #[error("catalog table {table}: {message}")]
+    Catalog {
+        /// `database.table`.
+        table: String,
+        /// What failed, in words.
+        message: String,
+    },
+
     /// A cluster backend operation failed.
     #[error("{backend}: {operation} failed")]
     Cluster {

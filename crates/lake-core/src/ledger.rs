@@ -76,6 +76,34 @@ pub struct RunRecord {
     /// Sinks run (`[sinks.<name>]`), in the order they ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sinks: Vec<SinkRecord>,
+    /// Catalog tables registered (`[catalog]`), in the order they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catalog: Vec<CatalogRecord>,
+}
+
+/// One dataset's table in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogRecord {
+    /// The dataset (`refined/credit_by_purpose`).
+    pub dataset: String,
+    /// The table (`credit.refined_credit_by_purpose`).
+    pub table: String,
+    /// `succeeded` (created or changed), `up_to_date` (it described this data), `failed`.
+    pub status: Status,
+    /// The table was created.
+    #[serde(default)]
+    pub created: bool,
+    /// Partitions added.
+    #[serde(default)]
+    pub partitions_added: usize,
+    /// Partitions dropped.
+    #[serde(default)]
+    pub partitions_dropped: usize,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One sink's load.

@@ -44,6 +44,7 @@
 //! ```
 
 pub mod backend;
+pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod doctor;
@@ -61,6 +62,7 @@ pub mod source;
 pub mod zone;
 
 /// Dates and times as lake uses them.
+pub use async_trait::async_trait;
 pub use chrono;
 pub use error::{BoxError, Error, Result};
 

@@ -81,7 +81,7 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-fn api_error<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> ApiError {
+pub(crate) fn api_error<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> ApiError {
     ApiError {
         code: e.code().map(str::to_owned),
         // No service message (a connection or credentials error): its causes, in words.

@@ -1,7 +1,7 @@
 //! The EMR backend: steps as Spark steps on a cluster lake creates (or attaches to), watches,
 //! diagnoses and always tears down.
 
-mod api;
+pub(crate) mod api;
 mod config;
 mod plugin;
 mod request;

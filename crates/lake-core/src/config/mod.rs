@@ -560,6 +560,43 @@ pub struct Pipeline {
     pub sinks: BTreeMap<String, SinkSpec>,
     /// Charts of query results (`[charts.<name>]`), by name.
     pub charts: BTreeMap<String, ChartSpec>,
+    /// The data catalog published datasets are registered in (`[catalog]`).
+    pub catalog: Option<CatalogSpec>,
+}
+
+/// A checked `[catalog]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogSpec {
+    /// The Glue database.
+    pub database: String,
+    /// `zone/glob` patterns of the datasets that get tables.
+    pub tables: Vec<String>,
+    /// Athena's workgroup.
+    pub athena_workgroup: String,
+    /// Where Athena writes results; `None`: `_lake/athena/` under the root.
+    pub athena_output: Option<String>,
+    /// The line of `[catalog]` in lake.toml.
+    pub line: usize,
+}
+
+impl CatalogSpec {
+    /// Whether the dataset `zone/name` gets a table. Raw zones and rejected rows never do
+    /// (they are not Parquet tables of one schema).
+    pub fn includes(&self, zone: Zone, name: &str) -> bool {
+        if zone == Zone::Raw || name.starts_with('_') {
+            return false;
+        }
+        let path = format!("{}/{name}", zone.as_str());
+        self.tables
+            .iter()
+            .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(&path)))
+    }
+
+    /// The table name of `zone/name`: `<zone>_<name>`, lowercase with `-` as `_` (Glue and
+    /// Athena names), as `lake catalog ddl --dialect athena` names it.
+    pub fn table_name(zone: Zone, name: &str) -> String {
+        format!("{}_{}", zone.as_str(), name.replace('-', "_")).to_lowercase()
+    }
 }
 
 /// A checked `[charts.<name>]`.

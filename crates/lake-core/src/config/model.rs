@@ -43,6 +43,30 @@ pub struct LakeFile {
     /// `[charts.<name>]`: charts `lake serve` shows on its home page and `lake chart` draws.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub charts: BTreeMap<String, ChartConfig>,
+    /// `[catalog]`: the data catalog the published datasets are registered in (Glue), and
+    /// Athena for `lake query --engine athena`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogConfig>,
+}
+
+/// `[catalog]`: where published datasets become tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// The kind of catalog: `glue`.
+    pub kind: String,
+    /// The Glue database (created if missing); default: the pipeline's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Which datasets get tables: `zone/glob` patterns; default every trusted and refined one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
+    /// The Athena workgroup of `lake query --engine athena`; default `primary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub athena_workgroup: Option<String>,
+    /// Where Athena writes query results (`s3://…/`); default `_lake/athena/` under the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub athena_output: Option<String>,
 }
 
 /// `[charts.<name>]`: a chart of a query's rows.

@@ -15,8 +15,9 @@ use crate::{Error, Result};
 pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
 
 /// The top-level tables lake itself reads; backends own the others.
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "lake", "env", "sources", "steps", "engine", "aws", "schedule", "notify", "sinks", "charts",
+    "catalog",
 ];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
@@ -399,6 +400,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
     let notify = notify_spec(&mut r, file);
     let sinks = sink_specs(&mut r, file, &producers);
     let charts = chart_specs(&mut r, file);
+    let catalog = catalog_spec(&mut r, file, &lake.name);
     let mut selected = None;
     for kind in backends.iter() {
         let is_selected = Some(kind.name()) == backend;
@@ -446,6 +448,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         notify,
         sinks,
         charts,
+        catalog,
     })
 }
 
@@ -994,6 +997,84 @@ fn sink_specs(
         }
     }
     out
+}
+
+/// The catalog kinds lake knows.
+const CATALOG_KINDS: &[&str] = &["glue"];
+
+fn catalog_spec(
+    r: &mut Reporter<'_>,
+    file: &ConfigFile,
+    pipeline: &str,
+) -> Option<super::CatalogSpec> {
+    let c = file.model.catalog.as_ref()?;
+    if !CATALOG_KINDS.contains(&c.kind.as_str()) {
+        r.value(
+            "catalog.kind",
+            format!(
+                "unknown catalog kind {:?}; the kinds are: {}",
+                c.kind,
+                CATALOG_KINDS.join(", ")
+            ),
+        );
+    }
+    let database = c
+        .database
+        .clone()
+        .unwrap_or_else(|| pipeline.replace('-', "_").to_lowercase());
+    let glue_name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 255
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if !glue_name(&database) {
+        r.value(
+            if c.database.is_some() {
+                "catalog.database"
+            } else {
+                "catalog"
+            },
+            format!(
+                "{database:?} is not a Glue database name: lowercase letters, digits and '_' (set catalog.database)"
+            ),
+        );
+    }
+    let tables = c
+        .tables
+        .clone()
+        .unwrap_or_else(|| vec!["trusted/*".into(), "refined/*".into()]);
+    for t in &tables {
+        let zone_ok = t
+            .split_once('/')
+            .is_some_and(|(z, _)| matches!(z, "trusted" | "refined" | "*"));
+        if !zone_ok {
+            r.value(
+                "catalog.tables",
+                format!("{t:?}: a pattern is <zone>/<glob> over trusted and refined datasets, such as \"refined/*\""),
+            );
+        } else if let Err(e) = glob::Pattern::new(t) {
+            r.value("catalog.tables", format!("{t:?}: {e}"));
+        }
+    }
+    if let Some(o) = &c.athena_output
+        && !o.starts_with("s3://")
+    {
+        r.value(
+            "catalog.athena_output",
+            format!("{o:?} is not an s3:// URL; Athena writes results to S3"),
+        );
+    }
+    Some(super::CatalogSpec {
+        database,
+        tables,
+        athena_workgroup: c
+            .athena_workgroup
+            .clone()
+            .unwrap_or_else(|| "primary".into()),
+        athena_output: c.athena_output.clone(),
+        line: r.line_of("catalog"),
+    })
 }
 
 fn notify_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<super::NotifySpec> {

@@ -5,6 +5,7 @@
 //! staging and publishing on success → terminate the cluster → ledger → release the lock.
 //! The cluster is terminated and the lock released on every path, including cancellation.
 
+mod catalog;
 mod ingest;
 mod poll;
 mod request;
@@ -27,6 +28,7 @@ use crate::source::Source;
 use crate::zone::{DynZoneStore, ZoneStoreExt};
 use crate::{Error, Result};
 
+pub use catalog::catalog_sync;
 pub use request::StepContext;
 pub use steps::{PLAN_RUN_ID, staging_prefix};
 
@@ -44,6 +46,8 @@ pub struct RunContext {
     /// The pipeline's sinks by name (a sink this build cannot serve is missing: it fails
     /// when it runs, saying so).
     pub sinks: BTreeMap<String, Arc<dyn crate::sink::Sink>>,
+    /// The catalog published datasets are registered in (`[catalog]` on a root it serves).
+    pub catalog: Option<Arc<dyn crate::catalog::Catalog>>,
 }
 
 /// Something that wants to hear about a run as it goes (the CLI prints these).
@@ -127,6 +131,11 @@ pub enum Event {
     SinkFinished {
         /// The sink's record.
         record: crate::ledger::SinkRecord,
+    },
+    /// A dataset's catalog table was registered, found up to date, or failed.
+    CatalogFinished {
+        /// The table's record.
+        record: crate::ledger::CatalogRecord,
     },
 }
 
@@ -445,6 +454,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                     ingest: Vec::new(),
                     steps: Vec::new(),
                     sinks: Vec::new(),
+                    catalog: Vec::new(),
                     error: Some(format!(
                         "{abandoned} (it had written nothing yet; its date is the day it started)"
                     )),
@@ -476,6 +486,7 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
         steps: Vec::new(),
         error: None,
         sinks: Vec::new(),
+        catalog: Vec::new(),
     };
     let outcome = match ledger::write(&*ctx.store, &record).await {
         Ok(()) => {
@@ -547,7 +558,8 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                         s.status,
                         Status::Failed | Status::Skipped | Status::Cancelled
                     )
-                }) =>
+                })
+                || record.catalog.iter().any(|c| c.status == Status::Failed) =>
         {
             Status::Failed
         }

@@ -32,6 +32,7 @@ impl Runner<'_> {
 
         let ran = self.steps(steps, &failed_sources, record).await;
         if ran.is_ok() {
+            self.catalog_after_steps(record).await;
             self.sinks_after_steps(record).await;
         }
         ran

@@ -18,7 +18,7 @@ pub enum Dialect {
 #[derive(Debug, Clone)]
 pub struct TableDef<'a> {
     /// `trusted`, `refined`.
-    pub zone: &'a str,
+    pub zone: lake_core::config::Zone,
     /// The dataset name.
     pub name: &'a str,
     /// Its folder: a local path or an `s3://` URL, without a trailing slash.
@@ -39,7 +39,7 @@ pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<
     let mut out = String::new();
     match dialect {
         Dialect::DuckDb | Dialect::Spark => {
-            let mut zones: Vec<&str> = tables.iter().map(|t| t.zone).collect();
+            let mut zones: Vec<&str> = tables.iter().map(|t| t.zone.as_str()).collect();
             zones.dedup();
             for z in zones {
                 let kw = if dialect == Dialect::Spark {
@@ -63,9 +63,16 @@ pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<
             Dialect::Athena => format!(
                 "{}.{}",
                 quote(dialect, database),
-                quote(dialect, &format!("{}_{}", t.zone, t.name))
+                quote(
+                    dialect,
+                    &lake_core::config::CatalogSpec::table_name(t.zone, t.name)
+                )
             ),
-            _ => format!("{}.{}", quote(dialect, t.zone), quote(dialect, t.name)),
+            _ => format!(
+                "{}.{}",
+                quote(dialect, t.zone.as_str()),
+                quote(dialect, t.name)
+            ),
         };
         let data_columns: Vec<String> = t
             .schema
@@ -78,7 +85,7 @@ pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<
                     quote(dialect, f.name()),
                     type_name(dialect, f.data_type()).map_err(|e| format!(
                         "{}/{} column {}: {e}",
-                        t.zone,
+                        t.zone.as_str(),
                         t.name,
                         f.name()
                     ))?
@@ -139,6 +146,46 @@ pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<
         }
     }
     Ok(out)
+}
+
+/// The `key=value` partition columns of a dataset (from its first object's folders,
+/// outermost first) and its partition folders relative to its prefix, sorted.
+pub fn layout(d: &lake_core::publish::Dataset) -> (Vec<String>, Vec<String>) {
+    let rel = |key: &str| {
+        key.strip_prefix(&d.prefix)
+            .unwrap_or(key)
+            .trim_start_matches('/')
+            .to_owned()
+    };
+    let Some(first) = d.objects.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let first = rel(&first.key);
+    let partition_by: Vec<String> = first
+        .split('/')
+        .filter_map(|seg| seg.split_once('=').map(|(k, _)| k.to_owned()))
+        .collect();
+    if partition_by.is_empty() {
+        return (partition_by, Vec::new());
+    }
+    let mut partitions: Vec<String> = d
+        .objects
+        .iter()
+        .filter_map(|o| rel(&o.key).rsplit_once('/').map(|(dir, _)| dir.to_owned()))
+        .collect();
+    partitions.sort();
+    partitions.dedup();
+    (partition_by, partitions)
+}
+
+/// The Hive type of `t` as the Glue Data Catalog stores it (`bigint`, `decimal(12,2)`,
+/// `array<string>`, `struct<a:int,b:string>`).
+pub fn hive_type(t: &DataType) -> Result<String, String> {
+    Ok(type_name(Dialect::Athena, t)?
+        .replace('`', "")
+        .replace(": ", ":")
+        .replace(", ", ",")
+        .to_lowercase())
 }
 
 /// ` PARTITIONED BY (a, b)`, each column followed by `typed` (Athena declares its type there,
@@ -241,7 +288,7 @@ mod tests {
             Field::new("date", DataType::Utf8, true),
         ]);
         let t = TableDef {
-            zone: "trusted",
+            zone: lake_core::config::Zone::Trusted,
             name: "weather_hourly",
             location: "s3://b/p/trusted/weather_hourly".into(),
             schema: &schema,
@@ -262,7 +309,7 @@ mod tests {
             true,
         )]);
         let t = TableDef {
-            zone: "refined",
+            zone: lake_core::config::Zone::Refined,
             name: "x",
             location: "s3://b/p/refined/x".into(),
             schema: &bad,
