@@ -129,6 +129,7 @@ fn main() {
                 backend: Arc::new(backend),
                 sources: Default::default(),
                 sinks: Default::default(),
+                catalog: None,
             };
             // Options that ask for no wait at all: the backend's floor (2s doubling to 30s)
             // sets the schedule.

@@ -806,3 +806,101 @@ impl lake_core::catalog::Catalog for GlueTables {
         }
     }
 }
+
+#[cfg(feature = "aws")]
+impl Lake {
+    /// Run `sql` on Athena over the `[catalog]` database (`lake query --engine athena`): the
+    /// rows as one record batch with Athena's column types, and the finished query (id, bytes
+    /// scanned, cost). `cancel` stops the query.
+    pub async fn athena_query(
+        &self,
+        sql: &str,
+        cancel: &lake_core::run::CancellationToken,
+    ) -> Result<(
+        lake_local::engine::datafusion::arrow::array::RecordBatch,
+        lake_aws::athena::AthenaResult,
+    )> {
+        let spec = self
+            .pipeline
+            .catalog
+            .as_ref()
+            .ok_or_else(|| Error::Invalid {
+                what: "lake query --engine athena".into(),
+                message: format!(
+                    "{} has no [catalog]: Athena queries the Glue database it names",
+                    self.pipeline.file.display()
+                ),
+            })?;
+        let (Some(aws), Root::S3 { .. }) = (&self.aws, &self.pipeline.root) else {
+            return Err(Error::Invalid {
+                what: "lake query --engine athena".into(),
+                message: "Athena reads tables in S3: the root must be s3://; on a local root, query with the embedded engine (no --engine)".into(),
+            });
+        };
+        let query = lake_aws::athena::AthenaQuery {
+            sql: sql.to_owned(),
+            database: spec.database.clone(),
+            workgroup: spec.athena_workgroup.clone(),
+            output: spec.athena_output.clone().unwrap_or_else(|| {
+                format!(
+                    "{}/",
+                    self.store.url_of("_lake/athena").trim_end_matches('/')
+                )
+            }),
+        };
+        let api = lake_aws::athena::SdkAthena::new(aws.athena());
+        let poll = lake_core::retry::Backoff::polls(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(5),
+        );
+        let result = lake_aws::athena::run(&api, &query, poll, cancel).await?;
+        let batch = athena_batch(&result).map_err(|message| Error::Query {
+            origin: format!("Athena query {}", result.query_id),
+            message,
+        })?;
+        Ok((batch, result))
+    }
+}
+
+/// Athena's rows (strings) as typed Arrow columns: integers, floats, decimals, booleans,
+/// dates and timestamps as such, anything else as text.
+#[cfg(feature = "aws")]
+fn athena_batch(
+    r: &lake_aws::athena::AthenaResult,
+) -> std::result::Result<lake_local::engine::datafusion::arrow::array::RecordBatch, String> {
+    use lake_local::engine::datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use lake_local::engine::datafusion::arrow::compute::cast;
+    use lake_local::engine::datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (i, c) in r.columns.iter().enumerate() {
+        let ty = match c.athena_type.as_str() {
+            "tinyint" => DataType::Int8,
+            "smallint" => DataType::Int16,
+            "integer" | "int" => DataType::Int32,
+            "bigint" => DataType::Int64,
+            "real" | "float" => DataType::Float32,
+            "double" => DataType::Float64,
+            "boolean" => DataType::Boolean,
+            "date" => DataType::Date32,
+            "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+            "decimal" => {
+                let p = u8::try_from(c.precision).unwrap_or(38).clamp(1, 38);
+                let s = i8::try_from(c.scale).unwrap_or(0);
+                DataType::Decimal128(p, s)
+            }
+            _ => DataType::Utf8,
+        };
+        let text: StringArray = r
+            .rows
+            .iter()
+            .map(|row| row.get(i).cloned().flatten())
+            .collect();
+        let array =
+            cast(&text, &ty).map_err(|e| format!("column {} ({}): {e}", c.name, c.athena_type))?;
+        fields.push(Field::new(&c.name, ty, true));
+        arrays.push(array);
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| e.to_string())
+}

@@ -184,6 +184,7 @@ fn context_for(toml: &str, api: MockEmrApi, store: Arc<DynZoneStore>) -> RunCont
         backend: Arc::new(backend),
         sources: Default::default(),
         sinks: Default::default(),
+        catalog: None,
     }
 }
 

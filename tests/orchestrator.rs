@@ -132,6 +132,7 @@ fn context(b: MockClusterBackend, store: Arc<DynZoneStore>) -> RunContext {
         backend: Arc::new(b),
         sources: [("s".to_owned(), source())].into(),
         sinks: Default::default(),
+        catalog: None,
     }
 }
 

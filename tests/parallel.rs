@@ -59,6 +59,7 @@ async fn run_diamond(max_parallel: usize, b_fails: bool) -> RunRecord {
         backend: Arc::new(LocalBackend::new()),
         sources: Default::default(),
         sinks: Default::default(),
+        catalog: None,
     };
     let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
     opts.poll = std::time::Duration::from_millis(10);
@@ -145,6 +146,7 @@ async fn a_failed_step_leaves_no_staging_folder() {
         backend: Arc::new(LocalBackend::new()),
         sources: Default::default(),
         sinks: Default::default(),
+        catalog: None,
     };
     let r = run(
         &cx,

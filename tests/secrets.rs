@@ -35,6 +35,7 @@ env = {{ TOKEN = "${{env:LEAK_TOKEN}}" }}
         backend: Arc::new(LocalBackend::new()),
         sources: Default::default(),
         sinks: Default::default(),
+        catalog: None,
     };
     let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
     opts.env = Arc::new(|v| (v == "LEAK_TOKEN").then(|| SECRET.to_owned()));

@@ -1,7 +1,7 @@
 //! The Glue Data Catalog: a committed dataset's table and partitions, as Athena, EMR and
 //! Redshift Spectrum read them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use aws_sdk_glue::Client;
 use aws_sdk_glue::error::ProvideErrorMetadata;
@@ -197,11 +197,16 @@ impl GlueCatalog {
             return Ok(outcome);
         }
         let have = self.partitions(&t.name).await?;
-        let want: BTreeSet<&Vec<String>> = t.partitions.iter().map(|p| &p.values).collect();
+        let want: BTreeMap<&Vec<String>, &str> = t
+            .partitions
+            .iter()
+            .map(|p| (&p.values, p.location.as_str()))
+            .collect();
+        // A partition that moved (the root was copied elsewhere) is dropped and added again.
         let add: Vec<PartitionInput> = t
             .partitions
             .iter()
-            .filter(|p| !have.contains(&p.values))
+            .filter(|p| have.get(&p.values).is_none_or(|l| *l != p.location))
             .map(|p| {
                 PartitionInput::builder()
                     .set_values(Some(p.values.clone()))
@@ -213,16 +218,20 @@ impl GlueCatalog {
                     .build()
             })
             .collect();
+        let moved = |v: &Vec<String>, l: &String| want.get(v).is_some_and(|w| *w != l);
         let drop: Vec<PartitionValueList> = have
             .iter()
-            .filter(|v| !want.contains(v))
-            .map(|v| {
+            .filter(|(v, l)| !want.contains_key(v) || moved(v, l))
+            .map(|(v, _)| {
                 PartitionValueList::builder()
                     .set_values(Some(v.clone()))
                     .build()
                     .expect("values are set")
             })
             .collect();
+        let moved_count = have.iter().filter(|(v, l)| moved(v, l)).count();
+        self.drop_partitions(t, &drop).await?;
+        outcome.partitions_dropped = drop.len() - moved_count;
         for chunk in add.chunks(CREATE_BATCH) {
             let r = self
                 .client
@@ -264,6 +273,11 @@ impl GlueCatalog {
             }
             outcome.partitions_added += chunk.len();
         }
+        Ok(outcome)
+    }
+
+    /// Drop these partitions of `t` (25 per call); one that is gone already is no error.
+    async fn drop_partitions(&self, t: &CatalogTable, drop: &[PartitionValueList]) -> Result<()> {
         for chunk in drop.chunks(DELETE_BATCH) {
             let r = self
                 .client
@@ -295,14 +309,13 @@ impl GlueCatalog {
                     message: format!("BatchDeletePartition refused: {}", failed.join("; ")),
                 });
             }
-            outcome.partitions_dropped += chunk.len();
         }
-        Ok(outcome)
+        Ok(())
     }
 
-    /// Every partition's values of `table`.
-    async fn partitions(&self, table: &str) -> Result<BTreeSet<Vec<String>>> {
-        let mut out = BTreeSet::new();
+    /// Every partition's values of `table`, with its location.
+    async fn partitions(&self, table: &str) -> Result<BTreeMap<Vec<String>, String>> {
+        let mut out = BTreeMap::new();
         let mut pages = self
             .client
             .get_partitions()
@@ -315,7 +328,13 @@ impl GlueCatalog {
                 self.err(table, "GetPartitions", &e, lake_core::run::error_chain(&e))
             })?;
             for p in page.partitions() {
-                out.insert(p.values().to_vec());
+                out.insert(
+                    p.values().to_vec(),
+                    p.storage_descriptor()
+                        .and_then(|sd| sd.location())
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
             }
         }
         Ok(out)

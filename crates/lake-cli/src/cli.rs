@@ -154,6 +154,10 @@ pub(crate) enum Command {
         /// Write the rows to FILE (.parquet or .csv) instead of printing them.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Where the query runs: the embedded engine over the committed data, or Athena over
+        /// the `[catalog]` database's tables (it prints the data scanned and its cost).
+        #[arg(long, value_enum, default_value = "embedded")]
+        engine: QueryEngine,
     },
     /// Check that this lake.toml can run here: the file, AWS credentials and region (for an
     /// s3:// root), the root reachable and writable. Exits 1 when a check fails.
@@ -250,6 +254,15 @@ pub(crate) enum Example {
     Weather,
 }
 
+/// Where `lake query` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum QueryEngine {
+    /// The embedded engine (DataFusion) over the committed data, on any root.
+    Embedded,
+    /// Amazon Athena over the Glue tables of `[catalog]`.
+    Athena,
+}
+
 /// How `lake query` prints rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum QueryFormat {
@@ -289,6 +302,14 @@ pub(crate) enum CatalogCommand {
         /// The engine the statements are for.
         #[arg(long, value_enum, default_value = "athena")]
         dialect: DdlDialect,
+    },
+    /// Register every committed dataset `[catalog] tables` names in Glue (tables, columns,
+    /// partitions), for data published before `[catalog]` existed. Exits 1 when one fails.
+    Sync {
+        /// Print JSON: `tables`, each with its dataset, table, status, partitions added and
+        /// dropped, and error.
+        #[arg(long)]
+        json: bool,
     },
 }
 

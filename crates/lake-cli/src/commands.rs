@@ -14,8 +14,8 @@ use lake::core::run::RunOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    Args, CatalogCommand, Command, DdlDialect, QueryFormat, RunsCommand, ScheduleCommand,
-    UsageError,
+    Args, CatalogCommand, Command, DdlDialect, QueryEngine, QueryFormat, RunsCommand,
+    ScheduleCommand, UsageError,
 };
 use crate::print;
 
@@ -146,6 +146,35 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             sql,
             format,
             output,
+            engine: QueryEngine::Athena,
+        } => {
+            let lake = Lake::open(&args.config, env).await?;
+            let Some(sql) = sql else {
+                anyhow::bail!(
+                    "lake query --engine athena needs a query: lake query --engine athena \"SELECT …\""
+                );
+            };
+            if output.is_some() {
+                anyhow::bail!(
+                    "--output is for the embedded engine; Athena writes its results to [catalog] athena_output"
+                );
+            }
+            let (batch, result) = lake.athena_query(sql, &cancel_on_signal()).await?;
+            print_rows(std::slice::from_ref(&batch), format_or_default(*format))?;
+            eprintln!(
+                "{} · Athena query {} scanned {} (${:.6} at $5/TB)",
+                print::plural(batch.num_rows(), "row"),
+                result.query_id,
+                lake::core::human::bytes(result.scanned_bytes),
+                result.cost_usd()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query {
+            sql,
+            format,
+            output,
+            engine: QueryEngine::Embedded,
         } => {
             let lake = Lake::open(&args.config, env).await?;
             query(&lake, sql.as_deref(), *format, output.as_deref()).await
@@ -174,6 +203,32 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                     schedule_install(&lake, &args.config, env, *systemd)
                 }
             }
+        }
+        Command::Catalog {
+            command: CatalogCommand::Sync { json },
+        } => {
+            let lake = Lake::open(&args.config, env).await?;
+            let mut opts = run_options(lake::core::chrono::Utc::now().date_naive(), &args);
+            if *json {
+                opts.observer = None;
+            }
+            let records = lake.catalog_sync(&opts).await?;
+            let failed = records
+                .iter()
+                .filter(|r| r.status == Status::Failed)
+                .count();
+            if *json {
+                let mut out = print::out();
+                serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "tables": records }))?;
+                writeln!(out)?;
+            } else {
+                println!("{}", print::catalog_summary(&records));
+            }
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Catalog {
             command: CatalogCommand::Ddl { dialect },
@@ -1160,8 +1215,6 @@ async fn query(
     format: Option<QueryFormat>,
     output: Option<&Path>,
 ) -> Result<ExitCode> {
-    use std::io::IsTerminal;
-
     if let (Some(sql), Some(path)) = (sql, output) {
         let rows = lake.query_to_file(sql, path).await?;
         eprintln!("{rows} rows written to {}", path.display());
@@ -1170,11 +1223,7 @@ async fn query(
     let Some(sql) = sql else {
         return list_tables(&lake.query_session().await?).await;
     };
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        QueryFormat::Table
-    } else {
-        QueryFormat::Csv
-    });
+    let format = format_or_default(format);
     // A republish can delete what the manifests read a moment ago listed: nothing was shown
     // yet (rows are shown only once what they come from is checked), so read again from the
     // new manifests.
@@ -1195,6 +1244,51 @@ async fn query(
             Ok(()) => return Ok(ExitCode::SUCCESS),
         }
     }
+}
+
+/// `--format`, or a table on a terminal and CSV otherwise.
+fn format_or_default(format: Option<QueryFormat>) -> QueryFormat {
+    use std::io::IsTerminal;
+    format.unwrap_or(if std::io::stdout().is_terminal() {
+        QueryFormat::Table
+    } else {
+        QueryFormat::Csv
+    })
+}
+
+/// Print whole batches as `lake query` prints rows: an aligned table, CSV with a header, or
+/// one JSON object per line.
+fn print_rows(
+    batches: &[lake::local::engine::datafusion::arrow::array::RecordBatch],
+    format: QueryFormat,
+) -> Result<()> {
+    use lake::local::engine::datafusion::arrow;
+    let mut out = print::out();
+    match format {
+        QueryFormat::Table => {
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(batches)?
+            )?;
+        }
+        QueryFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        QueryFormat::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads of `lake query` when objects it planned to read were replaced meanwhile.

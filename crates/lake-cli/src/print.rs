@@ -9,7 +9,7 @@ use lake::core::run::{Event, RunObserver};
 
 pub(crate) use lake::core::human::{bytes, millis};
 
-fn plural(n: usize, word: &str) -> String {
+pub(crate) fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -147,6 +147,7 @@ impl RunObserver for Progress {
             ),
             Event::StepFinished { record } => step_line(record),
             Event::SinkFinished { record } => sink_line(record),
+            Event::CatalogFinished { record } => catalog_line(record),
             _ => return,
         };
         self.line(text);
@@ -237,6 +238,49 @@ pub(crate) fn sink_line(s: &lake::core::ledger::SinkRecord) -> String {
 }
 
 /// The last line of `lake sink`: tables loaded, up to date, failed.
+/// A dataset's Glue table after a publish or `lake catalog sync`.
+pub(crate) fn catalog_line(c: &lake::core::ledger::CatalogRecord) -> String {
+    match c.status {
+        Status::Failed => format!(
+            "catalog {}: FAILED, the data of {} is committed (`lake catalog sync` registers it again): {}",
+            c.table,
+            c.dataset,
+            c.error.as_deref().unwrap_or("(no reason given)")
+        ),
+        Status::UpToDate => format!("catalog {}: up to date", c.table),
+        _ => {
+            let mut parts = vec![if c.created { "created" } else { "updated" }.to_owned()];
+            if c.partitions_added > 0 {
+                parts.push(format!("{} added", plural(c.partitions_added, "partition")));
+            }
+            if c.partitions_dropped > 0 {
+                parts.push(format!(
+                    "{} dropped",
+                    plural(c.partitions_dropped, "partition")
+                ));
+            }
+            format!(
+                "catalog {}: {} ({} in {})",
+                c.table,
+                parts.join(", "),
+                c.dataset,
+                millis(Some(c.duration_ms))
+            )
+        }
+    }
+}
+
+/// The last line of `lake catalog sync`.
+pub(crate) fn catalog_summary(records: &[lake::core::ledger::CatalogRecord]) -> String {
+    let count = |st: Status| records.iter().filter(|r| r.status == st).count();
+    format!(
+        "catalog sync: {} registered, {} up to date, {} failed",
+        count(Status::Succeeded),
+        count(Status::UpToDate),
+        count(Status::Failed)
+    )
+}
+
 pub(crate) fn sink_summary(r: &RunRecord) -> String {
     let count = |st: Status| r.sinks.iter().filter(|s| s.status == st).count();
     let mut line = format!(

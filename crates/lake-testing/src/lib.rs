@@ -62,6 +62,21 @@ mockall::mock! {
 }
 
 mockall::mock! {
+    /// A mock [`Catalog`](lake_core::catalog::Catalog).
+    #[derive(Debug)]
+    pub Catalog {}
+    #[async_trait]
+    impl lake_core::catalog::Catalog for Catalog {
+        async fn register(
+            &self,
+            dataset: &lake_core::publish::Dataset,
+            manifest: &lake_core::publish::Manifest,
+        ) -> Result<lake_core::catalog::CatalogOutcome>;
+        async fn doctor(&self) -> Vec<lake_core::doctor::Check>;
+    }
+}
+
+mockall::mock! {
     /// A mock [`ClusterBackend`].
     #[derive(Debug)]
     pub ClusterBackend {}

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{ClusterBackend, ClusterHandle, StepState};
 use crate::config::{Pipeline, Redactor, Secret};
