@@ -282,7 +282,9 @@ impl Lake {
         })
     }
 
-    /// `lake catalog sync`: register every committed dataset `[catalog] tables` names.
+    /// `lake catalog sync`: register every committed dataset `[catalog] tables` names, then
+    /// the run ledger's tables (`lake_runs`, `lake_steps`, `lake_objects`, `lake_lineage`, as
+    /// `_lake.*` in `lake query`), written as Parquet under `_lake/tables/` and registered.
     pub async fn catalog_sync(
         &self,
         opts: &RunOptions,
@@ -295,7 +297,20 @@ impl Lake {
             sinks: BTreeMap::new(),
             catalog: self.catalog(),
         };
-        lake_core::run::catalog_sync(&cx, opts).await
+        #[cfg_attr(not(feature = "aws"), allow(unused_mut))]
+        let mut records = lake_core::run::catalog_sync(&cx, opts).await?;
+        #[cfg(feature = "aws")]
+        for table in LEDGER_TABLES {
+            if opts.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let rec = self.register_ledger_table(table).await;
+            opts.emit(lake_core::run::Event::CatalogFinished {
+                record: rec.clone(),
+            });
+            records.push(rec);
+        }
+        Ok(records)
     }
 
     /// The backend's checks before a run of `only` (all steps when empty) takes its lock:
@@ -807,8 +822,101 @@ impl lake_core::catalog::Catalog for GlueTables {
     }
 }
 
+/// The ledger's tables that `lake catalog sync` writes and registers.
+#[cfg(feature = "aws")]
+const LEDGER_TABLES: [&str; 4] = ["runs", "steps", "objects", "lineage"];
+
 #[cfg(feature = "aws")]
 impl Lake {
+    /// Write `_lake.<table>` as one Parquet object under `_lake/tables/<table>/` and register
+    /// it as `lake_<table>` in the `[catalog]` database.
+    async fn register_ledger_table(&self, table: &str) -> lake_core::ledger::CatalogRecord {
+        use lake_core::catalog::{CatalogColumn, CatalogTable};
+        let started = std::time::Instant::now();
+        let spec = self
+            .pipeline
+            .catalog
+            .as_ref()
+            .expect("a catalog is configured");
+        let name = format!("lake_{table}");
+        let outcome = async {
+            let aws = self.aws.as_ref().ok_or_else(|| Error::Invalid {
+                what: "lake catalog sync".into(),
+                message: "Glue tables point at S3: the root must be s3://".into(),
+            })?;
+            let dir = tempfile::tempdir().map_err(|source| Error::Io {
+                action: "create a temporary directory",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            let file = dir.path().join(format!("{table}.parquet"));
+            let sql = format!("SELECT * FROM _lake.{table}");
+            let rows = self.query_to_file(&sql, &file).await?;
+            let prefix = format!("_lake/tables/{table}");
+            let key = lake_core::zone::Key::new(format!("{prefix}/{table}.parquet"))?;
+            self.store.put_file(&key, &file, None).await?;
+            drop(dir);
+            let (df, _check) = self.query(&format!("{sql} LIMIT 0")).await?;
+            let df = lake_local::engine::portable(df).map_err(|e| Error::Query {
+                origin: "lake catalog sync".into(),
+                message: e.to_string(),
+            })?;
+            let schema = df.schema().as_arrow().clone();
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    lake_local::engine::ddl::hive_type(f.data_type())
+                        .map(|hive_type| CatalogColumn {
+                            name: f.name().clone(),
+                            hive_type,
+                        })
+                        .map_err(|message| Error::Catalog {
+                            table: format!("{}.{name}", spec.database),
+                            message,
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let t = CatalogTable {
+                database: spec.database.clone(),
+                name: name.clone(),
+                location: format!("{}/", self.store.url_of(&prefix).trim_end_matches('/')),
+                columns,
+                partition_keys: Vec::new(),
+                partitions: Vec::new(),
+                parameters: [
+                    ("lake.pipeline".to_owned(), self.pipeline.name.clone()),
+                    ("lake.rows".to_owned(), rows.to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            };
+            lake_aws::GlueCatalog::new(aws, spec.database.clone())
+                .register(&t)
+                .await
+        }
+        .await;
+        let (status, o, error) = match outcome {
+            Ok(o) if o.unchanged() => (lake_core::ledger::Status::UpToDate, o, None),
+            Ok(o) => (lake_core::ledger::Status::Succeeded, o, None),
+            Err(e) => (
+                lake_core::ledger::Status::Failed,
+                Default::default(),
+                Some(lake_core::run::error_chain(&e)),
+            ),
+        };
+        lake_core::ledger::CatalogRecord {
+            dataset: format!("_lake.{table}"),
+            table: format!("{}.{name}", spec.database),
+            status,
+            created: o.created,
+            partitions_added: o.partitions_added,
+            partitions_dropped: o.partitions_dropped,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error,
+        }
+    }
+
     /// Run `sql` on Athena over the `[catalog]` database (`lake query --engine athena`): the
     /// rows as one record batch with Athena's column types, and the finished query (id, bytes
     /// scanned, cost). `cancel` stops the query.

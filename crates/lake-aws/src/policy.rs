@@ -16,8 +16,7 @@ use serde_json::{Value, json};
 /// With a local root the policy holds the backend's statements only, and is `None` when it
 /// has none.
 pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
-    let mut backend = pipeline.backend.config().iam_statements(pipeline);
-    backend.extend(catalog_statements(pipeline));
+    let backend = pipeline.backend.config().iam_statements(pipeline);
     let Root::S3 { bucket, prefix } = &pipeline.root else {
         return (!backend.is_empty())
             .then(|| json!({ "Version": "2012-10-17", "Statement": backend }));
@@ -55,6 +54,8 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
         }));
     }
     statements.extend(backend);
+    // Glue tables point at S3: on a local root [catalog] is off and needs nothing.
+    statements.extend(catalog_statements(pipeline));
     Some(json!({ "Version": "2012-10-17", "Statement": statements }))
 }
 

@@ -247,7 +247,7 @@ fn the_examples_glue_tables_match_their_parquet_schemas_and_partitions() {
     assert!(
         out.contains(&format!(
             "catalog {db}.trusted_weather_hourly: created, 7 partitions added"
-        )) && out.contains("catalog sync: 2 registered, 0 up to date, 0 failed"),
+        )) && out.contains("catalog sync: 6 registered, 0 up to date, 0 failed"),
         "{out}"
     );
     let state = glue_state(&py, &db);
@@ -261,9 +261,29 @@ fn the_examples_glue_tables_match_their_parquet_schemas_and_partitions() {
             .collect::<Vec<_>>()
     );
     assert_tables_match_parquet(&state);
+    // The run ledger's tables too, as `lake query` shows them under _lake.
+    for (table, rows) in [("lake_runs", 1), ("lake_steps", 2), ("lake_lineage", 3)] {
+        assert_eq!(state["tables"][table]["rows"], rows, "{table}: {state}");
+    }
+    let lineage: Vec<&str> = state["tables"]["lake_lineage"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lineage,
+        ["run_id", "step", "source", "destination", "timestamp"]
+    );
     let out = lake(weather.path(), &["catalog", "sync", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["tables"][0]["status"], "up_to_date", "{v}");
+    let statuses: Vec<&str> = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["up_to_date"; 6], "{v}");
 }
 
 /// The weather response moved `days` days later (a new forecast).

@@ -1147,6 +1147,7 @@ fn the_credit_example_runs_on_an_s3_root() {
         "✓ region: us-east-1",
         "✓ root reachable: s3://lake-cli-credit/credit can be listed",
         "✓ root writable",
+        "✓ Glue database credit: exists",
     ] {
         assert!(text.contains(line), "{line:?} in {text}");
     }
@@ -1168,6 +1169,34 @@ fn the_credit_example_runs_on_an_s3_root() {
         serde_json::json!(["credit", "credit/*"])
     );
     assert_eq!(st[1]["Resource"], "arn:aws:s3:::lake-cli-credit/credit/*");
+    // [catalog]: the Glue calls on its database and tables only, Athena on its workgroup.
+    let glue = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "LakeGlueTables")
+        .expect("a Glue statement");
+    assert_eq!(
+        glue["Resource"],
+        serde_json::json!([
+            "arn:aws:glue:*:*:catalog",
+            "arn:aws:glue:*:*:database/credit",
+            "arn:aws:glue:*:*:table/credit/*"
+        ])
+    );
+    for action in [
+        "glue:CreateTable",
+        "glue:BatchCreatePartition",
+        "glue:GetDatabase",
+    ] {
+        assert!(
+            glue["Action"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!(action)),
+            "{action}"
+        );
+    }
 
     // A bucket that does not exist: doctor says so and exits 1.
     let toml = std::fs::read_to_string(tmp.path().join("lake.toml"))

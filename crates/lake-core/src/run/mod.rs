@@ -200,7 +200,8 @@ impl RunOptions {
         }
     }
 
-    fn emit(&self, e: Event) {
+    /// Tell the observer, if any.
+    pub fn emit(&self, e: Event) {
         if let Some(o) = &self.observer {
             o.event(&e);
         }
