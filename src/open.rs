@@ -896,25 +896,12 @@ impl Lake {
                 .await
         }
         .await;
-        let (status, o, error) = match outcome {
-            Ok(o) if o.unchanged() => (lake_core::ledger::Status::UpToDate, o, None),
-            Ok(o) => (lake_core::ledger::Status::Succeeded, o, None),
-            Err(e) => (
-                lake_core::ledger::Status::Failed,
-                Default::default(),
-                Some(lake_core::run::error_chain(&e)),
-            ),
-        };
-        lake_core::ledger::CatalogRecord {
-            dataset: format!("_lake.{table}"),
-            table: format!("{}.{name}", spec.database),
-            status,
-            created: o.created,
-            partitions_added: o.partitions_added,
-            partitions_dropped: o.partitions_dropped,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            error,
-        }
+        lake_core::ledger::CatalogRecord::new(
+            format!("_lake.{table}"),
+            format!("{}.{name}", spec.database),
+            outcome,
+            started,
+        )
     }
 
     /// Run `sql` on Athena over the `[catalog]` database (`lake query --engine athena`): the

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use aws_sdk_glue::Client;
 use aws_sdk_glue::error::ProvideErrorMetadata;
 use aws_sdk_glue::types::{
-    Column, DatabaseInput, PartitionInput, PartitionValueList, SerDeInfo, StorageDescriptor,
-    TableInput,
+    Column, DatabaseInput, PartitionError, PartitionInput, PartitionValueList, SerDeInfo,
+    StorageDescriptor, TableInput,
 };
 use lake_core::catalog::{CatalogColumn, CatalogOutcome, CatalogTable, check_evolution};
 use lake_core::doctor::Check;
@@ -42,16 +42,13 @@ impl GlueCatalog {
         }
     }
 
-    fn err(
-        &self,
-        table: &str,
-        what: &str,
-        e: &impl ProvideErrorMetadata,
-        fallback: String,
-    ) -> Error {
+    fn err<E>(&self, table: &str, what: &str, e: &E) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
         let mut message = match e.code() {
             Some(code) => format!("{what}: {code}: {}", e.message().unwrap_or("(no message)")),
-            None => format!("{what}: {fallback}"),
+            None => format!("{what}: {}", lake_core::run::error_chain(e)),
         };
         if e.code() == Some("AccessDeniedException") {
             message.push_str("; allow it with the policy `lake iam-policy` prints");
@@ -60,6 +57,36 @@ impl GlueCatalog {
             table: format!("{}.{table}", self.database),
             message,
         }
+    }
+
+    /// The partitions a batch call refused, other than those with the code `harmless`.
+    fn refused(
+        &self,
+        t: &CatalogTable,
+        call: &str,
+        errors: &[PartitionError],
+        harmless: &str,
+    ) -> Result<()> {
+        let failed: Vec<String> = errors
+            .iter()
+            .filter(|e| e.error_detail().and_then(|d| d.error_code()) != Some(harmless))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.partition_values().join("/"),
+                    e.error_detail()
+                        .and_then(|d| d.error_message())
+                        .unwrap_or("(no message)")
+                )
+            })
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Catalog {
+            table: format!("{}.{}", self.database, t.name),
+            message: format!("{call} refused: {}", failed.join("; ")),
+        })
     }
 
     /// Create the database if it does not exist.
@@ -72,12 +99,7 @@ impl GlueCatalog {
                         if e.as_service_error()
                             .is_some_and(|s| s.is_entity_not_found_exception()) => {}
                     Err(e) => {
-                        return Err(self.err(
-                            table,
-                            "GetDatabase",
-                            &e,
-                            lake_core::run::error_chain(&e),
-                        ));
+                        return Err(self.err(table, "GetDatabase", &e));
                     }
                 }
                 let input = DatabaseInput::builder()
@@ -99,9 +121,7 @@ impl GlueCatalog {
                     {
                         Ok(())
                     }
-                    Err(e) => {
-                        Err(self.err(table, "CreateDatabase", &e, lake_core::run::error_chain(&e)))
-                    }
+                    Err(e) => Err(self.err(table, "CreateDatabase", &e)),
                 }
             })
             .await
@@ -129,7 +149,7 @@ impl GlueCatalog {
                 None
             }
             Err(e) => {
-                return Err(self.err(&t.name, "GetTable", &e, lake_core::run::error_chain(&e)));
+                return Err(self.err(&t.name, "GetTable", &e));
             }
         };
         let input = table_input(t);
@@ -141,9 +161,7 @@ impl GlueCatalog {
                     .table_input(input)
                     .send()
                     .await
-                    .map_err(|e| {
-                        self.err(&t.name, "CreateTable", &e, lake_core::run::error_chain(&e))
-                    })?;
+                    .map_err(|e| self.err(&t.name, "CreateTable", &e))?;
                 outcome.created = true;
             }
             Some(old) => {
@@ -186,9 +204,7 @@ impl GlueCatalog {
                         .table_input(input)
                         .send()
                         .await
-                        .map_err(|e| {
-                            self.err(&t.name, "UpdateTable", &e, lake_core::run::error_chain(&e))
-                        })?;
+                        .map_err(|e| self.err(&t.name, "UpdateTable", &e))?;
                     outcome.updated = true;
                 }
             }
@@ -241,36 +257,13 @@ impl GlueCatalog {
                 .set_partition_input_list(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| {
-                    self.err(
-                        &t.name,
-                        "BatchCreatePartition",
-                        &e,
-                        lake_core::run::error_chain(&e),
-                    )
-                })?;
-            let failed: Vec<String> = r
-                .errors()
-                .iter()
-                .filter(|e| {
-                    e.error_detail().and_then(|d| d.error_code()) != Some("AlreadyExistsException")
-                })
-                .map(|e| {
-                    format!(
-                        "{}: {}",
-                        e.partition_values().join("/"),
-                        e.error_detail()
-                            .and_then(|d| d.error_message())
-                            .unwrap_or("(no message)")
-                    )
-                })
-                .collect();
-            if !failed.is_empty() {
-                return Err(Error::Catalog {
-                    table: format!("{}.{}", self.database, t.name),
-                    message: format!("BatchCreatePartition refused: {}", failed.join("; ")),
-                });
-            }
+                .map_err(|e| self.err(&t.name, "BatchCreatePartition", &e))?;
+            self.refused(
+                t,
+                "BatchCreatePartition",
+                r.errors(),
+                "AlreadyExistsException",
+            )?;
             outcome.partitions_added += chunk.len();
         }
         Ok(outcome)
@@ -287,28 +280,13 @@ impl GlueCatalog {
                 .set_partitions_to_delete(Some(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| {
-                    self.err(
-                        &t.name,
-                        "BatchDeletePartition",
-                        &e,
-                        lake_core::run::error_chain(&e),
-                    )
-                })?;
-            let failed: Vec<String> = r
-                .errors()
-                .iter()
-                .filter(|e| {
-                    e.error_detail().and_then(|d| d.error_code()) != Some("EntityNotFoundException")
-                })
-                .map(|e| e.partition_values().join("/"))
-                .collect();
-            if !failed.is_empty() {
-                return Err(Error::Catalog {
-                    table: format!("{}.{}", self.database, t.name),
-                    message: format!("BatchDeletePartition refused: {}", failed.join("; ")),
-                });
-            }
+                .map_err(|e| self.err(&t.name, "BatchDeletePartition", &e))?;
+            self.refused(
+                t,
+                "BatchDeletePartition",
+                r.errors(),
+                "EntityNotFoundException",
+            )?;
         }
         Ok(())
     }
@@ -324,9 +302,7 @@ impl GlueCatalog {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                self.err(table, "GetPartitions", &e, lake_core::run::error_chain(&e))
-            })?;
+            let page = page.map_err(|e| self.err(table, "GetPartitions", &e))?;
             for p in page.partitions() {
                 out.insert(
                     p.values().to_vec(),

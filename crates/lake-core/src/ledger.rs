@@ -130,6 +130,36 @@ pub struct SinkRecord {
     pub error: Option<String>,
 }
 
+impl CatalogRecord {
+    /// The record of registering `dataset` as `table`, from how it ended and when it started.
+    pub fn new(
+        dataset: String,
+        table: String,
+        outcome: crate::Result<crate::catalog::CatalogOutcome>,
+        started: std::time::Instant,
+    ) -> Self {
+        let (status, o, error) = match outcome {
+            Ok(o) if o.unchanged() => (Status::UpToDate, o, None),
+            Ok(o) => (Status::Succeeded, o, None),
+            Err(e) => (
+                Status::Failed,
+                Default::default(),
+                Some(crate::run::error_chain(&e)),
+            ),
+        };
+        Self {
+            dataset,
+            table,
+            status,
+            created: o.created,
+            partitions_added: o.partitions_added,
+            partitions_dropped: o.partitions_dropped,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error,
+        }
+    }
+}
+
 /// One source window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IngestRecord {

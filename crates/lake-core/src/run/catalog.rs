@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Event, RunContext, RunOptions, Runner, error_chain};
+use super::{Event, RunContext, RunOptions, Runner};
 use crate::catalog::Catalog;
 use crate::config::{CatalogSpec, Zone};
 use crate::ledger::{CatalogRecord, RunRecord, Status};
@@ -105,19 +105,10 @@ async fn register(
         catalog.register(&dataset, &manifest).await
     }
     .await;
-    let (status, o, error) = match outcome {
-        Ok(o) if o.unchanged() => (Status::UpToDate, o, None),
-        Ok(o) => (Status::Succeeded, o, None),
-        Err(e) => (Status::Failed, Default::default(), Some(error_chain(&e))),
-    };
-    CatalogRecord {
-        dataset: prefix,
-        table: format!("{}.{}", spec.database, CatalogSpec::table_name(zone, name)),
-        status,
-        created: o.created,
-        partitions_added: o.partitions_added,
-        partitions_dropped: o.partitions_dropped,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        error,
-    }
+    CatalogRecord::new(
+        prefix,
+        format!("{}.{}", spec.database, CatalogSpec::table_name(zone, name)),
+        outcome,
+        started,
+    )
 }
