@@ -739,15 +739,20 @@ fn schedule_of(lake: &Lake) -> Result<lake::core::schedule::Schedule> {
 }
 
 /// The logical dates the ledger has a succeeded run for.
-async fn succeeded_dates(
-    lake: &Lake,
-) -> Result<std::collections::BTreeSet<lake::core::chrono::NaiveDate>> {
-    Ok(lake::core::ledger::list(&*lake.store)
-        .await?
-        .into_iter()
-        .filter(|r| r.status == Status::Succeeded)
-        .map(|r| r.date)
-        .collect())
+/// The dates the ledger has a successful run for, and when the last successful run started:
+/// what a schedule's due ticks are worked out from.
+async fn successes(lake: &Lake) -> Result<Successes> {
+    let runs = lake::core::ledger::list(&*lake.store).await?;
+    let ok = runs.iter().filter(|r| r.status == Status::Succeeded);
+    Ok(Successes {
+        last: ok.clone().map(|r| r.started).max(),
+        dates: ok.map(|r| r.date).collect(),
+    })
+}
+
+struct Successes {
+    last: Option<lake::core::chrono::DateTime<lake::core::chrono::Utc>>,
+    dates: std::collections::BTreeSet<lake::core::chrono::NaiveDate>,
 }
 
 /// `lake schedule [--once]`.
@@ -755,8 +760,16 @@ async fn schedule(lake: &Lake, once: bool, args: &Args) -> Result<ExitCode> {
     use lake::core::chrono::Utc;
     let s = schedule_of(lake)?;
     let cancel = cancel_on_signal();
+    // The latest tick this process ran: a tick is run once, even when its run failed (the
+    // next tick tries again).
+    let mut last_ran = None;
     loop {
-        let due = s.due(Utc::now(), &succeeded_dates(lake).await?);
+        let done = successes(lake).await?;
+        let due: Vec<_> = s
+            .due(Utc::now(), done.last, &done.dates)
+            .into_iter()
+            .filter(|t| last_ran.is_none_or(|l| t.at > l))
+            .collect();
         if due.is_empty() && once {
             eprintln!(
                 "schedule: nothing due ({} in {})",
@@ -765,12 +778,14 @@ async fn schedule(lake: &Lake, once: bool, args: &Args) -> Result<ExitCode> {
             );
         }
         let mut failed = false;
+        let ran = !due.is_empty();
         for tick in due {
             eprintln!(
                 "schedule: the tick of {} → lake run --date {}",
-                tick.at.format("%Y-%m-%d %H:%M UTC"),
+                tick.at.format("%Y-%m-%d %H:%M:%S UTC"),
                 tick.date
             );
+            last_ran = Some(tick.at);
             let code = run(
                 lake,
                 &run_options_with(tick.date, args, cancel.clone()),
@@ -789,12 +804,16 @@ async fn schedule(lake: &Lake, once: bool, args: &Args) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             });
         }
+        if ran {
+            // Ticks that came while these ran are due now: once each date, not piled up.
+            continue;
+        }
         let Some(next) = s.next(Utc::now(), 1).pop() else {
             bail!("{}: no next tick", s.cron);
         };
         eprintln!(
             "schedule: next tick {} (for {})",
-            next.at.format("%Y-%m-%d %H:%M UTC"),
+            next.at.format("%Y-%m-%d %H:%M:%S UTC"),
             next.date
         );
         let wait = (next.at - Utc::now()).to_std().unwrap_or_default();
@@ -811,11 +830,7 @@ async fn schedule_status(lake: &Lake, json: bool) -> Result<ExitCode> {
     let s = schedule_of(lake)?;
     let now = Utc::now();
     let runs = lake::core::ledger::list(&*lake.store).await?;
-    let succeeded: std::collections::BTreeSet<_> = runs
-        .iter()
-        .filter(|r| r.status == Status::Succeeded)
-        .map(|r| r.date)
-        .collect();
+    let done = successes(lake).await?;
     let last = |date| {
         runs.iter()
             .filter(|r| r.date == date)
@@ -834,7 +849,11 @@ async fn schedule_status(lake: &Lake, json: bool) -> Result<ExitCode> {
             })
         })
         .collect();
-    let due: Vec<_> = s.due(now, &succeeded).into_iter().map(|t| t.date).collect();
+    let due: Vec<_> = s
+        .due(now, done.last, &done.dates)
+        .into_iter()
+        .map(|t| t.date)
+        .collect();
     let next = s.next(now, 5);
     let mut out = print::out();
     if json {

@@ -1,7 +1,7 @@
 //! `[schedule]`: the ticks of a cron expression in a time zone, each tick's logical date, and
 //! which ticks are due given the runs the ledger holds.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use serde::{Serialize, Serializer};
@@ -26,9 +26,16 @@ fn tz_name<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(tz.name())
 }
 
-/// Parse a standard 5-field cron expression (or `@hourly`, `@daily`, `@weekly`, `@monthly`).
+/// The environment variable that lets `[schedule] cron` have a sixth, leading seconds field
+/// (`*/2 * * * * *`): for tests of the scheduler, which cannot wait minutes between ticks.
+pub const SECONDS_VAR: &str = "LAKE_SCHEDULE_SECONDS";
+
+/// Parse a standard 5-field cron expression (or `@hourly`, `@daily`, `@weekly`, `@monthly`);
+/// 6 fields with seconds first when [`SECONDS_VAR`] is `1`.
 pub fn parse_cron(expr: &str) -> Result<Cron, String> {
-    if expr.split_whitespace().count() > 5 && !expr.trim_start().starts_with('@') {
+    let seconds = std::env::var(SECONDS_VAR).is_ok_and(|v| v == "1");
+    let fields = expr.split_whitespace().count();
+    if fields > 5 && !(seconds && fields == 6) && !expr.trim_start().starts_with('@') {
         return Err(format!(
             "{expr:?}: 5 fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly"
         ));
@@ -63,8 +70,9 @@ impl Schedule {
             .collect()
     }
 
-    /// The ticks at or before `now` that a scheduler runs: within `catchup` of `now`, or
-    /// (without catch-up) only the latest; one per logical date, oldest first.
+    /// The ticks at or before `now` that a scheduler looks at: the latest tick of each
+    /// logical date within `catchup` of `now` (without catch-up, only the latest tick), oldest
+    /// first. One per date: every tick of a date runs the same `lake run --date D`.
     pub fn recent(&self, now: DateTime<Utc>) -> Vec<Tick> {
         let local = now.with_timezone(&self.timezone);
         let Ok(latest) = self.parsed.find_previous_occurrence(&local, true) else {
@@ -74,8 +82,22 @@ impl Schedule {
         if let Some(window) = self.catchup {
             let since = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
             let mut at = latest;
-            while let Ok(prev) = self.parsed.find_previous_occurrence(&at, false) {
-                if prev.with_timezone(&Utc) <= since {
+            // From the start of the tick's date (in the zone) back: the previous date's last
+            // tick. A date whose midnight does not exist (a DST jump at 00:00) starts at its
+            // first instant that does.
+            loop {
+                let date = at.date_naive();
+                let midnight = (0..3)
+                    .find_map(|h| {
+                        self.timezone
+                            .from_local_datetime(&date.and_hms_opt(h, 0, 0)?)
+                            .earliest()
+                    })
+                    .unwrap_or(at);
+                let Ok(prev) = self.parsed.find_previous_occurrence(&midnight, false) else {
+                    break;
+                };
+                if prev.with_timezone(&Utc) <= since || prev >= at {
                     break;
                 }
                 ticks.push(self.tick(prev));
@@ -83,27 +105,23 @@ impl Schedule {
             }
         }
         ticks.reverse();
-        // One run per logical date: the latest tick of a date stands for it.
-        let mut out: Vec<Tick> = Vec::new();
-        for t in ticks {
-            match out.last_mut() {
-                Some(last) if last.date == t.date => *last = t,
-                _ => out.push(t),
-            }
-        }
-        out
+        ticks
     }
 
-    /// The ticks of [`recent`](Self::recent) whose date has no successful run (`succeeded`:
-    /// the dates the ledger has a succeeded run for), oldest first.
+    /// The ticks of [`recent`](Self::recent) a scheduler runs now, oldest first: those whose
+    /// date has no successful run (`succeeded`), and those that came after the last run that
+    /// succeeded started (`last_success`; a tick that came during a run waits for it, and is
+    /// run once however many came). A run at each tick, as `lake run --date D` would be, and
+    /// never two for one date at once.
     pub fn due(
         &self,
         now: DateTime<Utc>,
+        last_success: Option<DateTime<Utc>>,
         succeeded: &std::collections::BTreeSet<NaiveDate>,
     ) -> Vec<Tick> {
         self.recent(now)
             .into_iter()
-            .filter(|t| !succeeded.contains(&t.date))
+            .filter(|t| !succeeded.contains(&t.date) || last_success.is_none_or(|l| t.at > l))
             .collect()
     }
 }
@@ -137,12 +155,16 @@ mod tests {
         let dates: Vec<NaiveDate> = s.recent(now).iter().map(|t| t.date).collect();
         assert_eq!(dates, [d("2024-05-07"), d("2024-05-08"), d("2024-05-09")]);
         let done: BTreeSet<NaiveDate> = [d("2024-05-08")].into();
-        let due: Vec<NaiveDate> = s.due(now, &done).iter().map(|t| t.date).collect();
+        let due: Vec<NaiveDate> = s
+            .due(now, Some(utc("2024-05-08T07:00:05Z")), &done)
+            .iter()
+            .map(|t| t.date)
+            .collect();
         assert_eq!(due, [d("2024-05-07"), d("2024-05-09")]);
         // Without catch-up, only the latest tick.
         let off = schedule("0 7 * * *", chrono_tz::UTC, None);
         let due: Vec<NaiveDate> = off
-            .due(now, &BTreeSet::new())
+            .due(now, None, &BTreeSet::new())
             .iter()
             .map(|t| t.date)
             .collect();
@@ -166,6 +188,131 @@ mod tests {
             .map(|t| t.date)
             .collect();
         assert_eq!(dates, [d("2024-05-09"), d("2024-05-10")]);
+    }
+
+    fn dates(ticks: &[Tick]) -> Vec<String> {
+        ticks.iter().map(|t| t.date.to_string()).collect()
+    }
+
+    /// Daylight-saving changes: a date whose tick time does not exist (spring forward) still
+    /// gets one run, at the next instant that exists; a tick time that happens twice (fall
+    /// back) gives its date one run; logical dates are the zone's.
+    #[test]
+    fn daylight_saving_changes_give_every_date_one_tick() {
+        let cases = [
+            // cron, zone, now (UTC), catch-up days, expected dates, expected instants (UTC)
+            (
+                "30 2 * * *",
+                chrono_tz::Europe::Berlin,
+                "2024-04-01T12:00:00Z",
+                3,
+                vec!["2024-03-30", "2024-03-31", "2024-04-01"],
+                vec![
+                    "2024-03-30T01:30:00Z",
+                    // 02:30 does not exist on the 31st: the run is at 03:00 CEST, when the
+                    // clocks jump past it.
+                    "2024-03-31T01:00:00Z",
+                    "2024-04-01T00:30:00Z",
+                ],
+            ),
+            (
+                "30 2 * * *",
+                chrono_tz::Europe::Berlin,
+                "2024-10-28T12:00:00Z",
+                2,
+                vec!["2024-10-27", "2024-10-28"],
+                vec![
+                    // 02:30 happens twice on the 27th: one run, at the first.
+                    "2024-10-27T00:30:00Z",
+                    "2024-10-28T01:30:00Z",
+                ],
+            ),
+            (
+                "0 7 * * *",
+                chrono_tz::America::New_York,
+                "2024-03-11T12:00:00Z",
+                3,
+                vec!["2024-03-09", "2024-03-10", "2024-03-11"],
+                vec![
+                    "2024-03-09T12:00:00Z",
+                    "2024-03-10T11:00:00Z",
+                    "2024-03-11T11:00:00Z",
+                ],
+            ),
+        ];
+        for (cron, tz, now, days, want_dates, want_at) in cases {
+            let s = schedule(cron, tz, Some(days));
+            let ticks = s.recent(utc(now));
+            assert_eq!(dates(&ticks), want_dates, "{cron} in {tz}");
+            let at: Vec<DateTime<Utc>> = ticks.iter().map(|t| t.at).collect();
+            let want: Vec<DateTime<Utc>> = want_at.iter().map(|s| utc(s)).collect();
+            assert_eq!(at, want, "{cron} in {tz}");
+        }
+    }
+
+    /// Month ends, catch-up limits and `catchup = "off"`.
+    #[test]
+    fn month_ends_and_catch_up_limits() {
+        // The 31st only in months that have one; the 30th of February never comes.
+        let s = schedule("0 6 31 * *", chrono_tz::UTC, Some(120));
+        assert_eq!(
+            dates(&s.recent(utc("2024-06-15T00:00:00Z"))),
+            ["2024-03-31", "2024-05-31"]
+        );
+        let s = schedule("0 6 1 * *", chrono_tz::UTC, Some(40));
+        assert_eq!(
+            dates(&s.recent(utc("2024-03-01T06:00:00Z"))),
+            ["2024-02-01", "2024-03-01"],
+            "a tick at now is included"
+        );
+        // A leap day.
+        let s = schedule("0 0 29 2 *", chrono_tz::UTC, Some(400));
+        assert_eq!(
+            dates(&s.recent(utc("2025-01-01T00:00:00Z"))),
+            ["2024-02-29"]
+        );
+        // Catch-up reaches back exactly its length, no further.
+        let s = schedule("0 7 * * *", chrono_tz::UTC, Some(2));
+        assert_eq!(
+            dates(&s.recent(utc("2024-05-10T07:00:00Z"))),
+            ["2024-05-09", "2024-05-10"]
+        );
+        assert_eq!(
+            dates(&s.recent(utc("2024-05-10T07:00:01Z"))),
+            ["2024-05-09", "2024-05-10"]
+        );
+        // Off: only the latest, however long the downtime.
+        let s = schedule("0 7 * * *", chrono_tz::UTC, None);
+        assert_eq!(
+            dates(&s.recent(utc("2024-05-10T06:59:59Z"))),
+            ["2024-05-09"]
+        );
+    }
+
+    /// Every tick runs: a tick after the last successful run is due even when its date has
+    /// succeeded; ticks that came during a run are one run.
+    #[test]
+    fn ticks_after_the_last_success_are_due_once_per_date() {
+        let s = schedule("*/5 * * * *", chrono_tz::UTC, Some(1));
+        let now = utc("2024-05-10T07:12:00Z");
+        let done: BTreeSet<NaiveDate> = [d("2024-05-09"), d("2024-05-10")].into();
+        // The 07:00 run succeeded, having started at 07:00:01; 07:05 and 07:10 came since.
+        let due = s.due(now, Some(utc("2024-05-10T07:00:01Z")), &done);
+        assert_eq!(
+            due.iter().map(|t| t.at).collect::<Vec<_>>(),
+            [utc("2024-05-10T07:10:00Z")]
+        );
+        // The run of 07:10 started: nothing is due until 07:15.
+        assert!(
+            s.due(now, Some(utc("2024-05-10T07:10:00Z")), &done)
+                .is_empty()
+        );
+        // A date that never succeeded is due whatever ran since.
+        let only_today: BTreeSet<NaiveDate> = [d("2024-05-10")].into();
+        assert_eq!(
+            dates(&s.due(now, Some(utc("2024-05-10T07:10:00Z")), &only_today)),
+            ["2024-05-09"]
+        );
     }
 
     #[test]
