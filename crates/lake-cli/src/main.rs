@@ -35,6 +35,10 @@ fn main() -> ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         }
     };
+    // The live progress lines (indicatif draws them with `console`) follow the same choice.
+    // (indicatif's styles ask console about stdout's colors even when drawing on stderr).
+    console::set_colors_enabled_stderr(ansi);
+    console::set_colors_enabled(ansi);
     tracing_subscriber::fmt()
         .with_max_level(LevelFilter::DEBUG)
         .with_ansi(ansi)

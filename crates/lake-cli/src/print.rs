@@ -13,28 +13,50 @@ pub(crate) fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
-/// Prints run events to stderr as they happen: plain lines, and on a terminal a live bar per
-/// source being ingested (bytes, rate, windows).
+/// Prints run events to stderr as they happen: plain lines, and on a terminal live lines that
+/// update in place: a bar per source being ingested (bytes, rate, windows), and a spinner per
+/// running step (its state and elapsed time, then "publishing"). Piped, progress is not
+/// printed: a step's state only when it changes.
 pub(crate) struct Progress {
     verbose: bool,
     bars: Option<Bars>,
+    /// Piped: the last state printed per step.
+    states: Mutex<HashMap<String, &'static str>>,
 }
 
-/// The live bars of a terminal.
+/// The live lines of a terminal.
 struct Bars {
     multi: indicatif::MultiProgress,
     /// Per source: its bar, windows done, windows in all.
     sources: Mutex<HashMap<String, (indicatif::ProgressBar, usize, usize)>>,
+    /// Per running step: its spinner.
+    steps: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn spinner(&self, template: &str) -> indicatif::ProgressBar {
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("a valid template"));
+        let bar = self.multi.add(bar);
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    }
 }
 
 impl Progress {
-    /// Bars only when stderr is a terminal.
+    /// Live lines only when stderr is a terminal.
     pub(crate) fn new(verbose: bool) -> Self {
         let bars = std::io::stderr().is_terminal().then(|| Bars {
             multi: indicatif::MultiProgress::new(),
             sources: Mutex::new(HashMap::new()),
+            steps: Mutex::new(HashMap::new()),
         });
-        Self { verbose, bars }
+        Self {
+            verbose,
+            bars,
+            states: Mutex::new(HashMap::new()),
+        }
     }
 
     fn line(&self, text: String) {
@@ -44,38 +66,34 @@ impl Progress {
         }
     }
 
-    /// Keep the bars up to date; true when the event was only for them.
+    /// Keep the live lines up to date; true when the event was only for them.
     fn bar(&self, event: &Event) -> bool {
         let Some(b) = &self.bars else {
-            return matches!(event, Event::Fetched { .. } | Event::Catching { .. });
+            return matches!(
+                event,
+                Event::Fetched { .. } | Event::Catching { .. } | Event::Publishing { .. }
+            );
         };
-        let mut sources = b.sources.lock().expect("bars lock");
         match event {
             Event::Catching { source, windows } => {
-                let bar = indicatif::ProgressBar::with_draw_target(
-                    None,
-                    indicatif::ProgressDrawTarget::hidden(),
-                );
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{spinner} ingest {prefix}: window {msg}, {binary_bytes} at {binary_bytes_per_sec}, {elapsed}",
-                    )
-                    .expect("a valid template"),
+                let bar = b.spinner(
+                    "{spinner:.cyan} ingest {prefix}: window {msg}, {binary_bytes} at {binary_bytes_per_sec}, {elapsed}",
                 );
                 bar.set_prefix(source.clone());
                 bar.set_message(format!("1/{windows}"));
-                let bar = b.multi.add(bar);
-                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                let mut sources = b.sources.lock().expect("bars lock");
                 sources.insert(source.clone(), (bar, 0, *windows));
                 true
             }
             Event::Fetched { source, bytes } => {
+                let sources = b.sources.lock().expect("bars lock");
                 if let Some((bar, _, _)) = sources.get(&**source) {
                     bar.inc(*bytes);
                 }
                 true
             }
             Event::Ingested { source, .. } => {
+                let mut sources = b.sources.lock().expect("bars lock");
                 if let Some((bar, done, all)) = sources.get_mut(source) {
                     *done += 1;
                     if *done >= *all {
@@ -87,17 +105,39 @@ impl Progress {
                 }
                 false
             }
+            Event::StepStarted { name } => {
+                let bar = b.spinner("{spinner:.cyan} step {prefix}: {msg} {elapsed}");
+                bar.set_prefix(name.clone());
+                bar.set_message("submitted");
+                b.steps.lock().expect("bars lock").insert(name.clone(), bar);
+                !self.verbose
+            }
+            Event::StepProgress { name, .. } => {
+                if let Some(bar) = b.steps.lock().expect("bars lock").get(name) {
+                    bar.set_message(step_state(event, false).unwrap_or_default());
+                    return true;
+                }
+                false
+            }
+            Event::Publishing { step, output } => {
+                if let Some(bar) = b.steps.lock().expect("bars lock").get(step) {
+                    bar.set_message(format!("publishing → {output}"));
+                }
+                true
+            }
+            Event::StepFinished { record } => {
+                if let Some(bar) = b.steps.lock().expect("bars lock").remove(&record.name) {
+                    bar.finish_and_clear();
+                }
+                false
+            }
             _ => false,
         }
     }
-}
 
-impl RunObserver for Progress {
-    fn event(&self, event: &Event) {
-        if self.bar(event) {
-            return;
-        }
-        let text = match event {
+    /// The line an event prints (after the live lines had theirs), or `None`.
+    fn text(&self, event: &Event) -> Option<String> {
+        Some(match event {
             Event::Started { run_id } => format!("run {run_id}"),
             Event::Warning(w) => format!("warning: {w}"),
             Event::Waiting { run_id, holder } => {
@@ -128,29 +168,124 @@ impl RunObserver for Progress {
             },
             Event::StepStarted { name } if self.verbose => format!("step {name}: started"),
             Event::Cluster(note) => note.clone(),
-            Event::StepProgress {
-                name,
-                state,
-                elapsed,
-                cluster,
-            } => format!(
-                "step {name}: {} {}{}",
-                match state {
+            Event::StepProgress { name, state, .. } => {
+                // Piped: a step's state when it changes, not each poll's elapsed time.
+                let state = match state {
                     lake::core::cluster::StepState::Pending => "PENDING",
                     _ => "RUNNING",
-                },
-                duration(*elapsed),
-                cluster
-                    .as_ref()
-                    .map(|c| format!(" ({c})"))
-                    .unwrap_or_default()
-            ),
+                };
+                let mut states = self.states.lock().expect("states lock");
+                if states.insert(name.clone(), state) == Some(state) {
+                    return None;
+                }
+                format!("step {name}: {}", step_state(event, true)?)
+            }
             Event::StepFinished { record } => step_line(record),
             Event::SinkFinished { record } => sink_line(record),
             Event::CatalogFinished { record } => catalog_line(record),
-            _ => return,
+            _ => return None,
+        })
+    }
+}
+
+/// A running step's state, elapsed time (a live line shows its own) and cluster.
+fn step_state(event: &Event, elapsed_too: bool) -> Option<String> {
+    let Event::StepProgress {
+        state,
+        elapsed,
+        cluster,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    Some(format!(
+        "{}{}{}",
+        match state {
+            lake::core::cluster::StepState::Pending => "PENDING",
+            _ => "RUNNING",
+        },
+        if elapsed_too {
+            format!(" {}", duration(*elapsed))
+        } else {
+            String::new()
+        },
+        cluster
+            .as_ref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default()
+    ))
+}
+
+impl RunObserver for Progress {
+    fn event(&self, event: &Event) {
+        if self.bar(event) {
+            return;
+        }
+        if let Some(text) = self.text(event) {
+            self.line(text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lake::core::cluster::StepState;
+
+    use super::*;
+
+    fn progress(name: &str, state: StepState, secs: u64) -> Event {
+        Event::StepProgress {
+            name: name.into(),
+            state,
+            elapsed: Duration::from_secs(secs),
+            cluster: Some("cluster j-1 RUNNING".into()),
+        }
+    }
+
+    /// Piped, a step's state prints when it changes, not at each poll; publishing and bytes
+    /// of a fetch print nothing.
+    #[test]
+    fn piped_progress_prints_state_changes_only() {
+        let p = Progress {
+            verbose: false,
+            bars: None,
+            states: Mutex::new(HashMap::new()),
         };
-        self.line(text);
+        let lines: Vec<Option<String>> = [
+            progress("a", StepState::Pending, 0),
+            progress("a", StepState::Pending, 30),
+            progress("a", StepState::Running, 60),
+            progress("a", StepState::Running, 120),
+            progress("b", StepState::Running, 5),
+        ]
+        .iter()
+        .map(|e| p.text(e))
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                Some("step a: PENDING 0s (cluster j-1 RUNNING)".to_owned()),
+                None,
+                Some("step a: RUNNING 1m00s (cluster j-1 RUNNING)".to_owned()),
+                None,
+                Some("step b: RUNNING 5s (cluster j-1 RUNNING)".to_owned()),
+            ]
+        );
+        for e in [
+            Event::Publishing {
+                step: "a".into(),
+                output: "refined/x".into(),
+            },
+            Event::Fetched {
+                source: "s".into(),
+                bytes: 10,
+            },
+        ] {
+            assert!(p.bar(&e), "{e:?} is progress only");
+        }
     }
 }
 

@@ -2430,3 +2430,66 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), a step's live line updates in
+/// place through its states to "publishing"; colors follow `--color` and `NO_COLOR`. Piped,
+/// no live line is printed.
+#[test]
+fn progress_lines_update_on_a_terminal_follow_color_and_stay_off_when_piped() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no `script` (util-linux) to give lake a terminal");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    lake(tmp.path()).args(["init", "."]).assert().success();
+    let exe = assert_cmd::cargo::cargo_bin("lake");
+    let on_terminal = |args: &str, no_color: bool| {
+        let mut c = std::process::Command::new("script");
+        c.current_dir(tmp.path()).env_remove("RUST_LOG").args([
+            "-qec",
+            &format!("{} {args}", exe.display()),
+            "/dev/null",
+        ]);
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let colored = |s: &str| s.contains("\u{1b}[36m");
+    let text = on_terminal("run --date 2024-03-01", false);
+    assert!(
+        text.contains("step credit: publishing → trusted/credit") && text.contains("\u{1b}[2K"),
+        "{text}"
+    );
+    assert!(colored(&text), "{text}");
+    let text = on_terminal("--color never run --date 2024-03-02", false);
+    assert!(text.contains("publishing →") && !colored(&text), "{text}");
+    let text = on_terminal("run --date 2024-03-03", true);
+    assert!(text.contains("publishing →") && !colored(&text), "{text}");
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-03-04"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let piped = stderr(&out);
+    assert!(
+        !piped.contains("publishing") && !piped.contains('\u{1b}'),
+        "{piped}"
+    );
+    assert!(
+        piped.contains("step credit: succeeded"),
+        "the step's end is still said: {piped}"
+    );
+}

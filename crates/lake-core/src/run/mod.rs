@@ -122,6 +122,13 @@ pub enum Event {
         /// The backend's line on its cluster (`cluster j-… RUNNING`).
         cluster: Option<String>,
     },
+    /// A step ended and its output is being published (copied or moved into its dataset).
+    Publishing {
+        /// The step.
+        step: String,
+        /// The dataset (`refined/credit_by_purpose`).
+        output: String,
+    },
     /// A step reached its final state.
     StepFinished {
         /// The step's record.

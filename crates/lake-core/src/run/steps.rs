@@ -382,6 +382,10 @@ impl Runner<'_> {
                 )));
             }
         }
+        self.opts.emit(Event::Publishing {
+            step: spec.name.clone(),
+            output: out.to_string(),
+        });
         let m = publish::publish(
             store,
             staging,
