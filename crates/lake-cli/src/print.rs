@@ -228,67 +228,6 @@ impl RunObserver for Progress {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use lake::core::cluster::StepState;
-
-    use super::*;
-
-    fn progress(name: &str, state: StepState, secs: u64) -> Event {
-        Event::StepProgress {
-            name: name.into(),
-            state,
-            elapsed: Duration::from_secs(secs),
-            cluster: Some("cluster j-1 RUNNING".into()),
-        }
-    }
-
-    /// Piped, a step's state prints when it changes, not at each poll; publishing and bytes
-    /// of a fetch print nothing.
-    #[test]
-    fn piped_progress_prints_state_changes_only() {
-        let p = Progress {
-            verbose: false,
-            bars: None,
-            states: Mutex::new(HashMap::new()),
-        };
-        let lines: Vec<Option<String>> = [
-            progress("a", StepState::Pending, 0),
-            progress("a", StepState::Pending, 30),
-            progress("a", StepState::Running, 60),
-            progress("a", StepState::Running, 120),
-            progress("b", StepState::Running, 5),
-        ]
-        .iter()
-        .map(|e| p.text(e))
-        .collect();
-        assert_eq!(
-            lines,
-            [
-                Some("step a: PENDING 0s (cluster j-1 RUNNING)".to_owned()),
-                None,
-                Some("step a: RUNNING 1m00s (cluster j-1 RUNNING)".to_owned()),
-                None,
-                Some("step b: RUNNING 5s (cluster j-1 RUNNING)".to_owned()),
-            ]
-        );
-        for e in [
-            Event::Publishing {
-                step: "a".into(),
-                output: "refined/x".into(),
-            },
-            Event::Fetched {
-                source: "s".into(),
-                bytes: 10,
-            },
-        ] {
-            assert!(p.bar(&e), "{e:?} is progress only");
-        }
-    }
-}
-
 pub(crate) fn step_line(s: &StepRecord) -> String {
     let out = s
         .output
@@ -527,5 +466,66 @@ impl std::io::Write for Out {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Self::seen(self.0.flush())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lake::core::cluster::StepState;
+
+    use super::*;
+
+    fn progress(name: &str, state: StepState, secs: u64) -> Event {
+        Event::StepProgress {
+            name: name.into(),
+            state,
+            elapsed: Duration::from_secs(secs),
+            cluster: Some("cluster j-1 RUNNING".into()),
+        }
+    }
+
+    /// Piped, a step's state prints when it changes, not at each poll; publishing and bytes
+    /// of a fetch print nothing.
+    #[test]
+    fn piped_progress_prints_state_changes_only() {
+        let p = Progress {
+            verbose: false,
+            bars: None,
+            states: Mutex::new(HashMap::new()),
+        };
+        let lines: Vec<Option<String>> = [
+            progress("a", StepState::Pending, 0),
+            progress("a", StepState::Pending, 30),
+            progress("a", StepState::Running, 60),
+            progress("a", StepState::Running, 120),
+            progress("b", StepState::Running, 5),
+        ]
+        .iter()
+        .map(|e| p.text(e))
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                Some("step a: PENDING 0s (cluster j-1 RUNNING)".to_owned()),
+                None,
+                Some("step a: RUNNING 1m00s (cluster j-1 RUNNING)".to_owned()),
+                None,
+                Some("step b: RUNNING 5s (cluster j-1 RUNNING)".to_owned()),
+            ]
+        );
+        for e in [
+            Event::Publishing {
+                step: "a".into(),
+                output: "refined/x".into(),
+            },
+            Event::Fetched {
+                source: "s".into(),
+                bytes: 10,
+            },
+        ] {
+            assert!(p.bar(&e), "{e:?} is progress only");
+        }
     }
 }
