@@ -621,6 +621,7 @@ async fn spark_and_copy_steps_become_command_runner_steps() {
         size: 1,
         sha256: String::new(),
         origin: None,
+        etag: None,
     })
     .collect();
     let copy = StepRequest {

@@ -274,3 +274,62 @@ async fn a_copied_lake_runs_its_steps_once_then_is_up_to_date() {
         "{r:#?}"
     );
 }
+
+/// A step whose reader does not hash what it reads (a command here; Spark and EMR alike): the
+/// input's entity tag recorded at its commit is compared before the step runs. Changed in place
+/// with the same size, the step fails naming the object and the command never runs; in a copy
+/// of the lake (new tags, same bytes) the inputs are read back, pass, and the step runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_of_readers_that_do_not_hash_are_checked_by_their_entity_tags() {
+    let tmp = tempfile::tempdir().unwrap();
+    pipeline(tmp.path(), "sha256");
+    let ran = tmp.path().join("ran");
+    let toml = std::fs::read_to_string(tmp.path().join("lake.toml")).unwrap()
+        + &format!(
+            "\n[steps.export]\nkind = \"command\"\ninputs = [\"trusted/loans\"]\ncommand = [\"sh\", \"-c\", \"echo x >> '{}'\"]\n",
+            ran.display()
+        );
+    std::fs::write(tmp.path().join("lake.toml"), toml).unwrap();
+    let lake = open(tmp.path()).await;
+    let first = lake.run(&RunOptions::new(day())).await.unwrap();
+    assert_eq!(first.status, Status::Succeeded, "{first:#?}");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "x\n");
+    // The committed objects carry their entity tags.
+    let m = publish::read_manifest(&*lake.store, "trusted/loans")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(m.objects.iter().all(|o| o.etag.is_some()), "{m:#?}");
+    drop(lake);
+
+    // A copy: new tags, same bytes. The command runs, after the inputs were read back.
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(tmp.path().join("."))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lake = open(copy.path()).await;
+    let r = run_only(&lake, "export").await;
+    assert_eq!(r.status, Status::Succeeded, "{r:#?}");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "x\nx\n");
+    drop(lake);
+
+    // Changed in place, same size: refused before the command runs, naming the object.
+    let lake = open(tmp.path()).await;
+    let (key, path) = object_of(&lake, tmp.path(), "trusted/loans").await;
+    let len = std::fs::metadata(&path).unwrap().len() as usize;
+    flip(&path, len / 2);
+    let r = run_only(&lake, "export").await;
+    let export = r.steps.iter().find(|s| s.name == "export").unwrap();
+    assert_eq!(export.status, Status::Failed, "{r:#?}");
+    let err = export.error.as_deref().unwrap_or_default();
+    assert!(err.contains(&key) && err.contains("SHA-256"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap(),
+        "x\nx\n",
+        "the command did not run"
+    );
+}

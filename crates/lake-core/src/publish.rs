@@ -91,6 +91,12 @@ pub struct ObjectEntry {
     /// Where it came from (raw objects: the source path or URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The store's entity tag of the object when it was committed (an S3 ETag; a local file's
+    /// inode, mtime and size): a reader that does not hash what it reads (Spark, EMR, a
+    /// command) is given the object only while its tag is still this one, or its bytes were
+    /// read back and hashed (see [`tags_match`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// Copy the committed objects of a `copy` step's input under its output prefix, keeping their
@@ -506,6 +512,8 @@ pub async fn land_with(
         index.commit(&manifest);
         return Ok(Landed::Duplicate(manifest));
     };
+    let mut entries = entries;
+    record_tags(store, &prefix, &mut entries).await?;
     let manifest = window_manifest(None, entries);
     if previous.is_some() {
         store.put_json(&manifest_key(&prefix)?, &manifest).await?;
@@ -619,6 +627,7 @@ async fn land_objects(
                 size: d.size,
                 sha256: d.sha256,
                 origin: Some(obj.origin.clone()),
+                etag: None,
             })
         }
     });
@@ -722,12 +731,14 @@ pub async fn publish(
                 size: digest.size,
                 sha256: digest.sha256,
                 origin: None,
+                etag: None,
             })
         }))
         .buffered(PUBLISH_AT_ONCE)
         .try_collect()
         .await?;
     objects.extend(published);
+    record_tags(store, prefix, &mut objects).await?;
     let manifest = Manifest {
         version: 1,
         prefix: prefix.to_owned(),
@@ -963,6 +974,52 @@ pub async fn listing(store: &DynZoneStore, objects: &[&ObjectEntry]) -> Result<L
         }
     }
     Ok(found)
+}
+
+/// Set each object's entity tag as the store lists it under `prefix` now (one listing), just
+/// before its manifest commits it.
+async fn record_tags(
+    store: &DynZoneStore,
+    prefix: &str,
+    objects: &mut [ObjectEntry],
+) -> Result<()> {
+    let tags: BTreeMap<String, Option<String>> = store
+        .list(prefix)
+        .await?
+        .into_iter()
+        .map(|m| (m.key.as_str().to_owned(), m.e_tag))
+        .collect();
+    for o in objects {
+        if let Some(tag) = tags.get(&o.key) {
+            o.etag.clone_from(tag);
+        }
+    }
+    Ok(())
+}
+
+/// For readers that do not hash what they read: the `objects` whose entity tag the store lists
+/// now (`listed`) is not the one recorded at their commit are read back and hashed, and the
+/// first whose bytes are not its manifest's fails with [`Error::Mismatch`], naming it. Returns
+/// the keys that were read back because only their tag had changed (a copied or restored
+/// lake); none in the common case, where nothing is read.
+pub async fn tags_match(
+    store: &DynZoneStore,
+    listed: &Listing,
+    objects: &[&ObjectEntry],
+) -> Result<Vec<String>> {
+    let changed: Vec<ObjectEntry> = objects
+        .iter()
+        .filter(|o| match (&o.etag, listed.get(&o.key)) {
+            (Some(then), Some((_, Some(now)))) => then != now,
+            _ => false,
+        })
+        .map(|o| (*o).clone())
+        .collect();
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    verify(store, &changed).await?;
+    Ok(changed.into_iter().map(|o| o.key).collect())
 }
 
 /// Keys with their listed size and entity tag (see [`listing`]).

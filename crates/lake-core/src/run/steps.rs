@@ -195,6 +195,20 @@ impl Runner<'_> {
         // What the step reads is what its manifests list: a missing or resized object fails the
         // step here, named, rather than as a decode error deep in the backend.
         publish::sizes_match(store, &seen, &inputs)?;
+        // Readers other than the embedded engine (which hashes what it reads) get an input only
+        // while its entity tag is the committed one, or once its bytes were hashed here.
+        let hashing_reader = self.ctx.backend.name() == "local"
+            && matches!(spec.kind, crate::config::StepSpecKind::Sql { .. });
+        if !hashing_reader {
+            let reread = publish::tags_match(store, &seen, &inputs).await?;
+            if !reread.is_empty() {
+                self.opts.emit(Event::Warning(format!(
+                    "step {}: {} of its inputs have another entity tag than at their commit (a copied or restored lake?); their SHA-256 was checked by reading them back, as it will be each run until they are written again",
+                    spec.name,
+                    reread.len()
+                )));
+            }
+        }
 
         let staging = staging_prefix(self.run_id, &spec.name);
         let output_url = match &spec.output {

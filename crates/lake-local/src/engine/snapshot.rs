@@ -168,6 +168,7 @@ mod tests {
             size,
             sha256: "x".into(),
             origin: None,
+            etag: None,
         }
     }
 
