@@ -79,6 +79,19 @@ async fn run_only(lake: &Lake, step: &str) -> lake::core::ledger::RunRecord {
     lake.run(&opts).await.unwrap()
 }
 
+/// A copy of the lake in `dir` (a backup restored): every file new, every byte the same.
+fn copy_of(dir: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(dir.join("."))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    copy
+}
+
 /// Flip 8 bytes at `at` (same size: the size check cannot see it).
 fn flip(path: &Path, at: usize) -> Vec<u8> {
     let good = std::fs::read(path).unwrap();
@@ -257,14 +270,7 @@ async fn a_copied_lake_runs_its_steps_once_then_is_up_to_date() {
     );
     drop(lake);
     // A copy (a backup restored): every file new, every byte the same.
-    let copy = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(tmp.path().join("."))
-        .arg(copy.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let copy = copy_of(tmp.path());
     let lake = open(copy.path()).await;
     let r = lake.run(&RunOptions::new(day())).await.unwrap();
     assert_eq!(r.status, Status::Succeeded, "{r:#?}");
@@ -303,14 +309,7 @@ async fn inputs_of_readers_that_do_not_hash_are_checked_by_their_entity_tags() {
     drop(lake);
 
     // A copy: new tags, same bytes. The command runs, after the inputs were read back.
-    let copy = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(tmp.path().join("."))
-        .arg(copy.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let copy = copy_of(tmp.path());
     let lake = open(copy.path()).await;
     let r = run_only(&lake, "export").await;
     assert_eq!(r.status, Status::Succeeded, "{r:#?}");
