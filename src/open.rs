@@ -289,16 +289,11 @@ impl Lake {
         &self,
         opts: &RunOptions,
     ) -> Result<Vec<lake_core::ledger::CatalogRecord>> {
-        let cx = RunContext {
-            pipeline: Arc::clone(&self.pipeline),
-            store: Arc::clone(&self.store),
-            backend: Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
-            sources: BTreeMap::new(),
-            sinks: BTreeMap::new(),
-            catalog: self.catalog(),
-        };
+        let catalog = self.catalog();
         #[cfg_attr(not(feature = "aws"), allow(unused_mut))]
-        let mut records = lake_core::run::catalog_sync(&cx, opts).await?;
+        let mut records =
+            lake_core::run::catalog_sync(&self.pipeline, &*self.store, catalog.as_deref(), opts)
+                .await?;
         #[cfg(feature = "aws")]
         for table in LEDGER_TABLES {
             if opts.cancel.is_cancelled() {

@@ -170,10 +170,7 @@ impl Progress {
             Event::Cluster(note) => note.clone(),
             Event::StepProgress { name, state, .. } => {
                 // Piped: a step's state when it changes, not each poll's elapsed time.
-                let state = match state {
-                    lake::core::cluster::StepState::Pending => "PENDING",
-                    _ => "RUNNING",
-                };
+                let state = state_name(state);
                 let mut states = self.states.lock().expect("states lock");
                 if states.insert(name.clone(), state) == Some(state) {
                     return None;
@@ -185,6 +182,14 @@ impl Progress {
             Event::CatalogFinished { record } => catalog_line(record),
             _ => return None,
         })
+    }
+}
+
+/// A submitted step's state as printed: `PENDING` until it runs, then `RUNNING`.
+fn state_name(state: &lake::core::cluster::StepState) -> &'static str {
+    match state {
+        lake::core::cluster::StepState::Pending => "PENDING",
+        _ => "RUNNING",
     }
 }
 
@@ -201,10 +206,7 @@ fn step_state(event: &Event, elapsed_too: bool) -> Option<String> {
     };
     Some(format!(
         "{}{}{}",
-        match state {
-            lake::core::cluster::StepState::Pending => "PENDING",
-            _ => "RUNNING",
-        },
+        state_name(state),
         if elapsed_too {
             format!(" {}", duration(*elapsed))
         } else {

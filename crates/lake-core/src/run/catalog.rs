@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{Event, RunContext, RunOptions, Runner};
+use super::{Event, RunOptions, Runner};
 use crate::catalog::Catalog;
 use crate::config::{CatalogSpec, Zone};
 use crate::ledger::{CatalogRecord, RunRecord, Status};
@@ -46,31 +46,32 @@ impl Runner<'_> {
 /// `lake catalog sync`: register every committed dataset `[catalog] tables` names (data
 /// published before `[catalog]` existed, or a table changed by hand). Each table's record is
 /// emitted as it ends; one failing does not stop the others.
-pub async fn catalog_sync(ctx: &RunContext, opts: &RunOptions) -> Result<Vec<CatalogRecord>> {
-    let p = &ctx.pipeline;
+pub async fn catalog_sync(
+    p: &crate::config::Pipeline,
+    store: &DynZoneStore,
+    catalog: Option<&dyn Catalog>,
+    opts: &RunOptions,
+) -> Result<Vec<CatalogRecord>> {
     let spec = p.catalog.as_ref().ok_or_else(|| crate::Error::Invalid {
         what: format!("{}", p.file.display()),
         message: "has no [catalog]: add one (kind = \"glue\") to register tables".into(),
     })?;
-    let catalog = ctx
-        .catalog
-        .as_ref()
-        .ok_or_else(|| crate::Error::NotImplemented {
+    let catalog = catalog.ok_or_else(|| crate::Error::NotImplemented {
             operation: "a Glue catalog",
             implementer: format!(
                 "this build of lake on this root ({}): Glue tables point at S3, so [catalog] needs an s3:// root and the `aws` feature; `lake catalog ddl` prints tables for engines on a local root",
-                ctx.store.url_of("")
+                store.url_of("")
             ),
         })?;
     let mut out = Vec::new();
-    for d in publish::list_datasets(&*ctx.store).await? {
+    for d in publish::list_datasets(store).await? {
         if !spec.includes(d.zone, &d.name) {
             continue;
         }
         if opts.cancel.is_cancelled() {
             return Err(crate::Error::Cancelled);
         }
-        let rec = register(&**catalog, spec, &*ctx.store, d.zone, &d.name).await;
+        let rec = register(catalog, spec, store, d.zone, &d.name).await;
         opts.emit(Event::CatalogFinished {
             record: rec.clone(),
         });
