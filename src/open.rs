@@ -23,6 +23,8 @@ pub fn backends() -> Backends {
     let b = b.with(lake_spark::SparkKind);
     #[cfg(feature = "aws")]
     let b = b.with(lake_aws::emr::EmrKind);
+    #[cfg(feature = "aws")]
+    let b = b.with(lake_aws::serverless::EmrServerlessKind);
     b
 }
 

@@ -132,7 +132,7 @@ bootstrap = [{ name = "b", path = "http://x/b.sh" }]
             ("cluster.idle_timeout", 11, "1m to 7d"),
             ("cluster.step_concurrency", 12, "1 to 256"),
             ("cluster.attach", 13, "not a cluster id"),
-            ("cluster.log_uri", 14, "EMR writes logs to S3"),
+            ("cluster.log_uri", 14, "logs go to S3"),
             ("cluster.tags.lake:run-id", 15, "set by lake"),
             ("cluster.bootstrap[0].path", 17, "a script in S3"),
         ],

@@ -607,7 +607,10 @@ async fn spark_and_copy_steps_become_command_runner_steps() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("cannot be passed to an EMR step"), "{err}");
+    assert!(
+        err.contains("cannot be passed to an EMR or EMR Serverless step"),
+        "{err}"
+    );
     assert!(!err.contains("s3cr3t"));
 
     // copy: s3-dist-cp of exactly the committed objects.

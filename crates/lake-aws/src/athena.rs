@@ -9,7 +9,7 @@ use lake_core::retry::Backoff;
 use lake_core::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::emr::api::{ApiError, api_error};
+use crate::calls::{ApiError, api_error};
 
 /// A query to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

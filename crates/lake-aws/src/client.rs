@@ -122,6 +122,15 @@ impl Aws {
         aws_sdk_emr::Client::from_conf(conf)
     }
 
+    /// An EMR Serverless client, without the SDK's retries (the backend retries its calls with
+    /// lake's one policy, as EMR's).
+    pub fn emr_serverless(&self) -> aws_sdk_emrserverless::Client {
+        let conf = aws_sdk_emrserverless::config::Builder::from(&self.sdk)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_emrserverless::Client::from_conf(conf)
+    }
+
     /// A Glue client.
     pub fn glue(&self) -> aws_sdk_glue::Client {
         aws_sdk_glue::Client::new(&self.sdk)

@@ -289,3 +289,149 @@ fn missing_or_unknown(name: &str, what: &str, code: Option<&str>, error: &str, f
         )
     }
 }
+
+/// With `backend = "emr-serverless"`: EMR Serverless reachable, an existing application
+/// present, the execution role present and trusting emr-serverless.amazonaws.com, and
+/// iam:PassRole allowed on it.
+pub(crate) async fn serverless_checks(
+    aws: &Aws,
+    d: &crate::serverless::ServerlessDef,
+    caller: Option<&str>,
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    let client = aws.emr_serverless();
+    match client.list_applications().max_results(1).send().await {
+        Ok(_) => out.push(Check::pass(
+            "EMR Serverless reachable",
+            format!("ListApplications in {}", aws.region().unwrap_or("?")),
+        )),
+        Err(e) => out.push(Check::fail(
+            "EMR Serverless reachable",
+            format!("ListApplications failed: {}", crate::client::describe(&e)),
+            "allow emr-serverless:ListApplications (see `lake iam-policy`) and check the region",
+        )),
+    }
+    if let Some(id) = &d.attach {
+        match client.get_application().application_id(id).send().await {
+            Ok(a) => {
+                let state = a
+                    .application()
+                    .map(|a| a.state().as_str().to_owned())
+                    .unwrap_or_default();
+                if state == "TERMINATED" {
+                    out.push(Check::fail(
+                        "EMR Serverless application",
+                        format!("{id} is TERMINATED"),
+                        "set [serverless] application to a live application, or to \"create\"",
+                    ));
+                } else {
+                    out.push(Check::pass(
+                        "EMR Serverless application",
+                        format!("{id} {state}"),
+                    ));
+                }
+            }
+            Err(e) => out.push(Check::fail(
+                "EMR Serverless application",
+                format!("GetApplication {id}: {}", crate::client::describe(&e)),
+                "check [serverless] application and the region",
+            )),
+        }
+    }
+    let role = &d.execution_role;
+    let name = role.rsplit('/').next().unwrap_or(role);
+    match aws.iam().get_role().role_name(name).send().await {
+        Ok(r) => {
+            let doc = r
+                .role()
+                .and_then(|r| r.assume_role_policy_document())
+                .unwrap_or_default();
+            if trusts(doc, "emr-serverless.amazonaws.com") {
+                out.push(Check::pass(
+                    "execution role",
+                    format!("{role} trusts emr-serverless.amazonaws.com"),
+                ));
+            } else {
+                out.push(Check::fail(
+                    "execution role",
+                    format!("{role} does not trust emr-serverless.amazonaws.com: its jobs could not assume it"),
+                    "add a trust statement: {\"Effect\": \"Allow\", \"Principal\": {\"Service\": \"emr-serverless.amazonaws.com\"}, \"Action\": \"sts:AssumeRole\"}",
+                ));
+            }
+        }
+        Err(e) => out.push(missing_or_unknown(
+            "execution role",
+            role,
+            e.code(),
+            &e.to_string(),
+            "create the role (trusting emr-serverless.amazonaws.com) or set [serverless] execution_role",
+        )),
+    }
+    if let Some(caller) = caller {
+        out.push(
+            simulate(
+                aws,
+                caller,
+                "iam:PassRole",
+                &["iam:PassRole"],
+                std::slice::from_ref(role),
+                "StartJobRun would fail with AccessDenied: attach the policy `lake iam-policy` prints",
+            )
+            .await,
+        );
+    }
+    out
+}
+
+/// Whether a role's trust policy (as IAM returns it: URL-encoded JSON) lets `service` assume
+/// the role.
+fn trusts(doc: &str, service: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(doc).decode_utf8_lossy();
+    let Ok(policy) = serde_json::from_str::<serde_json::Value>(&decoded) else {
+        return false;
+    };
+    let statements = match &policy["Statement"] {
+        serde_json::Value::Array(a) => a.clone(),
+        s @ serde_json::Value::Object(_) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    statements.iter().any(|s| {
+        s["Effect"] == "Allow"
+            && names(&s["Principal"]["Service"])
+                .iter()
+                .any(|n| n == service)
+            && names(&s["Action"])
+                .iter()
+                .any(|a| a == "sts:AssumeRole" || a == "sts:*" || a == "*")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trusts;
+
+    #[test]
+    fn a_trust_policy_names_the_service_that_may_assume_the_role() {
+        let ok = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":["ec2.amazonaws.com","emr-serverless.amazonaws.com"]},"Action":"sts:AssumeRole"}]}"#;
+        assert!(trusts(ok, "emr-serverless.amazonaws.com"));
+        let encoded = ok
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22");
+        assert!(trusts(&encoded, "emr-serverless.amazonaws.com"));
+        assert!(!trusts(ok, "elasticmapreduce.amazonaws.com"));
+        let denied = ok.replace("Allow", "Deny");
+        assert!(!trusts(&denied, "emr-serverless.amazonaws.com"));
+        assert!(!trusts("not json", "emr-serverless.amazonaws.com"));
+    }
+}

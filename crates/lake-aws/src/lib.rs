@@ -7,12 +7,14 @@
 //! [`aws_checks`] and [`iam_policy`] are what `lake doctor` and `lake iam-policy` print.
 
 pub mod athena;
+mod calls;
 mod client;
 pub mod doctor;
 pub mod emr;
 pub mod glue;
 mod policy;
 mod s3;
+pub mod serverless;
 
 pub use client::Aws;
 pub use doctor::aws_checks;
@@ -20,3 +22,4 @@ pub use emr::EmrBackend;
 pub use glue::GlueCatalog;
 pub use policy::iam_policy;
 pub use s3::{MIN_PART, S3ZoneStore};
+pub use serverless::ServerlessBackend;

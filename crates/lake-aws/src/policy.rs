@@ -134,27 +134,127 @@ pub(crate) fn emr_statements(
             "Resource": "*",
         }));
     }
-    // Step logs: lake reads them after a failure. Under the root they are already covered.
-    if let Some(log) = &c.log_uri {
-        let under_root = format!(
-            "s3://{bucket}/{}",
-            if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            }
-        );
-        if !log.starts_with(&under_root) {
-            let path = log.trim_start_matches("s3://");
-            let (log_bucket, _) = path.split_once('/').unwrap_or((path, ""));
-            out.push(json!({
-                "Sid": "LakeEmrLogs",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:ListBucket"],
-                "Resource": [format!("arn:aws:s3:::{log_bucket}"), format!("arn:aws:s3:::{path}*")],
-            }));
+    out.extend(log_statement(
+        c.log_uri.as_deref(),
+        bucket,
+        prefix,
+        "LakeEmrLogs",
+    ));
+    out
+}
+
+/// Read access to a log URI outside the root (lake reads a failed step's logs); under the root
+/// it is already covered.
+fn log_statement(log: Option<&str>, bucket: &str, prefix: &str, sid: &str) -> Option<Value> {
+    let log = log?;
+    let under_root = format!(
+        "s3://{bucket}/{}",
+        if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
         }
+    );
+    if log.starts_with(&under_root) {
+        return None;
     }
+    let path = log.trim_start_matches("s3://");
+    let (log_bucket, _) = path.split_once('/').unwrap_or((path, ""));
+    Some(json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": ["s3:GetObject", "s3:ListBucket"],
+        "Resource": [format!("arn:aws:s3:::{log_bucket}"), format!("arn:aws:s3:::{path}*")],
+    }))
+}
+
+/// With `backend = "emr-serverless"`: CreateApplication and TagResource only with the
+/// pipeline's `lake:pipeline` tag in the request; the application and job run calls only on
+/// resources tagged with it (or on the one existing application named); ListApplications;
+/// `iam:PassRole` on the execution role, to EMR Serverless only; read access to a log URI
+/// outside the root; and the read-only IAM calls `lake doctor` checks the role with.
+pub(crate) fn serverless_statements(
+    pipeline: &Pipeline,
+    d: &crate::serverless::ServerlessDef,
+    bucket: &str,
+    prefix: &str,
+) -> Vec<Value> {
+    let apps = "arn:aws:emr-serverless:*:*:/applications/*";
+    let mut run = json!({
+        "Sid": "LakeServerlessJobs",
+        "Effect": "Allow",
+        "Action": [
+            "emr-serverless:GetApplication",
+            "emr-serverless:StartApplication",
+            "emr-serverless:StopApplication",
+            "emr-serverless:DeleteApplication",
+            "emr-serverless:StartJobRun",
+            "emr-serverless:GetJobRun",
+            "emr-serverless:CancelJobRun",
+            "emr-serverless:TagResource",
+        ],
+        "Resource": [apps, format!("{apps}/jobruns/*")],
+        "Condition": { "StringEquals": { "aws:ResourceTag/lake:pipeline": pipeline.name } },
+    });
+    if let Some(id) = &d.attach {
+        // An existing application is not tagged by lake; the job runs lake starts are.
+        run["Sid"] = json!("LakeServerlessJobsOnApplication");
+        run["Action"] = json!([
+            "emr-serverless:GetApplication",
+            "emr-serverless:StartJobRun",
+            "emr-serverless:GetJobRun",
+            "emr-serverless:CancelJobRun",
+            "emr-serverless:TagResource",
+        ]);
+        run["Resource"] = json!([
+            format!("arn:aws:emr-serverless:*:*:/applications/{id}"),
+            format!("arn:aws:emr-serverless:*:*:/applications/{id}/jobruns/*"),
+        ]);
+        run.as_object_mut().expect("an object").remove("Condition");
+    }
+    let mut out = vec![
+        run,
+        json!({
+            "Sid": "LakeServerlessList",
+            "Effect": "Allow",
+            "Action": "emr-serverless:ListApplications",
+            "Resource": "*",
+        }),
+    ];
+    if d.attach.is_none() {
+        out.push(json!({
+            "Sid": "LakeServerlessCreate",
+            "Effect": "Allow",
+            "Action": ["emr-serverless:CreateApplication", "emr-serverless:TagResource"],
+            "Resource": apps,
+            "Condition": { "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name } },
+        }));
+    }
+    out.push(json!({
+        "Sid": "LakeServerlessPassRole",
+        "Effect": "Allow",
+        "Action": "iam:PassRole",
+        "Resource": d.execution_role,
+        "Condition": { "StringLike": { "iam:PassedToService": "emr-serverless.amazonaws.com" } },
+    }));
+    out.push(json!({
+        "Sid": "LakeDoctorRoles",
+        "Effect": "Allow",
+        "Action": "iam:GetRole",
+        "Resource": d.execution_role,
+    }));
+    out.push(json!({
+        "Sid": "LakeDoctorPassRole",
+        "Effect": "Allow",
+        "Action": "iam:SimulatePrincipalPolicy",
+        "Resource": "*",
+    }));
+    out.extend(log_statement(
+        d.log_uri.as_deref(),
+        bucket,
+        prefix,
+        "LakeServerlessLogs",
+    ));
     out
 }
 

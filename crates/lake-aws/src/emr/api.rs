@@ -5,92 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use aws_sdk_emr::error::ProvideErrorMetadata;
 use aws_sdk_emr::types as t;
 use chrono::{DateTime, Utc};
 
 use super::request::{RunJobFlow, Step};
-
-/// An error from EMR or S3, with the service's code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The service's error code (`ThrottlingException`, `AccessDeniedException`, …).
-    pub code: Option<String>,
-    /// What it said.
-    pub message: String,
-}
-
-impl ApiError {
-    /// An error with a code.
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: Some(code.to_owned()),
-            message: message.into(),
-        }
-    }
-
-    /// The request was throttled: wait and try again.
-    pub fn is_throttling(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some(
-                "ThrottlingException"
-                    | "Throttling"
-                    | "RequestLimitExceeded"
-                    | "TooManyRequestsException"
-                    | "SlowDown"
-            )
-        )
-    }
-
-    /// Worth another try: throttled, or a server-side fault (`InternalServerError`,
-    /// `ServiceUnavailable`, …). A request that got no answer (no credentials, no network) is
-    /// not: it fails at once with its cause.
-    pub fn is_retryable(&self) -> bool {
-        self.is_throttling()
-            || matches!(
-                self.code.as_deref(),
-                Some(
-                    "InternalServerError"
-                        | "InternalServerException"
-                        | "InternalFailure"
-                        | "ServiceUnavailable"
-                        | "RequestTimeout"
-                        | "RequestTimeoutException"
-                )
-            )
-    }
-
-    /// The caller is not allowed to make the request.
-    pub fn is_access_denied(&self) -> bool {
-        matches!(
-            self.code.as_deref(),
-            Some("AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation")
-        ) || self.message.contains("not authorized to perform")
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.code {
-            Some(c) => write!(f, "{c}: {}", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-pub(crate) fn api_error<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> ApiError {
-    ApiError {
-        code: e.code().map(str::to_owned),
-        // No service message (a connection or credentials error): its causes, in words.
-        message: e
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| lake_core::run::error_chain(e)),
-    }
-}
+pub use crate::calls::ApiError;
+use crate::calls::api_error;
 
 /// A step as EMR reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,27 +244,7 @@ impl EmrApi for SdkEmr {
     }
 
     async fn read_object(&self, url: &str) -> Result<Option<Vec<u8>>, ApiError> {
-        let (bucket, key) = url
-            .strip_prefix("s3://")
-            .and_then(|r| r.split_once('/'))
-            .ok_or_else(|| ApiError::new("InvalidUrl", format!("{url} is not s3://bucket/key")))?;
-        match self.s3.get_object().bucket(bucket).key(key).send().await {
-            Ok(out) => {
-                let body = out.body.collect().await.map_err(|e| ApiError {
-                    code: None,
-                    message: format!("reading {url}: {e}"),
-                })?;
-                Ok(Some(body.to_vec()))
-            }
-            Err(e) => {
-                let e = api_error(&e);
-                if matches!(e.code.as_deref(), Some("NoSuchKey" | "NotFound")) {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        crate::calls::read_s3_object(&self.s3, url).await
     }
 }
 

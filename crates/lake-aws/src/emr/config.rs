@@ -303,40 +303,8 @@ pub(crate) fn cluster_def(
         }
     }
     configurations(r, "cluster.configurations", &c.configurations);
-    let log_uri = match (&c.log_uri, root) {
-        (Some(u), _) if !u.starts_with("s3://") => {
-            r.value(
-                &k("log_uri"),
-                format!("{u:?}: EMR writes logs to S3 (s3://bucket/prefix/)"),
-            );
-            None
-        }
-        (Some(u), _) => Some(if u.ends_with('/') {
-            u.clone()
-        } else {
-            format!("{u}/")
-        }),
-        (None, Some(Root::S3 { bucket, prefix })) if prefix.is_empty() => {
-            Some(format!("s3://{bucket}/_lake/emr-logs/"))
-        }
-        (None, Some(Root::S3 { bucket, prefix })) => {
-            Some(format!("s3://{bucket}/{prefix}/_lake/emr-logs/"))
-        }
-        (None, _) => None,
-    };
-    for key in c.tags.keys() {
-        if key.starts_with("lake:") {
-            r.key(
-                &format!("cluster.tags.{key}"),
-                "tags starting with `lake:` are set by lake (lake:pipeline, lake:run-id)",
-            );
-        } else if key.is_empty() || key.len() > 128 {
-            r.key(
-                &format!("cluster.tags.{key}"),
-                "a tag key has 1 to 128 characters",
-            );
-        }
-    }
+    let log_uri = log_uri_under(r, &k("log_uri"), c.log_uri.as_deref(), root, "emr-logs");
+    check_tags(r, "cluster.tags", &c.tags);
     let idle_timeout = match c.idle_timeout.as_deref() {
         None => Some(Duration::from_secs(3600)),
         Some("off") => None,
@@ -539,7 +507,53 @@ fn configurations(r: &mut ConfigCx<'_, '_>, key: &str, list: &[ConfigurationConf
     }
 }
 
-fn is_release(s: &str) -> bool {
+/// A log URI as written (`key`), ending in `/`; by default `_lake/<folder>/` under an S3
+/// root; `None` on a local root.
+pub(crate) fn log_uri_under(
+    r: &mut ConfigCx<'_, '_>,
+    key: &str,
+    written: Option<&str>,
+    root: Option<&Root>,
+    folder: &str,
+) -> Option<String> {
+    match (written, root) {
+        (Some(u), _) if !u.starts_with("s3://") => {
+            r.value(key, format!("{u:?}: logs go to S3 (s3://bucket/prefix/)"));
+            None
+        }
+        (Some(u), _) => Some(if u.ends_with('/') {
+            u.to_owned()
+        } else {
+            format!("{u}/")
+        }),
+        (None, Some(Root::S3 { bucket, prefix })) if prefix.is_empty() => {
+            Some(format!("s3://{bucket}/_lake/{folder}/"))
+        }
+        (None, Some(Root::S3 { bucket, prefix })) => {
+            Some(format!("s3://{bucket}/{prefix}/_lake/{folder}/"))
+        }
+        (None, _) => None,
+    }
+}
+
+/// User tags (at `table`): no `lake:` keys (lake sets those), 1 to 128 characters.
+pub(crate) fn check_tags(r: &mut ConfigCx<'_, '_>, table: &str, tags: &BTreeMap<String, String>) {
+    for key in tags.keys() {
+        if key.starts_with("lake:") {
+            r.key(
+                &format!("{table}.{key}"),
+                "tags starting with `lake:` are set by lake (lake:pipeline, lake:run-id)",
+            );
+        } else if key.is_empty() || key.len() > 128 {
+            r.key(
+                &format!("{table}.{key}"),
+                "a tag key has 1 to 128 characters",
+            );
+        }
+    }
+}
+
+pub(crate) fn is_release(s: &str) -> bool {
     s.strip_prefix("emr-").is_some_and(|v| {
         let parts: Vec<&str> = v.split('.').collect();
         parts.len() == 3

@@ -7,7 +7,6 @@ mod plugin;
 mod request;
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,10 +16,11 @@ use lake_core::cluster::{
     ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
     StepWork,
 };
-use lake_core::config::Secret;
 use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
 use lake_core::{Error, Result};
 use sha2::{Digest, Sha256};
+
+use crate::calls::plain_env;
 
 #[cfg(any(test, feature = "testing"))]
 pub use api::MockEmrApi;
@@ -31,13 +31,11 @@ pub use config::{
     Attach, ClusterConfig, ClusterDef, DEFAULT_INSTANCE_TYPE, DEFAULT_RELEASE, Estimate, Fleet,
     Group, Instances, NodeRole, STARTUP_ESTIMATE, STEP_ESTIMATE,
 };
+pub(crate) use config::{check_tags, is_release, log_uri_under};
 pub use plugin::{EmrConfig, EmrKind, aws_of};
 pub use request::{HadoopJarStep, RunJobFlow, Step};
 
 pub use lake_spark::{SQL_DRIVER, sql_job};
-
-/// How much of a step's log is kept (its end).
-const LOG_TAIL: usize = 64 * 1024;
 
 /// Timing of the backend's waits (shortened in tests).
 #[derive(Debug, Clone, Copy)]
@@ -271,25 +269,14 @@ impl EmrBackend {
         F: Fn() -> Fut,
         Fut: Future<Output = std::result::Result<T, ApiError>>,
     {
-        let mut delays = lake_core::retry::Backoff::retries(
+        crate::calls::retrying(
             self.timing.throttle_attempts,
             self.timing.throttle_backoff,
-            Duration::from_secs(60),
+            operation,
+            op,
         )
-        .delays();
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() => match delays.next() {
-                    Some(wait) => {
-                        tracing::debug!("{operation}: {e}; retrying in {wait:?}");
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => return Err(self.error(operation, e)),
-                },
-                Err(e) => return Err(self.error(operation, e)),
-            }
-        }
+        .await
+        .map_err(|e| self.error(operation, e))
     }
 
     fn error(&self, operation: &str, e: ApiError) -> Error {
@@ -465,51 +452,11 @@ impl EmrBackend {
     }
 
     async fn read_log(&self, url: &str) -> Result<Option<String>> {
-        let Some(raw) = self.call("read log", || self.api.read_object(url)).await? else {
-            return Ok(None);
-        };
-        // Only the end is kept: a Spark stderr can unpack to hundreds of MiB, so it is
-        // decompressed in chunks and the tail carried along.
-        let mut tail = Vec::with_capacity(2 * LOG_TAIL);
-        if url.ends_with(".gz") {
-            let mut gz = flate2::read::MultiGzDecoder::new(&raw[..]);
-            let mut buf = vec![0u8; LOG_TAIL];
-            loop {
-                let n = gz.read(&mut buf).map_err(|source| Error::Io {
-                    action: "decompress",
-                    path: url.into(),
-                    source,
-                })?;
-                if n == 0 {
-                    break;
-                }
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 2 * LOG_TAIL {
-                    tail.drain(..tail.len() - LOG_TAIL);
-                }
-            }
-        } else {
-            tail = raw;
+        match self.call("read log", || self.api.read_object(url)).await? {
+            Some(raw) => crate::calls::log_tail(url, raw).map(Some),
+            None => Ok(None),
         }
-        let start = tail.len().saturating_sub(LOG_TAIL);
-        Ok(Some(String::from_utf8_lossy(&tail[start..]).into_owned()))
     }
-}
-
-/// The environment of a step as `K=V` pairs, refusing secrets: an EMR step's arguments are
-/// visible to anyone who can describe the cluster.
-fn plain_env(step: &str, env: &[(String, Secret)]) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for (k, v) in env {
-        if v.is_sensitive() {
-            return Err(Error::Invalid {
-                what: format!("step {step}: env.{k}"),
-                message: "a secret (${env:…}) cannot be passed to an EMR step: its arguments are visible in the EMR console and API. Read it on the cluster (AWS Secrets Manager, SSM Parameter Store) instead".into(),
-            });
-        }
-        out.push((k.clone(), v.expose().to_owned()));
-    }
-    Ok(out)
 }
 
 /// The YARN application a step's log names (`application_1700000000000_0001`), the last one.
