@@ -409,7 +409,7 @@ impl ServerlessBackend {
             {
                 Ok(a) => a.state,
                 Err(e) => {
-                    last = format!("{e:#}");
+                    last = lake_core::run::error_chain(&e);
                     String::new()
                 }
             };
@@ -433,7 +433,7 @@ impl ServerlessBackend {
                 _ => Ok(()),
             };
             if let Err(e) = step {
-                last = format!("{e:#}");
+                last = lake_core::run::error_chain(&e);
             } else if !state.is_empty() {
                 last = format!("it is {state}");
             }
@@ -442,8 +442,8 @@ impl ServerlessBackend {
                     backend: "emr-serverless".into(),
                     operation: format!("delete application {id}"),
                     source: format!(
-                        "not confirmed after {}s: {last}. Delete it in the EMR Studio console or with `lake clusters --reap`",
-                        self.timing.settle_wait.as_secs()
+                        "not confirmed after {:?}: {last}. Delete it in the EMR Studio console or with `lake clusters --reap`",
+                        self.timing.settle_wait
                     )
                     .into(),
                 });
@@ -676,6 +676,7 @@ impl ClusterBackend for ServerlessBackend {
         if let Some((embedded, local)) = self.delegated(step) {
             return embedded.cancel(&local, step).await;
         }
+        self.state.lock().expect("watch").open.remove(&step.id);
         match self
             .call("cancel job run", || {
                 self.api.cancel_job_run(&cluster.id, &step.id)
@@ -714,7 +715,6 @@ impl ClusterBackend for ServerlessBackend {
             if let Err(e) = self.cancel(cluster, &handle).await {
                 tracing::warn!("cancel job run {job}: {e:#}");
             }
-            self.state.lock().expect("watch").open.remove(&job);
         }
         if cluster.attached || deleted {
             return result;

@@ -529,8 +529,11 @@ async fn execute(ctx: &RunContext, opts: &RunOptions, work: Work) -> Result<RunR
                 && let Err(e) = ctx.backend.terminate(&cluster).await
             {
                 {
+                    // The cause (not confirmed after N attempts, and how to clean up by hand)
+                    // is in the error's source.
+                    let e = error_chain(&e);
                     opts.emit(Event::Warning(format!(
-                        "terminating {} cluster {} failed: {e:#}",
+                        "terminating {} cluster {} failed: {e}",
                         ctx.backend.name(),
                         cluster.id
                     )));
