@@ -215,3 +215,130 @@ fn spark_table_defaults_and_problems() {
     let d = diagnostics("[lake]\nname = \"x\"\nbackend = \"spark\"\n[spark]\nmaster = \"mesa\"\n");
     expect_each(&d, &[("spark.master", 5, "not a Spark master")]);
 }
+
+fn serverless(p: &Pipeline) -> &lake::aws::serverless::ServerlessDef {
+    &lake::aws::serverless::EmrServerlessConfig::of(p)
+        .expect("emr-serverless")
+        .def
+}
+
+const SERVERLESS: &str = r#"[lake]
+name = "s"
+root = "s3://b/s"
+backend = "emr-serverless"
+
+[steps.a]
+kind = "command"
+command = ["true"]
+timeout = "1h"
+
+[steps.b]
+kind = "command"
+command = ["true"]
+
+[serverless]
+execution_role = "arn:aws:iam::123456789012:role/lake-jobs"
+"#;
+
+#[tokio::test]
+async fn serverless_defaults_estimate_and_max_cost() {
+    let p = pipeline(SERVERLESS, None).unwrap();
+    let d = serverless(&p);
+    assert_eq!(d.attach, None);
+    assert_eq!(d.name, "lake-s");
+    assert_eq!(d.release, lake::aws::emr::DEFAULT_RELEASE);
+    assert_eq!(
+        (d.max_cpu.as_str(), d.max_memory.as_str()),
+        ("16 vCPU", "64 GB")
+    );
+    assert_eq!(
+        d.idle_timeout,
+        Some(std::time::Duration::from_secs(15 * 60))
+    );
+    assert_eq!(
+        d.log_uri.as_deref(),
+        Some("s3://b/s/_lake/serverless-logs/")
+    );
+    assert_eq!(d.price, lake::aws::serverless::DEFAULT_PRICE);
+    // 1h for a, 30m for b without a timeout: 1.5 h at 16 vCPU and 64 GB.
+    let steps: Vec<_> = p.steps.values().collect();
+    let e = d.estimate(steps.iter().copied());
+    assert!((e.hours - 1.5).abs() < 1e-9, "{e:?}");
+    assert!((e.vcpu_hours - 24.0).abs() < 1e-9, "{e:?}");
+    assert!((e.gb_hours - 96.0).abs() < 1e-9, "{e:?}");
+    let cost = 24.0 * 0.052624 + 96.0 * 0.0057785;
+    assert!((e.cost - cost).abs() < 1e-9, "{e:?}");
+
+    // max_cost refuses a run estimated above it before anything starts.
+    let text = SERVERLESS.replace(
+        "[serverless]\n",
+        "[serverless]\nmax_cost = 1.0\nprice = { vcpu_hour = 0.05, gb_hour = 0.005 }\n",
+    );
+    let p = pipeline(&text, None).unwrap();
+    let steps: Vec<_> = p.steps.values().collect();
+    let err = p
+        .backend
+        .config()
+        .preflight(&p, &steps)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[serverless] max_cost"), "{err}");
+    let text = text.replace("max_cost = 1.0", "max_cost = 5.0");
+    let p = pipeline(&text, None).unwrap();
+    let steps: Vec<_> = p.steps.values().collect();
+    assert!(p.backend.config().preflight(&p, &steps).await.is_ok());
+}
+
+#[test]
+fn serverless_keys_are_checked_with_their_lines() {
+    let text = r#"[lake]
+name = "s"
+root = "s3://b/s"
+backend = "emr-serverless"
+
+[serverless]
+application = "app-1"
+release = "7.9"
+execution_role = "lake-jobs"
+max_capacity = { cpu = "many", memory = "64 GB" }
+idle_timeout = "30s"
+log_uri = "/var/log"
+spark_conf = { "executor.memory" = "4g" }
+tags = { "lake:pipeline" = "x" }
+max_cost = -1.0
+"#;
+    expect_each(
+        &diagnostics(text),
+        &[
+            ("serverless.application", 7, "an existing application's id"),
+            ("serverless.release", 8, "not an EMR release label"),
+            ("serverless.execution_role", 9, "not an IAM role ARN"),
+            ("serverless.max_capacity.cpu", 10, "a number of vCPUs"),
+            ("serverless.idle_timeout", 11, "whole minutes, 1m to 7d"),
+            ("serverless.log_uri", 12, "logs go to S3"),
+            (
+                "serverless.spark_conf.executor.memory",
+                13,
+                "starts with `spark.`",
+            ),
+            ("serverless.tags.lake:pipeline", 14, "set by lake"),
+            ("serverless.max_cost", 15, "above 0"),
+        ],
+    );
+    // The execution role is required when the backend runs; a local root cannot be used.
+    let d = diagnostics(
+        "[lake]\nname = \"s\"\nroot = \"s3://b\"\nbackend = \"emr-serverless\"\n[serverless]\nrelease = \"emr-7.9.0\"\n",
+    );
+    expect_each(
+        &d,
+        &[("serverless", 5, "needs [serverless] execution_role")],
+    );
+    let d = diagnostics(
+        "[lake]\nname = \"s\"\nbackend = \"emr-serverless\"\n[serverless]\nexecution_role = \"arn:aws:iam::1:role/r\"\n",
+    );
+    expect_each(&d, &[("lake.backend", 3, "needs zones in S3")]);
+    // Another backend runs: the table is still checked, the role is not required.
+    let d = diagnostics("[lake]\nname = \"s\"\n[serverless]\nidle_timeout = \"90s\"\n");
+    expect_each(&d, &[("serverless.idle_timeout", 4, "whole minutes")]);
+}

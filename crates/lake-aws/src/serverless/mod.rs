@@ -373,6 +373,7 @@ impl ServerlessBackend {
     /// Wait until a new application can take jobs (`CREATED`, or already starting).
     async fn created(&self, id: &str) -> Result<()> {
         let deadline = Instant::now() + self.timing.settle_wait;
+        let mut waits = self.settle_waits();
         loop {
             let a = self
                 .call("get application", || self.api.get_application(id))
@@ -380,7 +381,7 @@ impl ServerlessBackend {
             match a.state.as_str() {
                 "CREATED" | "STARTING" | "STARTED" => return Ok(()),
                 "CREATING" if Instant::now() < deadline => {
-                    tokio::time::sleep(self.timing.settle_poll).await;
+                    tokio::time::sleep(waits.next().unwrap_or(self.timing.settle_poll)).await;
                 }
                 state => {
                     return Err(Error::Cluster {
@@ -401,6 +402,7 @@ impl ServerlessBackend {
     /// stopped first when started (once its jobs are cancelled), then deleted.
     async fn delete(&self, id: &str) -> Result<()> {
         let deadline = Instant::now() + self.timing.settle_wait;
+        let mut waits = self.settle_waits();
         let mut last = String::new();
         loop {
             let state = match self
@@ -448,8 +450,15 @@ impl ServerlessBackend {
                     .into(),
                 });
             }
-            tokio::time::sleep(self.timing.settle_poll).await;
+            tokio::time::sleep(waits.next().unwrap_or(self.timing.settle_poll)).await;
         }
+    }
+
+    /// Waits between looks at a settling application: a tenth of `settle_poll` first,
+    /// doubling up to it (a stop or a delete is often seen done at the first look).
+    fn settle_waits(&self) -> impl Iterator<Item = Duration> + use<> {
+        lake_core::retry::Backoff::polls(self.timing.settle_poll / 10, self.timing.settle_poll)
+            .delays()
     }
 
     fn delegated(&self, step: &StepHandle) -> Option<(Arc<dyn ClusterBackend>, ClusterHandle)> {
