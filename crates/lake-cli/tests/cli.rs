@@ -1339,6 +1339,107 @@ fn emr_plan_cost_refusal_and_policy_without_aws() {
     );
 }
 
+/// The credit example with `--env serverless` (backend = "emr-serverless"), offline: the plan
+/// shows the CreateApplication and StartJobRun requests and the estimate, `max_cost` refuses a
+/// run before anything happens, and the IAM policy has the EMR Serverless statements.
+#[test]
+fn serverless_plan_cost_refusal_and_policy_without_aws() {
+    let tmp = tempfile::tempdir().unwrap();
+    lake(tmp.path()).arg("init").assert().success();
+    let offline = |c: &mut Command| {
+        c.env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    };
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c.args(["--env", "serverless", "plan"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "emr-serverless: a new application, stopped and deleted when the run ends",
+        "\"releaseLabel\": \"emr-7.9.0\"",
+        "\"cpu\": \"16 vCPU\"",
+        "\"idleTimeoutMinutes\": 15",
+        "\"lake:run-id\": \"<run-id>\"",
+        "\"executionRoleArn\": \"arn:aws:iam::123456789012:role/lake-jobs\"",
+        "\"applicationId\": \"<new application>\"",
+        "/lake_sql.py",
+        "\"logUri\": \"s3://my-bucket/credit/_lake/serverless-logs/\"",
+        // 2 steps × 30m at 16 vCPU and 64 GB: 16 vCPU-h × $0.052624 + 64 GB-h × $0.0057785.
+        "estimate at most: 1.00 h of jobs",
+        "16.0 vCPU-hours, 64.0 GB-hours, $1.21; max_cost $5.00",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c
+        .args(["--env", "serverless", "plan", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = &v["emr-serverless"];
+    assert_eq!(plan["create_application"]["type"], "SPARK");
+    assert_eq!(plan["start_job_runs"][1]["step"], "credit_by_purpose");
+    assert_eq!(
+        plan["start_job_runs"][1]["request"]["jobDriver"]["sparkSubmit"]["entryPointArguments"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let toml = std::fs::read_to_string(tmp.path().join("lake.toml")).unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        toml.replacen(
+            "max_cost = 5.0           # refuse a run estimated above $5 (at",
+            "max_cost = 0.5           # refuse a run estimated above $5 (at",
+            1,
+        ),
+    )
+    .unwrap();
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c.args(["--env", "serverless", "run"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("estimated at up to $1.21") && err.contains("above max_cost = $0.50"),
+        "{err}"
+    );
+
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c
+        .args(["--env", "serverless", "iam-policy"])
+        .output()
+        .unwrap();
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = policy["Statement"].as_array().unwrap();
+    let sid = |s: &str| st.iter().find(|x| x["Sid"] == s).unwrap().clone();
+    assert_eq!(
+        sid("LakeServerlessJobs")["Condition"]["StringEquals"]["aws:ResourceTag/lake:pipeline"],
+        "credit"
+    );
+    assert_eq!(
+        sid("LakeServerlessCreate")["Condition"]["StringEquals"]["aws:RequestTag/lake:pipeline"],
+        "credit"
+    );
+    let pass = sid("LakeServerlessPassRole");
+    assert_eq!(pass["Resource"], "arn:aws:iam::123456789012:role/lake-jobs");
+    assert_eq!(
+        pass["Condition"]["StringLike"]["iam:PassedToService"],
+        "emr-serverless.amazonaws.com"
+    );
+    assert!(
+        !st.iter().any(|x| x["Sid"] == "LakeEmrCreate"),
+        "no EMR calls"
+    );
+}
+
 #[test]
 fn help_speaks_to_users() {
     let tmp = tempfile::tempdir().unwrap();
