@@ -6,7 +6,10 @@ use std::io::Read;
 use std::time::Duration;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
+use bytes::Bytes;
+use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
 use lake_core::{Error, Result};
+use sha2::{Digest, Sha256};
 
 /// How much of a step's log is kept (its end).
 pub(crate) const LOG_TAIL: usize = 64 * 1024;
@@ -195,4 +198,64 @@ pub(crate) fn plain_env(
         out.push((k.clone(), v.expose().to_owned()));
     }
     Ok(out)
+}
+
+/// A backend's error for a failed call: an access denial says what it needs (`needs`, when
+/// the operation has a known cause) and where the policy is.
+pub(crate) fn backend_error(
+    backend: &str,
+    operation: &str,
+    e: ApiError,
+    needs: Option<String>,
+) -> Error {
+    let message = if e.is_access_denied() {
+        let mut m = format!("{e}\n  → {operation} was denied.");
+        if let Some(needs) = needs {
+            m.push_str(&format!(" It needs {needs}."));
+        }
+        m.push_str(
+            " `lake iam-policy` prints the policy this pipeline needs; `lake doctor` checks it.",
+        );
+        m
+    } else {
+        e.to_string()
+    };
+    Error::Cluster {
+        backend: backend.into(),
+        operation: operation.into(),
+        source: message.into(),
+    }
+}
+
+/// Put `bytes` at `_lake/code/<hash>/<name>` of `store` (content-addressed, so uploads are
+/// idempotent) and return its URL; without `upload`, only the URL (for a plan).
+pub(crate) async fn upload_code(
+    store: &DynZoneStore,
+    name: &str,
+    bytes: Bytes,
+    upload: bool,
+) -> Result<String> {
+    let hash = hex::encode(Sha256::digest(&bytes));
+    let key = Key::new(format!("_lake/code/{}/{name}", &hash[..16]))?;
+    if upload && store.head(&key).await.is_err() {
+        store.put_bytes(&key, bytes).await?;
+    }
+    Ok(store.url_of(key.as_str()))
+}
+
+/// A step's application: an `s3://` path as it is, a local file uploaded with
+/// [`upload_code`].
+pub(crate) async fn upload_app(store: &DynZoneStore, path: &str, upload: bool) -> Result<String> {
+    if path.starts_with("s3://") {
+        return Ok(path.to_owned());
+    }
+    let bytes = tokio::fs::read(path).await.map_err(|source| Error::Io {
+        action: "read",
+        path: path.into(),
+        source,
+    })?;
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned());
+    upload_code(store, &name, Bytes::from(bytes), upload).await
 }

@@ -41,6 +41,21 @@ impl ClusterSpec {
     }
 }
 
+/// True when `tags` (as [`ClusterSpec::new`] sets them) mark something a run of `pipeline` on
+/// the zones at `root` started, and that run is not `live` (the run holding the lock, if any):
+/// a leftover to reap. A pipeline of the same name on another root (another `--env`, another
+/// bucket) is not this one.
+pub fn left_by_another_run(
+    tags: &BTreeMap<String, String>,
+    pipeline: &str,
+    root: &str,
+    live: Option<&str>,
+) -> bool {
+    tags.get("lake:pipeline").map(String::as_str) == Some(pipeline)
+        && tags.get("lake:root").map(String::as_str) == Some(root)
+        && tags.get("lake:run-id").map(String::as_str) != live
+}
+
 /// A started (or attached) cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterHandle {

@@ -536,6 +536,17 @@ pub(crate) fn log_uri_under(
     }
 }
 
+/// A backend that needs zones in S3: on a local root, the key that chose it gets `why`.
+/// Returns whether the root is usable.
+pub(crate) fn needs_s3_root(r: &mut ConfigCx<'_, '_>, why: &str) -> bool {
+    if matches!(r.root, Some(Root::Local { .. })) {
+        let key = r.backend_key().to_owned();
+        r.value(&key, why);
+        return false;
+    }
+    true
+}
+
 /// User tags (at `table`): no `lake:` keys (lake sets those), 1 to 128 characters.
 pub(crate) fn check_tags(r: &mut ConfigCx<'_, '_>, table: &str, tags: &BTreeMap<String, String>) {
     for key in tags.keys() {

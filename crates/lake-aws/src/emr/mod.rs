@@ -14,11 +14,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use lake_core::cluster::{
     ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
-    StepWork,
+    StepWork, left_by_another_run,
 };
-use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
+use lake_core::zone::DynZoneStore;
 use lake_core::{Error, Result};
-use sha2::{Digest, Sha256};
 
 use crate::calls::plain_env;
 
@@ -31,7 +30,7 @@ pub use config::{
     Attach, ClusterConfig, ClusterDef, DEFAULT_INSTANCE_TYPE, DEFAULT_RELEASE, Estimate, Fleet,
     Group, Instances, NodeRole, STARTUP_ESTIMATE, STEP_ESTIMATE,
 };
-pub(crate) use config::{check_tags, is_release, log_uri_under};
+pub(crate) use config::{check_tags, is_release, log_uri_under, needs_s3_root};
 pub use plugin::{EmrConfig, EmrKind, aws_of};
 pub use request::{HadoopJarStep, RunJobFlow, Step};
 
@@ -189,31 +188,12 @@ impl EmrBackend {
         Ok(Step::command_runner(&step.name, args))
     }
 
-    /// Put `bytes` at `_lake/code/<hash>/<name>` (content-addressed, so uploads are idempotent)
-    /// and return its URL.
     async fn upload(&self, name: &str, bytes: Bytes, upload: bool) -> Result<String> {
-        let hash = hex::encode(Sha256::digest(&bytes));
-        let key = Key::new(format!("_lake/code/{}/{name}", &hash[..16]))?;
-        if upload && self.store.head(&key).await.is_err() {
-            self.store.put_bytes(&key, bytes).await?;
-        }
-        Ok(self.store.url_of(key.as_str()))
+        crate::calls::upload_code(&self.store, name, bytes, upload).await
     }
 
-    /// An `s3://` path as it is, a local file uploaded.
     async fn upload_file(&self, path: &str, upload: bool) -> Result<String> {
-        if path.starts_with("s3://") {
-            return Ok(path.to_owned());
-        }
-        let bytes = tokio::fs::read(path).await.map_err(|source| Error::Io {
-            action: "read",
-            path: path.into(),
-            source,
-        })?;
-        let name = std::path::Path::new(path)
-            .file_name()
-            .map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned());
-        self.upload(&name, Bytes::from(bytes), upload).await
+        crate::calls::upload_app(&self.store, path, upload).await
     }
 
     /// What a run would ask EMR for: the RunJobFlow request (for the spec's tags) and, per
@@ -252,10 +232,7 @@ impl EmrBackend {
     pub async fn reap(&self, live: Option<&str>) -> Result<Vec<ClusterStatus>> {
         let mut reaped = Vec::new();
         for c in self.clusters().await? {
-            let mine = c.tags.get("lake:pipeline") == Some(&self.pipeline)
-                && c.tags.get("lake:root") == Some(&self.store.root_url());
-            let run = c.tags.get("lake:run-id").map(String::as_str);
-            if mine && run != live {
+            if left_by_another_run(&c.tags, &self.pipeline, &self.store.root_url(), live) {
                 self.terminate_id(&c.id).await?;
                 reaped.push(c);
             }
@@ -280,24 +257,13 @@ impl EmrBackend {
     }
 
     fn error(&self, operation: &str, e: ApiError) -> Error {
-        let message = if e.is_access_denied() {
-            let mut m = format!("{e}\n  → {operation} was denied.");
-            if operation == "create cluster" {
-                m.push_str(&format!(
-                    " It needs elasticmapreduce:RunJobFlow and iam:PassRole on the roles {} and {}.",
-                    self.def.service_role, self.def.instance_profile
-                ));
-            }
-            m.push_str(" `lake iam-policy` prints the policy this pipeline needs; `lake doctor` checks it.");
-            m
-        } else {
-            e.to_string()
-        };
-        Error::Cluster {
-            backend: "emr".into(),
-            operation: operation.into(),
-            source: message.into(),
-        }
+        let needs = (operation == "create cluster").then(|| {
+            format!(
+                "elasticmapreduce:RunJobFlow and iam:PassRole on the roles {} and {}",
+                self.def.service_role, self.def.instance_profile
+            )
+        });
+        crate::calls::backend_error("emr", operation, e, needs)
     }
 
     /// Terminate a cluster, retried until DescribeCluster shows it terminating.

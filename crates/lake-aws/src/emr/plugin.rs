@@ -36,12 +36,10 @@ impl BackendKind for EmrKind {
         if !cx.selected() {
             return None;
         }
-        if matches!(root, Some(Root::Local { .. })) {
-            let key = cx.backend_key().to_owned();
-            cx.value(
-                &key,
-                "backend = \"emr\" needs zones in S3 (root = \"s3://bucket/prefix\"): an EMR cluster cannot read this machine's folders",
-            );
+        if !crate::emr::needs_s3_root(
+            cx,
+            "backend = \"emr\" needs zones in S3 (root = \"s3://bucket/prefix\"): an EMR cluster cannot read this machine's folders",
+        ) {
             return None;
         }
         Some(Arc::new(EmrConfig { def }))

@@ -257,7 +257,7 @@ pub(crate) fn serverless_def(
         root,
         "serverless-logs",
     );
-    for (key, _) in &c.spark_conf {
+    for key in c.spark_conf.keys() {
         if !key.starts_with("spark.") {
             r.key(
                 &format!("serverless.spark_conf.{key}"),

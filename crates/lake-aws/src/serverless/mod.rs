@@ -17,10 +17,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use lake_core::cluster::{
     ClusterBackend, ClusterHandle, ClusterSpec, StepHandle, StepLogs, StepRequest, StepState,
-    StepWork,
+    StepWork, left_by_another_run,
 };
 use lake_core::config::SparkApp;
-use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
+use lake_core::zone::DynZoneStore;
 use lake_core::{Error, Result};
 use sha2::{Digest, Sha256};
 
@@ -261,31 +261,12 @@ impl ServerlessBackend {
         }))
     }
 
-    /// Put `bytes` at `_lake/code/<hash>/<name>` (content-addressed, so uploads are idempotent)
-    /// and return its URL.
     async fn upload(&self, name: &str, bytes: Bytes, upload: bool) -> Result<String> {
-        let hash = hex::encode(Sha256::digest(&bytes));
-        let key = Key::new(format!("_lake/code/{}/{name}", &hash[..16]))?;
-        if upload && self.store.head(&key).await.is_err() {
-            self.store.put_bytes(&key, bytes).await?;
-        }
-        Ok(self.store.url_of(key.as_str()))
+        crate::calls::upload_code(&self.store, name, bytes, upload).await
     }
 
-    /// An `s3://` path as it is, a local file uploaded.
     async fn upload_file(&self, path: &str, upload: bool) -> Result<String> {
-        if path.starts_with("s3://") {
-            return Ok(path.to_owned());
-        }
-        let bytes = tokio::fs::read(path).await.map_err(|source| Error::Io {
-            action: "read",
-            path: path.into(),
-            source,
-        })?;
-        let name = std::path::Path::new(path)
-            .file_name()
-            .map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned());
-        self.upload(&name, Bytes::from(bytes), upload).await
+        crate::calls::upload_app(&self.store, path, upload).await
     }
 
     /// What a run would ask for: the CreateApplication request (`None` with an existing
@@ -322,10 +303,7 @@ impl ServerlessBackend {
     pub async fn reap(&self, live: Option<&str>) -> Result<Vec<ApplicationStatus>> {
         let mut reaped = Vec::new();
         for a in self.applications().await? {
-            let mine = a.tags.get("lake:pipeline") == Some(&self.pipeline)
-                && a.tags.get("lake:root") == Some(&self.store.root_url());
-            let run = a.tags.get("lake:run-id").map(String::as_str);
-            if mine && run != live {
+            if left_by_another_run(&a.tags, &self.pipeline, &self.store.root_url(), live) {
                 self.delete(&a.id).await?;
                 reaped.push(a);
             }
@@ -350,24 +328,13 @@ impl ServerlessBackend {
     }
 
     fn error(&self, operation: &str, e: ApiError) -> Error {
-        let message = if e.is_access_denied() {
-            let mut m = format!("{e}\n  → {operation} was denied.");
-            if operation.starts_with("start job") {
-                m.push_str(&format!(
-                    " It needs emr-serverless:StartJobRun on the application and iam:PassRole on {}.",
-                    self.def.execution_role
-                ));
-            }
-            m.push_str(" `lake iam-policy` prints the policy this pipeline needs; `lake doctor` checks it.");
-            m
-        } else {
-            e.to_string()
-        };
-        Error::Cluster {
-            backend: "emr-serverless".into(),
-            operation: operation.into(),
-            source: message.into(),
-        }
+        let needs = (operation.starts_with("start job")).then(|| {
+            format!(
+                "emr-serverless:StartJobRun on the application and iam:PassRole on {}",
+                self.def.execution_role
+            )
+        });
+        crate::calls::backend_error("emr-serverless", operation, e, needs)
     }
 
     /// Wait until a new application can take jobs (`CREATED`, or already starting).

@@ -38,12 +38,10 @@ impl BackendKind for EmrServerlessKind {
         if !cx.selected() {
             return None;
         }
-        if matches!(root, Some(Root::Local { .. })) {
-            let key = cx.backend_key().to_owned();
-            cx.value(
-                &key,
-                "backend = \"emr-serverless\" needs zones in S3 (root = \"s3://bucket/prefix\"): its jobs cannot read this machine's folders",
-            );
+        if !crate::emr::needs_s3_root(
+            cx,
+            "backend = \"emr-serverless\" needs zones in S3 (root = \"s3://bucket/prefix\"): its jobs cannot read this machine's folders",
+        ) {
             return None;
         }
         Some(Arc::new(EmrServerlessConfig { def }))
