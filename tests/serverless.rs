@@ -639,3 +639,22 @@ async fn a_run_reaps_applications_left_by_dead_runs_of_its_pipeline_and_root() {
     // The live run's own application is not reaped.
     assert!(backend.reap(Some("dead")).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_api_error_while_watching_fails_the_run_and_deletes_the_application() {
+    let seen = Arc::new(Seen::default());
+    let api = api(&seen, |_, _| {
+        Err(ApiError::new(
+            "ResourceNotFoundException",
+            "Job run j-1 does not exist",
+        ))
+    });
+    let r = run(&context(PIPELINE, api, store()), &options())
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Failed);
+    let err = r.steps[0].error.as_deref().unwrap();
+    assert!(err.contains("Job run j-1 does not exist"), "{err}");
+    assert_eq!(seen.calls("GetJobRun"), 1, "not retried: {err}");
+    assert_deleted_once(&seen);
+}
