@@ -159,16 +159,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                     "--output is for the embedded engine; Athena writes its results to [catalog] athena_output"
                 );
             }
-            let (batch, result) = lake.athena_query(sql, &cancel_on_signal()).await?;
-            print_rows(std::slice::from_ref(&batch), format_or_default(*format))?;
-            eprintln!(
-                "{} · Athena query {} scanned {} (${:.6} at $5/TB)",
-                print::plural(batch.num_rows(), "row"),
-                result.query_id,
-                lake::core::human::bytes(result.scanned_bytes),
-                result.cost_usd()
-            );
-            Ok(ExitCode::SUCCESS)
+            athena_query(&lake, sql, *format).await
         }
         Command::Query {
             sql,
@@ -360,6 +351,33 @@ async fn doctor(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode
     })
 }
 
+#[cfg(feature = "aws")]
+async fn athena_query(lake: &Lake, sql: &str, format: Option<QueryFormat>) -> Result<ExitCode> {
+    let (batch, result) = lake.athena_query(sql, &cancel_on_signal()).await?;
+    print_rows(std::slice::from_ref(&batch), format_or_default(format))?;
+    eprintln!(
+        "{} · Athena query {} scanned {} (${:.6} at $5/TB)",
+        print::plural(batch.num_rows(), "row"),
+        result.query_id,
+        lake::core::human::bytes(result.scanned_bytes),
+        result.cost_usd()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "aws"))]
+async fn athena_query(_lake: &Lake, _sql: &str, _format: Option<QueryFormat>) -> Result<ExitCode> {
+    anyhow::bail!(
+        "this build of lake has no AWS support (built without the `aws` feature): query with the embedded engine"
+    )
+}
+
+#[cfg(not(feature = "aws"))]
+fn iam_policy(_config: &Path, _env: Option<&str>) -> Result<ExitCode> {
+    anyhow::bail!("this build of lake has no AWS support (built without the `aws` feature)")
+}
+
+#[cfg(feature = "aws")]
 fn iam_policy(config: &Path, env: Option<&str>) -> Result<ExitCode> {
     let pipeline = lake::load(config, env)?;
     match lake::aws::iam_policy(&pipeline) {
@@ -1277,6 +1295,7 @@ fn format_or_default(format: Option<QueryFormat>) -> QueryFormat {
 
 /// Print whole batches as `lake query` prints rows: an aligned table, CSV with a header, or
 /// one JSON object per line.
+#[cfg(feature = "aws")]
 fn print_rows(
     batches: &[lake::local::engine::datafusion::arrow::array::RecordBatch],
     format: QueryFormat,
