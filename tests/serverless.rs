@@ -658,3 +658,38 @@ async fn an_api_error_while_watching_fails_the_run_and_deletes_the_application()
     assert_eq!(seen.calls("GetJobRun"), 1, "not retried: {err}");
     assert_deleted_once(&seen);
 }
+
+#[tokio::test]
+async fn an_application_deleted_by_hand_counts_as_deleted() {
+    let mut api = MockServerlessApi::new();
+    api.expect_live_applications().returning(|| {
+        Ok(vec![app(
+            "00fgone",
+            "STOPPED",
+            &[
+                ("lake:pipeline", "p"),
+                ("lake:run-id", "dead"),
+                ("lake:root", "memory://"),
+            ],
+        )])
+    });
+    api.expect_get_application().returning(|id| {
+        Err(ApiError::new(
+            "ResourceNotFoundException",
+            format!("Application {id} does not exist"),
+        ))
+    });
+    api.expect_delete_application().never();
+    let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
+    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
+    let backend = ServerlessBackend::new(
+        Arc::new(api),
+        EmrServerlessConfig::of(&pipeline).unwrap().def.clone(),
+        store(),
+        "p",
+        None,
+    )
+    .with_timing(timing());
+    let reaped = backend.reap(None).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+}

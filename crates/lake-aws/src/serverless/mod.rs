@@ -372,13 +372,21 @@ impl ServerlessBackend {
         let mut waits = self.settle_waits();
         let mut last = String::new();
         loop {
-            let state = match self
-                .call("get application", || self.api.get_application(id))
-                .await
+            let state = match crate::calls::retrying(
+                self.timing.throttle_attempts,
+                self.timing.throttle_backoff,
+                "get application",
+                || self.api.get_application(id),
+            )
+            .await
             {
                 Ok(a) => a.state,
+                // Already gone (deleted by hand, or by another `lake clusters --reap`).
+                Err(e) if e.code.as_deref() == Some("ResourceNotFoundException") => {
+                    "TERMINATED".into()
+                }
                 Err(e) => {
-                    last = lake_core::run::error_chain(&e);
+                    last = lake_core::run::error_chain(&self.error("get application", e));
                     String::new()
                 }
             };
