@@ -205,6 +205,16 @@ impl Lake {
         d: &lake_core::publish::Dataset,
         m: &lake_core::publish::Manifest,
     ) -> Result<lake_core::catalog::CatalogTable> {
+        self.catalog_table_of(d, &m.run_id).await
+    }
+
+    /// [`catalog_table`](Self::catalog_table) of `d` as written by run `run_id` (`d` may be
+    /// a step's staged output: its prefix is then the staging folder).
+    async fn catalog_table_of(
+        &self,
+        d: &lake_core::publish::Dataset,
+        run_id: &str,
+    ) -> Result<lake_core::catalog::CatalogTable> {
         use lake_core::catalog::{CatalogColumn, CatalogPartition, CatalogTable};
         use lake_core::config::CatalogSpec;
         use lake_local::engine::datafusion::common::TableReference;
@@ -276,7 +286,7 @@ impl Lake {
             partitions,
             parameters: [
                 ("lake.pipeline".to_owned(), self.pipeline.name.clone()),
-                ("lake.run_id".to_owned(), m.run_id.clone()),
+                ("lake.run_id".to_owned(), run_id.to_owned()),
                 ("lake.rows".to_owned(), rows.to_string()),
             ]
             .into_iter()
@@ -809,6 +819,16 @@ impl lake_core::catalog::Catalog for GlueTables {
     ) -> Result<lake_core::catalog::CatalogOutcome> {
         let table = self.lake.catalog_table(dataset, manifest).await?;
         self.glue.register(&table).await
+    }
+
+    async fn check_staged(&self, staged: &lake_core::publish::Dataset) -> Result<()> {
+        // Only Parquet outputs get tables (register says so for the others).
+        if staged.objects.is_empty() || !staged.objects.iter().all(|o| o.key.ends_with(".parquet"))
+        {
+            return Ok(());
+        }
+        let table = self.lake.catalog_table_of(staged, "staged").await?;
+        self.glue.check(&table).await
     }
 
     async fn doctor(&self) -> Vec<Check> {

@@ -165,3 +165,90 @@ async fn a_failed_registration_fails_the_run_and_keeps_its_data() {
             .is_some()
     );
 }
+
+/// A catalog whose table of `refined/by_city` would refuse the staged output (a narrowed
+/// column), and that records what it was asked.
+#[derive(Debug, Default)]
+struct Refusing {
+    checked: Mutex<Vec<(String, String, Vec<String>)>>,
+    registered: Mutex<Vec<String>>,
+}
+
+#[lake::core::async_trait]
+impl lake::core::catalog::Catalog for Refusing {
+    async fn register(
+        &self,
+        dataset: &lake::core::publish::Dataset,
+        _manifest: &lake::core::publish::Manifest,
+    ) -> lake::core::Result<CatalogOutcome> {
+        self.registered.lock().unwrap().push(dataset.prefix.clone());
+        Ok(CatalogOutcome::default())
+    }
+
+    async fn check_staged(&self, staged: &lake::core::publish::Dataset) -> lake::core::Result<()> {
+        self.checked.lock().unwrap().push((
+            format!("{}/{}", staged.zone.as_str(), staged.name),
+            staged.prefix.clone(),
+            staged.objects.iter().map(|o| o.key.clone()).collect(),
+        ));
+        Err(lake::core::Error::Catalog {
+            table: "people.refined_by_city".into(),
+            message:
+                "column n was bigint and is now int: data written as bigint cannot be read as int"
+                    .into(),
+        })
+    }
+
+    async fn doctor(&self) -> Vec<lake::core::doctor::Check> {
+        Vec::new()
+    }
+}
+
+/// A narrowed column is refused before the step publishes: the step fails naming the column,
+/// and the dataset is not touched (here: never published), so the table and the data agree.
+#[tokio::test]
+async fn a_table_the_catalog_would_refuse_fails_the_step_before_it_publishes() {
+    let dir = setup();
+    let lake = Lake::open(dir.path().join("lake.toml"), None)
+        .await
+        .unwrap();
+    let mut cx = lake.context().await.unwrap();
+    let catalog = Arc::new(Refusing::default());
+    cx.catalog = Some(Arc::clone(&catalog) as Arc<dyn lake::core::catalog::Catalog>);
+    let date = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+    let r = run(&cx, &RunOptions::new(date)).await.unwrap();
+    assert_eq!(r.status, Status::Failed);
+    let by_city = r.steps.iter().find(|s| s.name == "by_city").unwrap();
+    assert_eq!(by_city.status, Status::Failed);
+    let err = by_city.error.as_deref().unwrap();
+    assert!(err.contains("column n was bigint and is now int"), "{err}");
+    assert!(err.contains("refined/by_city was left as it was"), "{err}");
+    // Only the dataset [catalog] tables names was checked, from its staging folder.
+    let checked = catalog.checked.lock().unwrap().clone();
+    assert_eq!(checked.len(), 1, "{checked:?}");
+    let (dataset, prefix, objects) = &checked[0];
+    assert_eq!(dataset, "refined/by_city");
+    assert!(prefix.starts_with("_lake/staging/"), "{prefix}");
+    assert!(
+        !objects.is_empty()
+            && objects
+                .iter()
+                .all(|k| k.starts_with(prefix.as_str()) && k.ends_with(".parquet")),
+        "{objects:?}"
+    );
+    assert!(
+        lake::core::publish::read_manifest(&*lake.store, "refined/by_city")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing was published"
+    );
+    assert!(catalog.registered.lock().unwrap().is_empty());
+    // The step before it, whose dataset has no table, published.
+    assert!(
+        lake::core::publish::read_manifest(&*lake.store, "trusted/people")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -128,11 +128,9 @@ impl GlueCatalog {
             .map(|_| ())
     }
 
-    /// Create or update `t`'s table, then add its new partitions and drop those it no longer
-    /// has. A column whose type the old partitions cannot be read as is refused first.
-    pub async fn register(&self, t: &CatalogTable) -> Result<CatalogOutcome> {
-        self.database(&t.name).await?;
-        let mut outcome = CatalogOutcome::default();
+    /// `t`'s table as Glue has it, `None` when there is none; a type change of a column that
+    /// the old data cannot be read as is refused ([`check_evolution`]), before anything changes.
+    async fn existing(&self, t: &CatalogTable) -> Result<Option<aws_sdk_glue::types::Table>> {
         let existing = match self
             .client
             .get_table()
@@ -152,6 +150,30 @@ impl GlueCatalog {
                 return Err(self.err(&t.name, "GetTable", &e));
             }
         };
+        if let Some(old) = &existing {
+            let (old_columns, old_keys) = columns_of(old);
+            if old_keys == t.partition_keys {
+                check_evolution(&old_columns, t).map_err(|message| Error::Catalog {
+                    table: format!("{}.{}", self.database, t.name),
+                    message,
+                })?;
+            }
+        }
+        Ok(existing)
+    }
+
+    /// Whether `t` would register without a refused type change: what a step's staged output
+    /// is checked with before it is published. Changes nothing.
+    pub async fn check(&self, t: &CatalogTable) -> Result<()> {
+        self.existing(t).await.map(|_| ())
+    }
+
+    /// Create or update `t`'s table, then add its new partitions and drop those it no longer
+    /// has. A column whose type the old partitions cannot be read as is refused first.
+    pub async fn register(&self, t: &CatalogTable) -> Result<CatalogOutcome> {
+        self.database(&t.name).await?;
+        let mut outcome = CatalogOutcome::default();
+        let existing = self.existing(t).await?;
         let input = table_input(t);
         match &existing {
             None => {
@@ -165,27 +187,7 @@ impl GlueCatalog {
                 outcome.created = true;
             }
             Some(old) => {
-                let old_columns: Vec<CatalogColumn> = old
-                    .storage_descriptor()
-                    .map(|sd| sd.columns())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|c| CatalogColumn {
-                        name: c.name().to_owned(),
-                        hive_type: c.r#type().unwrap_or_default().to_owned(),
-                    })
-                    .collect();
-                let old_keys: Vec<String> = old
-                    .partition_keys()
-                    .iter()
-                    .map(|c| c.name().to_owned())
-                    .collect();
-                if old_keys == t.partition_keys {
-                    check_evolution(&old_columns, t).map_err(|message| Error::Catalog {
-                        table: format!("{}.{}", self.database, t.name),
-                        message,
-                    })?;
-                }
+                let (old_columns, old_keys) = columns_of(old);
                 let old_location = old.storage_descriptor().and_then(|sd| sd.location());
                 let old_params: BTreeMap<String, String> = old
                     .parameters()
@@ -438,4 +440,24 @@ fn table_input(t: &CatalogTable) -> TableInput {
         .set_parameters(Some(params.into_iter().collect()))
         .build()
         .expect("a name is set")
+}
+
+/// A Glue table's columns (name and type) and partition key names.
+fn columns_of(t: &aws_sdk_glue::types::Table) -> (Vec<CatalogColumn>, Vec<String>) {
+    let columns = t
+        .storage_descriptor()
+        .map(|sd| sd.columns())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| CatalogColumn {
+            name: c.name().to_owned(),
+            hive_type: c.r#type().unwrap_or_default().to_owned(),
+        })
+        .collect();
+    let keys = t
+        .partition_keys()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    (columns, keys)
 }

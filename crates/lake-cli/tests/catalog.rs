@@ -356,8 +356,9 @@ fn partitions_follow_overwrites_and_a_narrowed_column_is_refused() {
     );
     assert_tables_match_parquet(&state);
 
-    // A column narrowed (double → float) while old partitions stay: refused, naming it, and
-    // the table keeps its type.
+    // A column narrowed (double → float) while old partitions stay: refused before the step
+    // publishes, naming it; the table keeps its type and the dataset its files, so the two
+    // still agree.
     std::fs::write(
         &toml,
         original.replace(
@@ -373,6 +374,10 @@ fn partitions_follow_overwrites_and_a_narrowed_column_is_refused() {
         said.contains("column temperature_2m was double and is now float"),
         "{said}"
     );
+    assert!(
+        said.contains("trusted/weather_hourly was left as it was"),
+        "{said}"
+    );
     let state = glue_state(&py, &db);
     let columns = &state["tables"]["trusted_weather_hourly"]["columns"];
     assert!(
@@ -382,6 +387,7 @@ fn partitions_follow_overwrites_and_a_narrowed_column_is_refused() {
             .contains(&serde_json::json!(["temperature_2m", "double"])),
         "{columns}"
     );
+    assert_tables_match_parquet(&state);
 }
 
 #[test]

@@ -80,6 +80,14 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// [`check_evolution`]) is an error naming the column, before anything changes.
     async fn register(&self, dataset: &Dataset, manifest: &Manifest) -> Result<CatalogOutcome>;
 
+    /// Before a step publishes: would the table of `staged` (the dataset's zone and name, its
+    /// staging prefix and the objects there) still register? A type change the table's readers
+    /// cannot follow is an error naming the column, so the step fails and the dataset keeps
+    /// its previous data. The default checks nothing.
+    async fn check_staged(&self, _staged: &Dataset) -> Result<()> {
+        Ok(())
+    }
+
     /// `lake doctor`'s checks: the database reachable, and the rights to create tables and
     /// partitions in it.
     async fn doctor(&self) -> Vec<Check>;

@@ -862,7 +862,7 @@ pub fn unfinished_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
-fn rel_key<'a>(key: &'a str, prefix: &str) -> &'a str {
+pub(crate) fn rel_key<'a>(key: &'a str, prefix: &str) -> &'a str {
     key.strip_prefix(prefix)
         .map(|r| r.trim_start_matches('/'))
         .unwrap_or(key)

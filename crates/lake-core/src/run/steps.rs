@@ -396,6 +396,7 @@ impl Runner<'_> {
                 )));
             }
         }
+        self.check_catalog(staging, out).await?;
         self.opts.emit(Event::Publishing {
             step: spec.name.clone(),
             output: out.to_string(),
@@ -415,6 +416,48 @@ impl Runner<'_> {
         self.committed(&m.objects);
         rec.output_objects = m.objects;
         Ok(())
+    }
+
+    /// With `[catalog]` naming `out`: refuse, before anything is published, an output whose
+    /// table the catalog would refuse (a narrowed column), so the dataset keeps its data.
+    async fn check_catalog(
+        &self,
+        staging: &str,
+        out: &crate::config::ZoneRef,
+    ) -> std::result::Result<(), StepFailure> {
+        let (Some(catalog), Some(cspec)) = (&self.ctx.catalog, &self.ctx.pipeline.catalog) else {
+            return Ok(());
+        };
+        if !cspec.includes(out.zone, &out.name) {
+            return Ok(());
+        }
+        let store = &*self.ctx.store;
+        let objects = store
+            .list(staging)
+            .await
+            .map_err(StepFailure::Error)?
+            .into_iter()
+            .filter(|m| !publish::is_hidden(publish::rel_key(m.key.as_str(), staging)))
+            .map(|m| ObjectEntry {
+                key: m.key.as_str().to_owned(),
+                size: m.size,
+                sha256: String::new(),
+                origin: None,
+                etag: None,
+            })
+            .collect();
+        let staged = publish::Dataset {
+            zone: out.zone,
+            name: out.name.clone(),
+            prefix: staging.to_owned(),
+            objects,
+        };
+        catalog.check_staged(&staged).await.map_err(|e| {
+            StepFailure::Failed(format!(
+                "{}; {out} was left as it was",
+                self.redactor.redact(&error_chain(&e))
+            ))
+        })
     }
 
     fn request(
