@@ -17,15 +17,77 @@ use lake_local::{Engine, LocalBackend, LocalZoneStore};
 ///
 /// A backend is one crate implementing [`BackendKind`](lake_core::backend::BackendKind); adding
 /// one is one line here.
+///
+/// A backend this build leaves out is registered as absent: its table is accepted (so one
+/// lake.toml serves every build), and choosing it is an error naming the feature it needs.
 pub fn backends() -> Backends {
     let b = Backends::new().with(lake_local::LocalKind);
     #[cfg(feature = "spark")]
     let b = b.with(lake_spark::SparkKind);
+    #[cfg(not(feature = "spark"))]
+    let b = b.with(Absent::new("spark", "spark", "spark"));
     #[cfg(feature = "aws")]
     let b = b.with(lake_aws::emr::EmrKind);
     #[cfg(feature = "aws")]
     let b = b.with(lake_aws::serverless::EmrServerlessKind);
+    #[cfg(not(feature = "aws"))]
+    let b = b
+        .with(Absent::new("emr", "cluster", "aws"))
+        .with(Absent::new("emr-serverless", "serverless", "aws"));
     b
+}
+
+/// A backend left out of this build: its table is not checked, and a pipeline that chooses it
+/// is refused, naming the cargo feature that builds it in.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(all(feature = "spark", feature = "aws"), allow(dead_code))]
+pub(crate) struct Absent {
+    name: &'static str,
+    table: &'static str,
+    feature: &'static str,
+}
+
+#[cfg_attr(all(feature = "spark", feature = "aws"), allow(dead_code))]
+impl Absent {
+    /// `backend = "<name>"`, owning `[<table>]`, built with the feature `feature`.
+    pub(crate) const fn new(
+        name: &'static str,
+        table: &'static str,
+        feature: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            table,
+            feature,
+        }
+    }
+}
+
+impl lake_core::backend::BackendKind for Absent {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn table(&self) -> Option<&'static str> {
+        Some(self.table)
+    }
+
+    fn configure(
+        &self,
+        cx: &mut lake_core::config::ConfigCx<'_, '_>,
+    ) -> Option<Arc<dyn lake_core::backend::BackendConfig>> {
+        if cx.selected() {
+            let key = cx.backend_key().to_owned();
+            cx.value(
+                &key,
+                format!(
+                    "backend \"{}\" is not in this build of lake: it was built without the `{}` feature (cargo install --path crates/lake-cli --features {})",
+                    self.name, self.feature, self.feature
+                ),
+            );
+        }
+        None
+    }
 }
 
 /// Load and validate a `lake.toml` (with `[env.<env>]` applied) for this build's backends.
@@ -1015,4 +1077,32 @@ fn athena_batch(
     }
     RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Absent;
+    use lake_core::backend::Backends;
+
+    /// A build without a backend still reads a lake.toml that configures it, and refuses to
+    /// run on it, naming the feature.
+    #[test]
+    fn an_absent_backends_table_is_accepted_and_choosing_it_names_the_feature() {
+        let b = Backends::new()
+            .with(lake_local::LocalKind)
+            .with(Absent::new("emr", "cluster", "aws"));
+        let text = "[lake]\nname = \"x\"\n[env.aws]\nroot = \"s3://b/x\"\nbackend = \"emr\"\n[cluster]\nrelease = \"emr-7.9.0\"\n";
+        let p = lake_testing::config::pipeline(text, None, &b).unwrap();
+        assert_eq!(p.backend.config().name(), "local");
+        let d = match lake_testing::config::pipeline(text, Some("aws"), &b) {
+            Err(lake_core::Error::Config { diagnostics }) => diagnostics.0,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((d[0].key.as_str(), d[0].line), ("env.aws.backend", 5));
+        assert!(
+            d[0].message.contains("built without the `aws` feature"),
+            "{}",
+            d[0].message
+        );
+    }
 }
