@@ -227,6 +227,26 @@ fn context(toml: &str, api: MockServerlessApi, store: Arc<DynZoneStore>) -> RunC
     }
 }
 
+/// The pipeline with time for its spark step to finish (its 1s timeout is for the tests of
+/// timeouts).
+fn roomy() -> String {
+    PIPELINE.replace("timeout = \"1s\"", "timeout = \"30s\"")
+}
+
+/// A backend over `api` outside a run (no embedded backend), for reaping.
+fn backend(api: MockServerlessApi) -> ServerlessBackend {
+    let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
+    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
+    ServerlessBackend::new(
+        Arc::new(api),
+        EmrServerlessConfig::of(&pipeline).unwrap().def.clone(),
+        store(),
+        "p",
+        None,
+    )
+    .with_timing(timing())
+}
+
 fn options() -> RunOptions {
     let mut o = RunOptions::new(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
     o.poll = Duration::from_millis(5);
@@ -269,7 +289,7 @@ async fn a_run_creates_an_application_runs_its_jobs_and_deletes_it() {
     let store = store();
     let mut opts = options();
     opts.poll = Duration::from_millis(1);
-    let toml = PIPELINE.replace("timeout = \"1s\"", "timeout = \"30s\"");
+    let toml = roomy();
     let r = run(&context(&toml, api, Arc::clone(&store)), &opts)
         .await
         .unwrap();
@@ -437,7 +457,7 @@ async fn throttled_calls_are_retried_without_a_second_application() {
         1 | 2 => Err(ApiError::new("ThrottlingException", "Rate exceeded")),
         _ => Ok(job(id, "SUCCESS", None)),
     });
-    let toml = PIPELINE.replace("timeout = \"1s\"", "timeout = \"30s\"");
+    let toml = roomy();
     let r = run(&context(&toml, api, store()), &options())
         .await
         .unwrap();
@@ -482,7 +502,7 @@ async fn stop_and_delete_are_retried_until_confirmed() {
     let seen = Arc::new(Seen::default());
     *seen.stop_refusals.lock().unwrap() = 2;
     let api = api(&seen, |id, _| Ok(job(id, "SUCCESS", None)));
-    let toml = PIPELINE.replace("timeout = \"1s\"", "timeout = \"30s\"");
+    let toml = roomy();
     let r = run(&context(&toml, api, store()), &options())
         .await
         .unwrap();
@@ -512,7 +532,7 @@ async fn a_teardown_that_is_never_confirmed_fails_the_run_naming_the_application
     let seen = Arc::new(Seen::default());
     *seen.stop_refusals.lock().unwrap() = usize::MAX;
     let api = api(&seen, |id, _| Ok(job(id, "SUCCESS", None)));
-    let toml = PIPELINE.replace("timeout = \"1s\"", "timeout = \"30s\"");
+    let toml = roomy();
     let r = run(&context(&toml, api, store()), &options())
         .await
         .unwrap();
@@ -604,17 +624,7 @@ async fn a_run_reaps_applications_left_by_dead_runs_of_its_pipeline_and_root() {
             .insert(id.to_owned(), "TERMINATED".into());
         Ok(())
     });
-    let store = store();
-    let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
-    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
-    let backend = ServerlessBackend::new(
-        Arc::new(api),
-        EmrServerlessConfig::of(&pipeline).unwrap().def.clone(),
-        store,
-        "p",
-        None,
-    )
-    .with_timing(timing());
+    let backend = backend(api);
     let listed: Vec<String> = backend
         .applications()
         .await
@@ -680,16 +690,7 @@ async fn an_application_deleted_by_hand_counts_as_deleted() {
         ))
     });
     api.expect_delete_application().never();
-    let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
-    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
-    let backend = ServerlessBackend::new(
-        Arc::new(api),
-        EmrServerlessConfig::of(&pipeline).unwrap().def.clone(),
-        store(),
-        "p",
-        None,
-    )
-    .with_timing(timing());
+    let backend = backend(api);
     let reaped = backend.reap(None).await.unwrap();
     assert_eq!(reaped.len(), 1);
 }
