@@ -267,15 +267,16 @@ impl Lake {
         d: &lake_core::publish::Dataset,
         m: &lake_core::publish::Manifest,
     ) -> Result<lake_core::catalog::CatalogTable> {
-        self.catalog_table_of(d, &m.run_id).await
+        self.catalog_table_of(d, Some(&m.run_id)).await
     }
 
-    /// [`catalog_table`](Self::catalog_table) of `d` as written by run `run_id` (`d` may be
-    /// a step's staged output: its prefix is then the staging folder).
+    /// [`catalog_table`](Self::catalog_table) of `d` as committed by run `run_id`; without a
+    /// run, `d` is a step's staged output (its prefix the staging folder), whose table is only
+    /// checked: its rows are not counted and the run parameters are left out.
     async fn catalog_table_of(
         &self,
         d: &lake_core::publish::Dataset,
-        run_id: &str,
+        run_id: Option<&str>,
     ) -> Result<lake_core::catalog::CatalogTable> {
         use lake_core::catalog::{CatalogColumn, CatalogPartition, CatalogTable};
         use lake_core::config::CatalogSpec;
@@ -303,10 +304,16 @@ impl Lake {
             .await
             .map_err(|e| fail(format!("reading {}: {e}", self.store.url_of(&d.prefix))))?;
         let schema = df.schema().as_arrow().clone();
-        let rows = df
-            .count()
-            .await
-            .map_err(|e| fail(format!("counting rows: {e}")))?;
+        let mut parameters =
+            BTreeMap::from([("lake.pipeline".to_owned(), self.pipeline.name.clone())]);
+        if let Some(run_id) = run_id {
+            let rows = df
+                .count()
+                .await
+                .map_err(|e| fail(format!("counting rows: {e}")))?;
+            parameters.insert("lake.run_id".to_owned(), run_id.to_owned());
+            parameters.insert("lake.rows".to_owned(), rows.to_string());
+        }
         let (partition_keys, folders) = lake_local::engine::ddl::layout(d);
         let columns = schema
             .fields()
@@ -346,13 +353,7 @@ impl Lake {
             columns,
             partition_keys,
             partitions,
-            parameters: [
-                ("lake.pipeline".to_owned(), self.pipeline.name.clone()),
-                ("lake.run_id".to_owned(), run_id.to_owned()),
-                ("lake.rows".to_owned(), rows.to_string()),
-            ]
-            .into_iter()
-            .collect(),
+            parameters,
         })
     }
 
@@ -889,7 +890,7 @@ impl lake_core::catalog::Catalog for GlueTables {
         {
             return Ok(());
         }
-        let table = self.lake.catalog_table_of(staged, "staged").await?;
+        let table = self.lake.catalog_table_of(staged, None).await?;
         self.glue.check(&table).await
     }
 

@@ -233,6 +233,12 @@ fn roomy() -> String {
     PIPELINE.replace("timeout = \"1s\"", "timeout = \"30s\"")
 }
 
+/// A run of `toml` whose job runs succeed at once, on the mock of `seen`.
+async fn succeeding_run(seen: &Arc<Seen>, toml: &str) -> lake::core::ledger::RunRecord {
+    let api = api(seen, |id, _| Ok(job(id, "SUCCESS", None)));
+    run(&context(toml, api, store()), &options()).await.unwrap()
+}
+
 /// A backend over `api` outside a run (no embedded backend), for reaping.
 fn backend(api: MockServerlessApi) -> ServerlessBackend {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
@@ -478,10 +484,7 @@ async fn a_denied_start_job_run_explains_pass_role_and_deletes_the_application()
     let seen = Arc::new(Seen::default());
     seen.deny_start
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let api = api(&seen, |id, _| Ok(job(id, "SUCCESS", None)));
-    let r = run(&context(PIPELINE, api, store()), &options())
-        .await
-        .unwrap();
+    let r = succeeding_run(&seen, PIPELINE).await;
     assert_eq!(r.status, Status::Failed);
     let err = r.steps[0].error.as_deref().unwrap();
     assert!(err.contains("AccessDeniedException"), "{err}");
@@ -501,11 +504,7 @@ async fn a_denied_start_job_run_explains_pass_role_and_deletes_the_application()
 async fn stop_and_delete_are_retried_until_confirmed() {
     let seen = Arc::new(Seen::default());
     *seen.stop_refusals.lock().unwrap() = 2;
-    let api = api(&seen, |id, _| Ok(job(id, "SUCCESS", None)));
-    let toml = roomy();
-    let r = run(&context(&toml, api, store()), &options())
-        .await
-        .unwrap();
+    let r = succeeding_run(&seen, &roomy()).await;
     assert_eq!(r.status, Status::Succeeded, "{r:#?}");
     let calls = seen.calls.lock().unwrap().clone();
     let from = calls.iter().position(|c| c == "StopApplication").unwrap();
@@ -531,11 +530,7 @@ async fn stop_and_delete_are_retried_until_confirmed() {
 async fn a_teardown_that_is_never_confirmed_fails_the_run_naming_the_application() {
     let seen = Arc::new(Seen::default());
     *seen.stop_refusals.lock().unwrap() = usize::MAX;
-    let api = api(&seen, |id, _| Ok(job(id, "SUCCESS", None)));
-    let toml = roomy();
-    let r = run(&context(&toml, api, store()), &options())
-        .await
-        .unwrap();
+    let r = succeeding_run(&seen, &roomy()).await;
     assert_eq!(r.status, Status::Failed, "{r:#?}");
     let err = r.error.as_deref().unwrap();
     assert!(err.contains("delete application 00fapp"), "{err}");
@@ -552,13 +547,8 @@ async fn a_teardown_that_is_never_confirmed_fails_the_run_naming_the_application
 async fn an_existing_application_runs_the_jobs_and_is_never_stopped_or_deleted() {
     let seen = Arc::new(Seen::default());
     *seen.app.lock().unwrap() = "STOPPED".into();
-    let api = api(&seen, |id, _| Ok(job(id, "SUCCESS", None)));
-    let toml = PIPELINE
-        .replace("timeout = \"1s\"", "timeout = \"30s\"")
-        .replace("[serverless]\n", "[serverless]\napplication = \"00fapp\"\n");
-    let r = run(&context(&toml, api, store()), &options())
-        .await
-        .unwrap();
+    let toml = roomy().replace("[serverless]\n", "[serverless]\napplication = \"00fapp\"\n");
+    let r = succeeding_run(&seen, &toml).await;
     assert_eq!(r.status, Status::Succeeded, "{r:#?}");
     assert_eq!(seen.calls("CreateApplication"), 0);
     assert_eq!(
