@@ -26,14 +26,19 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::Command;
 
-use lake_testing::measure;
+use lake_testing::measure::{self, lake_bin, median, setting};
+
+/// The 1 MiB block [`serve`] repeats.
+fn block() -> Vec<u8> {
+    (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
 
 fn serve(size: u64) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/big.bin", listener.local_addr().unwrap());
-    let block: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let block = block();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
@@ -295,11 +300,10 @@ fn timed(cmd: &mut Command, dir: &Path) -> (f64, u64) {
 }
 
 fn http_object() {
-    let size: u64 = std::env::var("LAKE_BENCH_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1 << 30);
+    let size = setting("LAKE_BENCH_BYTES", 1 << 30) as u64;
+    let runs = setting("LAKE_BENCH_RUNS", 3).max(1);
     let url = serve(size);
+    let want = served_sha256(size);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(
@@ -311,34 +315,81 @@ fn http_object() {
     )
     .unwrap();
     let mib = size as f64 / (1 << 20) as f64;
-    println!("http ingest: {mib:.0} MiB from 127.0.0.1 into a filesystem zone");
-    let (wall, rss) = timed(
-        Command::new(env!("CARGO_BIN_EXE_lake")).args(["-q", "run", "--date", "2024-01-01"]),
-        dir,
-    );
-    let landed = dir.join("lake/raw/big/ingest_date=2024-01-01/big.bin");
-    assert_eq!(
-        std::fs::metadata(&landed).unwrap().len(),
-        size,
-        "landed whole"
-    );
+    let lake = lake_bin(env!("CARGO_BIN_EXE_lake"));
+    let curl = Command::new("curl").arg("--version").output().is_ok();
     println!(
-        "  lake run   {wall:>6.2} s  {:>7.0} MB/s  peak RSS {:>6.1} MiB",
-        size as f64 / 1e6 / wall,
-        rss as f64 / 1024.0
+        "http ingest: {mib:.0} MiB from 127.0.0.1 into a filesystem zone, {runs} runs in turn \
+         ({})",
+        lake.display()
     );
-    std::fs::remove_file(&landed).unwrap();
-    if Command::new("curl").arg("--version").output().is_ok() {
-        let (wall, rss) = timed(
-            Command::new("curl").args(["-s", "-o", "curl.bin", &url]),
-            dir,
+    let window = dir.join("lake/raw/big/ingest_date=2024-01-01");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let _ = std::fs::remove_dir_all(dir.join("lake"));
+        ours.push(measure::timed(
+            Command::new(&lake)
+                .args(["-q", "run", "--date", "2024-01-01"])
+                .current_dir(dir),
+        ));
+        // What landed is what was served: its manifest's SHA-256, and its size on disk.
+        let manifest = std::fs::read_to_string(window.join("_manifest.json")).unwrap();
+        assert!(
+            manifest.contains(&want),
+            "the manifest does not hold the served bytes' SHA-256 {want}:\n{manifest}"
         );
+        assert_eq!(
+            std::fs::metadata(window.join("big.bin")).unwrap().len(),
+            size
+        );
+        if curl {
+            theirs.push(measure::timed(
+                Command::new("curl")
+                    .args(["-s", "-o", "curl.bin", &url])
+                    .current_dir(dir),
+            ));
+            assert_eq!(std::fs::metadata(dir.join("curl.bin")).unwrap().len(), size);
+            std::fs::remove_file(dir.join("curl.bin")).unwrap();
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir.join("lake"));
+    let line = |who: &str, m: measure::Measure| {
         println!(
-            "  curl -o    {wall:>6.2} s  {:>7.0} MB/s  peak RSS {:>6.1} MiB",
-            size as f64 / 1e6 / wall,
-            rss as f64 / 1024.0
-        );
+            "  {who:<10} {:>6.2} s  {:>7.0} MB/s  peak RSS {:>6.1} MiB  (median)",
+            m.wall,
+            size as f64 / 1e6 / m.wall,
+            m.rss_mib(),
+        )
+    };
+    let walls = |v: &[measure::Measure]| {
+        v.iter()
+            .map(|m| format!("{:.2}", m.wall))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (ours_all, theirs_all) = (walls(&ours), walls(&theirs));
+    let lake_m = median(ours);
+    line("lake run", lake_m);
+    println!("             runs: {ours_all}");
+    if curl {
+        let curl_m = median(theirs);
+        line("curl -o", curl_m);
+        println!("             runs: {theirs_all}");
+        println!("  lake ÷ curl: {:.2}× MB/s", curl_m.wall / lake_m.wall);
     } else {
         println!("  curl       skipped: not installed");
     }
+}
+
+/// SHA-256 of what [`serve`] sends for `size` bytes.
+fn served_sha256(size: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let block = block();
+    let mut h = Sha256::new();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        h.update(&block[..n]);
+        left -= n as u64;
+    }
+    hex::encode(h.finalize())
 }

@@ -550,30 +550,82 @@ pub struct Digested {
     pub sha256: String,
 }
 
+/// Bytes an object is hashed inline before [`hashing`] moves its hash to a thread of its own.
+const HASH_INLINE_MAX: u64 = 4 << 20;
+
+/// Pieces in flight to the hashing thread. Each is a reference to a piece the stream passes
+/// on anyway, so this bounds how far the hash may lag, not a copy.
+const HASH_QUEUE: usize = 8;
+
+/// Where [`hashing`] is in an object.
+enum HashState {
+    /// Small so far: hashed on the stream's own task.
+    Inline(Digester),
+    /// Large: pieces go to a blocking thread, so that hashing runs beside the receive and the
+    /// write instead of between them (on a network source, SHA-256 is then off the path that
+    /// asks the socket for more).
+    Offloaded {
+        pieces: tokio::sync::mpsc::Sender<Bytes>,
+        digest: tokio::task::JoinHandle<Digester>,
+    },
+    /// The stream failed or ended.
+    Done,
+}
+
+impl HashState {
+    async fn feed(&mut self, chunk: &Bytes) {
+        if let HashState::Inline(d) = self {
+            if d.size + chunk.len() as u64 <= HASH_INLINE_MAX {
+                d.update(chunk);
+                return;
+            }
+            let d = std::mem::take(d);
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
+            let digest = tokio::task::spawn_blocking(move || {
+                let mut d = d;
+                while let Some(piece) = rx.blocking_recv() {
+                    d.update(&piece);
+                }
+                d
+            });
+            *self = HashState::Offloaded { pieces: tx, digest };
+        }
+        if let HashState::Offloaded { pieces, .. } = self {
+            // Only fails if the hashing thread panicked; `finish` then reports nothing.
+            let _ = pieces.send(chunk.clone()).await;
+        }
+    }
+
+    async fn finish(&mut self) -> Option<Digested> {
+        match std::mem::replace(self, HashState::Done) {
+            HashState::Inline(d) => Some(d.finish()),
+            HashState::Offloaded { pieces, digest } => {
+                drop(pieces);
+                digest.await.ok().map(Digester::finish)
+            }
+            HashState::Done => None,
+        }
+    }
+}
+
 /// Wrap `body` so that its size and SHA-256 are computed as it streams; the result is
 /// available from the returned handle once the stream has been consumed to its end.
 pub fn hashing(body: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Option<Digested>>>) {
     let out = Arc::new(std::sync::Mutex::new(None));
     let slot = Arc::clone(&out);
-    let state = Some((Sha256::new(), 0u64));
+    let state = HashState::Inline(Digester::default());
     let stream = futures::stream::unfold(
         (body, state, slot),
         |(mut body, mut state, slot)| async move {
             match body.next().await {
                 Some(Ok(chunk)) => {
-                    if let Some((h, n)) = state.as_mut() {
-                        h.update(&chunk);
-                        *n += chunk.len() as u64;
-                    }
+                    state.feed(&chunk).await;
                     Some((Ok(chunk), (body, state, slot)))
                 }
-                Some(Err(e)) => Some((Err(e), (body, None, slot))),
+                Some(Err(e)) => Some((Err(e), (body, HashState::Done, slot))),
                 None => {
-                    if let Some((h, n)) = state.take() {
-                        *slot.lock().expect("digest lock") = Some(Digested {
-                            size: n,
-                            sha256: hex::encode(h.finalize()),
-                        });
+                    if let Some(d) = state.finish().await {
+                        *slot.lock().expect("digest lock") = Some(d);
                     }
                     None
                 }
@@ -793,5 +845,21 @@ mod tests {
             d.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Past `HASH_INLINE_MAX` the hash moves to a thread: the digest must still cover every
+    /// piece in order, including those hashed inline before the move.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_a_large_stream_on_its_own_thread_covers_every_piece() {
+        let pieces: Vec<Bytes> = (0..40u8).map(|i| Bytes::from(vec![i; 300 << 10])).collect();
+        let whole = pieces.concat();
+        let body = futures::stream::iter(pieces.into_iter().map(Ok)).boxed();
+        let (s, out) = hashing(body);
+        let all: Vec<Bytes> = s.try_collect().await.unwrap();
+        assert_eq!(all.concat(), whole);
+        let d = out.lock().unwrap().clone().unwrap();
+        assert_eq!(d.size, whole.len() as u64);
+        assert!(d.size > HASH_INLINE_MAX);
+        assert_eq!(d.sha256, hex::encode(Sha256::digest(&whole)));
     }
 }
