@@ -1,9 +1,12 @@
 //! Ingest throughput, in two parts, each against a plain tool in the same run:
 //!
 //! 1. One large HTTP object: `lake run` (an http source streamed into a filesystem zone,
-//!    SHA-256 on the way) against `curl -o` of the same URL. `LAKE_BENCH_BYTES` sets the size
-//!    (default 1 GiB). The server is a thread of this bench on 127.0.0.1 that sends a repeated
-//!    1 MiB block with a Content-Length.
+//!    SHA-256 on the way) against `curl -o` of the same URL, `LAKE_BENCH_RUNS` (default 3)
+//!    runs of each taken in turn, medians reported; each lake run is checked first (the
+//!    window's manifest holds the SHA-256 of what was served). `LAKE_BENCH_BYTES` sets the
+//!    size (default 1 GiB), `LAKE_BIN` another `lake` to measure (such as the `dist` build).
+//!    The server is a thread of this bench on 127.0.0.1 that sends a repeated 1 MiB block
+//!    with a Content-Length.
 //! 2. Many small files from a glob: `lake ingest` of `LAKE_BENCH_FILES` (default 1000) CSV
 //!    files of about 2 KiB into one window, against `cp -r` of the folder; files per second.
 //! 3. With `AWS_ENDPOINT_URL` set (a local S3 server): `lake ingest` of a file source into an

@@ -575,13 +575,17 @@ enum HashState {
 impl HashState {
     async fn feed(&mut self, chunk: &Bytes) {
         if let HashState::Inline(d) = self {
-            if d.size + chunk.len() as u64 <= HASH_INLINE_MAX {
-                d.update(chunk);
-                return;
-            }
+            // Outside a Tokio runtime (a caller on another executor) everything stays inline.
+            let runtime = match tokio::runtime::Handle::try_current() {
+                Ok(r) if d.size + chunk.len() as u64 > HASH_INLINE_MAX => r,
+                _ => {
+                    d.update(chunk);
+                    return;
+                }
+            };
             let d = std::mem::take(d);
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
-            let digest = tokio::task::spawn_blocking(move || {
+            let digest = runtime.spawn_blocking(move || {
                 let mut d = d;
                 while let Some(piece) = rx.blocking_recv() {
                     d.update(&piece);
@@ -609,7 +613,8 @@ impl HashState {
 }
 
 /// Wrap `body` so that its size and SHA-256 are computed as it streams; the result is
-/// available from the returned handle once the stream has been consumed to its end.
+/// available from the returned handle once the stream has been consumed to its end. Past
+/// 4 MiB, inside a Tokio runtime, the hashing runs on a blocking thread beside the stream.
 pub fn hashing(body: ByteStream) -> (ByteStream, Arc<std::sync::Mutex<Option<Digested>>>) {
     let out = Arc::new(std::sync::Mutex::new(None));
     let slot = Arc::clone(&out);
@@ -845,6 +850,19 @@ mod tests {
             d.sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// Outside a Tokio runtime a large stream is hashed inline, whole.
+    #[test]
+    fn hashing_outside_a_runtime_stays_inline() {
+        let pieces: Vec<Bytes> = (0..20u8).map(|i| Bytes::from(vec![i; 300 << 10])).collect();
+        let whole = pieces.concat();
+        let body = futures::stream::iter(pieces.into_iter().map(Ok)).boxed();
+        let (s, out) = hashing(body);
+        let all: Vec<Bytes> = futures::executor::block_on(s.try_collect()).unwrap();
+        assert_eq!(all.concat(), whole);
+        let d = out.lock().unwrap().clone().unwrap();
+        assert_eq!(d.sha256, hex::encode(Sha256::digest(&whole)));
     }
 
     /// Past `HASH_INLINE_MAX` the hash moves to a thread: the digest must still cover every
