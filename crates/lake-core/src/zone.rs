@@ -679,11 +679,25 @@ pub async fn put_hashed<S: ZoneStore + ?Sized>(
     }
     let (body, digest) = hashing(body);
     store.put(key, body).await?;
-    Ok(digest
-        .lock()
-        .expect("digest lock")
-        .take()
-        .unwrap_or_default())
+    digest_of(store, "put", key, &digest)
+}
+
+/// What [`hashing`] left once its stream ended. Missing only if its hashing thread died: an
+/// error, never an empty digest in a manifest.
+fn digest_of<S: ZoneStore + ?Sized>(
+    store: &S,
+    operation: &'static str,
+    key: &Key,
+    slot: &std::sync::Mutex<Option<Digested>>,
+) -> Result<Digested> {
+    slot.lock().expect("digest lock").take().ok_or_else(|| {
+        Error::store(
+            operation,
+            key.as_str(),
+            store.root_url(),
+            "the object's SHA-256 could not be computed (its hashing thread stopped)",
+        )
+    })
 }
 
 /// Size and SHA-256 of bytes fed to it piece by piece.
@@ -754,8 +768,7 @@ pub trait ZoneStoreExt: ZoneStore {
         let got = self.get(key).await?;
         let (mut body, out) = hashing(got.body);
         while body.try_next().await?.is_some() {}
-        let d = out.lock().expect("digest lock").take();
-        Ok(d.unwrap_or_default())
+        digest_of(self, "digest", key, &out)
     }
 
     /// Delete every object under `prefix`; returns how many were deleted.
