@@ -101,7 +101,10 @@ impl S3ZoneStore {
             bucket: bucket.into(),
             prefix: prefix.trim_matches('/').to_owned(),
             part_size: 8 << 20,
-            concurrency: 3,
+            // Two parts uploading and one filling: 24 MiB of buffers. With 3 uploading, a 1 GiB
+            // `lake ingest` peaked at 69.5 MiB, over its 64 MiB budget, at the same MB/s
+            // (BENCHMARKS.md, S3 ingest, 2026-11-30).
+            concurrency: 2,
             read_part: 2 << 20,
             read_concurrency: 8,
             download_part: 16 << 20,

@@ -21,7 +21,8 @@
 //!   AWS_REGION=us-east-1 S5CMD=… AWS_CLI=… cargo bench -p lake-cli --bench ingest -- s3
 //! ```
 //!
-//! Arguments choose the parts: `http`, `files`, `s3` (default: all).
+//! Arguments choose the parts: `http`, `files`, `s3` (default: all). `LAKE_BIN` names the
+//! `lake` every part measures (default: this bench's own build).
 //!
 //! Wall time and peak RSS come from GNU time (`/usr/bin/time -f "%e %M"`) around each process.
 
@@ -185,7 +186,12 @@ fn s3_ingest() {
             );
         };
         let lake = timed(
-            Command::new(env!("CARGO_BIN_EXE_lake")).args(["-q", "ingest", "--date", "2024-01-01"]),
+            Command::new(lake_bin(env!("CARGO_BIN_EXE_lake"))).args([
+                "-q",
+                "ingest",
+                "--date",
+                "2024-01-01",
+            ]),
             dir,
         );
         // Checked before it is reported: the manifest lists every file.
@@ -272,7 +278,12 @@ fn small_files() {
     .unwrap();
     println!("file ingest: {n} small files from a glob into a filesystem zone");
     let (wall, rss) = timed(
-        Command::new(env!("CARGO_BIN_EXE_lake")).args(["-q", "ingest", "--date", "2024-01-01"]),
+        Command::new(lake_bin(env!("CARGO_BIN_EXE_lake"))).args([
+            "-q",
+            "ingest",
+            "--date",
+            "2024-01-01",
+        ]),
         dir,
     );
     let landed = std::fs::read_dir(dir.join("lake/raw/many/ingest_date=2024-01-01"))
