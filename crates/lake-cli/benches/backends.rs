@@ -13,12 +13,13 @@
 //!
 //! `LAKE_BENCH_RUNS` sets the runs per row (default 3; the median, range and largest peak RSS
 //! are reported). Spark is the pip `pyspark` beside `LAKE_PYSPARK_PYTHON` (its spark-submit);
-//! without it the Spark rows are left out.
+//! without it the Spark rows are left out. `LAKE_BIN` names another `lake` binary to measure
+//! (the `dist` one users install).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lake_testing::measure::{Measure, timed};
+use lake_testing::measure::{Measure, lake_bin, timed};
 
 fn runs() -> usize {
     std::env::var("LAKE_BENCH_RUNS")
@@ -28,7 +29,7 @@ fn runs() -> usize {
 }
 
 fn lake(dir: &Path, spark_bin: Option<&Path>, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lake"));
+    let mut c = Command::new(lake_bin(env!("CARGO_BIN_EXE_lake")));
     c.current_dir(dir).args(args).arg("-q");
     if let Some(bin) = spark_bin {
         let path = std::env::join_paths(std::iter::once(bin.to_owned()).chain(

@@ -1,7 +1,8 @@
 //! The fault suite in full (see lake_testing::faults): `cargo bench -p lake-cli --bench faults`.
 //! Prints RELIABILITY.md's table, then every failure. The AWS emulator at `AWS_ENDPOINT_URL`
 //! (as `bash .ci/run` starts it) adds the S3 kill trials; `LAKE_FAULTS_SEED` picks another seed,
-//! `LAKE_FAULTS_ONLY` (kills, readers, flips, configs, inputs, disk, secrets) one experiment.
+//! `LAKE_FAULTS_ONLY` (kills, readers, flips, configs, inputs, disk, secrets) one experiment,
+//! `LAKE_BIN` another `lake` binary to try (the `dist` one users install).
 
 use lake_testing::faults::{self, Mode, Root, Suite};
 
@@ -10,7 +11,7 @@ fn main() {
         return;
     }
     let suite = Suite {
-        bin: env!("CARGO_BIN_EXE_lake").into(),
+        bin: lake_testing::measure::lake_bin(env!("CARGO_BIN_EXE_lake")),
         kills: 50,
         reads: 200,
         flips: 300,
