@@ -94,7 +94,7 @@ impl std::fmt::Display for Denied {
 impl std::error::Error for Denied {}
 
 impl S3ZoneStore {
-    /// Zones under `s3://bucket/prefix` (`prefix` may be empty), with 8 MiB parts, 3 in flight (a whole `lake ingest` of a large file stays under 64 MiB; see BENCHMARKS.md).
+    /// Zones under `s3://bucket/prefix` (`prefix` may be empty), with 8 MiB parts, 2 uploading while a third fills (a whole `lake ingest` of a large file stays under 64 MiB, also when uploads fall behind; see BENCHMARKS.md).
     pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: &str) -> Self {
         Self {
             client,

@@ -449,8 +449,9 @@ pub struct LandOptions<'a> {
 }
 
 /// What objects being landed at once may hold in memory, in KiB: an S3 upload of a large
-/// object holds up to 4 parts of 8 MiB (3 in flight and the one filling), so a large object
-/// (or one of unknown size) lands alone, and small ones land many at a time.
+/// object holds up to 3 parts of 8 MiB (2 uploading and the one filling), so a large object
+/// (or one of unknown size) takes the whole budget and lands alone, and small ones land many
+/// at a time.
 const LANDING_BUDGET_KIB: u32 = 32 << 10;
 /// Objects landing at once, at most.
 const LANDING_AT_ONCE: usize = 32;
