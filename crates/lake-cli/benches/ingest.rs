@@ -185,15 +185,7 @@ fn s3_ingest() {
                 rss as f64 / 1024.0
             );
         };
-        let lake = timed(
-            Command::new(lake_bin(env!("CARGO_BIN_EXE_lake"))).args([
-                "-q",
-                "ingest",
-                "--date",
-                "2024-01-01",
-            ]),
-            dir,
-        );
+        let lake = timed(&mut lake_ingest(), dir);
         // Checked before it is reported: the manifest lists every file.
         let out = Command::new(&s5cmd)
             .args([
@@ -277,15 +269,7 @@ fn small_files() {
     )
     .unwrap();
     println!("file ingest: {n} small files from a glob into a filesystem zone");
-    let (wall, rss) = timed(
-        Command::new(lake_bin(env!("CARGO_BIN_EXE_lake"))).args([
-            "-q",
-            "ingest",
-            "--date",
-            "2024-01-01",
-        ]),
-        dir,
-    );
+    let (wall, rss) = timed(&mut lake_ingest(), dir);
     let landed = std::fs::read_dir(dir.join("lake/raw/many/ingest_date=2024-01-01"))
         .unwrap()
         .filter(|e| {
@@ -308,6 +292,13 @@ fn small_files() {
 }
 
 /// Wall seconds and peak RSS (KiB) of `cmd` run in `dir`.
+/// `lake -q ingest --date 2024-01-01` of the measured binary (`LAKE_BIN`, else this bench's).
+fn lake_ingest() -> Command {
+    let mut c = Command::new(lake_bin(env!("CARGO_BIN_EXE_lake")));
+    c.args(["-q", "ingest", "--date", "2024-01-01"]);
+    c
+}
+
 fn timed(cmd: &mut Command, dir: &Path) -> (f64, u64) {
     let m = measure::timed(cmd.current_dir(dir));
     (m.wall, m.rss_kib)
