@@ -11,6 +11,11 @@
 //! (`/usr/bin/time -f "%e %M"`) around each process, so both tools are measured the same way.
 //! Without a DuckDB CLI only lake is measured. `LAKE_BIN` names another `lake` binary to measure
 //! (e.g. `target/dist/lake`, built by `cargo build --profile dist -p lake-cli`).
+//!
+//! `LAKE_BENCH_SHAPES=1` adds four steps after the daily aggregate, in both tools, for the query
+//! shapes the two steps do not reach: a window function (the three warmest hours of each day),
+//! a hash join (each hour against its day), string functions and a full sort. Each output is
+//! checked against DuckDB's.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,7 +23,70 @@ use std::process::Command;
 use lake_testing::measure::{lake_bin, median, setting, timed};
 use lake_testing::weather::{CLEAN_SQL, DAILY_SQL, EXPECT, HOURS_PER_STATION, generate, lake_toml};
 
-fn duckdb_script(csv: &Path, dir: &Path) -> String {
+/// A step beyond the daily aggregate: its name (also its output's, under `refined/`), its
+/// inputs, its SQL (the same text in both tools) and what the check compares of its output.
+struct Shape {
+    name: &'static str,
+    inputs: &'static [&'static str],
+    sql: &'static str,
+    check: &'static str,
+}
+
+const SHAPES: &[Shape] = &[
+    Shape {
+        name: "weather_top3",
+        inputs: &["trusted/weather_hourly"],
+        sql: "SELECT date, time, temperature_2m, rn FROM (
+  SELECT date, time, temperature_2m,
+         ROW_NUMBER() OVER (PARTITION BY date ORDER BY temperature_2m DESC, time) AS rn
+  FROM weather_hourly
+) AS ranked WHERE rn <= 3",
+        check: "count(*), sum(rn), round(sum(temperature_2m), 1)",
+    },
+    Shape {
+        name: "weather_anomaly",
+        inputs: &["trusted/weather_hourly", "refined/weather_daily"],
+        sql: "SELECT h.time, h.temperature_2m - d.temp_mean AS anomaly, d.temp_max - d.temp_min AS daily_range
+FROM weather_hourly AS h JOIN weather_daily AS d ON h.date = d.date",
+        check: "count(*), round(sum(daily_range), 1)",
+    },
+    Shape {
+        name: "weather_labels",
+        inputs: &["trusted/weather_hourly"],
+        sql: "SELECT time,
+  concat(substr(CAST(date AS VARCHAR), 1, 7), '/', CASE WHEN temperature_2m >= 20 THEN 'warm' ELSE 'cool' END) AS label,
+  upper(replace(CAST(date AS VARCHAR), '-', 'x')) AS day_key,
+  lpad(CAST(relative_humidity_2m AS VARCHAR), 3, '0') AS humidity_text,
+  regexp_replace(CAST(date AS VARCHAR), '^[0-9]{2}', '') AS short_date
+FROM weather_hourly",
+        check: "count(*), count(DISTINCT label), count(DISTINCT day_key), sum(length(humidity_text)), count(DISTINCT short_date)",
+    },
+    Shape {
+        name: "weather_sorted",
+        inputs: &["trusted/weather_hourly"],
+        sql: "SELECT time, temperature_2m, wind_speed_10m FROM weather_hourly
+ORDER BY wind_speed_10m DESC, temperature_2m, time",
+        check: "count(*), round(sum(wind_speed_10m), 1)",
+    },
+];
+
+/// The shapes as lake.toml steps.
+fn shapes_toml(shapes: &[Shape]) -> String {
+    shapes
+        .iter()
+        .map(|s| {
+            let inputs: Vec<String> = s.inputs.iter().map(|i| format!("\"{i}\"")).collect();
+            format!(
+                "\n[steps.{name}]\nkind = \"sql\"\ninputs = [{inputs}]\noutput = \"refined/{name}\"\nsql = \"\"\"\n{sql}\n\"\"\"\n",
+                name = s.name,
+                inputs = inputs.join(", "),
+                sql = s.sql
+            )
+        })
+        .collect()
+}
+
+fn duckdb_script(csv: &Path, dir: &Path, shapes: &[Shape]) -> String {
     let hourly = dir.join("weather_hourly.parquet");
     let clean = CLEAN_SQL.replace(
         "FROM weather",
@@ -31,18 +99,40 @@ fn duckdb_script(csv: &Path, dir: &Path) -> String {
         "FROM weather_hourly",
         &format!("FROM read_parquet('{}')", hourly.display()),
     );
-    format!(
+    let mut script = format!(
         "COPY (SELECT * FROM ({clean}) WHERE {EXPECT}) TO '{}' (FORMAT parquet, COMPRESSION zstd);\n\
          COPY ({daily}) TO '{}' (FORMAT parquet, COMPRESSION zstd);\n",
         hourly.display(),
         dir.join("weather_daily.parquet").display()
-    )
+    );
+    if !shapes.is_empty() {
+        // The shapes read the two tables by name, as in lake: views of the files just written.
+        for table in ["weather_hourly", "weather_daily"] {
+            script.push_str(&format!(
+                "CREATE VIEW {table} AS SELECT * FROM read_parquet('{}');\n",
+                dir.join(format!("{table}.parquet")).display()
+            ));
+        }
+    }
+    for s in shapes {
+        script.push_str(&format!(
+            "COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd);\n",
+            s.sql,
+            dir.join(format!("{}.parquet", s.name)).display()
+        ));
+    }
+    script
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
     let rows = setting("LAKE_BENCH_ROWS", 1_000_000);
     let runs = setting("LAKE_BENCH_RUNS", 5).max(1);
+    let shapes: &[Shape] = if setting("LAKE_BENCH_SHAPES", 0) != 0 {
+        SHAPES
+    } else {
+        &[]
+    };
     // LAKE_BIN measures another build of lake (the `dist` binary users install).
     let lake_bin = lake_bin(env!("CARGO_BIN_EXE_lake"));
     let duckdb = std::env::var("DUCKDB").unwrap_or_else(|_| "duckdb".to_owned());
@@ -56,8 +146,13 @@ fn main() {
     generate(&csv, rows);
     let size = std::fs::metadata(&csv).unwrap().len();
     println!(
-        "sql_vs_duckdb: {rows} rows, {:.1} MiB CSV, {runs} runs each (median wall, max peak RSS)",
-        size as f64 / (1 << 20) as f64
+        "sql_vs_duckdb: {rows} rows, {:.1} MiB CSV, {runs} runs each (median wall, max peak RSS){}",
+        size as f64 / (1 << 20) as f64,
+        if shapes.is_empty() {
+            ""
+        } else {
+            ", with the window, join, string and sort steps"
+        }
     );
 
     // Taken in turn (lake, DuckDB, lake, …) so that both see the same machine.
@@ -66,7 +161,7 @@ fn main() {
     for i in 0..runs {
         let dir = tmp.path().join(format!("lake-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("lake.toml"), lake_toml(&csv, "")).unwrap();
+        std::fs::write(dir.join("lake.toml"), lake_toml(&csv, &shapes_toml(shapes))).unwrap();
         lake_runs.push(timed(
             Command::new(&lake_bin)
                 .args(["-q", "run", "--date", "2024-01-01"])
@@ -80,7 +175,7 @@ fn main() {
             let dir = tmp.path().join(format!("duck-{i}"));
             std::fs::create_dir_all(&dir).unwrap();
             let script = dir.join("bench.sql");
-            std::fs::write(&script, duckdb_script(&csv, &dir)).unwrap();
+            std::fs::write(&script, duckdb_script(&csv, &dir, shapes)).unwrap();
             duck_runs.push(timed(
                 Command::new(&duckdb)
                     .arg("-c")
@@ -88,15 +183,17 @@ fn main() {
                     .current_dir(&dir),
             ));
             if i == 0 {
-                // Both wrote the same daily aggregate: DuckDB reads lake's Parquet and its own.
-                let lake_dir = tmp.path().join("lake-check");
-                let ours = aggregate(
-                    &duckdb,
-                    &lake_dir.join("lake/refined/weather_daily/*.parquet"),
-                );
-                let theirs = aggregate(&duckdb, &dir.join("weather_daily.parquet"));
-                assert_eq!(ours, theirs, "lake's daily aggregate differs from DuckDB's");
-                println!("  checked: lake's and DuckDB's daily outputs agree ({ours})");
+                // Both wrote the same outputs: DuckDB reads lake's Parquet and its own.
+                let lake_dir = tmp.path().join("lake-check/lake/refined");
+                let daily = "count(*), round(sum(temp_min), 1), round(sum(temp_max), 1)";
+                let checks = std::iter::once(("weather_daily", daily))
+                    .chain(shapes.iter().map(|s| (s.name, s.check)));
+                for (name, check) in checks {
+                    let ours = aggregate(&duckdb, check, &lake_dir.join(name).join("*.parquet"));
+                    let theirs = aggregate(&duckdb, check, &dir.join(format!("{name}.parquet")));
+                    assert_eq!(ours, theirs, "lake's {name} differs from DuckDB's");
+                    println!("  checked: lake's and DuckDB's {name} agree ({ours})");
+                }
             }
             std::fs::remove_dir_all(&dir).unwrap();
         }
@@ -193,13 +290,12 @@ fn check_lake(lake_bin: &Path, dir: &Path, rows: usize) {
     assert!(status.success());
 }
 
-/// Days, and the sums of the daily minimum and maximum, of a daily Parquet output, read by
-/// DuckDB.
-fn aggregate(duckdb: &str, parquet: &Path) -> String {
+/// `select` (aggregates) over a Parquet output, read by DuckDB.
+fn aggregate(duckdb: &str, select: &str, parquet: &Path) -> String {
     let out = Command::new(duckdb)
         .args(["-csv", "-noheader", "-c"])
         .arg(format!(
-            "SELECT count(*), round(sum(temp_min), 1), round(sum(temp_max), 1) FROM read_parquet('{}')",
+            "SELECT {select} FROM read_parquet('{}')",
             parquet.display()
         ))
         .output()
