@@ -679,13 +679,13 @@ pub async fn put_hashed<S: ZoneStore + ?Sized>(
     }
     let (body, digest) = hashing(body);
     store.put(key, body).await?;
-    digest_of(store, "put", key, &digest)
+    digest_of(|| store.root_url(), "put", key, &digest)
 }
 
 /// What [`hashing`] left once its stream ended. Missing only if its hashing thread died: an
 /// error, never an empty digest in a manifest.
-fn digest_of<S: ZoneStore + ?Sized>(
-    store: &S,
+fn digest_of(
+    root_url: impl FnOnce() -> String,
     operation: &'static str,
     key: &Key,
     slot: &std::sync::Mutex<Option<Digested>>,
@@ -694,7 +694,7 @@ fn digest_of<S: ZoneStore + ?Sized>(
         Error::store(
             operation,
             key.as_str(),
-            store.root_url(),
+            root_url(),
             "the object's SHA-256 could not be computed (its hashing thread stopped)",
         )
     })
@@ -768,7 +768,7 @@ pub trait ZoneStoreExt: ZoneStore {
         let got = self.get(key).await?;
         let (mut body, out) = hashing(got.body);
         while body.try_next().await?.is_some() {}
-        digest_of(self, "digest", key, &out)
+        digest_of(|| self.root_url(), "digest", key, &out)
     }
 
     /// Delete every object under `prefix`; returns how many were deleted.
@@ -876,6 +876,36 @@ mod tests {
         assert_eq!(all.concat(), whole);
         let d = out.lock().unwrap().clone().unwrap();
         assert_eq!(d.sha256, hex::encode(Sha256::digest(&whole)));
+    }
+
+    /// A digest that never arrived (its hashing thread died) is an error naming the object and
+    /// the store, never an empty SHA-256 in a manifest; one that did is taken exactly once.
+    #[test]
+    fn a_missing_digest_is_an_error_naming_the_object() {
+        let key = Key::new("raw/weather/date=2024-01-01/part-0.csv").unwrap();
+        let lost = std::sync::Mutex::new(None);
+        let err = digest_of(|| "file:///lake".to_owned(), "put", &key, &lost).unwrap_err();
+        let text = crate::run::error_chain(&err);
+        assert!(text.contains(key.as_str()), "{text}");
+        assert!(text.contains("file:///lake"), "{text}");
+        assert!(text.contains("hashing thread stopped"), "{text}");
+
+        let done = Digested {
+            size: 3,
+            sha256: hex::encode(Sha256::digest(b"abc")),
+        };
+        let slot = std::sync::Mutex::new(Some(done.clone()));
+        let got = digest_of(
+            || unreachable!("no store name without an error"),
+            "put",
+            &key,
+            &slot,
+        );
+        assert_eq!(got.unwrap(), done);
+        assert!(
+            slot.lock().unwrap().is_none(),
+            "the digest is taken, not copied"
+        );
     }
 
     /// Past `HASH_INLINE_MAX` the hash moves to a thread: the digest must still cover every
