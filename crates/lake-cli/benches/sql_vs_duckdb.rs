@@ -24,7 +24,8 @@ use lake_testing::measure::{lake_bin, median, setting, timed};
 use lake_testing::weather::{CLEAN_SQL, DAILY_SQL, EXPECT, HOURS_PER_STATION, generate, lake_toml};
 
 /// A step beyond the daily aggregate: its name (also its output's, under `refined/`), its
-/// inputs, its SQL (the same text in both tools) and what the check compares of its output.
+/// inputs, its SQL (the same text in both tools) and the query the check runs on its output
+/// (`{t}`: the output's Parquet files, with `filename` and `file_row_number` columns).
 struct Shape {
     name: &'static str,
     inputs: &'static [&'static str],
@@ -41,14 +42,14 @@ const SHAPES: &[Shape] = &[
          ROW_NUMBER() OVER (PARTITION BY date ORDER BY temperature_2m DESC, time) AS rn
   FROM weather_hourly
 ) AS ranked WHERE rn <= 3",
-        check: "count(*), sum(rn), round(sum(temperature_2m), 1)",
+        check: "SELECT count(*), sum(rn), round(sum(temperature_2m), 1) FROM {t}",
     },
     Shape {
         name: "weather_anomaly",
         inputs: &["trusted/weather_hourly", "refined/weather_daily"],
         sql: "SELECT h.time, h.temperature_2m - d.temp_mean AS anomaly, d.temp_max - d.temp_min AS daily_range
 FROM weather_hourly AS h JOIN weather_daily AS d ON h.date = d.date",
-        check: "count(*), round(sum(daily_range), 1)",
+        check: "SELECT count(*), round(sum(daily_range), 1) FROM {t}",
     },
     Shape {
         name: "weather_labels",
@@ -59,14 +60,16 @@ FROM weather_hourly AS h JOIN weather_daily AS d ON h.date = d.date",
   lpad(CAST(relative_humidity_2m AS VARCHAR), 3, '0') AS humidity_text,
   regexp_replace(CAST(date AS VARCHAR), '^[0-9]{2}', '') AS short_date
 FROM weather_hourly",
-        check: "count(*), count(DISTINCT label), count(DISTINCT day_key), sum(length(humidity_text)), count(DISTINCT short_date)",
+        check: "SELECT count(*), count(DISTINCT label), count(DISTINCT day_key), sum(length(humidity_text)), count(DISTINCT short_date) FROM {t}",
     },
     Shape {
         name: "weather_sorted",
         inputs: &["trusted/weather_hourly"],
         sql: "SELECT time, temperature_2m, wind_speed_10m FROM weather_hourly
 ORDER BY wind_speed_10m DESC, temperature_2m, time",
-        check: "count(*), round(sum(wind_speed_10m), 1)",
+        // Rows, and rows out of order within their file (each file must be sorted).
+        check: "SELECT count(*), round(sum(wind_speed_10m), 1), count(*) FILTER (WHERE prev < wind_speed_10m)
+FROM (SELECT wind_speed_10m, lag(wind_speed_10m) OVER (PARTITION BY filename ORDER BY file_row_number) AS prev FROM {t})",
     },
 ];
 
@@ -185,7 +188,8 @@ fn main() {
             if i == 0 {
                 // Both wrote the same outputs: DuckDB reads lake's Parquet and its own.
                 let lake_dir = tmp.path().join("lake-check/lake/refined");
-                let daily = "count(*), round(sum(temp_min), 1), round(sum(temp_max), 1)";
+                let daily =
+                    "SELECT count(*), round(sum(temp_min), 1), round(sum(temp_max), 1) FROM {t}";
                 let checks = std::iter::once(("weather_daily", daily))
                     .chain(shapes.iter().map(|s| (s.name, s.check)));
                 for (name, check) in checks {
@@ -290,13 +294,16 @@ fn check_lake(lake_bin: &Path, dir: &Path, rows: usize) {
     assert!(status.success());
 }
 
-/// `select` (aggregates) over a Parquet output, read by DuckDB.
-fn aggregate(duckdb: &str, select: &str, parquet: &Path) -> String {
+/// The result of `query` over a Parquet output (`{t}` in it), read by DuckDB.
+fn aggregate(duckdb: &str, query: &str, parquet: &Path) -> String {
     let out = Command::new(duckdb)
         .args(["-csv", "-noheader", "-c"])
-        .arg(format!(
-            "SELECT {select} FROM read_parquet('{}')",
-            parquet.display()
+        .arg(query.replace(
+            "{t}",
+            &format!(
+                "read_parquet('{}', filename = true, file_row_number = true)",
+                parquet.display()
+            ),
         ))
         .output()
         .unwrap();
