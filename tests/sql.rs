@@ -623,3 +623,120 @@ sql = "SELECT CAST(t AS TIMESTAMP) AS t, CAST(1 AS INT UNSIGNED) AS u, TIMESTAMP
         ]
     );
 }
+
+/// The values of column `col` (Int64) across the Parquet files of `dir`, read file after file
+/// in name order, as every reader of a folder does.
+fn int_column_in_file_order(dir: &Path, col: &str) -> (usize, Vec<i64>) {
+    use lake::local::engine::datafusion::arrow::array::AsArray;
+    use lake::local::engine::datafusion::arrow::datatypes::Int64Type;
+    use lake::local::engine::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    let mut values = Vec::new();
+    for f in &files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let c = batch
+                .column_by_name(col)
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            values.extend(c.iter().map(Option::unwrap));
+        }
+    }
+    (files.len(), values)
+}
+
+/// Where `got` first departs from `want`, for a short failure message.
+fn first_difference(got: &[i64], want: &[i64]) -> Option<(usize, Option<i64>, Option<i64>)> {
+    (0..got.len().max(want.len()))
+        .find(|&i| got.get(i) != want.get(i))
+        .map(|i| (i, got.get(i).copied(), want.get(i).copied()))
+}
+
+/// A step that ends in `ORDER BY` publishes its rows in that order across its files, with or
+/// without expectations (DataFusion deals batches out to several files written at once).
+#[tokio::test]
+async fn an_ordered_step_keeps_its_order_across_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "lake.toml",
+        r#"
+[lake]
+name = "o"
+[sources.x]
+kind = "file"
+path = "data/x.csv"
+[steps.sorted]
+kind = "sql"
+inputs = ["raw/x"]
+output = "trusted/sorted"
+sql = "SELECT CAST(v AS BIGINT) AS v, k FROM x ORDER BY v"
+[steps.checked]
+kind = "sql"
+inputs = ["raw/x"]
+output = "trusted/checked"
+sql = "SELECT CAST(v AS BIGINT) AS v, k FROM x ORDER BY v DESC"
+expect = ["v % 7 <> 0"]
+max_rejected = 0.5
+[steps.plain]
+kind = "sql"
+inputs = ["trusted/sorted"]
+output = "trusted/plain"
+sql = "SELECT v, upper(k) AS k FROM sorted ORDER BY v DESC"
+[steps.unordered]
+kind = "sql"
+inputs = ["raw/x"]
+output = "trusted/unordered"
+sql = "SELECT CAST(v AS BIGINT) AS v, k FROM x"
+"#,
+    );
+    // 200,000 rows in a scrambled order: many batches, so several would-be files.
+    let n: i64 = 200_000;
+    let mut csv = String::from("v,k\n");
+    for i in 0..n {
+        csv.push_str(&format!("{},k{}\n", (i * 7_919) % n, i % 13));
+    }
+    write(tmp.path(), "data/x.csv", &csv);
+    let (_, r) = run(tmp.path(), "2024-01-01").await;
+    assert_eq!(r.status, Status::Succeeded, "{r:#?}");
+
+    let zone = tmp.path().join("lake/trusted");
+    let (files, sorted) = int_column_in_file_order(&zone.join("sorted"), "v");
+    let want: Vec<i64> = (0..n).collect();
+    assert_eq!(
+        first_difference(&sorted, &want),
+        None,
+        "(index, got, want) across {files} file(s)"
+    );
+
+    let (files, checked) = int_column_in_file_order(&zone.join("checked"), "v");
+    let want: Vec<i64> = (0..n).rev().filter(|v| v % 7 != 0).collect();
+    assert_eq!(
+        first_difference(&checked, &want),
+        None,
+        "(index, got, want) across {files} file(s)"
+    );
+
+    // No CAST and no expectation: the step's query is written as it is.
+    let (files, plain) = int_column_in_file_order(&zone.join("plain"), "v");
+    let want: Vec<i64> = (0..n).rev().collect();
+    assert_eq!(
+        first_difference(&plain, &want),
+        None,
+        "(index, got, want) across {files} file(s)"
+    );
+
+    // Without ORDER BY the writer still writes several files at once.
+    let (files, unordered) = int_column_in_file_order(&zone.join("unordered"), "v");
+    assert!(files > 1, "{files} file(s)");
+    assert_eq!(unordered.len(), n as usize);
+}

@@ -67,9 +67,9 @@ FROM weather_hourly",
         inputs: &["trusted/weather_hourly"],
         sql: "SELECT time, temperature_2m, wind_speed_10m FROM weather_hourly
 ORDER BY wind_speed_10m DESC, temperature_2m, time",
-        // Rows, and rows out of order within their file (each file must be sorted).
+        // Rows, and rows out of order, reading the files one after another in name order.
         check: "SELECT count(*), round(sum(wind_speed_10m), 1), count(*) FILTER (WHERE prev < wind_speed_10m)
-FROM (SELECT wind_speed_10m, lag(wind_speed_10m) OVER (PARTITION BY filename ORDER BY file_row_number) AS prev FROM {t})",
+FROM (SELECT wind_speed_10m, lag(wind_speed_10m) OVER (ORDER BY filename, file_row_number) AS prev FROM {t})",
     },
 ];
 

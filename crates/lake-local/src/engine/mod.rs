@@ -32,6 +32,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream_partitioned};
@@ -81,11 +82,7 @@ impl Engine {
 
     /// Start checking the objects of the tables `plan` scans among `datasets` (as
     /// [`lake_session`](Self::lake_session) names them: `trusted.credit`).
-    pub fn verify_scanned(
-        &self,
-        plan: &datafusion::logical_expr::LogicalPlan,
-        datasets: &[Dataset],
-    ) -> Verification {
+    pub fn verify_scanned(&self, plan: &LogicalPlan, datasets: &[Dataset]) -> Verification {
         let scanned = scanned_tables(plan);
         self.verify(
             datasets
@@ -249,7 +246,8 @@ impl Engine {
         let written = if checked.has_checks {
             self.write_split(&ctx, checked, work, &data_url).await
         } else {
-            write_parquet(checked.df, &data_url, &work.partition_by)
+            let ordered = ends_in_sort(checked.df.logical_plan());
+            write_parquet(checked.df, &data_url, &work.partition_by, ordered)
                 .await
                 .map(|rows| StepMetrics {
                     rows,
@@ -412,8 +410,16 @@ impl Engine {
         rej_fields.push(Field::new("_run_id", DataType::Utf8, true));
         let rej_schema = Arc::new(Schema::new(rej_fields));
 
-        let plan = checked.df.create_physical_plan().await?;
+        let sorted = ends_in_sort(checked.df.logical_plan());
+        let df = if sorted {
+            in_order(checked.df)?
+        } else {
+            checked.df
+        };
+        let plan = df.create_physical_plan().await?;
         let streams = execute_stream_partitioned(plan, ctx.task_ctx())?;
+        // One sorted stream stays one stream through the router, so the order holds.
+        let ordered = sorted && streams.len() == 1;
 
         // The output writer reads one channel per query partition.
         let mut senders = Vec::new();
@@ -428,7 +434,9 @@ impl Engine {
         let partition_by = work.partition_by.clone();
         let data_url = data_url.to_owned();
         let out_writer =
-            tokio::spawn(async move { write_parquet(out_df, &data_url, &partition_by).await });
+            tokio::spawn(
+                async move { write_parquet(out_df, &data_url, &partition_by, ordered).await },
+            );
 
         let rejected = Arc::new(RejectedWriter::new(
             ctx.clone(),
@@ -630,13 +638,50 @@ pub fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// Whether the rows of `plan` come out in an order the query asked for: an `ORDER BY`,
+/// under any projection, filter, alias or limit.
+fn ends_in_sort(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Sort(_) => true,
+        LogicalPlan::Projection(p) => ends_in_sort(&p.input),
+        LogicalPlan::Filter(f) => ends_in_sort(&f.input),
+        LogicalPlan::SubqueryAlias(a) => ends_in_sort(&a.input),
+        LogicalPlan::Limit(l) => ends_in_sort(&l.input),
+        _ => false,
+    }
+}
+
+/// `df` planned and written so that its rows keep their order: in one stream (no round-robin
+/// split after the final sort) into one file.
+fn in_order(df: DataFrame) -> std::result::Result<DataFrame, DataFusionError> {
+    let (mut state, plan) = df.into_parts();
+    let options = state.config_mut().options_mut();
+    options.set(
+        "datafusion.optimizer.enable_round_robin_repartition",
+        "false",
+    )?;
+    options.set("datafusion.execution.minimum_parallel_output_files", "1")?;
+    options.set(
+        "datafusion.execution.soft_max_rows_per_output_file",
+        &usize::MAX.to_string(),
+    )?;
+    Ok(DataFrame::new(state, plan))
+}
+
 /// Write `df` as zstd Parquet files under `url` (a folder), `key=value` folders for
 /// `partition_by`; returns the rows written.
+///
+/// DataFusion deals batches out to several files written at once; for `ordered` rows (the
+/// query ends in `ORDER BY`) that would interleave the order across the files, so they are
+/// written to one file (per partition folder), in which Parquet's writer still encodes the
+/// columns in parallel.
 async fn write_parquet(
     df: DataFrame,
     url: &str,
     partition_by: &[String],
+    ordered: bool,
 ) -> std::result::Result<u64, DataFusionError> {
+    let df = if ordered { in_order(df)? } else { df };
     let mut opts = datafusion::common::config::TableParquetOptions::default();
     opts.global.compression = Some("zstd(3)".into());
     let batches = df
@@ -756,7 +801,7 @@ impl RejectedWriter {
             let table = StreamingTable::try_new(Arc::clone(&self.schema), vec![part])?;
             let df = self.ctx.read_table(Arc::new(table))?;
             let url = self.url.clone();
-            let task = tokio::spawn(async move { write_parquet(df, &url, &[]).await });
+            let task = tokio::spawn(async move { write_parquet(df, &url, &[], false).await });
             *state = Some(RejectedState { tx, task });
         }
         let tx = state.as_ref().expect("started above").tx.clone();
