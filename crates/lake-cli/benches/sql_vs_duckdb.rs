@@ -15,7 +15,10 @@
 //! `LAKE_BENCH_SHAPES=1` adds four steps after the daily aggregate, in both tools, for the query
 //! shapes the two steps do not reach: a window function (the three warmest hours of each day),
 //! a hash join (each hour against its day), string functions and a full sort. Each output is
-//! checked against DuckDB's.
+//! checked against DuckDB's. Then each of those steps runs alone, in turn with DuckDB running
+//! its SQL: `lake run --only <step> --force` and a DuckDB `COPY` that read the same inputs (the
+//! Parquet files of lake's run); each output is checked again, and the medians are reported
+//! per step.
 
 use std::path::Path;
 use std::process::Command;
@@ -224,6 +227,67 @@ fn main() {
         lake.wall / duck.wall,
         lake.rss_kib as f64 / duck.rss_kib as f64
     );
+    if !shapes.is_empty() {
+        per_step(
+            &lake_bin,
+            &duckdb,
+            &tmp.path().join("lake-check"),
+            shapes,
+            runs,
+        );
+    }
+}
+
+/// Each shape alone, lake and DuckDB in turn over the same input files (those of the committed
+/// lake in `dir`): `lake run --only <step> --force` against a DuckDB `COPY` of the same SQL.
+fn per_step(lake_bin: &Path, duckdb: &str, dir: &Path, shapes: &[Shape], runs: usize) {
+    let out = dir.join("duck-step.parquet");
+    let mut views = String::new();
+    for input in ["trusted/weather_hourly", "refined/weather_daily"] {
+        let name = input.split_once('/').unwrap().1;
+        views.push_str(&format!(
+            "CREATE VIEW {name} AS SELECT * FROM read_parquet('{}');\n",
+            dir.join("lake").join(input).join("**/*.parquet").display()
+        ));
+    }
+    println!("  each step alone (median wall, max peak RSS):");
+    for s in shapes {
+        let script = format!(
+            "{views}COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd);",
+            s.sql,
+            out.display()
+        );
+        let mut lake_runs = Vec::new();
+        let mut duck_runs = Vec::new();
+        for _ in 0..runs {
+            lake_runs.push(timed(
+                Command::new(lake_bin)
+                    .args(["-q", "run", "--date", "2024-01-01", "--force", "--only"])
+                    .arg(s.name)
+                    .current_dir(dir),
+            ));
+            let _ = std::fs::remove_file(&out);
+            duck_runs.push(timed(Command::new(duckdb).arg("-c").arg(&script)));
+        }
+        let ours = aggregate(
+            duckdb,
+            s.check,
+            &dir.join("lake/refined").join(s.name).join("*.parquet"),
+        );
+        let theirs = aggregate(duckdb, s.check, &out);
+        assert_eq!(ours, theirs, "lake's {} differs from DuckDB's", s.name);
+        let (lake, duck) = (median(lake_runs), median(duck_runs));
+        println!(
+            "    {:<16} lake {:>5.2} s {:>6.1} MiB   duckdb {:>5.2} s {:>6.1} MiB   {:>5.2}× wall {:>5.2}× RSS",
+            s.name,
+            lake.wall,
+            lake.rss_mib(),
+            duck.wall,
+            duck.rss_mib(),
+            lake.wall / duck.wall,
+            lake.rss_mib() / duck.rss_mib()
+        );
+    }
 }
 
 /// What reading inputs back costs: `run --force` over the committed lake in `dir` (its raw
