@@ -52,9 +52,9 @@ pub use datafusion::prelude::SessionContext;
 
 /// The object store URL the lake root is registered under in every session.
 const ROOT_URL: &str = "lake://root";
-/// Rows per batch. Four times DataFusion's 8,192: on the weather bench (3M rows, 2 cores) every
-/// step shape ran 5–20% faster (sorts and CSV parsing most), for about 10% more peak memory
-/// (BENCHMARKS.md, "Step shapes").
+/// Rows per batch. Four times DataFusion's 8,192: the weather benches (2 cores) ran about 10%
+/// faster (a sort 15%), for 10–40% more peak memory, still under DuckDB's on the clean + daily
+/// pipeline (BENCHMARKS.md, "SQL steps", 2026-11-30).
 pub const BATCH_ROWS: usize = 32_768;
 /// Batches in flight between the query and each writer.
 const CHANNEL_DEPTH: usize = 4;
