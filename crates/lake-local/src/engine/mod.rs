@@ -56,6 +56,8 @@ const ROOT_URL: &str = "lake://root";
 /// faster (a sort 15%), for 10–40% more peak memory, still under DuckDB's on the clean + daily
 /// pipeline (BENCHMARKS.md, "SQL steps", 2026-11-30).
 pub const BATCH_ROWS: usize = 32_768;
+/// Files an output is written to at once, at most (DataFusion's default).
+const MAX_FILES_AT_ONCE: usize = 4;
 /// Batches in flight between the query and each writer.
 const CHANNEL_DEPTH: usize = 4;
 
@@ -99,17 +101,25 @@ impl Engine {
 
     /// A new session with the limits applied and the lake root registered.
     ///
-    /// Batches are [`BATCH_ROWS`] rows, four times DataFusion's default.
+    /// Batches are [`BATCH_ROWS`] rows, four times DataFusion's default. An output is written
+    /// to at most [`MAX_FILES_AT_ONCE`] files at once, and to no more than there are threads:
+    /// each file being written holds a row group in memory, and on 2 cores two files were
+    /// faster than four (BENCHMARKS.md, "SQL steps", 2026-11-30).
     pub fn session(&self) -> std::result::Result<SessionContext, DataFusionError> {
         let threads = self
             .spec
             .threads
             .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-            .unwrap_or(2);
-        let config = SessionConfig::new()
+            .unwrap_or(2)
+            .max(1);
+        let mut config = SessionConfig::new()
             .with_target_partitions(threads)
             .with_batch_size(BATCH_ROWS)
             .with_information_schema(true);
+        config.options_mut().set(
+            "datafusion.execution.minimum_parallel_output_files",
+            &threads.min(MAX_FILES_AT_ONCE).to_string(),
+        )?;
         let mut runtime =
             RuntimeEnvBuilder::new().with_memory_limit(self.memory_limit() as usize, 1.0);
         if let Some(dir) = &self.spec.spill_dir {
