@@ -712,30 +712,18 @@ threads = 4
     assert_eq!(r.status, Status::Succeeded, "{r:#?}");
 
     let zone = tmp.path().join("lake/trusted");
-    let (files, sorted) = int_column_in_file_order(&zone.join("sorted"), "v");
-    let want: Vec<i64> = (0..n).collect();
-    assert_eq!(
-        first_difference(&sorted, &want),
-        None,
-        "(index, got, want) across {files} file(s)"
-    );
-
-    let (files, checked) = int_column_in_file_order(&zone.join("checked"), "v");
-    let want: Vec<i64> = (0..n).rev().filter(|v| v % 7 != 0).collect();
-    assert_eq!(
-        first_difference(&checked, &want),
-        None,
-        "(index, got, want) across {files} file(s)"
-    );
-
+    let in_order = |step: &str, want: Vec<i64>| {
+        let (files, got) = int_column_in_file_order(&zone.join(step), "v");
+        assert_eq!(
+            first_difference(&got, &want),
+            None,
+            "{step}: (index, got, want) across {files} file(s)"
+        );
+    };
+    in_order("sorted", (0..n).collect());
+    in_order("checked", (0..n).rev().filter(|v| v % 7 != 0).collect());
     // No CAST and no expectation: the step's query is written as it is.
-    let (files, plain) = int_column_in_file_order(&zone.join("plain"), "v");
-    let want: Vec<i64> = (0..n).rev().collect();
-    assert_eq!(
-        first_difference(&plain, &want),
-        None,
-        "(index, got, want) across {files} file(s)"
-    );
+    in_order("plain", (0..n).rev().collect());
 
     // Without ORDER BY the writer writes a file per thread at once (`threads = 4`).
     let (files, unordered) = int_column_in_file_order(&zone.join("unordered"), "v");
