@@ -242,16 +242,20 @@ fn main() {
 /// lake in `dir`): `lake run --only <step> --force` against a DuckDB `COPY` of the same SQL.
 fn per_step(lake_bin: &Path, duckdb: &str, dir: &Path, shapes: &[Shape], runs: usize) {
     let out = dir.join("duck-step.parquet");
-    let mut views = String::new();
-    for input in ["trusted/weather_hourly", "refined/weather_daily"] {
-        let name = input.split_once('/').unwrap().1;
-        views.push_str(&format!(
-            "CREATE VIEW {name} AS SELECT * FROM read_parquet('{}');\n",
-            dir.join("lake").join(input).join("**/*.parquet").display()
-        ));
-    }
     println!("  each step alone (median wall, max peak RSS):");
     for s in shapes {
+        // The step's inputs, by the names its SQL uses, as views of lake's files.
+        let views: String = s
+            .inputs
+            .iter()
+            .map(|input| {
+                format!(
+                    "CREATE VIEW {} AS SELECT * FROM read_parquet('{}');\n",
+                    input.rsplit('/').next().unwrap(),
+                    dir.join("lake").join(input).join("**/*.parquet").display()
+                )
+            })
+            .collect();
         let script = format!(
             "{views}COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd);",
             s.sql,
