@@ -92,6 +92,30 @@ fn shapes_toml(shapes: &[Shape]) -> String {
         .collect()
 }
 
+/// The name a step's SQL reads `input` (`trusted/weather_hourly`) by: `weather_hourly`.
+fn table_of(input: &str) -> &str {
+    input.rsplit('/').next().unwrap_or(input)
+}
+
+/// DuckDB's statements for shape `s`: a view of each input by the name its SQL uses (over the
+/// files `files_of` gives), then a `COPY` of its SQL to `out`.
+fn shape_copy(s: &Shape, files_of: impl Fn(&str) -> std::path::PathBuf, out: &Path) -> String {
+    let mut script = String::new();
+    for input in s.inputs {
+        script.push_str(&format!(
+            "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_parquet('{}');\n",
+            table_of(input),
+            files_of(input).display()
+        ));
+    }
+    script.push_str(&format!(
+        "COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd);\n",
+        s.sql,
+        out.display()
+    ));
+    script
+}
+
 fn duckdb_script(csv: &Path, dir: &Path, shapes: &[Shape]) -> String {
     let hourly = dir.join("weather_hourly.parquet");
     let clean = CLEAN_SQL.replace(
@@ -111,20 +135,12 @@ fn duckdb_script(csv: &Path, dir: &Path, shapes: &[Shape]) -> String {
         hourly.display(),
         dir.join("weather_daily.parquet").display()
     );
-    if !shapes.is_empty() {
-        // The shapes read the two tables by name, as in lake: views of the files just written.
-        for table in ["weather_hourly", "weather_daily"] {
-            script.push_str(&format!(
-                "CREATE VIEW {table} AS SELECT * FROM read_parquet('{}');\n",
-                dir.join(format!("{table}.parquet")).display()
-            ));
-        }
-    }
     for s in shapes {
-        script.push_str(&format!(
-            "COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd);\n",
-            s.sql,
-            dir.join(format!("{}.parquet", s.name)).display()
+        // The shapes read their inputs by name, as in lake: views of the files just written.
+        script.push_str(&shape_copy(
+            s,
+            |input| dir.join(format!("{}.parquet", table_of(input))),
+            &dir.join(format!("{}.parquet", s.name)),
         ));
     }
     script
@@ -196,9 +212,13 @@ fn main() {
                 let checks = std::iter::once(("weather_daily", daily))
                     .chain(shapes.iter().map(|s| (s.name, s.check)));
                 for (name, check) in checks {
-                    let ours = aggregate(&duckdb, check, &lake_dir.join(name).join("*.parquet"));
-                    let theirs = aggregate(&duckdb, check, &dir.join(format!("{name}.parquet")));
-                    assert_eq!(ours, theirs, "lake's {name} differs from DuckDB's");
+                    let ours = agree(
+                        &duckdb,
+                        name,
+                        check,
+                        &lake_dir.join(name),
+                        &dir.join(format!("{name}.parquet")),
+                    );
                     println!("  checked: lake's and DuckDB's {name} agree ({ours})");
                 }
             }
@@ -244,22 +264,11 @@ fn per_step(lake_bin: &Path, duckdb: &str, dir: &Path, shapes: &[Shape], runs: u
     let out = dir.join("duck-step.parquet");
     println!("  each step alone (median wall, max peak RSS):");
     for s in shapes {
-        // The step's inputs, by the names its SQL uses, as views of lake's files.
-        let views: String = s
-            .inputs
-            .iter()
-            .map(|input| {
-                format!(
-                    "CREATE VIEW {} AS SELECT * FROM read_parquet('{}');\n",
-                    input.rsplit('/').next().unwrap(),
-                    dir.join("lake").join(input).join("**/*.parquet").display()
-                )
-            })
-            .collect();
-        let script = format!(
-            "{views}COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd);",
-            s.sql,
-            out.display()
+        // The step's inputs are lake's files.
+        let script = shape_copy(
+            s,
+            |input| dir.join("lake").join(input).join("**/*.parquet"),
+            &out,
         );
         let mut lake_runs = Vec::new();
         let mut duck_runs = Vec::new();
@@ -273,13 +282,13 @@ fn per_step(lake_bin: &Path, duckdb: &str, dir: &Path, shapes: &[Shape], runs: u
             let _ = std::fs::remove_file(&out);
             duck_runs.push(timed(Command::new(duckdb).arg("-c").arg(&script)));
         }
-        let ours = aggregate(
+        agree(
             duckdb,
+            s.name,
             s.check,
-            &dir.join("lake/refined").join(s.name).join("*.parquet"),
+            &dir.join("lake/refined").join(s.name),
+            &out,
         );
-        let theirs = aggregate(duckdb, s.check, &out);
-        assert_eq!(ours, theirs, "lake's {} differs from DuckDB's", s.name);
         let (lake, duck) = (median(lake_runs), median(duck_runs));
         println!(
             "    {:<16} lake {:>5.2} s {:>6.1} MiB   duckdb {:>5.2} s {:>6.1} MiB   {:>5.2}× wall {:>5.2}× RSS",
@@ -360,6 +369,15 @@ fn check_lake(lake_bin: &Path, dir: &Path, rows: usize) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// `check`'s result over lake's output `name` (the Parquet files in `lake_dir`), asserted equal
+/// to its result over DuckDB's file `duck_file`.
+fn agree(duckdb: &str, name: &str, check: &str, lake_dir: &Path, duck_file: &Path) -> String {
+    let ours = aggregate(duckdb, check, &lake_dir.join("*.parquet"));
+    let theirs = aggregate(duckdb, check, duck_file);
+    assert_eq!(ours, theirs, "lake's {name} differs from DuckDB's");
+    ours
 }
 
 /// The result of `query` over a Parquet output (`{t}` in it), read by DuckDB.

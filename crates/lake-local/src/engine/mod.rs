@@ -55,7 +55,7 @@ const ROOT_URL: &str = "lake://root";
 /// Rows per batch. Four times DataFusion's 8,192: the weather benches (2 cores) ran about 10%
 /// faster (a sort 15%), for 10–40% more peak memory, still under DuckDB's on the clean + daily
 /// pipeline (BENCHMARKS.md, "SQL steps", 2026-11-30).
-pub const BATCH_ROWS: usize = 32_768;
+const BATCH_ROWS: usize = 32_768;
 /// Files an output is written to at once, at most (DataFusion's default).
 const MAX_FILES_AT_ONCE: usize = 4;
 /// Batches in flight between the query and each writer.
@@ -101,8 +101,8 @@ impl Engine {
 
     /// A new session with the limits applied and the lake root registered.
     ///
-    /// Batches are [`BATCH_ROWS`] rows, four times DataFusion's default. An output is written
-    /// to at most [`MAX_FILES_AT_ONCE`] files at once, and to no more than there are threads:
+    /// Batches are `BATCH_ROWS` rows, four times DataFusion's default. An output is written
+    /// to at most `MAX_FILES_AT_ONCE` files at once, and to no more than there are threads:
     /// each file being written holds a row group in memory, and on 2 cores two files were
     /// faster than four (BENCHMARKS.md, "SQL steps", 2026-11-30).
     pub fn session(&self) -> std::result::Result<SessionContext, DataFusionError> {
