@@ -102,6 +102,12 @@ fn summary(r: &RunRecord, event: &str) -> serde_json::Value {
             .unwrap_or("");
         text.push_str(&format!("\ningest {} {} failed: {cause}", i.source, i.date));
     }
+    // Slack and its kin read `<!channel>` and `<https://…|link>` in `text`: what servers and
+    // data put in error lines is shown as it is.
+    let text = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
     serde_json::json!({
         "text": text,
         "event": event,

@@ -161,6 +161,14 @@ impl Lake {
         })
     }
 
+    /// This lake with its engine [guarded](Engine::guarded) for queries people type into a
+    /// server (`lake serve`): all its queries share one memory pool of `limits.memory` bytes,
+    /// and their SQL's length and nesting and their growing functions are bounded.
+    pub fn guarded(mut self, limits: lake_local::engine::QueryLimits) -> Result<Self> {
+        self.engine = Arc::new(self.engine.guarded(limits)?);
+        Ok(self)
+    }
+
     /// Provide the `[sources.<name>]` of `kind = "program"` named as `source` says: a
     /// [`Source`] of the embedding program's own (an API client, a queue, a generator). An
     /// error when lake.toml has no such source, or one of another kind.
@@ -659,6 +667,7 @@ impl Lake {
         lake_local::engine::datafusion::dataframe::DataFrame,
         lake_local::engine::Verification,
     )> {
+        self.engine.check_sql(sql)?;
         let datasets = lake_core::publish::list_datasets(&*self.store).await?;
         let ctx = self.session_over(&datasets).await?;
         if sql.contains(lake_local::engine::LEDGER_SCHEMA) {
@@ -699,16 +708,36 @@ impl Lake {
             origin: "lake query".into(),
             message: e.to_string(),
         };
-        let (df, check) = self.query(sql).await?;
-        let df = df.limit(0, Some(limit)).map_err(failed)?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await.map_err(failed)?;
-        let mut batches = Vec::new();
-        while let Some(b) = stream.next().await {
-            batches.push(b.map_err(failed)?);
-        }
-        check.finish().await?;
-        Ok((schema, batches))
+        // Objects a republish replaced meanwhile are read again from the new manifests.
+        lake_core::publish::read_again(|| async {
+            let (df, check) = self.query(sql).await?;
+            let df = df.limit(0, Some(limit)).map_err(failed)?;
+            let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+            let mut batches = Vec::new();
+            let mut failure = None;
+            match df.execute_stream().await {
+                Ok(mut stream) => {
+                    while let Some(b) = stream.next().await {
+                        match b {
+                            Ok(b) => batches.push(b),
+                            Err(e) => {
+                                failure = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => failure = Some(e),
+            }
+            // What the rows come from is checked before a reader's error is reported: an
+            // object a republish removed meanwhile is why it failed, and is read again.
+            check.finish().await?;
+            match failure {
+                Some(e) => Err(failed(e)),
+                None => Ok((schema, batches)),
+            }
+        })
+        .await
     }
 
     /// Run a read-only `sql` over the lake (as [`query_session`](Self::query_session)) and
@@ -734,8 +763,9 @@ impl Lake {
             });
         }
         let url = abs.to_string_lossy().into_owned();
-        let mut attempt = 1;
-        let counts = loop {
+        // Rows from an object that is not what its manifest says are not left behind; one that a
+        // republish replaced meanwhile is read again from the new manifest.
+        let counts = lake_core::publish::read_again(|| async {
             let (df, check) = self.query(sql).await?;
             let df = lake_local::engine::portable(df).map_err(failed)?;
             let opts = DataFrameWriteOptions::new().with_single_file_output(true);
@@ -744,19 +774,15 @@ impl Lake {
             } else {
                 df.write_csv(&url, opts, None).await
             };
-            // Rows from an object that is not what its manifest says are not left behind; one
-            // that a republish replaced meanwhile is read again from the new manifest.
             match check.finish().await {
-                Ok(()) => break counts,
+                Ok(()) => Ok(counts),
                 Err(e) => {
                     let _ = std::fs::remove_file(&abs);
-                    if !(e.is_gone() && attempt < 3) {
-                        return Err(e);
-                    }
-                    attempt += 1;
+                    Err(e)
                 }
             }
-        };
+        })
+        .await?;
         let counts = counts.map_err(failed)?;
         Ok(counts
             .iter()
@@ -776,26 +802,54 @@ impl Lake {
     pub async fn fsck(&self, hash: bool, repair: bool) -> Result<(lake_core::fsck::Report, usize)> {
         use lake_core::{fsck, lock, run};
         let store = &*self.store;
+        let sources = || self.pipeline.sources.keys().map(String::as_str);
+        // Everything the lake's files say is wrong: objects, staging, cursors.
+        let check = |live: Option<String>| async move {
+            let mut report = fsck::check(store, hash, live.as_deref()).await?;
+            report
+                .findings
+                .extend(fsck::state_findings(store, sources()).await?);
+            Ok::<_, Error>(report)
+        };
         if !repair {
-            let live = lock::current(store, &self.pipeline.name)
-                .await?
-                .filter(|l| l.expires > lake_core::chrono::Utc::now())
-                .map(|l| l.run_id);
-            return Ok((fsck::check(store, hash, live.as_deref()).await?, 0));
+            // A lock whose run is gone keeps nothing live: its staging is a leftover too.
+            let (live, dead_lock) = fsck::lock_state(store, &self.pipeline.name).await?;
+            let mut report = check(live).await?;
+            report.findings.extend(dead_lock);
+            report
+                .findings
+                .sort_by(|a, b| (a.problem, &a.key).cmp(&(b.problem, &b.key)));
+            return Ok((report, 0));
         }
+        // Taking the lock takes over one whose run is gone.
+        let run_id = run::new_run_id();
         let guard = lock::acquire(
             store,
             &self.pipeline.name,
-            &run::new_run_id(),
+            &run_id,
             &run::default_holder(),
             self.pipeline.lock_ttl,
         )
         .await?;
         let repaired = async {
-            let found = fsck::check(store, hash, None).await?;
-            let removed = fsck::repair(store, &found).await?;
-            let left = fsck::check(store, hash, None).await?;
-            Ok::<_, Error>((left, removed))
+            let found = check(None).await?;
+            let mut removed = fsck::repair(store, &found).await?;
+            for f in found
+                .findings
+                .iter()
+                .filter(|f| f.problem == fsck::Problem::State)
+            {
+                let name = f
+                    .key
+                    .trim_start_matches("_lake/state/")
+                    .trim_end_matches(".json");
+                if let Some(spec) = self.pipeline.sources.get(name) {
+                    fsck::rebuild_cursor(store, name, spec.window, spec.start, &run_id).await?;
+                    removed += 1;
+                }
+            }
+            let left = check(None).await?;
+            Ok::<_, Error>((left, removed + usize::from(guard.took_over.is_some())))
         }
         .await;
         let released = lock::release(store, &guard).await;

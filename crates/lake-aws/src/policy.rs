@@ -32,9 +32,10 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
         "Action": "s3:ListBucket",
         "Resource": format!("arn:aws:s3:::{bucket}"),
     });
+    // Ends with `/`: `lakes/weather` must not also list `lakes/weather-prod`.
     if !prefix.is_empty() {
         list["Condition"] =
-            json!({ "StringLike": { "s3:prefix": [prefix, format!("{prefix}/*")] } });
+            json!({ "StringLike": { "s3:prefix": [format!("{prefix}/"), format!("{prefix}/*")] } });
     }
     let mut statements = vec![
         list,
@@ -59,18 +60,31 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
     Some(json!({ "Version": "2012-10-17", "Statement": statements }))
 }
 
-/// With `backend = "emr"`: the EMR calls lake makes (RunJobFlow, AddTags and ListClusters,
-/// which take no cluster resource; the step and teardown calls only on clusters tagged
-/// `lake:pipeline` = this pipeline), `iam:PassRole` on the service role and the instance
-/// profile's role, read access to a log URI outside the root, and the read-only IAM calls
-/// `lake doctor` checks the roles with.
+/// The tag keys lake puts on what it creates, and the user's own from the configuration.
+fn tag_keys<'a>(user: impl Iterator<Item = &'a String>) -> Vec<String> {
+    ["lake:pipeline", "lake:run-id", "lake:root"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(user.cloned())
+        .collect()
+}
+
+/// With `backend = "emr"`: the EMR calls lake makes. Creating a cluster (RunJobFlow) only with
+/// this pipeline's `lake:pipeline` tag and lake's and the configured tag keys in the request;
+/// no AddTags (lake tags a cluster only when it creates it, so no cluster of another team can
+/// be tagged into this policy's reach); the step and teardown calls only on clusters tagged
+/// `lake:pipeline` = this pipeline, or, attached, only on the configured cluster (by id, or
+/// by its tag); ListClusters; `iam:PassRole` on the service role and the instance profile's
+/// role; read access to a log URI outside the root; and the read-only IAM calls `lake doctor`
+/// checks the roles with.
 pub(crate) fn emr_statements(
     pipeline: &Pipeline,
     c: &crate::emr::ClusterDef,
     bucket: &str,
     prefix: &str,
 ) -> Vec<Value> {
-    let mut out = vec![json!({
+    use crate::emr::Attach;
+    let mut steps = json!({
         "Sid": "LakeEmrClusterSteps",
         "Effect": "Allow",
         "Action": [
@@ -80,31 +94,44 @@ pub(crate) fn emr_statements(
             "elasticmapreduce:CancelSteps",
             "elasticmapreduce:TerminateJobFlows",
         ],
-        "Resource": "*",
-        "Condition": match &c.attach {
-            // An attached cluster is not tagged by lake.
-            Some(_) => Value::Null,
-            None => json!({ "StringEquals": { "elasticmapreduce:ResourceTag/lake:pipeline": pipeline.name } }),
-        },
-    })];
-    if out[0]["Condition"].is_null() {
-        out[0]
-            .as_object_mut()
-            .expect("an object")
-            .remove("Condition");
+        "Resource": "arn:aws:elasticmapreduce:*:*:cluster/*",
+        "Condition": { "StringEquals": { "elasticmapreduce:ResourceTag/lake:pipeline": pipeline.name } },
+    });
+    match &c.attach {
+        // An attached cluster is not tagged by lake: it is the one configured.
+        Some(Attach::Id(id)) => {
+            steps["Resource"] = json!(format!("arn:aws:elasticmapreduce:*:*:cluster/{id}"));
+            steps
+                .as_object_mut()
+                .expect("an object")
+                .remove("Condition");
+        }
+        Some(Attach::Tag { key, value }) => {
+            steps["Condition"] = json!({ "StringEquals": {
+                format!("elasticmapreduce:ResourceTag/{key}"): value
+            } });
+        }
+        None => {}
     }
-    out.push(json!({
-        "Sid": "LakeEmrList",
-        "Effect": "Allow",
-        "Action": ["elasticmapreduce:ListClusters"],
-        "Resource": "*",
-    }));
+    let mut out = vec![
+        steps,
+        json!({
+            "Sid": "LakeEmrList",
+            "Effect": "Allow",
+            "Action": ["elasticmapreduce:ListClusters"],
+            "Resource": "*",
+        }),
+    ];
     if c.attach.is_none() {
         out.push(json!({
             "Sid": "LakeEmrCreate",
             "Effect": "Allow",
-            "Action": ["elasticmapreduce:RunJobFlow", "elasticmapreduce:AddTags"],
+            "Action": "elasticmapreduce:RunJobFlow",
             "Resource": "*",
+            "Condition": {
+                "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name },
+                "ForAllValues:StringEquals": { "aws:TagKeys": tag_keys(c.tags.keys()) },
+            },
         }));
         out.push(json!({
             "Sid": "LakeEmrPassRoles",
@@ -125,13 +152,6 @@ pub(crate) fn emr_statements(
                 format!("arn:aws:iam::*:instance-profile/{}", c.instance_profile),
                 "arn:aws:iam::*:role/aws-service-role/elasticmapreduce.amazonaws.com/AWSServiceRoleForEMRCleanup",
             ],
-        }));
-        // `lake doctor` simulates the caller's own policy for iam:PassRole.
-        out.push(json!({
-            "Sid": "LakeDoctorPassRole",
-            "Effect": "Allow",
-            "Action": "iam:SimulatePrincipalPolicy",
-            "Resource": "*",
         }));
     }
     out.extend(log_statement(
@@ -168,11 +188,13 @@ fn log_statement(log: Option<&str>, bucket: &str, prefix: &str, sid: &str) -> Op
     }))
 }
 
-/// With `backend = "emr-serverless"`: CreateApplication and TagResource only with the
-/// pipeline's `lake:pipeline` tag in the request; the application and job run calls only on
-/// resources tagged with it (or on the one existing application named); ListApplications;
-/// `iam:PassRole` on the execution role, to EMR Serverless only; read access to a log URI
-/// outside the root; and the read-only IAM calls `lake doctor` checks the role with.
+/// With `backend = "emr-serverless"`: CreateApplication, and the TagResource its tags need,
+/// only with the pipeline's `lake:pipeline` tag and lake's and the configured tag keys in the
+/// request; the application and job run calls only on resources tagged with it (or on the one
+/// existing application named); no TagResource besides, so no application of another team
+/// can be tagged into reach; ListApplications; `iam:PassRole` on the execution role, to EMR
+/// Serverless only; read access to a log URI outside the root; and the read-only IAM call
+/// `lake doctor` checks the role with.
 pub(crate) fn serverless_statements(
     pipeline: &Pipeline,
     d: &crate::serverless::ServerlessDef,
@@ -191,7 +213,6 @@ pub(crate) fn serverless_statements(
             "emr-serverless:StartJobRun",
             "emr-serverless:GetJobRun",
             "emr-serverless:CancelJobRun",
-            "emr-serverless:TagResource",
         ],
         "Resource": [apps, format!("{apps}/jobruns/*")],
         "Condition": { "StringEquals": { "aws:ResourceTag/lake:pipeline": pipeline.name } },
@@ -204,7 +225,6 @@ pub(crate) fn serverless_statements(
             "emr-serverless:StartJobRun",
             "emr-serverless:GetJobRun",
             "emr-serverless:CancelJobRun",
-            "emr-serverless:TagResource",
         ]);
         run["Resource"] = json!([
             format!("arn:aws:emr-serverless:*:*:/applications/{id}"),
@@ -221,15 +241,40 @@ pub(crate) fn serverless_statements(
             "Resource": "*",
         }),
     ];
-    if d.attach.is_none() {
+    // Tags go on what lake creates, in the create call itself (tag-on-create needs
+    // TagResource): only with this pipeline's tag and known keys. Job runs carry `lake:step`.
+    let keys = tag_keys(d.tags.keys().chain(&["lake:step".to_owned()]));
+    let (created, runs) = match &d.attach {
+        Some(id) => (
+            None,
+            format!("arn:aws:emr-serverless:*:*:/applications/{id}/jobruns/*"),
+        ),
+        None => (Some(apps), format!("{apps}/jobruns/*")),
+    };
+    let mut tag_resources = vec![json!(runs)];
+    if let Some(apps) = created {
+        tag_resources.push(json!(apps));
         out.push(json!({
             "Sid": "LakeServerlessCreate",
             "Effect": "Allow",
-            "Action": ["emr-serverless:CreateApplication", "emr-serverless:TagResource"],
+            "Action": "emr-serverless:CreateApplication",
             "Resource": apps,
-            "Condition": { "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name } },
+            "Condition": {
+                "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name },
+                "ForAllValues:StringEquals": { "aws:TagKeys": keys },
+            },
         }));
     }
+    out.push(json!({
+        "Sid": "LakeServerlessTagOnCreate",
+        "Effect": "Allow",
+        "Action": "emr-serverless:TagResource",
+        "Resource": tag_resources,
+        "Condition": {
+            "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name },
+            "ForAllValues:StringEquals": { "aws:TagKeys": keys },
+        },
+    }));
     out.push(json!({
         "Sid": "LakeServerlessPassRole",
         "Effect": "Allow",
@@ -242,12 +287,6 @@ pub(crate) fn serverless_statements(
         "Effect": "Allow",
         "Action": "iam:GetRole",
         "Resource": d.execution_role,
-    }));
-    out.push(json!({
-        "Sid": "LakeDoctorPassRole",
-        "Effect": "Allow",
-        "Action": "iam:SimulatePrincipalPolicy",
-        "Resource": "*",
     }));
     out.extend(log_statement(
         d.log_uri.as_deref(),

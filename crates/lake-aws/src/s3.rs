@@ -810,7 +810,12 @@ impl ZoneStore for S3ZoneStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        let full = self.full(prefix);
+        // The whole lake is listed as `prefix/`: the IAM policy allows listing under the
+        // prefix's folder, never a sibling that begins like it (`lakes/weather-prod`).
+        let full = match (prefix.is_empty(), self.prefix.is_empty()) {
+            (true, false) => format!("{}/", self.prefix),
+            _ => self.full(prefix),
+        };
         let mut pages = self
             .client
             .list_objects_v2()

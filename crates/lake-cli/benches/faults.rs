@@ -67,6 +67,10 @@ fn main() {
     if want("secrets") {
         record(faults::canaries(&suite));
     }
+    if want("serve") {
+        record(faults::serve_load(&suite, 50, 60));
+        record(faults::serve_attacks(&suite));
+    }
     println!(
         "`cargo bench -p lake-cli --bench faults`, {}, seed {}\n",
         lake_testing::faults::today(),

@@ -207,9 +207,14 @@ pub(crate) enum Command {
         /// The address to listen on; another than 127.0.0.1 needs --token.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         bind: std::net::SocketAddr,
-        /// A token every request must carry (default: $LAKE_SERVE_TOKEN).
+        /// A token every request must carry, 16 characters or more (default:
+        /// $LAKE_SERVE_TOKEN, which the process list does not show).
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
+        /// A host name requests may use besides the bound address (the name of a proxy in
+        /// front): NAME for any port, or NAME:PORT. Repeat for several.
+        #[arg(long = "allow-host", value_name = "NAME")]
+        allow_hosts: Vec<String>,
     },
     /// Draw a `[charts.<name>]` of lake.toml to an SVG or PNG file.
     Chart {
@@ -285,9 +290,13 @@ pub(crate) enum ScheduleCommand {
     /// Print a systemd service and timer, or a crontab line, that run `lake schedule --once`
     /// in this folder.
     Install {
-        /// A systemd service and timer.
+        /// A systemd service and timer (a user unit, for `systemctl --user`).
         #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
         systemd: bool,
+        /// With --systemd: a system unit instead, running as the owner of lake.toml
+        /// (`User=`/`Group=`).
+        #[arg(long, requires = "systemd")]
+        system: bool,
         /// A crontab line.
         #[arg(long)]
         cron: bool,

@@ -85,7 +85,11 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.lock_wait = *wait;
             ingest(&lake, sources, &dates, &opts, &args).await
         }
-        Command::Serve { bind, token } => {
+        Command::Serve {
+            bind,
+            token,
+            allow_hosts,
+        } => {
             let lake = Lake::open(&args.config, env).await?;
             let opts = lake_serve::ServeOptions {
                 bind: *bind,
@@ -93,16 +97,20 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                     .clone()
                     .or_else(|| std::env::var("LAKE_SERVE_TOKEN").ok())
                     .filter(|t| !t.is_empty()),
-                ..Default::default()
+                allow_hosts: allow_hosts.clone(),
+                ..lake_serve::ServeOptions::from_spec(&lake.pipeline.serve)
             };
-            let cancel = cancel_on_signal();
             lake_serve::serve(
                 lake,
                 opts,
                 |addr| {
                     eprintln!("lake serve: http://{addr}/ (Ctrl-C stops)");
                 },
-                async move { cancel.cancelled().await },
+                // A signal stops it within about a second, whatever queries run.
+                async move {
+                    wait_for_signal().await;
+                    eprintln!("lake serve: stopping");
+                },
             )
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -190,9 +198,9 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             match command {
                 None => schedule(&lake, *once, &args).await,
                 Some(ScheduleCommand::Status { json }) => schedule_status(&lake, *json).await,
-                Some(ScheduleCommand::Install { systemd, .. }) => {
-                    schedule_install(&lake, &args.config, env, *systemd)
-                }
+                Some(ScheduleCommand::Install {
+                    systemd, system, ..
+                }) => schedule_install(&lake, &args.config, env, *systemd, *system),
             }
         }
         Command::Catalog {
@@ -917,66 +925,42 @@ async fn schedule_status(lake: &Lake, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `lake schedule install --systemd | --cron`: units that run `lake schedule --once` every 5
-/// minutes in lake.toml's folder; lake itself decides what is due.
+/// `lake schedule install --systemd [--system] | --cron`: units that run `lake schedule --once`
+/// every 5 minutes in lake.toml's folder; lake itself decides what is due (see
+/// [`lake::core::units`]).
 fn schedule_install(
     lake: &Lake,
     config: &Path,
     env: Option<&str>,
     systemd: bool,
+    system: bool,
 ) -> Result<ExitCode> {
+    use lake::core::units;
     schedule_of(lake)?;
-    let exe = std::env::current_exe().context("the path of this lake binary")?;
-    let config = std::path::absolute(config).context("the path of lake.toml")?;
-    let dir = config.parent().unwrap_or(Path::new("/")).to_owned();
-    let env_arg = env.map_or(String::new(), |e| format!(" --env {e}"));
-    let command = format!(
-        "{} -c {}{env_arg} schedule --once",
-        exe.display(),
-        config.display()
-    );
-    let name = &lake.pipeline.name;
-    let mut out = print::out();
-    if systemd {
-        write!(
-            out,
-            "# /etc/systemd/system/lake-{name}.service\n\
-             [Unit]\n\
-             Description=lake pipeline {name}: what its [schedule] says is due\n\
-             \n\
-             [Service]\n\
-             Type=oneshot\n\
-             WorkingDirectory={dir}\n\
-             # Secrets for ${{env:…}} values, one VAR=value per line (optional).\n\
-             EnvironmentFile=-{dir}/.env\n\
-             ExecStart={command}\n\
-             # Ctrl-C semantics: the run tears down (EMR clusters terminated) before it exits.\n\
-             KillSignal=SIGTERM\n\
-             TimeoutStopSec=15min\n\
-             \n\
-             # /etc/systemd/system/lake-{name}.timer\n\
-             [Unit]\n\
-             Description=Run lake pipeline {name} when its schedule says\n\
-             \n\
-             [Timer]\n\
-             OnCalendar=*:0/5\n\
-             Persistent=true\n\
-             \n\
-             [Install]\n\
-             WantedBy=timers.target\n\
-             \n\
-             # then: systemctl daemon-reload && systemctl enable --now lake-{name}.timer\n",
-            dir = dir.display()
-        )?;
+    let inv = units::Invocation {
+        name: lake.pipeline.name.clone(),
+        exe: std::env::current_exe().context("the path of this lake binary")?,
+        config: std::path::absolute(config).context("the path of lake.toml")?,
+        env: env.map(str::to_owned),
+    };
+    let text = if !systemd {
+        units::crontab(&inv)
+    } else if system {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&inv.config)
+            .with_context(|| format!("the owner of {}", inv.config.display()))?;
+        units::systemd(
+            &inv,
+            &units::Scope::System {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            },
+        )
     } else {
-        writeln!(
-            out,
-            "# lake pipeline {name}: every 5 minutes, lake runs what its [schedule] says is due\n\
-             */5 * * * * cd {} && {command} >> {}/lake-schedule.log 2>&1",
-            dir.display(),
-            dir.display()
-        )?;
-    }
+        units::systemd(&inv, &units::Scope::User)
+    };
+    let text = text.map_err(|m| UsageError(format!("lake schedule install: {m}")))?;
+    write!(print::out(), "{text}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1264,23 +1248,8 @@ async fn query(
     // A republish can delete what the manifests read a moment ago listed: nothing was shown
     // yet (rows are shown only once what they come from is checked), so read again from the
     // new manifests.
-    let mut attempt = 1;
-    loop {
-        match query_once(lake, sql, format).await {
-            Err(Failed::Planning(e) | Failed::Reading(e))
-                if attempt < QUERY_ATTEMPTS && e.is_gone() =>
-            {
-                attempt += 1
-            }
-            // A reader's error names no file: name the object it comes from.
-            Err(Failed::Reading(lake::core::Error::Query { origin, message })) => {
-                let message = lake.name_failing_object(sql, message).await;
-                return Err(lake::core::Error::Query { origin, message }.into());
-            }
-            Err(Failed::Planning(e) | Failed::Reading(e)) => return Err(e.into()),
-            Ok(()) => return Ok(ExitCode::SUCCESS),
-        }
-    }
+    lake::core::publish::read_again(|| query_once(lake, sql, format)).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--format`, or a table on a terminal and CSV otherwise.
@@ -1304,11 +1273,8 @@ fn print_rows(
     let mut out = print::out();
     match format {
         QueryFormat::Table => {
-            writeln!(
-                out,
-                "{}",
-                arrow::util::pretty::pretty_format_batches(batches)?
-            )?;
+            let table = arrow::util::pretty::pretty_format_batches(batches)?.to_string();
+            writeln!(out, "{}", lake::core::human::printable(&table))?;
         }
         QueryFormat::Csv => {
             let mut w = arrow::csv::WriterBuilder::new()
@@ -1329,31 +1295,27 @@ fn print_rows(
     Ok(())
 }
 
-/// Reads of `lake query` when objects it planned to read were replaced meanwhile.
-const QUERY_ATTEMPTS: u32 = 3;
-
-/// How a query failed: before it read data (its SQL), or while reading.
-enum Failed {
-    Planning(lake::core::Error),
-    Reading(lake::core::Error),
-}
-
-impl From<lake::core::Error> for Failed {
-    fn from(e: lake::core::Error) -> Self {
-        Self::Reading(e)
+/// Run `sql` and print its rows; errors before the first row is printed are returned as they
+/// are, so that the caller can tell a replaced object from other failures. A reader's error
+/// names no file: the object it comes from is named.
+async fn query_once(lake: &Lake, sql: &str, format: QueryFormat) -> lake::core::Result<()> {
+    let (df, check) = lake.query(sql).await?;
+    match print_query(df, check, format).await {
+        Err(lake::core::Error::Query { origin, message }) => Err(lake::core::Error::Query {
+            origin,
+            message: lake.name_failing_object(sql, message).await,
+        }),
+        done => done,
     }
 }
 
-/// Run `sql` and print its rows; errors before the first row is printed are returned as they
-/// are, so that the caller can tell a replaced object from other failures.
-async fn query_once(
-    lake: &Lake,
-    sql: &str,
+async fn print_query(
+    df: lake::local::engine::datafusion::dataframe::DataFrame,
+    check: lake::local::engine::Verification,
     format: QueryFormat,
-) -> std::result::Result<(), Failed> {
+) -> lake::core::Result<()> {
     use lake::local::engine::datafusion::arrow;
     let out_err = |e: std::io::Error| query_error(e.to_string());
-    let (df, check) = lake.query(sql).await.map_err(Failed::Planning)?;
     let mut out = print::out();
     match format {
         QueryFormat::Table => {
@@ -1364,7 +1326,9 @@ async fn query_once(
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             let table = arrow::util::pretty::pretty_format_batches(&batches)
                 .map_err(|e| query_error(e.to_string()))?;
-            writeln!(out, "{table}").map_err(out_err)?;
+            // Cells hold whatever the data holds: escape sequences are shown, not obeyed.
+            let table = table.to_string();
+            writeln!(out, "{}", lake::core::human::printable(&table)).map_err(out_err)?;
             eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
         }
         QueryFormat::Csv | QueryFormat::Json => {

@@ -74,9 +74,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "error: {err}");
+            // Errors quote servers and data: shown, never obeyed by the terminal.
+            let shown = |t: String| lake::core::human::printable(&t).into_owned();
+            let _ = writeln!(stderr, "error: {}", shown(err.to_string()));
             for cause in err.chain().skip(1) {
-                let _ = writeln!(stderr, "caused by: {cause}");
+                let _ = writeln!(stderr, "caused by: {}", shown(cause.to_string()));
             }
             ExitCode::from(exit_code(&err))
         }

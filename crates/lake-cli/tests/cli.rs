@@ -1166,7 +1166,7 @@ fn the_credit_example_runs_on_an_s3_root() {
     assert_eq!(st[0]["Resource"], "arn:aws:s3:::lake-cli-credit");
     assert_eq!(
         st[0]["Condition"]["StringLike"]["s3:prefix"],
-        serde_json::json!(["credit", "credit/*"])
+        serde_json::json!(["credit/", "credit/*"])
     );
     assert_eq!(st[1]["Resource"], "arn:aws:s3:::lake-cli-credit/credit/*");
     // [catalog]: the Glue calls on its database and tables only, Athena on its workgroup.
@@ -1331,11 +1331,9 @@ fn emr_plan_cost_refusal_and_policy_without_aws() {
             "arn:aws:iam::*:role/EMR_EC2_DefaultRole"
         ])
     );
-    assert!(
-        sid("LakeEmrCreate")["Action"]
-            .as_array()
-            .unwrap()
-            .contains(&"elasticmapreduce:RunJobFlow".into())
+    assert_eq!(
+        sid("LakeEmrCreate")["Action"],
+        "elasticmapreduce:RunJobFlow"
     );
 }
 
@@ -1775,6 +1773,99 @@ fn fsck_finds_damage_and_leftovers_and_repairs_the_leftovers() {
             "--only",
             "credit_by_purpose",
         ])
+        .assert()
+        .success();
+    lake(&dir).arg("fsck").assert().success();
+}
+
+/// What a kill -9 leaves: the lock of a run whose process is gone and its staging, both
+/// reported as leftovers (exit 1) and cleared by `--repair`; and a damaged cursor, which fails
+/// every run until `--repair` rebuilds it from the window manifests.
+#[test]
+fn fsck_reports_a_dead_runs_lock_and_staging_and_a_damaged_cursor() {
+    let (_tmp, dir) = credit_run();
+    // A process that has ended: its pid names no process.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    let now = chrono::Utc::now();
+    let lock = serde_json::json!({
+        "pipeline": "credit",
+        "run_id": "20240101T000000Z-killed",
+        "holder": format!("ci@{host} pid {pid}"),
+        "acquired": now.to_rfc3339(),
+        "expires": (now + chrono::Duration::hours(6)).to_rfc3339(),
+    });
+    std::fs::create_dir_all(dir.join("lake/_lake/locks")).unwrap();
+    std::fs::write(dir.join("lake/_lake/locks/credit"), lock.to_string()).unwrap();
+    let staging = dir.join("lake/_lake/staging/20240101T000000Z-killed/credit");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("part-0.parquet"), b"PAR1").unwrap();
+    let cursor = dir.join("lake/_lake/state/credit.json");
+    let kept = std::fs::read(&cursor).unwrap();
+    std::fs::write(&cursor, b"{\"source\": \"credit\", \"last_comp").unwrap();
+
+    let out = lake(&dir).args(["fsck", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["problem"].as_str().unwrap().to_owned(),
+                f["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("staging", "_lake/staging/20240101T000000Z-killed"),
+            ("lock", "_lake/locks/credit"),
+            ("state", "_lake/state/credit.json"),
+        ]
+        .map(|(p, k)| (p.to_owned(), k.to_owned())),
+        "{report:#}"
+    );
+    let out = lake(&dir).args(["fsck", "--repair"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("removed 3 leftovers"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!dir.join("lake/_lake/locks/credit").exists());
+    assert!(!staging.exists());
+    let rebuilt: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cursor).unwrap()).unwrap();
+    let before: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+    assert_eq!(rebuilt["last_complete"], before["last_complete"]);
+
+    // A damaged cursor fails a run, naming it; `--repair` makes the next one run.
+    std::fs::write(&cursor, b"{\"source\": \"cre").unwrap();
+    let out = lake(&dir)
+        .args(["run", "--date", "2024-03-02"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("_lake/state/credit.json"), "{said}");
+    let out = lake(&dir).args(["fsck", "--repair"]).output().unwrap();
+    assert!(
+        stdout(&out).contains("removed 1 leftover"),
+        "{}",
+        stdout(&out)
+    );
+    lake(&dir)
+        .args(["run", "--date", "2024-03-02"])
         .assert()
         .success();
     lake(&dir).arg("fsck").assert().success();
@@ -2504,32 +2595,53 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
         return;
     }
     let dir = lake_testing::example("weather");
-    let text = stdout(
-        &lake(dir.path())
-            .args(["schedule", "install", "--systemd"])
+    for (args, user) in [
+        (&["schedule", "install", "--systemd"][..], true),
+        (&["schedule", "install", "--systemd", "--system"][..], false),
+    ] {
+        let text = stdout(&lake(dir.path()).args(args).output().unwrap());
+        assert_eq!(text.contains("User="), !user, "{text}");
+        let mut files = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if line.starts_with("# then:") {
+                break;
+            }
+            let file = line
+                .strip_prefix("# ")
+                .filter(|l| l.ends_with(".service") || l.ends_with(".timer"));
+            if let Some(f) = file {
+                files.extend(current.take());
+                current = Some((f.rsplit('/').next().unwrap().to_owned(), String::new()));
+            } else if let Some((_, body)) = current.as_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        files.extend(current);
+        assert_eq!(files.len(), 2, "a service and a timer: {text}");
+        let paths: Vec<_> = files
+            .iter()
+            .map(|(name, body)| {
+                let path = dir.path().join(name);
+                std::fs::write(&path, body).unwrap();
+                path
+            })
+            .collect();
+        // Verified as system units (a user manager may not run here): the user units hold
+        // nothing a system unit could not.
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .args(&paths)
+            .env("SYSTEMD_LOG_LEVEL", "warning")
             .output()
-            .unwrap(),
-    );
-    let mut files = Vec::new();
-    for part in text.split("# /etc/systemd/system/").skip(1) {
-        let (name, body) = part.split_once('\n').unwrap();
-        let body = body.split("\n# then:").next().unwrap();
-        let path = dir.path().join(name.trim());
-        std::fs::write(&path, body).unwrap();
-        files.push(path);
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    assert_eq!(files.len(), 2, "a service and a timer: {text}");
-    let out = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .args(&files)
-        .env("SYSTEMD_LOG_LEVEL", "warning")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// On a terminal (a pseudo-terminal from util-linux's `script`), a step's live line updates in

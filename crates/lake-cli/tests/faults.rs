@@ -73,3 +73,15 @@ fn a_full_disk_fails_a_run_cleanly_and_the_next_recovers() {
 fn secret_canaries_never_leave_on_failure_paths() {
     faults::canaries(&suite()).assert_clean();
 }
+
+#[test]
+fn serve_answers_every_page_under_load_while_a_heavy_query_runs_and_a_republish_loops() {
+    let o = faults::serve_load(&suite(), 50, 8);
+    eprintln!("{}", o.notes.join("; "));
+    o.assert_clean();
+}
+
+#[test]
+fn serve_withstands_rebinding_cross_site_requests_sql_bombs_floods_and_sigterm() {
+    faults::serve_attacks(&suite()).assert_clean();
+}

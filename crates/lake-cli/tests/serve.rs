@@ -56,7 +56,10 @@ fn serve(dir: &Path, args: &[&str]) -> Server {
 fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
     let mut conn = TcpStream::connect(addr).unwrap();
     // HTTP/1.0: the body arrives as it is, not in chunks.
-    let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    let mut req = format!("GET {path} HTTP/1.0\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -162,30 +165,135 @@ fn off_loopback_every_route_needs_the_token() {
         String::from_utf8_lossy(&o.stderr)
     );
 
-    let s = serve(dir, &["--bind", "0.0.0.0:0", "--token", "t0ken-4713"]);
+    // A token too short to resist guessing is refused.
+    let o = lake(dir)
+        .args(["serve", "--bind", "0.0.0.0:0", "--token", "t0ken-4713"])
+        .env_remove("LAKE_SERVE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("at least 16"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    const TOKEN: &str = "t0ken-4713-abcdef-9";
+    let s = serve(dir, &["--bind", "0.0.0.0:0", "--token", TOKEN]);
     let port = s.addr.rsplit(':').next().unwrap();
     let addr = format!("127.0.0.1:{port}");
+    let bearer = format!("Bearer {TOKEN}");
     for route in ROUTES {
         let (status, _, _) = get(&addr, route, &[]);
         assert_eq!(status, 401, "{route} without the token");
         let (status, _, _) = get(&addr, route, &[("Authorization", "Bearer wrong")]);
         assert_eq!(status, 401, "{route} with a wrong token");
-        let (status, _, body) = get(&addr, route, &[("Authorization", "Bearer t0ken-4713")]);
+        let (status, _, body) = get(&addr, route, &[("Authorization", &bearer)]);
         assert_ne!(status, 401, "{route} with the token: {body}");
     }
-    // ?token= once sets a cookie, which is enough afterwards.
-    let (status, headers, _) = get(&addr, "/runs?token=t0ken-4713", &[]);
-    assert_eq!(status, 200);
-    let cookie = headers
-        .iter()
-        .find(|(k, _)| k == "set-cookie")
-        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
-        .expect("a cookie");
+    // ?token= once sets a cookie and sends the browser to the same address without it.
+    let (status, headers, _) = get(&addr, &format!("/runs?token={TOKEN}&x=1"), &[]);
+    assert_eq!(status, 303);
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("location"), "/runs?x=1");
+    let cookie = header("set-cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_owned();
     let (status, _, _) = get(&addr, "/datasets", &[("Cookie", &cookie)]);
     assert_eq!(status, 200);
     // On loopback no token is asked.
     let local = serve(dir, &["--bind", "127.0.0.1:0"]);
     assert_eq!(get(&local.addr, "/", &[]).0, 200);
+}
+
+/// Only requests that name this server in `Host` are answered (a page that rebinds its own name
+/// to 127.0.0.1 gets nothing), other sites reach only pages by a link, and every answer carries
+/// the security headers.
+#[test]
+fn host_origin_and_security_headers() {
+    let tmp = notes_lake();
+    let dir = tmp.path();
+    let s = serve(
+        dir,
+        &["--bind", "127.0.0.1:0", "--allow-host", "lake.example.com"],
+    );
+    let port = s.addr.rsplit(':').next().unwrap().to_owned();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "lake.example.com".to_owned(),
+    ] {
+        let (status, _, _) = get(&s.addr, "/datasets", &[("Host", &host)]);
+        assert_eq!(status, 200, "{host}");
+    }
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        format!("127.0.0.1:{}", port.parse::<u16>().unwrap() + 1),
+        "lake.example.com.evil:80".to_owned(),
+    ] {
+        for route in ROUTES {
+            let (status, _, body) = get(&s.addr, route, &[("Host", &host)]);
+            assert_eq!(status, 421, "{route} with Host {host}: {body}");
+        }
+    }
+    // From another site: a link to a page opens it; a fetch of data, a download or a query
+    // from a link does not.
+    let cross = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+    ];
+    assert_eq!(get(&s.addr, "/datasets", &cross).0, 200);
+    for route in [
+        "/query?sql=SELECT%201",
+        "/datasets/refined/notes/download?format=csv",
+        "/api/version",
+        "/charts/ids",
+    ] {
+        assert_eq!(get(&s.addr, route, &cross).0, 403, "{route}");
+    }
+    let (status, _, _) = get(
+        &s.addr,
+        "/query?sql=SELECT%201",
+        &[("Origin", "http://evil.example")],
+    );
+    assert_eq!(status, 403);
+    let (status, _, _) = get(
+        &s.addr,
+        "/query?sql=SELECT%201",
+        &[("Origin", &format!("http://{}", s.addr))],
+    );
+    assert_eq!(status, 200);
+    // Every answer, error or not, carries the headers; the pages need no inline script.
+    for route in ["/", "/query?sql=SELECT%20nope", "/assets/lake.js"] {
+        let (_, headers, body) = get(&s.addr, route, &[]);
+        let h = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            h("content-security-policy").contains("script-src 'self'"),
+            "{route}"
+        );
+        assert!(h("content-security-policy").contains("frame-ancestors 'none'"));
+        assert_eq!(h("x-content-type-options"), "nosniff");
+        assert_eq!(h("referrer-policy"), "no-referrer");
+        if route == "/" {
+            assert!(body.contains("<script src=\"/assets/lake.js\">"), "{body}");
+            assert!(!body.contains("<script>"), "no inline script: {body}");
+        }
+    }
 }
 
 #[test]

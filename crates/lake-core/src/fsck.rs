@@ -30,13 +30,71 @@ pub enum Problem {
     Orphan,
     /// The staging folder of a run that is not running.
     Staging,
+    /// The pipeline's lock, held by a run whose process is gone (or that expired).
+    Lock,
+    /// A source's cursor (`_lake/state/<source>.json`) that cannot be read.
+    State,
 }
 
 impl Problem {
-    /// True for what [`repair`] removes.
+    /// True for what `lake fsck --repair` removes or rebuilds.
     pub fn repairable(self) -> bool {
-        matches!(self, Self::Orphan | Self::Staging)
+        matches!(
+            self,
+            Self::Orphan | Self::Staging | Self::Lock | Self::State
+        )
     }
+}
+
+/// The pipeline's lock as fsck sees it: the run it keeps live (whose staging is not a
+/// leftover), or a finding when its holder is gone or it expired.
+pub async fn lock_state(
+    store: &DynZoneStore,
+    pipeline: &str,
+) -> Result<(Option<String>, Option<Finding>)> {
+    let Some(lock) = crate::lock::current(store, pipeline).await? else {
+        return Ok((None, None));
+    };
+    if crate::lock::is_live(&lock) {
+        return Ok((Some(lock.run_id), None));
+    }
+    let why = if lock.expires <= chrono::Utc::now() {
+        format!("expired at {}", lock.expires.to_rfc3339())
+    } else {
+        "its process is gone (killed or crashed)".to_owned()
+    };
+    Ok((
+        None,
+        Some(Finding {
+            problem: Problem::Lock,
+            key: crate::lock::lock_key(pipeline)?.to_string(),
+            detail: format!(
+                "held by run {} ({}), which is not running: {why}; `lake fsck --repair` (or the next run) takes it over",
+                lock.run_id, lock.holder
+            ),
+        }),
+    ))
+}
+
+/// The cursors of `sources` (`_lake/state/<source>.json`) that cannot be read: every run of
+/// the pipeline fails on them until they are rebuilt.
+pub async fn state_findings(
+    store: &DynZoneStore,
+    sources: impl IntoIterator<Item = &str>,
+) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    for source in sources {
+        if let Err(e) = publish::cursor(store, source).await {
+            out.push(Finding {
+                problem: Problem::State,
+                key: format!("_lake/state/{source}.json"),
+                detail: format!(
+                    "the cursor of source {source} cannot be read ({e}); `lake fsck --repair` rebuilds it from the source's committed window manifests"
+                ),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One problem found.
@@ -233,6 +291,46 @@ pub async fn repair(store: &DynZoneStore, report: &Report) -> Result<usize> {
 }
 
 const STAGING: &str = "_lake/staging";
+
+/// Rebuild the cursor of `source` from its committed windows: the newest window of the
+/// contiguous complete ones from its first (windows of `size` laid from `anchor`, as the
+/// source's `window` and `start` say); removed when it has none. Call it holding the lock.
+pub async fn rebuild_cursor(
+    store: &DynZoneStore,
+    source: &str,
+    size: crate::source::WindowSize,
+    anchor: Option<chrono::NaiveDate>,
+    run_id: &str,
+) -> Result<Option<chrono::NaiveDate>> {
+    let starts: BTreeSet<chrono::NaiveDate> = publish::WindowIndex::load(store, source)
+        .await?
+        .windows
+        .iter()
+        .chain(&publish::committed_windows(store, source).await?)
+        .filter_map(|m| {
+            m.prefix
+                .rsplit_once("ingest_date=")
+                .and_then(|(_, d)| d.parse().ok())
+        })
+        .collect();
+    let mut cursor = None;
+    if let Some(first) = starts.first() {
+        let mut w = size.window_of(*first, anchor);
+        while starts.contains(&w.start) {
+            cursor = Some(w.start);
+            w = size.window_of(w.end, anchor);
+        }
+    }
+    match cursor {
+        Some(day) => publish::set_cursor(store, source, day, run_id).await?,
+        None => {
+            store
+                .delete(&Key::new(format!("_lake/state/{source}.json"))?)
+                .await?
+        }
+    }
+    Ok(cursor)
+}
 
 /// What writes `key` again.
 fn redo(key: &str) -> String {

@@ -36,3 +36,37 @@ mod tests {
         assert_eq!(super::millis(None), "-");
     }
 }
+
+/// `text` safe to print on a terminal: control characters (escape sequences from a server's
+/// error page or from data, a carriage return that overwrites a line) written as `\x1b`, `\r`
+/// and so on. Newlines and tabs stay.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            c if unsafe_char(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(
+            super::printable("a\u{1b}[2Jb\rc\u{7}\u{9b}d\n\te"),
+            "a\\x1b[2Jb\\rc\\x07\\x9bd\n\te"
+        );
+        assert!(matches!(
+            super::printable("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+}

@@ -59,6 +59,7 @@ pub mod run;
 pub mod schedule;
 pub mod sink;
 pub mod source;
+pub mod units;
 pub mod zone;
 
 /// Dates and times as lake uses them.

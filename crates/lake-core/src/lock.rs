@@ -146,6 +146,12 @@ pub async fn current(store: &DynZoneStore, pipeline: &str) -> Result<Option<Lock
     store.get_json(&lock_key(pipeline)?).await
 }
 
+/// True when `lock` holds: not expired, and its holder not a process of this host that is
+/// gone.
+pub fn is_live(lock: &LockInfo) -> bool {
+    lock.expires > Utc::now() && !holder_is_gone(&lock.holder)
+}
+
 /// True when `holder` (`user@host pid N`) names a process of this host that no longer exists:
 /// its run was killed (kill -9, a crash) and its lock can be taken over before it expires.
 fn holder_is_gone(holder: &str) -> bool {

@@ -181,6 +181,12 @@ async fn raw_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>
     }
 }
 
+/// The manifests of the committed windows of raw source `source`, found by listing its folder
+/// (not from its window index).
+pub async fn committed_windows(store: &DynZoneStore, source: &str) -> Result<Vec<Manifest>> {
+    listed_windows(store, &format!("raw/{source}")).await
+}
+
 /// The manifests of the complete windows under `prefix`, found by listing it.
 async fn listed_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
@@ -334,6 +340,28 @@ pub struct Dataset {
     pub prefix: String,
     /// Its committed objects.
     pub objects: Vec<ObjectEntry>,
+}
+
+/// Reads of committed datasets tried at most, when a republish replaces what they read.
+pub const READ_ATTEMPTS: usize = 3;
+
+/// Run `read` (a read of committed datasets: `lake query`, a page of `lake serve`, a chart)
+/// again, from the manifests as they are then, while it fails because a republish removed an
+/// object that the manifests it read listed ([`Error::is_gone`]); at most [`READ_ATTEMPTS`]
+/// times. Every reader of the lake goes through here, so none of them shows such a race to
+/// its user.
+pub async fn read_again<T, F, Fut>(mut read: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(e) if e.is_gone() && attempt < READ_ATTEMPTS => attempt += 1,
+            done => return done,
+        }
+    }
 }
 
 /// Every committed dataset of the lake: raw sources (all complete windows), trusted and refined

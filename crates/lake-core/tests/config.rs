@@ -391,9 +391,11 @@ read_timeout = "30s"
         panic!("http")
     };
     assert_eq!(h.filename.as_written(), "meteo.json");
-    assert_eq!(h.read_timeout.as_secs(), 30);
-    assert_eq!(h.connect_timeout.as_secs(), 10);
-    assert_eq!(h.max_attempts, 5);
+    assert_eq!(h.transfer.read_timeout.as_secs(), 30);
+    assert_eq!(h.transfer.connect_timeout.as_secs(), 10);
+    assert_eq!(h.transfer.max_attempts, 5);
+    assert_eq!(h.transfer.max_bytes, 10 << 30);
+    assert!(!h.transfer.allow_private_redirects);
     assert!(matches!(
         h.auth,
         Some(lake_core::config::HttpAuth::Basic { .. })
@@ -540,6 +542,28 @@ lineage_table = "a.b.c"
     assert_eq!(p.sinks["a"].shown_url(), "${env:PG_URL}");
     let json = serde_json::to_string(&p).unwrap();
     assert!(!json.contains("hunter2"), "{json}");
+}
+
+/// A password holding the characters that end an authority elsewhere (`?`, `/`, `#`, `@`)
+/// is masked whole: from `://` to the last `@`.
+#[test]
+fn a_password_with_url_characters_is_masked_whole() {
+    use lake_core::config::redact_url;
+    for (url, shown) in [
+        ("postgres://u:pa?ss@db:5432/x", "postgres://u:***@db:5432/x"),
+        (
+            "postgres://u:p/a#s@s@db/x?sslmode=require",
+            "postgres://u:***@db/x?sslmode=require",
+        ),
+        (
+            "postgres://u:p@db/x?password=hunter2",
+            "postgres://u:***@db/x?password=***",
+        ),
+        ("postgres://db/x", "postgres://db/x"),
+        ("host=db password=hunter2", "***"),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
 }
 
 #[test]

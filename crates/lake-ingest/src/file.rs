@@ -50,15 +50,16 @@ impl FileSource {
         path.parent().map(PathBuf::from).unwrap_or_default()
     }
 
-    /// Refuse `path` when it is a link whose target is outside `folder`.
+    /// Refuse `path` when what it leads to is outside `folder`: the match itself a link, or
+    /// a folder on its way (`data/sub -> /etc` under `data/**`). Compared canonically (links
+    /// and `..` resolved on both sides), so the pattern's own folder may be a link.
     fn check_link(&self, path: &std::path::Path, folder: &std::path::Path) -> Result<()> {
-        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-        if self.follow_symlinks || !is_link {
+        if self.follow_symlinks {
             return Ok(());
         }
         let target = std::fs::canonicalize(path).map_err(|e| {
             self.err(
-                format!("cannot resolve the link {}", path.display()),
+                format!("cannot resolve {}", path.display()),
                 Some(Box::new(e)),
             )
         })?;
@@ -274,5 +275,39 @@ mod tests {
             .map(|o| o.name)
             .collect();
         assert_eq!(names, ["a.csv", "b.csv", "zz_link.csv"]);
+    }
+
+    #[tokio::test]
+    async fn a_linked_folder_under_the_pattern_is_refused_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/a.csv"), "x\n1\n").unwrap();
+        std::fs::write(outside.path().join("passwd"), "root:x:0:0\n").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("data/sub")).unwrap();
+        let w = Window::day(lake_core::chrono::NaiveDate::from_ymd_opt(2024, 1, 31).unwrap());
+        for pattern in ["data/*/*", "data/*/passwd"] {
+            let p = vec![dir.path().join(pattern).display().to_string()];
+            let err = FileSource::new("s", p)
+                .objects(&w)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("outside") && err.contains("refused"),
+                "{pattern}: {err}"
+            );
+        }
+        // The pattern's own folder may be a link: what it names is inside it.
+        std::os::unix::fs::symlink(dir.path().join("data"), dir.path().join("linked")).unwrap();
+        let p = vec![dir.path().join("linked/*.csv").display().to_string()];
+        let names: Vec<String> = FileSource::new("s", p)
+            .objects(&w)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["a.csv"]);
     }
 }

@@ -1,9 +1,10 @@
 //! `kind = "http"`: one GET per window, retried with backoff, streamed to the zone.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use lake_core::config::{HttpAuth, HttpSpec, Redactor, Template};
 use lake_core::run::EnvLookup;
 use lake_core::source::{Source, SourceObject, Window};
@@ -11,6 +12,8 @@ use lake_core::zone::ByteStream;
 use lake_core::{Error, Result};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+
+use crate::reach::Reach;
 
 /// The first backoff; it doubles per attempt (jittered: up to twice as long) up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
@@ -44,6 +47,8 @@ pub(crate) struct Fetcher {
     client: reqwest::Client,
     base_backoff: Duration,
     max_attempts: u32,
+    max_bytes: u64,
+    reach: Reach,
     /// Added to a 401 or 403 error: what to check about the credentials.
     auth_hint: Option<&'static str>,
 }
@@ -64,13 +69,7 @@ impl HttpSource {
         // reqwest drops Authorization on a redirect to another host, but not the source's own
         // headers: with a secret among them, a redirect elsewhere is refused.
         let secret_headers = spec.headers.iter().any(|(_, t)| t.is_secret());
-        let fetch = Fetcher::new(
-            &name,
-            spec.connect_timeout,
-            spec.read_timeout,
-            spec.max_attempts,
-            secret_headers,
-        )?;
+        let fetch = Fetcher::new(&name, &spec.transfer, secret_headers)?;
         Ok(Self {
             name,
             spec,
@@ -145,8 +144,11 @@ impl HttpSource {
                 values.push(t.resolve(&named("auth", "bearer"), &*self.env)?)
             }
             Some(HttpAuth::Basic { username, password }) => {
-                values.push(username.resolve(&named("auth", "username"), &*self.env)?);
-                values.push(password.resolve(&named("auth", "password"), &*self.env)?);
+                let user = username.resolve(&named("auth", "username"), &*self.env)?;
+                let pass = password.resolve(&named("auth", "password"), &*self.env)?;
+                // As sent: `Authorization: Basic base64(user:password)`.
+                return Ok(Redactor::new(values.iter().chain([&user, &pass]))
+                    .with_basic_auth(&user, &pass));
             }
         }
         Ok(Redactor::new(&values))
@@ -174,18 +176,22 @@ impl HttpSource {
 
 impl Fetcher {
     /// `same_origin_redirects`: follow redirects only within the first URL's scheme, host and
-    /// port (a request carrying secret headers of its own).
+    /// port (a request carrying secret headers of its own). No request sends a `Referer` (a
+    /// URL's query may hold a secret), and none reaches a private network from a public URL
+    /// (see [`crate::reach`]).
     pub(crate) fn new(
         name: &str,
-        connect_timeout: Duration,
-        read_timeout: Duration,
-        max_attempts: u32,
+        transfer: &lake_core::config::Transfer,
         same_origin_redirects: bool,
     ) -> Result<Self> {
+        let reach = Reach::new(transfer.allow_private_redirects);
+        let guard = reach.clone();
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             let first = attempt.previous().first().map(reqwest::Url::origin);
             if attempt.previous().len() > 10 {
                 attempt.error("more than 10 redirects")
+            } else if let Some(refusal) = guard.refuse_redirect(attempt.url()) {
+                attempt.error(refusal)
             } else if same_origin_redirects && first.is_some_and(|o| o != attempt.url().origin()) {
                 let to = attempt.url().origin().ascii_serialization();
                 attempt.error(format!(
@@ -197,8 +203,10 @@ impl Fetcher {
         });
         let client = reqwest::Client::builder()
             .redirect(policy)
-            .connect_timeout(connect_timeout)
-            .read_timeout(read_timeout)
+            .referer(false)
+            .dns_resolver(Arc::new(reach.clone()))
+            .connect_timeout(transfer.connect_timeout)
+            .read_timeout(transfer.read_timeout)
             .user_agent(concat!("lake/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Source {
@@ -210,7 +218,9 @@ impl Fetcher {
             name: name.to_owned(),
             client,
             base_backoff: BASE_BACKOFF,
-            max_attempts: max_attempts.max(1),
+            max_attempts: transfer.max_attempts.max(1),
+            max_bytes: transfer.max_bytes,
+            reach,
             auth_hint: None,
         })
     }
@@ -237,14 +247,17 @@ impl Fetcher {
         }
     }
 
-    /// GET with retries. `make` builds the request for each attempt; `shown` is the URL as it
-    /// may be printed (secrets as `***`), and names the request in errors.
+    /// GET `url` with retries. `make` builds the request for each attempt; `shown` is the URL
+    /// as it may be printed (secrets as `***`), and names the request in errors. The body
+    /// fails past `max_bytes`, counted after decoding.
     pub(crate) async fn get(
         &self,
         shown: &str,
+        url: &reqwest::Url,
         secrets: &Redactor,
         make: impl Fn() -> Result<reqwest::RequestBuilder>,
     ) -> Result<ByteStream> {
+        self.reach.configured(url).await;
         // Every message below may hold what the server sent back (a body that echoes the
         // request): no resolved secret goes into an error.
         let fail = |message: String| self.err(secrets.redact(&message), None);
@@ -270,13 +283,28 @@ impl Fetcher {
                 Ok(resp) if resp.status().is_success() => {
                     let name = self.name.clone();
                     let origin = shown.to_owned();
-                    let stream = resp.bytes_stream().map_err(move |e| Error::Source {
-                        source_name: name.clone(),
-                        message: format!(
-                            "GET {origin}: the body ended early or failed: {}",
-                            without_url(&e)
-                        ),
-                        source: None,
+                    let max = self.max_bytes;
+                    let mut seen = 0u64;
+                    let stream = resp.bytes_stream().map(move |chunk| {
+                        let chunk = chunk.map_err(|e| Error::Source {
+                            source_name: name.clone(),
+                            message: format!(
+                                "GET {origin}: the body ended early or failed: {}",
+                                without_url(&e)
+                            ),
+                            source: None,
+                        })?;
+                        seen += chunk.len() as u64;
+                        if seen > max {
+                            return Err(Error::Source {
+                                source_name: name.clone(),
+                                message: format!(
+                                    "GET {origin}: the body is larger than max_bytes ({max} bytes, counted after decoding); the window is not committed"
+                                ),
+                                source: None,
+                            });
+                        }
+                        Ok(chunk)
                     });
                     return Ok(stream.boxed());
                 }
@@ -301,6 +329,7 @@ impl Fetcher {
                     let body = resp.bytes().await.unwrap_or_default();
                     let excerpt = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)])
                         .replace(['\n', '\r'], " ");
+                    let excerpt = lake_core::human::printable(&excerpt).into_owned();
                     let hint = match self.auth_hint {
                         Some(h)
                             if matches!(
@@ -365,7 +394,7 @@ impl Source for HttpSource {
         let headers = self.headers(window)?;
         let secrets = self.secrets(window)?;
         self.fetch
-            .get(&shown, &secrets, || {
+            .get(&shown, &url, &secrets, || {
                 self.request(url.clone(), headers.clone())
             })
             .await

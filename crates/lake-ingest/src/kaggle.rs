@@ -49,13 +49,7 @@ impl KaggleSource {
     /// A source named `name`; `env` gives the credentials' variables and the config folder.
     pub fn new(name: impl Into<String>, spec: KaggleSpec, env: EnvLookup) -> Result<Self> {
         let name = name.into();
-        let fetch = Fetcher::new(
-            &name,
-            spec.connect_timeout,
-            spec.read_timeout,
-            spec.max_attempts,
-            false,
-        )?
+        let fetch = Fetcher::new(&name, &spec.transfer, false)?
         .with_auth_hint(
             "check the Kaggle credentials, and accept the dataset's rules on kaggle.com if it has any",
         );
@@ -165,10 +159,11 @@ impl Source for KaggleSource {
         let url = self.url(file)?;
         let (user, key) = self.credentials()?;
         let shown = url.to_string();
-        let secrets =
-            lake_core::config::Redactor::new([&lake_core::config::Secret::sensitive(key.clone())]);
+        let secret = lake_core::config::Secret::sensitive(key.clone());
+        let secrets = lake_core::config::Redactor::new([&secret])
+            .with_basic_auth(&lake_core::config::Secret::plain(user.clone()), &secret);
         self.fetch
-            .get(&shown, &secrets, || {
+            .get(&shown, &url, &secrets, || {
                 Ok(self
                     .fetch
                     .client()
@@ -190,9 +185,13 @@ mod tests {
             dataset: "german-credit".into(),
             files: Vec::new(),
             endpoint: "http://127.0.0.1:9/api/v1".into(),
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(1),
-            max_attempts: 1,
+            transfer: lake_core::config::Transfer {
+                connect_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+                max_attempts: 1,
+                max_bytes: 1 << 20,
+                allow_private_redirects: false,
+            },
         }
     }
 

@@ -11,6 +11,7 @@ mod archive;
 mod file;
 mod http;
 mod kaggle;
+mod reach;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,8 +73,11 @@ pub fn build_sources(
 /// POST `body` as JSON to `url` (a run's notice to a webhook), within 10 seconds. The error
 /// never contains the URL, which is a secret.
 pub async fn post_json(url: &str, body: &serde_json::Value) -> Result<u16, String> {
+    // No Referer and no redirects: the URL is a secret, and a redirect would send it along.
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
+        .referer(false)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.without_url().to_string())?;
     let response = client

@@ -53,8 +53,8 @@ pub(crate) fn describe_target(config: &Config) -> String {
 }
 
 /// Resolve the sink's URL with `env` and connect, TLS per its `sslmode` (`disable`: none;
-/// `prefer`, the default: TLS when the server offers it; `require`: TLS or nothing), with the
-/// system's roots. Errors say what to fix: the server down, the password, the database.
+/// `prefer`: TLS when the server offers it; `require`: TLS or nothing; without one, `prefer`
+/// on loopback and `require` elsewhere), certificates checked against the system's roots. Errors say what to fix: the server down, the password, the database.
 pub(crate) async fn connect(
     spec: &SinkSpec,
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
@@ -75,6 +75,7 @@ pub(crate) async fn connect(
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
+    default_ssl_mode(&mut config, url.expose());
     config.application_name("lake");
     let target = describe_target(&config);
     let failed = |e: tokio_postgres::Error| sink_error(spec, explain(&e, &target));
@@ -93,6 +94,30 @@ pub(crate) async fn connect(
         }
     };
     Ok((Connection { client, driver }, config))
+}
+
+/// Without `sslmode` in the URL: `prefer` (TLS when the server offers it) only for a server on
+/// this machine (loopback, or a Unix socket); `require` for any other host, so a password never
+/// crosses a network in the clear because a server (or someone between) did not offer TLS.
+fn default_ssl_mode(config: &mut Config, url: &str) {
+    use tokio_postgres::config::{Host, SslMode};
+    if url.contains("sslmode=") {
+        return;
+    }
+    let local = config.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    });
+    if !local {
+        config.ssl_mode(SslMode::Require);
+    }
 }
 
 fn tls_config() -> std::result::Result<rustls::ClientConfig, rustls::Error> {
@@ -160,4 +185,33 @@ pub(crate) fn explain(e: &tokio_postgres::Error, target: &str) -> String {
         return format!("cannot connect to {target}: timed out (a firewall, or the wrong host?)");
     }
     format!("{target}: {}", lake_core::run::error_chain(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_postgres::config::SslMode;
+
+    #[test]
+    fn tls_is_required_off_this_machine_unless_the_url_says() {
+        for (url, want) in [
+            ("postgres://u:p@127.0.0.1/x", SslMode::Prefer),
+            ("postgres://u:p@localhost:5433/x", SslMode::Prefer),
+            ("postgres://u:p@[::1]/x", SslMode::Prefer),
+            ("postgres://u:p@db.internal/x", SslMode::Require),
+            ("postgres://u:p@10.0.0.5/x", SslMode::Require),
+            (
+                "postgres://u:p@db.internal/x?sslmode=disable",
+                SslMode::Disable,
+            ),
+            (
+                "postgres://u:p@db.internal/x?sslmode=prefer",
+                SslMode::Prefer,
+            ),
+        ] {
+            let mut c: Config = url.parse().unwrap();
+            default_ssl_mode(&mut c, url);
+            assert_eq!(c.get_ssl_mode(), want, "{url}");
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! The pages. Every value goes through maud, which escapes it: a dataset holding `<script>`
 //! shows it as text.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -18,6 +17,7 @@ use serde::Deserialize;
 
 use lake::core::human::{bytes, millis};
 
+use crate::queries::{Lane, QueryError};
 use crate::{App, chart, graph};
 
 /// Rows per page of a dataset.
@@ -40,7 +40,7 @@ textarea { width: 100%; font-family: monospace; }
 "#;
 
 /// Reload the page when a run ends (the ledger's newest record changes), except where the
-/// reader is typing.
+/// reader is typing. Served as a file: the pages' security policy allows no inline script.
 const POLL: &str = r#"
 (function () {
   if (location.pathname === '/query') return;
@@ -61,7 +61,7 @@ fn layout(app: &App, title: &str, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 title { (title) " · lake " (app.lake.pipeline.name) }
-                style { (PreEscaped(STYLE)) }
+                link rel="stylesheet" href="/assets/lake.css";
             }
             body {
                 nav {
@@ -76,7 +76,7 @@ fn layout(app: &App, title: &str, body: Markup) -> Markup {
                     h1 { (title) }
                     (body)
                 }
-                script { (PreEscaped(POLL)) }
+                script src="/assets/lake.js" {}
             }
         }
     }
@@ -119,22 +119,62 @@ fn rows_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Markup {
     }
 }
 
-/// A query's rows within the server's timeout.
-async fn rows(app: &App, sql: &str, limit: usize) -> Result<(SchemaRef, Vec<RecordBatch>), String> {
-    match tokio::time::timeout(app.opts.query_timeout, app.lake.query_rows(sql, limit)).await {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(lake::core::run::error_chain(&e)),
-        Err(_) => Err(format!(
-            "the query ran longer than {}s and was stopped",
-            app.opts.query_timeout.as_secs()
-        )),
+/// The pages' style sheet.
+pub(crate) async fn css() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// The pages' one script.
+pub(crate) async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", POLL)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A query's schema and rows.
+pub(crate) type Rows = (SchemaRef, Vec<RecordBatch>);
+
+/// A query's first `limit` rows, on the query threads in `lane`, within the server's limits.
+/// A page's queries are answered from the last second's answer when there is one.
+async fn rows(app: &App, lane: Lane, sql: &str, limit: usize) -> Result<Rows, QueryError> {
+    let run = || {
+        let lake = app.lake.clone();
+        let sql = sql.to_owned();
+        app.queries.run(lane, async move {
+            lake.query_rows(&sql, limit)
+                .await
+                .map_err(|e| lake::core::run::error_chain(&e))
+        })
+    };
+    match lane {
+        Lane::Page => app.page_rows.get(&format!("{limit}\n{sql}"), run()).await,
+        Lane::Visitor => run().await,
+    }
+}
+
+/// The status of a query that gave no rows: 503 when the server was too busy to run it.
+fn query_status(e: &QueryError) -> StatusCode {
+    match e {
+        QueryError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
     }
 }
 
 /// A chart of the lake: its SVG, or its error in its place.
 async fn chart_markup(app: &App, spec: &ChartSpec) -> Markup {
     let result = async {
-        let (schema, batches) = rows(app, &spec.sql, chart::MAX_POINTS).await?;
+        let (schema, batches) = rows(app, Lane::Page, &spec.sql, chart::MAX_POINTS)
+            .await
+            .map_err(|e| e.to_string())?;
         if spec.kind == ChartKind::Table {
             return Ok(rows_table(&schema, &batches));
         }
@@ -155,10 +195,16 @@ async fn chart_markup(app: &App, spec: &ChartSpec) -> Markup {
     }
 }
 
-async fn ledger_runs(app: &App) -> Result<Vec<RunRecord>, String> {
-    ledger::list(&*app.lake.store)
+/// The ledger's runs, oldest first (as read within the last second).
+async fn ledger_runs(app: &App) -> Result<Arc<Vec<RunRecord>>, String> {
+    app.runs
+        .get("runs", async {
+            ledger::list(&*app.lake.store)
+                .await
+                .map(Arc::new)
+                .map_err(|e| lake::core::run::error_chain(&e))
+        })
         .await
-        .map_err(|e| lake::core::run::error_chain(&e))
 }
 
 pub(crate) async fn home(State(app): State<Arc<App>>) -> Response {
@@ -332,10 +378,29 @@ pub(crate) async fn run(State(app): State<Arc<App>>, Path(id): Path<String>) -> 
     layout(&app, &format!("Run {}", r.run_id), body).into_response()
 }
 
-async fn all_datasets(app: &App) -> Result<Vec<Dataset>, String> {
-    publish::list_datasets(&*app.lake.store)
+/// The committed datasets, each with the run that wrote it (when one run did).
+pub(crate) type Datasets = Arc<Vec<(Dataset, Option<String>)>>;
+
+/// Every committed dataset with the run that wrote it (when one run did), as read within the
+/// last second.
+async fn all_datasets(app: &App) -> Result<Datasets, String> {
+    app.datasets
+        .get("datasets", async {
+            let all = publish::list_datasets(&*app.lake.store)
+                .await
+                .map_err(|e| lake::core::run::error_chain(&e))?;
+            let mut out = Vec::with_capacity(all.len());
+            for d in all {
+                let run = publish::read_manifest(&*app.lake.store, &d.prefix)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|m| m.run_id);
+                out.push((d, run));
+            }
+            Ok(Arc::new(out))
+        })
         .await
-        .map_err(|e| lake::core::run::error_chain(&e))
 }
 
 pub(crate) async fn datasets(State(app): State<Arc<App>>) -> Response {
@@ -343,21 +408,15 @@ pub(crate) async fn datasets(State(app): State<Arc<App>>) -> Response {
         Ok(d) => d,
         Err(e) => return failed(&app, StatusCode::INTERNAL_SERVER_ERROR, "Datasets", &e),
     };
-    let mut written = BTreeMap::new();
-    for d in &all {
-        if let Ok(Some(m)) = publish::read_manifest(&*app.lake.store, &d.prefix).await {
-            written.insert(d.prefix.clone(), m.run_id);
-        }
-    }
     let body = html! {
         table.datasets {
             tr { th { "table" } th { "objects" } th { "size" } th { "written by run" } }
-            @for d in &all {
+            @for (d, written) in all.iter() {
                 tr {
                     td { a href={"/datasets/" (d.zone.as_str()) "/" (d.name)} { (d.zone.as_str()) "." (d.name) } }
                     td { (d.objects.len()) }
                     td { (bytes(d.objects.iter().map(|o| o.size).sum())) }
-                    td { @if let Some(r) = written.get(&d.prefix) { a href={"/runs/" (r)} { (r) } } @else { span.muted { "(windows of several runs)" } } }
+                    td { @if let Some(r) = written { a href={"/runs/" (r)} { (r) } } @else { span.muted { "(windows of several runs)" } } }
                 }
             }
         }
@@ -385,8 +444,10 @@ async fn find_dataset(app: &App, zone: &str, name: &str) -> Result<Dataset, (Sta
     all_datasets(app)
         .await
         .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e))?
-        .into_iter()
+        .iter()
+        .map(|(d, _)| d)
         .find(|d| d.zone.as_str() == zone && d.name == name)
+        .cloned()
         .ok_or_else(|| {
             (
                 StatusCode::NOT_FOUND,
@@ -424,7 +485,10 @@ pub(crate) async fn dataset(
         "SELECT * FROM {t} LIMIT {PAGE_ROWS} OFFSET {}",
         page * PAGE_ROWS
     );
-    let (count, shown) = tokio::join!(rows(&app, &count_sql, 1), rows(&app, &page_sql, PAGE_ROWS));
+    let (count, shown) = tokio::join!(
+        rows(&app, Lane::Page, &count_sql, 1),
+        rows(&app, Lane::Page, &page_sql, PAGE_ROWS)
+    );
     let count: Option<u64> = count.ok().and_then(|(_, b)| {
         b.first().and_then(|b| {
             b.column(0)
@@ -494,7 +558,7 @@ pub(crate) async fn dataset(
                     @if count.is_none_or(|n| ((page + 1) * PAGE_ROWS) < n as usize) { a href={"?page=" (page + 1)} { "next →" } }
                 }
             }
-            Err(e) => div.error { (e) },
+            Err(e) => div.error { (e.to_string()) },
         }
     };
     layout(&app, &format!("{zone}.{name}"), body).into_response()
@@ -530,16 +594,26 @@ pub(crate) async fn download(
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
     let file = dir.path().join(format!("{}.{ext}", d.name));
-    if let Err(e) = app
-        .lake
-        .query_to_file(&format!("SELECT * FROM {}", table_ref(&d)), &file)
-        .await
-    {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            lake::core::run::error_chain(&e),
-        )
-            .into_response();
+    let written = {
+        let (lake, sql, file) = (
+            app.lake.clone(),
+            format!("SELECT * FROM {}", table_ref(&d)),
+            file.clone(),
+        );
+        app.queries
+            .run(Lane::Visitor, async move {
+                lake.query_to_file(&sql, &file)
+                    .await
+                    .map_err(|e| lake::core::run::error_chain(&e))
+            })
+            .await
+    };
+    if let Err(e) = written {
+        let status = match e {
+            QueryError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        return (status, e.to_string()).into_response();
     }
     // Streamed from the file: an open file outlives its folder's removal.
     match tokio::fs::File::open(&file).await {
@@ -576,14 +650,26 @@ pub(crate) async fn chart_svg(State(app): State<Arc<App>>, Path(name): Path<Stri
             .into_response();
     };
     let svg = async {
-        let (_, batches) = rows(&app, &spec.sql, chart::MAX_POINTS).await?;
-        chart::svg(spec, &chart::series(spec, &batches)?, 800, 450)
+        let (_, batches) = rows(&app, Lane::Page, &spec.sql, chart::MAX_POINTS)
+            .await
+            .map_err(|e| (query_status(&e), e.to_string()))?;
+        chart::svg(
+            spec,
+            &chart::series(spec, &batches).map_err(unprocessable)?,
+            800,
+            450,
+        )
+        .map_err(unprocessable)
     }
     .await;
     match svg {
         Ok(svg) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
-        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e).into_response(),
+        Err(e) => e.into_response(),
     }
+}
+
+fn unprocessable(e: String) -> (StatusCode, String) {
+    (StatusCode::UNPROCESSABLE_ENTITY, e)
 }
 
 #[derive(Deserialize)]
@@ -596,10 +682,10 @@ pub(crate) async fn query(State(app): State<Arc<App>>, Query(q): Query<SqlQuery>
     let result = if sql.trim().is_empty() {
         None
     } else {
-        Some(rows(&app, &sql, app.opts.query_rows).await)
+        Some(rows(&app, Lane::Visitor, &sql, app.opts.query_rows).await)
     };
     let status = match &result {
-        Some(Err(_)) => StatusCode::BAD_REQUEST,
+        Some(Err(e)) => query_status(e),
         _ => StatusCode::OK,
     };
     let body = html! {
@@ -612,7 +698,7 @@ pub(crate) async fn query(State(app): State<Arc<App>>, Query(q): Query<SqlQuery>
                 p.result { (batches.iter().map(RecordBatch::num_rows).sum::<usize>()) " rows" }
                 (rows_table(schema, batches))
             }
-            Some(Err(e)) => div.error { (e) },
+            Some(Err(e)) => div.error { (e.to_string()) },
             None => {}
         }
     };

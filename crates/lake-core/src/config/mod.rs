@@ -550,6 +550,8 @@ pub struct Pipeline {
     pub order: Vec<String>,
     /// Limits of the embedded SQL engine.
     pub engine: EngineSpec,
+    /// `[serve]`, defaults applied.
+    pub serve: ServeSpec,
     /// How AWS clients are made.
     pub aws: AwsSpec,
     /// When `lake schedule` runs the pipeline (`[schedule]`).
@@ -768,20 +770,26 @@ impl fmt::Display for TableName {
 
 /// A connection URL to show: its password (and the query's `password=`) replaced by `***`.
 /// Text that is not a URL is shown as `***` whole, as it may be a key/value string with one.
+/// The user information runs from `://` to the last `@` (a password may hold `?`, `/`, `#` or
+/// `@` that its writer did not percent-encode).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "***".into();
     };
-    let (auth_host, query) = match rest.split_once('?') {
-        Some((a, q)) => (a, Some(q)),
-        None => (rest, None),
+    let (user, after) = match rest.rsplit_once('@') {
+        Some((user, after)) => (Some(user), after),
+        None => (None, rest),
     };
-    let shown = match auth_host.rsplit_once('@') {
-        Some((user, host)) => match user.split_once(':') {
+    let (host, query) = match after.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (after, None),
+    };
+    let shown = match user {
+        Some(u) => match u.split_once(':') {
             Some((name, _)) => format!("{name}:***@{host}"),
-            None => format!("{user}@{host}"),
+            None => format!("{u}@{host}"),
         },
-        None => auth_host.to_owned(),
+        None => host.to_owned(),
     };
     let query = query.map(|q| {
         q.split('&')
@@ -856,6 +864,27 @@ pub struct EngineSpec {
     pub spill_dir: Option<PathBuf>,
     /// How what a query reads is checked against its manifests.
     pub verify: Verify,
+}
+
+/// A checked `[serve]`: what `lake serve` allows its queries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServeSpec {
+    /// Bytes all queries share (default 1 GiB).
+    pub query_memory: u64,
+    /// Queries at once (default 2).
+    pub max_queries: usize,
+    /// The longest a query runs (default 30 s).
+    pub query_timeout: Duration,
+}
+
+impl Default for ServeSpec {
+    fn default() -> Self {
+        Self {
+            query_memory: 1 << 30,
+            max_queries: 2,
+            query_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How the embedded engine checks the objects a step or `lake query` reads (`[engine] verify`).
@@ -966,6 +995,14 @@ pub struct KaggleSpec {
     pub files: Vec<String>,
     /// The API's base URL, without a trailing `/`.
     pub endpoint: String,
+    /// Timeouts, attempts and bounds of its requests.
+    #[serde(flatten)]
+    pub transfer: Transfer,
+}
+
+/// How a source that makes HTTP requests makes them: timeouts, attempts, and what it refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transfer {
     /// Time to connect.
     #[serde(with = "secs")]
     pub connect_timeout: Duration,
@@ -974,6 +1011,16 @@ pub struct KaggleSpec {
     pub read_timeout: Duration,
     /// Attempts per request.
     pub max_attempts: u32,
+    /// The most bytes one response may have, counted after decoding.
+    pub max_bytes: u64,
+    /// Follow redirects to loopback, link-local, private and unique-local addresses even
+    /// when the configured URL is not on one.
+    pub allow_private_redirects: bool,
+}
+
+impl Transfer {
+    /// `max_bytes` when it is not set: 10 GiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
 }
 
 impl KaggleSpec {
@@ -995,14 +1042,9 @@ pub struct HttpSpec {
     pub auth: Option<HttpAuth>,
     /// Object name template.
     pub filename: Template,
-    /// Time to connect.
-    #[serde(with = "secs")]
-    pub connect_timeout: Duration,
-    /// Longest wait for the next bytes.
-    #[serde(with = "secs")]
-    pub read_timeout: Duration,
-    /// Attempts per request.
-    pub max_attempts: u32,
+    /// Timeouts, attempts and bounds of its requests.
+    #[serde(flatten)]
+    pub transfer: Transfer,
 }
 
 /// HTTP authentication, unresolved.

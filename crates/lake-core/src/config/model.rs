@@ -28,6 +28,9 @@ pub struct LakeFile {
     /// `[engine]`: the embedded SQL engine's limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineConfig>,
+    /// `[serve]`: what `lake serve` allows its queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeConfig>,
     /// `[aws]`: how AWS clients are made (all optional; the default chain applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsConfig>,
@@ -198,6 +201,21 @@ pub struct EngineConfig {
     pub verify: Option<String>,
 }
 
+/// `[serve]`: the limits of `lake serve`'s queries (the SQL box, charts, dataset pages).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Memory all of its queries share (`1GiB`, the default); past it a query spills or fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_memory: Option<String>,
+    /// Queries that run at once (default 2); others wait a moment, then get a 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queries: Option<usize>,
+    /// The longest a query runs before it is stopped (`30s`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_timeout: Option<String>,
+}
+
 /// `[lake]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,6 +321,14 @@ pub struct SourceConfig {
     /// `http`, `kaggle`: attempts per request, the first included (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// `http`, `kaggle`: the most bytes one response may have after decoding (`10GiB`, the
+    /// default); past it the window fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<String>,
+    /// `http`, `kaggle`: follow redirects to loopback, link-local, private and unique-local
+    /// addresses though the configured URL is not on one (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_private_redirects: Option<bool>,
     /// `kaggle`: the dataset, `owner/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,

@@ -277,32 +277,97 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Replaces every occurrence of the given secret values in a text by `***`.
+/// Replaces every occurrence of the given secret values in a text by `***`, in every form a
+/// server or a program may echo them in: as written, percent-encoded (`%2B`, `%2b`, and a
+/// form's `+` for a space) and base64 (standard and URL-safe, padded or not).
 ///
 /// Used on everything a step prints before it is shown or stored, so a script that echoes its
 /// token does not leak it into the terminal, an error or the ledger.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<Secret>,
+    /// Every form of every secret, longest first.
+    forms: Vec<String>,
+}
+
+/// The forms `value` may be echoed in.
+fn forms_of(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    /// RFC 3986's unreserved characters stay as they are.
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    /// HTML forms (application/x-www-form-urlencoded) keep `*-._` and write a space as `+`.
+    const FORM: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'*');
+    let mut out = vec![value.to_owned()];
+    for set in [NON_ALPHANUMERIC, COMPONENT, FORM] {
+        let upper = utf8_percent_encode(value, set).to_string();
+        out.push(upper.replace("%20", "+"));
+        // The same with lowercase hex digits.
+        let mut lower = String::with_capacity(upper.len());
+        let mut hex_left = 0;
+        for c in upper.chars() {
+            if c == '%' {
+                hex_left = 2;
+                lower.push(c);
+            } else if hex_left > 0 {
+                hex_left -= 1;
+                lower.push(c.to_ascii_lowercase());
+            } else {
+                lower.push(c);
+            }
+        }
+        out.push(lower);
+        out.push(upper);
+    }
+    for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+        out.push(engine.encode(value));
+    }
+    out
 }
 
 impl Redactor {
     /// A redactor for the sensitive values among `values`.
     pub fn new<'a>(values: impl IntoIterator<Item = &'a Secret>) -> Self {
-        Self {
-            secrets: values
-                .into_iter()
-                .filter(|s| s.sensitive && s.value.len() >= 3)
-                .cloned()
-                .collect(),
+        let mut r = Self::default();
+        for s in values {
+            if s.sensitive && s.value.len() >= 3 {
+                r.add(&s.value);
+            }
         }
+        r
+    }
+
+    fn add(&mut self, value: &str) {
+        for f in forms_of(value) {
+            if !self.forms.contains(&f) {
+                self.forms.push(f);
+            }
+        }
+        self.forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    }
+
+    /// Also scrub HTTP Basic credentials as sent (`base64(user:password)`), when either part
+    /// is secret.
+    pub fn with_basic_auth(mut self, user: &Secret, password: &Secret) -> Self {
+        if user.sensitive || password.sensitive {
+            self.add(&format!("{}:{}", user.value, password.value));
+        }
+        self
     }
 
     /// `text` with every secret replaced by `***`.
     pub fn redact(&self, text: &str) -> String {
-        self.secrets
+        self.forms
             .iter()
-            .fold(text.to_owned(), |t, s| t.replace(&s.value, "***"))
+            .fold(text.to_owned(), |t, f| t.replace(f.as_str(), "***"))
     }
 
     /// The same for the end of a longer output (a step's log tail), which may begin in the
@@ -310,8 +375,7 @@ impl Redactor {
     /// so a cut through a secret does not leak the rest of it.
     pub fn redact_tail(&self, text: &str) -> String {
         let mut t = self.redact(text);
-        for s in &self.secrets {
-            let v = &s.value;
+        for v in &self.forms {
             let fragment = (1..v.len().saturating_sub(2))
                 .filter(|i| v.is_char_boundary(*i))
                 .map(|i| &v[i..])
@@ -348,6 +412,30 @@ mod tests {
         assert_eq!(r.redact_tail(tail), "*** rest *** end");
         // Text that merely starts like the secret's end by chance of 2 bytes is kept.
         assert_eq!(r.redact_tail("z0 fine"), "z0 fine");
+    }
+
+    #[test]
+    fn every_encoding_of_a_secret_is_scrubbed() {
+        use base64::Engine as _;
+        let pass = Secret::sensitive("p+a/s=s w?&");
+        let user = Secret::plain("ann");
+        let r = Redactor::new([&pass]).with_basic_auth(&user, &pass);
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        for echoed in [
+            "p+a/s=s w?&".to_owned(),
+            "p%2Ba%2Fs%3Ds%20w%3F%26".to_owned(),
+            "p%2ba%2fs%3ds%20w%3f%26".to_owned(),
+            "p%2Ba%2Fs%3Ds+w%3F%26".to_owned(),
+            b64("p+a/s=s w?&"),
+            format!("Basic {}", b64("ann:p+a/s=s w?&")),
+            format!("Bearer {}", "p+a/s=s w?&"),
+        ] {
+            let shown = r.redact(&format!("server said: {echoed}."));
+            assert_eq!(shown.matches("***").count(), 1, "{echoed} -> {shown}");
+            assert!(!shown.contains("s=s") && !shown.contains("s%3D"), "{shown}");
+        }
+        // Plain values are not scrubbed, nor are short ones.
+        assert_eq!(Redactor::new([&user]).redact("ann"), "ann");
     }
 
     #[test]

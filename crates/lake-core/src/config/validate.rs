@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
 use super::{
     ConfigCx, ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter,
-    Root, SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind,
-    Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
+    Root, ServeSpec, SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput, StepSpec,
+    StepSpecKind, Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes,
+    parse_duration,
 };
 use crate::backend::{BackendRef, Backends};
 use crate::{Error, Result};
@@ -15,9 +16,9 @@ use crate::{Error, Result};
 pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
 
 /// The top-level tables lake itself reads; backends own the others.
-const TABLES: [&str; 11] = [
-    "lake", "env", "sources", "steps", "engine", "aws", "schedule", "notify", "sinks", "charts",
-    "catalog",
+const TABLES: [&str; 12] = [
+    "lake", "env", "sources", "steps", "engine", "serve", "aws", "schedule", "notify", "sinks",
+    "charts", "catalog",
 ];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
@@ -395,6 +396,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
     };
 
     let engine = engine_spec(&mut r, file);
+    let serve = serve_spec(&mut r, file);
     let aws = aws_spec(&mut r, file);
     let schedule = schedule_spec(&mut r, file);
     let notify = notify_spec(&mut r, file);
@@ -443,6 +445,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
         steps,
         order,
         engine,
+        serve,
         aws,
         schedule,
         notify,
@@ -521,7 +524,7 @@ fn window_template(r: &mut Reporter<'_>, key: &str, text: &str) -> Template {
 /// Keys that do not apply to the source's kind, or to a source without `extract`, are errors.
 fn source_keys_apply(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) {
     use SourceKind::{File, Http, Kaggle};
-    let fields: [(&str, bool, &[SourceKind]); 13] = [
+    let fields: [(&str, bool, &[SourceKind]); 15] = [
         ("path", src.path.is_some(), &[File]),
         ("follow_symlinks", src.follow_symlinks.is_some(), &[File]),
         ("url", src.url.is_some(), &[Http]),
@@ -536,6 +539,12 @@ fn source_keys_apply(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) {
         ),
         ("read_timeout", src.read_timeout.is_some(), &[Http, Kaggle]),
         ("max_attempts", src.max_attempts.is_some(), &[Http, Kaggle]),
+        ("max_bytes", src.max_bytes.is_some(), &[Http, Kaggle]),
+        (
+            "allow_private_redirects",
+            src.allow_private_redirects.is_some(),
+            &[Http, Kaggle],
+        ),
         ("dataset", src.dataset.is_some(), &[Kaggle]),
         ("files", src.files.is_some(), &[Kaggle]),
         ("endpoint", src.endpoint.is_some(), &[Kaggle]),
@@ -623,12 +632,9 @@ fn extract_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> Option<s
     })
 }
 
-/// `connect_timeout`, `read_timeout` and `max_attempts` of a source that makes requests.
-fn transfer_limits(
-    r: &mut Reporter<'_>,
-    key: &str,
-    src: &SourceConfig,
-) -> (std::time::Duration, std::time::Duration, u32) {
+/// `connect_timeout`, `read_timeout`, `max_attempts`, `max_bytes` and
+/// `allow_private_redirects` of a source that makes requests.
+fn transfer_limits(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Transfer {
     let connect = duration_or(
         r,
         &format!("{key}.connect_timeout"),
@@ -642,7 +648,25 @@ fn transfer_limits(
             "max_attempts counts the first try: at least 1",
         );
     }
-    (connect, read, src.max_attempts.unwrap_or(5).max(1))
+    let max_bytes = match src.max_bytes.as_deref().map(parse_bytes) {
+        None => super::Transfer::DEFAULT_MAX_BYTES,
+        Some(Ok(0)) => {
+            r.value(&format!("{key}.max_bytes"), "max_bytes must be more than 0");
+            super::Transfer::DEFAULT_MAX_BYTES
+        }
+        Some(Ok(b)) => b,
+        Some(Err(m)) => {
+            r.value(&format!("{key}.max_bytes"), m);
+            super::Transfer::DEFAULT_MAX_BYTES
+        }
+    };
+    super::Transfer {
+        connect_timeout: connect,
+        read_timeout: read,
+        max_attempts: src.max_attempts.unwrap_or(5).max(1),
+        max_bytes,
+        allow_private_redirects: src.allow_private_redirects.unwrap_or(false),
+    }
 }
 
 fn kaggle_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::KaggleSpec {
@@ -685,15 +709,12 @@ fn kaggle_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Ka
             format!("{endpoint:?} is not an http:// or https:// URL"),
         );
     }
-    let (connect_timeout, read_timeout, max_attempts) = transfer_limits(r, key, src);
     super::KaggleSpec {
         owner,
         dataset,
         files,
         endpoint: endpoint.trim_end_matches('/').to_owned(),
-        connect_timeout,
-        read_timeout,
-        max_attempts,
+        transfer: transfer_limits(r, key, src),
     }
 }
 
@@ -781,16 +802,13 @@ fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Http
             format!("{filename:?} is not a file name for the window folder"),
         );
     }
-    let (connect_timeout, read_timeout, max_attempts) = transfer_limits(r, key, src);
     super::HttpSpec {
         url: url_t,
         query,
         headers,
         auth,
         filename: filename_t,
-        connect_timeout,
-        read_timeout,
-        max_attempts,
+        transfer: transfer_limits(r, key, src),
     }
 }
 
@@ -1168,6 +1186,33 @@ fn engine_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> EngineSpec {
         spill_dir: e.spill_dir.as_ref().map(|d| file.base_dir.join(d)),
         verify,
     }
+}
+
+fn serve_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> ServeSpec {
+    let mut spec = ServeSpec::default();
+    let Some(s) = &file.model.serve else {
+        return spec;
+    };
+    if let Some(m) = &s.query_memory {
+        match parse_bytes(m) {
+            Ok(b) if b >= 16 << 20 => spec.query_memory = b,
+            Ok(_) => r.value("serve.query_memory", "query_memory must be at least 16MiB"),
+            Err(msg) => r.value("serve.query_memory", msg),
+        }
+    }
+    match s.max_queries {
+        Some(0) => r.value("serve.max_queries", "max_queries must be at least 1"),
+        Some(n) => spec.max_queries = n,
+        None => {}
+    }
+    if let Some(t) = &s.query_timeout {
+        match parse_duration(t) {
+            Ok(d) if !d.is_zero() => spec.query_timeout = d,
+            Ok(_) => r.value("serve.query_timeout", "query_timeout must be more than 0s"),
+            Err(msg) => r.value("serve.query_timeout", msg),
+        }
+    }
+    spec
 }
 
 /// True for identifiers that need no quoting in SQL: `[A-Za-z_][A-Za-z0-9_]*`.

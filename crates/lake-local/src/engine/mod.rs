@@ -9,12 +9,14 @@
 
 mod checks;
 pub mod ddl;
+mod guard;
 mod json_doc;
 mod ledger_tables;
 mod snapshot;
 mod tables;
 mod verify;
 
+pub use guard::QueryLimits;
 pub use ledger_tables::{LEDGER_SCHEMA, register as register_ledger};
 pub use verify::{Verification, scanned_tables};
 
@@ -67,13 +69,44 @@ pub struct Engine {
     root: Arc<dyn ObjectStore>,
     zone: Arc<DynZoneStore>,
     spec: EngineSpec,
+    /// For queries from a server: one memory pool for all sessions, and limits.
+    guard: Option<Arc<guard::Guard>>,
 }
 
 impl Engine {
     /// An engine reading and writing `root` (the object store of the lake root) and `zone`
     /// (the same root as a [`ZoneStore`](lake_core::ZoneStore)), with the `[engine]` limits.
     pub fn new(root: Arc<dyn ObjectStore>, zone: Arc<DynZoneStore>, spec: EngineSpec) -> Self {
-        Self { root, zone, spec }
+        Self {
+            root,
+            zone,
+            spec,
+            guard: None,
+        }
+    }
+
+    /// This engine for queries that people type into a server: every session it makes shares
+    /// one memory pool of `limits.memory` bytes (instead of a pool each), and
+    /// [`check_sql`](Self::check_sql) and the growing functions (`repeat`, `lpad`, `replace`…)
+    /// hold to `limits`.
+    pub fn guarded(&self, limits: QueryLimits) -> Result<Self> {
+        let guard = guard::Guard::new(limits, self.spec.spill_dir.as_deref());
+        Ok(Self {
+            guard: Some(Arc::new(guard)),
+            ..self.clone()
+        })
+    }
+
+    /// For a guarded engine, `sql` checked against its limits (length, nesting); always `Ok`
+    /// otherwise.
+    pub fn check_sql(&self, sql: &str) -> Result<()> {
+        match &self.guard {
+            Some(g) => guard::check_sql(sql, &g.limits).map_err(|message| Error::Query {
+                origin: "lake query".into(),
+                message,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The lake's store.
@@ -120,15 +153,24 @@ impl Engine {
             "datafusion.execution.minimum_parallel_output_files",
             &threads.min(MAX_FILES_AT_ONCE).to_string(),
         )?;
-        let mut runtime =
-            RuntimeEnvBuilder::new().with_memory_limit(self.memory_limit() as usize, 1.0);
-        if let Some(dir) = &self.spec.spill_dir {
-            runtime = runtime.with_disk_manager_builder(
-                DiskManagerBuilder::default()
-                    .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
-            );
+        let runtime = match &self.guard {
+            Some(g) => g.runtime()?,
+            None => {
+                let mut runtime =
+                    RuntimeEnvBuilder::new().with_memory_limit(self.memory_limit() as usize, 1.0);
+                if let Some(dir) = &self.spec.spill_dir {
+                    runtime = runtime.with_disk_manager_builder(
+                        DiskManagerBuilder::default()
+                            .with_mode(DiskManagerMode::Directories(vec![dir.clone()])),
+                    );
+                }
+                runtime.build_arc()?
+            }
+        };
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        if let Some(g) = &self.guard {
+            g.bound_functions(&ctx);
         }
-        let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
         ctx.register_object_store(
             &Url::parse(ROOT_URL).expect("a valid URL"),
             Arc::clone(&self.root),

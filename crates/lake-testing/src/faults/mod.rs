@@ -11,6 +11,7 @@
 mod inputs;
 mod kills;
 mod secrets;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 pub use inputs::{byte_flips, disk_full, malformed_inputs, mutated_configs};
 pub use kills::{Mode, kills, readers};
 pub use secrets::canaries;
+pub use serve::{serve_attacks, serve_load};
 
 /// How much of each experiment to run.
 #[derive(Debug, Clone)]

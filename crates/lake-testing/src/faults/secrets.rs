@@ -6,12 +6,48 @@ use std::sync::{Arc, Mutex};
 
 use super::{Lake, Outcome, Suite, kill_after};
 
-const CANARIES: [(&str, &str); 4] = [
+const CANARIES: [(&str, &str); 7] = [
     ("LAKE_CANARY_BEARER", "canaryBearer7Qx2"),
     ("LAKE_CANARY_KEY", "canaryApiKey9Zr4"),
     ("LAKE_CANARY_QUERY", "canaryQuery3Wm8"),
     ("LAKE_CANARY_STEP", "canaryStepEnv5Tn1"),
+    // A password with the characters that change when encoded.
+    ("LAKE_CANARY_PASS", "cAnary+Pass/6=z&"),
+    ("LAKE_CANARY_USER", "canaryUser4Kd"),
+    // A webhook URL (a secret as a whole).
+    (
+        "LAKE_CANARY_HOOK",
+        "http://127.0.0.1:9/redirect?key=canaryHook8Lp3",
+    ),
 ];
+
+/// The forms a secret may be echoed in: as written (and all but its first 2 characters, what a
+/// cut could leave), percent-encoded, base64; and base64 of `user:password`.
+fn forms() -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let mut out = Vec::new();
+    for (var, value) in CANARIES {
+        let pct: String = value
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        out.push((var, value[2..].to_owned()));
+        out.push((var, pct));
+        out.push((var, b64(value)));
+    }
+    out.push((
+        "LAKE_CANARY_USER:LAKE_CANARY_PASS",
+        b64(&format!("{}:{}", CANARIES[5].1, CANARIES[4].1)),
+    ));
+    out
+}
 
 /// A server on 127.0.0.1 that answers every request with 401 and the request itself as the body
 /// (the worst server: it echoes credentials), or, under `/redirect`, with a redirect to
@@ -28,8 +64,9 @@ fn echo_server(redirect_to: Option<u16>) -> (u16, Arc<Mutex<Vec<String>>>) {
             let n = conn.read(&mut buf).unwrap_or(0);
             let request = String::from_utf8_lossy(&buf[..n]).into_owned();
             log.lock().expect("the log").push(request.clone());
+            let path = request.split_whitespace().nth(1).unwrap_or_default();
             let reply = match redirect_to {
-                Some(to) if request.starts_with("GET /redirect") => format!(
+                Some(to) if path.starts_with("/redirect") => format!(
                     "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{to}/echo\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 ),
                 _ => format!(
@@ -48,11 +85,12 @@ fn echo_server(redirect_to: Option<u16>) -> (u16, Arc<Mutex<Vec<String>>>) {
 /// --json`; and in what a server on another origin received after a redirect.
 pub fn canaries(s: &Suite) -> Outcome {
     let mut out = Outcome::new(
-        "secret canaries on failure paths (4xx echo, cross-origin redirect, failing and killed steps, a cut log tail)",
+        "secret canaries on failure paths (4xx echo, basic auth and URL characters echoed, cross-origin redirects and Referer, a redirecting webhook, failing and killed steps, a cut log tail)",
         "local",
     );
     let (other, other_seen) = echo_server(None);
     let (port, _) = echo_server(Some(other));
+    let hook = CANARIES[6].1.replace(":9/", &format!(":{port}/"));
     let http = |path: &str| {
         format!(
             r#"[sources.api]
@@ -82,6 +120,39 @@ env = {{ TOKEN = "${{env:LAKE_CANARY_STEP}}", KEY = "${{env:LAKE_CANARY_KEY}}" }
             false,
         ),
         ("a redirect to another origin", http("/redirect"), false),
+        (
+            "an HTTP 401 echoing basic credentials and a query secret with URL characters",
+            format!(
+                r#"[sources.api]
+kind = "http"
+url = "http://127.0.0.1:{port}/echo"
+query = {{ token = "${{env:LAKE_CANARY_PASS}}" }}
+auth = {{ username = "${{env:LAKE_CANARY_USER}}", password = "${{env:LAKE_CANARY_PASS}}" }}
+max_attempts = 1
+"#
+            ),
+            false,
+        ),
+        (
+            "a secret query redirected to another origin (its Referer)",
+            format!(
+                r#"[sources.api]
+kind = "http"
+url = "http://127.0.0.1:{port}/redirect"
+query = {{ token = "${{env:LAKE_CANARY_QUERY}}" }}
+max_attempts = 1
+"#
+            ),
+            false,
+        ),
+        (
+            "a failure notice to a webhook that redirects",
+            format!(
+                "[notify]\nwebhook = \"${{env:LAKE_CANARY_HOOK}}\"\n\n{}",
+                step("exit 3")
+            ),
+            false,
+        ),
         (
             "a step that prints its secrets and fails",
             step("echo $TOKEN $KEY; echo $TOKEN $KEY >&2; exit 3"),
@@ -113,6 +184,7 @@ env = {{ TOKEN = "${{env:LAKE_CANARY_STEP}}", KEY = "${{env:LAKE_CANARY_KEY}}" }
         for (var, value) in CANARIES {
             cmd.env(var, value);
         }
+        cmd.env("LAKE_CANARY_HOOK", &hook);
         let mut seen = String::new();
         if kill {
             kill_after(cmd, std::time::Duration::from_millis(400));
@@ -145,20 +217,29 @@ env = {{ TOKEN = "${{env:LAKE_CANARY_STEP}}", KEY = "${{env:LAKE_CANARY_KEY}}" }
                 &std::fs::read(&file).unwrap_or_default(),
             ));
         }
-        for (var, value) in CANARIES {
-            // The whole value, and the longest part a cut could leave (all but 2 characters).
-            if seen.contains(&value[2..]) {
-                out.failures.push(format!("{what}: {var} leaked"));
+        let hook_key = &hook[hook.find("canaryHook").unwrap_or(0)..];
+        for (var, form) in forms()
+            .into_iter()
+            .chain([("LAKE_CANARY_HOOK", hook_key.to_owned())])
+        {
+            if seen.contains(&form) {
+                out.failures
+                    .push(format!("{what}: {var} leaked as {form:?}"));
             }
         }
     }
     for request in other_seen.lock().expect("the log").iter() {
-        for (var, value) in CANARIES {
-            if request.contains(value) {
+        for (var, form) in forms() {
+            if request.contains(&form) || request.contains("canaryHook") {
                 out.failures.push(format!(
-                    "a redirect to another origin: {var} was sent to it"
+                    "a redirect to another origin: {var} was sent to it:\n{request}"
                 ));
             }
+        }
+        if request.to_ascii_lowercase().contains("\nreferer:") {
+            out.failures.push(format!(
+                "a request to another origin carried a Referer:\n{request}"
+            ));
         }
     }
     out
