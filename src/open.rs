@@ -667,6 +667,20 @@ impl Lake {
         lake_local::engine::datafusion::dataframe::DataFrame,
         lake_local::engine::Verification,
     )> {
+        self.query_scanning(sql)
+            .await
+            .map(|(df, check, _)| (df, check))
+    }
+
+    /// As [`query`](Self::query), with the committed objects of the tables it scans.
+    async fn query_scanning(
+        &self,
+        sql: &str,
+    ) -> Result<(
+        lake_local::engine::datafusion::dataframe::DataFrame,
+        lake_local::engine::Verification,
+        Vec<lake_core::publish::ObjectEntry>,
+    )> {
         self.engine.check_sql(sql)?;
         let datasets = lake_core::publish::list_datasets(&*self.store).await?;
         let ctx = self.session_over(&datasets).await?;
@@ -689,8 +703,14 @@ impl Lake {
                 });
             }
         };
-        let check = self.engine.verify_scanned(df.logical_plan(), &datasets);
-        Ok((df, check))
+        let scanned = lake_local::engine::scanned_tables(df.logical_plan());
+        let objects: Vec<_> = datasets
+            .iter()
+            .filter(|d| scanned.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
+            .flat_map(|d| d.objects.iter().cloned())
+            .collect();
+        let check = self.engine.verify(objects.clone());
+        Ok((df, check, objects))
     }
 
     /// The first `limit` rows of a read-only `sql` over the lake (as [`query`](Self::query)),
@@ -710,7 +730,7 @@ impl Lake {
         };
         // Objects a republish replaced meanwhile are read again from the new manifests.
         lake_core::publish::read_again(|| async {
-            let (df, check) = self.query(sql).await?;
+            let (df, check, objects) = self.query_scanning(sql).await?;
             let df = df.limit(0, Some(limit)).map_err(failed)?;
             let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
             let mut batches = Vec::new();
@@ -730,10 +750,15 @@ impl Lake {
                 Err(e) => failure = Some(e),
             }
             // What the rows come from is checked before a reader's error is reported: an
-            // object a republish removed meanwhile is why it failed, and is read again.
+            // object a republish removed meanwhile is why it failed, and is read again (the
+            // check may have read it before it went: its size is looked up once more).
             check.finish().await?;
             match failure {
-                Some(e) => Err(failed(e)),
+                Some(e) => {
+                    let scanned: Vec<_> = objects.iter().collect();
+                    lake_core::publish::check_sizes(&*self.store, &scanned).await?;
+                    Err(failed(e))
+                }
                 None => Ok((schema, batches)),
             }
         })
