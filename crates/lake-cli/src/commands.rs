@@ -143,7 +143,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.force = *force;
             opts.lock_wait = *wait;
             let record = lake.sink(sinks, &opts).await?;
-            println!("{}", print::sink_summary(&record));
+            println!("{}", shown(&print::sink_summary(&record)));
             Ok(match record.status {
                 Status::Succeeded => ExitCode::SUCCESS,
                 Status::Cancelled => ExitCode::from(130),
@@ -221,7 +221,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                 serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "tables": records }))?;
                 writeln!(out)?;
             } else {
-                println!("{}", print::catalog_summary(&records));
+                println!("{}", shown(&print::catalog_summary(&records)));
             }
             Ok(if failed > 0 {
                 ExitCode::from(1)
@@ -732,7 +732,7 @@ async fn run(lake: &Lake, opts: &RunOptions, args: &Args) -> Result<ExitCode> {
     if args.quiet {
         // Quiet still says why a step failed.
         for s in record.steps.iter().filter(|s| s.status == Status::Failed) {
-            eprintln!("{}", print::step_line(s));
+            eprintln!("{}", shown(&print::step_line(s)));
         }
     }
     let outputs: Vec<(String, String)> = record
@@ -745,7 +745,7 @@ async fn run(lake: &Lake, opts: &RunOptions, args: &Args) -> Result<ExitCode> {
                 .map(|o| (o.clone(), location(&*lake.store, o)))
         })
         .collect();
-    println!("{}", print::summary(&record, &outputs));
+    println!("{}", shown(&print::summary(&record, &outputs)));
     Ok(match record.status {
         Status::Succeeded => ExitCode::SUCCESS,
         Status::Cancelled => ExitCode::from(130),
@@ -982,7 +982,7 @@ async fn ingest(
             );
         }
     }
-    println!("{}", print::ingest_summary(&record));
+    println!("{}", shown(&print::ingest_summary(&record)));
     Ok(match record.status {
         Status::Succeeded => ExitCode::SUCCESS,
         Status::Cancelled => ExitCode::from(130),
@@ -1130,12 +1130,12 @@ async fn show_run(store: &DynZoneStore, id: &str, json: bool) -> Result<ExitCode
         }
     }
     for s in &r.steps {
-        writeln!(out, "{}", print::step_line(s))?;
+        writeln!(out, "{}", shown(&print::step_line(s)))?;
         write_objects(&mut out, "in   ", &s.inputs)?;
         write_objects(&mut out, "out  ", &s.output_objects)?;
     }
     for s in &r.sinks {
-        writeln!(out, "{}", print::sink_line(s))?;
+        writeln!(out, "{}", shown(&print::sink_line(s)))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1250,6 +1250,12 @@ async fn query(
     // new manifests.
     lake::core::publish::read_again(|| query_once(lake, sql, format)).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A line of results as a terminal may print it: errors quote servers and data, whose control
+/// characters are shown, never obeyed.
+fn shown(line: &str) -> std::borrow::Cow<'_, str> {
+    lake::core::human::printable(line)
 }
 
 /// `--format`, or a table on a terminal and CSV otherwise.

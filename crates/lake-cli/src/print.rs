@@ -224,7 +224,10 @@ impl RunObserver for Progress {
         if self.bar(event) {
             return;
         }
-        if let Some(text) = self.text(event) {
+        if let Some(text) = self
+            .text(event)
+            .map(|t| lake::core::human::printable(&t).into_owned())
+        {
             self.line(text);
         }
     }

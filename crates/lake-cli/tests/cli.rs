@@ -1871,6 +1871,47 @@ fn fsck_reports_a_dead_runs_lock_and_staging_and_a_damaged_cursor() {
     lake(&dir).arg("fsck").assert().success();
 }
 
+/// Escape sequences from a step's output and from data reach the terminal as text: a step
+/// that prints one and fails, and a CSV cell holding one in `lake query`'s table.
+#[test]
+fn control_characters_from_steps_and_data_are_shown_not_obeyed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::fs::write(
+        tmp.path().join("data/x.csv"),
+        "id,note\n1,a\u{1b}[2Jb\u{7}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        "[lake]\nname = \"esc\"\n\n[sources.x]\nkind = \"file\"\npath = \"data/x.csv\"\n\n[steps.bad]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"printf 'boom\\\\033[2J\\\\033]0;owned\\\\007' >&2; exit 3\"]\n",
+    )
+    .unwrap();
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-01-01"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("boom\\x1b[2J"), "{said}");
+    assert!(
+        !said.contains('\u{1b}') && !said.contains('\u{7}'),
+        "{said:?}"
+    );
+    lake(tmp.path())
+        .args(["ingest", "x", "--date", "2024-01-01"])
+        .assert()
+        .success();
+    let out = lake(tmp.path())
+        .args(["query", "SELECT note FROM raw.x", "--format", "table"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains("a\\x1b[2Jb\\x07"), "{table}");
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+}
+
 #[test]
 fn a_query_that_fails_reading_names_the_object_and_line() {
     let tmp = tempfile::tempdir().unwrap();
