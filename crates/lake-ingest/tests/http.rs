@@ -379,3 +379,56 @@ async fn a_secret_header_never_follows_a_redirect_elsewhere() {
     assert_eq!(fetch(&src).await.unwrap(), b"{}");
     assert_eq!(other.hits.load(Ordering::SeqCst), 1);
 }
+
+/// A small gzip body that decodes to much more than `max_bytes` fails the window, naming the
+/// source, and nothing of it lands.
+#[tokio::test]
+async fn a_body_past_max_bytes_fails_the_window_and_never_lands() {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b'0'; 8 << 20]).unwrap();
+    let body = gz.finish().unwrap();
+    assert!(body.len() < 64 << 10, "a small body: {}", body.len());
+    let s = serve(vec![Reply::Full(
+        200,
+        vec![("Content-Encoding", "gzip".into())],
+        body,
+    )])
+    .await;
+    let src = source(&s.url, "max_bytes = \"1MiB\"", BTreeMap::new());
+    let e = fetch(&src).await.unwrap_err().to_string();
+    assert!(
+        e.contains("\"meteo\"") && e.contains("max_bytes (1048576 bytes"),
+        "{e}"
+    );
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+    assert!(publish::land(&*store, &src, &day(), "run-1").await.is_err());
+    assert!(
+        publish::read_manifest(&*store, "raw/meteo/ingest_date=2024-03-01")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The same body within the limit lands.
+    let src = source(&s.url, "max_bytes = \"9MiB\"", BTreeMap::new());
+    assert_eq!(fetch(&src).await.unwrap().len(), 8 << 20);
+}
+
+/// No request sends a `Referer`, so a secret in a URL's query does not follow a redirect to
+/// another origin.
+#[tokio::test]
+async fn a_redirect_sends_no_referer() {
+    let other = serve(vec![ok("{}")]).await;
+    let s = serve(vec![Reply::Full(
+        302,
+        vec![("Location", format!("{}/elsewhere", other.url))],
+        Vec::new(),
+    )])
+    .await;
+    let src = source(&s.url, "", BTreeMap::new());
+    let _ = fetch(&src).await;
+    let seen = other.requests.lock().unwrap().join("\n");
+    assert!(seen.contains("GET /elsewhere"), "{seen}");
+    assert!(!seen.to_lowercase().contains("referer"), "{seen}");
+    // The first URL's query (where a source's `${env:…}` values go) is not sent along.
+    assert!(!seen.contains("latitude"), "{seen}");
+}
