@@ -703,12 +703,7 @@ impl Lake {
                 });
             }
         };
-        let scanned = lake_local::engine::scanned_tables(df.logical_plan());
-        let objects: Vec<_> = datasets
-            .iter()
-            .filter(|d| scanned.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
-            .flat_map(|d| d.objects.iter().cloned())
-            .collect();
+        let objects = lake_local::engine::scanned_objects(df.logical_plan(), &datasets);
         let check = self.engine.verify(objects.clone());
         Ok((df, check, objects))
     }
@@ -858,21 +853,8 @@ impl Lake {
         .await?;
         let repaired = async {
             let found = check(None).await?;
-            let mut removed = fsck::repair(store, &found).await?;
-            for f in found
-                .findings
-                .iter()
-                .filter(|f| f.problem == fsck::Problem::State)
-            {
-                let name = f
-                    .key
-                    .trim_start_matches("_lake/state/")
-                    .trim_end_matches(".json");
-                if let Some(spec) = self.pipeline.sources.get(name) {
-                    fsck::rebuild_cursor(store, name, spec.window, spec.start, &run_id).await?;
-                    removed += 1;
-                }
-            }
+            let removed = fsck::repair(store, &found).await?
+                + fsck::repair_states(store, &self.pipeline.sources, &run_id).await?;
             let left = check(None).await?;
             Ok::<_, Error>((left, removed + usize::from(guard.took_over.is_some())))
         }

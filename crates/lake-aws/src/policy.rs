@@ -69,6 +69,15 @@ fn tag_keys<'a>(user: impl Iterator<Item = &'a String>) -> Vec<String> {
         .collect()
 }
 
+/// The condition of a call that creates (and tags) a resource: this pipeline's
+/// `lake:pipeline` tag in the request, and no tag keys but `keys`.
+fn tagged_on_create(pipeline: &Pipeline, keys: Vec<String>) -> Value {
+    json!({
+        "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name },
+        "ForAllValues:StringEquals": { "aws:TagKeys": keys },
+    })
+}
+
 /// With `backend = "emr"`: the EMR calls lake makes. Creating a cluster (RunJobFlow) only with
 /// this pipeline's `lake:pipeline` tag and lake's and the configured tag keys in the request;
 /// no AddTags (lake tags a cluster only when it creates it, so no cluster of another team can
@@ -128,10 +137,7 @@ pub(crate) fn emr_statements(
             "Effect": "Allow",
             "Action": "elasticmapreduce:RunJobFlow",
             "Resource": "*",
-            "Condition": {
-                "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name },
-                "ForAllValues:StringEquals": { "aws:TagKeys": tag_keys(c.tags.keys()) },
-            },
+            "Condition": tagged_on_create(pipeline, tag_keys(c.tags.keys())),
         }));
         out.push(json!({
             "Sid": "LakeEmrPassRoles",
@@ -243,7 +249,10 @@ pub(crate) fn serverless_statements(
     ];
     // Tags go on what lake creates, in the create call itself (tag-on-create needs
     // TagResource): only with this pipeline's tag and known keys. Job runs carry `lake:step`.
-    let keys = tag_keys(d.tags.keys().chain(&["lake:step".to_owned()]));
+    let create_with_tags = tagged_on_create(
+        pipeline,
+        tag_keys(d.tags.keys().chain(&["lake:step".to_owned()])),
+    );
     let (created, runs) = match &d.attach {
         Some(id) => (
             None,
@@ -259,10 +268,7 @@ pub(crate) fn serverless_statements(
             "Effect": "Allow",
             "Action": "emr-serverless:CreateApplication",
             "Resource": apps,
-            "Condition": {
-                "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name },
-                "ForAllValues:StringEquals": { "aws:TagKeys": keys },
-            },
+            "Condition": create_with_tags.clone(),
         }));
     }
     out.push(json!({
@@ -270,10 +276,7 @@ pub(crate) fn serverless_statements(
         "Effect": "Allow",
         "Action": "emr-serverless:TagResource",
         "Resource": tag_resources,
-        "Condition": {
-            "StringEquals": { "aws:RequestTag/lake:pipeline": pipeline.name },
-            "ForAllValues:StringEquals": { "aws:TagKeys": keys },
-        },
+        "Condition": create_with_tags,
     }));
     out.push(json!({
         "Sid": "LakeServerlessPassRole",

@@ -1788,12 +1788,7 @@ fn fsck_reports_a_dead_runs_lock_and_staging_and_a_damaged_cursor() {
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     let pid = gone.id();
     gone.wait().unwrap();
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
+    let host = lake::core::run::this_host();
     let now = chrono::Utc::now();
     let lock = serde_json::json!({
         "pipeline": "credit",

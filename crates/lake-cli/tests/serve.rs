@@ -2,25 +2,12 @@
 //! Chromium from the Debian packages, which `.ci/run` installs), with screenshots under the
 //! target dir (`serve-screenshots/`) for a person to look at.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
-
-/// `lake serve` running in `dir` until dropped, and where it listens.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use lake_testing::serve::Served;
 
 fn lake(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("lake").unwrap();
@@ -29,57 +16,16 @@ fn lake(dir: &Path) -> Command {
 }
 
 /// Start `lake serve` with `args` (port 0: any free one) and read the address it prints.
-fn serve(dir: &Path, args: &[&str]) -> Server {
-    let mut child = lake(dir)
-        .arg("serve")
-        .args(args)
-        .env_remove("LAKE_SERVE_TOKEN")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("lake serve printed {line:?}"))
-        .to_owned();
-    // Keep draining its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    Server { child, addr }
+fn serve(dir: &Path, args: &[&str]) -> Served {
+    let mut c = lake(dir);
+    c.arg("serve").args(args);
+    Served::start(c)
 }
 
 /// One HTTP GET: the status, the headers (lowercase names) and the body.
 fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    // HTTP/1.0: the body arrives as it is, not in chunks.
-    let mut req = format!("GET {path} HTTP/1.0\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    conn.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
+    let r = lake_testing::serve::get(addr, path, headers, Duration::from_secs(60)).unwrap();
+    (r.status, r.headers, r.body)
 }
 
 /// A pipeline whose refined/notes holds a `<script>` value.

@@ -292,44 +292,51 @@ pub async fn repair(store: &DynZoneStore, report: &Report) -> Result<usize> {
 
 const STAGING: &str = "_lake/staging";
 
-/// Rebuild the cursor of `source` from its committed windows: the newest window of the
-/// contiguous complete ones from its first (windows of `size` laid from `anchor`, as the
-/// source's `window` and `start` say); removed when it has none. Call it holding the lock.
-pub async fn rebuild_cursor(
+/// Rebuild the cursors of `sources` that cannot be read (`state_findings`) from their window
+/// indexes: each the newest window of the contiguous indexed ones from its first (windows of
+/// its `window` size laid from its `start`), or removed when it has none. The index, not a
+/// listing of window manifests, because a cursor never moves past a window the saved index
+/// lacks (see [`publish::WindowIndex`]). Call it holding the lock. Returns how many were
+/// rebuilt.
+pub async fn repair_states(
     store: &DynZoneStore,
-    source: &str,
-    size: crate::source::WindowSize,
-    anchor: Option<chrono::NaiveDate>,
+    sources: &BTreeMap<String, crate::config::SourceSpec>,
     run_id: &str,
-) -> Result<Option<chrono::NaiveDate>> {
-    let starts: BTreeSet<chrono::NaiveDate> = publish::WindowIndex::load(store, source)
-        .await?
-        .windows
-        .iter()
-        .chain(&publish::committed_windows(store, source).await?)
-        .filter_map(|m| {
-            m.prefix
-                .rsplit_once("ingest_date=")
-                .and_then(|(_, d)| d.parse().ok())
-        })
-        .collect();
-    let mut cursor = None;
-    if let Some(first) = starts.first() {
-        let mut w = size.window_of(*first, anchor);
-        while starts.contains(&w.start) {
-            cursor = Some(w.start);
-            w = size.window_of(w.end, anchor);
+) -> Result<usize> {
+    let mut rebuilt = 0;
+    for (name, spec) in sources {
+        if publish::cursor(store, name).await.is_ok() {
+            continue;
         }
-    }
-    match cursor {
-        Some(day) => publish::set_cursor(store, source, day, run_id).await?,
-        None => {
-            store
-                .delete(&Key::new(format!("_lake/state/{source}.json"))?)
-                .await?
+        let starts: BTreeSet<chrono::NaiveDate> = publish::WindowIndex::load(store, name)
+            .await?
+            .windows
+            .iter()
+            .filter_map(|m| {
+                m.prefix
+                    .rsplit_once("ingest_date=")
+                    .and_then(|(_, d)| d.parse().ok())
+            })
+            .collect();
+        let mut cursor = None;
+        if let Some(first) = starts.first() {
+            let mut w = spec.window.window_of(*first, spec.start);
+            while starts.contains(&w.start) {
+                cursor = Some(w.start);
+                w = spec.window.window_of(w.end, spec.start);
+            }
         }
+        match cursor {
+            Some(day) => publish::set_cursor(store, name, day, run_id).await?,
+            None => {
+                store
+                    .delete(&Key::new(format!("_lake/state/{name}.json"))?)
+                    .await?
+            }
+        }
+        rebuilt += 1;
     }
-    Ok(cursor)
+    Ok(rebuilt)
 }
 
 /// What writes `key` again.

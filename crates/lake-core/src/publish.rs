@@ -181,12 +181,6 @@ async fn raw_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>
     }
 }
 
-/// The manifests of the committed windows of raw source `source`, found by listing its folder
-/// (not from its window index).
-pub async fn committed_windows(store: &DynZoneStore, source: &str) -> Result<Vec<Manifest>> {
-    listed_windows(store, &format!("raw/{source}")).await
-}
-
 /// The manifests of the complete windows under `prefix`, found by listing it.
 async fn listed_windows(store: &DynZoneStore, prefix: &str) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();

@@ -14,6 +14,7 @@ mod examples;
 pub mod faults;
 pub mod measure;
 pub mod postgres;
+pub mod serve;
 pub mod weather;
 
 use std::path::PathBuf;

@@ -119,19 +119,6 @@ impl Engine {
         Verification::start(Arc::clone(&self.zone), self.spec.verify, objects)
     }
 
-    /// Start checking the objects of the tables `plan` scans among `datasets` (as
-    /// [`lake_session`](Self::lake_session) names them: `trusted.credit`).
-    pub fn verify_scanned(&self, plan: &LogicalPlan, datasets: &[Dataset]) -> Verification {
-        let scanned = scanned_tables(plan);
-        self.verify(
-            datasets
-                .iter()
-                .filter(|d| scanned.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
-                .flat_map(|d| d.objects.iter().cloned())
-                .collect(),
-        )
-    }
-
     /// A new session with the limits applied and the lake root registered.
     ///
     /// Batches are `BATCH_ROWS` rows, four times DataFusion's default. An output is written
@@ -592,6 +579,20 @@ pub fn dataset_input(
         format,
         objects: d.objects.clone(),
     }
+}
+
+/// The committed objects of the tables `plan` scans among `datasets` (as
+/// [`Engine::lake_session`] names them: `trusted.credit`): what a query's rows come from.
+pub fn scanned_objects(
+    plan: &LogicalPlan,
+    datasets: &[Dataset],
+) -> Vec<lake_core::publish::ObjectEntry> {
+    let scanned = scanned_tables(plan);
+    datasets
+        .iter()
+        .filter(|d| scanned.contains(&format!("{}.{}", d.zone.as_str(), d.name)))
+        .flat_map(|d| d.objects.iter().cloned())
+        .collect()
 }
 
 /// The datasets whose table name (`trusted.credit`) appears in `sql`: a superset of what it

@@ -91,18 +91,17 @@ pub fn canaries(s: &Suite) -> Outcome {
     let (other, other_seen) = echo_server(None);
     let (port, _) = echo_server(Some(other));
     let hook = CANARIES[6].1.replace(":9/", &format!(":{port}/"));
-    let http = |path: &str| {
+    // An http source at `path` of the echoing server, with `secrets` (its query, headers
+    // and auth lines).
+    let api = |path: &str, secrets: &str| {
         format!(
-            r#"[sources.api]
-kind = "http"
-url = "http://127.0.0.1:{port}{path}"
-query = {{ token = "${{env:LAKE_CANARY_QUERY}}" }}
-headers = {{ "X-Api-Key" = "${{env:LAKE_CANARY_KEY}}" }}
-auth = {{ bearer = "${{env:LAKE_CANARY_BEARER}}" }}
-max_attempts = 1
-"#
+            "[sources.api]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}{path}\"\n{secrets}\nmax_attempts = 1\n"
         )
     };
+    let all_secrets = r#"query = { token = "${env:LAKE_CANARY_QUERY}" }
+headers = { "X-Api-Key" = "${env:LAKE_CANARY_KEY}" }
+auth = { bearer = "${env:LAKE_CANARY_BEARER}" }"#;
+    let http = |path: &str| api(path, all_secrets);
     let step = |script: &str| {
         format!(
             r#"[steps.leak]
@@ -122,26 +121,18 @@ env = {{ TOKEN = "${{env:LAKE_CANARY_STEP}}", KEY = "${{env:LAKE_CANARY_KEY}}" }
         ("a redirect to another origin", http("/redirect"), false),
         (
             "an HTTP 401 echoing basic credentials and a query secret with URL characters",
-            format!(
-                r#"[sources.api]
-kind = "http"
-url = "http://127.0.0.1:{port}/echo"
-query = {{ token = "${{env:LAKE_CANARY_PASS}}" }}
-auth = {{ username = "${{env:LAKE_CANARY_USER}}", password = "${{env:LAKE_CANARY_PASS}}" }}
-max_attempts = 1
-"#
+            api(
+                "/echo",
+                r#"query = { token = "${env:LAKE_CANARY_PASS}" }
+auth = { username = "${env:LAKE_CANARY_USER}", password = "${env:LAKE_CANARY_PASS}" }"#,
             ),
             false,
         ),
         (
             "a secret query redirected to another origin (its Referer)",
-            format!(
-                r#"[sources.api]
-kind = "http"
-url = "http://127.0.0.1:{port}/redirect"
-query = {{ token = "${{env:LAKE_CANARY_QUERY}}" }}
-max_attempts = 1
-"#
+            api(
+                "/redirect",
+                r#"query = { token = "${env:LAKE_CANARY_QUERY}" }"#,
             ),
             false,
         ),

@@ -2,100 +2,27 @@
 //! loops; a page that rebinds its own name to 127.0.0.1; SQL written to take the server down;
 //! a flood of silent connections; a signal while a query runs.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Lake, Outcome, Suite, loans_csv, loans_toml};
+use crate::serve::Served;
 
-/// `lake serve` running until dropped.
-struct Server {
-    child: Child,
-    addr: String,
+/// `lake serve` on 127.0.0.1, any free port, in `lake`'s folder.
+fn start(lake: &Lake<'_>) -> Served {
+    Served::start(lake.cmd(&["serve", "--bind", "127.0.0.1:0"]))
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(lake: &Lake<'_>) -> Self {
-        let mut child = lake
-            .cmd(&["serve", "--bind", "127.0.0.1:0"])
-            .env_remove("LAKE_SERVE_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lake serve");
-        let mut err = BufReader::new(child.stderr.take().expect("its stderr"));
-        let mut line = String::new();
-        err.read_line(&mut line).expect("its first line");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("lake serve printed {line:?}"))
-            .to_owned();
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Self { child, addr }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Resident memory, from /proc (0 where there is none).
-    fn rss_mib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(0, |kib| kib / 1024)
-    }
-}
-
-/// One GET with `headers` (a `Host` of the server's address unless given): status and body.
+/// One GET: status and body.
 fn get(
     addr: &str,
     path: &str,
     headers: &[(&str, &str)],
     limit: Duration,
 ) -> Result<(u16, String), String> {
-    let mut conn = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    conn.set_read_timeout(Some(limit)).ok();
-    let mut req = format!("GET {path} HTTP/1.0\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    conn.write_all(req.as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw)
-        .map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status in {:?}", &text[..text.len().min(200)]))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Ok((status, body))
+    crate::serve::get(addr, path, headers, limit).map(|r| (r.status, r.body))
 }
 
 fn enc(sql: &str) -> String {
@@ -110,8 +37,20 @@ fn enc(sql: &str) -> String {
         .collect()
 }
 
-/// A lake of `rows` loans, run once, with `[serve]` limits for the experiments.
-fn served_lake<'a>(s: &'a Suite, rows: usize) -> Result<Lake<'a>, String> {
+/// A lake of `rows` loans, run once, with `[serve]` limits for the experiments; `None` when
+/// that failed, recorded in `out` as its one trial.
+fn served_lake<'a>(s: &'a Suite, rows: usize, out: &mut Outcome) -> Option<Lake<'a>> {
+    match made_lake(s, rows) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            out.trials = 1;
+            out.failures.push(e);
+            None
+        }
+    }
+}
+
+fn made_lake<'a>(s: &'a Suite, rows: usize) -> Result<Lake<'a>, String> {
     let lake = Lake::new(&s.bin);
     lake.write(
         "lake.toml",
@@ -154,15 +93,10 @@ pub fn serve_load(s: &Suite, clients: usize, secs: u64) -> Outcome {
         ),
         "local",
     );
-    let lake = match served_lake(s, 20_000) {
-        Ok(l) => l,
-        Err(e) => {
-            out.trials = 1;
-            out.failures.push(e);
-            return out;
-        }
+    let Some(lake) = served_lake(s, 20_000, &mut out) else {
+        return out;
     };
-    let server = Server::start(&lake);
+    let server = start(&lake);
     let stop = Arc::new(AtomicBool::new(false));
     let times = Arc::new(Mutex::new(Vec::<(Duration, &str)>::new()));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -293,15 +227,10 @@ pub fn serve_attacks(s: &Suite) -> Outcome {
         "`lake serve` attacked: DNS rebinding, cross-site requests, SQL bombs, 1,000 silent connections, SIGTERM during a query",
         "local",
     );
-    let lake = match served_lake(s, 2_000) {
-        Ok(l) => l,
-        Err(e) => {
-            out.trials = 1;
-            out.failures.push(e);
-            return out;
-        }
+    let Some(lake) = served_lake(s, 2_000, &mut out) else {
+        return out;
     };
-    let server = Server::start(&lake);
+    let server = start(&lake);
     let addr = server.addr.clone();
     let port = addr.rsplit(':').next().unwrap_or_default().to_owned();
     let alive = |what: &str, out: &mut Outcome| match get(
@@ -497,7 +426,7 @@ pub fn serve_attacks(s: &Suite) -> Outcome {
         });
         std::thread::sleep(Duration::from_millis(500));
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &server.pid().to_string()])
+            .args(["-TERM", &server.child.id().to_string()])
             .status();
         let t = Instant::now();
         let mut exited = false;
