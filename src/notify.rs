@@ -47,22 +47,55 @@ pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
         }
     }
     if let Some((program, args)) = n.command.split_first() {
-        let sent = (|| -> std::io::Result<std::process::ExitStatus> {
-            use std::io::Write;
-            let mut child = std::process::Command::new(program)
-                .args(args)
-                .current_dir(&lake.pipeline.base_dir)
-                .stdin(std::process::Stdio::piped())
-                .spawn()?;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(summary.to_string().as_bytes())?;
-            }
-            child.wait()
-        })();
-        match sent {
+        let body = summary.to_string();
+        match command(program, args, &lake.pipeline.base_dir, body, n.timeout).await {
             Ok(s) if s.success() => {}
             Ok(s) => tracing::warn!("notify: {program} exited with {s}"),
-            Err(e) => tracing::warn!("notify: cannot run {program}: {e}"),
+            Err(e) => tracing::warn!("notify: {program}: {e}"),
+        }
+    }
+}
+
+/// Run the notice command with `body` on stdin; past `timeout` it is killed (with what it
+/// started in its process group on Unix) and an error says so.
+async fn command(
+    program: &str,
+    args: &[String],
+    dir: &std::path::Path,
+    body: String,
+    timeout: std::time::Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run it: {e}")))?;
+    let stdin = child.stdin.take();
+    let talk = async {
+        if let Some(mut stdin) = stdin {
+            // A command that does not read its stdin is not an error.
+            let _ = stdin.write_all(body.as_bytes()).await;
+            drop(stdin);
+        }
+        child.wait().await
+    };
+    match tokio::time::timeout(timeout, talk).await {
+        Ok(status) => status,
+        Err(_) => {
+            lake_local::stop_group(&mut child, std::time::Duration::ZERO).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "still running after {} s ([notify] timeout): killed; the run's result is unchanged",
+                    timeout.as_secs_f64()
+                ),
+            ))
         }
     }
 }

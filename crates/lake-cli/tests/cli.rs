@@ -2742,3 +2742,54 @@ fn progress_lines_update_on_a_terminal_follow_color_and_stay_off_when_piped() {
         "the step's end is still said: {piped}"
     );
 }
+
+/// `[notify] timeout`: a notice command that never ends (and a child it started) is killed past
+/// its limit; the run ends with its own result and a warning says what happened.
+#[test]
+fn a_hanging_notice_command_is_killed_at_its_timeout_and_the_run_keeps_its_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        r#"[lake]
+name = "hangs"
+
+[steps.report]
+kind = "command"
+command = ["sh", "-c", "exit 0"]
+
+[notify]
+on = ["success"]
+command = ["sh", "-c", "sleep 300 & echo $! > child.pid; cat > notice.json; sleep 300"]
+timeout = "2s"
+"#,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the run waited for the notice: {took:?}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("[notify] timeout") && err.contains("killed"),
+        "{err}"
+    );
+    // The notice was handed over before the limit, and what the command started is gone too.
+    let notice: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("notice.json")).unwrap()).unwrap();
+    assert_eq!(notice["event"], "success");
+    let pid = std::fs::read_to_string(tmp.path().join("child.pid")).unwrap();
+    // A zombie waiting for its reaper counts as ended.
+    let alive = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|s| !s.trim_start().starts_with('Z'))
+    });
+    assert!(!alive, "the command's child {} still runs", pid.trim());
+}

@@ -198,8 +198,9 @@ fn tail(v: &Mutex<Vec<u8>>) -> String {
     String::from_utf8_lossy(&t[start..]).into_owned()
 }
 
-/// Stop a whole process group: SIGTERM, then SIGKILL after a grace period.
-async fn stop_group(child: &mut tokio::process::Child) {
+/// Stop a process started with `process_group(0)` and everything it started: SIGTERM to its
+/// group, then SIGKILL when it has not ended within `grace` (at once for a zero `grace`).
+pub async fn stop_group(child: &mut tokio::process::Child, grace: std::time::Duration) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         use nix::sys::signal::{Signal, killpg};
@@ -207,13 +208,9 @@ async fn stop_group(child: &mut tokio::process::Child) {
         // The child leads its own group (process_group(0) at spawn), so this reaches what it
         // started too; never signal anything else.
         if pid > 1 {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-            if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
-                .await
-                .is_ok()
-            {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                return;
+            if !grace.is_zero() {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                let _ = tokio::time::timeout(grace, child.wait()).await;
             }
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
@@ -295,7 +292,7 @@ impl ClusterBackend for LocalBackend {
                     };
                     let state = match waited {
                         None => {
-                            stop_group(&mut child).await;
+                            stop_group(&mut child, std::time::Duration::from_secs(5)).await;
                             StepState::Cancelled
                         }
                         Some(Ok(s)) if s.success() => StepState::Completed,

@@ -19,7 +19,7 @@ mod plugin;
 mod store;
 mod zones_as_object_store;
 
-pub use backend::LocalBackend;
+pub use backend::{LocalBackend, stop_group};
 pub use engine::Engine;
 pub use plugin::{LocalConfig, LocalKind};
 pub use store::LocalZoneStore;

@@ -819,6 +819,8 @@ pub struct NotifySpec {
     pub webhook: Option<Template>,
     /// The command, run in lake.toml's folder with the summary on stdin.
     pub command: Vec<String>,
+    /// How long the command may run before it is killed (`timeout`, default 30 s).
+    pub timeout: Duration,
 }
 
 /// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.

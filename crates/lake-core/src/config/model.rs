@@ -133,6 +133,9 @@ pub struct NotifyConfig {
     /// A command that gets the summary as JSON on stdin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// How long the command may take (`30s`); killed past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// `[schedule]`: a cron expression, its time zone and how far back missed ticks are run.

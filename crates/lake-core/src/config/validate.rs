@@ -1120,6 +1120,8 @@ fn notify_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<super::NotifyS
         on_recovered: on.iter().any(|o| o == "recovered"),
         webhook,
         command: c.command.clone().unwrap_or_default(),
+        // A command that hangs is killed past this: a notice never holds a run.
+        timeout: duration_or(r, "notify.timeout", &c.timeout, 30),
     })
 }
 
