@@ -42,4 +42,6 @@ mod notify;
 #[cfg(all(feature = "local", feature = "ingest"))]
 mod open;
 #[cfg(all(feature = "local", feature = "ingest"))]
+pub mod schedule;
+#[cfg(all(feature = "local", feature = "ingest"))]
 pub use open::{Lake, backends, load, open_store};

@@ -11,7 +11,7 @@ pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
         return;
     };
     let failed = matches!(record.status, Status::Failed | Status::Cancelled);
-    let previous_failed = lake_core::ledger::list(&*lake.store)
+    let previous_failed = lake_core::ledger::summaries(&*lake.store)
         .await
         .ok()
         .and_then(|runs| {

@@ -617,11 +617,7 @@ impl Lake {
                 .await?
                 .map(|m| m.run_id)
                 .unwrap_or_default();
-            let location = self
-                .store
-                .local_path(&d.prefix)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|| self.store.url_of(&d.prefix));
+            let location = self.store.location(&d.prefix);
             found.push((
                 d,
                 provider.schema(),
@@ -829,6 +825,7 @@ impl Lake {
             report
                 .findings
                 .extend(fsck::state_findings(store, sources()).await?);
+            report.findings.extend(fsck::index_findings(store).await?);
             Ok::<_, Error>(report)
         };
         if !repair {

@@ -53,7 +53,7 @@ pub(crate) struct Args {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Write a working example pipeline (lake.toml, sample data, a report step) into DIR.
+    /// Write a working example pipeline (a commented lake.toml and its data) into DIR.
     Init {
         /// Where to write it (created if missing).
         #[arg(default_value = ".")]
@@ -142,6 +142,12 @@ pub(crate) enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// How many of the newest runs to list.
+        #[arg(long, short = 'n', default_value_t = 50, conflicts_with = "all")]
+        last: usize,
+        /// List every run.
+        #[arg(long)]
+        all: bool,
     },
     /// Query the lake with SQL: tables raw.<source>, trusted.<dataset>, refined.<dataset>.
     /// Without SQL, list the tables and their columns.

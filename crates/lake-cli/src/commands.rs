@@ -54,12 +54,19 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.keep_cluster = *keep_cluster;
             run(&lake, &opts, &args).await
         }
-        Command::Runs { show: None, json } => {
-            runs(&*Lake::open(&args.config, env).await?.store, *json).await
+        Command::Runs {
+            show: None,
+            json,
+            last,
+            all,
+        } => {
+            let last = if *all { usize::MAX } else { *last };
+            runs(&*Lake::open(&args.config, env).await?.store, *json, last).await
         }
         Command::Runs {
             show: Some(RunsCommand::Show { id, json }),
             json: json2,
+            ..
         } => {
             show_run(
                 &*Lake::open(&args.config, env).await?.store,
@@ -729,6 +736,16 @@ fn run_options_with(
 
 async fn run(lake: &Lake, opts: &RunOptions, args: &Args) -> Result<ExitCode> {
     let record = lake.run(opts).await?;
+    print_run(lake, &record, args);
+    Ok(match record.status {
+        Status::Succeeded => ExitCode::SUCCESS,
+        Status::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    })
+}
+
+/// A run's summary and where its outputs are (and, with `-q`, why a step failed).
+fn print_run(lake: &Lake, record: &lake::core::ledger::RunRecord, args: &Args) {
     if args.quiet {
         // Quiet still says why a step failed.
         for s in record.steps.iter().filter(|s| s.status == Status::Failed) {
@@ -742,160 +759,68 @@ async fn run(lake: &Lake, opts: &RunOptions, args: &Args) -> Result<ExitCode> {
         .filter_map(|s| {
             s.output
                 .as_ref()
-                .map(|o| (o.clone(), location(&*lake.store, o)))
+                .map(|o| (o.clone(), lake.store.location(o)))
         })
         .collect();
-    println!("{}", shown(&print::summary(&record, &outputs)));
-    Ok(match record.status {
-        Status::Succeeded => ExitCode::SUCCESS,
-        Status::Cancelled => ExitCode::from(130),
-        _ => ExitCode::from(1),
-    })
+    println!("{}", shown(&print::summary(record, &outputs)));
 }
 
-/// The `[schedule]` of `lake`, or a usage error saying how to add one.
-fn schedule_of(lake: &Lake) -> Result<lake::core::schedule::Schedule> {
-    lake.pipeline.schedule.clone().ok_or_else(|| {
-        UsageError(format!(
-            "{} has no [schedule]: add one, e.g. `[schedule]` `cron = \"0 7 * * *\"` (docs/lake-toml.md)",
-            lake.pipeline.file.display()
-        ))
-        .into()
-    })
-}
-
-/// The logical dates the ledger has a succeeded run for.
-/// The dates the ledger has a successful run for, and when the last successful run started:
-/// what a schedule's due ticks are worked out from.
-async fn successes(lake: &Lake) -> Result<Successes> {
-    let runs = lake::core::ledger::list(&*lake.store).await?;
-    let ok = runs.iter().filter(|r| r.status == Status::Succeeded);
-    Ok(Successes {
-        last: ok.clone().map(|r| r.started).max(),
-        dates: ok.map(|r| r.date).collect(),
-    })
-}
-
-struct Successes {
-    last: Option<lake::core::chrono::DateTime<lake::core::chrono::Utc>>,
-    dates: std::collections::BTreeSet<lake::core::chrono::NaiveDate>,
-}
-
-/// `lake schedule [--once]`.
+/// `lake schedule [--once]`: the library's scheduler, each tick's run printed as `lake run`
+/// prints it.
 async fn schedule(lake: &Lake, once: bool, args: &Args) -> Result<ExitCode> {
-    use lake::core::chrono::Utc;
-    let s = schedule_of(lake)?;
+    use lake::schedule::{ScheduleEnd, ScheduleEvent};
+    let s = lake.schedule()?;
     let cancel = cancel_on_signal();
-    // The latest tick this process ran: a tick is run once, even when its run failed (the
-    // next tick tries again).
-    let mut last_ran = None;
-    loop {
-        let done = successes(lake).await?;
-        let due: Vec<_> = s
-            .due(Utc::now(), done.last, &done.dates)
-            .into_iter()
-            .filter(|t| last_ran.is_none_or(|l| t.at > l))
-            .collect();
-        if due.is_empty() && once {
-            eprintln!(
-                "schedule: nothing due ({} in {})",
-                s.cron,
-                s.timezone.name()
-            );
-        }
-        let mut failed = false;
-        let ran = !due.is_empty();
-        for tick in due {
-            eprintln!(
-                "schedule: the tick of {} → lake run --date {}",
-                tick.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                tick.date
-            );
-            last_ran = Some(tick.at);
-            let code = run(
-                lake,
-                &run_options_with(tick.date, args, cancel.clone()),
-                args,
-            )
-            .await?;
-            if cancel.is_cancelled() {
-                return Ok(ExitCode::from(130));
-            }
-            failed |= code != ExitCode::SUCCESS;
-        }
-        if once {
-            return Ok(if failed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            });
-        }
-        if ran {
-            // Ticks that came while these ran are due now: once each date, not piled up.
-            continue;
-        }
-        let Some(next) = s.next(Utc::now(), 1).pop() else {
-            bail!("{}: no next tick", s.cron);
-        };
-        eprintln!(
-            "schedule: next tick {} (for {})",
-            next.at.format("%Y-%m-%d %H:%M:%S UTC"),
-            next.date
-        );
-        let wait = (next.at - Utc::now()).to_std().unwrap_or_default();
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = cancel.cancelled() => return Ok(ExitCode::from(130)),
-        }
-    }
+    let end = lake
+        .run_schedule(
+            once,
+            &cancel,
+            |date| run_options_with(date, args, cancel.clone()),
+            |event| match event {
+                ScheduleEvent::NothingDue => eprintln!(
+                    "schedule: nothing due ({} in {})",
+                    s.cron,
+                    s.timezone.name()
+                ),
+                ScheduleEvent::Tick(tick) => eprintln!(
+                    "schedule: the tick of {} → lake run --date {}",
+                    tick.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    tick.date
+                ),
+                ScheduleEvent::Ran(record) => print_run(lake, record, args),
+                ScheduleEvent::Waiting(next) => eprintln!(
+                    "schedule: next tick {} (for {})",
+                    next.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    next.date
+                ),
+            },
+        )
+        .await?;
+    Ok(match end {
+        ScheduleEnd::Succeeded => ExitCode::SUCCESS,
+        ScheduleEnd::Failed => ExitCode::from(1),
+        ScheduleEnd::Cancelled => ExitCode::from(130),
+    })
 }
 
 /// `lake schedule status [--json]`.
 async fn schedule_status(lake: &Lake, json: bool) -> Result<ExitCode> {
-    use lake::core::chrono::Utc;
-    let s = schedule_of(lake)?;
-    let now = Utc::now();
-    let runs = lake::core::ledger::list(&*lake.store).await?;
-    let done = successes(lake).await?;
-    let last = |date| {
-        runs.iter()
-            .filter(|r| r.date == date)
-            .max_by_key(|r| r.started)
-            .map(|r| (r.run_id.clone(), r.status.to_string()))
-    };
-    let recent: Vec<_> = s
-        .recent(now)
-        .into_iter()
-        .map(|t| {
-            let run = last(t.date);
-            serde_json::json!({
-                "at": t.at, "date": t.date,
-                "run_id": run.as_ref().map(|r| r.0.clone()),
-                "status": run.map_or("not run".to_owned(), |r| r.1),
-            })
-        })
-        .collect();
-    let due: Vec<_> = s
-        .due(now, done.last, &done.dates)
-        .into_iter()
-        .map(|t| t.date)
-        .collect();
-    let next = s.next(now, 5);
+    let st = lake.schedule_status(lake::core::chrono::Utc::now()).await?;
     let mut out = print::out();
     if json {
-        let v = serde_json::json!({ "schedule": s, "next": next, "recent": recent, "due": due });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&st)?)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let s = &st.schedule;
     writeln!(
         out,
         "schedule {:?} in {}, catch-up {}",
         s.cron,
         s.timezone.name(),
         s.catchup
-            .map_or("off".to_owned(), |d| format!("{}d", d.as_secs() / 86_400))
+            .map_or("off".to_owned(), lake::core::human::duration)
     )?;
-    for t in &next {
+    for t in &st.next {
         writeln!(
             out,
             "next   {}  for {}",
@@ -903,19 +828,19 @@ async fn schedule_status(lake: &Lake, json: bool) -> Result<ExitCode> {
             t.date
         )?;
     }
-    for r in &recent {
+    for r in &st.recent {
         writeln!(
             out,
             "recent {}  for {}  {}",
-            r["at"].as_str().unwrap_or_default(),
-            r["date"].as_str().unwrap_or_default(),
-            r["status"].as_str().unwrap_or_default()
+            r.at.to_rfc3339_opts(lake::core::chrono::SecondsFormat::Secs, true),
+            r.date,
+            r.status
         )?;
     }
-    if due.is_empty() {
+    if st.due.is_empty() {
         writeln!(out, "nothing due")?;
     } else {
-        let dates: Vec<String> = due.iter().map(ToString::to_string).collect();
+        let dates: Vec<String> = st.due.iter().map(ToString::to_string).collect();
         writeln!(
             out,
             "due: {} (`lake schedule --once` runs them)",
@@ -936,7 +861,7 @@ fn schedule_install(
     system: bool,
 ) -> Result<ExitCode> {
     use lake::core::units;
-    schedule_of(lake)?;
+    lake.schedule()?;
     let inv = units::Invocation {
         name: lake.pipeline.name.clone(),
         exe: std::env::current_exe().context("the path of this lake binary")?,
@@ -1037,48 +962,53 @@ async fn wait_for_signal() {
     }
 }
 
-fn location(store: &DynZoneStore, key: &str) -> String {
-    store
-        .local_path(key)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| store.url_of(key))
-}
-
-async fn runs(store: &DynZoneStore, json: bool) -> Result<ExitCode> {
-    let runs = ledger::list(store).await?;
+/// `lake runs`: the newest `last` runs, oldest first; a line says how many earlier runs there
+/// are. The table comes from the ledger's index (one listing and one read); `--json` reads the
+/// listed runs' documents.
+async fn runs(store: &DynZoneStore, json: bool, last: usize) -> Result<ExitCode> {
+    let all = ledger::summaries(store).await?;
+    let earlier = all.len().saturating_sub(last);
+    let shown = &all[earlier..];
     let mut out = print::out();
     if json {
-        serde_json::to_writer_pretty(&mut out, &runs)?;
+        let mut records = Vec::with_capacity(shown.len());
+        for s in shown {
+            records.push(ledger::get(store, &s.run_id).await?);
+        }
+        serde_json::to_writer_pretty(&mut out, &records)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if runs.is_empty() {
-        writeln!(out, "no runs yet in {}", location(store, ""))?;
+    if all.is_empty() {
+        writeln!(out, "no runs yet in {}", store.location(""))?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if earlier > 0 {
+        writeln!(
+            out,
+            "{earlier} earlier run{} not shown (lake runs --last N, or --all)",
+            if earlier == 1 { "" } else { "s" }
+        )?;
     }
     writeln!(
         out,
         "{:<24} {:<10} {:<10} {:<20} {:>9}  STEPS",
         "RUN", "DATE", "STATUS", "STARTED (UTC)", "DURATION"
     )?;
-    for r in runs {
+    for r in shown {
         let dur = r
             .ended
             .map(|e| (e - r.started).num_milliseconds().max(0) as u64);
-        let ok = r
-            .steps
-            .iter()
-            .filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate))
-            .count();
         writeln!(
             out,
-            "{:<24} {:<10} {:<10} {:<20} {:>9}  {ok}/{} ok",
+            "{:<24} {:<10} {:<10} {:<20} {:>9}  {}/{} ok",
             r.run_id,
             r.date.to_string(),
             r.status.to_string(),
             r.started.format("%Y-%m-%d %H:%M:%S").to_string(),
             print::millis(dur),
-            r.steps.len()
+            r.steps_ok,
+            r.steps
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -1216,7 +1146,7 @@ async fn ls(store: &DynZoneStore, path: Option<&str>, json: bool) -> Result<Exit
         return Ok(ExitCode::SUCCESS);
     }
     if objects.is_empty() {
-        writeln!(out, "nothing under {}", location(store, path))?;
+        writeln!(out, "nothing under {}", store.location(path))?;
     }
     for o in objects {
         writeln!(

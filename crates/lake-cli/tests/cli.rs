@@ -2622,12 +2622,15 @@ fn logs_have_no_color_codes_when_piped_unless_asked() {
 /// verify` (where systemd-analyze is installed; skipped, saying so, elsewhere).
 #[test]
 fn the_systemd_units_pass_systemd_analyze_verify() {
-    if std::process::Command::new("systemd-analyze")
+    let found = std::process::Command::new("systemd-analyze")
         .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no systemd-analyze on this machine");
+        .output();
+    if lake_testing::skip_unless(
+        "LAKE_REQUIRE_SYSTEMD_ANALYZE",
+        found
+            .err()
+            .map(|e| format!("systemd-analyze cannot run: {e}")),
+    ) {
         return;
     }
     let dir = lake_testing::example("weather");
@@ -2685,12 +2688,15 @@ fn the_systemd_units_pass_systemd_analyze_verify() {
 /// no live line is printed.
 #[test]
 fn progress_lines_update_on_a_terminal_follow_color_and_stay_off_when_piped() {
-    if std::process::Command::new("script")
+    let found = std::process::Command::new("script")
         .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: no `script` (util-linux) to give lake a terminal");
+        .output();
+    if lake_testing::skip_unless(
+        "LAKE_REQUIRE_SCRIPT",
+        found
+            .err()
+            .map(|e| format!("`script` (util-linux) cannot give lake a terminal: {e}")),
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -2792,4 +2798,21 @@ timeout = "2s"
             .is_some_and(|s| !s.trim_start().starts_with('Z'))
     });
     assert!(!alive, "the command's child {} still runs", pid.trim());
+}
+
+/// `lake schedule status` shows the catch-up as lake.toml says it (`12h` was printed `0d`).
+#[test]
+fn schedule_status_shows_the_catch_up_as_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        "[lake]\nname = \"hourly\"\n\n[steps.report]\nkind = \"command\"\ncommand = [\"true\"]\n\n[schedule]\ncron = \"0 * * * *\"\ncatchup = \"12h\"\n",
+    )
+    .unwrap();
+    let out = lake(tmp.path())
+        .args(["schedule", "status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("catch-up 12h"), "{}", stdout(&out));
 }

@@ -308,6 +308,13 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
     /// A short name for messages (`local`, `emr`).
     fn name(&self) -> &str;
 
+    /// True when `sql` steps run on an embedded engine in this process: it hashes every
+    /// input it reads (so inputs need no entity-tag check first), and its failures (SQL and
+    /// data errors) would fail the same way again (so a failed `sql` step is not retried).
+    fn embedded_sql(&self) -> bool {
+        false
+    }
+
     /// Start or attach to a cluster.
     async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle>;
 

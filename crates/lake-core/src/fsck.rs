@@ -34,6 +34,9 @@ pub enum Problem {
     Lock,
     /// A source's cursor (`_lake/state/<source>.json`) that cannot be read.
     State,
+    /// A run the ledger's index (`_lake/runs.index/`) lacks, or describes otherwise than its
+    /// document does (a ledger an older lake wrote, a document restored by hand).
+    Index,
 }
 
 impl Problem {
@@ -41,7 +44,7 @@ impl Problem {
     pub fn repairable(self) -> bool {
         matches!(
             self,
-            Self::Orphan | Self::Staging | Self::Lock | Self::State
+            Self::Orphan | Self::Staging | Self::Lock | Self::State | Self::Index
         )
     }
 }
@@ -207,21 +210,14 @@ pub async fn check(store: &DynZoneStore, hash: bool, live_run: Option<&str>) -> 
             });
         }
     }
-    // Unfinished uploads of a local root (`name#N`), which listings skip.
+    // Unfinished uploads (a filesystem root's `name#N`), which listings skip.
     for zone in Zone::ALL {
-        if let Some(dir) = store.local_path(zone.as_str()) {
-            for path in publish::unfinished_files(&dir) {
-                let key = format!(
-                    "{}/{}",
-                    zone.as_str(),
-                    path.strip_prefix(&dir).unwrap_or(&path).to_string_lossy()
-                );
-                report.findings.push(Finding {
-                    problem: Problem::Orphan,
-                    key,
-                    detail: "an unfinished upload (a writer was killed)".into(),
-                });
-            }
+        for key in store.unfinished(zone.as_str()).await? {
+            report.findings.push(Finding {
+                problem: Problem::Orphan,
+                key,
+                detail: "an unfinished upload (a writer was killed)".into(),
+            });
         }
     }
     let mut runs = BTreeSet::new();
@@ -234,14 +230,15 @@ pub async fn check(store: &DynZoneStore, hash: bool, live_run: Option<&str>) -> 
             runs.insert(run.to_owned());
         }
     }
-    if let Some(dir) = store.local_path(STAGING)
-        && let Ok(entries) = std::fs::read_dir(dir)
-    {
-        runs.extend(
-            entries
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().map(str::to_owned)),
-        );
+    // A run killed while writing may have left only unfinished uploads in its staging.
+    for key in store.unfinished(STAGING).await? {
+        if let Some(run) = key[STAGING.len()..]
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+        {
+            runs.insert(run.to_owned());
+        }
     }
     for run in runs {
         if Some(run.as_str()) != live_run {
@@ -258,6 +255,19 @@ pub async fn check(store: &DynZoneStore, hash: bool, live_run: Option<&str>) -> 
     Ok(report)
 }
 
+/// The runs whose line in the ledger's index is missing or differs from their document.
+pub async fn index_findings(store: &DynZoneStore) -> Result<Vec<Finding>> {
+    Ok(crate::ledger::check_index(store)
+        .await?
+        .into_iter()
+        .map(|run| Finding {
+            problem: Problem::Index,
+            key: format!("{}/{run}.json", crate::ledger::RUNS),
+            detail: "the ledger's index does not describe this run as its document does (--repair rebuilds the index)".into(),
+        })
+        .collect())
+}
+
 /// Remove what `report` found that can be removed: objects no manifest lists, unfinished
 /// uploads and the staging of runs that are gone. Call it holding the pipeline's lock. Returns
 /// how many were removed.
@@ -266,24 +276,25 @@ pub async fn repair(store: &DynZoneStore, report: &Report) -> Result<usize> {
     let mut orphans = Vec::new();
     for f in &report.findings {
         match f.problem {
-            Problem::Orphan => match store.local_path(&f.key) {
-                // A `name#N` file is not an object of the store: remove the file.
-                Some(path) if f.key.contains('#') => {
-                    if std::fs::remove_file(&path).is_ok() {
-                        removed += 1;
-                    }
+            Problem::Orphan => {
+                // An unfinished upload is not an object of the store: the store sweeps it.
+                if store.unfinished(&f.key).await?.contains(&f.key) {
+                    removed += store.sweep(&f.key).await?;
+                } else {
+                    orphans.push(Key::new(f.key.as_str())?);
                 }
-                _ => orphans.push(Key::new(f.key.as_str())?),
-            },
+            }
             Problem::Staging => {
                 store.delete_prefix(&f.key).await?;
-                if let Some(dir) = store.local_path(&f.key) {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
+                store.sweep(&f.key).await?;
                 removed += 1;
             }
             _ => {}
         }
+    }
+    if report.findings.iter().any(|f| f.problem == Problem::Index) {
+        crate::ledger::rebuild_index(store).await?;
+        removed += 1;
     }
     removed += orphans.len();
     store.delete_many(&orphans).await?;

@@ -25,8 +25,28 @@ pub fn millis(ms: Option<u64>) -> String {
     }
 }
 
+/// A duration as lake.toml writes it, in its largest exact unit: `7d`, `12h`, `90m`, `45s`.
+pub fn duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lake_toml_durations_print_as_written() {
+        for written in ["7d", "12h", "36h", "90m", "45s"] {
+            let d = crate::config::parse_duration(written).unwrap();
+            assert_eq!(super::duration(d), written);
+        }
+    }
+
     #[test]
     fn sizes_and_durations() {
         assert_eq!(super::bytes(17), "17 B");

@@ -2,6 +2,15 @@
 //!
 //! This is the lineage table: what ran, on which inputs (keys, sizes, SHA-256), what it wrote,
 //! how long it took and how it ended. It never contains a resolved secret.
+//!
+//! Beside the documents, each pipeline has an index (`_lake/runs.index/<pipeline>.json`) with
+//! a [`RunSummary`] per run, so the questions asked often (the newest run, the runs of a date,
+//! the last runs, a run by id prefix) cost one small listing and one read instead of a read per
+//! run ever made. A pipeline's index is written with each of its run documents, by the run
+//! that holds the pipeline's lock, so its writers never race. Without an index (a ledger that
+//! an older lake wrote) readers read the documents, and the pipeline's next write builds it
+//! from them; [`check_index`] compares it with the documents and [`rebuild_index`] rebuilds it
+//! (`lake fsck`, `lake fsck --repair`).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -226,12 +235,232 @@ fn run_key(run_id: &str) -> Result<Key> {
     Key::new(format!("_lake/runs/{run_id}.json"))
 }
 
-/// Write (or rewrite) a run's record.
+/// Write (or rewrite) a run's record, then its line in its pipeline's index. Call it holding
+/// the pipeline's lock (runs do).
 pub async fn write(store: &DynZoneStore, record: &RunRecord) -> Result<()> {
-    store
-        .put_json(&run_key(&record.run_id)?, record)
-        .await
-        .map(|_| ())
+    let meta = store.put_json(&run_key(&record.run_id)?, record).await?;
+    let key = index_key(&record.pipeline)?;
+    let mut runs = match store.get_json::<Index>(&key).await {
+        Ok(Some(i)) => i.runs,
+        // Missing (a ledger from before the index) or unreadable: built from the documents.
+        Ok(None) | Err(Error::Corrupt { .. }) => from_documents(store, Some(&record.pipeline))
+            .await?
+            .into_iter()
+            .filter(|r| r.run_id != record.run_id)
+            .collect(),
+        Err(e) => return Err(e),
+    };
+    upsert(&mut runs, RunSummary::of(record, meta.size));
+    store.put_json(&key, &Index { runs }).await.map(|_| ())
+}
+
+/// Where the pipelines' indexes live (`<pipeline>.json` each), beside `_lake/runs/`.
+pub const INDEX: &str = "_lake/runs.index";
+
+/// One run, as the index keeps it: what listings and schedules need, without its steps'
+/// inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The run id.
+    pub run_id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The logical date.
+    pub date: NaiveDate,
+    /// Outcome.
+    pub status: Status,
+    /// Start.
+    pub started: DateTime<Utc>,
+    /// End (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<DateTime<Utc>>,
+    /// Steps considered.
+    pub steps: usize,
+    /// Steps that succeeded or were up to date.
+    pub steps_ok: usize,
+    /// The size of the run's document this summary was made from.
+    pub size: u64,
+}
+
+impl RunSummary {
+    /// The summary of `r`, whose document is `size` bytes.
+    pub fn of(r: &RunRecord, size: u64) -> Self {
+        Self {
+            run_id: r.run_id.clone(),
+            pipeline: r.pipeline.clone(),
+            date: r.date,
+            status: r.status,
+            started: r.started,
+            ended: r.ended,
+            steps: r.steps.len(),
+            steps_ok: r
+                .steps
+                .iter()
+                .filter(|s| matches!(s.status, Status::Succeeded | Status::UpToDate))
+                .count(),
+            size,
+        }
+    }
+}
+
+/// An index document.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    /// Summaries, sorted by run id.
+    runs: Vec<RunSummary>,
+}
+
+fn index_key(pipeline: &str) -> Result<Key> {
+    Key::new(format!("{INDEX}/{pipeline}.json"))
+}
+
+fn upsert(runs: &mut Vec<RunSummary>, s: RunSummary) {
+    runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    match runs.binary_search_by(|r| r.run_id.as_str().cmp(&s.run_id)) {
+        Ok(i) => runs[i] = s,
+        Err(i) => runs.insert(i, s),
+    }
+}
+
+fn oldest_first(runs: &mut [RunSummary]) {
+    runs.sort_by(|a, b| a.started.cmp(&b.started).then(a.run_id.cmp(&b.run_id)));
+}
+
+/// Every run's summary (of `pipeline`'s runs only, when given) from the documents: a listing
+/// and a read per run. The truth the indexes are checked against.
+pub async fn from_documents(
+    store: &DynZoneStore,
+    pipeline: Option<&str>,
+) -> Result<Vec<RunSummary>> {
+    let mut out = Vec::new();
+    for meta in store.list(RUNS).await? {
+        if run_id_of(meta.key.as_str()).is_some()
+            && let Some(r) = store.get_json::<RunRecord>(&meta.key).await?
+            && pipeline.is_none_or(|p| p == r.pipeline)
+        {
+            out.push(RunSummary::of(&r, meta.size));
+        }
+    }
+    oldest_first(&mut out);
+    Ok(out)
+}
+
+/// Every run's summary, oldest first (by start, then id), from the pipelines' indexes: one
+/// listing of `_lake/runs.index/` and a read per pipeline, plus a read of each run the index
+/// saw running (it may have ended since). Without any index, from the documents.
+pub async fn summaries(store: &DynZoneStore) -> Result<Vec<RunSummary>> {
+    let indexes = store.list(INDEX).await?;
+    if indexes.is_empty() {
+        return from_documents(store, None).await;
+    }
+    let mut out = Vec::new();
+    for meta in &indexes {
+        match store.get_json::<Index>(&meta.key).await {
+            Ok(Some(i)) => out.extend(i.runs),
+            Ok(None) => {}
+            // A damaged index: the documents answer (and `lake fsck --repair` rebuilds it).
+            Err(Error::Corrupt { .. }) => return from_documents(store, None).await,
+            Err(e) => return Err(e),
+        }
+    }
+    for s in out.iter_mut().filter(|s| s.status == Status::Running) {
+        if let Some(r) = store.get_json::<RunRecord>(&run_key(&s.run_id)?).await? {
+            let size = s.size;
+            *s = RunSummary::of(&r, size);
+        }
+    }
+    oldest_first(&mut out);
+    Ok(out)
+}
+
+/// The runs whose index line is missing, wrong or left over, by run id (compared with the
+/// documents, ignoring sizes): what [`rebuild_index`] fixes.
+pub async fn check_index(store: &DynZoneStore) -> Result<Vec<String>> {
+    let truth = from_documents(store, None).await?;
+    let mut indexed = Vec::new();
+    for meta in store.list(INDEX).await? {
+        match store.get_json::<Index>(&meta.key).await {
+            Ok(Some(i)) => indexed.extend(i.runs),
+            Ok(None) => {}
+            Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let strip = |s: &RunSummary| RunSummary {
+        size: 0,
+        ..s.clone()
+    };
+    let want: std::collections::BTreeMap<&str, RunSummary> = truth
+        .iter()
+        .map(|s| (s.run_id.as_str(), strip(s)))
+        .collect();
+    let have: std::collections::BTreeMap<&str, RunSummary> = indexed
+        .iter()
+        .map(|s| (s.run_id.as_str(), strip(s)))
+        .collect();
+    let mut wrong: Vec<String> = want
+        .iter()
+        .filter(|(id, s)| have.get(*id) != Some(*s))
+        .map(|(id, _)| (*id).to_owned())
+        .chain(
+            have.keys()
+                .filter(|id| !want.contains_key(*id))
+                .map(|id| (*id).to_owned()),
+        )
+        .collect();
+    wrong.sort();
+    Ok(wrong)
+}
+
+/// Write every pipeline's index again from the documents (and remove the indexes of
+/// pipelines without runs). Call it holding the pipelines' locks (`lake fsck --repair`).
+pub async fn rebuild_index(store: &DynZoneStore) -> Result<()> {
+    let truth = from_documents(store, None).await?;
+    let mut by_pipeline: std::collections::BTreeMap<String, Vec<RunSummary>> = Default::default();
+    for s in truth {
+        by_pipeline.entry(s.pipeline.clone()).or_default().push(s);
+    }
+    for meta in store.list(INDEX).await? {
+        let stale = meta
+            .key
+            .as_str()
+            .strip_prefix(&format!("{INDEX}/"))
+            .and_then(|n| n.strip_suffix(".json"))
+            .is_none_or(|p| !by_pipeline.contains_key(p));
+        if stale {
+            store.delete(&meta.key).await?;
+        }
+    }
+    for (pipeline, mut runs) in by_pipeline {
+        runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        store
+            .put_json(&index_key(&pipeline)?, &Index { runs })
+            .await?;
+    }
+    Ok(())
+}
+
+/// The run id of a document's key (`_lake/runs/<id>.json`).
+fn run_id_of(key: &str) -> Option<&str> {
+    key.strip_prefix("_lake/runs/")?.strip_suffix(".json")
+}
+
+/// The newest run (by start), read whole.
+pub async fn latest(store: &DynZoneStore) -> Result<Option<RunRecord>> {
+    match summaries(store).await?.last() {
+        Some(s) => get(store, &s.run_id).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The last `n` runs (by start), read whole, oldest first.
+pub async fn recent(store: &DynZoneStore, n: usize) -> Result<Vec<RunRecord>> {
+    let all = summaries(store).await?;
+    let mut out = Vec::with_capacity(n.min(all.len()));
+    for s in &all[all.len().saturating_sub(n)..] {
+        out.push(get(store, &s.run_id).await?);
+    }
+    Ok(out)
 }
 
 /// One edge of a run's data flow: what a step (or a source's landing) read and what it wrote.
@@ -330,29 +559,23 @@ pub async fn list(store: &DynZoneStore) -> Result<Vec<RunRecord>> {
 }
 
 /// The one run whose id starts with `prefix` (`lake runs show 2024…`): an error naming the
-/// ledger when none matches, and the matching ids when several do.
+/// ledger when none matches, and the matching ids when several do. Found in the index.
 pub async fn find(store: &DynZoneStore, prefix: &str) -> Result<RunRecord> {
-    let runs = list(store).await?;
-    let mut matching: Vec<RunRecord> = runs
-        .into_iter()
-        .filter(|r| r.run_id.starts_with(prefix))
+    let all = summaries(store).await?;
+    let matching: Vec<&str> = all
+        .iter()
+        .map(|s| s.run_id.as_str())
+        .filter(|id| id.starts_with(prefix))
         .collect();
-    match matching.len() {
-        1 => Ok(matching.remove(0)),
-        0 => Err(crate::Error::Invalid {
+    match matching.as_slice() {
+        [id] => get(store, id).await,
+        [] => Err(crate::Error::Invalid {
             what: format!("run {prefix:?}"),
             message: format!("no such run in {}", store.url_of(RUNS)),
         }),
-        n => Err(crate::Error::Invalid {
+        many => Err(crate::Error::Invalid {
             what: format!("run {prefix:?}"),
-            message: format!(
-                "matches {n} runs: {}",
-                matching
-                    .iter()
-                    .map(|r| r.run_id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            message: format!("matches {} runs: {}", many.len(), many.join(", ")),
         }),
     }
 }

@@ -228,9 +228,7 @@ pub async fn tidy_source(store: &DynZoneStore, source: &str) -> Result<()> {
         .map(|m| m.key)
         .collect();
     store.delete_many(&doomed).await?;
-    if let Some(dir) = store.local_path(&prefix) {
-        remove_unfinished(&dir);
-    }
+    store.sweep(&prefix).await?;
     Ok(())
 }
 
@@ -627,7 +625,7 @@ async fn land_objects(
                 None => {
                     let body = source.open(window, obj).await?;
                     let progress = opts.progress.clone();
-                    if store.local_path(key.as_str()).is_some() {
+                    if store.killed_puts_leave_files() {
                         // On a filesystem root a streamed object is written in staging and
                         // linked in whole (a copy within the root is a hard link): a killed
                         // download leaves its partial file there, not in the window's folder
@@ -839,50 +837,8 @@ pub async fn tidy(
     } else {
         store.put_json(&record, &kept).await?;
     }
-    if let Some(dir) = store.local_path(prefix) {
-        remove_unfinished(&dir);
-    }
+    store.sweep(prefix).await?;
     Ok(())
-}
-
-/// Remove the unfinished uploads a killed writer left under `dir` (object_store's local
-/// `name#N` files, which listings skip). Only ever called under the pipeline's lock, when no
-/// writer of this dataset is running.
-fn remove_unfinished(dir: &std::path::Path) {
-    for path in unfinished_files(dir) {
-        let _ = std::fs::remove_file(&path);
-    }
-}
-
-/// The unfinished uploads (object_store's local `name#N` files, which listings skip) under
-/// `dir`, at any depth.
-pub fn unfinished_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => todo.push(e.path()),
-                Ok(t) if t.is_file() => {
-                    let name = e.file_name();
-                    if name
-                        .to_string_lossy()
-                        .rsplit_once('#')
-                        .is_some_and(|(_, n)| {
-                            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-                        })
-                    {
-                        found.push(e.path());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    found
 }
 
 pub(crate) fn rel_key<'a>(key: &'a str, prefix: &str) -> &'a str {

@@ -176,6 +176,39 @@ pub trait ZoneStore: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Where a program outside lake (a command step, spark-submit) reads or writes `prefix`:
+    /// a folder on this machine for a filesystem store, else [`url_of`](Self::url_of).
+    fn location(&self, prefix: &str) -> String {
+        self.local_path(prefix)
+            .map_or_else(|| self.url_of(prefix), |p| p.to_string_lossy().into_owned())
+    }
+
+    /// Make `prefix` ready for a program outside lake to write into (a step's staging: a
+    /// folder is created on a filesystem store) and return its [`location`](Self::location).
+    async fn prepare_for_writer(&self, prefix: &str) -> Result<String> {
+        Ok(self.location(prefix))
+    }
+
+    /// True when a put that is killed half way can leave a partial file beside its key, where
+    /// tools that read folders see it (a filesystem store's unfinished `name#N`): lake then
+    /// streams a landing into staging and copies it in whole.
+    fn killed_puts_leave_files(&self) -> bool {
+        false
+    }
+
+    /// What a killed writer left under `prefix` that is not an object and that listings skip
+    /// (a filesystem store's unfinished uploads), as keys under the root. None by default.
+    async fn unfinished(&self, _prefix: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Remove what [`unfinished`](Self::unfinished) finds under `prefix` (a key of one of
+    /// them removes that one) and, on a filesystem, the folders left empty; returns how many
+    /// unfinished writes it removed. Call it when no writer of `prefix` runs.
+    async fn sweep(&self, _prefix: &str) -> Result<usize> {
+        Ok(0)
+    }
+
     /// Stream `body` into `key`, replacing any object there. See the contract.
     async fn put(&self, key: &Key, body: ByteStream) -> Result<ObjectMeta>;
 
@@ -272,6 +305,21 @@ impl<T: ZoneStore + ?Sized> ZoneStore for Arc<T> {
     }
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         (**self).local_path(key)
+    }
+    fn location(&self, prefix: &str) -> String {
+        (**self).location(prefix)
+    }
+    async fn prepare_for_writer(&self, prefix: &str) -> Result<String> {
+        (**self).prepare_for_writer(prefix).await
+    }
+    fn killed_puts_leave_files(&self) -> bool {
+        (**self).killed_puts_leave_files()
+    }
+    async fn unfinished(&self, prefix: &str) -> Result<Vec<String>> {
+        (**self).unfinished(prefix).await
+    }
+    async fn sweep(&self, prefix: &str) -> Result<usize> {
+        (**self).sweep(prefix).await
     }
     async fn put(&self, key: &Key, body: ByteStream) -> Result<ObjectMeta> {
         (**self).put(key, body).await

@@ -27,7 +27,8 @@ const EXCERPT: usize = 200;
 /// and auth are resolved from the environment when the request is made.
 ///
 /// Connection errors, timeouts before the response, 5xx and 429 are retried up to
-/// `max_attempts` with exponential backoff and full jitter (or the server's `Retry-After`);
+/// `max_attempts` with exponential backoff, each wait lengthened by a random part of up to itself
+/// (250 ms doubling to 30 s, so at most 60 s; or the server's `Retry-After`);
 /// other 4xx fail at once with the status and the start of the body. The body streams as it
 /// arrives, gzip or deflate decoded; a body that stops early (shorter than its Content-Length,
 /// or a read timeout) is an error, so the window is never committed.

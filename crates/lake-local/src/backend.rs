@@ -224,6 +224,10 @@ impl ClusterBackend for LocalBackend {
         "local"
     }
 
+    fn embedded_sql(&self) -> bool {
+        true
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle> {
         Ok(ClusterHandle {
             id: format!("local-{}", spec.run_id),

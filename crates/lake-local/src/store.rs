@@ -122,6 +122,60 @@ impl ZoneStore for LocalZoneStore {
         })
     }
 
+    async fn prepare_for_writer(&self, prefix: &str) -> Result<String> {
+        if let Some(path) = self.local_path(prefix) {
+            tokio::fs::create_dir_all(&path)
+                .await
+                .map_err(|source| Error::Io {
+                    action: "create directory",
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        Ok(self.location(prefix))
+    }
+
+    fn killed_puts_leave_files(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    async fn unfinished(&self, prefix: &str) -> Result<Vec<String>> {
+        let (Some(root), Some(at)) = (self.local_root.clone(), self.local_path(prefix)) else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || {
+            unfinished_files(&at)
+                .into_iter()
+                .map(|p| {
+                    p.strip_prefix(&root)
+                        .unwrap_or(&p)
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::store("list", prefix, self.root_url(), e))
+    }
+
+    async fn sweep(&self, prefix: &str) -> Result<usize> {
+        let Some(at) = self.local_path(prefix) else {
+            return Ok(0);
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for p in unfinished_files(&at) {
+                if std::fs::remove_file(&p).is_ok() {
+                    removed += 1;
+                }
+            }
+            remove_empty_dirs(&at);
+            removed
+        })
+        .await
+        .map_err(|e| Error::store("delete", prefix, self.root_url(), e))
+    }
+
     async fn put_file(
         &self,
         key: &Key,
@@ -362,4 +416,48 @@ fn copy_and_hash(
     std::fs::rename(&tmp, to).map_err(io("rename", &tmp))?;
     part.disarm();
     Ok(digest)
+}
+
+/// The unfinished uploads (object_store's local `name#N` files, which listings skip) at `at`
+/// (a file) or under it (a folder), at any depth.
+fn unfinished_files(at: &std::path::Path) -> Vec<PathBuf> {
+    let is_unfinished = |name: &std::ffi::OsStr| {
+        name.to_string_lossy()
+            .rsplit_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut found = Vec::new();
+    if at.is_file() {
+        if at.file_name().is_some_and(is_unfinished) {
+            found.push(at.to_path_buf());
+        }
+        return found;
+    }
+    let mut todo = vec![at.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(t) if t.is_file() && is_unfinished(&e.file_name()) => found.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// Remove the folders under `dir` (and `dir` itself) that hold no file, deepest first.
+fn remove_empty_dirs(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_dirs(&e.path());
+            }
+        }
+    }
+    // Fails (and is meant to) when something is left in it.
+    let _ = std::fs::remove_dir(dir);
 }

@@ -117,7 +117,9 @@ pub(crate) struct App {
     pub(crate) queries: queries::Queries,
     /// The pages' query answers of the last second.
     pub(crate) page_rows: queries::Recent<pages::Rows>,
-    /// The ledger as read in the last second (every page and `/api/version` read it).
+    /// The ledger's index as read in the last second (`/api/version` and every page).
+    pub(crate) summaries: queries::Recent<Arc<Vec<lake::core::ledger::RunSummary>>>,
+    /// The runs each page shows, as read in the last second.
     pub(crate) runs: queries::Recent<Arc<Vec<lake::core::ledger::RunRecord>>>,
     /// The committed datasets (and the run that wrote each) as listed in the last second.
     pub(crate) datasets: queries::Recent<pages::Datasets>,
@@ -150,6 +152,7 @@ pub fn router(lake: Lake, opts: ServeOptions, bound: SocketAddr) -> Result<Route
         opts,
         queries,
         page_rows: queries::Recent::new(RECENT),
+        summaries: queries::Recent::new(RECENT),
         runs: queries::Recent::new(RECENT),
         datasets: queries::Recent::new(RECENT),
     });

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lake::core::config::{ChartKind, ChartSpec, Zone};
-use lake::core::ledger::{self, RunRecord, Status};
+use lake::core::ledger::{self, RunRecord, RunSummary, Status};
 use lake::core::publish::{self, Dataset};
 use lake::local::engine::datafusion::arrow::array::RecordBatch;
 use lake::local::engine::datafusion::arrow::datatypes::SchemaRef;
@@ -195,14 +195,68 @@ async fn chart_markup(app: &App, spec: &ChartSpec) -> Markup {
     }
 }
 
-/// The ledger's runs, oldest first (as read within the last second).
-async fn ledger_runs(app: &App) -> Result<Arc<Vec<RunRecord>>, String> {
-    app.runs
-        .get("runs", async {
-            ledger::list(&*app.lake.store)
+/// Every run's summary from the ledger's index, oldest first (as read within the last second).
+async fn ledger_summaries(app: &App) -> Result<Arc<Vec<RunSummary>>, String> {
+    app.summaries
+        .get("summaries", async {
+            ledger::summaries(&*app.lake.store)
                 .await
                 .map(Arc::new)
                 .map_err(|e| lake::core::run::error_chain(&e))
+        })
+        .await
+}
+
+/// How many runs the runs page shows.
+const RUNS_PAGE: usize = 100;
+
+/// The newest `n` runs read whole, oldest first (as read within the last second).
+async fn recent_runs(app: &App, n: usize) -> Result<Arc<Vec<RunRecord>>, String> {
+    let all = ledger_summaries(app).await?;
+    app.runs
+        .get(&format!("recent-{n}"), async {
+            let mut out = Vec::with_capacity(n.min(all.len()));
+            for s in &all[all.len().saturating_sub(n)..] {
+                out.push(
+                    ledger::get(&*app.lake.store, &s.run_id)
+                        .await
+                        .map_err(|e| lake::core::run::error_chain(&e))?,
+                );
+            }
+            Ok(Arc::new(out))
+        })
+        .await
+}
+
+/// The newest runs back to the last one that ran each step and landed each source (every run
+/// when one never did), oldest first: what the pipeline page draws from.
+async fn covering_runs(app: &App) -> Result<Arc<Vec<RunRecord>>, String> {
+    let all = ledger_summaries(app).await?;
+    app.runs
+        .get("covering", async {
+            let p = &app.lake.pipeline;
+            let mut steps: std::collections::BTreeSet<&str> =
+                p.steps.keys().map(String::as_str).collect();
+            let mut sources: std::collections::BTreeSet<&str> =
+                p.sources.keys().map(String::as_str).collect();
+            let mut out = Vec::new();
+            for s in all.iter().rev() {
+                if steps.is_empty() && sources.is_empty() {
+                    break;
+                }
+                let r = ledger::get(&*app.lake.store, &s.run_id)
+                    .await
+                    .map_err(|e| lake::core::run::error_chain(&e))?;
+                for st in r.steps.iter().filter(|st| st.status != Status::UpToDate) {
+                    steps.remove(st.name.as_str());
+                }
+                for i in &r.ingest {
+                    sources.remove(i.source.as_str());
+                }
+                out.push(r);
+            }
+            out.reverse();
+            Ok(Arc::new(out))
         })
         .await
 }
@@ -212,7 +266,7 @@ pub(crate) async fn home(State(app): State<Arc<App>>) -> Response {
     for spec in app.lake.pipeline.charts.values() {
         charts.push(chart_markup(&app, spec).await);
     }
-    let runs = ledger_runs(&app).await.unwrap_or_default();
+    let runs = recent_runs(&app, 5).await.unwrap_or_default();
     let body = html! {
         @if charts.is_empty() {
             p.muted { "No charts yet: add a [charts.<name>] table to lake.toml (see docs/lake-toml.md)." }
@@ -267,7 +321,7 @@ fn runs_table<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Markup {
 }
 
 pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
-    let runs = ledger_runs(&app).await.unwrap_or_default();
+    let runs = covering_runs(&app).await.unwrap_or_default();
     let p = &app.lake.pipeline;
     let (nodes, edges) = graph::nodes(p, &runs);
     let last_step = |name: &str| {
@@ -327,9 +381,19 @@ fn source_kind(k: &lake::core::config::SourceSpecKind) -> &'static str {
 }
 
 pub(crate) async fn runs(State(app): State<Arc<App>>) -> Response {
-    match ledger_runs(&app).await {
-        Ok(runs) => layout(&app, "Runs", runs_table(runs.iter().rev())).into_response(),
-        Err(e) => failed(&app, StatusCode::INTERNAL_SERVER_ERROR, "Runs", &e),
+    let total = ledger_summaries(&app).await.map(|s| s.len());
+    match (total, recent_runs(&app, RUNS_PAGE).await) {
+        (Ok(total), Ok(runs)) => {
+            let earlier = total.saturating_sub(runs.len());
+            let body = html! {
+                (runs_table(runs.iter().rev()))
+                @if earlier > 0 {
+                    p.muted { (earlier) " earlier runs: " code { "lake runs --all" } }
+                }
+            };
+            layout(&app, "Runs", body).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => failed(&app, StatusCode::INTERNAL_SERVER_ERROR, "Runs", &e),
     }
 }
 
@@ -707,7 +771,7 @@ pub(crate) async fn query(State(app): State<Arc<App>>, Query(q): Query<SqlQuery>
 
 /// What changes when a run starts or ends: the newest run's id, status and end.
 pub(crate) async fn version(State(app): State<Arc<App>>) -> Response {
-    let runs = ledger_runs(&app).await.unwrap_or_default();
+    let runs = ledger_summaries(&app).await.unwrap_or_default();
     let v = runs.last().map_or_else(String::new, |r| {
         format!(
             "{} {} {}",

@@ -77,15 +77,10 @@ impl SparkBackend {
 
     /// What Spark reads for a key of the lake: a local path, or `s3a://` for zones in S3.
     fn url_of(&self, key: &str) -> String {
-        match self.store.local_path(key) {
-            Some(p) => p.to_string_lossy().into_owned(),
-            None => {
-                let url = self.store.url_of(key);
-                match url.strip_prefix("s3://") {
-                    Some(rest) => format!("s3a://{rest}"),
-                    None => url,
-                }
-            }
+        let at = self.store.location(key);
+        match at.strip_prefix("s3://") {
+            Some(rest) => format!("s3a://{rest}"),
+            None => at,
         }
     }
 

@@ -123,6 +123,21 @@ impl ZoneStore for CountingStore {
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.inner.local_path(key)
     }
+    fn location(&self, prefix: &str) -> String {
+        self.inner.location(prefix)
+    }
+    async fn prepare_for_writer(&self, prefix: &str) -> Result<String> {
+        self.inner.prepare_for_writer(prefix).await
+    }
+    fn killed_puts_leave_files(&self) -> bool {
+        self.inner.killed_puts_leave_files()
+    }
+    async fn unfinished(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner.unfinished(prefix).await
+    }
+    async fn sweep(&self, prefix: &str) -> Result<usize> {
+        self.inner.sweep(prefix).await
+    }
     async fn put(&self, key: &Key, body: ByteStream) -> Result<ObjectMeta> {
         self.write("put", key)?;
         self.inner.put(key, body).await

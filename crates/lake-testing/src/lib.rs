@@ -17,6 +17,20 @@ pub mod postgres;
 pub mod serve;
 pub mod weather;
 
+/// Skip a test whose tool or permission is missing, saying so on stderr, unless the variable
+/// `require` is set (`.ci/run` sets each one, so CI fails instead of skipping); returns `true`
+/// when the caller should return.
+pub fn skip_unless(require: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else {
+        return false;
+    };
+    if std::env::var_os(require).is_some() {
+        panic!("{require} is set, but {why}");
+    }
+    eprintln!("skipped: {why} (set {require} to make this a failure)");
+    true
+}
+
 use std::path::PathBuf;
 
 pub use examples::example;

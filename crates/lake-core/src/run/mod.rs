@@ -614,14 +614,12 @@ async fn tidy_outputs(ctx: &RunContext) {
     }
 }
 
-/// Remove a run's staging: its objects, and on a local store its folders and unfinished
-/// uploads (`name#1`), which no listing shows. Best effort: staging is never read again.
+/// Remove a run's staging: its objects, then what the store sweeps (a filesystem's folders
+/// and unfinished uploads, which no listing shows). Best effort: staging is never read again.
 async fn drop_staging(store: &DynZoneStore, run_id: &str) {
     let staging = format!("_lake/staging/{run_id}");
     let _ = store.delete_prefix(&staging).await;
-    if let Some(dir) = store.local_path(&staging) {
-        let _ = tokio::fs::remove_dir_all(dir).await;
-    }
+    let _ = store.sweep(&staging).await;
 }
 
 /// `error: a: b: c` style chain of an error and its sources.

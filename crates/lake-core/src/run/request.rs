@@ -68,11 +68,7 @@ impl StepContext<'_> {
                 input.dataset.name.to_uppercase().replace('-', "_")
             );
             let prefix = input.dataset.prefix();
-            let loc = self
-                .store
-                .local_path(&prefix)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|| self.store.url_of(&prefix));
+            let loc = self.store.location(&prefix);
             env.push((var, plain(&loc)));
         }
         env.extend(secrets);

@@ -197,7 +197,7 @@ impl Runner<'_> {
         publish::sizes_match(store, &seen, &inputs)?;
         // Readers other than the embedded engine (which hashes what it reads) get an input only
         // while its entity tag is the committed one, or once its bytes were hashed here.
-        let hashing_reader = self.ctx.backend.name() == "local"
+        let hashing_reader = self.ctx.backend.embedded_sql()
             && matches!(spec.kind, crate::config::StepSpecKind::Sql { .. });
         if !hashing_reader {
             let reread = publish::tags_match(store, &seen, &inputs).await?;
@@ -214,19 +214,7 @@ impl Runner<'_> {
         let output_url = match &spec.output {
             Some(_) => {
                 store.delete_prefix(&staging).await?;
-                Some(match store.local_path(&staging) {
-                    Some(path) => {
-                        tokio::fs::create_dir_all(&path)
-                            .await
-                            .map_err(|source| Error::Io {
-                                action: "create directory",
-                                path: path.clone(),
-                                source,
-                            })?;
-                        path.to_string_lossy().into_owned()
-                    }
-                    None => store.url_of(&staging),
-                })
+                Some(store.prepare_for_writer(&staging).await?)
             }
             None => None,
         };
@@ -288,9 +276,7 @@ impl Runner<'_> {
             )));
             if spec.output.is_some() {
                 let _ = store.delete_prefix(&staging).await;
-                if let Some(path) = store.local_path(&staging) {
-                    let _ = tokio::fs::create_dir_all(&path).await;
-                }
+                let _ = store.prepare_for_writer(&staging).await;
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -510,7 +496,7 @@ impl Runner<'_> {
     /// fail the same way again).
     fn retryable(&self, spec: &StepSpec, failure: &StepFailure) -> bool {
         let embedded_sql =
-            matches!(spec.kind, StepSpecKind::Sql { .. }) && self.ctx.backend.name() == "local";
+            matches!(spec.kind, StepSpecKind::Sql { .. }) && self.ctx.backend.embedded_sql();
         match failure {
             StepFailure::Cancelled => false,
             StepFailure::Failed(_) => !embedded_sql,

@@ -62,7 +62,8 @@ async fn a_run_on_emr_serverless_asks_for_the_application_and_jobs_and_always_de
     std::fs::write(dir.path().join("lake.toml"), toml()).unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/credit/data/german_credit_data.csv"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/credit/data/german_credit_data.csv"),
         dir.path().join("data/credit.csv"),
     )
     .unwrap();

@@ -102,7 +102,8 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     std::fs::write(dir.path().join("lake.toml"), TOML).unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/credit/data/german_credit_data.csv"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/credit/data/german_credit_data.csv"),
         dir.path().join("data/credit.csv"),
     )
     .unwrap();

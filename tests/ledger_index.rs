@@ -1,0 +1,187 @@
+//! The ledger's index: the questions asked often (newest run, last runs, a run by prefix,
+//! every run's status) cost one small listing and one read whatever the number of runs; the
+//! answers are the run documents' when the index is missing or broken, and a changed document
+//! is found and mended by the checks `lake fsck` runs.
+
+use std::sync::Arc;
+
+use lake::core::DynZoneStore;
+use lake::core::chrono::{Duration, NaiveDate, TimeZone, Utc};
+use lake::core::ledger::{self, RunRecord, Status, StepRecord};
+use lake::core::zone::{Key, ZoneStoreExt};
+use lake::local::LocalZoneStore;
+use lake_testing::counting::CountingStore;
+
+fn record(i: usize, status: Status) -> RunRecord {
+    let started = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap() + Duration::minutes(i as i64);
+    RunRecord {
+        run_id: format!("{}-{i:06x}", started.format("%Y%m%dT%H%M%SZ")),
+        pipeline: "p".into(),
+        env: None,
+        date: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + Duration::days((i % 30) as i64),
+        root: "memory://".into(),
+        backend: "local".into(),
+        holder: "test".into(),
+        started,
+        ended: (status != Status::Running).then(|| started + Duration::seconds(3)),
+        status,
+        ingest: Vec::new(),
+        steps: vec![StepRecord {
+            name: "s".into(),
+            kind: "sql".into(),
+            status,
+            inputs: Vec::new(),
+            output: None,
+            output_objects: Vec::new(),
+            rows: Some(i as u64),
+            rejected: None,
+            bytes: None,
+            started: Some(started),
+            ended: None,
+            duration_ms: None,
+            error: None,
+            attempts: 1,
+            attempt_errors: Vec::new(),
+        }],
+        error: None,
+        sinks: Vec::new(),
+        catalog: Vec::new(),
+    }
+}
+
+async fn ledger_of(n: usize) -> Arc<DynZoneStore> {
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+    for i in 0..n {
+        let status = if i % 7 == 3 {
+            Status::Failed
+        } else {
+            Status::Succeeded
+        };
+        ledger::write(&*store, &record(i, Status::Running))
+            .await
+            .unwrap();
+        ledger::write(&*store, &record(i, status)).await.unwrap();
+    }
+    store
+}
+
+#[tokio::test]
+async fn summaries_read_one_index_whatever_the_number_of_runs() {
+    for n in [1, 100, 250] {
+        let store = ledger_of(n).await;
+        let counting = CountingStore::new(Arc::clone(&store));
+        let got = ledger::summaries(&counting).await.unwrap();
+        assert_eq!(
+            got,
+            ledger::from_documents(&*store, None).await.unwrap(),
+            "{n} runs"
+        );
+        let counts = counting.counts();
+        assert_eq!(counts.of("get"), 1, "{n} runs: {counts:?}");
+        assert_eq!(counts.of("list"), 1, "{n} runs: {counts:?}");
+        assert_eq!(counts.total(), 2, "{n} runs: {counts:?}");
+
+        counting.reset();
+        let newest = ledger::latest(&counting).await.unwrap().unwrap();
+        assert_eq!(newest.run_id, got.last().unwrap().run_id);
+        assert_eq!(
+            counting.counts().of("get"),
+            2,
+            "the index and the newest run"
+        );
+
+        counting.reset();
+        let prefix = &newest.run_id[..newest.run_id.len() - 2];
+        assert_eq!(ledger::find(&counting, prefix).await.unwrap(), newest);
+        assert_eq!(
+            counting.counts().of("get"),
+            2,
+            "a prefix is found in the index"
+        );
+        assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn without_an_index_the_documents_answer_and_the_next_write_builds_it() {
+    let store = ledger_of(20).await;
+    let truth = ledger::from_documents(&*store, None).await.unwrap();
+    // A ledger from before the index.
+    store
+        .delete(&Key::new(format!("{}/p.json", ledger::INDEX)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ledger::summaries(&*store).await.unwrap(), truth);
+    assert_eq!(ledger::check_index(&*store).await.unwrap().len(), 20);
+    ledger::write(&*store, &record(20, Status::Succeeded))
+        .await
+        .unwrap();
+    let now = ledger::from_documents(&*store, None).await.unwrap();
+    assert_eq!(now.len(), 21);
+    assert_eq!(ledger::summaries(&*store).await.unwrap(), now);
+    assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+
+    // A damaged index: the documents answer; a rebuild mends it.
+    let index = Key::new(format!("{}/p.json", ledger::INDEX)).unwrap();
+    store.put_bytes(&index, "{not json".into()).await.unwrap();
+    assert_eq!(ledger::summaries(&*store).await.unwrap(), now);
+    ledger::rebuild_index(&*store).await.unwrap();
+    assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_document_changed_behind_the_index_is_found_and_the_rebuild_mends_it() {
+    let store = ledger_of(10).await;
+    let mut changed = record(5, Status::Failed);
+    changed.error = Some("restored from a backup".into());
+    store
+        .put_json(
+            &Key::new(format!("{}/{}.json", ledger::RUNS, changed.run_id)).unwrap(),
+            &changed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger::check_index(&*store).await.unwrap(),
+        vec![changed.run_id.clone()]
+    );
+    ledger::rebuild_index(&*store).await.unwrap();
+    assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+    let got = ledger::summaries(&*store).await.unwrap();
+    assert!(
+        got.iter()
+            .any(|s| s.run_id == changed.run_id && s.status == Status::Failed)
+    );
+}
+
+#[tokio::test]
+async fn pipelines_sharing_a_root_keep_an_index_each_and_are_read_together() {
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+    for i in 0..6 {
+        let mut r = record(i, Status::Succeeded);
+        r.pipeline = if i % 2 == 0 { "p".into() } else { "q".into() };
+        ledger::write(&*store, &r).await.unwrap();
+    }
+    let indexes = store.list(ledger::INDEX).await.unwrap();
+    assert_eq!(indexes.len(), 2);
+    let got = ledger::summaries(&*store).await.unwrap();
+    assert_eq!(got, ledger::from_documents(&*store, None).await.unwrap());
+    assert_eq!(got.iter().filter(|s| s.pipeline == "q").count(), 3);
+}
+
+#[tokio::test]
+async fn a_run_indexed_while_running_is_read_from_its_document() {
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+    ledger::write(&*store, &record(0, Status::Running))
+        .await
+        .unwrap();
+    let index = Key::new(format!("{}/p.json", ledger::INDEX)).unwrap();
+    let index_before = store.get_bytes(&index).await.unwrap();
+    // The run ends and its index line is not written (its process died in between).
+    ledger::write(&*store, &record(0, Status::Succeeded))
+        .await
+        .unwrap();
+    store.put_bytes(&index, index_before).await.unwrap();
+    let got = ledger::summaries(&*store).await.unwrap();
+    assert_eq!(got[0].status, Status::Succeeded);
+}
