@@ -99,6 +99,16 @@ async fn summaries_read_one_index_whatever_the_number_of_runs() {
             "a prefix is found in the index"
         );
         assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+
+        // The version `lake serve` polls: a listing, no read; it changes with every write.
+        counting.reset();
+        let before = ledger::index_version(&counting).await.unwrap().unwrap();
+        assert_eq!(counting.counts().total(), 1, "one listing");
+        ledger::write(&*store, &record(n, Status::Running))
+            .await
+            .unwrap();
+        let after = ledger::index_version(&*store).await.unwrap().unwrap();
+        assert_ne!(before, after);
     }
 }
 

@@ -10,7 +10,7 @@
 //! the notice reads the ledger for the previous run's status), and `lake serve`'s home page and
 //! `/api/version` (median of `LAKE_BENCH_RUNS` requests, default 20, each after the page's
 //! one-second cache has expired, so every request reads the ledger). Process figures are
-//! medians of `LAKE_BENCH_RUNS` processes (default 5) under GNU time. The ledgers are written
+//! medians of `LAKE_BENCH_RUNS` processes (default 5), a clock around each. The ledgers are written
 //! through `lake::core::ledger::write`, as runs write them (the index with them), with ten
 //! steps per run so a document weighs what a real one does.
 
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use lake::core::chrono::{Duration as Days, NaiveDate, TimeZone, Utc};
 use lake::core::ledger::{self, RunRecord, Status, StepRecord};
 use lake::local::LocalZoneStore;
-use lake_testing::measure::{lake_bin, median, setting, timed};
+use lake_testing::measure::{lake_bin, setting};
 use lake_testing::serve::{Served, get};
 
 const TOML: &str = r#"[lake]
@@ -95,6 +95,25 @@ fn ledger_of(dir: &std::path::Path, n: usize) {
     });
 }
 
+/// The median wall time of `runs` runs of `cmd` (a clock around the whole process: GNU
+/// time's 10 ms steps are too coarse here).
+fn median_wall(runs: usize, mut cmd: impl FnMut() -> Command) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            let out = cmd().output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 fn ms(s: f64) -> String {
     format!("{:.1} ms", s * 1000.0)
 }
@@ -119,7 +138,7 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let procs = setting("LAKE_BENCH_RUNS", 5);
+    let procs = setting("LAKE_BENCH_RUNS", 9);
     let requests = setting("LAKE_BENCH_RUNS", 20).max(5);
     let bin = lake_bin(env!("CARGO_BIN_EXE_lake"));
     println!(
@@ -135,18 +154,10 @@ fn main() {
             c.current_dir(tmp.path()).args(args).env_remove("RUST_LOG");
             c
         };
-        let runs = median((0..procs).map(|_| timed(&mut lake(&["runs"]))).collect());
-        let status = median(
-            (0..procs)
-                .map(|_| timed(&mut lake(&["schedule", "status"])))
-                .collect(),
-        );
+        let runs = median_wall(procs, || lake(&["runs"]));
+        let status = median_wall(procs, || lake(&["schedule", "status"]));
         // Each notice run adds a run: the ledger holds n to n + procs runs meanwhile.
-        let notice = median(
-            (0..procs)
-                .map(|_| timed(&mut lake(&["run", "--date", "2030-01-01"])))
-                .collect(),
-        );
+        let notice = median_wall(procs, || lake(&["run", "--date", "2030-01-01"]));
         let mut cmd = lake(&["serve", "--bind", "127.0.0.1:0"]);
         cmd.env_remove("LAKE_SERVE_TOKEN");
         let server = Served::start(cmd);
@@ -155,9 +166,9 @@ fn main() {
         drop(server);
         println!(
             "| {n} | {} | {} | {} | {} | {} |",
-            ms(runs.wall),
-            ms(status.wall),
-            ms(notice.wall),
+            ms(runs),
+            ms(status),
+            ms(notice),
             ms(home),
             ms(version)
         );

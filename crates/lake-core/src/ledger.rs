@@ -373,6 +373,32 @@ pub async fn summaries(store: &DynZoneStore) -> Result<Vec<RunSummary>> {
     Ok(out)
 }
 
+/// A text that changes whenever a run is written (each write rewrites its pipeline's index):
+/// the indexes' keys, sizes and entity tags (or times), from one small listing and no read.
+/// `None` without any index (a ledger from before it).
+pub async fn index_version(store: &DynZoneStore) -> Result<Option<String>> {
+    let indexes = store.list(INDEX).await?;
+    if indexes.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        indexes
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {} {}",
+                    m.key,
+                    m.size,
+                    m.e_tag
+                        .clone()
+                        .unwrap_or_else(|| m.last_modified.to_rfc3339())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    ))
+}
+
 /// The runs whose index line is missing, wrong or left over, by run id (compared with the
 /// documents, ignoring sizes): what [`rebuild_index`] fixes.
 pub async fn check_index(store: &DynZoneStore) -> Result<Vec<String>> {

@@ -119,6 +119,8 @@ pub(crate) struct App {
     pub(crate) page_rows: queries::Recent<pages::Rows>,
     /// The ledger's index as read in the last second (`/api/version` and every page).
     pub(crate) summaries: queries::Recent<Arc<Vec<lake::core::ledger::RunSummary>>>,
+    /// The index as last read, with its version: read again only when a run was written.
+    pub(crate) parsed: std::sync::Mutex<Option<(String, Arc<Vec<lake::core::ledger::RunSummary>>)>>,
     /// The runs each page shows, as read in the last second.
     pub(crate) runs: queries::Recent<Arc<Vec<lake::core::ledger::RunRecord>>>,
     /// The committed datasets (and the run that wrote each) as listed in the last second.
@@ -153,6 +155,7 @@ pub fn router(lake: Lake, opts: ServeOptions, bound: SocketAddr) -> Result<Route
         queries,
         page_rows: queries::Recent::new(RECENT),
         summaries: queries::Recent::new(RECENT),
+        parsed: std::sync::Mutex::new(None),
         runs: queries::Recent::new(RECENT),
         datasets: queries::Recent::new(RECENT),
     });

@@ -199,10 +199,27 @@ async fn chart_markup(app: &App, spec: &ChartSpec) -> Markup {
 async fn ledger_summaries(app: &App) -> Result<Arc<Vec<RunSummary>>, String> {
     app.summaries
         .get("summaries", async {
-            ledger::summaries(&*app.lake.store)
-                .await
-                .map(Arc::new)
-                .map_err(|e| lake::core::run::error_chain(&e))
+            let chain = |e: lake::core::Error| lake::core::run::error_chain(&e);
+            let store = &*app.lake.store;
+            let version = ledger::index_version(store).await.map_err(chain)?;
+            let kept = app
+                .parsed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let (Some(v), Some((was, runs))) = (&version, kept)
+                && *v == was
+            {
+                return Ok(runs);
+            }
+            let runs = Arc::new(ledger::summaries(store).await.map_err(chain)?);
+            if let Some(v) = version {
+                *app.parsed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((v, Arc::clone(&runs)));
+            }
+            Ok(runs)
         })
         .await
 }
@@ -771,6 +788,15 @@ pub(crate) async fn query(State(app): State<Arc<App>>, Query(q): Query<SqlQuery>
 
 /// What changes when a run starts or ends: the newest run's id, status and end.
 pub(crate) async fn version(State(app): State<Arc<App>>) -> Response {
+    // A run written rewrites its pipeline's index: its listing is the version (hashed: the
+    // page only compares it).
+    if let Ok(Some(v)) = ledger::index_version(&*app.lake.store).await {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        v.hash(&mut h);
+        let v = format!("{:016x}", h.finish());
+        return ([(header::CACHE_CONTROL, "no-store")], v).into_response();
+    }
     let runs = ledger_summaries(&app).await.unwrap_or_default();
     let v = runs.last().map_or_else(String::new, |r| {
         format!(
