@@ -251,7 +251,7 @@ pub async fn write(store: &DynZoneStore, record: &RunRecord) -> Result<()> {
         Err(e) => return Err(e),
     };
     upsert(&mut runs, RunSummary::of(record, meta.size));
-    store.put_json(&key, &Index { runs }).await.map(|_| ())
+    put_index(store, &key, runs).await
 }
 
 /// Where the pipelines' indexes live (`<pipeline>.json` each), beside `_lake/runs/`.
@@ -308,6 +308,19 @@ impl RunSummary {
 struct Index {
     /// Summaries, sorted by run id.
     runs: Vec<RunSummary>,
+}
+
+/// Write an index, one line per run (compact: it is read on every listing of runs).
+async fn put_index(store: &DynZoneStore, key: &Key, runs: Vec<RunSummary>) -> Result<()> {
+    let mut out = b"{\"runs\":[\n".to_vec();
+    for (i, r) in runs.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",\n");
+        }
+        serde_json::to_writer(&mut out, r).expect("a summary serializes");
+    }
+    out.extend_from_slice(b"\n]}\n");
+    store.put_bytes(key, out.into()).await.map(|_| ())
 }
 
 fn index_key(pipeline: &str) -> Result<Key> {
@@ -459,9 +472,7 @@ pub async fn rebuild_index(store: &DynZoneStore) -> Result<()> {
     }
     for (pipeline, mut runs) in by_pipeline {
         runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
-        store
-            .put_json(&index_key(&pipeline)?, &Index { runs })
-            .await?;
+        put_index(store, &index_key(&pipeline)?, runs).await?;
     }
     Ok(())
 }
