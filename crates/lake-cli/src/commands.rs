@@ -971,10 +971,7 @@ async fn runs(store: &DynZoneStore, json: bool, last: usize) -> Result<ExitCode>
     let shown = &all[earlier..];
     let mut out = print::out();
     if json {
-        let mut records = Vec::with_capacity(shown.len());
-        for s in shown {
-            records.push(ledger::get(store, &s.run_id).await?);
-        }
+        let records = ledger::newest(store, &all, last).await?;
         serde_json::to_writer_pretty(&mut out, &records)?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);

@@ -358,24 +358,32 @@ pub async fn from_documents(
     Ok(out)
 }
 
-/// Every run's summary, oldest first (by start, then id), from the pipelines' indexes: one
-/// listing of `_lake/runs.index/` and a read per pipeline, plus a read of each run the index
-/// saw running (it may have ended since). Without any index, from the documents.
-pub async fn summaries(store: &DynZoneStore) -> Result<Vec<RunSummary>> {
+/// Every pipeline's index lines, as written; `None` without any index or when one is damaged
+/// (then the documents answer, and `lake fsck --repair` rebuilds it).
+async fn indexed(store: &DynZoneStore) -> Result<Option<Vec<RunSummary>>> {
     let indexes = store.list(INDEX).await?;
     if indexes.is_empty() {
-        return from_documents(store, None).await;
+        return Ok(None);
     }
     let mut out = Vec::new();
     for meta in &indexes {
         match store.get_json::<Index>(&meta.key).await {
             Ok(Some(i)) => out.extend(i.runs),
             Ok(None) => {}
-            // A damaged index: the documents answer (and `lake fsck --repair` rebuilds it).
-            Err(Error::Corrupt { .. }) => return from_documents(store, None).await,
+            Err(Error::Corrupt { .. }) => return Ok(None),
             Err(e) => return Err(e),
         }
     }
+    Ok(Some(out))
+}
+
+/// Every run's summary, oldest first (by start, then id), from the pipelines' indexes: one
+/// listing of `_lake/runs.index/` and a read per pipeline, plus a read of each run the index
+/// saw running (it may have ended since). Without any index, from the documents.
+pub async fn summaries(store: &DynZoneStore) -> Result<Vec<RunSummary>> {
+    let Some(mut out) = indexed(store).await? else {
+        return from_documents(store, None).await;
+    };
     for s in out.iter_mut().filter(|s| s.status == Status::Running) {
         if let Some(r) = store.get_json::<RunRecord>(&run_key(&s.run_id)?).await? {
             let size = s.size;
@@ -416,15 +424,7 @@ pub async fn index_version(store: &DynZoneStore) -> Result<Option<String>> {
 /// documents, ignoring sizes): what [`rebuild_index`] fixes.
 pub async fn check_index(store: &DynZoneStore) -> Result<Vec<String>> {
     let truth = from_documents(store, None).await?;
-    let mut indexed = Vec::new();
-    for meta in store.list(INDEX).await? {
-        match store.get_json::<Index>(&meta.key).await {
-            Ok(Some(i)) => indexed.extend(i.runs),
-            Ok(None) => {}
-            Err(Error::Corrupt { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let indexed = indexed(store).await?.unwrap_or_default();
     let strip = |s: &RunSummary| RunSummary {
         size: 0,
         ..s.clone()
@@ -492,7 +492,11 @@ pub async fn latest(store: &DynZoneStore) -> Result<Option<RunRecord>> {
 
 /// The last `n` runs (by start), read whole, oldest first.
 pub async fn recent(store: &DynZoneStore, n: usize) -> Result<Vec<RunRecord>> {
-    let all = summaries(store).await?;
+    newest(store, &summaries(store).await?, n).await
+}
+
+/// The records of the last `n` of `all` (summaries oldest first), oldest first.
+pub async fn newest(store: &DynZoneStore, all: &[RunSummary], n: usize) -> Result<Vec<RunRecord>> {
     let mut out = Vec::with_capacity(n.min(all.len()));
     for s in &all[all.len().saturating_sub(n)..] {
         out.push(get(store, &s.run_id).await?);

@@ -232,15 +232,10 @@ async fn recent_runs(app: &App, n: usize) -> Result<Arc<Vec<RunRecord>>, String>
     let all = ledger_summaries(app).await?;
     app.runs
         .get(&format!("recent-{n}"), async {
-            let mut out = Vec::with_capacity(n.min(all.len()));
-            for s in &all[all.len().saturating_sub(n)..] {
-                out.push(
-                    ledger::get(&*app.lake.store, &s.run_id)
-                        .await
-                        .map_err(|e| lake::core::run::error_chain(&e))?,
-                );
-            }
-            Ok(Arc::new(out))
+            ledger::newest(&*app.lake.store, &all, n)
+                .await
+                .map(Arc::new)
+                .map_err(|e| lake::core::run::error_chain(&e))
         })
         .await
 }
