@@ -195,3 +195,30 @@ async fn a_run_indexed_while_running_is_read_from_its_document() {
     let got = ledger::summaries(&*store).await.unwrap();
     assert_eq!(got[0].status, Status::Succeeded);
 }
+
+#[tokio::test]
+async fn a_line_left_running_by_a_killed_run_is_no_finding_and_the_next_run_mends_it() {
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+    let index = Key::new(format!("{}/p.json", ledger::INDEX)).unwrap();
+    ledger::write(&*store, &record(0, Status::Running))
+        .await
+        .unwrap();
+    let index_before = store.get_bytes(&index).await.unwrap();
+    // Killed between its last document and its line.
+    ledger::write(&*store, &record(0, Status::Failed))
+        .await
+        .unwrap();
+    store.put_bytes(&index, index_before).await.unwrap();
+    assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(text(&store.get_bytes(&index).await.unwrap()).contains("\"running\""));
+    ledger::write(&*store, &record(1, Status::Succeeded))
+        .await
+        .unwrap();
+    let mended = text(&store.get_bytes(&index).await.unwrap());
+    assert!(!mended.contains("\"running\""), "{mended}");
+    assert_eq!(
+        ledger::summaries(&*store).await.unwrap(),
+        ledger::from_documents(&*store, None).await.unwrap()
+    );
+}

@@ -206,9 +206,18 @@ impl<'a> Lake<'a> {
             .ok_or_else(|| format!("{sql}: no number in {out:?}"))
     }
 
-    /// `lake fsck` finds nothing wrong.
+    /// `lake fsck` finds nothing wrong (else its findings, which it prints on stdout).
     pub(crate) fn fsck(&self) -> Result<(), String> {
-        self.ok(&["fsck"]).map(|_| ())
+        let out = self.output(&["fsck"])?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "`lake fsck` exited {:?}: {} {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
