@@ -106,7 +106,7 @@ fn main() {
         let calls = Arc::new(Calls::default());
         rt.block_on(async {
             let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.into()).unwrap();
-            let pipeline = Arc::new(file.pipeline(None, &lake::backends()).unwrap());
+            let pipeline = Arc::new(file.pipeline(None, &lake::kinds()).unwrap());
             let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
             let backend = EmrBackend::new(
                 Arc::new(api(&calls, step_secs, std::time::Instant::now())),

@@ -4,37 +4,90 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use lake_core::backend::{BackendEnv, BackendPlan, Backends, Extensions, Leftover};
+use lake_core::backend::{BackendEnv, BackendPlan, Extensions, Leftover};
 use lake_core::config::{ConfigFile, Pipeline, Root, SourceSpecKind};
 use lake_core::doctor::Check;
+use lake_core::kinds::Kinds;
 use lake_core::ledger::RunRecord;
 use lake_core::run::{PLAN_RUN_ID, RunContext, RunOptions, StepContext};
 use lake_core::{DynZoneStore, Error, Result, Source};
 use lake_local::object_store::ObjectStore;
 use lake_local::{Engine, LocalBackend, LocalZoneStore};
 
-/// The backends this build of lake offers, `local` first (the default of `backend`).
+/// The kinds this build of lake offers: its backends, `local` first (the default of
+/// `backend`), and its sink kinds.
 ///
-/// A backend is one crate implementing [`BackendKind`](lake_core::backend::BackendKind); adding
-/// one is one line here.
+/// A kind is one crate implementing [`BackendKind`](lake_core::backend::BackendKind) or
+/// [`SinkKind`](lake_core::sink::SinkKind); adding one is one line here. A program embedding
+/// lake adds its own to this registry and opens its lake.toml with [`Lake::open_with`].
 ///
-/// A backend this build leaves out is registered as absent: its table is accepted (so one
-/// lake.toml serves every build), and choosing it is an error naming the feature it needs.
-pub fn backends() -> Backends {
-    let b = Backends::new().with(lake_local::LocalKind);
+/// A kind this build leaves out is registered as absent: its table is accepted (so one
+/// lake.toml serves every build), and using it is an error naming the feature it needs.
+pub fn kinds() -> Kinds {
+    let b = Kinds::new().backend(lake_local::LocalKind);
     #[cfg(feature = "spark")]
-    let b = b.with(lake_spark::SparkKind);
+    let b = b.backend(lake_spark::SparkKind);
     #[cfg(not(feature = "spark"))]
-    let b = b.with(Absent::new("spark", "spark", "spark"));
+    let b = b.backend(Absent::new("spark", "spark", "spark"));
     #[cfg(feature = "aws")]
-    let b = b.with(lake_aws::emr::EmrKind);
+    let b = b.backend(lake_aws::emr::EmrKind);
     #[cfg(feature = "aws")]
-    let b = b.with(lake_aws::serverless::EmrServerlessKind);
+    let b = b.backend(lake_aws::serverless::EmrServerlessKind);
     #[cfg(not(feature = "aws"))]
     let b = b
-        .with(Absent::new("emr", "cluster", "aws"))
-        .with(Absent::new("emr-serverless", "serverless", "aws"));
+        .backend(Absent::new("emr", "cluster", "aws"))
+        .backend(Absent::new("emr-serverless", "serverless", "aws"));
+    #[cfg(feature = "postgres")]
+    let b = b.sink(lake_postgres::PostgresKind);
+    #[cfg(not(feature = "postgres"))]
+    let b = b.sink(AbsentSink {
+        name: "postgres",
+        feature: "postgres",
+    });
     b
+}
+
+/// A sink kind left out of this build: its keys are not checked, and running it is an error
+/// naming the cargo feature that builds it in.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "postgres", allow(dead_code))]
+struct AbsentSink {
+    name: &'static str,
+    feature: &'static str,
+}
+
+impl lake_core::sink::SinkKind for AbsentSink {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn configure(
+        &self,
+        _cx: &mut lake_core::config::ConfigCx<'_, '_>,
+    ) -> Option<Arc<dyn lake_core::sink::SinkConfig>> {
+        Some(Arc::new(*self))
+    }
+}
+
+#[async_trait::async_trait]
+impl lake_core::sink::SinkConfig for AbsentSink {
+    fn destination(&self) -> String {
+        format!("(a {} sink: not in this build)", self.name)
+    }
+
+    async fn open(
+        &self,
+        _spec: &lake_core::config::SinkSpec,
+        _env: &BackendEnv,
+    ) -> Result<Arc<dyn lake_core::sink::Sink>> {
+        Err(Error::NotImplemented {
+            operation: "this kind of sink",
+            implementer: format!(
+                "this build of lake (no `{}` sinks: build it with the `{}` feature)",
+                self.name, self.feature
+            ),
+        })
+    }
 }
 
 /// A backend left out of this build: its table is not checked, and a pipeline that chooses it
@@ -90,9 +143,15 @@ impl lake_core::backend::BackendKind for Absent {
     }
 }
 
-/// Load and validate a `lake.toml` (with `[env.<env>]` applied) for this build's backends.
+/// Load and validate a `lake.toml` (with `[env.<env>]` applied) for this build's kinds.
 pub fn load(config: impl AsRef<Path>, env: Option<&str>) -> Result<Pipeline> {
-    ConfigFile::load(config)?.pipeline(env, &backends())
+    load_with(config, env, &kinds())
+}
+
+/// Load and validate a `lake.toml` (with `[env.<env>]` applied) for the kinds `kinds` offers
+/// (this build's [`kinds`] and a program's own).
+pub fn load_with(config: impl AsRef<Path>, env: Option<&str>, kinds: &Kinds) -> Result<Pipeline> {
+    ConfigFile::load(config)?.pipeline(env, kinds)
 }
 
 /// A validated pipeline with its zone store: what the CLI and library users run.
@@ -115,6 +174,16 @@ impl Lake {
     /// Load, validate (with `[env.<env>]` applied) and open the zones of a `lake.toml`.
     pub async fn open(config: impl AsRef<Path>, env: Option<&str>) -> Result<Self> {
         Self::from_pipeline(load(config, env)?).await
+    }
+
+    /// As [`open`](Self::open), with the kinds `kinds` offers: this build's ([`kinds`]) and
+    /// the program's own (`lake::kinds().sink(MySinkKind)`).
+    pub async fn open_with(
+        config: impl AsRef<Path>,
+        env: Option<&str>,
+        kinds: &Kinds,
+    ) -> Result<Self> {
+        Self::from_pipeline(load_with(config, env, kinds)?).await
     }
 
     /// As [`open`](Self::open), for commands that make no request (`lake plan`): the AWS
@@ -194,6 +263,8 @@ impl Lake {
     pub fn backend_env(&self) -> BackendEnv {
         let mut extensions = Extensions::default();
         extensions.insert(Arc::clone(&self.engine));
+        let env: lake_core::run::EnvLookup = Arc::new(|v: &str| std::env::var(v).ok());
+        extensions.insert(env);
         #[cfg(feature = "aws")]
         if let Some(aws) = &self.aws {
             extensions.insert(aws.clone());
@@ -234,22 +305,19 @@ impl Lake {
             store: Arc::clone(&self.store),
             backend,
             sources,
-            sinks: self.sinks(),
+            sinks: self.sinks().await?,
             catalog: self.catalog(),
         })
     }
 
-    /// The pipeline's sinks this build serves (`postgres` with the `postgres` feature), with
-    /// their URLs resolved from the process's environment when they run.
-    pub fn sinks(&self) -> BTreeMap<String, Arc<dyn lake_core::sink::Sink>> {
-        #[cfg(feature = "postgres")]
-        return lake_postgres::sinks(
-            &self.pipeline,
-            &self.engine,
-            Arc::new(|v: &str| std::env::var(v).ok()),
-        );
-        #[cfg(not(feature = "postgres"))]
-        BTreeMap::new()
+    /// The pipeline's sinks, opened by their kinds over this lake's zones and engine.
+    pub async fn sinks(&self) -> Result<BTreeMap<String, Arc<dyn lake_core::sink::Sink>>> {
+        let env = self.backend_env();
+        let mut out = BTreeMap::new();
+        for (name, spec) in &self.pipeline.sinks {
+            out.insert(name.clone(), spec.config.open(spec, &env).await?);
+        }
+        Ok(out)
     }
 
     /// The catalog published datasets are registered in: the Glue database of `[catalog]`,
@@ -488,17 +556,17 @@ impl Lake {
             }
         }
         let env = |v: &str| std::env::var(v).ok();
-        let sinks = self.sinks();
+        let backend_env = self.backend_env();
         for spec in self.pipeline.sinks.values() {
-            match sinks.get(&spec.name) {
-                Some(sink) if spec.is_on(&env) => checks.extend(sink.doctor().await),
-                Some(_) => checks.push(Check::skipped(
+            match spec.config.open(spec, &backend_env).await {
+                Ok(sink) if spec.is_on(&env) => checks.extend(sink.doctor().await),
+                Ok(_) => checks.push(Check::skipped(
                     format!("sink {}", spec.name),
                     "its url's environment variable (optional = true: the sink is off)",
                 )),
-                None => checks.push(Check::fail(
+                Err(e) => checks.push(Check::fail(
                     format!("sink {}", spec.name),
-                    format!("this build of lake has no `{}` sinks", spec.kind),
+                    e.to_string(),
                     format!("build lake with the `{}` feature", spec.kind),
                 )),
             }
@@ -870,7 +938,7 @@ impl Lake {
             store: Arc::clone(&self.store),
             backend: Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
             sources: BTreeMap::new(),
-            sinks: self.sinks(),
+            sinks: self.sinks().await?,
             catalog: None,
         };
         lake_core::run::sink(&cx, names, opts).await
@@ -1141,15 +1209,15 @@ fn athena_batch(
 #[cfg(test)]
 mod tests {
     use super::Absent;
-    use lake_core::backend::Backends;
+    use lake_core::kinds::Kinds;
 
     /// A build without a backend still reads a lake.toml that configures it, and refuses to
     /// run on it, naming the feature.
     #[test]
     fn an_absent_backends_table_is_accepted_and_choosing_it_names_the_feature() {
-        let b = Backends::new()
-            .with(lake_local::LocalKind)
-            .with(Absent::new("emr", "cluster", "aws"));
+        let b = Kinds::new()
+            .backend(lake_local::LocalKind)
+            .backend(Absent::new("emr", "cluster", "aws"));
         let text = "[lake]\nname = \"x\"\n[env.aws]\nroot = \"s3://b/x\"\nbackend = \"emr\"\n[cluster]\nrelease = \"emr-7.9.0\"\n";
         let p = lake_testing::config::pipeline(text, None, &b).unwrap();
         assert_eq!(p.backend.config().name(), "local");

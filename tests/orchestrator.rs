@@ -127,7 +127,7 @@ fn backend(state: fn(&str) -> StepState) -> (MockClusterBackend, Recorder) {
 fn context(b: MockClusterBackend, store: Arc<DynZoneStore>) -> RunContext {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
     RunContext {
-        pipeline: Arc::new(file.pipeline(None, &lake::backends()).unwrap()),
+        pipeline: Arc::new(file.pipeline(None, &lake::kinds()).unwrap()),
         store,
         backend: Arc::new(b),
         sources: [("s".to_owned(), source())].into(),

@@ -52,7 +52,7 @@ async fn run_diamond(max_parallel: usize, b_fails: bool) -> RunRecord {
         diamond(max_parallel, b_fails),
     )
     .unwrap();
-    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
+    let pipeline = file.pipeline(None, &lake::kinds()).unwrap();
     let cx = RunContext {
         pipeline: Arc::new(pipeline),
         store: Arc::new(LocalZoneStore::memory()),
@@ -141,7 +141,7 @@ async fn a_failed_step_leaves_no_staging_folder() {
     let file = ConfigFile::parse("lake.toml", dir.path().to_owned(), toml.into()).unwrap();
     let root = dir.path().join("lake");
     let cx = RunContext {
-        pipeline: Arc::new(file.pipeline(None, &lake::backends()).unwrap()),
+        pipeline: Arc::new(file.pipeline(None, &lake::kinds()).unwrap()),
         store: Arc::new(LocalZoneStore::filesystem(&root).unwrap()),
         backend: Arc::new(LocalBackend::new()),
         sources: Default::default(),

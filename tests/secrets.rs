@@ -30,7 +30,7 @@ env = {{ TOKEN = "${{env:LEAK_TOKEN}}" }}
     let dir = tempfile::tempdir().unwrap();
     let file = ConfigFile::parse("lake.toml", dir.path().to_owned(), toml).unwrap();
     let cx = RunContext {
-        pipeline: Arc::new(file.pipeline(None, &lake::backends()).unwrap()),
+        pipeline: Arc::new(file.pipeline(None, &lake::kinds()).unwrap()),
         store: Arc::new(LocalZoneStore::memory()),
         backend: Arc::new(LocalBackend::new()),
         sources: Default::default(),

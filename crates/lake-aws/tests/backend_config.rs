@@ -9,11 +9,11 @@ use lake::spark::SparkConfig;
 use lake_testing::config::expect_each;
 
 fn pipeline(text: &str, env: Option<&str>) -> Result<Pipeline, Error> {
-    lake_testing::config::pipeline(text, env, &lake::backends())
+    lake_testing::config::pipeline(text, env, &lake::kinds())
 }
 
 fn diagnostics(text: &str) -> Vec<Diagnostic> {
-    lake_testing::config::diagnostics(text, &lake::backends())
+    lake_testing::config::diagnostics(text, &lake::kinds())
 }
 
 fn cluster(p: &Pipeline) -> &lake::aws::emr::ClusterDef {

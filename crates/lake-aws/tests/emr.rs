@@ -167,7 +167,7 @@ fn context(api: MockEmrApi, store: Arc<DynZoneStore>) -> RunContext {
 
 fn context_for(toml: &str, api: MockEmrApi, store: Arc<DynZoneStore>) -> RunContext {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), toml.to_owned()).unwrap();
-    let pipeline = Arc::new(file.pipeline(None, &lake::backends()).unwrap());
+    let pipeline = Arc::new(file.pipeline(None, &lake::kinds()).unwrap());
     let backend = EmrBackend::new(
         Arc::new(api),
         lake::aws::emr::EmrConfig::of(&pipeline)
@@ -541,7 +541,7 @@ async fn spark_and_copy_steps_become_command_runner_steps() {
 
     let store = store();
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
-    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
+    let pipeline = file.pipeline(None, &lake::kinds()).unwrap();
     let backend = EmrBackend::new(
         Arc::new(MockEmrApi::new()),
         lake::aws::emr::EmrConfig::of(&pipeline)

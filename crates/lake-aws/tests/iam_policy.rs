@@ -9,7 +9,7 @@ use serde_json::Value;
 
 fn policy(toml: &str) -> Value {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), toml.to_owned()).unwrap();
-    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
+    let pipeline = file.pipeline(None, &lake::kinds()).unwrap();
     lake::aws::iam_policy(&pipeline).expect("an S3 root needs a policy")
 }
 

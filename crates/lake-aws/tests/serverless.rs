@@ -208,7 +208,7 @@ fn timing() -> Timing {
 
 fn context(toml: &str, api: MockServerlessApi, store: Arc<DynZoneStore>) -> RunContext {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), toml.to_owned()).unwrap();
-    let pipeline = Arc::new(file.pipeline(None, &lake::backends()).unwrap());
+    let pipeline = Arc::new(file.pipeline(None, &lake::kinds()).unwrap());
     let backend = ServerlessBackend::new(
         Arc::new(api),
         EmrServerlessConfig::of(&pipeline).unwrap().def.clone(),
@@ -242,7 +242,7 @@ async fn succeeding_run(seen: &Arc<Seen>, toml: &str) -> lake::core::ledger::Run
 /// A backend over `api` outside a run (no embedded backend), for reaping.
 fn backend(api: MockServerlessApi) -> ServerlessBackend {
     let file = ConfigFile::parse("lake.toml", "/tmp".into(), PIPELINE.to_owned()).unwrap();
-    let pipeline = file.pipeline(None, &lake::backends()).unwrap();
+    let pipeline = file.pipeline(None, &lake::kinds()).unwrap();
     ServerlessBackend::new(
         Arc::new(api),
         EmrServerlessConfig::of(&pipeline).unwrap().def.clone(),

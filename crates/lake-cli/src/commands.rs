@@ -693,23 +693,12 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
         for s in p.sinks.values() {
             writeln!(
                 out,
-                "  {} ({}, line {}): {} → {} ({}{}) at {}{}",
+                "  {} ({}, line {}): {} → {}",
                 s.name,
                 s.kind,
                 s.line,
                 s.from,
-                s.table,
-                s.mode.as_str(),
-                if s.key.is_empty() {
-                    String::new()
-                } else {
-                    format!(" on {}", s.key.join(", "))
-                },
-                s.shown_url(),
-                s.lineage_table
-                    .as_ref()
-                    .map(|t| format!("; lineage → {t}"))
-                    .unwrap_or_default()
+                s.config.describe()
             )?;
         }
     }

@@ -4,8 +4,9 @@
 //! validation of that table) whose [`configure`](BackendKind::configure) gives a checked
 //! [`BackendConfig`]: the backend's plan, cost check, `lake doctor` checks, IAM statements,
 //! leftovers and reap, and the [`ClusterBackend`] a run uses. lake-core names no backend; a
-//! program lists the kinds it offers in a [`Backends`] registry (the `lake` facade registers
-//! those its features enable), and adding a backend touches its own crate and one line there.
+//! program lists the kinds it offers in a [`Kinds`](crate::kinds::Kinds) registry (the `lake`
+//! facade registers those its features enable), and adding a backend touches its own crate and
+//! one line there.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -179,62 +180,6 @@ impl Extensions {
 impl fmt::Debug for Extensions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Extensions({} values)", self.0.len())
-    }
-}
-
-/// The backend kinds a program offers, the first being the default of `backend`.
-#[derive(Debug, Clone, Default)]
-pub struct Backends(Vec<Arc<dyn BackendKind>>);
-
-impl Backends {
-    /// No backend yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Register `kind` (the first registered is the default backend).
-    ///
-    /// # Panics
-    ///
-    /// When a kind of the same name, or owning the same table, is registered already: that is
-    /// a mistake in the program, not in a lake.toml.
-    pub fn with(mut self, kind: impl BackendKind) -> Self {
-        assert!(
-            self.get(kind.name()).is_none(),
-            "backend {:?} registered twice",
-            kind.name()
-        );
-        assert!(
-            kind.table().is_none() || self.0.iter().all(|k| k.table() != kind.table()),
-            "two backends own the table {:?}",
-            kind.table()
-        );
-        self.0.push(Arc::new(kind));
-        self
-    }
-
-    /// The kind named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn BackendKind>> {
-        self.0.iter().find(|k| k.name() == name)
-    }
-
-    /// Every kind, in registration order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn BackendKind>> {
-        self.0.iter()
-    }
-
-    /// The default backend's name.
-    pub fn default_name(&self) -> Option<&'static str> {
-        self.0.first().map(|k| k.name())
-    }
-
-    /// The names, for messages (`local, spark, emr`).
-    pub fn names(&self) -> String {
-        self.0
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 

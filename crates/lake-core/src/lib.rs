@@ -51,6 +51,7 @@ pub mod doctor;
 mod error;
 pub mod fsck;
 pub mod human;
+pub mod kinds;
 pub mod ledger;
 pub mod lock;
 pub mod publish;

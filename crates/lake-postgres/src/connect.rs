@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lake_core::config::{SinkSpec, redact_url};
+use lake_core::config::redact_url;
+
+use crate::config::Spec;
 use lake_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -22,7 +24,7 @@ impl Drop for Connection {
 }
 
 /// The sink's error: its name, table and `message`.
-pub(crate) fn sink_error(spec: &SinkSpec, message: impl Into<String>) -> Error {
+pub(crate) fn sink_error(spec: &Spec, message: impl Into<String>) -> Error {
     Error::Sink {
         sink: spec.name.clone(),
         table: spec.table.to_string(),
@@ -56,7 +58,7 @@ pub(crate) fn describe_target(config: &Config) -> String {
 /// `prefer`: TLS when the server offers it; `require`: TLS or nothing; without one, `prefer`
 /// on loopback and `require` elsewhere), certificates checked against the system's roots. Errors say what to fix: the server down, the password, the database.
 pub(crate) async fn connect(
-    spec: &SinkSpec,
+    spec: &Spec,
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
 ) -> Result<(Connection, Config)> {
     let url = spec

@@ -13,6 +13,7 @@
 //! holds: a rerun with nothing new is skipped, and an append is never done twice. A kill at
 //! any point leaves the table as it was. The URL's password is never shown.
 
+mod config;
 mod connect;
 mod types;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lake_core::config::{Pipeline, SinkMode, SinkSpec, TableName};
+use lake_core::config::SinkSpec;
 use lake_core::doctor::Check;
 use lake_core::run::EnvLookup;
 use lake_core::sink::{Sink, SinkLoad, SinkOutcome};
@@ -32,38 +33,31 @@ use tokio_postgres::Transaction;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 
+use crate::config::Spec;
+pub use crate::config::{PostgresConfig, PostgresKind, SinkMode, TableName};
 use crate::connect::{connect, explain, sink_error};
 use crate::types::Column;
 
 /// The table where each schema with a sink's table records what that table holds.
 const LOADS: &str = "_lake_loads";
 
-/// The `postgres` sinks of `pipeline`, reading the zones through `engine`.
-pub fn sinks(
-    pipeline: &Pipeline,
-    engine: &Arc<Engine>,
-    env: EnvLookup,
-) -> BTreeMap<String, Arc<dyn Sink>> {
-    pipeline
-        .sinks
-        .iter()
-        .filter(|(_, s)| s.kind == "postgres")
-        .map(|(name, spec)| {
-            let sink: Arc<dyn Sink> = Arc::new(PostgresSink {
-                spec: spec.clone(),
-                engine: Arc::clone(engine),
-                env: Arc::clone(&env),
-            });
-            (name.clone(), sink)
-        })
-        .collect()
-}
-
 /// A `[sinks.<name>]` of kind `postgres`.
 pub struct PostgresSink {
-    spec: SinkSpec,
+    core: SinkSpec,
+    spec: Spec,
     engine: Arc<Engine>,
     env: EnvLookup,
+}
+
+impl PostgresSink {
+    pub(crate) fn new(core: SinkSpec, spec: Spec, engine: Arc<Engine>, env: EnvLookup) -> Self {
+        Self {
+            core,
+            spec,
+            engine,
+            env,
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -88,13 +82,14 @@ fn ident(name: &str) -> String {
 #[async_trait]
 impl Sink for PostgresSink {
     fn spec(&self) -> &SinkSpec {
-        &self.spec
+        &self.core
     }
 
     async fn load(&self, load: &SinkLoad) -> Result<SinkOutcome> {
         let spec = &self.spec;
         let fail =
             |e: tokio_postgres::Error| sink_error(spec, explain(&e, &spec.table.to_string()));
+        let fingerprint = lake_core::sink::fingerprint(spec.mode.as_str(), &load.manifest);
         let (mut conn, _) = connect(spec, &*self.env).await?;
         let tx = conn.client.transaction().await.map_err(fail)?;
         // One load of a table at a time, whichever lake runs it.
@@ -107,7 +102,7 @@ impl Sink for PostgresSink {
         let existing = table_columns(&tx, &spec.table).await.map_err(fail)?;
         if !load.force
             && existing.is_some()
-            && held(&tx, &spec.table).await.map_err(fail)?.as_deref() == Some(&*load.fingerprint)
+            && held(&tx, &spec.table).await.map_err(fail)?.as_deref() == Some(&*fingerprint)
         {
             return Ok(SinkOutcome::UpToDate);
         }
@@ -154,7 +149,7 @@ impl Sink for PostgresSink {
             (SinkMode::Replace, _) => {
                 let new = TableName {
                     schema: spec.table.schema.clone(),
-                    name: format!("_lake_load_{}", &load.fingerprint[..12]),
+                    name: format!("_lake_load_{}", &fingerprint[..12]),
                 };
                 tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", quoted(&new)))
                     .await
@@ -270,7 +265,9 @@ impl Sink for PostgresSink {
                 .await
                 .map_err(fail)?;
         }
-        record(&tx, spec, load, rows).await.map_err(fail)?;
+        record(&tx, spec, load, &fingerprint, rows)
+            .await
+            .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok(SinkOutcome::Loaded {
             rows,
@@ -422,7 +419,7 @@ async fn table_columns(
 /// Check the dataset's columns against an existing table's, before anything is written: each
 /// must be a column of the table, of a type that takes its values. The types COPY sends are
 /// the table's.
-fn fit(spec: &SinkSpec, columns: &mut [Column], table: &[(String, Type, String)]) -> Result<()> {
+fn fit(spec: &Spec, columns: &mut [Column], table: &[(String, Type, String)]) -> Result<()> {
     for c in columns.iter_mut() {
         let Some((_, ty, shown)) = table.iter().find(|(n, ..)| *n == c.name) else {
             return Err(sink_error(
@@ -547,8 +544,9 @@ async fn held(
 /// Record in the schema's `_lake_loads` what `spec.table` now holds.
 async fn record(
     tx: &Transaction<'_>,
-    spec: &SinkSpec,
+    spec: &Spec,
     load: &SinkLoad,
+    fingerprint: &str,
     rows: u64,
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let loads = quoted(&TableName {
@@ -581,7 +579,7 @@ async fn record(
             &spec.table.name,
             &spec.name,
             &spec.from.to_string(),
-            &load.fingerprint,
+            &fingerprint,
             &load.run_id,
             &spec.mode.as_str(),
             &rows,

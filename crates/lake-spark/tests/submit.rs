@@ -1,12 +1,12 @@
 //! spark-submit's arguments from `[spark]`: master, deploy mode, `--conf`s, and for zones in S3
 //! the s3a settings from `[aws]` (which `conf` may override).
 
-use lake_core::backend::Backends;
 use lake_core::config::Pipeline;
+use lake_core::kinds::Kinds;
 use lake_spark::{SparkConfig, SparkKind};
 
 fn pipeline(text: &str) -> Pipeline {
-    lake_testing::config::pipeline(text, None, &Backends::new().with(SparkKind)).unwrap()
+    lake_testing::config::pipeline(text, None, &Kinds::new().backend(SparkKind)).unwrap()
 }
 
 #[test]

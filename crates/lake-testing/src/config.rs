@@ -1,17 +1,17 @@
 //! lake.toml test helpers: parse a text with a registry, and check its diagnostics by key and
 //! line.
 
-use lake_core::backend::Backends;
 use lake_core::config::{ConfigFile, Diagnostic, Pipeline};
+use lake_core::kinds::Kinds;
 use lake_core::{Error, Result};
 
 /// `text` as a lake.toml at `/project/lake.toml`, validated with `env` for `backends`.
-pub fn pipeline(text: &str, env: Option<&str>, backends: &Backends) -> Result<Pipeline> {
+pub fn pipeline(text: &str, env: Option<&str>, backends: &Kinds) -> Result<Pipeline> {
     ConfigFile::parse("lake.toml", "/project".into(), text.to_owned())?.pipeline(env, backends)
 }
 
 /// Every problem of an invalid `text`; panics when it is valid or fails otherwise.
-pub fn diagnostics(text: &str, backends: &Backends) -> Vec<Diagnostic> {
+pub fn diagnostics(text: &str, backends: &Kinds) -> Vec<Diagnostic> {
     match pipeline(text, None, backends) {
         Err(Error::Config { diagnostics }) => diagnostics.0,
         Err(other) => panic!("expected config diagnostics, got {other}"),

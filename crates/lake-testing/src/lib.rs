@@ -145,6 +145,6 @@ impl lake_core::backend::BackendConfig for TestKind {
 }
 
 /// A registry of one test backend named `local`, for validating lake.toml files in tests.
-pub fn backends() -> lake_core::backend::Backends {
-    lake_core::backend::Backends::new().with(TestKind("local"))
+pub fn backends() -> lake_core::kinds::Kinds {
+    lake_core::kinds::Kinds::new().backend(TestKind("local"))
 }

@@ -21,7 +21,8 @@ pub use model::{LakeFile, SourceKind, StepKind, WriteMode};
 pub use template::{Redactor, STEP_VARS, Secret, Template, Value, WINDOW_VARS, is_env_name};
 pub use validate::validate;
 
-use crate::backend::{BackendRef, Backends};
+use crate::backend::BackendRef;
+use crate::kinds::Kinds;
 use crate::{Error, Result};
 use spans::SpanIndex;
 
@@ -147,9 +148,67 @@ pub struct ConfigCx<'r, 'a> {
     pub base_dir: &'a Path,
     selected: bool,
     backend_key: String,
+    /// The plug-in's table (`sinks.<name>`) and the keys core reads there, for [`own`](Self::own).
+    at: Option<(String, &'static [&'static str])>,
 }
 
-impl ConfigCx<'_, '_> {
+impl<'r, 'a> ConfigCx<'r, 'a> {
+    /// The context of a plug-in's table: `at` is its dotted key (`sinks.hourly`, `catalog`),
+    /// `shared` the keys core reads there itself (left out of [`own`](Self::own)).
+    pub(crate) fn for_table(
+        r: &'r mut Reporter<'a>,
+        text: &'a str,
+        parts: Parts<'a>,
+        at: String,
+        shared: &'static [&'static str],
+    ) -> Self {
+        Self {
+            r,
+            text,
+            pipeline: parts.pipeline,
+            root: parts.root,
+            steps: parts.steps,
+            base_dir: parts.base_dir,
+            selected: true,
+            backend_key: String::new(),
+            at: Some((at, shared)),
+        }
+    }
+
+    /// The dotted key of the plug-in's table (`sinks.hourly`); empty for a backend.
+    pub fn at(&self) -> &str {
+        self.at.as_ref().map_or("", |(a, _)| a.as_str())
+    }
+
+    /// The name of the plug-in's table (`hourly` of `sinks.hourly`).
+    pub fn name(&self) -> &str {
+        let at = self.at();
+        at.rsplit_once('.').map_or(at, |(_, n)| n)
+    }
+
+    /// The dotted key of `field` in the plug-in's table (`sinks.hourly.table`).
+    pub fn key_of(&self, field: &str) -> String {
+        format!("{}.{field}", self.at())
+    }
+
+    /// The plug-in's own keys (its table without the keys core reads) as `T`: serde, with
+    /// `deny_unknown_fields` as the kind's model says, its errors at their line and column.
+    /// `None` when they do not fit (reported).
+    pub fn own<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
+        let (at, shared) = self.at.clone()?;
+        let path: Vec<&str> = at.split('.').collect();
+        match table_at::<T>(self.text, &path, shared) {
+            Ok(t) => t,
+            Err(e) => {
+                let offset = e.span().map(|s| s.start).unwrap_or(0);
+                let pos = self.r.spans.line_col(offset);
+                let key = self.r.spans.key_at(offset).unwrap_or(&at).to_owned();
+                self.r.push(pos, &key, e.message().trim().to_owned());
+                None
+            }
+        }
+    }
+
     /// True when the pipeline runs on this backend (else only its table is checked).
     pub fn selected(&self) -> bool {
         self.selected
@@ -194,6 +253,117 @@ impl ConfigCx<'_, '_> {
             }
         }
     }
+}
+
+/// What a plug-in's [`ConfigCx`] sees of the rest of the pipeline.
+#[derive(Clone, Copy)]
+pub(crate) struct Parts<'a> {
+    pub(crate) pipeline: &'a str,
+    pub(crate) root: Option<&'a Root>,
+    pub(crate) steps: &'a BTreeMap<String, StepSpec>,
+    pub(crate) base_dir: &'a Path,
+}
+
+/// Deserialize only the table at `path` (`["sinks", "hourly"]`) of `text` without its keys
+/// in `skip`, keeping toml's spans in errors (an unknown key is reported at its own line).
+fn table_at<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &[&str],
+    skip: &[&str],
+) -> std::result::Result<Option<T>, toml::de::Error> {
+    use serde::de::{DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+    use std::marker::PhantomData;
+
+    /// Finds `path` level by level; at its end, reads `T` from the table without `skip`.
+    struct Path<'p, T>(&'p [&'p str], &'p [&'p str], PhantomData<T>);
+    impl<'de, T: serde::de::DeserializeOwned> DeserializeSeed<'de> for Path<'_, T> {
+        type Value = Option<T>;
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de, T: serde::de::DeserializeOwned> Visitor<'de> for Path<'_, T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let Some((first, rest)) = self.0.split_first() else {
+                let filtered = Filtered { map, skip: self.1 };
+                return T::deserialize(serde::de::value::MapAccessDeserializer::new(filtered))
+                    .map(Some);
+            };
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == *first {
+                    found = map.next_value_seed(Path::<T>(rest, self.1, PhantomData))?;
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    /// A table's entries without the keys in `skip`.
+    struct Filtered<'p, A> {
+        map: A,
+        skip: &'p [&'p str],
+    }
+    /// A key read once: kept (as the inner seed's value) or skipped (the seed handed back).
+    enum Read<V, K> {
+        Kept(V),
+        Skipped(K),
+    }
+    /// Reads a key as text, then hands it to `seed` unless it is skipped: inside toml's own
+    /// key read, so an error names the key's span.
+    struct KeySeed<'p, K>(K, &'p [&'p str]);
+    impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<'_, K> {
+        type Value = Read<K::Value, K>;
+        fn deserialize<D: serde::Deserializer<'de>>(
+            self,
+            d: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            let key = <String as serde::Deserialize>::deserialize(d)?;
+            if self.1.contains(&key.as_str()) {
+                return Ok(Read::Skipped(self.0));
+            }
+            self.0.deserialize(key.into_deserializer()).map(Read::Kept)
+        }
+    }
+    impl<'de, A: MapAccess<'de>> MapAccess<'de> for Filtered<'_, A> {
+        type Error = A::Error;
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> std::result::Result<Option<K::Value>, A::Error> {
+            // A skipped key's value is read past, and its seed serves the next key.
+            let mut seed = seed;
+            loop {
+                match self.map.next_key_seed(KeySeed(seed, self.skip))? {
+                    None => return Ok(None),
+                    Some(Read::Kept(v)) => return Ok(Some(v)),
+                    Some(Read::Skipped(k)) => {
+                        self.map.next_value::<serde::de::IgnoredAny>()?;
+                        seed = k;
+                    }
+                }
+            }
+        }
+        fn next_value_seed<V: DeserializeSeed<'de>>(
+            &mut self,
+            seed: V,
+        ) -> std::result::Result<V::Value, A::Error> {
+            self.map.next_value_seed(seed)
+        }
+    }
+    Path::<T>(path, skip, PhantomData).deserialize(toml::Deserializer::parse(text)?)
 }
 
 /// Deserialize only the top-level table `name` of `text`, keeping toml's spans in errors.
@@ -306,7 +476,7 @@ impl ConfigFile {
 
     /// Validate the file with the `[env.<name>]` overrides of `env` applied, for a program
     /// offering `backends`.
-    pub fn pipeline(&self, env: Option<&str>, backends: &Backends) -> Result<Pipeline> {
+    pub fn pipeline(&self, env: Option<&str>, backends: &Kinds) -> Result<Pipeline> {
         validate(self, env, backends)
     }
 
@@ -649,51 +819,60 @@ impl ChartKind {
     }
 }
 
-/// A checked `[sinks.<name>]`.
-#[derive(Debug, Clone, Serialize)]
+/// A checked `[sinks.<name>]`: the keys every sink has, and its kind's checked config.
+#[derive(Debug, Clone)]
 pub struct SinkSpec {
     /// The sink's name.
     pub name: String,
-    /// Its kind (`postgres`).
+    /// Its kind (`kind = "…"`).
     pub kind: String,
-    /// Where to connect; resolved when the sink runs, shown only as [`shown_url`](Self::shown_url).
-    #[serde(serialize_with = "shown_url")]
-    pub url: Template,
     /// The dataset it loads.
     pub from: ZoneRef,
     /// The step that writes `from`: the sink runs after it.
     pub step: String,
-    /// The table.
-    pub table: TableName,
-    /// How the table gets the rows.
-    pub mode: SinkMode,
-    /// With [`SinkMode::Upsert`]: the columns that identify a row.
-    pub key: Vec<String>,
-    /// The table that gets one row per step of the run with each load.
-    pub lineage_table: Option<TableName>,
-    /// Off, rather than failed, while `url`'s environment variable is not set.
+    /// Off, rather than failed, while a variable its kind requires is not set.
     pub optional: bool,
     /// The line of `[sinks.<name>]` in lake.toml.
     pub line: usize,
+    /// The kind's own keys, checked.
+    pub config: crate::sink::SinkRef,
 }
 
-/// How a sink's table gets a dataset's rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkMode {
-    /// The table becomes the dataset: loaded beside it, swapped in within one transaction.
-    Replace,
-    /// The rows are added, in one transaction.
-    Append,
-    /// Rows whose key is in the table are updated, the others added, in one transaction.
-    Upsert,
+impl SinkSpec {
+    /// True when the sink is on: not `optional`, or the variables of every value its kind
+    /// requires are set in `env`.
+    pub fn is_on(&self, env: &dyn Fn(&str) -> Option<String>) -> bool {
+        !self.optional
+            || self
+                .config
+                .required()
+                .iter()
+                .all(|t| t.resolve("", env).is_ok())
+    }
 }
 
-fn shown_url<S: serde::Serializer>(url: &Template, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&show_url(url))
+/// As `lake plan --json` shows it: the shared keys and the kind's, flat.
+impl Serialize for SinkSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let own = self.config.json();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("kind", &self.kind)?;
+        m.serialize_entry("from", &self.from)?;
+        m.serialize_entry("step", &self.step)?;
+        for (k, v) in &own {
+            m.serialize_entry(k, v)?;
+        }
+        m.serialize_entry("optional", &self.optional)?;
+        m.serialize_entry("line", &self.line)?;
+        m.end()
+    }
 }
 
-fn show_url(url: &Template) -> String {
+/// The text to show of a URL lake.toml gives (a secret): a URL with its password as `***`, an
+/// `${env:NAME}` as written, anything else as `***`.
+pub fn show_url(url: &Template) -> String {
     let raw = url.as_written();
     if raw.contains("://") {
         redact_url(raw)
@@ -702,69 +881,6 @@ fn show_url(url: &Template) -> String {
         raw.to_owned()
     } else {
         "***".into()
-    }
-}
-
-impl SinkSpec {
-    /// The URL as lake.toml has it, its password (if written there) as `***`: safe to print.
-    pub fn shown_url(&self) -> String {
-        show_url(&self.url)
-    }
-
-    /// True when the sink is on: not `optional`, or its URL's variables are set in `env`.
-    pub fn is_on(&self, env: &dyn Fn(&str) -> Option<String>) -> bool {
-        !self.optional || self.url.resolve("", env).is_ok()
-    }
-}
-
-impl SinkMode {
-    /// Its name in lake.toml.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Replace => "replace",
-            Self::Append => "append",
-            Self::Upsert => "upsert",
-        }
-    }
-}
-
-/// A database table: `schema.name`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TableName {
-    /// The schema (`public` when lake.toml names none).
-    pub schema: String,
-    /// The table.
-    pub name: String,
-}
-
-impl TableName {
-    /// Parse `schema.table` or `table`: lowercase SQL identifiers (`[a-z_][a-z0-9_]*`, at most
-    /// 63 bytes), so the name reads the same quoted and unquoted.
-    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
-        let ident = |part: &str| {
-            let mut chars = part.chars();
-            part.len() <= 63
-                && chars
-                    .next()
-                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        };
-        let (schema, name) = raw.split_once('.').unwrap_or(("public", raw));
-        if !ident(schema) || !ident(name) {
-            return Err(format!(
-                "{raw:?} is not a table name: expected schema.table (or table), each a lowercase SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
-            ));
-        }
-        Ok(Self {
-            schema: schema.to_owned(),
-            name: name.to_owned(),
-        })
-    }
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.schema, self.name)
     }
 }
 

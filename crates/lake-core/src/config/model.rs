@@ -92,32 +92,22 @@ pub struct ChartConfig {
     pub title: Option<String>,
 }
 
-/// `[sinks.<name>]`: a committed dataset loaded into a database table.
+/// `[sinks.<name>]`: a committed dataset loaded somewhere (a database table) after the step
+/// that writes it. The keys every sink has are here; the others are its kind's (read and
+/// checked by the registered [`SinkKind`](crate::sink::SinkKind) of that name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// The kind of sink: `postgres`.
+    /// The kind of sink (`postgres`).
     pub kind: String,
-    /// Where to connect (`postgres://user:pass@host:5432/db?sslmode=require`); usually
-    /// `${env:PG_URL}`. A secret: never shown.
-    pub url: String,
     /// The dataset loaded: `trusted/<dataset>` or `refined/<dataset>`, written by a step.
     pub from: String,
-    /// The table: `schema.table` (the schema is created if missing) or `table` (`public`).
-    pub table: String,
-    /// `replace` (the default), `append` or `upsert`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
-    /// With `mode = "upsert"`: the columns that identify a row.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<Vec<String>>,
-    /// A table that gets one row per step of the run with each load: `schema.table`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lineage_table: Option<String>,
-    /// When true, a `url` whose `${env:…}` variable is not set turns the sink off (it is not
+    /// When true, a value whose `${env:…}` variable is not set turns the sink off (it is not
     /// run) instead of failing it; default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optional: Option<bool>,
+    /// The kind's own keys.
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
 /// `[notify]`: when a run's summary is sent, and where.

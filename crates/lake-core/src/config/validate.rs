@@ -4,12 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
 use super::{
-    ConfigCx, ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Pipeline, Reporter,
-    Root, ServeSpec, SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput, StepSpec,
-    StepSpecKind, Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes,
+    ConfigCx, ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Parts, Pipeline,
+    Reporter, Root, ServeSpec, SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput,
+    StepSpec, StepSpecKind, Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes,
     parse_duration,
 };
-use crate::backend::{BackendRef, Backends};
+use crate::backend::BackendRef;
+use crate::kinds::Kinds;
 use crate::{Error, Result};
 
 /// `[lake] max_parallel_steps` when it is not set.
@@ -28,7 +29,7 @@ pub(crate) const DEFAULT_LOCK_TTL: std::time::Duration = std::time::Duration::fr
 ///
 /// Every problem is reported in one [`Error::Config`], sorted by line: the tables of every
 /// registered backend are checked too, selected or not.
-pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Result<Pipeline> {
+pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Result<Pipeline> {
     let model = &file.model;
     let spans = SpanIndex::new(file.text());
     let mut r = Reporter::new(&file.path, &spans);
@@ -400,7 +401,13 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
     let aws = aws_spec(&mut r, file);
     let schedule = schedule_spec(&mut r, file);
     let notify = notify_spec(&mut r, file);
-    let sinks = sink_specs(&mut r, file, &producers);
+    let parts = Parts {
+        pipeline: &lake.name,
+        root: root.as_ref(),
+        steps: &steps,
+        base_dir: &file.base_dir,
+    };
+    let sinks = sink_specs(&mut r, file, &producers, backends, parts);
     let charts = chart_specs(&mut r, file);
     let catalog = catalog_spec(&mut r, file, &lake.name);
     let mut selected = None;
@@ -415,6 +422,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Backends) -> Re
             base_dir: &file.base_dir,
             selected: is_selected,
             backend_key: backend_key.clone(),
+            at: None,
         };
         let config = kind.configure(&mut cx);
         if is_selected {
@@ -914,34 +922,20 @@ fn chart_specs(r: &mut Reporter<'_>, file: &ConfigFile) -> BTreeMap<String, supe
     out
 }
 
-/// The sink kinds lake knows (each served by a crate of its own).
-const SINK_KINDS: &[&str] = &["postgres"];
-
-fn sink_specs(
-    r: &mut Reporter<'_>,
-    file: &ConfigFile,
+fn sink_specs<'a>(
+    r: &mut Reporter<'a>,
+    file: &'a ConfigFile,
     producers: &BTreeMap<ZoneRef, String>,
+    kinds: &Kinds,
+    parts: Parts<'a>,
 ) -> BTreeMap<String, super::SinkSpec> {
     let mut out = BTreeMap::new();
-    let mut tables: BTreeMap<String, String> = BTreeMap::new();
+    let mut exclusive: BTreeMap<String, String> = BTreeMap::new();
     for (name, c) in &file.model.sinks {
         let key = format!("sinks.{name}");
         if !is_name(name) {
             r.key(&key, format!("{name:?} is not a valid sink name (letters, digits, '_' and '-', at most 255 bytes)"));
         }
-        if !SINK_KINDS.contains(&c.kind.as_str()) {
-            r.value(
-                &format!("{key}.kind"),
-                format!(
-                    "unknown sink kind {:?}; the kinds are: {}",
-                    c.kind,
-                    SINK_KINDS.join(", ")
-                ),
-            );
-        }
-        let url = Template::parse(&c.url)
-            .map_err(|m| r.value(&format!("{key}.url"), m))
-            .ok();
         let from = ZoneRef::parse(&c.from)
             .map_err(|m| r.value(&format!("{key}.from"), m))
             .ok()
@@ -955,61 +949,40 @@ fn sink_specs(
                     None
                 }
             });
-        let table = super::TableName::parse(&c.table)
-            .map_err(|m| r.value(&format!("{key}.table"), m))
-            .ok();
-        if let Some(t) = &table
-            && let Some(other) = tables.insert(t.to_string(), name.clone())
+        let Some(kind) = kinds.sink_kind(&c.kind) else {
+            r.value(
+                &format!("{key}.kind"),
+                format!(
+                    "unknown sink kind {:?}; this build of lake has: {}",
+                    c.kind,
+                    kinds.sink_names()
+                ),
+            );
+            continue;
+        };
+        let mut cx = ConfigCx::for_table(r, file.text(), parts, key.clone(), crate::sink::SHARED);
+        let config = kind.configure(&mut cx);
+        if let Some((field, what)) = config.as_ref().and_then(|c| c.exclusive())
+            && let Some(other) = exclusive.insert(what.clone(), name.clone())
         {
             r.value(
-                &format!("{key}.table"),
-                format!("{t} is also loaded by sink {other:?}; two sinks cannot load one table"),
+                &format!("{key}.{field}"),
+                format!(
+                    "{what} is also loaded by sink {other:?}; two sinks cannot load one destination"
+                ),
             );
         }
-        let mode = match c.mode.as_deref() {
-            None | Some("replace") => super::SinkMode::Replace,
-            Some("append") => super::SinkMode::Append,
-            Some("upsert") => super::SinkMode::Upsert,
-            Some(other) => {
-                r.value(
-                    &format!("{key}.mode"),
-                    format!("{other:?}: \"replace\", \"append\" or \"upsert\""),
-                );
-                super::SinkMode::Replace
-            }
-        };
-        let key_cols = c.key.clone().unwrap_or_default();
-        match (mode, key_cols.is_empty()) {
-            (super::SinkMode::Upsert, true) => r.key(
-                &key,
-                "mode = \"upsert\" needs `key`: the columns that identify a row, e.g. key = [\"id\"]",
-            ),
-            (super::SinkMode::Replace | super::SinkMode::Append, false) => r.value(
-                &format!("{key}.key"),
-                "`key` applies to mode = \"upsert\" only",
-            ),
-            _ => {}
-        }
-        let lineage_table = c.lineage_table.as_ref().and_then(|raw| {
-            super::TableName::parse(raw)
-                .map_err(|m| r.value(&format!("{key}.lineage_table"), m))
-                .ok()
-        });
-        if let (Some(url), Some((from, step)), Some(table)) = (url, from, table) {
+        if let (Some(config), Some((from, step))) = (config, from) {
             out.insert(
                 name.clone(),
                 super::SinkSpec {
                     name: name.clone(),
                     kind: c.kind.clone(),
-                    url,
                     from,
                     step,
-                    table,
-                    mode,
-                    key: key_cols,
-                    lineage_table,
                     optional: c.optional.unwrap_or(false),
                     line: r.line_of(&key),
+                    config: crate::sink::SinkRef(config),
                 },
             );
         }

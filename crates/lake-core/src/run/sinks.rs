@@ -88,10 +88,10 @@ impl Runner<'_> {
                 .sinks
                 .get(&spec.name)
                 .ok_or_else(|| Error::NotImplemented {
-                    operation: "this kind of sink",
+                    operation: "this sink",
                     implementer: format!(
-                        "this build of lake (no `{}` sinks: build it with the `{}` feature)",
-                        spec.kind, spec.kind
+                        "a run context with the sink {:?} opened (RunContext::sinks)",
+                        spec.name
                     ),
                 })?;
             let store = &*self.ctx.store;
@@ -108,13 +108,13 @@ impl Runner<'_> {
                 })?;
             let lineage = self.lineage(&manifest, current).await?;
             let load = SinkLoad {
-                fingerprint: sink::fingerprint(spec.mode, &manifest),
                 dataset: Dataset {
                     zone: spec.from.zone,
                     name: spec.from.name.clone(),
                     prefix,
-                    objects: manifest.objects,
+                    objects: manifest.objects.clone(),
                 },
+                manifest,
                 run_id: self.run_id.to_owned(),
                 lineage,
                 force: self.opts.force,
@@ -145,7 +145,7 @@ fn sink_record(spec: &SinkSpec, status: Status, error: Option<String>) -> SinkRe
     SinkRecord {
         name: spec.name.clone(),
         from: spec.from.to_string(),
-        table: spec.table.to_string(),
+        table: spec.config.destination(),
         status,
         rows: None,
         bytes: None,

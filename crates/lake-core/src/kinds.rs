@@ -1,0 +1,97 @@
+//! The kinds a program offers: backends, sources, sinks and catalogs, each a plug-in.
+//!
+//! lake-core names no concrete kind. A program registers the kinds it offers in a [`Kinds`]
+//! (the `lake` facade registers those its features enable, and a program embedding lake adds
+//! its own); validation then hands each kind's lake.toml table to that kind, with lines.
+
+use std::sync::Arc;
+
+use crate::backend::BackendKind;
+use crate::sink::SinkKind;
+
+/// The kinds a program offers, the first backend being the default of `backend`.
+#[derive(Debug, Clone, Default)]
+pub struct Kinds {
+    backends: Vec<Arc<dyn BackendKind>>,
+    sinks: Vec<Arc<dyn SinkKind>>,
+}
+
+/// Panics when `name` is registered twice: a mistake in the program, not in a lake.toml.
+fn once<'a>(what: &str, name: &str, mut names: impl Iterator<Item = &'a str>) {
+    assert!(
+        names.all(|n| n != name),
+        "{what} kind {name:?} registered twice"
+    );
+}
+
+fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
+}
+
+impl Kinds {
+    /// No kind yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a backend (the first registered is the default backend).
+    ///
+    /// # Panics
+    ///
+    /// When a backend of the same name, or owning the same table, is registered already.
+    pub fn backend(mut self, kind: impl BackendKind) -> Self {
+        once(
+            "backend",
+            kind.name(),
+            self.backends.iter().map(|k| k.name()),
+        );
+        assert!(
+            kind.table().is_none() || self.backends.iter().all(|k| k.table() != kind.table()),
+            "two backends own the table {:?}",
+            kind.table()
+        );
+        self.backends.push(Arc::new(kind));
+        self
+    }
+
+    /// Register a sink kind (`[sinks.<name>] kind = "…"`).
+    ///
+    /// # Panics
+    ///
+    /// When a sink kind of the same name is registered already.
+    pub fn sink(mut self, kind: impl SinkKind) -> Self {
+        once("sink", kind.name(), self.sinks.iter().map(|k| k.name()));
+        self.sinks.push(Arc::new(kind));
+        self
+    }
+
+    /// The backend named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn BackendKind>> {
+        self.backends.iter().find(|k| k.name() == name)
+    }
+
+    /// Every backend, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn BackendKind>> {
+        self.backends.iter()
+    }
+
+    /// The default backend's name.
+    pub fn default_name(&self) -> Option<&'static str> {
+        self.backends.first().map(|k| k.name())
+    }
+
+    /// The backends' names, for messages (`local, spark, emr`).
+    pub fn names(&self) -> String {
+        names(self.backends.iter().map(|k| k.name()))
+    }
+
+    /// The sink kind named `name`.
+    pub fn sink_kind(&self, name: &str) -> Option<&Arc<dyn SinkKind>> {
+        self.sinks.iter().find(|k| k.name() == name)
+    }
+
+    /// The sink kinds' names, for messages.
+    pub fn sink_names(&self) -> String {
+        names(self.sinks.iter().map(|k| k.name()))
+    }
+}
