@@ -44,4 +44,4 @@ mod open;
 #[cfg(all(feature = "local", feature = "ingest"))]
 pub mod schedule;
 #[cfg(all(feature = "local", feature = "ingest"))]
-pub use open::{Lake, kinds, load, load_with, open_store};
+pub use open::{Lake, ProgramKind, ProgramSource, kinds, load, load_with, open_store};

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use lake_core::backend::{BackendEnv, BackendPlan, Extensions, Leftover};
-use lake_core::config::{ConfigFile, Pipeline, Root, SourceSpecKind};
+use lake_core::config::{ConfigFile, Pipeline, Root};
 use lake_core::doctor::Check;
 use lake_core::kinds::Kinds;
 use lake_core::ledger::RunRecord;
@@ -15,7 +15,7 @@ use lake_local::object_store::ObjectStore;
 use lake_local::{Engine, LocalBackend, LocalZoneStore};
 
 /// The kinds this build of lake offers: its backends, `local` first (the default of
-/// `backend`), and its sink kinds.
+/// `backend`), its source kinds and its sink kinds.
 ///
 /// A kind is one crate implementing [`BackendKind`](lake_core::backend::BackendKind) or
 /// [`SinkKind`](lake_core::sink::SinkKind); adding one is one line here. A program embedding
@@ -24,7 +24,12 @@ use lake_local::{Engine, LocalBackend, LocalZoneStore};
 /// A kind this build leaves out is registered as absent: its table is accepted (so one
 /// lake.toml serves every build), and using it is an error naming the feature it needs.
 pub fn kinds() -> Kinds {
-    let b = Kinds::new().backend(lake_local::LocalKind);
+    let b = Kinds::new()
+        .backend(lake_local::LocalKind)
+        .source(lake_ingest::FileKind)
+        .source(lake_ingest::HttpKind)
+        .source(lake_ingest::KaggleKind)
+        .source(ProgramKind);
     #[cfg(feature = "spark")]
     let b = b.backend(lake_spark::SparkKind);
     #[cfg(not(feature = "spark"))]
@@ -45,6 +50,56 @@ pub fn kinds() -> Kinds {
         feature: "postgres",
     });
     b
+}
+
+/// `kind = "program"`: a source the program embedding lake provides under the source's name
+/// ([`Lake::with_source`]), with lake's windows, manifests and ledger. It has no keys of its
+/// own; the `lake` command cannot run it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramKind;
+
+/// `kind = "program"` takes no keys of its own.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoKeys {}
+
+impl lake_core::source::SourceKind for ProgramKind {
+    fn name(&self) -> &'static str {
+        "program"
+    }
+
+    fn configure(
+        &self,
+        cx: &mut lake_core::config::ConfigCx<'_, '_>,
+    ) -> Option<Arc<dyn lake_core::source::SourceConfig>> {
+        let _: NoKeys = cx.own()?;
+        Some(Arc::new(ProgramSource))
+    }
+}
+
+/// A checked `kind = "program"` source: opened by the program, never by lake.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramSource;
+
+#[async_trait::async_trait]
+impl lake_core::source::SourceConfig for ProgramSource {
+    fn describe(&self, spec: &lake_core::config::SourceSpec) -> String {
+        format!(
+            "(program, line {}): provided by the program running lake → raw/{}/ingest_date=<date>/",
+            spec.line, spec.name
+        )
+    }
+
+    async fn open(
+        &self,
+        spec: &lake_core::config::SourceSpec,
+        env: &BackendEnv,
+    ) -> Result<Arc<dyn Source>> {
+        Err(Error::Invalid {
+            what: format!("{} sources.{}", env.pipeline.file.display(), spec.name),
+            message: "kind = \"program\": the program running lake provides this source (Lake::with_source); the lake command cannot".into(),
+        })
+    }
 }
 
 /// A sink kind left out of this build: its keys are not checked, and running it is an error
@@ -243,8 +298,8 @@ impl Lake {
     /// error when lake.toml has no such source, or one of another kind.
     pub fn with_source(mut self, source: Arc<dyn Source>) -> Result<Self> {
         let name = source.name().to_owned();
-        match self.pipeline.sources.get(&name).map(|s| &s.kind) {
-            Some(SourceSpecKind::Program) => {
+        match self.pipeline.sources.get(&name) {
+            Some(s) if s.config.downcast::<ProgramSource>().is_some() => {
                 self.programs.insert(name, source);
                 Ok(self)
             }
@@ -287,18 +342,20 @@ impl Lake {
             .config()
             .open(&self.backend_env())
             .await?;
-        let mut sources = lake_ingest::build_sources(
-            &self.pipeline,
-            std::sync::Arc::new(|v: &str| std::env::var(v).ok()),
-        )?;
+        let env = self.backend_env();
+        let mut sources = BTreeMap::new();
         for (name, spec) in &self.pipeline.sources {
-            if matches!(spec.kind, SourceSpecKind::Program) {
-                let given = self.programs.get(name).ok_or_else(|| Error::Invalid {
-                    what: format!("{} sources.{name}", self.pipeline.file.display()),
-                    message: "kind = \"program\": the program running lake provides this source (Lake::with_source); the lake command cannot".into(),
-                })?;
-                sources.insert(name.clone(), Arc::clone(given));
-            }
+            let source = match self.programs.get(name) {
+                Some(given) if spec.config.downcast::<ProgramSource>().is_some() => {
+                    Arc::clone(given)
+                }
+                _ => spec.config.open(spec, &env).await?,
+            };
+            let source = match &spec.extract {
+                Some(x) => Arc::new(lake_ingest::Extracting::new(source, x.clone())?),
+                None => source,
+            };
+            sources.insert(name.clone(), source);
         }
         Ok(RunContext {
             pipeline: Arc::clone(&self.pipeline),

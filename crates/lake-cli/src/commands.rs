@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lake::Lake;
 use lake::core::DynZoneStore;
-use lake::core::config::{Pipeline, SourceSpecKind, StepSpecKind, Zone};
+use lake::core::config::{Pipeline, StepSpecKind, Zone};
 use lake::core::ledger::{self, Status};
 use lake::core::run::RunOptions;
 use tokio_util::sync::CancellationToken;
@@ -570,43 +570,7 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
     writeln!(out, "  backend: {}", p.backend)?;
     writeln!(out, "sources:")?;
     for s in p.sources.values() {
-        match &s.kind {
-            SourceSpecKind::File { patterns, .. } => writeln!(
-                out,
-                "  {} (file, line {}): {} → raw/{}/ingest_date=<date>/",
-                s.name,
-                s.line,
-                patterns.join(", "),
-                s.name
-            )?,
-            SourceSpecKind::Program => writeln!(
-                out,
-                "  {} (program, line {}): provided by the program running lake → raw/{}/ingest_date=<date>/",
-                s.name, s.line, s.name
-            )?,
-            SourceSpecKind::Http(h) => writeln!(
-                out,
-                "  {} (http, line {}, window {}): GET {} → raw/{}/ingest_date=<date>/{}",
-                s.name, s.line, s.window, h.url, s.name, h.filename
-            )?,
-            SourceSpecKind::Kaggle(k) => writeln!(
-                out,
-                "  {} (kaggle, line {}): {}/{}{} from {} → raw/{}/ingest_date=<date>/",
-                s.name,
-                s.line,
-                k.owner,
-                k.dataset,
-                if k.files.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", k.files.join(", "))
-                },
-                k.endpoint,
-                s.name
-            )?,
-            #[allow(unreachable_patterns)]
-            _ => writeln!(out, "  {}", s.name)?,
-        }
+        writeln!(out, "  {} {}", s.name, s.config.describe(s))?;
         if let Some(x) = &s.extract {
             writeln!(
                 out,

@@ -1,4 +1,4 @@
-//! The kinds a program offers: backends, sources, sinks and catalogs, each a plug-in.
+//! The kinds a program offers: backends, sources and sinks, each a plug-in.
 //!
 //! lake-core names no concrete kind. A program registers the kinds it offers in a [`Kinds`]
 //! (the `lake` facade registers those its features enable, and a program embedding lake adds
@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use crate::backend::BackendKind;
 use crate::sink::SinkKind;
+use crate::source::SourceKind;
 
 /// The kinds a program offers, the first backend being the default of `backend`.
 #[derive(Debug, Clone, Default)]
 pub struct Kinds {
     backends: Vec<Arc<dyn BackendKind>>,
+    sources: Vec<Arc<dyn SourceKind>>,
     sinks: Vec<Arc<dyn SinkKind>>,
 }
 
@@ -54,6 +56,17 @@ impl Kinds {
         self
     }
 
+    /// Register a source kind (`[sources.<name>] kind = "…"`).
+    ///
+    /// # Panics
+    ///
+    /// When a source kind of the same name is registered already.
+    pub fn source(mut self, kind: impl SourceKind) -> Self {
+        once("source", kind.name(), self.sources.iter().map(|k| k.name()));
+        self.sources.push(Arc::new(kind));
+        self
+    }
+
     /// Register a sink kind (`[sinks.<name>] kind = "…"`).
     ///
     /// # Panics
@@ -83,6 +96,16 @@ impl Kinds {
     /// The backends' names, for messages (`local, spark, emr`).
     pub fn names(&self) -> String {
         names(self.backends.iter().map(|k| k.name()))
+    }
+
+    /// The source kind named `name`.
+    pub fn source_kind(&self, name: &str) -> Option<&Arc<dyn SourceKind>> {
+        self.sources.iter().find(|k| k.name() == name)
+    }
+
+    /// The source kinds' names, for messages.
+    pub fn source_names(&self) -> String {
+        names(self.sources.iter().map(|k| k.name()))
     }
 
     /// The sink kind named `name`.

@@ -1,13 +1,98 @@
 //! [`Source`]: where raw data comes from.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::backend::{AsAny, BackendEnv};
+use crate::config::{ConfigCx, SourceSpec};
 use crate::zone::ByteStream;
+
+/// A kind of source: `kind = "<name>"` in a `[sources.<name>]`, with keys of its own.
+///
+/// Core reads the keys every source has ([`SHARED`]: its windows, start, dedup, retries and
+/// archive extraction); the kind reads the rest with [`ConfigCx::own`], reporting each problem
+/// with its line through the context, and returns the checked config only when nothing was
+/// wrong.
+pub trait SourceKind: Send + Sync + fmt::Debug + 'static {
+    /// The name users write in `kind = "…"`.
+    fn name(&self) -> &'static str;
+
+    /// Whether fetched archives are unpacked unless `extract = false` (a dataset that always
+    /// comes zipped).
+    fn extracts_by_default(&self) -> bool {
+        false
+    }
+
+    /// Check the source's own keys; the checked config when they are right.
+    fn configure(&self, cx: &mut ConfigCx<'_, '_>) -> Option<Arc<dyn SourceConfig>>;
+}
+
+/// The keys of a `[sources.<name>]` that core reads (a kind's [`ConfigCx::own`] leaves them
+/// out).
+pub const SHARED: &[&str] = &[
+    "kind",
+    "window",
+    "start",
+    "dedup",
+    "retries",
+    "retry_delay",
+    "extract",
+    "members",
+    "max_extracted_bytes",
+    "max_compression_ratio",
+    "max_members",
+];
+
+/// A checked source configuration (its kind's keys): what a run fetches through and what
+/// `lake plan` shows.
+#[async_trait]
+pub trait SourceConfig: AsAny + Send + Sync + fmt::Debug + 'static {
+    /// What `lake plan` prints after the source's name: its kind and line, what it fetches
+    /// and where it lands (no secret in it).
+    fn describe(&self, spec: &SourceSpec) -> String;
+
+    /// The checked keys as JSON for `lake plan --json` (no secret in it).
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    /// The source a run fetches from.
+    async fn open(&self, spec: &SourceSpec, env: &BackendEnv) -> Result<Arc<dyn Source>>;
+
+    /// IAM statements the source needs (added by `lake iam-policy`).
+    fn iam_statements(&self, _spec: &SourceSpec) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+}
+
+/// A checked source config, as the pipeline holds it (serialised as its kind's keys).
+#[derive(Debug, Clone)]
+pub struct SourceRef(pub Arc<dyn SourceConfig>);
+
+impl SourceRef {
+    /// The checked config as the kind's own type (`HttpSpec`).
+    pub fn downcast<T: SourceConfig>(&self) -> Option<&T> {
+        (*self.0).as_any().downcast_ref()
+    }
+}
+
+impl std::ops::Deref for SourceRef {
+    type Target = dyn SourceConfig;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl Serialize for SourceRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.json().serialize(s)
+    }
+}
 
 /// The logical date range a run covers: `start` inclusive to `end` exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

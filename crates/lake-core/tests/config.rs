@@ -3,7 +3,7 @@
 use lake_core::Error;
 use lake_core::config::{ConfigFile, Diagnostic, LakeFile, Pipeline};
 
-use lake_testing::config::{expect_each, find};
+use lake_testing::config::expect_each;
 
 fn parse(text: &str) -> Result<ConfigFile, Error> {
     ConfigFile::parse("lake.toml", "/project".into(), text.to_owned())
@@ -158,7 +158,6 @@ output = "refined/same"
         ("lake.root", 3, "unsupported scheme"),
         ("lake.lock_ttl", 4, "not a duration"),
         ("env.bad env", 6, "not a valid environment name"),
-        ("sources.s", 9, "needs `path`"),
         ("steps.a.command", 14, "needs `command`"),
         ("steps.a.inputs[0]", 15, "unknown source \"nope\""),
         ("steps.a.inputs[1]", 15, "no step writes trusted/nobody"),
@@ -370,90 +369,6 @@ mode = "sometimes"
     assert!(
         d.iter()
             .any(|x| x.key == "steps.a" && x.message.contains("needs `output`"))
-    );
-}
-
-#[test]
-fn http_sources_are_checked() {
-    let ok = r#"[lake]
-name = "h"
-
-[sources.meteo]
-kind = "http"
-url = "https://archive-api.open-meteo.com/v1/archive"
-query = { start_date = "{start}", end_date = "{end:%Y-%m-%d}", key = "${env:KEY}" }
-headers = { X-Token = "${env:TOKEN}" }
-auth = { username = "me", password = "${env:PW}" }
-read_timeout = "30s"
-"#;
-    let p = pipeline(ok, None).unwrap();
-    let lake_core::config::SourceSpecKind::Http(h) = &p.sources["meteo"].kind else {
-        panic!("http")
-    };
-    assert_eq!(h.filename.as_written(), "meteo.json");
-    assert_eq!(h.transfer.read_timeout.as_secs(), 30);
-    assert_eq!(h.transfer.connect_timeout.as_secs(), 10);
-    assert_eq!(h.transfer.max_attempts, 5);
-    assert_eq!(h.transfer.max_bytes, 10 << 30);
-    assert!(!h.transfer.allow_private_redirects);
-    assert!(matches!(
-        h.auth,
-        Some(lake_core::config::HttpAuth::Basic { .. })
-    ));
-    // Secrets stay templates in the plan.
-    let json = serde_json::to_string(&p).unwrap();
-    assert!(json.contains("${env:PW}") && json.contains("${env:TOKEN}"));
-
-    let bad = r#"[lake]
-name = "h"
-
-[sources.a]
-kind = "http"
-url = "ftp://x/{day}"
-path = "x"
-
-[sources.b]
-kind = "http"
-url = "https://x/{start:%Q}?k=${env:K}"
-auth = { bearer = "t", username = "u" }
-max_attempts = 0
-filename = "../up"
-
-[sources.c]
-kind = "file"
-path = "x.csv"
-url = "https://x"
-"#;
-    let d = diagnostics(bad);
-    let expect = [
-        ("sources.a.url", 6, "not an http:// or https:// URL"),
-        (
-            "sources.a.path",
-            7,
-            "applies to kind = \"file\" sources only",
-        ),
-        ("sources.b.url", 11, "not in the URL"),
-        ("sources.b.auth", 12, "auth is { bearer"),
-        ("sources.b.max_attempts", 13, "at least 1"),
-        ("sources.b.filename", 14, "not a file name"),
-        (
-            "sources.c.url",
-            19,
-            "applies to kind = \"http\" sources only",
-        ),
-    ];
-    expect_each(&d, &expect);
-    let d = diagnostics(&bad.replace("?k=${env:K}", ""));
-    assert!(
-        find(&d, "sources.b.url")
-            .message
-            .contains("not a date format")
-    );
-    let d = diagnostics(&bad.replace("ftp://x/{day}", "https://x/{day}"));
-    assert!(
-        find(&d, "sources.a.url")
-            .message
-            .contains("unknown placeholder {day}")
     );
 }
 

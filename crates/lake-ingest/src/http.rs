@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lake_core::config::{HttpAuth, HttpSpec, Redactor, Template};
+use lake_core::config::{Redactor, Template};
+
+use crate::config::{HttpAuth, HttpSpec};
 use lake_core::run::EnvLookup;
 use lake_core::source::{Source, SourceObject, Window};
 use lake_core::zone::ByteStream;
@@ -182,7 +184,7 @@ impl Fetcher {
     /// (see [`crate::reach`]).
     pub(crate) fn new(
         name: &str,
-        transfer: &lake_core::config::Transfer,
+        transfer: &crate::config::Transfer,
         same_origin_redirects: bool,
     ) -> Result<Self> {
         let reach = Reach::new(transfer.allow_private_redirects);

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::KaggleSpec;
 use async_trait::async_trait;
 use lake_core::Result;
-use lake_core::config::KaggleSpec;
 use lake_core::run::EnvLookup;
 use lake_core::source::{Source, SourceObject, Window};
 use lake_core::zone::ByteStream;
@@ -185,7 +185,7 @@ mod tests {
             dataset: "german-credit".into(),
             files: Vec::new(),
             endpoint: "http://127.0.0.1:9/api/v1".into(),
-            transfer: lake_core::config::Transfer {
+            transfer: crate::config::Transfer {
                 connect_timeout: Duration::from_secs(1),
                 read_timeout: Duration::from_secs(1),
                 max_attempts: 1,

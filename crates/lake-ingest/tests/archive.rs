@@ -13,6 +13,10 @@ use lake_core::source::Window;
 use lake_core::zone::{Key, ZoneStoreExt};
 use lake_local::LocalZoneStore;
 
+fn kinds() -> lake_core::kinds::Kinds {
+    lake_testing::bare().source(lake_ingest::FileKind)
+}
+
 const CREDIT: &[u8] = include_bytes!("../../../examples/credit/data/german_credit_data.csv");
 
 fn day() -> Window {
@@ -64,9 +68,20 @@ async fn land(
         "[lake]\nname = \"t\"\n[sources.credit]\nkind = \"file\"\npath = \"{file}\"\n{extra}\n"
     );
     let cfg = ConfigFile::parse("lake.toml", dir.path().to_path_buf(), text).unwrap();
-    let p = cfg.pipeline(None, &lake_testing::backends()).unwrap();
-    let sources = lake_ingest::build_sources(&p, Arc::new(|_: &str| None)).unwrap();
+    let p = cfg.pipeline(None, &kinds()).unwrap();
     let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+    let spec = &p.sources["credit"];
+    let env = lake_core::backend::BackendEnv {
+        pipeline: Arc::new(p.clone()),
+        store: Arc::clone(&store),
+        embedded: None,
+        extensions: Default::default(),
+    };
+    let mut source = spec.config.open(spec, &env).await.unwrap();
+    if let Some(x) = &spec.extract {
+        source = Arc::new(lake_ingest::Extracting::new(source, x.clone()).unwrap());
+    }
+    let sources = std::collections::BTreeMap::from([("credit".to_owned(), source)]);
     let landed = publish::land(&*store, sources["credit"].as_ref(), &day(), "run-1").await;
     (store, landed)
 }
@@ -249,7 +264,7 @@ fn extract_keys_are_validated() {
         );
         ConfigFile::parse("lake.toml", Path::new("/x").into(), text)
             .unwrap()
-            .pipeline(None, &lake_testing::backends())
+            .pipeline(None, &kinds())
             .map(|_| ())
             .map_err(|e| e.to_string())
     };

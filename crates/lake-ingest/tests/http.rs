@@ -109,10 +109,16 @@ fn source(url: &str, extra: &str, env: BTreeMap<&'static str, &'static str>) -> 
         "[lake]\nname = \"t\"\n[sources.meteo]\nkind = \"http\"\nurl = \"{url}/v1/archive\"\nfilename = \"meteo_{{start:%Y%m%d}}.json\"\nquery = {{ start_date = \"{{start}}\", end_date = \"{{end}}\", latitude = \"6.25\" }}\n{extra}\n"
     );
     let file = ConfigFile::parse("lake.toml", "/x".into(), text).unwrap();
-    let p = file.pipeline(None, &lake_testing::backends()).unwrap();
-    let lake_core::config::SourceSpecKind::Http(spec) = p.sources["meteo"].kind.clone() else {
-        panic!("an http source")
-    };
+    let p = file
+        .pipeline(None, &lake_testing::bare().source(lake_ingest::HttpKind))
+        .unwrap();
+    let spec = Box::new(
+        p.sources["meteo"]
+            .config
+            .downcast::<lake_ingest::HttpSpec>()
+            .expect("an http source")
+            .clone(),
+    );
     let env: lake_core::run::EnvLookup =
         Arc::new(move |v: &str| env.get(v).map(|s| (*s).to_owned()));
     HttpSource::new("meteo", *spec, env)
@@ -290,14 +296,16 @@ async fn secrets_go_in_headers_and_never_in_errors() {
     );
     let p = ConfigFile::parse("lake.toml", "/x".into(), text)
         .unwrap()
-        .pipeline(None, &lake_testing::backends())
+        .pipeline(None, &lake_testing::bare().source(lake_ingest::HttpKind))
         .unwrap();
-    let lake_core::config::SourceSpecKind::Http(spec) = p.sources["meteo"].kind.clone() else {
-        panic!()
-    };
+    let spec = p.sources["meteo"]
+        .config
+        .downcast::<lake_ingest::HttpSpec>()
+        .unwrap()
+        .clone();
     let src = HttpSource::new(
         "meteo",
-        *spec,
+        spec,
         Arc::new(|v: &str| (v == "API_KEY").then(|| "key-123".to_owned())),
     )
     .unwrap();

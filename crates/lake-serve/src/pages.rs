@@ -351,7 +351,7 @@ pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
             @for (name, s) in &p.sources {
                 tr {
                     td { (name) }
-                    td { (source_kind(&s.kind)) }
+                    td { (s.kind) }
                     td { (s.window.to_string()) }
                     td { (nodes.iter().find(|n| n.id == format!("source:{name}")).map_or(String::new(), |n| n.detail.clone())) }
                     td { (p.schedule.as_ref().map_or("none (lake run by hand)".into(), |s| format!("{} ({})", s.cron, s.timezone))) }
@@ -378,18 +378,6 @@ pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
         }
     };
     layout(&app, "Pipeline", body).into_response()
-}
-
-fn source_kind(k: &lake::core::config::SourceSpecKind) -> &'static str {
-    use lake::core::config::SourceSpecKind as K;
-    match k {
-        K::File { .. } => "file",
-        K::Http(_) => "http",
-        K::Kaggle(_) => "kaggle",
-        K::Program => "program",
-        #[allow(unreachable_patterns)]
-        _ => "source",
-    }
 }
 
 pub(crate) async fn runs(State(app): State<Arc<App>>) -> Response {

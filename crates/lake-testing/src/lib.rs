@@ -144,7 +144,52 @@ impl lake_core::backend::BackendConfig for TestKind {
     }
 }
 
-/// A registry of one test backend named `local`, for validating lake.toml files in tests.
+/// A registry for validating lake.toml files in lake-core's tests: one test backend named
+/// `local`, and source kinds `file`, `http`, `kaggle` and `program` that accept any keys (their
+/// own checks are their crates' tests).
 pub fn backends() -> lake_core::kinds::Kinds {
+    ["file", "http", "kaggle", "program"]
+        .into_iter()
+        .fold(bare(), |k, name| k.source(TestSource(name)))
+}
+
+/// One test backend named `local` and nothing else: for a crate that registers its own kinds.
+pub fn bare() -> lake_core::kinds::Kinds {
     lake_core::kinds::Kinds::new().backend(TestKind("local"))
+}
+
+/// A source kind for tests of lake-core's own: `name`, any keys, and a source that cannot be
+/// opened (tests hand the orchestrator their own sources).
+#[derive(Debug, Clone, Copy)]
+pub struct TestSource(pub &'static str);
+
+impl lake_core::source::SourceKind for TestSource {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn configure(
+        &self,
+        _cx: &mut lake_core::config::ConfigCx<'_, '_>,
+    ) -> Option<std::sync::Arc<dyn lake_core::source::SourceConfig>> {
+        Some(std::sync::Arc::new(*self))
+    }
+}
+
+#[async_trait]
+impl lake_core::source::SourceConfig for TestSource {
+    fn describe(&self, spec: &lake_core::config::SourceSpec) -> String {
+        format!("({}, line {})", self.0, spec.line)
+    }
+
+    async fn open(
+        &self,
+        _spec: &lake_core::config::SourceSpec,
+        _env: &lake_core::backend::BackendEnv,
+    ) -> Result<std::sync::Arc<dyn lake_core::Source>> {
+        Err(lake_core::Error::NotImplemented {
+            operation: "open",
+            implementer: format!("the test source kind {:?}", self.0),
+        })
+    }
 }

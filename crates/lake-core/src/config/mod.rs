@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use model::{LakeFile, SourceKind, StepKind, WriteMode};
+pub use model::{LakeFile, StepKind, WriteMode};
 pub use template::{Redactor, STEP_VARS, Secret, Template, Value, WINDOW_VARS, is_env_name};
 pub use validate::validate;
 
@@ -1025,8 +1025,11 @@ pub struct SourceSpec {
     pub name: String,
     /// Its line in lake.toml.
     pub line: usize,
-    /// What it fetches.
-    pub kind: SourceSpecKind,
+    /// Its kind (`kind = "…"`).
+    pub kind: String,
+    /// What it fetches: its kind's keys, checked.
+    #[serde(flatten)]
+    pub config: crate::source::SourceRef,
     /// How long its windows are.
     pub window: crate::source::WindowSize,
     /// The first window's first day, if set.
@@ -1080,104 +1083,6 @@ impl SourceSpec {
     pub fn window_of(&self, date: chrono::NaiveDate) -> crate::source::Window {
         self.window.window_of(date, self.start)
     }
-}
-
-/// What a source fetches.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum SourceSpecKind {
-    /// Local files: absolute paths or glob patterns.
-    File {
-        /// Patterns, absolute.
-        patterns: Vec<String>,
-        /// Land links that lead outside their pattern's folder.
-        follow_symlinks: bool,
-    },
-    /// One HTTP GET per window.
-    Http(Box<HttpSpec>),
-    /// A Kaggle dataset.
-    Kaggle(Box<KaggleSpec>),
-    /// Provided by the program that embeds lake.
-    Program,
-}
-
-/// A checked `kind = "kaggle"` source.
-#[derive(Debug, Clone, Serialize)]
-pub struct KaggleSpec {
-    /// The dataset's owner.
-    pub owner: String,
-    /// The dataset's name.
-    pub dataset: String,
-    /// Files to fetch one by one; empty: the whole dataset as one zip.
-    pub files: Vec<String>,
-    /// The API's base URL, without a trailing `/`.
-    pub endpoint: String,
-    /// Timeouts, attempts and bounds of its requests.
-    #[serde(flatten)]
-    pub transfer: Transfer,
-}
-
-/// How a source that makes HTTP requests makes them: timeouts, attempts, and what it refuses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Transfer {
-    /// Time to connect.
-    #[serde(with = "secs")]
-    pub connect_timeout: Duration,
-    /// Longest wait for the next bytes.
-    #[serde(with = "secs")]
-    pub read_timeout: Duration,
-    /// Attempts per request.
-    pub max_attempts: u32,
-    /// The most bytes one response may have, counted after decoding.
-    pub max_bytes: u64,
-    /// Follow redirects to loopback, link-local, private and unique-local addresses even
-    /// when the configured URL is not on one.
-    pub allow_private_redirects: bool,
-}
-
-impl Transfer {
-    /// `max_bytes` when it is not set: 10 GiB.
-    pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
-}
-
-impl KaggleSpec {
-    /// The public Kaggle API.
-    pub const DEFAULT_ENDPOINT: &str = "https://www.kaggle.com/api/v1";
-}
-
-/// A checked `kind = "http"` source. Templates are unresolved: `${env:…}` values are looked up
-/// when the source is built for a run, and never printed.
-#[derive(Debug, Clone, Serialize)]
-pub struct HttpSpec {
-    /// URL with `{start}`, `{end}`, `{date}` and `{start:%fmt}` placeholders.
-    pub url: Template,
-    /// Query parameters (values: placeholders and `${env:…}`).
-    pub query: Vec<(String, Template)>,
-    /// Headers (values: `${env:…}`).
-    pub headers: Vec<(String, Template)>,
-    /// Authentication.
-    pub auth: Option<HttpAuth>,
-    /// Object name template.
-    pub filename: Template,
-    /// Timeouts, attempts and bounds of its requests.
-    #[serde(flatten)]
-    pub transfer: Transfer,
-}
-
-/// HTTP authentication, unresolved.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HttpAuth {
-    /// `Authorization: Bearer <token>`.
-    Bearer(Template),
-    /// `Authorization: Basic …`.
-    Basic {
-        /// User.
-        username: Template,
-        /// Password.
-        password: Template,
-    },
 }
 
 /// A checked `[steps.<name>]`.

@@ -255,23 +255,12 @@ pub struct EnvSection {
     pub lock_ttl: Option<String>,
 }
 
-/// `[sources.<name>]`.
-///
-/// One flat table for every kind, so a key that does not apply to a kind gets an error with its
-/// line rather than a vague "data did not match any variant".
+/// `[sources.<name>]`: the keys every source has; the others are its kind's (read and
+/// checked by the registered [`SourceKind`](crate::source::SourceKind) of that name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// The kind of source.
-    pub kind: SourceKind,
-    /// `file`: a path or glob, or a list of them, relative to lake.toml.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<StringOrList>,
-    /// `file`: land a file that is a symbolic link to somewhere outside the folder its pattern
-    /// names (default false: such a link is refused, so `data/x.csv -> /etc/passwd` never
-    /// lands, nor goes to S3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub follow_symlinks: Option<bool>,
+    /// The kind of source (`file`, `http`, `kaggle`, `program`).
+    pub kind: String,
     /// The window length: `1d` (default), `7d`, `1mo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
@@ -289,50 +278,8 @@ pub struct SourceConfig {
     /// The wait before the first retry, doubling with jitter; `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<String>,
-    /// `http`: the URL template (`{start}`, `{end}`, `{date}`, `{start:%Y%m%d}`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// `http`: query parameters added to the URL (values may use the same placeholders and
-    /// `${env:VAR}`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub query: BTreeMap<String, String>,
-    /// `http`: request headers (values may use `${env:VAR}`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// `http`: authentication.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<AuthConfig>,
-    /// `http`: the object name in the window folder (placeholders allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
-    /// `http`: time to connect (`10s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<String>,
-    /// `http`: longest wait for the next bytes of a response (`60s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_timeout: Option<String>,
-    /// `http`, `kaggle`: attempts per request, the first included (default 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    /// `http`, `kaggle`: the most bytes one response may have after decoding (`10GiB`, the
-    /// default); past it the window fails.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_bytes: Option<String>,
-    /// `http`, `kaggle`: follow redirects to loopback, link-local, private and unique-local
-    /// addresses though the configured URL is not on one (default false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_private_redirects: Option<bool>,
-    /// `kaggle`: the dataset, `owner/name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset: Option<String>,
-    /// `kaggle`: only these files of the dataset (default: the whole dataset as one zip).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<StringOrList>,
-    /// `kaggle`: the API's base URL (default `https://www.kaggle.com/api/v1`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
     /// Unpack fetched `.zip`, `.gz`, `.tar.gz` / `.tgz` archives next to the archive (default:
-    /// true for `kaggle`, false otherwise).
+    /// the kind's; true for `kaggle`, false otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<bool>,
     /// With `extract`: only members matching these globs (default: all).
@@ -347,36 +294,9 @@ pub struct SourceConfig {
     /// With `extract`: the most entries an archive may hold (default 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_members: Option<u64>,
-}
-
-/// `auth = { bearer = "${env:TOKEN}" }` or `auth = { username = "…", password = "${env:PW}" }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// A bearer token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer: Option<String>,
-    /// Basic auth user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// Basic auth password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-/// Kinds of source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// Local files matched by paths or globs.
-    File,
-    /// One HTTP GET per window.
-    Http,
-    /// A Kaggle dataset, fetched whole (or some of its files) each window.
-    Kaggle,
-    /// A [`Source`](crate::Source) the program embedding lake provides under this name
-    /// (`lake::Lake::with_source`): the extension point for sources lake does not ship.
-    Program,
+    /// The kind's own keys.
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
 /// `[steps.<name>]`.

@@ -2,12 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{InputConfig, SourceConfig, SourceKind, StepConfig, StepKind};
+use super::model::{InputConfig, SourceConfig, StepConfig, StepKind};
 use super::{
     ConfigCx, ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Parts, Pipeline,
-    Reporter, Root, ServeSpec, SourceSpec, SourceSpecKind, SpanIndex, SparkApp, StepInput,
-    StepSpec, StepSpecKind, Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes,
-    parse_duration,
+    Reporter, Root, ServeSpec, SourceSpec, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind,
+    Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
 };
 use crate::backend::BackendRef;
 use crate::kinds::Kinds;
@@ -152,6 +151,14 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
             .unwrap_or(std::time::Duration::ZERO),
     };
 
+    // Sources are checked before the steps: their kinds see no steps.
+    let no_steps = BTreeMap::new();
+    let parts = Parts {
+        pipeline: &lake.name,
+        root: root.as_ref(),
+        steps: &no_steps,
+        base_dir: &file.base_dir,
+    };
     let mut sources = BTreeMap::new();
     for (name, src) in &model.sources {
         let key = format!("sources.{name}");
@@ -161,39 +168,28 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
                 format!("{name:?} is not a valid source name (letters, digits, '_' and '-', at most 255 bytes)"),
             );
         }
-        source_keys_apply(&mut r, &key, src);
-        let kind = match src.kind {
-            SourceKind::File => {
-                let patterns = src.path.as_ref().map(|p| p.0.clone()).unwrap_or_default();
-                if patterns.is_empty() {
-                    r.key(
-                        &key,
-                        "a file source needs `path`: a path or glob relative to lake.toml",
-                    );
-                }
-                for (i, p) in patterns.iter().enumerate() {
-                    if p.trim().is_empty() {
-                        r.value(&format!("{key}.path[{i}]"), "empty path");
-                    } else if let Err(e) = glob::Pattern::new(p) {
-                        r.value(
-                            &format!("{key}.path"),
-                            format!("{p:?} is not a valid glob: {e}"),
-                        );
-                    }
-                }
-                SourceSpecKind::File {
-                    patterns: patterns
-                        .iter()
-                        .map(|p| file.base_dir.join(p).to_string_lossy().into_owned())
-                        .collect(),
-                    follow_symlinks: src.follow_symlinks.unwrap_or(false),
-                }
-            }
-            SourceKind::Http => SourceSpecKind::Http(Box::new(http_spec(&mut r, &key, src))),
-            SourceKind::Kaggle => SourceSpecKind::Kaggle(Box::new(kaggle_spec(&mut r, &key, src))),
-            SourceKind::Program => SourceSpecKind::Program,
+        let Some(kind) = backends.source_kind(&src.kind) else {
+            r.value(
+                &format!("{key}.kind"),
+                format!(
+                    "unknown source kind {:?}; this build of lake has: {}",
+                    src.kind,
+                    backends.source_names()
+                ),
+            );
+            continue;
         };
-        let extract = extract_spec(&mut r, &key, src);
+        let config = {
+            let mut cx = ConfigCx::for_table(
+                &mut r,
+                file.text(),
+                parts,
+                key.clone(),
+                crate::source::SHARED,
+            );
+            kind.configure(&mut cx)
+        };
+        let extract = extract_spec(&mut r, &key, src, kind.extracts_by_default());
         let window = src
             .window
             .as_deref()
@@ -233,12 +229,16 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
             }
         };
         let (retries, retry_delay) = retry_keys(&mut r, &key, src.retries, &src.retry_delay);
+        let Some(config) = config else {
+            continue;
+        };
         sources.insert(
             name.clone(),
             SourceSpec {
                 name: name.clone(),
                 line: r.line_of(&key),
-                kind,
+                kind: src.kind.clone(),
+                config: crate::source::SourceRef(config),
                 window,
                 start,
                 dedup_content,
@@ -522,68 +522,15 @@ fn aws_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> super::AwsSpec {
 /// A URL, query value or file name of an http source: its placeholders (`{start}`, `{end}`,
 /// `{date}`, with a date format) and `${env:…}` references, parsed once; a problem is reported
 /// at `key` and gives an empty template.
-fn window_template(r: &mut Reporter<'_>, key: &str, text: &str) -> Template {
-    Template::parse_only(text, super::WINDOW_VARS).unwrap_or_else(|m| {
-        r.value(key, m);
-        Template::parse("").expect("an empty template")
-    })
-}
-
-/// Keys that do not apply to the source's kind, or to a source without `extract`, are errors.
-fn source_keys_apply(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) {
-    use SourceKind::{File, Http, Kaggle};
-    let fields: [(&str, bool, &[SourceKind]); 15] = [
-        ("path", src.path.is_some(), &[File]),
-        ("follow_symlinks", src.follow_symlinks.is_some(), &[File]),
-        ("url", src.url.is_some(), &[Http]),
-        ("query", !src.query.is_empty(), &[Http]),
-        ("headers", !src.headers.is_empty(), &[Http]),
-        ("auth", src.auth.is_some(), &[Http]),
-        ("filename", src.filename.is_some(), &[Http]),
-        (
-            "connect_timeout",
-            src.connect_timeout.is_some(),
-            &[Http, Kaggle],
-        ),
-        ("read_timeout", src.read_timeout.is_some(), &[Http, Kaggle]),
-        ("max_attempts", src.max_attempts.is_some(), &[Http, Kaggle]),
-        ("max_bytes", src.max_bytes.is_some(), &[Http, Kaggle]),
-        (
-            "allow_private_redirects",
-            src.allow_private_redirects.is_some(),
-            &[Http, Kaggle],
-        ),
-        ("dataset", src.dataset.is_some(), &[Kaggle]),
-        ("files", src.files.is_some(), &[Kaggle]),
-        ("endpoint", src.endpoint.is_some(), &[Kaggle]),
-    ];
-    for (field, set, kinds) in fields {
-        if set && !kinds.contains(&src.kind) {
-            let names: Vec<String> = kinds
-                .iter()
-                .map(|k| format!("kind = \"{}\"", kind_name(*k)))
-                .collect();
-            r.key(
-                &format!("{key}.{field}"),
-                format!("`{field}` applies to {} sources only", names.join(" and ")),
-            );
-        }
-    }
-}
-
-fn kind_name(k: SourceKind) -> &'static str {
-    match k {
-        SourceKind::File => "file",
-        SourceKind::Http => "http",
-        SourceKind::Kaggle => "kaggle",
-        SourceKind::Program => "program",
-    }
-}
-
 /// `extract` and its limits; the limits without `extract` are errors.
-fn extract_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> Option<super::ExtractSpec> {
+fn extract_spec(
+    r: &mut Reporter<'_>,
+    key: &str,
+    src: &SourceConfig,
+    by_default: bool,
+) -> Option<super::ExtractSpec> {
     use super::ExtractSpec;
-    let on = src.extract.unwrap_or(src.kind == SourceKind::Kaggle);
+    let on = src.extract.unwrap_or(by_default);
     if !on {
         for (field, set) in [
             ("members", src.members.is_some()),
@@ -638,186 +585,6 @@ fn extract_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> Option<s
             .unwrap_or(ExtractSpec::DEFAULT_MAX_RATIO),
         max_members: src.max_members.unwrap_or(ExtractSpec::DEFAULT_MAX_MEMBERS),
     })
-}
-
-/// `connect_timeout`, `read_timeout`, `max_attempts`, `max_bytes` and
-/// `allow_private_redirects` of a source that makes requests.
-fn transfer_limits(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::Transfer {
-    let connect = duration_or(
-        r,
-        &format!("{key}.connect_timeout"),
-        &src.connect_timeout,
-        10,
-    );
-    let read = duration_or(r, &format!("{key}.read_timeout"), &src.read_timeout, 60);
-    if src.max_attempts == Some(0) {
-        r.value(
-            &format!("{key}.max_attempts"),
-            "max_attempts counts the first try: at least 1",
-        );
-    }
-    let max_bytes = match src.max_bytes.as_deref().map(parse_bytes) {
-        None => super::Transfer::DEFAULT_MAX_BYTES,
-        Some(Ok(0)) => {
-            r.value(&format!("{key}.max_bytes"), "max_bytes must be more than 0");
-            super::Transfer::DEFAULT_MAX_BYTES
-        }
-        Some(Ok(b)) => b,
-        Some(Err(m)) => {
-            r.value(&format!("{key}.max_bytes"), m);
-            super::Transfer::DEFAULT_MAX_BYTES
-        }
-    };
-    super::Transfer {
-        connect_timeout: connect,
-        read_timeout: read,
-        max_attempts: src.max_attempts.unwrap_or(5).max(1),
-        max_bytes,
-        allow_private_redirects: src.allow_private_redirects.unwrap_or(false),
-    }
-}
-
-fn kaggle_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::KaggleSpec {
-    let raw = src.dataset.clone().unwrap_or_default();
-    let (owner, dataset) = match raw.split_once('/') {
-        Some((o, d)) if is_slug(o) && is_slug(d) => (o.to_owned(), d.to_owned()),
-        _ if raw.is_empty() => {
-            r.key(
-                key,
-                "a kaggle source needs `dataset = \"owner/name\"`, as in kaggle.com/datasets/owner/name",
-            );
-            Default::default()
-        }
-        _ => {
-            r.value(
-                &format!("{key}.dataset"),
-                format!("{raw:?} is not a Kaggle dataset: write \"owner/name\""),
-            );
-            Default::default()
-        }
-    };
-    let files = src.files.as_ref().map(|f| f.0.clone()).unwrap_or_default();
-    for (i, f) in files.iter().enumerate() {
-        if f.is_empty() || f.starts_with(['/', '.', '_']) || f.contains("..") || f.contains('\\') {
-            r.value(
-                &format!("{key}.files[{i}]"),
-                format!(
-                    "{f:?} is not a file of the dataset (a relative name such as \"data.csv\")"
-                ),
-            );
-        }
-    }
-    let endpoint = src
-        .endpoint
-        .clone()
-        .unwrap_or_else(|| super::KaggleSpec::DEFAULT_ENDPOINT.to_owned());
-    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-        r.value(
-            &format!("{key}.endpoint"),
-            format!("{endpoint:?} is not an http:// or https:// URL"),
-        );
-    }
-    super::KaggleSpec {
-        owner,
-        dataset,
-        files,
-        endpoint: endpoint.trim_end_matches('/').to_owned(),
-        transfer: transfer_limits(r, key, src),
-    }
-}
-
-/// Kaggle's owner and dataset slugs: letters, digits, `-`, `_` and `.`, not `.` or `..`.
-fn is_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn http_spec(r: &mut Reporter<'_>, key: &str, src: &SourceConfig) -> super::HttpSpec {
-    let url = src.url.clone().unwrap_or_default();
-    if url.is_empty() {
-        r.key(
-            key,
-            "an http source needs `url`, e.g. url = \"https://api.example.com/data?day={date}\"",
-        );
-    } else if !(url.starts_with("http://") || url.starts_with("https://")) {
-        r.value(
-            &format!("{key}.url"),
-            format!("{url:?} is not an http:// or https:// URL"),
-        );
-    } else if url.contains("${") {
-        r.value(
-            &format!("{key}.url"),
-            "put secrets in `query`, `headers` or `auth`, not in the URL (URLs are logged)",
-        );
-    }
-    let url_t = window_template(r, &format!("{key}.url"), &url);
-    let mut template = |field: &str, name: &str, value: &str| -> Option<Template> {
-        let vkey = format!("{key}.{field}.{name}");
-        Template::parse_only(value, super::WINDOW_VARS)
-            .map_err(|m| r.value(&vkey, m))
-            .ok()
-    };
-    let query = src
-        .query
-        .iter()
-        .filter_map(|(k, v)| template("query", k, v).map(|t| (k.clone(), t)))
-        .collect();
-    let headers = src
-        .headers
-        .iter()
-        .filter_map(|(k, v)| template("headers", k, v).map(|t| (k.clone(), t)))
-        .collect();
-    let auth = src.auth.as_ref().and_then(|a| {
-        let akey = format!("{key}.auth");
-        let parse = |r: &mut Reporter<'_>, field: &str, v: &str| {
-            Template::parse(v)
-                .map_err(|m| r.value(&format!("{akey}.{field}"), m))
-                .ok()
-        };
-        match (&a.bearer, &a.username, &a.password) {
-            (Some(b), None, None) => parse(r, "bearer", b).map(super::HttpAuth::Bearer),
-            (None, Some(u), Some(p)) => Some(super::HttpAuth::Basic {
-                username: parse(r, "username", u)?,
-                password: parse(r, "password", p)?,
-            }),
-            _ => {
-                r.key(&akey, "auth is { bearer = \"${env:TOKEN}\" } or { username = \"…\", password = \"${env:PASSWORD}\" }");
-                None
-            }
-        }
-    });
-    let filename = src.filename.clone().unwrap_or_else(|| {
-        let last = url
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default();
-        if last.contains('.') && !last.contains('{') {
-            last.to_owned()
-        } else {
-            format!("{}.json", key.trim_start_matches("sources."))
-        }
-    });
-    let filename_t = window_template(r, &format!("{key}.filename"), &filename);
-    if filename.is_empty() || filename.starts_with(['/', '.', '_']) || filename.contains("..") {
-        r.value(
-            &format!("{key}.filename"),
-            format!("{filename:?} is not a file name for the window folder"),
-        );
-    }
-    super::HttpSpec {
-        url: url_t,
-        query,
-        headers,
-        auth,
-        filename: filename_t,
-        transfer: transfer_limits(r, key, src),
-    }
 }
 
 /// `retries` (0 to 10) and `retry_delay` (default 30s) of the table at `key`.
