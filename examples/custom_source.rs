@@ -4,8 +4,11 @@
 //! cargo run --example custom_source -- /tmp/meters 2024-05-01
 //! ```
 //!
-//! lake.toml declares the source with `kind = "program"`; the program hands lake its
-//! implementation with [`Lake::with_source`]. Everything else is lake's: the window folder
+//! The program registers a source kind, `kind = "meters"`, with one call
+//! (`lake::kinds().source(MetersKind)`): lake.toml then declares the source with that kind and
+//! its own key (`meters = 3`), checked at its line like lake's own kinds. (A program that builds
+//! its source itself can declare it `kind = "program"` and hand it over with
+//! [`Lake::with_source`].) Everything else is lake's: the window folder
 //! `raw/meters/ingest_date=…/` committed exactly once by its manifest, the SHA-256 of what
 //! landed, the SQL step, the ledger. Here the "API" is a generator of meter readings (one CSV per
 //! daily window, streamed in chunks: a source never holds a whole object in memory); a real
@@ -16,10 +19,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use lake::Lake;
+use lake::core::backend::BackendEnv;
 use lake::core::chrono::{Datelike, NaiveDate, Utc};
+use lake::core::config::{ConfigCx, SourceSpec};
 use lake::core::ledger::{RunRecord, Status};
 use lake::core::run::RunOptions;
-use lake::core::source::{SourceObject, Window};
+use lake::core::source::{SourceConfig, SourceKind, SourceObject, Window};
 use lake::core::zone::ByteStream;
 use lake::core::{Result, Source};
 
@@ -74,6 +79,62 @@ impl Source for MeterReadings {
     }
 }
 
+/// `kind = "meters"`: the generator as a source kind, with its one key.
+#[derive(Debug)]
+struct MetersKind;
+
+/// Its keys, as written in `[sources.<name>]` (besides the keys every source has).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetersKeys {
+    /// How many meters report (1 to 1000).
+    meters: u32,
+}
+
+impl SourceKind for MetersKind {
+    fn name(&self) -> &'static str {
+        "meters"
+    }
+
+    fn configure(&self, cx: &mut ConfigCx<'_, '_>) -> Option<Arc<dyn SourceConfig>> {
+        let keys: MetersKeys = cx.own()?;
+        if !(1..=1000).contains(&keys.meters) {
+            cx.value(&cx.key_of("meters"), "from 1 to 1000 meters");
+            return None;
+        }
+        Some(Arc::new(MetersConfig {
+            meters: keys.meters,
+        }))
+    }
+}
+
+/// A checked `kind = "meters"` source.
+#[derive(Debug)]
+struct MetersConfig {
+    meters: u32,
+}
+
+#[async_trait]
+impl SourceConfig for MetersConfig {
+    fn describe(&self, spec: &SourceSpec) -> String {
+        format!(
+            "(meters, line {}): {} meters → raw/{}/ingest_date=<date>/",
+            spec.line, self.meters, spec.name
+        )
+    }
+
+    async fn open(&self, _spec: &SourceSpec, _env: &BackendEnv) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(MeterReadings {
+            meters: self.meters,
+        }))
+    }
+}
+
+/// The kinds this program offers: lake's and its own.
+fn kinds() -> lake::core::kinds::Kinds {
+    lake::kinds().source(MetersKind)
+}
+
 /// Any error, boxed: this example's error type (a real tool would have its own).
 type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -83,7 +144,8 @@ name = "meters"
 root = "lake"
 
 [sources.meters]
-kind = "program"          # provided by this program: Lake::with_source
+kind = "meters"           # registered by this program: lake::kinds().source(MetersKind)
+meters = 3
 
 [steps.daily]
 kind = "sql"
@@ -96,15 +158,17 @@ FROM meters GROUP BY meter, SUBSTR(time, 1, 10)
 expect = ["kwh >= 0"]
 "#;
 
-/// Write the lake.toml into `dir`, run it for `date` with the generator, and return the run's
+/// Write `toml` as lake.toml into `dir`, run it for `date` with the generator, and return the run's
 /// record and the refined rows as CSV lines.
-async fn run(dir: &std::path::Path, date: NaiveDate) -> AnyResult<(RunRecord, Vec<String>)> {
+async fn run(
+    dir: &std::path::Path,
+    toml: &str,
+    date: NaiveDate,
+) -> AnyResult<(RunRecord, Vec<String>)> {
     std::fs::create_dir_all(dir)?;
     let config = dir.join("lake.toml");
-    std::fs::write(&config, LAKE_TOML)?;
-    let lake = Lake::open(&config, None)
-        .await?
-        .with_source(Arc::new(MeterReadings { meters: 3 }))?;
+    std::fs::write(&config, toml)?;
+    let lake = Lake::open_with(&config, None, &kinds()).await?;
     let record = lake.run(&RunOptions::new(date)).await?;
     let ctx = lake.query_session().await?;
     let batches = ctx
@@ -141,7 +205,7 @@ async fn main() -> AnyResult<()> {
         Some(d) => NaiveDate::parse_from_str(&d, "%Y-%m-%d")?,
         None => Utc::now().date_naive(),
     };
-    let (record, rows) = run(std::path::Path::new(&dir), date).await?;
+    let (record, rows) = run(std::path::Path::new(&dir), LAKE_TOML, date).await?;
     println!("run {}: {:?}", record.run_id, record.status);
     for r in rows {
         println!("{r}");
@@ -158,10 +222,10 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_program_source_lands_once_and_feeds_the_step() {
+    async fn a_registered_source_kind_lands_once_and_feeds_the_step() {
         let dir = tempfile::tempdir().unwrap();
         let date = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
-        let (record, rows) = run(dir.path(), date).await.unwrap();
+        let (record, rows) = run(dir.path(), LAKE_TOML, date).await.unwrap();
         assert_eq!(record.status, Status::Succeeded, "{record:#?}");
         assert_eq!(record.ingest[0].status, Status::Succeeded);
         // Three meters, one day: 24 readings each summed here from the generator's formula.
@@ -175,32 +239,53 @@ mod tests {
             .collect();
         assert_eq!(rows, want);
         // The window is committed: a second run fetches nothing and the step is up to date.
-        let (again, _) = run(dir.path(), date).await.unwrap();
+        let (again, _) = run(dir.path(), LAKE_TOML, date).await.unwrap();
         assert_eq!(again.ingest[0].status, Status::UpToDate);
         assert_eq!(again.steps[0].status, Status::UpToDate);
     }
 
     #[tokio::test]
-    async fn the_source_must_be_declared_as_a_program_source() {
+    async fn the_kinds_key_is_checked_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let date = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let bad = LAKE_TOML.replace("meters = 3", "meters = 0");
+        let err = run(dir.path(), &bad, date).await.unwrap_err().to_string();
+        let line = bad.lines().position(|l| l == "meters = 0").unwrap() + 1;
+        assert!(err.contains(&format!("lake.toml:{line}")), "{err}");
+        assert!(
+            err.contains("sources.meters.meters: from 1 to 1000"),
+            "{err}"
+        );
+        let typo = LAKE_TOML.replace("meters = 3", "meter = 3");
+        let err = run(dir.path(), &typo, date).await.unwrap_err().to_string();
+        assert!(err.contains("unknown field `meter`"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_program_source_is_handed_over_with_with_source() {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("lake.toml");
-        std::fs::write(
-            &config,
-            LAKE_TOML.replace("kind = \"program\"", "kind = \"file\"\npath = \"x\""),
-        )
-        .unwrap();
+        let program = LAKE_TOML.replace("kind = \"meters\"", "kind = \"program\"");
+        let program = program.replace("meters = 3\n", "");
+        std::fs::write(&config, &program).unwrap();
+        let date = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let lake = Lake::open(&config, None)
+            .await
+            .unwrap()
+            .with_source(Arc::new(MeterReadings { meters: 3 }))
+            .unwrap();
+        let record = lake.run(&RunOptions::new(date)).await.unwrap();
+        assert_eq!(record.status, Status::Succeeded, "{record:#?}");
+        // A program source nobody provided is an error before anything runs.
         let lake = Lake::open(&config, None).await.unwrap();
+        let err = lake.run(&RunOptions::new(date)).await.unwrap_err();
+        assert!(err.to_string().contains("Lake::with_source"), "{err}");
+        // And with_source refuses a source declared with another kind.
+        std::fs::write(&config, LAKE_TOML).unwrap();
+        let lake = Lake::open_with(&config, None, &kinds()).await.unwrap();
         let err = lake
             .with_source(Arc::new(MeterReadings { meters: 1 }))
             .unwrap_err();
         assert!(err.to_string().contains("kind = \"program\""), "{err}");
-        // And a program source nobody provided is an error before anything runs.
-        std::fs::write(&config, LAKE_TOML).unwrap();
-        let lake = Lake::open(&config, None).await.unwrap();
-        let err = lake
-            .run(&RunOptions::new(Utc::now().date_naive()))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("Lake::with_source"), "{err}");
     }
 }

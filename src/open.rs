@@ -42,6 +42,10 @@ pub fn kinds() -> Kinds {
     let b = b
         .backend(Absent::new("emr", "cluster", "aws"))
         .backend(Absent::new("emr-serverless", "serverless", "aws"));
+    #[cfg(feature = "aws")]
+    let b = b.catalog(lake_aws::GlueKind);
+    #[cfg(not(feature = "aws"))]
+    let b = b.catalog(AbsentCatalog);
     #[cfg(feature = "postgres")]
     let b = b.sink(lake_postgres::PostgresKind);
     #[cfg(not(feature = "postgres"))]
@@ -99,6 +103,63 @@ impl lake_core::source::SourceConfig for ProgramSource {
             what: format!("{} sources.{}", env.pipeline.file.display(), spec.name),
             message: "kind = \"program\": the program running lake provides this source (Lake::with_source); the lake command cannot".into(),
         })
+    }
+}
+
+/// The `glue` catalog kind in a build without the `aws` feature: only its `database` is read
+/// (records name tables in it), and it registers nothing (what it needs is said by
+/// `lake doctor` and `lake catalog sync`).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "aws", allow(dead_code))]
+struct AbsentCatalog;
+
+/// The one key an absent `glue` catalog reads; the others are left unchecked.
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "aws", allow(dead_code))]
+struct AbsentCatalogKeys {
+    database: Option<String>,
+}
+
+/// An absent `glue` catalog's database.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "aws", allow(dead_code))]
+struct AbsentGlue {
+    database: String,
+}
+
+impl lake_core::catalog::CatalogKind for AbsentCatalog {
+    fn name(&self) -> &'static str {
+        "glue"
+    }
+
+    fn configure(
+        &self,
+        cx: &mut lake_core::config::ConfigCx<'_, '_>,
+    ) -> Option<Arc<dyn lake_core::catalog::CatalogConfig>> {
+        let keys: AbsentCatalogKeys = cx.own()?;
+        let database = keys
+            .database
+            .unwrap_or_else(|| cx.pipeline.replace('-', "_").to_lowercase());
+        Some(Arc::new(AbsentGlue { database }))
+    }
+}
+
+#[async_trait::async_trait]
+impl lake_core::catalog::CatalogConfig for AbsentGlue {
+    fn namespace(&self) -> String {
+        self.database.clone()
+    }
+
+    async fn open(
+        &self,
+        _spec: &lake_core::config::CatalogSpec,
+        _env: &BackendEnv,
+    ) -> Result<Option<Arc<dyn lake_core::catalog::Catalog>>> {
+        Ok(None)
+    }
+
+    fn unavailable(&self) -> String {
+        "this build of lake has no Glue catalog: build it with the `aws` feature".into()
     }
 }
 
@@ -256,14 +317,13 @@ impl Lake {
     async fn with_aws(pipeline: Pipeline, offline: bool) -> Result<Self> {
         #[cfg(not(feature = "aws"))]
         let _ = offline;
-        // EMR needs the AWS configuration on any root; S3 roots on any backend.
+        // The AWS configuration serves S3 zones, and every AWS backend and catalog (which
+        // validation lets run on S3 zones only).
         #[cfg(feature = "aws")]
-        let aws = match (&pipeline.root, pipeline.backend.name()) {
-            (Root::S3 { .. }, _) | (_, "emr") if offline => {
-                Some(lake_aws::Aws::load_offline(&pipeline.aws).await)
-            }
-            (Root::S3 { .. }, _) => Some(lake_aws::Aws::load(&pipeline.aws).await),
-            (Root::Local { .. }, _) => None,
+        let aws = match &pipeline.root {
+            Root::S3 { .. } if offline => Some(lake_aws::Aws::load_offline(&pipeline.aws).await),
+            Root::S3 { .. } => Some(lake_aws::Aws::load(&pipeline.aws).await),
+            Root::Local { .. } => None,
         };
         let (store, objects) = open_store(
             &pipeline,
@@ -318,6 +378,8 @@ impl Lake {
     pub fn backend_env(&self) -> BackendEnv {
         let mut extensions = Extensions::default();
         extensions.insert(Arc::clone(&self.engine));
+        let tables: Arc<dyn lake_core::catalog::TableReader> = Arc::new(LakeTables(self.clone()));
+        extensions.insert(tables);
         let env: lake_core::run::EnvLookup = Arc::new(|v: &str| std::env::var(v).ok());
         extensions.insert(env);
         #[cfg(feature = "aws")]
@@ -363,7 +425,7 @@ impl Lake {
             backend,
             sources,
             sinks: self.sinks().await?,
-            catalog: self.catalog(),
+            catalog: self.catalog().await?,
         })
     }
 
@@ -377,19 +439,13 @@ impl Lake {
         Ok(out)
     }
 
-    /// The catalog published datasets are registered in: the Glue database of `[catalog]`,
-    /// on an S3 root with the `aws` feature; `None` otherwise (Glue tables point at S3).
-    pub fn catalog(&self) -> Option<Arc<dyn lake_core::catalog::Catalog>> {
-        #[cfg(feature = "aws")]
-        if let (Some(spec), Some(aws), Root::S3 { .. }) =
-            (&self.pipeline.catalog, &self.aws, &self.pipeline.root)
-        {
-            return Some(Arc::new(GlueTables {
-                lake: self.clone(),
-                glue: lake_aws::GlueCatalog::new(aws, spec.database.clone()),
-            }));
+    /// The catalog published datasets are registered in, opened by its kind (`None` without
+    /// `[catalog]`, or where its kind cannot work: a Glue catalog on a local root).
+    pub async fn catalog(&self) -> Result<Option<Arc<dyn lake_core::catalog::Catalog>>> {
+        match &self.pipeline.catalog {
+            Some(spec) => spec.config.open(spec, &self.backend_env()).await,
+            None => Ok(None),
         }
-        None
     }
 
     /// The catalog table of the committed dataset `d` (its manifest `m`): its columns with
@@ -400,7 +456,16 @@ impl Lake {
         d: &lake_core::publish::Dataset,
         m: &lake_core::publish::Manifest,
     ) -> Result<lake_core::catalog::CatalogTable> {
-        self.catalog_table_of(d, Some(&m.run_id)).await
+        let database = self.catalog_namespace();
+        self.catalog_table_of(&database, d, Some(&m.run_id)).await
+    }
+
+    /// The `[catalog]`'s namespace (Glue's database), else the pipeline's name.
+    fn catalog_namespace(&self) -> String {
+        self.pipeline
+            .catalog
+            .as_ref()
+            .map_or_else(|| self.pipeline.name.clone(), |c| c.config.namespace())
     }
 
     /// [`catalog_table`](Self::catalog_table) of `d` as committed by run `run_id`; without a
@@ -408,17 +473,13 @@ impl Lake {
     /// checked: its rows are not counted and the run parameters are left out.
     async fn catalog_table_of(
         &self,
+        database: &str,
         d: &lake_core::publish::Dataset,
         run_id: Option<&str>,
     ) -> Result<lake_core::catalog::CatalogTable> {
         use lake_core::catalog::{CatalogColumn, CatalogPartition, CatalogTable};
         use lake_core::config::CatalogSpec;
         use lake_local::engine::datafusion::common::TableReference;
-        let database = self
-            .pipeline
-            .catalog
-            .as_ref()
-            .map_or_else(|| self.pipeline.name.clone(), |c| c.database.clone());
         let name = CatalogSpec::table_name(d.zone, &d.name);
         let fail = |message: String| Error::Catalog {
             table: format!("{database}.{name}"),
@@ -480,7 +541,7 @@ impl Lake {
             })
             .collect();
         Ok(CatalogTable {
-            database,
+            database: database.to_owned(),
             name,
             location: location(""),
             columns,
@@ -497,13 +558,20 @@ impl Lake {
         &self,
         opts: &RunOptions,
     ) -> Result<Vec<lake_core::ledger::CatalogRecord>> {
-        let catalog = self.catalog();
+        let catalog = self.catalog().await?;
         #[cfg_attr(not(feature = "aws"), allow(unused_mut))]
         let mut records =
             lake_core::run::catalog_sync(&self.pipeline, &*self.store, catalog.as_deref(), opts)
                 .await?;
+        // The ledger's tables are written for Glue (Athena reads them beside the datasets).
         #[cfg(feature = "aws")]
-        for table in LEDGER_TABLES {
+        let glue = self
+            .pipeline
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.config.downcast::<lake_aws::GlueConfig>().is_some());
+        #[cfg(feature = "aws")]
+        for table in LEDGER_TABLES.into_iter().filter(|_| glue) {
             if opts.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
@@ -603,12 +671,17 @@ impl Lake {
                 .doctor(&self.backend_env())
                 .await,
         );
-        if self.pipeline.catalog.is_some() {
-            match self.catalog() {
-                Some(c) => checks.extend(c.doctor().await),
-                None => checks.push(Check::skipped(
-                    "Glue catalog",
-                    "an s3:// root (Glue tables point at S3; `lake catalog ddl` prints tables for local engines)",
+        if let Some(spec) = &self.pipeline.catalog {
+            match self.catalog().await {
+                Ok(Some(c)) => checks.extend(c.doctor().await),
+                Ok(None) => checks.push(Check::skipped(
+                    format!("{} catalog", spec.kind),
+                    &spec.config.unavailable(),
+                )),
+                Err(e) => checks.push(Check::fail(
+                    format!("{} catalog", spec.kind),
+                    e.to_string(),
+                    "check [catalog]".to_owned(),
                 )),
             }
         }
@@ -766,11 +839,7 @@ impl Lake {
                 },
             )
             .collect();
-        let database = self
-            .pipeline
-            .catalog
-            .as_ref()
-            .map_or_else(|| self.pipeline.name.clone(), |c| c.database.clone());
+        let database = self.catalog_namespace();
         let sql = ddl(dialect, &database, &defs).map_err(|message| Error::Invalid {
             what: "lake catalog ddl".into(),
             message,
@@ -1046,42 +1115,19 @@ pub fn open_store(
     }
 }
 
-/// `[catalog] kind = "glue"`: a dataset's table built from its Parquet schema by the embedded
-/// engine, registered by lake-aws.
-#[cfg(feature = "aws")]
-#[derive(Debug)]
-struct GlueTables {
-    lake: Lake,
-    glue: lake_aws::GlueCatalog,
-}
+/// The tables a catalog kind registers, read from the zones by this lake's engine.
+#[derive(Debug, Clone)]
+struct LakeTables(Lake);
 
-#[cfg(feature = "aws")]
 #[lake_core::async_trait]
-impl lake_core::catalog::Catalog for GlueTables {
-    async fn register(
+impl lake_core::catalog::TableReader for LakeTables {
+    async fn table(
         &self,
+        database: &str,
         dataset: &lake_core::publish::Dataset,
-        manifest: &lake_core::publish::Manifest,
-    ) -> Result<lake_core::catalog::CatalogOutcome> {
-        let table = self.lake.catalog_table(dataset, manifest).await?;
-        self.glue.register(&table).await
-    }
-
-    async fn check_staged(&self, staged: &lake_core::publish::Dataset) -> Result<()> {
-        // Only Parquet outputs get tables (register says so for the others).
-        if staged.objects.is_empty() || !staged.objects.iter().all(|o| o.key.ends_with(".parquet"))
-        {
-            return Ok(());
-        }
-        let table = self.lake.catalog_table_of(staged, None).await?;
-        self.glue.check(&table).await
-    }
-
-    async fn doctor(&self) -> Vec<Check> {
-        match &self.lake.aws {
-            Some(aws) => self.glue.doctor(aws).await,
-            None => Vec::new(),
-        }
+        run_id: Option<&str>,
+    ) -> Result<lake_core::catalog::CatalogTable> {
+        self.0.catalog_table_of(database, dataset, run_id).await
     }
 }
 
@@ -1096,11 +1142,7 @@ impl Lake {
     async fn register_ledger_table(&self, table: &str) -> lake_core::ledger::CatalogRecord {
         use lake_core::catalog::{CatalogColumn, CatalogTable};
         let started = std::time::Instant::now();
-        let spec = self
-            .pipeline
-            .catalog
-            .as_ref()
-            .expect("a catalog is configured");
+        let database = self.catalog_namespace();
         let name = format!("lake_{table}");
         let outcome = async {
             let aws = self.aws.as_ref().ok_or_else(|| Error::Invalid {
@@ -1135,13 +1177,13 @@ impl Lake {
                             hive_type,
                         })
                         .map_err(|message| Error::Catalog {
-                            table: format!("{}.{name}", spec.database),
+                            table: format!("{database}.{name}"),
                             message,
                         })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let t = CatalogTable {
-                database: spec.database.clone(),
+                database: database.clone(),
                 name: name.clone(),
                 location: format!("{}/", self.store.url_of(&prefix).trim_end_matches('/')),
                 columns,
@@ -1154,14 +1196,14 @@ impl Lake {
                 .into_iter()
                 .collect(),
             };
-            lake_aws::GlueCatalog::new(aws, spec.database.clone())
+            lake_aws::GlueCatalog::new(aws, database.clone())
                 .register(&t)
                 .await
         }
         .await;
         lake_core::ledger::CatalogRecord::new(
             format!("_lake.{table}"),
-            format!("{}.{name}", spec.database),
+            format!("{database}.{name}"),
             outcome,
             started,
         )
@@ -1195,11 +1237,21 @@ impl Lake {
                 message: "Athena reads tables in S3: the root must be s3://; on a local root, query with the embedded engine (no --engine)".into(),
             });
         };
+        let glue = spec
+            .config
+            .downcast::<lake_aws::GlueConfig>()
+            .ok_or_else(|| Error::Invalid {
+                what: "lake query --engine athena".into(),
+                message: format!(
+                    "Athena queries a Glue database: [catalog] is kind = {:?}",
+                    spec.kind
+                ),
+            })?;
         let query = lake_aws::athena::AthenaQuery {
             sql: sql.to_owned(),
-            database: spec.database.clone(),
-            workgroup: spec.athena_workgroup.clone(),
-            output: spec.athena_output.clone().unwrap_or_else(|| {
+            database: glue.database.clone(),
+            workgroup: glue.athena_workgroup.clone(),
+            output: glue.athena_output.clone().unwrap_or_else(|| {
                 format!(
                     "{}/",
                     self.store.url_of("_lake/athena").trim_end_matches('/')

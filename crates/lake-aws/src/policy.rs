@@ -56,7 +56,9 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
     }
     statements.extend(backend);
     // Glue tables point at S3: on a local root [catalog] is off and needs nothing.
-    statements.extend(catalog_statements(pipeline));
+    if let Some(c) = &pipeline.catalog {
+        statements.extend(c.config.iam_statements(pipeline));
+    }
     Some(json!({ "Version": "2012-10-17", "Statement": statements }))
 }
 
@@ -303,10 +305,7 @@ pub(crate) fn serverless_statements(
 /// With `[catalog]`: the Glue calls that register tables, on the database and its tables; the
 /// Athena calls of `lake query --engine athena` on its workgroup, and its result location
 /// when that is outside the root.
-fn catalog_statements(pipeline: &Pipeline) -> Vec<Value> {
-    let Some(c) = &pipeline.catalog else {
-        return Vec::new();
-    };
+pub(crate) fn catalog_statements(c: &crate::GlueConfig) -> Vec<Value> {
     let mut out = vec![
         json!({
             "Sid": "LakeGlueTables",

@@ -342,3 +342,33 @@ max_cost = -1.0
     let d = diagnostics("[lake]\nname = \"s\"\n[serverless]\nidle_timeout = \"90s\"\n");
     expect_each(&d, &[("serverless.idle_timeout", 4, "whole minutes")]);
 }
+
+/// `[catalog] kind = "glue"`: its keys are the kind's, each problem at its line; `tables` is
+/// every catalog's, checked by core.
+#[test]
+fn the_glue_catalogs_keys_are_checked_at_their_lines() {
+    let text = "[lake]\nname = \"x\"\n\n[catalog]\nkind = \"glue\"\ndatabase = \"Bad-Name\"\nathena_output = \"/tmp/out\"\ntables = [\"raw/*\"]\n";
+    let d = diagnostics(text);
+    let expect = [
+        ("catalog.database", 6, "not a Glue database name"),
+        ("catalog.athena_output", 7, "not an s3:// URL"),
+        ("catalog.tables", 8, "<zone>/<glob>"),
+    ];
+    expect_each(&d, &expect);
+    assert_eq!(d.len(), expect.len(), "{d:#?}");
+    let d = diagnostics(&text.replace("database = \"Bad-Name\"", "databse = \"x\""));
+    expect_each(&d, &[("catalog.databse", 6, "unknown field `databse`")]);
+    let d = diagnostics("[lake]\nname = \"x\"\n[catalog]\nkind = \"unity\"\n");
+    expect_each(&d, &[("catalog.kind", 4, "unknown catalog kind \"unity\"")]);
+    // The defaults: the pipeline's name as the database, Athena's primary workgroup.
+    let p = pipeline(
+        "[lake]\nname = \"my-lake\"\n[catalog]\nkind = \"glue\"\n",
+        None,
+    )
+    .unwrap();
+    let c = p.catalog.as_ref().unwrap();
+    let glue = c.config.downcast::<lake::aws::GlueConfig>().unwrap();
+    assert_eq!(glue.database, "my_lake");
+    assert_eq!(glue.athena_workgroup, "primary");
+    assert_eq!(c.tables, ["trusted/*", "refined/*"]);
+}

@@ -8,12 +8,82 @@
 //! ([`check_evolution`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::Result;
+use crate::backend::{AsAny, BackendEnv};
+use crate::config::{CatalogSpec, ConfigCx, Pipeline};
 use crate::doctor::Check;
 use crate::publish::{Dataset, Manifest};
+
+/// A kind of catalog: `kind = "<name>"` in `[catalog]`, with keys of its own.
+///
+/// Core reads the keys every catalog has ([`SHARED`]: `kind` and `tables`); the kind reads the
+/// rest with [`ConfigCx::own`], reporting each problem with its line.
+pub trait CatalogKind: Send + Sync + fmt::Debug + 'static {
+    /// The name users write in `kind = "…"`.
+    fn name(&self) -> &'static str;
+
+    /// Check the catalog's own keys; the checked config when they are right.
+    fn configure(&self, cx: &mut ConfigCx<'_, '_>) -> Option<Arc<dyn CatalogConfig>>;
+}
+
+/// The keys of `[catalog]` that core reads.
+pub const SHARED: &[&str] = &["kind", "tables"];
+
+/// A checked catalog configuration (its kind's keys).
+#[async_trait]
+pub trait CatalogConfig: AsAny + Send + Sync + fmt::Debug + 'static {
+    /// Where its tables live, as people read it (Glue's database): records name a table
+    /// `<namespace>.<table>`.
+    fn namespace(&self) -> String;
+
+    /// The checked keys as JSON for `lake plan --json`.
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    /// The catalog a run registers tables in, or `None` where it cannot work (a Glue catalog
+    /// on a local root): then [`unavailable`](Self::unavailable) says why.
+    async fn open(&self, spec: &CatalogSpec, env: &BackendEnv) -> Result<Option<Arc<dyn Catalog>>>;
+
+    /// Why [`open`](Self::open) gave no catalog (what it needs).
+    fn unavailable(&self) -> String {
+        "this root".into()
+    }
+
+    /// IAM statements the catalog needs (added by `lake iam-policy`).
+    fn iam_statements(&self, _pipeline: &Pipeline) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+}
+
+/// A checked catalog config, as the pipeline holds it (serialised as its kind's keys).
+pub type CatalogRef = crate::kinds::Checked<dyn CatalogConfig>;
+
+impl serde::Serialize for CatalogRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.json().serialize(s)
+    }
+}
+
+/// What a catalog kind gets from the program to describe a table: a committed dataset (or a
+/// step's staged output) read as a [`CatalogTable`] (the `lake` facade reads Parquet schemas
+/// with its engine). Programs put it in [`BackendEnv::extensions`] as `Arc<dyn TableReader>`.
+#[async_trait]
+pub trait TableReader: Send + Sync {
+    /// The table of `dataset` in `database`: committed by run `run_id` (its rows counted,
+    /// the run recorded), or staged when `None` (only its columns and layout).
+    async fn table(
+        &self,
+        database: &str,
+        dataset: &Dataset,
+        run_id: Option<&str>,
+    ) -> Result<CatalogTable>;
+}
 
 /// A committed dataset as a catalog table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The kinds a program offers: backends, sources and sinks, each a plug-in.
+//! The kinds a program offers: backends, sources, sinks and catalogs, each a plug-in.
 //!
 //! lake-core names no concrete kind. A program registers the kinds it offers in a [`Kinds`]
 //! (the `lake` facade registers those its features enable, and a program embedding lake adds
@@ -6,7 +6,10 @@
 
 use std::sync::Arc;
 
+use crate::backend::AsAny;
+
 use crate::backend::BackendKind;
+use crate::catalog::CatalogKind;
 use crate::sink::SinkKind;
 use crate::source::SourceKind;
 
@@ -16,6 +19,7 @@ pub struct Kinds {
     backends: Vec<Arc<dyn BackendKind>>,
     sources: Vec<Arc<dyn SourceKind>>,
     sinks: Vec<Arc<dyn SinkKind>>,
+    catalogs: Vec<Arc<dyn CatalogKind>>,
 }
 
 /// Panics when `name` is registered twice: a mistake in the program, not in a lake.toml.
@@ -78,6 +82,21 @@ impl Kinds {
         self
     }
 
+    /// Register a catalog kind (`[catalog] kind = "…"`).
+    ///
+    /// # Panics
+    ///
+    /// When a catalog kind of the same name is registered already.
+    pub fn catalog(mut self, kind: impl CatalogKind) -> Self {
+        once(
+            "catalog",
+            kind.name(),
+            self.catalogs.iter().map(|k| k.name()),
+        );
+        self.catalogs.push(Arc::new(kind));
+        self
+    }
+
     /// The backend named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn BackendKind>> {
         self.backends.iter().find(|k| k.name() == name)
@@ -116,5 +135,40 @@ impl Kinds {
     /// The sink kinds' names, for messages.
     pub fn sink_names(&self) -> String {
         names(self.sinks.iter().map(|k| k.name()))
+    }
+
+    /// The catalog kind named `name`.
+    pub fn catalog_kind(&self, name: &str) -> Option<&Arc<dyn CatalogKind>> {
+        self.catalogs.iter().find(|k| k.name() == name)
+    }
+
+    /// The catalog kinds' names, for messages.
+    pub fn catalog_names(&self) -> String {
+        names(self.catalogs.iter().map(|k| k.name()))
+    }
+}
+
+/// A kind's checked config as the pipeline holds it (`Checked<dyn SinkConfig>`): readable as the
+/// kind's own type with [`downcast`](Self::downcast), and as the trait through `Deref`.
+#[derive(Debug)]
+pub struct Checked<T: ?Sized>(pub Arc<T>);
+
+impl<T: ?Sized> Clone for Checked<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T: ?Sized + AsAny> Checked<T> {
+    /// The checked config as the kind's own type (`PostgresConfig`, `HttpSpec`).
+    pub fn downcast<U: 'static>(&self) -> Option<&U> {
+        (*self.0).as_any().downcast_ref()
+    }
+}
+
+impl<T: ?Sized> std::ops::Deref for Checked<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }

@@ -75,22 +75,7 @@ pub trait SinkConfig: AsAny + Send + Sync + fmt::Debug + 'static {
 }
 
 /// A checked sink config, as the pipeline holds it.
-#[derive(Debug, Clone)]
-pub struct SinkRef(pub Arc<dyn SinkConfig>);
-
-impl SinkRef {
-    /// The checked config as the kind's own type.
-    pub fn downcast<T: SinkConfig>(&self) -> Option<&T> {
-        (*self.0).as_any().downcast_ref()
-    }
-}
-
-impl std::ops::Deref for SinkRef {
-    type Target = dyn SinkConfig;
-    fn deref(&self) -> &Self::Target {
-        &*self.0
-    }
-}
+pub type SinkRef = crate::kinds::Checked<dyn SinkConfig>;
 
 /// A destination of committed datasets, configured by a `[sinks.<name>]`.
 #[async_trait]

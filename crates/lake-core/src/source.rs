@@ -71,22 +71,7 @@ pub trait SourceConfig: AsAny + Send + Sync + fmt::Debug + 'static {
 }
 
 /// A checked source config, as the pipeline holds it (serialised as its kind's keys).
-#[derive(Debug, Clone)]
-pub struct SourceRef(pub Arc<dyn SourceConfig>);
-
-impl SourceRef {
-    /// The checked config as the kind's own type (`HttpSpec`).
-    pub fn downcast<T: SourceConfig>(&self) -> Option<&T> {
-        (*self.0).as_any().downcast_ref()
-    }
-}
-
-impl std::ops::Deref for SourceRef {
-    type Target = dyn SourceConfig;
-    fn deref(&self) -> &Self::Target {
-        &*self.0
-    }
-}
+pub type SourceRef = crate::kinds::Checked<dyn SourceConfig>;
 
 impl Serialize for SourceRef {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {

@@ -736,19 +736,18 @@ pub struct Pipeline {
     pub catalog: Option<CatalogSpec>,
 }
 
-/// A checked `[catalog]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A checked `[catalog]`: the keys every catalog has, and its kind's checked config.
+#[derive(Debug, Clone, Serialize)]
 pub struct CatalogSpec {
-    /// The Glue database.
-    pub database: String,
+    /// Its kind (`kind = "…"`).
+    pub kind: String,
     /// `zone/glob` patterns of the datasets that get tables.
     pub tables: Vec<String>,
-    /// Athena's workgroup.
-    pub athena_workgroup: String,
-    /// Where Athena writes results; `None`: `_lake/athena/` under the root.
-    pub athena_output: Option<String>,
     /// The line of `[catalog]` in lake.toml.
     pub line: usize,
+    /// The kind's own keys, checked.
+    #[serde(flatten)]
+    pub config: crate::catalog::CatalogRef,
 }
 
 impl CatalogSpec {

@@ -52,24 +52,19 @@ pub struct LakeFile {
     pub catalog: Option<CatalogConfig>,
 }
 
-/// `[catalog]`: where published datasets become tables.
+/// `[catalog]`: where published datasets become tables. `kind` and `tables` are every
+/// catalog's keys; the others are its kind's (read and checked by the registered
+/// [`CatalogKind`](crate::catalog::CatalogKind) of that name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
-    /// The kind of catalog: `glue`.
+    /// The kind of catalog (`glue`).
     pub kind: String,
-    /// The Glue database (created if missing); default: the pipeline's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
     /// Which datasets get tables: `zone/glob` patterns; default every trusted and refined one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<Vec<String>>,
-    /// The Athena workgroup of `lake query --engine athena`; default `primary`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub athena_workgroup: Option<String>,
-    /// Where Athena writes query results (`s3://…/`); default `_lake/athena/` under the root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub athena_output: Option<String>,
+    /// The kind's own keys.
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
 /// `[charts.<name>]`: a chart of a query's rows.

@@ -238,7 +238,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
                 name: name.clone(),
                 line: r.line_of(&key),
                 kind: src.kind.clone(),
-                config: crate::source::SourceRef(config),
+                config: crate::kinds::Checked(config),
                 window,
                 start,
                 dedup_content,
@@ -409,7 +409,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
     };
     let sinks = sink_specs(&mut r, file, &producers, backends, parts);
     let charts = chart_specs(&mut r, file);
-    let catalog = catalog_spec(&mut r, file, &lake.name);
+    let catalog = catalog_spec(&mut r, file, backends, parts);
     let mut selected = None;
     for kind in backends.iter() {
         let is_selected = Some(kind.name()) == backend;
@@ -749,7 +749,7 @@ fn sink_specs<'a>(
                     step,
                     optional: c.optional.unwrap_or(false),
                     line: r.line_of(&key),
-                    config: crate::sink::SinkRef(config),
+                    config: crate::kinds::Checked(config),
                 },
             );
         }
@@ -757,47 +757,13 @@ fn sink_specs<'a>(
     out
 }
 
-/// The catalog kinds lake knows.
-const CATALOG_KINDS: &[&str] = &["glue"];
-
-fn catalog_spec(
-    r: &mut Reporter<'_>,
-    file: &ConfigFile,
-    pipeline: &str,
+fn catalog_spec<'a>(
+    r: &mut Reporter<'a>,
+    file: &'a ConfigFile,
+    kinds: &Kinds,
+    parts: Parts<'a>,
 ) -> Option<super::CatalogSpec> {
     let c = file.model.catalog.as_ref()?;
-    if !CATALOG_KINDS.contains(&c.kind.as_str()) {
-        r.value(
-            "catalog.kind",
-            format!(
-                "unknown catalog kind {:?}; the kinds are: {}",
-                c.kind,
-                CATALOG_KINDS.join(", ")
-            ),
-        );
-    }
-    let database = c
-        .database
-        .clone()
-        .unwrap_or_else(|| pipeline.replace('-', "_").to_lowercase());
-    let glue_name = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 255
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    };
-    if !glue_name(&database) {
-        r.value(
-            if c.database.is_some() {
-                "catalog.database"
-            } else {
-                "catalog"
-            },
-            format!(
-                "{database:?} is not a Glue database name: lowercase letters, digits and '_' (set catalog.database)"
-            ),
-        );
-    }
     let tables = c
         .tables
         .clone()
@@ -815,23 +781,30 @@ fn catalog_spec(
             r.value("catalog.tables", format!("{t:?}: {e}"));
         }
     }
-    if let Some(o) = &c.athena_output
-        && !o.starts_with("s3://")
-    {
+    let Some(kind) = kinds.catalog_kind(&c.kind) else {
         r.value(
-            "catalog.athena_output",
-            format!("{o:?} is not an s3:// URL; Athena writes results to S3"),
+            "catalog.kind",
+            format!(
+                "unknown catalog kind {:?}; this build of lake has: {}",
+                c.kind,
+                kinds.catalog_names()
+            ),
         );
-    }
+        return None;
+    };
+    let mut cx = ConfigCx::for_table(
+        r,
+        file.text(),
+        parts,
+        "catalog".into(),
+        crate::catalog::SHARED,
+    );
+    let config = kind.configure(&mut cx)?;
     Some(super::CatalogSpec {
-        database,
+        kind: c.kind.clone(),
         tables,
-        athena_workgroup: c
-            .athena_workgroup
-            .clone()
-            .unwrap_or_else(|| "primary".into()),
-        athena_output: c.athena_output.clone(),
         line: r.line_of("catalog"),
+        config: crate::kinds::Checked(config),
     })
 }
 

@@ -54,15 +54,16 @@ pub async fn catalog_sync(
 ) -> Result<Vec<CatalogRecord>> {
     let spec = p.catalog.as_ref().ok_or_else(|| crate::Error::Invalid {
         what: format!("{}", p.file.display()),
-        message: "has no [catalog]: add one (kind = \"glue\") to register tables".into(),
+        message: "has no [catalog]: add one to register tables".into(),
     })?;
     let catalog = catalog.ok_or_else(|| crate::Error::NotImplemented {
-            operation: "a Glue catalog",
-            implementer: format!(
-                "this build of lake on this root ({}): Glue tables point at S3, so [catalog] needs an s3:// root and the `aws` feature; `lake catalog ddl` prints tables for engines on a local root",
-                store.url_of("")
-            ),
-        })?;
+        operation: "this catalog",
+        implementer: format!(
+            "this build of lake on this root ({}): {}",
+            store.url_of(""),
+            spec.config.unavailable()
+        ),
+    })?;
     let mut out = Vec::new();
     for d in publish::list_datasets(store).await? {
         if !spec.includes(d.zone, &d.name) {
@@ -108,7 +109,11 @@ async fn register(
     .await;
     CatalogRecord::new(
         prefix,
-        format!("{}.{}", spec.database, CatalogSpec::table_name(zone, name)),
+        format!(
+            "{}.{}",
+            spec.config.namespace(),
+            CatalogSpec::table_name(zone, name)
+        ),
         outcome,
         started,
     )
