@@ -468,87 +468,18 @@ impl Lake {
             .map_or_else(|| self.pipeline.name.clone(), |c| c.config.namespace())
     }
 
-    /// [`catalog_table`](Self::catalog_table) of `d` as committed by run `run_id`; without a
-    /// run, `d` is a step's staged output (its prefix the staging folder), whose table is only
-    /// checked: its rows are not counted and the run parameters are left out.
+    /// [`catalog_table`](Self::catalog_table) of `d` in `database` as committed by run
+    /// `run_id`; without a run, `d` is a step's staged output (see
+    /// [`Engine::catalog_table`](lake_local::Engine::catalog_table)).
     async fn catalog_table_of(
         &self,
         database: &str,
         d: &lake_core::publish::Dataset,
         run_id: Option<&str>,
     ) -> Result<lake_core::catalog::CatalogTable> {
-        use lake_core::catalog::{CatalogColumn, CatalogPartition, CatalogTable};
-        use lake_core::config::CatalogSpec;
-        use lake_local::engine::datafusion::common::TableReference;
-        let name = CatalogSpec::table_name(d.zone, &d.name);
-        let fail = |message: String| Error::Catalog {
-            table: format!("{database}.{name}"),
-            message,
-        };
-        if d.objects.is_empty() || !d.objects.iter().all(|o| o.key.ends_with(".parquet")) {
-            return Err(fail(format!(
-                "{} is not a Parquet dataset; only Parquet outputs get tables",
-                d.prefix
-            )));
-        }
-        let ctx = self.session_over(std::slice::from_ref(d)).await?;
-        let table = TableReference::partial(d.zone.as_str(), d.name.as_str());
-        let df = ctx
-            .table(table)
+        self.engine
+            .catalog_table(&self.pipeline.name, database, d, run_id)
             .await
-            .map_err(|e| fail(format!("reading {}: {e}", self.store.url_of(&d.prefix))))?;
-        let schema = df.schema().as_arrow().clone();
-        let mut parameters =
-            BTreeMap::from([("lake.pipeline".to_owned(), self.pipeline.name.clone())]);
-        if let Some(run_id) = run_id {
-            let rows = df
-                .count()
-                .await
-                .map_err(|e| fail(format!("counting rows: {e}")))?;
-            parameters.insert("lake.run_id".to_owned(), run_id.to_owned());
-            parameters.insert("lake.rows".to_owned(), rows.to_string());
-        }
-        let (partition_keys, folders) = lake_local::engine::ddl::layout(d);
-        let columns = schema
-            .fields()
-            .iter()
-            .filter(|f| !partition_keys.contains(f.name()))
-            .map(|f| {
-                lake_local::engine::ddl::hive_type(f.data_type())
-                    .map(|hive_type| CatalogColumn {
-                        name: f.name().clone(),
-                        hive_type,
-                    })
-                    .map_err(|e| fail(format!("column {}: {e}", f.name())))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let location = |rel: &str| {
-            let prefix = if rel.is_empty() {
-                d.prefix.clone()
-            } else {
-                format!("{}/{rel}", d.prefix)
-            };
-            format!("{}/", self.store.url_of(&prefix).trim_end_matches('/'))
-        };
-        let partitions = folders
-            .iter()
-            .map(|f| CatalogPartition {
-                values: f
-                    .split('/')
-                    .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_owned()))
-                    .collect(),
-                location: location(f),
-            })
-            .collect();
-        Ok(CatalogTable {
-            database: database.to_owned(),
-            name,
-            location: location(""),
-            columns,
-            partition_keys,
-            partitions,
-            parameters,
-        })
     }
 
     /// `lake catalog sync`: register every committed dataset `[catalog] tables` names, then
@@ -638,7 +569,7 @@ impl Lake {
         #[cfg(feature = "aws")]
         if let Some(aws) = &self.aws {
             let found = lake_aws::aws_checks(aws, &self.pipeline).await;
-            let failed = |name: &str| found.iter().any(|c| c.name == name && !c.ok);
+            let failed = |name: &str| found.iter().any(|c| c.name == name && !c.ok());
             let blocked = (failed("region") || failed("credentials"))
                 .then(|| lake_aws::doctor::needs(!failed("region"), !failed("credentials")));
             checks.extend(found);
@@ -676,7 +607,7 @@ impl Lake {
                 Ok(Some(c)) => checks.extend(c.doctor().await),
                 Ok(None) => checks.push(Check::skipped(
                     format!("{} catalog", spec.kind),
-                    &spec.config.unavailable(),
+                    spec.config.unavailable(),
                 )),
                 Err(e) => checks.push(Check::fail(
                     format!("{} catalog", spec.kind),

@@ -1,8 +1,6 @@
 //! Athena: `lake query --engine athena` runs a query over the catalog's tables
 //! (StartQueryExecution, polls with backoff, pages of GetQueryResults) and stops it on Ctrl-C.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use aws_sdk_athena::types::{QueryExecutionContext, ResultConfiguration};
 use lake_core::retry::Backoff;
@@ -189,21 +187,14 @@ pub async fn run(
     })
 }
 
-async fn retry_throttled<T, F, Fut>(poll: Backoff, mut call: F) -> std::result::Result<T, ApiError>
+/// A call retried while Athena throttles it or fails transiently: lake's one retry layer (the
+/// SDK client retries nothing, [`Aws::athena`](crate::Aws::athena)).
+async fn retry_throttled<T, F, Fut>(poll: Backoff, call: F) -> std::result::Result<T, ApiError>
 where
-    F: FnMut() -> Fut,
+    F: Fn() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, ApiError>>,
 {
-    let mut waits = Backoff::retries(6, poll.first, poll.max.max(Duration::from_secs(5))).delays();
-    loop {
-        match call().await {
-            Err(e) if e.is_throttling() => match waits.next() {
-                Some(w) => tokio::time::sleep(w).await,
-                None => return Err(e),
-            },
-            other => return other,
-        }
-    }
+    crate::calls::retrying(6, poll.first, "athena", call).await
 }
 
 /// [`AthenaApi`] over the AWS SDK.
@@ -326,6 +317,7 @@ impl AthenaApi for SdkAthena {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
 

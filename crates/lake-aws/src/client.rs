@@ -136,9 +136,13 @@ impl Aws {
         aws_sdk_glue::Client::new(&self.sdk)
     }
 
-    /// An Athena client.
+    /// An Athena client, without the SDK's retries: `lake query --engine athena` retries its
+    /// calls with lake's one policy, so a throttled call is not retried twice.
     pub fn athena(&self) -> aws_sdk_athena::Client {
-        aws_sdk_athena::Client::new(&self.sdk)
+        let conf = aws_sdk_athena::config::Builder::from(&self.sdk)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_athena::Client::from_conf(conf)
     }
 
     /// An IAM client.

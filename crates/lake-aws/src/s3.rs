@@ -687,8 +687,14 @@ impl ZoneStore for S3ZoneStore {
     async fn put_if_absent(&self, key: &Key, body: Bytes) -> Result<PutOutcome> {
         let (sse, kms) = self.sse();
         // 409 ConditionalRequestConflict: another conditional write of the key is in flight;
-        // S3 asks to retry, and the retry then sees its result.
-        for attempt in 0..5u32 {
+        // S3 asks to retry, and the retry then sees its result (lake's one backoff).
+        let mut waits = lake_core::retry::Backoff::retries(
+            5,
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(1),
+        )
+        .delays();
+        loop {
             let sent = self
                 .client
                 .put_object()
@@ -702,16 +708,13 @@ impl ZoneStore for S3ZoneStore {
                 .await;
             match sent {
                 Ok(_) => return Ok(PutOutcome::Created),
-                Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-                    Some(412) => return Ok(PutOutcome::AlreadyExists),
-                    Some(409) if attempt < 4 => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                    }
+                Err(e) => match (e.raw_response().map(|r| r.status().as_u16()), waits.next()) {
+                    (Some(412), _) => return Ok(PutOutcome::AlreadyExists),
+                    (Some(409), Some(wait)) => tokio::time::sleep(wait).await,
                     _ => return Err(self.sdk_err("put", "s3:PutObject", key.as_str(), e)),
                 },
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult> {

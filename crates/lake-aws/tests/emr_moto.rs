@@ -371,7 +371,7 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     assert_eq!(find(&checks, "EMR reachable").mark(), "✓");
     let role = find(&checks, "EMR service role");
     assert_eq!(role.mark(), "✗", "{role:?}");
-    assert!(role.fix.unwrap().contains("aws emr create-default-roles"));
+    assert!(role.fix().unwrap().contains("aws emr create-default-roles"));
     assert_eq!(find(&checks, "EMR service-linked role").mark(), "✗");
     let iam = aws.iam();
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"elasticmapreduce.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
@@ -412,7 +412,7 @@ async fn a_run_on_emr_asks_for_the_cluster_and_steps_and_always_terminates() {
     }
     // moto cannot simulate policies: the PassRole check says it could not tell, without failing.
     let pass = find(&checks, "iam:PassRole");
-    assert!(pass.ok, "{pass:?}");
+    assert!(pass.ok(), "{pass:?}");
     assert_eq!(pass.mark(), "?", "{pass:?}");
     assert!(pass.detail.starts_with("could not simulate"), "{pass:?}");
 }

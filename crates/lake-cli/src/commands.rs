@@ -92,6 +92,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             opts.lock_wait = *wait;
             ingest(&lake, sources, &dates, &opts, &args).await
         }
+        #[cfg(feature = "serve")]
         Command::Serve {
             bind,
             token,
@@ -122,6 +123,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "serve")]
         Command::Chart { name, output } => {
             let lake = Lake::open(&args.config, env).await?;
             let ext = output
@@ -144,6 +146,11 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("write {}: {e}", output.display()))?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(not(feature = "serve"))]
+        Command::Serve { .. } | Command::Chart { .. } => Err(crate::cli::UsageError(
+            "this build of lake has no `lake serve` or `lake chart`: build it with the `serve` feature (on by default)".into(),
+        )
+        .into()),
         Command::Sink { sinks, force, wait } => {
             let lake = Lake::open(&args.config, env).await?;
             let mut opts = run_options(lake::core::chrono::Utc::now().date_naive(), &args);
@@ -343,7 +350,7 @@ async fn doctor(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode
             "fix what it says; `lake validate` lists every problem",
         )],
     };
-    let failed = checks.iter().filter(|c| !c.ok).count();
+    let failed = checks.iter().filter(|c| !c.ok()).count();
     let mut out = print::out();
     if json {
         let v = serde_json::json!({ "ok": failed == 0, "checks": checks });
@@ -351,7 +358,7 @@ async fn doctor(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode
     } else {
         for c in &checks {
             writeln!(out, "{} {}: {}", c.mark(), c.name, c.detail)?;
-            if let Some(fix) = &c.fix {
+            if let Some(fix) = c.fix() {
                 writeln!(out, "    → {fix}")?;
             }
         }

@@ -2,17 +2,39 @@
 
 use crate::zone::{DynZoneStore, Key, PutOutcome};
 
-/// One check: what was checked, whether it passed, what was found, and what to do if not.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// How a check came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckState {
+    /// It passed.
+    Pass,
+    /// It failed; `fix` says what to do.
+    Fail {
+        /// What to do.
+        fix: String,
+    },
+    /// It could not be made (the answer is unknown, not wrong): it does not fail the doctor,
+    /// and `fix` says how to find out.
+    Unknown {
+        /// What to do.
+        fix: String,
+    },
+    /// Not made because an earlier check failed or a setting is off: `needs` says what it
+    /// needs, so one missing credential does not show as a cascade of failures.
+    Skipped {
+        /// What it needs.
+        needs: String,
+    },
+}
+
+/// One check: what was checked, what was found, and how it came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     /// What was checked.
     pub name: String,
-    /// Whether it passed.
-    pub ok: bool,
     /// What was found (or the error).
     pub detail: String,
-    /// What to do when it failed.
-    pub fix: Option<String>,
+    /// How it came out.
+    pub state: CheckState,
 }
 
 impl Check {
@@ -20,9 +42,8 @@ impl Check {
     pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            ok: true,
             detail: detail.into(),
-            fix: None,
+            state: CheckState::Pass,
         }
     }
 
@@ -34,34 +55,20 @@ impl Check {
         fix: impl Into<String>,
     ) -> Self {
         Self {
-            ok: true,
-            ..Self::fail(name, detail, fix)
+            name: name.into(),
+            detail: detail.into(),
+            state: CheckState::Unknown { fix: fix.into() },
         }
     }
 
-    /// A check not made because an earlier one failed (`needs` says which): neither passed
-    /// nor failed, so one missing credential does not show as a cascade of failures.
-    pub fn skipped(name: impl Into<String>, needs: &str) -> Self {
+    /// A check not made because `needs` is missing (an earlier check failed, a setting is
+    /// off): neither passed nor failed.
+    pub fn skipped(name: impl Into<String>, needs: impl Into<String>) -> Self {
+        let needs = needs.into();
         Self {
             name: name.into(),
-            ok: true,
             detail: format!("skipped: needs {needs}"),
-            fix: None,
-        }
-    }
-
-    /// True for a [`skipped`](Self::skipped) check.
-    pub fn is_skipped(&self) -> bool {
-        self.ok && self.fix.is_none() && self.detail.starts_with("skipped: needs ")
-    }
-
-    /// `✓`, `✗`, `?` for a check that could not be made, `-` for one skipped.
-    pub fn mark(&self) -> &'static str {
-        match (self.ok, &self.fix) {
-            (false, _) => "✗",
-            (true, Some(_)) => "?",
-            (true, None) if self.is_skipped() => "-",
-            (true, None) => "✓",
+            state: CheckState::Skipped { needs },
         }
     }
 
@@ -73,10 +80,62 @@ impl Check {
     ) -> Self {
         Self {
             name: name.into(),
-            ok: false,
             detail: detail.into(),
-            fix: Some(fix.into()),
+            state: CheckState::Fail { fix: fix.into() },
         }
+    }
+
+    /// False only for a failed check (what fails `lake doctor`).
+    pub fn ok(&self) -> bool {
+        !matches!(self.state, CheckState::Fail { .. })
+    }
+
+    /// What to do, for a failed check or one that could not be made.
+    pub fn fix(&self) -> Option<&str> {
+        match &self.state {
+            CheckState::Fail { fix } | CheckState::Unknown { fix } => Some(fix),
+            CheckState::Pass | CheckState::Skipped { .. } => None,
+        }
+    }
+
+    /// True for a [`skipped`](Self::skipped) check.
+    pub fn is_skipped(&self) -> bool {
+        matches!(self.state, CheckState::Skipped { .. })
+    }
+
+    /// `✓`, `✗`, `?` for a check that could not be made, `-` for one skipped.
+    pub fn mark(&self) -> &'static str {
+        match self.state {
+            CheckState::Pass => "✓",
+            CheckState::Fail { .. } => "✗",
+            CheckState::Unknown { .. } => "?",
+            CheckState::Skipped { .. } => "-",
+        }
+    }
+
+    /// Its state's name: `pass`, `fail`, `unknown` or `skipped`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            CheckState::Pass => "pass",
+            CheckState::Fail { .. } => "fail",
+            CheckState::Unknown { .. } => "unknown",
+            CheckState::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+/// As `lake doctor --json` prints it: `name`, `ok`, `detail`, `fix` (as before the states),
+/// and `state`.
+impl serde::Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Check", 5)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("ok", &self.ok())?;
+        st.serialize_field("detail", &self.detail)?;
+        st.serialize_field("fix", &self.fix())?;
+        st.serialize_field("state", self.state_name())?;
+        st.end()
     }
 }
 

@@ -165,6 +165,9 @@ pub enum Error {
         object: String,
         /// What differs.
         message: String,
+        /// The object is not in the store at all (deleted by hand, or by a republish that
+        /// replaced the manifest a reader read).
+        missing: bool,
     },
 
     /// A query failed: a `sql` step's SQL, an expectation, `lake query`, or reading its input.
@@ -182,6 +185,16 @@ pub enum Error {
         /// Which value.
         what: String,
         /// Why.
+        message: String,
+    },
+
+    /// A fault in lake itself (a panicked thread or task): a bug to report, not a problem of
+    /// the input or the environment.
+    #[error("{what}: {message}")]
+    Internal {
+        /// What was being done.
+        what: String,
+        /// What went wrong.
         message: String,
     },
 
@@ -215,18 +228,58 @@ impl Error {
     /// a reader that read a manifest just before a republish replaced it) deleted by that
     /// republish, when reading again from the new manifest succeeds.
     pub fn is_gone(&self) -> bool {
-        matches!(self, Self::Mismatch { message, .. } if message == Self::NOT_IN_STORE)
+        matches!(self, Self::Mismatch { missing: true, .. })
     }
 
     /// [`Error::Mismatch`]'s message for an object that is not in the store.
     pub const NOT_IN_STORE: &str = "it is listed by its manifest but is not in the store";
 
-    /// True when the error comes from the user's configuration or arguments (CLI exit code 2)
-    /// rather than from a run (exit code 1).
+    /// True when the error comes from the user's configuration, arguments or build (CLI exit
+    /// code 2) rather than from a run (exit code 1): [`ErrorKind::Usage`] but a cancel.
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Self::Config { .. } | Self::Invalid { .. } | Self::MissingEnv { .. }
-        )
+        self.kind() == ErrorKind::Usage && !matches!(self, Self::Cancelled)
     }
+
+    /// What kind of failure this is: what the CLI's exit code, step and window retries and
+    /// re-reads decide from.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config { .. }
+            | Self::Invalid { .. }
+            | Self::MissingEnv { .. }
+            | Self::NotImplemented { .. }
+            | Self::InvalidKey { .. }
+            | Self::Cancelled => ErrorKind::Usage,
+            Self::Store { .. }
+            | Self::Locked { .. }
+            | Self::Source { .. }
+            | Self::Sink { .. }
+            | Self::Catalog { .. }
+            | Self::Cluster { .. }
+            | Self::Io { .. } => ErrorKind::Transient,
+            Self::NotFound { .. }
+            | Self::Corrupt { .. }
+            | Self::Mismatch { .. }
+            | Self::Query { .. } => ErrorKind::Data,
+            Self::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The kinds of [`Error`], by what helps: fixing the command or lake.toml, trying again, fixing
+/// the data, or reporting a bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// The configuration, the arguments or the build (CLI exit code 2; never retried). A
+    /// cancelled run is one too (never retried: that would undo the cancel), though its exit
+    /// code stays 1.
+    Usage,
+    /// The environment: a network, a service, a lock, a cluster (step and window retries
+    /// apply).
+    Transient,
+    /// The data: a missing, damaged or changed object, a query that its data fails.
+    Data,
+    /// lake itself: a bug.
+    Internal,
 }

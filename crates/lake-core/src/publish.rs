@@ -16,7 +16,9 @@ use crate::config::{WriteMode, Zone, ZoneRef};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::source::{Source, Window};
-use crate::zone::{DynZoneStore, Key, PutOutcome, ZoneStoreExt, json_bytes, put_hashed};
+use crate::zone::{
+    DynZoneStore, Key, ObjectMeta, PutOutcome, ZoneStoreExt, json_bytes, put_hashed,
+};
 use crate::{Error, Result};
 
 /// The manifest file name inside a dataset or window folder.
@@ -363,7 +365,34 @@ pub async fn list_datasets(store: &DynZoneStore) -> Result<Vec<Dataset>> {
     for zone in Zone::ALL {
         let zp = zone.as_str();
         let mut raw_sources = std::collections::BTreeSet::new();
-        for meta in store.list(zp).await? {
+        let listed = store.list(zp).await?;
+        // A listing made while a republish renames a manifest into place may miss it on some
+        // filesystems: a dataset folder listed without its manifest is read once more by key.
+        let mut unlisted: std::collections::BTreeSet<String> = Default::default();
+        if zone != Zone::Raw {
+            let manifests: std::collections::HashSet<&str> = listed
+                .iter()
+                .filter_map(|m| m.key.as_str().strip_suffix(&format!("/{MANIFEST}")))
+                .collect();
+            for m in &listed {
+                let mut parts = m.key.as_str().splitn(3, '/');
+                let (Some(_), Some(name), Some(_)) = (parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let dir = format!("{zp}/{name}");
+                if !name.starts_with(['_', '.']) && !manifests.contains(dir.as_str()) {
+                    unlisted.insert(dir);
+                }
+            }
+        }
+        let found = unlisted.into_iter().map(|dir| ObjectMeta {
+            key: Key::new(format!("{dir}/{MANIFEST}")).expect("a dataset's manifest key"),
+            size: 0,
+            last_modified: Utc::now(),
+            e_tag: None,
+        });
+        for meta in listed.iter().cloned().chain(found) {
             let Some(dir) = meta.key.as_str().strip_suffix(&format!("/{MANIFEST}")) else {
                 continue;
             };
@@ -1011,7 +1040,7 @@ pub fn sizes_match(store: &DynZoneStore, listed: &Listing, objects: &[&ObjectEnt
         match listed.get(&o.key) {
             Some((size, _)) if *size == o.size => {}
             Some((size, _)) => return Err(mismatch(store, o, size_differs(*size, o.size))),
-            None => return Err(mismatch(store, o, NOT_IN_STORE.into())),
+            None => return Err(missing(store, o)),
         }
     }
     Ok(())
@@ -1065,7 +1094,7 @@ pub async fn verify_each<'a>(
 async fn verify_one(store: &DynZoneStore, o: &ObjectEntry) -> Result<()> {
     let got = match store.get(&Key::new(o.key.as_str())?).await {
         Ok(got) => got,
-        Err(e) if e.is_not_found() => return Err(mismatch(store, o, NOT_IN_STORE.into())),
+        Err(e) if e.is_not_found() => return Err(missing(store, o)),
         Err(e) => return Err(e),
     };
     let mut body = got.body;
@@ -1102,5 +1131,15 @@ fn mismatch(store: &DynZoneStore, o: &ObjectEntry, message: String) -> Error {
     Error::Mismatch {
         object: store.url_of(&o.key),
         message,
+        missing: false,
+    }
+}
+
+/// `o` is listed by its manifest but not in the store.
+fn missing(store: &DynZoneStore, o: &ObjectEntry) -> Error {
+    Error::Mismatch {
+        object: store.url_of(&o.key),
+        message: NOT_IN_STORE.into(),
+        missing: true,
     }
 }

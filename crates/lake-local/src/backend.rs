@@ -145,8 +145,8 @@ impl LocalBackend {
             // A panic inside the task fails the step: its waiter must not wait forever.
             let task = std::panic::AssertUnwindSafe(task).catch_unwind();
             let state = tokio::select! {
-                r = task => match r.unwrap_or_else(|_| Err(Error::Query {
-                    origin: format!("step {}", proc_name),
+                r = task => match r.unwrap_or_else(|_| Err(Error::Internal {
+                    what: format!("step {}", proc_name),
                     message: "panicked (a bug: please report it with the input that caused it)".into(),
                 })) {
                     Ok(summary) => {

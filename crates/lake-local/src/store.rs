@@ -400,9 +400,9 @@ fn copy_and_hash(
         }
     };
     drop(tx);
-    let digest = hasher.join().map_err(|_| Error::Invalid {
+    let digest = hasher.join().map_err(|_| Error::Internal {
         what: format!("landing {}", from.display()),
-        message: "the hashing thread panicked".into(),
+        message: "the hashing thread panicked (a bug: please report it)".into(),
     })?;
     copy?;
     dst.flush().map_err(io("write", &tmp))?;

@@ -253,26 +253,21 @@ impl EmrBackend {
             op,
         )
         .await
-        .map_err(|e| self.error(operation, e))
-    }
-
-    fn error(&self, operation: &str, e: ApiError) -> Error {
-        let needs = (operation == "create cluster").then(|| {
-            format!(
-                "elasticmapreduce:RunJobFlow and iam:PassRole on the roles {} and {}",
-                self.def.service_role, self.def.instance_profile
-            )
-        });
-        crate::calls::backend_error("emr", operation, e, needs)
+        .map_err(|e| crate::calls::backend_error("emr", operation, e, None))
     }
 
     /// Terminate a cluster, retried until DescribeCluster shows it terminating.
     async fn terminate_id(&self, id: &str) -> Result<()> {
         let mut last = String::new();
-        for attempt in 0..self.timing.terminate_attempts {
-            if attempt > 0 {
-                tokio::time::sleep(self.timing.throttle_backoff * attempt).await;
-            }
+        // The first attempt at once, then the shared backoff's waits.
+        let waits = lake_core::retry::Backoff::retries(
+            self.timing.terminate_attempts,
+            self.timing.throttle_backoff,
+            Duration::from_secs(60),
+        )
+        .delays();
+        for wait in std::iter::once(Duration::ZERO).chain(waits) {
+            tokio::time::sleep(wait).await;
             if let Err(e) = self.call("terminate", || self.api.terminate(id)).await {
                 last = format!("{e:#}");
                 continue;
@@ -493,11 +488,13 @@ impl ClusterBackend for EmrBackend {
         let request = RunJobFlow::new(&self.def, &spec.tags);
         // Not retried on throttling beyond the SDK's own retries: a second RunJobFlow could
         // make a second cluster.
-        let id = self
-            .api
-            .run_job_flow(&request)
-            .await
-            .map_err(|e| self.error("create cluster", e))?;
+        let id = self.api.run_job_flow(&request).await.map_err(|e| {
+            let needs = format!(
+                "elasticmapreduce:RunJobFlow and iam:PassRole on the roles {} and {}",
+                self.def.service_role, self.def.instance_profile
+            );
+            crate::calls::backend_error("emr", "create cluster", e, Some(needs))
+        })?;
         notes.push(format!(
             "created cluster {id} ({}, {})",
             request.release_label,

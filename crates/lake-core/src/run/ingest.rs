@@ -9,7 +9,7 @@ use super::{Event, Runner, error_chain};
 use crate::ledger::{IngestRecord, RunRecord, Status};
 use crate::publish::{self, Landed, ObjectEntry};
 use crate::source::Window;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Windows landed between two saves of a source's window index (and moves of its cursor).
 const INDEX_EVERY: usize = 64;
@@ -261,7 +261,8 @@ impl Runner<'_> {
                 () = self.opts.cancel.cancelled() => return Err(Error::Cancelled),
             };
             let Err(e) = &landed else { break landed };
-            if e.is_usage() || matches!(e, Error::Cancelled) {
+            // Only the environment may recover: usage, data and bugs fail the same way again.
+            if e.kind() != ErrorKind::Transient {
                 break landed;
             }
             let Some(wait) = waits.next() else {

@@ -15,7 +15,7 @@ use crate::config::{StepSpec, StepSpecKind, WriteMode, Zone};
 use crate::ledger::{RunRecord, Status, StepRecord};
 use crate::publish::{self, ObjectEntry, StepMetrics};
 use crate::zone::ZoneStoreExt;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 impl Runner<'_> {
     pub(super) async fn run_all(&mut self, steps: &[String], record: &mut RunRecord) -> Result<()> {
@@ -500,9 +500,8 @@ impl Runner<'_> {
         match failure {
             StepFailure::Cancelled => false,
             StepFailure::Failed(_) => !embedded_sql,
-            StepFailure::Error(e) => {
-                !embedded_sql && !e.is_usage() && !matches!(e, Error::Mismatch { .. })
-            }
+            // The environment may recover; usage, data and bugs fail the same way again.
+            StepFailure::Error(e) => !embedded_sql && e.kind() == ErrorKind::Transient,
         }
     }
 }

@@ -525,6 +525,93 @@ impl Engine {
         Ok(metrics)
     }
 
+    /// The catalog table of the committed Parquet dataset `d` of pipeline `pipeline`, in
+    /// `database`: its columns with their Hive types from the Parquet schema, its partition keys
+    /// and folders, and (committed by run `run_id`) the writing run and row count as
+    /// parameters. Without a run, `d` is a step's staged output (its prefix the staging
+    /// folder), whose table is only checked: its rows are not counted and the run parameters
+    /// are left out.
+    pub async fn catalog_table(
+        &self,
+        pipeline: &str,
+        database: &str,
+        d: &lake_core::publish::Dataset,
+        run_id: Option<&str>,
+    ) -> Result<lake_core::catalog::CatalogTable> {
+        use lake_core::catalog::{CatalogColumn, CatalogPartition, CatalogTable};
+        use lake_core::config::CatalogSpec;
+        let name = CatalogSpec::table_name(d.zone, &d.name);
+        let fail = |message: String| Error::Catalog {
+            table: format!("{database}.{name}"),
+            message,
+        };
+        if d.objects.is_empty() || !d.objects.iter().all(|o| o.key.ends_with(".parquet")) {
+            return Err(fail(format!(
+                "{} is not a Parquet dataset; only Parquet outputs get tables",
+                d.prefix
+            )));
+        }
+        let ctx = self
+            .lake_session(std::slice::from_ref(d), &BTreeMap::new())
+            .await?;
+        let table = TableReference::partial(d.zone.as_str(), d.name.as_str());
+        let df = ctx
+            .table(table)
+            .await
+            .map_err(|e| fail(format!("reading {}: {e}", self.zone.url_of(&d.prefix))))?;
+        let schema = df.schema().as_arrow().clone();
+        let mut parameters = BTreeMap::from([("lake.pipeline".to_owned(), pipeline.to_owned())]);
+        if let Some(run_id) = run_id {
+            let rows = df
+                .count()
+                .await
+                .map_err(|e| fail(format!("counting rows: {e}")))?;
+            parameters.insert("lake.run_id".to_owned(), run_id.to_owned());
+            parameters.insert("lake.rows".to_owned(), rows.to_string());
+        }
+        let (partition_keys, folders) = ddl::layout(d);
+        let columns = schema
+            .fields()
+            .iter()
+            .filter(|f| !partition_keys.contains(f.name()))
+            .map(|f| {
+                ddl::hive_type(f.data_type())
+                    .map(|hive_type| CatalogColumn {
+                        name: f.name().clone(),
+                        hive_type,
+                    })
+                    .map_err(|e| fail(format!("column {}: {e}", f.name())))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let location = |rel: &str| {
+            let prefix = if rel.is_empty() {
+                d.prefix.clone()
+            } else {
+                format!("{}/{rel}", d.prefix)
+            };
+            format!("{}/", self.zone.url_of(&prefix).trim_end_matches('/'))
+        };
+        let partitions = folders
+            .iter()
+            .map(|f| CatalogPartition {
+                values: f
+                    .split('/')
+                    .filter_map(|kv| kv.split_once('=').map(|(_, v)| v.to_owned()))
+                    .collect(),
+                location: location(f),
+            })
+            .collect();
+        Ok(CatalogTable {
+            database: database.to_owned(),
+            name,
+            location: location(""),
+            columns,
+            partition_keys,
+            partitions,
+            parameters,
+        })
+    }
+
     /// A session where every committed dataset is a table: `raw.<source>`,
     /// `trusted.<dataset>`, `refined.<dataset>` and `<zone>._rejected_<step>`. `formats`
     /// gives how to read a raw source (by source name); others use the defaults.
