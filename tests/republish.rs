@@ -187,3 +187,60 @@ sql = "SELECT count(*) AS n FROM t"
         "nothing was published from the changed input"
     );
 }
+
+/// A listing of the zones that misses a dataset's manifest (one made while a republish renames
+/// it into place, on some filesystems) still finds the dataset: its manifest is read by key.
+#[tokio::test]
+async fn a_listing_that_misses_a_manifest_still_finds_its_dataset() {
+    use lake::core::publish::list_datasets;
+    use lake::core::zone::{Key, ZoneStoreExt};
+    use lake_testing::counting::CountingStore;
+    let store: std::sync::Arc<lake::core::DynZoneStore> =
+        std::sync::Arc::new(lake::local::LocalZoneStore::memory());
+    let manifest = lake::core::publish::Manifest {
+        version: 1,
+        prefix: "refined/summary".into(),
+        run_id: "r1".into(),
+        committed: lake::core::chrono::Utc::now(),
+        fingerprint: None,
+        duplicate_of: None,
+        objects: vec![lake::core::publish::ObjectEntry {
+            key: "refined/summary/part-0.parquet".into(),
+            size: 3,
+            sha256: "x".into(),
+            origin: None,
+            etag: None,
+        }],
+    };
+    store
+        .put_bytes(
+            &Key::new("refined/summary/part-0.parquet").unwrap(),
+            "abc".into(),
+        )
+        .await
+        .unwrap();
+    store
+        .put_json(
+            &Key::new("refined/summary/_manifest.json").unwrap(),
+            &manifest,
+        )
+        .await
+        .unwrap();
+    let hiding = CountingStore::new(std::sync::Arc::clone(&store))
+        .hiding(|k| k.ends_with("/_manifest.json"));
+    let found = list_datasets(&hiding).await.unwrap();
+    assert_eq!(
+        found.iter().map(|d| d.prefix.as_str()).collect::<Vec<_>>(),
+        ["refined/summary"]
+    );
+    assert_eq!(found[0].objects, manifest.objects);
+    // A folder with no manifest at all is no dataset.
+    store
+        .put_bytes(
+            &Key::new("refined/half/part-0.parquet").unwrap(),
+            "abc".into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(list_datasets(&hiding).await.unwrap().len(), 1);
+}

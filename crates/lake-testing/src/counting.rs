@@ -22,6 +22,7 @@ pub struct CountingStore {
     inner: Arc<DynZoneStore>,
     counts: Arc<Mutex<Counts>>,
     fault: Option<Fault>,
+    hidden: Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for CountingStore {
@@ -68,7 +69,15 @@ impl CountingStore {
             inner,
             counts: Arc::default(),
             fault: None,
+            hidden: None,
         }
+    }
+
+    /// Leave the keys for which `hide(key)` is true out of listings (as a listing made while
+    /// an object is renamed into place may), while reads by key still find them.
+    pub fn hiding(mut self, hide: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.hidden = Some(Arc::new(hide));
+        self
     }
 
     /// Fail the writes for which `fault(operation, key)` is true, as a store error.
@@ -156,7 +165,11 @@ impl ZoneStore for CountingStore {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.count("list", None);
-        self.inner.list(prefix).await
+        let mut found = self.inner.list(prefix).await?;
+        if let Some(hide) = &self.hidden {
+            found.retain(|m| !hide(m.key.as_str()));
+        }
+        Ok(found)
     }
     async fn copy(&self, from: &Key, to: &Key) -> Result<()> {
         self.write("copy", to)?;
