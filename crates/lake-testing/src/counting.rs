@@ -16,13 +16,16 @@ use lake_core::{Error, Result};
 /// Decides whether a write (`put`, `put_if_absent`, `copy` to, `delete`) of a key fails.
 pub type Fault = Arc<dyn Fn(&'static str, &str) -> bool + Send + Sync>;
 
+/// Which keys listings leave out ([`CountingStore::hiding`]).
+pub type Hide = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Wraps a store; every call is counted by operation, and reads by key.
 #[derive(Clone)]
 pub struct CountingStore {
     inner: Arc<DynZoneStore>,
     counts: Arc<Mutex<Counts>>,
     fault: Option<Fault>,
-    hidden: Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>,
+    hidden: Option<Hide>,
 }
 
 impl std::fmt::Debug for CountingStore {
