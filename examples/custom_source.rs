@@ -22,6 +22,7 @@ use lake::Lake;
 use lake::core::backend::BackendEnv;
 use lake::core::chrono::{Datelike, NaiveDate, Utc};
 use lake::core::config::{ConfigCx, SourceSpec};
+use lake::core::doctor::Check;
 use lake::core::ledger::{RunRecord, Status};
 use lake::core::run::RunOptions;
 use lake::core::source::{SourceConfig, SourceKind, SourceObject, Window};
@@ -127,6 +128,14 @@ impl SourceConfig for MetersConfig {
         Ok(Arc::new(MeterReadings {
             meters: self.meters,
         }))
+    }
+
+    /// `lake doctor`'s check: here only what it will read (a real source would ask its API).
+    async fn doctor(&self, spec: &SourceSpec, _env: &BackendEnv) -> Vec<Check> {
+        vec![Check::pass(
+            format!("source {}", spec.name),
+            format!("{} meters", self.meters),
+        )]
     }
 }
 
@@ -256,6 +265,14 @@ mod tests {
             err.contains("sources.meters.meters: from 1 to 1000"),
             "{err}"
         );
+        // The kind's doctor check is among lake doctor's.
+        std::fs::write(dir.path().join("lake.toml"), LAKE_TOML).unwrap();
+        let lake = Lake::open_with(dir.path().join("lake.toml"), None, &kinds())
+            .await
+            .unwrap();
+        let checks = lake.doctor().await;
+        let mine = checks.iter().find(|c| c.name == "source meters").unwrap();
+        assert_eq!((mine.mark(), mine.detail.as_str()), ("✓", "3 meters"));
         let typo = LAKE_TOML.replace("meters = 3", "meter = 3");
         let err = run(dir.path(), &typo, date).await.unwrap_err().to_string();
         assert!(err.contains("unknown field `meter`"), "{err}");

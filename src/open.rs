@@ -616,8 +616,11 @@ impl Lake {
                 )),
             }
         }
-        let env = |v: &str| std::env::var(v).ok();
         let backend_env = self.backend_env();
+        for spec in self.pipeline.sources.values() {
+            checks.extend(spec.config.doctor(spec, &backend_env).await);
+        }
+        let env = |v: &str| std::env::var(v).ok();
         for spec in self.pipeline.sinks.values() {
             match spec.config.open(spec, &backend_env).await {
                 Ok(sink) if spec.is_on(&env) => checks.extend(sink.doctor().await),

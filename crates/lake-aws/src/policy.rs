@@ -59,6 +59,13 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
     if let Some(c) = &pipeline.catalog {
         statements.extend(c.config.iam_statements(pipeline));
     }
+    // Each source and sink kind adds what it calls (none of lake's own kinds calls AWS).
+    for s in pipeline.sources.values() {
+        statements.extend(s.config.iam_statements(s));
+    }
+    for s in pipeline.sinks.values() {
+        statements.extend(s.config.iam_statements(s));
+    }
     Some(json!({ "Version": "2012-10-17", "Statement": statements }))
 }
 

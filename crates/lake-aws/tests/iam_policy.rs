@@ -399,3 +399,63 @@ fn serverless_rights_reach_only_this_pipelines_applications() {
         ],
     );
 }
+
+/// A source kind of a program's own that reads a bucket: what it declares it calls is in the
+/// policy, beside the zones'.
+#[test]
+fn a_registered_source_kinds_statements_are_in_the_policy() {
+    #[derive(Debug)]
+    struct Inbox;
+    #[derive(Debug)]
+    struct InboxConfig;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Keys {
+        bucket: String,
+    }
+    impl lake::core::source::SourceKind for Inbox {
+        fn name(&self) -> &'static str {
+            "inbox"
+        }
+        fn configure(
+            &self,
+            cx: &mut lake::core::config::ConfigCx<'_, '_>,
+        ) -> Option<std::sync::Arc<dyn lake::core::source::SourceConfig>> {
+            let keys: Keys = cx.own()?;
+            assert_eq!(keys.bucket, "their-bucket");
+            Some(std::sync::Arc::new(InboxConfig))
+        }
+    }
+    #[lake::core::async_trait]
+    impl lake::core::source::SourceConfig for InboxConfig {
+        fn describe(&self, spec: &lake::core::config::SourceSpec) -> String {
+            format!("(inbox, line {})", spec.line)
+        }
+        async fn open(
+            &self,
+            _spec: &lake::core::config::SourceSpec,
+            _env: &lake::core::backend::BackendEnv,
+        ) -> lake::core::Result<std::sync::Arc<dyn lake::core::Source>> {
+            unreachable!("not run here")
+        }
+        fn iam_statements(&self, spec: &lake::core::config::SourceSpec) -> Vec<Value> {
+            vec![serde_json::json!({
+                "Sid": format!("LakeSource{}", spec.name),
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": "arn:aws:s3:::their-bucket/*",
+            })]
+        }
+    }
+    let toml = "[lake]\nname = \"x\"\nroot = \"s3://b/lake\"\n[sources.mail]\nkind = \"inbox\"\nbucket = \"their-bucket\"\n";
+    let file = ConfigFile::parse("lake.toml", "/tmp".into(), toml.to_owned()).unwrap();
+    let pipeline = file.pipeline(None, &lake::kinds().source(Inbox)).unwrap();
+    let policy = lake::aws::iam_policy(&pipeline).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    let mine = statements
+        .iter()
+        .find(|s| s["Sid"] == "LakeSourcemail")
+        .expect("the source's statement");
+    assert_eq!(mine["Resource"], "arn:aws:s3:::their-bucket/*");
+    assert!(statements.iter().any(|s| s["Sid"] == "LakeReadWriteZones"));
+}

@@ -68,6 +68,12 @@ pub trait SourceConfig: AsAny + Send + Sync + fmt::Debug + 'static {
     fn iam_statements(&self, _spec: &SourceSpec) -> Vec<serde_json::Value> {
         Vec::new()
     }
+
+    /// `lake doctor`'s checks of this source (the default checks nothing: no request is made
+    /// before a run).
+    async fn doctor(&self, _spec: &SourceSpec, _env: &BackendEnv) -> Vec<crate::doctor::Check> {
+        Vec::new()
+    }
 }
 
 /// A checked source config, as the pipeline holds it (serialised as its kind's keys).
