@@ -11,7 +11,8 @@ pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
         return;
     };
     let failed = matches!(record.status, Status::Failed | Status::Cancelled);
-    let previous_failed = lake_core::ledger::summaries(&*lake.store)
+    // The previous run of this pipeline: its own index only, not every pipeline's.
+    let previous_failed = lake_core::ledger::pipeline_summaries(&*lake.store, &record.pipeline)
         .await
         .ok()
         .and_then(|runs| {

@@ -398,13 +398,9 @@ impl Lake {
 
     /// The backend, store and sources of a run.
     pub async fn context(&self) -> Result<RunContext> {
-        let backend = self
-            .pipeline
-            .backend
-            .config()
-            .open(&self.backend_env())
-            .await?;
+        // One environment for every kind the run opens.
         let env = self.backend_env();
+        let backend = self.pipeline.backend.config().open(&env).await?;
         let mut sources = BTreeMap::new();
         for (name, spec) in &self.pipeline.sources {
             let source = match self.programs.get(name) {
@@ -424,17 +420,23 @@ impl Lake {
             store: Arc::clone(&self.store),
             backend,
             sources,
-            sinks: self.sinks().await?,
-            catalog: self.catalog().await?,
+            sinks: self.sinks_in(&env).await?,
+            catalog: self.catalog_in(&env).await?,
         })
     }
 
     /// The pipeline's sinks, opened by their kinds over this lake's zones and engine.
     pub async fn sinks(&self) -> Result<BTreeMap<String, Arc<dyn lake_core::sink::Sink>>> {
-        let env = self.backend_env();
+        self.sinks_in(&self.backend_env()).await
+    }
+
+    async fn sinks_in(
+        &self,
+        env: &BackendEnv,
+    ) -> Result<BTreeMap<String, Arc<dyn lake_core::sink::Sink>>> {
         let mut out = BTreeMap::new();
         for (name, spec) in &self.pipeline.sinks {
-            out.insert(name.clone(), spec.config.open(spec, &env).await?);
+            out.insert(name.clone(), spec.config.open(spec, env).await?);
         }
         Ok(out)
     }
@@ -442,8 +444,15 @@ impl Lake {
     /// The catalog published datasets are registered in, opened by its kind (`None` without
     /// `[catalog]`, or where its kind cannot work: a Glue catalog on a local root).
     pub async fn catalog(&self) -> Result<Option<Arc<dyn lake_core::catalog::Catalog>>> {
+        self.catalog_in(&self.backend_env()).await
+    }
+
+    async fn catalog_in(
+        &self,
+        env: &BackendEnv,
+    ) -> Result<Option<Arc<dyn lake_core::catalog::Catalog>>> {
         match &self.pipeline.catalog {
-            Some(spec) => spec.config.open(spec, &self.backend_env()).await,
+            Some(spec) => spec.config.open(spec, env).await,
             None => Ok(None),
         }
     }
@@ -595,15 +604,10 @@ impl Lake {
             ),
         };
         checks.extend(lake_core::doctor::store_checks(&*self.store, fix_read, fix_write).await);
-        checks.extend(
-            self.pipeline
-                .backend
-                .config()
-                .doctor(&self.backend_env())
-                .await,
-        );
+        let backend_env = self.backend_env();
+        checks.extend(self.pipeline.backend.config().doctor(&backend_env).await);
         if let Some(spec) = &self.pipeline.catalog {
-            match self.catalog().await {
+            match self.catalog_in(&backend_env).await {
                 Ok(Some(c)) => checks.extend(c.doctor().await),
                 Ok(None) => checks.push(Check::skipped(
                     format!("{} catalog", spec.kind),
@@ -616,7 +620,6 @@ impl Lake {
                 )),
             }
         }
-        let backend_env = self.backend_env();
         for spec in self.pipeline.sources.values() {
             checks.extend(spec.config.doctor(spec, &backend_env).await);
         }

@@ -85,14 +85,15 @@ impl Lake {
     /// The ticks due at `now`, oldest first (one read of the ledger's index).
     pub async fn due(&self, now: DateTime<Utc>) -> Result<Vec<Tick>> {
         let s = self.schedule()?;
-        let (last, dates) = successes(&ledger::summaries(&*self.store).await?);
+        let (last, dates) =
+            successes(&ledger::pipeline_summaries(&*self.store, &self.pipeline.name).await?);
         Ok(s.due(now, last, &dates))
     }
 
     /// The schedule's status at `now` (one read of the ledger's index).
     pub async fn schedule_status(&self, now: DateTime<Utc>) -> Result<ScheduleStatus> {
         let s = self.schedule()?;
-        let runs = ledger::summaries(&*self.store).await?;
+        let runs = ledger::pipeline_summaries(&*self.store, &self.pipeline.name).await?;
         let (last, dates) = successes(&runs);
         let recent = s
             .recent(now)

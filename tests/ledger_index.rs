@@ -222,3 +222,24 @@ async fn a_line_left_running_by_a_killed_run_is_no_finding_and_the_next_run_mend
         ledger::from_documents(&*store, None).await.unwrap()
     );
 }
+
+#[tokio::test]
+async fn one_pipelines_runs_are_read_from_its_own_index_alone() {
+    let store: Arc<DynZoneStore> = Arc::new(LocalZoneStore::memory());
+    for i in 0..6 {
+        let mut r = record(i, Status::Succeeded);
+        r.pipeline = if i % 3 == 0 { "p".into() } else { "q".into() };
+        ledger::write(&*store, &r).await.unwrap();
+    }
+    let counting = CountingStore::new(Arc::clone(&store));
+    let p = ledger::pipeline_summaries(&counting, "p").await.unwrap();
+    assert_eq!(
+        p.iter().map(|s| s.run_id.as_str()).collect::<Vec<_>>(),
+        [
+            record(0, Status::Succeeded).run_id,
+            record(3, Status::Succeeded).run_id
+        ]
+    );
+    let counts = counting.counts();
+    assert_eq!((counts.of("get"), counts.of("list")), (1, 0), "{counts:?}");
+}

@@ -239,22 +239,31 @@ fn run_key(run_id: &str) -> Result<Key> {
 /// the pipeline's lock (runs do).
 pub async fn write(store: &DynZoneStore, record: &RunRecord) -> Result<()> {
     let meta = store.put_json(&run_key(&record.run_id)?, record).await?;
-    let key = index_key(&record.pipeline)?;
-    let mut runs = match store.get_json::<Index>(&key).await {
-        Ok(Some(i)) => i.runs,
-        // Missing (a ledger from before the index) or unreadable: built from the documents.
-        Ok(None) | Err(Error::Corrupt { .. }) => from_documents(store, Some(&record.pipeline))
-            .await?
-            .into_iter()
-            .filter(|r| r.run_id != record.run_id)
-            .collect(),
-        Err(e) => return Err(e),
-    };
+    let mut runs = pipeline_index(store, &record.pipeline).await?;
     // A run killed between its document and its line left the line behind: mended here, by
     // the next run of the pipeline (which holds the lock, so no other of its runs is live).
     settle(store, &mut runs, Some(&record.run_id)).await?;
     upsert(&mut runs, RunSummary::of(record, meta.size));
-    put_index(store, &key, runs).await
+    put_index(store, &index_key(&record.pipeline)?, runs).await
+}
+
+/// `pipeline`'s index lines as written; missing (a ledger from before the index) or
+/// unreadable, its runs' summaries from the documents.
+async fn pipeline_index(store: &DynZoneStore, pipeline: &str) -> Result<Vec<RunSummary>> {
+    match store.get_json::<Index>(&index_key(pipeline)?).await {
+        Ok(Some(i)) => Ok(i.runs),
+        Ok(None) | Err(Error::Corrupt { .. }) => from_documents(store, Some(pipeline)).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// `pipeline`'s runs, oldest first, from its own index alone (one read, whatever other
+/// pipelines share the root), each line the index saw running read again from its document.
+pub async fn pipeline_summaries(store: &DynZoneStore, pipeline: &str) -> Result<Vec<RunSummary>> {
+    let mut runs = pipeline_index(store, pipeline).await?;
+    settle(store, &mut runs, None).await?;
+    oldest_first(&mut runs);
+    Ok(runs)
 }
 
 /// Read again the lines the index saw running (but `skip`'s) from their documents: a run
@@ -265,18 +274,11 @@ async fn settle(store: &DynZoneStore, runs: &mut [RunSummary], skip: Option<&str
         .iter_mut()
         .filter(|s| s.status == Status::Running && Some(s.run_id.as_str()) != skip)
     {
-        let key = run_key(&s.run_id)?;
-        match store.get_bytes(&key).await {
-            Ok(bytes) => {
-                let r: RunRecord =
-                    serde_json::from_slice(&bytes).map_err(|source| Error::Corrupt {
-                        key: key.to_string(),
-                        source,
-                    })?;
-                *s = RunSummary::of(&r, bytes.len() as u64);
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+        if let Some((r, size)) = store
+            .get_json_sized::<RunRecord>(&run_key(&s.run_id)?)
+            .await?
+        {
+            *s = RunSummary::of(&r, size);
         }
     }
     Ok(())

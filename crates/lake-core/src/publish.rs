@@ -16,9 +16,7 @@ use crate::config::{WriteMode, Zone, ZoneRef};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::source::{Source, Window};
-use crate::zone::{
-    DynZoneStore, Key, ObjectMeta, PutOutcome, ZoneStoreExt, json_bytes, put_hashed,
-};
+use crate::zone::{DynZoneStore, Key, PutOutcome, ZoneStoreExt, json_bytes, put_hashed};
 use crate::{Error, Result};
 
 /// The manifest file name inside a dataset or window folder.
@@ -365,35 +363,38 @@ pub async fn list_datasets(store: &DynZoneStore) -> Result<Vec<Dataset>> {
     for zone in Zone::ALL {
         let zp = zone.as_str();
         let mut raw_sources = std::collections::BTreeSet::new();
-        let listed = store.list(zp).await?;
+        let listed: Vec<String> = store
+            .list(zp)
+            .await?
+            .into_iter()
+            .map(|m| m.key.to_string())
+            .collect();
+        let suffix = format!("/{MANIFEST}");
+        let mut manifests: Vec<String> = listed
+            .iter()
+            .filter(|k| k.ends_with(&suffix))
+            .cloned()
+            .collect();
         // A listing made while a republish renames a manifest into place may miss it on some
-        // filesystems: a dataset folder listed without its manifest is read once more by key.
-        let mut unlisted: std::collections::BTreeSet<String> = Default::default();
+        // filesystems: a dataset folder listed without its manifest has it read by key (no
+        // such manifest: no dataset).
         if zone != Zone::Raw {
-            let manifests: std::collections::HashSet<&str> = listed
+            let folders: std::collections::BTreeSet<String> = listed
                 .iter()
-                .filter_map(|m| m.key.as_str().strip_suffix(&format!("/{MANIFEST}")))
+                .filter_map(|k| {
+                    let mut parts = k.splitn(3, '/');
+                    let (_, name, _) = (parts.next()?, parts.next()?, parts.next()?);
+                    (!name.starts_with(['_', '.'])).then(|| format!("{zp}/{name}{suffix}"))
+                })
                 .collect();
-            for m in &listed {
-                let mut parts = m.key.as_str().splitn(3, '/');
-                let (Some(_), Some(name), Some(_)) = (parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let dir = format!("{zp}/{name}");
-                if !name.starts_with(['_', '.']) && !manifests.contains(dir.as_str()) {
-                    unlisted.insert(dir);
-                }
-            }
+            let unlisted: Vec<String> = folders
+                .into_iter()
+                .filter(|m| !manifests.contains(m))
+                .collect();
+            manifests.extend(unlisted);
         }
-        let found = unlisted.into_iter().map(|dir| ObjectMeta {
-            key: Key::new(format!("{dir}/{MANIFEST}")).expect("a dataset's manifest key"),
-            size: 0,
-            last_modified: Utc::now(),
-            e_tag: None,
-        });
-        for meta in listed.iter().cloned().chain(found) {
-            let Some(dir) = meta.key.as_str().strip_suffix(&format!("/{MANIFEST}")) else {
+        for key in &manifests {
+            let Some(dir) = key.strip_suffix(&suffix) else {
                 continue;
             };
             let parts: Vec<&str> = dir.split('/').collect();
@@ -403,7 +404,7 @@ pub async fn list_datasets(store: &DynZoneStore) -> Result<Vec<Dataset>> {
                 }
                 (Zone::Raw, _) => {}
                 (_, [_, name]) if !name.starts_with(['_', '.']) => {
-                    if let Some(m) = store.get_json::<Manifest>(&meta.key).await? {
+                    if let Some(m) = store.get_json::<Manifest>(&Key::new(key.as_str())?).await? {
                         out.push(Dataset {
                             zone,
                             name: (*name).to_owned(),
@@ -413,7 +414,7 @@ pub async fn list_datasets(store: &DynZoneStore) -> Result<Vec<Dataset>> {
                     }
                 }
                 (_, [_, REJECTED, step]) => {
-                    if let Some(m) = store.get_json::<Manifest>(&meta.key).await? {
+                    if let Some(m) = store.get_json::<Manifest>(&Key::new(key.as_str())?).await? {
                         out.push(Dataset {
                             zone,
                             name: format!("{REJECTED}_{step}"),

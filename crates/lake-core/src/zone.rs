@@ -797,15 +797,18 @@ pub trait ZoneStoreExt: ZoneStore {
 
     /// Read a JSON document written by lake; `None` when it does not exist.
     async fn get_json<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<T>> {
+        Ok(self.get_json_sized(key).await?.map(|(doc, _)| doc))
+    }
+
+    /// [`get_json`](Self::get_json) with the document's size in bytes.
+    async fn get_json_sized<T: DeserializeOwned>(&self, key: &Key) -> Result<Option<(T, u64)>> {
         match self.get_bytes(key).await {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| Error::Corrupt {
-                        key: key.to_string(),
-                        source,
-                    })
-            }
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(|doc| Some((doc, bytes.len() as u64)))
+                .map_err(|source| Error::Corrupt {
+                    key: key.to_string(),
+                    source,
+                }),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
