@@ -642,6 +642,18 @@ impl Engine {
             // One unreadable dataset (an object deleted or damaged by hand) must not take the
             // others down: it is left out, saying why; a query of it finds no such table.
             if let Err(e) = self.register(&ctx, name.clone(), i, &input).await {
+                // Unless a republish replaced it while it was read: then the read starts again
+                // from the new manifests (publish::read_again), rather than miss the table.
+                let now = lake_core::publish::read_manifest(&*self.zone, &d.prefix).await;
+                if let Ok(Some(m)) = now
+                    && m.objects != d.objects
+                {
+                    return Err(Error::Mismatch {
+                        object: self.zone.url_of(&d.prefix),
+                        message: format!("it was republished while it was read ({e})"),
+                        missing: true,
+                    });
+                }
                 tracing::warn!("{name} is left out of the query tables: {e}");
             }
         }
