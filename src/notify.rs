@@ -11,8 +11,8 @@ pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
         return;
     };
     let failed = matches!(record.status, Status::Failed | Status::Cancelled);
-    // The previous run of this pipeline: its own index only, not every pipeline's.
-    let previous_failed = lake_core::ledger::pipeline_summaries(&*lake.store, &record.pipeline)
+    // The previous run of this pipeline: its index's head only (its newest runs).
+    let previous_failed = lake_core::ledger::pipeline_recent(&*lake.store, &record.pipeline)
         .await
         .ok()
         .and_then(|runs| {
@@ -41,7 +41,10 @@ pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
             Ok(url) => {
                 if let Err(e) = lake_ingest::post_json(url.expose(), &summary).await {
                     let redactor = lake_core::config::Redactor::new([&url]);
-                    tracing::warn!("notify: the webhook failed: {}", redactor.redact(&e));
+                    tracing::warn!(
+                        "notify: the webhook failed: {}",
+                        redactor.redact(&lake_core::run::error_chain(&e))
+                    );
                 }
             }
             Err(e) => tracing::warn!("notify: {e}"),

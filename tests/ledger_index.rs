@@ -66,7 +66,7 @@ async fn ledger_of(n: usize) -> Arc<DynZoneStore> {
 }
 
 #[tokio::test]
-async fn summaries_read_one_index_whatever_the_number_of_runs() {
+async fn summaries_read_the_index_and_the_newest_run_only_the_head() {
     for n in [1, 100, 250] {
         let store = ledger_of(n).await;
         let counting = CountingStore::new(Arc::clone(&store));
@@ -76,10 +76,13 @@ async fn summaries_read_one_index_whatever_the_number_of_runs() {
             ledger::from_documents(&*store, None).await.unwrap(),
             "{n} runs"
         );
+        // One read per index object: the head, and a sealed segment per hundred-odd runs.
+        let objects = store.list("_lake/runs.index").await.unwrap().len();
+        assert!(objects <= 1 + n / 100, "{n} runs: {objects} index objects");
         let counts = counting.counts();
-        assert_eq!(counts.of("get"), 1, "{n} runs: {counts:?}");
+        assert_eq!(counts.of("get"), objects, "{n} runs: {counts:?}");
         assert_eq!(counts.of("list"), 1, "{n} runs: {counts:?}");
-        assert_eq!(counts.total(), 2, "{n} runs: {counts:?}");
+        assert_eq!(counts.total(), objects + 1, "{n} runs: {counts:?}");
 
         counting.reset();
         let newest = ledger::latest(&counting).await.unwrap().unwrap();
@@ -87,7 +90,7 @@ async fn summaries_read_one_index_whatever_the_number_of_runs() {
         assert_eq!(
             counting.counts().of("get"),
             2,
-            "the index and the newest run"
+            "the head and the newest run, however many runs are sealed"
         );
 
         counting.reset();
@@ -95,7 +98,7 @@ async fn summaries_read_one_index_whatever_the_number_of_runs() {
         assert_eq!(ledger::find(&counting, prefix).await.unwrap(), newest);
         assert_eq!(
             counting.counts().of("get"),
-            2,
+            objects + 1,
             "a prefix is found in the index"
         );
         assert!(ledger::check_index(&*store).await.unwrap().is_empty());
@@ -241,5 +244,96 @@ async fn one_pipelines_runs_are_read_from_its_own_index_alone() {
         ]
     );
     let counts = counting.counts();
-    assert_eq!((counts.of("get"), counts.of("list")), (1, 0), "{counts:?}");
+    assert_eq!(
+        (counts.of("get"), counts.of("list")),
+        (1, 1),
+        "its head, and a listing of its (no) segments: {counts:?}"
+    );
+}
+
+/// The head of `p`'s index, as lines.
+async fn head_lines(store: &DynZoneStore) -> Vec<serde_json::Value> {
+    let head: serde_json::Value = store
+        .get_json(&Key::new("_lake/runs.index/p.json").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    head["runs"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_long_ledger_is_sealed_into_segments_so_a_run_and_its_notice_read_only_the_head() {
+    let n = 450;
+    let store = ledger_of(n).await;
+    let truth = ledger::from_documents(&*store, None).await.unwrap();
+    assert_eq!(truth.len(), n);
+    let objects = store.list("_lake/runs.index").await.unwrap();
+    assert!(objects.len() >= 3, "sealed segments: {objects:?}");
+    let head = head_lines(&store).await;
+    assert!((100..=200).contains(&head.len()), "{} lines", head.len());
+    assert_eq!(
+        head.last().unwrap()["run_id"],
+        truth.last().unwrap().run_id.as_str(),
+        "the head holds the newest runs"
+    );
+
+    // Every reader sees every run once, from heads and segments.
+    assert_eq!(ledger::summaries(&*store).await.unwrap(), truth);
+    assert_eq!(
+        ledger::pipeline_summaries(&*store, "p").await.unwrap(),
+        truth
+    );
+    assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+
+    // A run's write reads the head alone; the notice's question too.
+    let counting = CountingStore::new(Arc::clone(&store));
+    ledger::write(&counting, &record(n, Status::Succeeded))
+        .await
+        .unwrap();
+    let counts = counting.counts();
+    assert_eq!(counts.of("get"), 1, "{counts:?}");
+    assert_eq!(counts.of("list"), 0, "{counts:?}");
+    counting.reset();
+    let recent = ledger::pipeline_recent(&counting, "p").await.unwrap();
+    assert_eq!(counting.counts().total(), 1, "{:?}", counting.counts());
+    assert_eq!(
+        recent.last().unwrap().run_id,
+        record(n, Status::Succeeded).run_id
+    );
+    assert!(recent.len() >= 100);
+
+    // A crash between a segment and the head that drops its lines leaves them in both: each
+    // run is still read once, and it is no finding.
+    let first_segment = objects
+        .iter()
+        .find(|m| m.key.as_str().starts_with("_lake/runs.index/p/"))
+        .unwrap();
+    let sealed: serde_json::Value = store.get_json(&first_segment.key).await.unwrap().unwrap();
+    let mut both = sealed["runs"].as_array().unwrap().clone();
+    both.extend(head_lines(&store).await);
+    store
+        .put_json(
+            &Key::new("_lake/runs.index/p.json").unwrap(),
+            &serde_json::json!({ "runs": both }),
+        )
+        .await
+        .unwrap();
+    let truth = ledger::from_documents(&*store, None).await.unwrap();
+    assert_eq!(ledger::summaries(&*store).await.unwrap(), truth);
+    assert_eq!(
+        ledger::pipeline_summaries(&*store, "p").await.unwrap(),
+        truth
+    );
+    assert!(ledger::check_index(&*store).await.unwrap().is_empty());
+
+    // The rebuild writes heads and segments again, and leaves no line twice.
+    ledger::rebuild_index(&*store).await.unwrap();
+    assert_eq!(ledger::summaries(&*store).await.unwrap(), truth);
+    assert!(head_lines(&store).await.len() <= 200);
+    let mut lines = 0;
+    for m in store.list("_lake/runs.index").await.unwrap() {
+        let doc: serde_json::Value = store.get_json(&m.key).await.unwrap().unwrap();
+        lines += doc["runs"].as_array().unwrap().len();
+    }
+    assert_eq!(lines, truth.len());
 }

@@ -239,17 +239,54 @@ fn run_key(run_id: &str) -> Result<Key> {
 /// the pipeline's lock (runs do).
 pub async fn write(store: &DynZoneStore, record: &RunRecord) -> Result<()> {
     let meta = store.put_json(&run_key(&record.run_id)?, record).await?;
-    let mut runs = pipeline_index(store, &record.pipeline).await?;
+    let mut runs = pipeline_head(store, &record.pipeline).await?;
     // A run killed between its document and its line left the line behind: mended here, by
     // the next run of the pipeline (which holds the lock, so no other of its runs is live).
     settle(store, &mut runs, Some(&record.run_id)).await?;
     upsert(&mut runs, RunSummary::of(record, meta.size));
-    put_index(store, &index_key(&record.pipeline)?, runs).await
+    put_pipeline(store, &record.pipeline, runs).await.map(drop)
 }
 
-/// `pipeline`'s index lines as written; missing (a ledger from before the index) or
-/// unreadable, its runs' summaries from the documents.
-async fn pipeline_index(store: &DynZoneStore, pipeline: &str) -> Result<Vec<RunSummary>> {
+/// The most lines a pipeline's head index holds: past it, its oldest ended runs are sealed
+/// into a segment, so a run's writes and the readers of recent runs cost the same at the
+/// thousandth run as at the first.
+const HEAD_MAX: usize = 200;
+
+/// The newest lines a head keeps when it is sealed (at least: a run still running stays).
+const HEAD_KEEP: usize = 100;
+
+/// Write `runs` (sorted by run id) as `pipeline`'s index: its oldest ended lines sealed into
+/// segments `<pipeline>/<first run id>.json` (written once, never changed) while more than
+/// [`HEAD_MAX`] remain, then the rest as its head `<pipeline>.json`. A segment is written
+/// before the head that drops its lines: a crash between leaves a line in both, which readers
+/// take once.
+async fn put_pipeline(
+    store: &DynZoneStore,
+    pipeline: &str,
+    mut runs: Vec<RunSummary>,
+) -> Result<Vec<Key>> {
+    let mut written = Vec::new();
+    while runs.len() > HEAD_MAX {
+        let n = runs[..runs.len() - HEAD_KEEP]
+            .iter()
+            .take_while(|r| r.status != Status::Running)
+            .count();
+        if n == 0 {
+            break;
+        }
+        let key = segment_key(pipeline, &runs[0].run_id)?;
+        put_index(store, &key, runs.drain(..n).collect()).await?;
+        written.push(key);
+    }
+    let head = index_key(pipeline)?;
+    put_index(store, &head, runs).await?;
+    written.push(head);
+    Ok(written)
+}
+
+/// `pipeline`'s head index lines as written (its newest runs); missing (a ledger from before
+/// the index) or unreadable, its runs' summaries from the documents.
+async fn pipeline_head(store: &DynZoneStore, pipeline: &str) -> Result<Vec<RunSummary>> {
     match store.get_json::<Index>(&index_key(pipeline)?).await {
         Ok(Some(i)) => Ok(i.runs),
         Ok(None) | Err(Error::Corrupt { .. }) => from_documents(store, Some(pipeline)).await,
@@ -257,13 +294,45 @@ async fn pipeline_index(store: &DynZoneStore, pipeline: &str) -> Result<Vec<RunS
     }
 }
 
-/// `pipeline`'s runs, oldest first, from its own index alone (one read, whatever other
-/// pipelines share the root), each line the index saw running read again from its document.
+/// `pipeline`'s runs, oldest first, from its own index alone (its head and its sealed
+/// segments, whatever other pipelines share the root), each line the index saw running read
+/// again from its document.
 pub async fn pipeline_summaries(store: &DynZoneStore, pipeline: &str) -> Result<Vec<RunSummary>> {
-    let mut runs = pipeline_index(store, pipeline).await?;
+    let head = pipeline_head(store, pipeline).await?;
+    let mut sealed = Vec::new();
+    for meta in store.list(&segments_prefix(pipeline)).await? {
+        match store.get_json::<Index>(&meta.key).await {
+            Ok(Some(i)) => sealed.extend(i.runs),
+            Ok(None) => {}
+            // A damaged segment: the documents answer (`lake fsck --repair` rewrites it).
+            Err(Error::Corrupt { .. }) => return from_documents(store, Some(pipeline)).await,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut runs = once_each(sealed.into_iter().chain(head));
     settle(store, &mut runs, None).await?;
     oldest_first(&mut runs);
     Ok(runs)
+}
+
+/// `pipeline`'s newest runs (at least its last [`HEAD_KEEP`], or all it has), oldest first:
+/// one read of its head, whatever the number of runs it ever made. What a notice needs to
+/// know how the run before ended.
+pub async fn pipeline_recent(store: &DynZoneStore, pipeline: &str) -> Result<Vec<RunSummary>> {
+    let mut runs = pipeline_head(store, pipeline).await?;
+    settle(store, &mut runs, None).await?;
+    oldest_first(&mut runs);
+    Ok(runs)
+}
+
+/// Each run once (by id), the last line read of it winning: a line a crash left both in a
+/// segment and in its head is the same run.
+fn once_each(lines: impl IntoIterator<Item = RunSummary>) -> Vec<RunSummary> {
+    let mut by_id = std::collections::BTreeMap::new();
+    for s in lines {
+        by_id.insert(s.run_id.clone(), s);
+    }
+    by_id.into_values().collect()
 }
 
 /// Read again the lines the index saw running (but `skip`'s) from their documents: a run
@@ -357,6 +426,14 @@ fn index_key(pipeline: &str) -> Result<Key> {
     Key::new(format!("{INDEX}/{pipeline}.json"))
 }
 
+fn segments_prefix(pipeline: &str) -> String {
+    format!("{INDEX}/{pipeline}/")
+}
+
+fn segment_key(pipeline: &str, first_run: &str) -> Result<Key> {
+    Key::new(format!("{}{first_run}.json", segments_prefix(pipeline)))
+}
+
 fn upsert(runs: &mut Vec<RunSummary>, s: RunSummary) {
     runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
     match runs.binary_search_by(|r| r.run_id.as_str().cmp(&s.run_id)) {
@@ -388,13 +465,32 @@ pub async fn from_documents(
     Ok(out)
 }
 
-/// Every pipeline's index lines, as written; `None` without any index or when one is damaged
-/// (then the documents answer, and `lake fsck --repair` rebuilds it).
+/// Every pipeline's index lines (heads and segments), each run once; `None` without any
+/// index or when one is damaged (then the documents answer, and `lake fsck --repair` rebuilds
+/// it).
 async fn indexed(store: &DynZoneStore) -> Result<Option<Vec<RunSummary>>> {
-    let indexes = store.list(INDEX).await?;
+    read_indexes(store, false).await
+}
+
+/// Whether an index object is a pipeline's head (`_lake/runs.index/<pipeline>.json`) rather
+/// than one of its sealed segments.
+fn is_head(key: &Key) -> bool {
+    key.as_str()
+        .rsplit_once('/')
+        .is_some_and(|(dir, _)| dir == INDEX)
+}
+
+/// The lines of every index object (`heads_only`: of the pipelines' heads), each run once.
+async fn read_indexes(store: &DynZoneStore, heads_only: bool) -> Result<Option<Vec<RunSummary>>> {
+    let mut indexes = store.list(INDEX).await?;
+    if heads_only {
+        indexes.retain(|m| is_head(&m.key));
+    }
     if indexes.is_empty() {
         return Ok(None);
     }
+    // Segments before heads: a line in both (a crash between them) is taken from the head.
+    indexes.sort_by_key(|m| is_head(&m.key));
     let mut out = Vec::new();
     for meta in &indexes {
         match store.get_json::<Index>(&meta.key).await {
@@ -404,7 +500,7 @@ async fn indexed(store: &DynZoneStore) -> Result<Option<Vec<RunSummary>>> {
             Err(e) => return Err(e),
         }
     }
-    Ok(Some(out))
+    Ok(Some(once_each(out)))
 }
 
 /// Every run's summary, oldest first (by start, then id), from the pipelines' indexes: one
@@ -487,20 +583,16 @@ pub async fn rebuild_index(store: &DynZoneStore) -> Result<()> {
     for s in truth {
         by_pipeline.entry(s.pipeline.clone()).or_default().push(s);
     }
-    for meta in store.list(INDEX).await? {
-        let stale = meta
-            .key
-            .as_str()
-            .strip_prefix(&format!("{INDEX}/"))
-            .and_then(|n| n.strip_suffix(".json"))
-            .is_none_or(|p| !by_pipeline.contains_key(p));
-        if stale {
-            store.delete(&meta.key).await?;
-        }
-    }
+    let old = store.list(INDEX).await?;
+    let mut written = std::collections::BTreeSet::new();
     for (pipeline, mut runs) in by_pipeline {
         runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
-        put_index(store, &index_key(&pipeline)?, runs).await?;
+        written.extend(put_pipeline(store, &pipeline, runs).await?);
+    }
+    // What the new indexes do not hold: the indexes of pipelines without runs, and segments
+    // cut elsewhere (removed after the new ones are written: meanwhile a line is in both).
+    for meta in old.iter().filter(|m| !written.contains(&m.key)) {
+        store.delete(&meta.key).await?;
     }
     Ok(())
 }
@@ -510,9 +602,18 @@ fn run_id_of(key: &str) -> Option<&str> {
     key.strip_prefix("_lake/runs/")?.strip_suffix(".json")
 }
 
-/// The newest run (by start), read whole.
+/// The newest run (by start), read whole: from the pipelines' heads (each holds its newest
+/// runs), so as cheap at the thousandth run as at the first.
 pub async fn latest(store: &DynZoneStore) -> Result<Option<RunRecord>> {
-    match summaries(store).await?.last() {
+    let newest = match read_indexes(store, true).await? {
+        Some(mut heads) => {
+            settle(store, &mut heads, None).await?;
+            oldest_first(&mut heads);
+            heads
+        }
+        None => from_documents(store, None).await?,
+    };
+    match newest.last() {
         Some(s) => get(store, &s.run_id).await.map(Some),
         None => Ok(None),
     }
