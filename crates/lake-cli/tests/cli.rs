@@ -806,6 +806,102 @@ fn a_window_fetched_out_of_order_does_not_move_the_cursor_past_a_gap() {
     );
 }
 
+#[test]
+fn a_paged_api_lands_its_pages_once_and_a_step_reads_them_as_one_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Three cursor pages of orders, the last without a cursor.
+    let (url, seen) = http_server(|head| {
+        let target = head.split(' ').nth(1).unwrap_or_default();
+        let body = if target.contains("cursor=b") {
+            r#"{"data":[{"id":3,"amount":30.5,"tier":"gold"}],"meta":{"next":null}}"#
+        } else if target.contains("cursor=a") {
+            r#"{"data":[{"id":2,"amount":20}],"meta":{"next":"b"}}"#
+        } else {
+            r#"{"data":[{"id":1,"amount":10}],"meta":{"next":"a"}}"#
+        };
+        Reply::ok(body)
+    });
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        format!(
+            r#"[lake]
+name = "shop"
+root = "lake"
+
+[sources.orders]
+kind = "http"
+url = "{url}/v2/orders"
+query = {{ updated_since = "{{start}}", limit = "500" }}
+paginate = {{ kind = "cursor", cursor_path = "meta.next", param = "cursor" }}
+records_path = "data"
+max_pages = 100
+
+[steps.orders]
+kind = "sql"
+inputs = [{{ path = "raw/orders@date", format = "json", json_path = "data" }}]
+output = "trusted/orders"
+sql = "SELECT CAST(id AS BIGINT) AS id, CAST(amount AS DOUBLE) AS amount, tier FROM orders"
+"#
+        ),
+    )
+    .unwrap();
+    let plan = lake(tmp.path()).arg("plan").output().unwrap();
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    assert!(
+        stdout(&plan).contains("paged by cursor up to 100 pages")
+            && stdout(&plan).contains("orders-pNNNNN.json"),
+        "{}",
+        stdout(&plan)
+    );
+    let out = lake(tmp.path())
+        .args(["run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let window = tmp.path().join("lake/raw/orders/ingest_date=2024-05-01");
+    for n in 1..=3 {
+        assert!(
+            window.join(format!("orders-p0000{n}.json")).is_file(),
+            "page {n}"
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(window.join("_manifest.json")).unwrap()).unwrap();
+    let keys: Vec<&str> = manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "orders-p00001.json",
+            "orders-p00002.json",
+            "orders-p00003.json"
+        ]
+    );
+    lake(tmp.path())
+        .args([
+            "query",
+            "SELECT count(*) AS n, sum(amount) AS total, max(tier) AS tier FROM trusted.orders",
+            "--format",
+            "csv",
+        ])
+        .assert()
+        .success()
+        .stdout("n,total,tier\n3,60.5,gold\n");
+    // The window is complete: the same date again fetches nothing.
+    lake(tmp.path())
+        .args(["run", "--date", "2024-05-01"])
+        .assert()
+        .success();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[0].contains("updated_since=2024-05-01") && !seen[0].contains("cursor="));
+    assert!(seen[2].contains("cursor=b") && seen[2].contains("limit=500"));
+}
+
 /// What a test server sends back: a status line, a body (with its Content-Length), and a
 /// pause after each MiB of it (a slow server).
 struct Reply {

@@ -136,6 +136,63 @@ fn weather_on_spark_gives_the_embedded_engines_rows() {
 /// Without spark-submit the run stops before it takes its lock, saying what it tried; doctor
 /// says the same. With it, doctor reports the Spark version.
 #[test]
+fn pages_of_records_read_on_spark_give_the_embedded_engines_rows() {
+    let Some(bin) = spark_bin() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Pages as a paged API answers them: records under `data`, members missing in some.
+    std::fs::write(
+        data.join("orders-p00001.json"),
+        r#"{"page": 1, "data": [{"id": 1, "amount": 10.5, "tier": "gold"}, {"id": 2, "amount": 20}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("orders-p00002.json"),
+        r#"{"page": 2, "data": [{"id": 3, "amount": 7.25, "tier": "basic"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        r#"[lake]
+name = "pages"
+root = "lake"
+
+[env.spark]
+backend = "spark"
+
+[spark]
+master = "local[2]"
+conf = { "spark.sql.shuffle.partitions" = "2", "spark.ui.enabled" = "false" }
+
+[sources.orders]
+kind = "file"
+path = "data/orders-p*.json"
+
+[steps.orders]
+kind = "sql"
+inputs = [{ path = "raw/orders@date", format = "json", json_path = "data" }]
+output = "trusted/orders"
+sql = "SELECT CAST(id AS BIGINT) AS id, CAST(amount AS DOUBLE) AS amount, tier, CAST(page AS BIGINT) AS page FROM orders"
+"#,
+    )
+    .unwrap();
+    let q = "SELECT id, amount, tier, page FROM trusted.orders ORDER BY id";
+    ok(lake(tmp.path(), &bin).args(["run", "--date", "2024-05-01"]));
+    let want = ok(lake(tmp.path(), &bin).args(["query", "--format", "csv", q]));
+    assert_eq!(
+        want,
+        "id,amount,tier,page\n1,10.5,gold,1\n2,20.0,,1\n3,7.25,basic,2\n"
+    );
+    ok(lake(tmp.path(), &bin).args(["--env", "spark", "run", "--date", "2024-05-01", "--force"]));
+    let got = ok(lake(tmp.path(), &bin).args(["query", "--format", "csv", q]));
+    assert_eq!(got, want);
+    let runs: serde_json::Value =
+        serde_json::from_str(&ok(lake(tmp.path(), &bin).args(["runs", "--json"]))).unwrap();
+    assert_eq!(runs.as_array().unwrap().last().unwrap()["backend"], "spark");
+}
+
+#[test]
 fn a_missing_spark_is_named_before_the_run_and_doctor_reports_the_version() {
     let dir = lake_testing::example("credit");
     let empty = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ use lake_core::source::{SourceConfig, SourceKind};
 use lake_core::{Result, Source};
 use serde::{Deserialize, Serialize};
 
+use crate::paginate::Paginate;
 use crate::{FileSource, HttpSource, KaggleSource};
 
 /// The environment lookup a run gives its sources (`${env:…}`), else the process's.
@@ -374,6 +375,138 @@ struct HttpKeys {
     max_attempts: Option<u32>,
     max_bytes: Option<String>,
     allow_private_redirects: Option<bool>,
+    paginate: Option<PaginateKeys>,
+    records_path: Option<String>,
+    max_pages: Option<u64>,
+}
+
+/// `paginate = { kind = "cursor", cursor_path = "meta.next", param = "cursor" }` and the other
+/// kinds' keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaginateKeys {
+    kind: Option<String>,
+    next_url_path: Option<String>,
+    cursor_path: Option<String>,
+    param: Option<String>,
+    limit_param: Option<String>,
+    limit: Option<u64>,
+    start: Option<u64>,
+}
+
+/// A dotted JSON path as written (`meta.next_cursor`): non-empty parts.
+fn dotted(path: &str) -> bool {
+    !path.is_empty() && path.split('.').all(|p| !p.trim().is_empty())
+}
+
+/// The `paginate` table, checked: its kind and the keys that kind takes.
+fn paginate(
+    cx: &mut ConfigCx<'_, '_>,
+    k: &PaginateKeys,
+    query: &BTreeMap<String, String>,
+) -> Option<Paginate> {
+    let at = cx.key_of("paginate");
+    let kind = k.kind.as_deref().unwrap_or_default();
+    // Which keys each kind takes, to refuse the others by name.
+    let takes: &[&str] = match kind {
+        "link_header" => &[],
+        "next_url" => &["next_url_path"],
+        "cursor" => &["cursor_path", "param"],
+        "offset" => &["param", "limit_param", "limit", "start"],
+        "page" => &["param", "start"],
+        _ => {
+            cx.value(
+                &format!("{at}.kind"),
+                format!(
+                    "{kind:?} is not a pagination: use one of {}",
+                    Paginate::KINDS.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    let given = [
+        ("next_url_path", k.next_url_path.is_some()),
+        ("cursor_path", k.cursor_path.is_some()),
+        ("param", k.param.is_some()),
+        ("limit_param", k.limit_param.is_some()),
+        ("limit", k.limit.is_some()),
+        ("start", k.start.is_some()),
+    ];
+    let mut ok = true;
+    for (key, set) in given {
+        if set && !takes.contains(&key) {
+            cx.key(
+                &format!("{at}.{key}"),
+                format!("paginate kind {kind:?} takes no `{key}`"),
+            );
+            ok = false;
+        }
+    }
+    let mut path = |cx: &mut ConfigCx<'_, '_>, key: &str, v: &Option<String>| match v {
+        Some(p) if dotted(p) => p.clone(),
+        Some(p) => {
+            cx.value(
+                &format!("{at}.{key}"),
+                format!("{p:?} is not a dotted path such as \"meta.next\""),
+            );
+            ok = false;
+            String::new()
+        }
+        None => {
+            cx.key(
+                &at,
+                format!(
+                    "paginate kind {kind:?} needs `{key}`: the dotted path in a page where it is"
+                ),
+            );
+            ok = false;
+            String::new()
+        }
+    };
+    let param = |default: &str| k.param.clone().unwrap_or_else(|| default.to_owned());
+    let p = match kind {
+        "link_header" => Paginate::LinkHeader,
+        "next_url" => Paginate::NextUrl {
+            next_url_path: path(cx, "next_url_path", &k.next_url_path),
+        },
+        "cursor" => Paginate::Cursor {
+            cursor_path: path(cx, "cursor_path", &k.cursor_path),
+            param: param("cursor"),
+        },
+        "offset" => {
+            if k.limit == Some(0) {
+                cx.value(
+                    &format!("{at}.limit"),
+                    "limit is the records per page: at least 1",
+                );
+                ok = false;
+            }
+            Paginate::Offset {
+                param: param("offset"),
+                limit_param: k.limit_param.clone().unwrap_or_else(|| "limit".into()),
+                limit: k.limit.unwrap_or(100),
+                start: k.start.unwrap_or(0),
+            }
+        }
+        _ => Paginate::Page {
+            param: param("page"),
+            start: k.start.unwrap_or(1),
+        },
+    };
+    for name in p.params() {
+        if name.is_empty() {
+            cx.value(&at, "an empty query parameter name");
+            ok = false;
+        } else if query.contains_key(name) {
+            cx.key(
+                &cx.key_of(&format!("query.{name}")),
+                format!("`{name}` is set by paginate ({kind}) on every page: remove it from query"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(p)
 }
 
 /// `auth = { bearer = "${env:TOKEN}" }` or `auth = { username = "…", password = "${env:PW}" }`.
@@ -501,6 +634,43 @@ impl SourceKind for HttpKind {
                 allow_private_redirects: k.allow_private_redirects,
             },
         );
+        if let Some(p) = &k.records_path
+            && !dotted(p)
+        {
+            cx.value(
+                &cx.key_of("records_path"),
+                format!("{p:?} is not a dotted path such as \"data.items\""),
+            );
+            ok = false;
+        }
+        let paged = match &k.paginate {
+            Some(p) => match paginate(cx, p, &k.query) {
+                Some(p) => Some(p),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+            None => {
+                for (key, set) in [
+                    ("records_path", k.records_path.is_some()),
+                    ("max_pages", k.max_pages.is_some()),
+                ] {
+                    if set {
+                        cx.key(
+                            &cx.key_of(key),
+                            format!("`{key}` is for paged sources: set `paginate` too"),
+                        );
+                        ok = false;
+                    }
+                }
+                None
+            }
+        };
+        if k.max_pages == Some(0) {
+            cx.value(&cx.key_of("max_pages"), "max_pages must be at least 1");
+            ok = false;
+        }
         match (url_t, filename_t) {
             (Some(url), Some(filename)) if ok => Some(Arc::new(HttpSpec {
                 url,
@@ -509,6 +679,9 @@ impl SourceKind for HttpKind {
                 auth,
                 filename,
                 transfer,
+                paginate: paged,
+                records_path: k.records_path.clone(),
+                max_pages: k.max_pages.unwrap_or(HttpSpec::DEFAULT_MAX_PAGES),
             })),
             _ => None,
         }
@@ -532,6 +705,19 @@ pub struct HttpSpec {
     /// Timeouts, attempts and bounds of its requests.
     #[serde(flatten)]
     pub transfer: Transfer,
+    /// How a window's answer is paged, if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Paginate>,
+    /// Where a page's records are (a dotted path), for the empty-page stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records_path: Option<String>,
+    /// The most pages a window may have: past it the window fails (never a silent cut).
+    pub max_pages: u64,
+}
+
+impl HttpSpec {
+    /// `max_pages` when it is not set.
+    pub const DEFAULT_MAX_PAGES: u64 = 10_000;
 }
 
 /// HTTP authentication, unresolved.
@@ -552,9 +738,26 @@ pub enum HttpAuth {
 #[async_trait]
 impl SourceConfig for HttpSpec {
     fn describe(&self, spec: &SourceSpec) -> String {
+        let paged = match &self.paginate {
+            None => String::new(),
+            Some(p) => format!(
+                ", paged by {} up to {} pages",
+                serde_json::to_value(p)
+                    .ok()
+                    .and_then(|v| v["kind"].as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                self.max_pages
+            ),
+        };
+        let name = match &self.paginate {
+            None => self.filename.to_string(),
+            Some(_) => {
+                crate::paginate::page_name(&self.filename.to_string(), 1).replace("00001", "NNNNN")
+            }
+        };
         format!(
-            "(http, line {}, window {}): GET {} → raw/{}/ingest_date=<date>/{}",
-            spec.line, spec.window, self.url, spec.name, self.filename
+            "(http, line {}, window {}{paged}): GET {} → raw/{}/ingest_date=<date>/{name}",
+            spec.line, spec.window, self.url, spec.name
         )
     }
 

@@ -1,6 +1,7 @@
 //! `kind = "http"`: one GET per window, retried with backoff, streamed to the zone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use lake_core::{Error, Result};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
+use crate::paginate::{self, Paginate};
 use crate::reach::Reach;
 
 /// The first backoff; it doubles per attempt (jittered: up to twice as long) up to [`MAX_BACKOFF`].
@@ -40,6 +42,15 @@ pub struct HttpSource {
     spec: HttpSpec,
     env: EnvLookup,
     fetch: Fetcher,
+    /// A paged source's windows: their pages, fetched by `objects` and spooled to local
+    /// files until `finish`.
+    pages: Arc<Mutex<HashMap<Window, Pages>>>,
+}
+
+/// A window's pages on local disk (removed with the folder when dropped).
+struct Pages {
+    _dir: tempfile::TempDir,
+    files: HashMap<String, std::path::PathBuf>,
 }
 
 /// GETs with retries for one source: its client, backoff and attempt limit. Shared by the
@@ -78,6 +89,7 @@ impl HttpSource {
             spec,
             env,
             fetch,
+            pages: Arc::default(),
         })
     }
 
@@ -260,6 +272,17 @@ impl Fetcher {
         secrets: &Redactor,
         make: impl Fn() -> Result<reqwest::RequestBuilder>,
     ) -> Result<ByteStream> {
+        Ok(self.get_with_headers(shown, url, secrets, make).await?.1)
+    }
+
+    /// [`get`](Self::get), with the response's headers.
+    pub(crate) async fn get_with_headers(
+        &self,
+        shown: &str,
+        url: &reqwest::Url,
+        secrets: &Redactor,
+        make: impl Fn() -> Result<reqwest::RequestBuilder>,
+    ) -> Result<(HeaderMap, ByteStream)> {
         self.reach.configured(url).await;
         // Every message below may hold what the server sent back (a body that echoes the
         // request): no resolved secret goes into an error.
@@ -284,6 +307,7 @@ impl Fetcher {
                     return Err(fail(format!("GET {shown}: {}", without_url(&e))));
                 }
                 Ok(resp) if resp.status().is_success() => {
+                    let headers = resp.headers().clone();
                     let name = self.name.clone();
                     let origin = shown.to_owned();
                     let max = self.max_bytes;
@@ -309,7 +333,7 @@ impl Fetcher {
                         }
                         Ok(chunk)
                     });
-                    return Ok(stream.boxed());
+                    return Ok((headers, stream.boxed()));
                 }
                 Ok(resp) if retryable(resp.status()) => {
                     let status = resp.status();
@@ -379,6 +403,9 @@ impl Source for HttpSource {
     }
 
     async fn objects(&self, window: &Window) -> Result<Vec<SourceObject>> {
+        if let Some(p) = &self.spec.paginate {
+            return self.fetch_pages(p, window).await;
+        }
         let (_, shown) = self.url(window)?;
         Ok(vec![SourceObject {
             name: self.resolve(
@@ -392,7 +419,29 @@ impl Source for HttpSource {
         }])
     }
 
-    async fn open(&self, window: &Window, _object: &SourceObject) -> Result<ByteStream> {
+    async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream> {
+        if self.spec.paginate.is_some() {
+            let path = self.page_file(window, object)?;
+            let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                self.err(
+                    format!("cannot open page {}", object.name),
+                    Some(Box::new(e)),
+                )
+            })?;
+            let name = self.name.clone();
+            let page = object.name.clone();
+            return Ok(
+                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+                    .map(move |r| {
+                        r.map_err(|e| Error::Source {
+                            source_name: name.clone(),
+                            message: format!("reading page {page} failed"),
+                            source: Some(Box::new(e)),
+                        })
+                    })
+                    .boxed(),
+            );
+        }
         let (url, shown) = self.url(window)?;
         let headers = self.headers(window)?;
         let secrets = self.secrets(window)?;
@@ -401,6 +450,160 @@ impl Source for HttpSource {
                 self.request(url.clone(), headers.clone())
             })
             .await
+    }
+
+    fn local_file(&self, window: &Window, object: &SourceObject) -> Option<std::path::PathBuf> {
+        self.spec.paginate.as_ref()?;
+        self.page_file(window, object).ok()
+    }
+
+    async fn finish(&self, window: &Window) {
+        self.pages.lock().expect("pages lock").remove(window);
+    }
+}
+
+impl HttpSource {
+    fn page_file(&self, window: &Window, object: &SourceObject) -> Result<std::path::PathBuf> {
+        self.pages
+            .lock()
+            .expect("pages lock")
+            .get(window)
+            .and_then(|p| p.files.get(&object.name).cloned())
+            .ok_or_else(|| {
+                self.err(
+                    format!("page {} of window {window} was not fetched", object.name),
+                    None,
+                )
+            })
+    }
+
+    /// Fetch `window`'s pages one after the other, each with its retries, into local files:
+    /// the objects of the window, in order. A page that fails, a loop (a page leading to
+    /// itself or to a page already fetched), a next page on another origin, or more than
+    /// `max_pages` pages fail the window: nothing of it is landed.
+    async fn fetch_pages(&self, p: &Paginate, window: &Window) -> Result<Vec<SourceObject>> {
+        let (base, _) = self.url(window)?;
+        let headers = self.headers(window)?;
+        let secrets = self.secrets(window)?;
+        let filename = self.resolve(
+            &format!("sources.{}.filename", self.name),
+            &self.spec.filename,
+            window,
+        )?;
+        let dir = tempfile::Builder::new()
+            .prefix("lake-pages-")
+            .tempdir()
+            .map_err(|e| {
+                self.err(
+                    "cannot make a folder for the pages".into(),
+                    Some(Box::new(e)),
+                )
+            })?;
+        let first = p.first(&base);
+        let mut seen = std::collections::HashSet::new();
+        let mut objects = Vec::new();
+        let mut files = HashMap::new();
+        let mut next = Some(first.clone());
+        let mut n = 0u64;
+        while let Some(url) = next.take() {
+            n += 1;
+            if n > self.spec.max_pages {
+                return Err(self.err(
+                    format!(
+                        "window {window} has more than max_pages ({}) pages; nothing of it is landed: raise max_pages or make the windows smaller",
+                        self.spec.max_pages
+                    ),
+                    None,
+                ));
+            }
+            if url.origin() != first.origin() {
+                return Err(self.err(
+                    format!(
+                        "page {} of window {window} is on {}, not on the source's {}: refused (the source's credentials would go with it)",
+                        n,
+                        url.origin().ascii_serialization(),
+                        first.origin().ascii_serialization()
+                    ),
+                    None,
+                ));
+            }
+            if !seen.insert(url.to_string()) {
+                return Err(self.err(
+                    format!("page {n} of window {window} leads back to a page already fetched ({}): the API's pages loop", secrets.redact(url.as_str())),
+                    None,
+                ));
+            }
+            let shown = secrets.redact(url.as_str());
+            let (resp_headers, mut body) = self
+                .fetch
+                .get_with_headers(&shown, &url, &secrets, || {
+                    self.request(url.clone(), headers.clone())
+                })
+                .await?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.next().await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            let needs_json = !matches!(p, Paginate::LinkHeader) || self.spec.records_path.is_some();
+            let doc: Option<serde_json::Value> = if needs_json {
+                Some(serde_json::from_slice(&bytes).map_err(|e| {
+                    self.err(format!("page {n} ({shown}) is not JSON"), Some(Box::new(e)))
+                })?)
+            } else {
+                None
+            };
+            let records = match (&doc, p.counts_records() || self.spec.records_path.is_some()) {
+                (Some(d), true) => Some(
+                    paginate::count_records(d, self.spec.records_path.as_deref())
+                        .map_err(|m| self.err(format!("page {n} ({shown}): {m}"), None))?,
+                ),
+                _ => None,
+            };
+            // An empty page after the first ends the window and is not landed.
+            if n > 1 && records == Some(0) {
+                break;
+            }
+            let name = paginate::page_name(&filename, n);
+            let path = dir.path().join(&name);
+            tokio::fs::write(&path, &bytes)
+                .await
+                .map_err(|e| self.err(format!("cannot spool page {n}"), Some(Box::new(e))))?;
+            objects.push(SourceObject {
+                name: name.clone(),
+                size: Some(bytes.len() as u64),
+                content_type: None,
+                origin: shown.clone(),
+            });
+            files.insert(name, path);
+            next = if records == Some(0) {
+                None
+            } else {
+                p.next(&first, &url, n, &resp_headers, doc.as_ref(), records)
+                    .map_err(|m| self.err(format!("page {n} ({shown}): {m}"), None))?
+                    .map(|u| self.with_secret_query(u, window))
+                    .transpose()?
+            };
+        }
+        self.pages
+            .lock()
+            .expect("pages lock")
+            .insert(*window, Pages { _dir: dir, files });
+        Ok(objects)
+    }
+
+    /// A next page's URL (taken from a page, or made from the first), with each secret
+    /// `query` parameter of the source it lacks: most APIs' next links do not repeat an API
+    /// key sent in the query.
+    fn with_secret_query(&self, mut url: reqwest::Url, window: &Window) -> Result<reqwest::Url> {
+        let have: std::collections::HashSet<String> =
+            url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        for (k, t) in &self.spec.query {
+            if t.is_secret() && !have.contains(k) {
+                let v = self.resolve(&format!("sources.{}.query.{k}", self.name), t, window)?;
+                url.query_pairs_mut().append_pair(k, &v);
+            }
+        }
+        Ok(url)
     }
 }
 

@@ -88,7 +88,9 @@ def kind_of(inp):
 
 
 def column_arrays(df, json_path):
-    """Rows from a document of column arrays: element i of every array is row i."""
+    """Rows from a JSON document, as the embedded engine reads it: of column arrays (element i
+    of every array is row i), or of records (an array of objects at json_path; a document that
+    is an array of objects is read by Spark as its rows already)."""
     if json_path:
         parts = json_path.split(".")
     else:
@@ -100,12 +102,22 @@ def column_arrays(df, json_path):
                 parts = [f.name]
                 break
         if parts is None:
-            raise ValueError("no object of column arrays in the document; set json_path")
+            if "_corrupt_record" in df.columns:
+                raise ValueError("no object of column arrays in the document; set json_path")
+            return df
     struct_col = ".".join("`%s`" % p for p in parts)
     t = df.select(F.col(struct_col)).schema.fields[0].dataType
-    arrays = [c.name for c in t.fields]
     scalars = [f.name for f in df.schema.fields
                if f.name != parts[0] and f.dataType.typeName() not in ("struct", "array")]
+    if t.typeName() == "array":
+        # An array of records: a row per record, a column per member, the document's
+        # top-level scalars on every row unless a member has the name.
+        members = [c.name for c in t.elementType.fields]
+        rows = df.select(F.explode(F.col(struct_col)).alias("__row"),
+                         *[F.col("`%s`" % s) for s in scalars])
+        return rows.select(*[F.col("__row.`%s`" % m).alias(m) for m in members],
+                           *[F.col("`%s`" % s) for s in scalars if s not in members])
+    arrays = [c.name for c in t.fields]
     zipped = F.arrays_zip(*[F.col(struct_col + ".`%s`" % a) for a in arrays])
     rows = df.select(F.explode(zipped).alias("__row"), *[F.col("`%s`" % s) for s in scalars])
     return rows.select(*[F.col("__row.`%s`" % a).alias(a) for a in arrays],

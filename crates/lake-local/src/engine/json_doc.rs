@@ -28,6 +28,10 @@ pub(crate) struct Columns {
 pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, String> {
     let mut root: Value =
         serde_json::from_slice(doc).map_err(|e| format!("not a JSON document: {e}"))?;
+    // An array of records: the document itself (a page of a paged API), or at json_path.
+    if root.is_array() && json_path.is_none() {
+        return records(root.take(), Vec::new(), "the document");
+    }
     let Value::Object(top) = &root else {
         return Err("the document is not a JSON object".into());
     };
@@ -45,8 +49,16 @@ pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, St
                     .get(part)
                     .ok_or_else(|| format!("json_path {p:?}: no member {part:?}"))?;
             }
+            if cur.is_array() {
+                let Some(items) = root.pointer_mut(&pointer_of(p)).map(Value::take) else {
+                    unreachable!("the path was just found");
+                };
+                return records(items, scalars, &format!("json_path {p:?}"));
+            }
             if !cur.is_object() {
-                return Err(format!("json_path {p:?} is not an object of column arrays"));
+                return Err(format!(
+                    "json_path {p:?} is neither an object of column arrays nor an array of records"
+                ));
             }
             p.to_owned()
         }
@@ -70,11 +82,7 @@ pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, St
             }
         }
     };
-    let pointer: String = path
-        .split('.')
-        .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
-        .collect();
-    let Some(Value::Object(object)) = root.pointer_mut(&pointer).map(Value::take) else {
+    let Some(Value::Object(object)) = root.pointer_mut(&pointer_of(&path)).map(Value::take) else {
         return Err(format!(
             "json_path {path:?} is not an object of column arrays"
         ));
@@ -99,18 +107,69 @@ pub(crate) fn columns(doc: &[u8], json_path: Option<&str>) -> Result<Columns, St
         names.push(name);
         values.push(items);
     }
-    let rows = rows.unwrap_or(0);
+    Ok(with_scalars(names, values, rows.unwrap_or(0), scalars))
+}
+
+/// The columns `names`/`values` of `rows` rows, and each of the document's top-level
+/// `scalars` no column is named after, repeated on every row.
+fn with_scalars(
+    mut names: Vec<String>,
+    mut values: Vec<Vec<Value>>,
+    rows: usize,
+    scalars: Vec<(String, Value)>,
+) -> Columns {
     for (name, v) in scalars {
         if !names.contains(&name) {
             names.push(name);
             values.push(vec![v; rows]);
         }
     }
-    Ok(Columns {
+    Columns {
         names,
         values,
         rows,
-    })
+    }
+}
+
+/// The JSON pointer of a dotted path.
+fn pointer_of(path: &str) -> String {
+    path.split('.')
+        .map(|part| format!("/{}", part.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+/// The columns of an array of records (objects; a null is a row of nulls): one column per
+/// member name, in the order names first appear, null where a record lacks it; the document's
+/// top-level `scalars` repeated on every row.
+fn records(items: Value, scalars: Vec<(String, Value)>, what: &str) -> Result<Columns, String> {
+    let Value::Array(items) = items else {
+        return Err(format!("{what} is not an array of records"));
+    };
+    let rows = items.len();
+    let mut names: Vec<String> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut values: Vec<Vec<Value>> = Vec::new();
+    for (row, item) in items.into_iter().enumerate() {
+        let fields = match item {
+            Value::Object(o) => o,
+            Value::Null => continue,
+            other => {
+                return Err(format!(
+                    "{what}: record {row} is not an object but {}",
+                    other.to_string().chars().take(40).collect::<String>()
+                ));
+            }
+        };
+        for (name, v) in fields {
+            let col = *index.entry(name.clone()).or_insert_with(|| {
+                names.push(name);
+                values.push(vec![Value::Null; rows]);
+                values.len() - 1
+            });
+            values[col][row] = v;
+        }
+    }
+    Ok(with_scalars(names, values, rows, scalars))
 }
 
 /// The dotted paths of the objects whose members are all arrays of one length.
@@ -260,6 +319,28 @@ mod tests {
         assert!(b.column(2).as_primitive::<Int64Type>().is_null(1));
         assert_eq!(b.column(3).as_primitive::<Float64Type>().value(1), 6.25);
         assert_eq!(b.column(0).as_string::<i32>().value(1), "2024-01-01T01:00");
+    }
+
+    #[test]
+    fn reads_arrays_of_records_at_the_path_or_as_the_document() {
+        // A page of a paged API: records under `data`, a page number beside them.
+        let page =
+            br#"{"page": 2, "data": [{"id": 1, "name": "a"}, {"id": 2, "tier": "x"}, null]}"#;
+        let cols = columns(page, Some("data")).unwrap();
+        let whole = columns(br#"[{"id": 3, "name": "c", "extra": true}]"#, None).unwrap();
+        let (schema, batches) = to_batches(vec![cols, whole]).unwrap();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "name", "tier", "page", "extra"]);
+        let b = &batches[0];
+        assert_eq!(b.num_rows(), 3);
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(1), 2);
+        assert!(b.column(1).is_null(1), "a member a record lacks is null");
+        assert_eq!(b.column(2).as_string::<i32>().value(1), "x");
+        assert!(b.column(0).is_null(2), "a null record is a row of nulls");
+        assert_eq!(b.column(3).as_primitive::<Int64Type>().value(2), 2);
+        assert_eq!(batches[1].column(1).as_string::<i32>().value(0), "c");
+        let e = columns(br#"{"data": [1, 2]}"#, Some("data")).err().unwrap();
+        assert!(e.contains("record 0 is not an object"), "{e}");
     }
 
     #[test]
