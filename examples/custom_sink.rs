@@ -115,11 +115,12 @@ struct NdjsonSink {
 
 impl NdjsonSink {
     fn error(&self, message: impl std::fmt::Display) -> Error {
-        Error::Sink {
-            sink: self.spec.name.clone(),
-            table: self.config.destination(),
-            message: message.to_string(),
-        }
+        Error::sink(
+            &self.spec.name,
+            self.config.destination(),
+            message.to_string(),
+            None,
+        )
     }
 
     /// Where the fingerprint of what the file holds is kept.

@@ -678,10 +678,8 @@ impl Lake {
     /// `_lake.lineage`) in `ctx`, from every run document.
     async fn with_ledger(&self, ctx: &lake_local::engine::SessionContext) -> Result<()> {
         let runs = lake_core::ledger::list(&*self.store).await?;
-        lake_local::engine::register_ledger(ctx, &runs).map_err(|e| Error::Query {
-            origin: "lake query".into(),
-            message: e.to_string(),
-        })
+        lake_local::engine::register_ledger(ctx, &runs)
+            .map_err(|e| Error::query_caused("lake query", "registering the ledger's tables", e))
     }
 
     async fn session_over(
@@ -779,7 +777,7 @@ impl Lake {
         let database = self.catalog_namespace();
         let sql = ddl(dialect, &database, &defs).map_err(|message| Error::Invalid {
             what: "lake catalog ddl".into(),
-            message,
+            message: message.into(),
         })?;
         Ok(notes + &sql)
     }
@@ -824,10 +822,7 @@ impl Lake {
                     .flat_map(|d| d.objects.iter().cloned())
                     .collect();
                 self.engine.verify(named).finish().await?;
-                return Err(Error::Query {
-                    origin: "lake query".into(),
-                    message: e.to_string(),
-                });
+                return Err(Error::query("lake query", e.to_string()));
             }
         };
         let objects = lake_local::engine::scanned_objects(df.logical_plan(), &datasets);
@@ -846,9 +841,8 @@ impl Lake {
         Vec<lake_local::engine::datafusion::arrow::array::RecordBatch>,
     )> {
         use futures::StreamExt;
-        let failed = |e: lake_local::engine::datafusion::error::DataFusionError| Error::Query {
-            origin: "lake query".into(),
-            message: e.to_string(),
+        let failed = |e: lake_local::engine::datafusion::error::DataFusionError| {
+            Error::query("lake query", e.to_string())
         };
         // Objects a republish replaced meanwhile are read again from the new manifests.
         lake_core::publish::read_again(|| async {
@@ -893,9 +887,8 @@ impl Lake {
     pub async fn query_to_file(&self, sql: &str, path: &Path) -> Result<u64> {
         use lake_local::engine::datafusion::arrow::array::UInt64Array;
         use lake_local::engine::datafusion::dataframe::DataFrameWriteOptions;
-        let failed = |e: lake_local::engine::datafusion::error::DataFusionError| Error::Query {
-            origin: "lake query".into(),
-            message: e.to_string(),
+        let failed = |e: lake_local::engine::datafusion::error::DataFusionError| {
+            Error::query("lake query", e.to_string())
         };
         let abs = std::path::absolute(path).map_err(|source| Error::Io {
             action: "resolve",
@@ -1099,9 +1092,8 @@ impl Lake {
             self.store.put_file(&key, &file, None).await?;
             drop(dir);
             let (df, _check) = self.query(&format!("{sql} LIMIT 0")).await?;
-            let df = lake_local::engine::portable(df).map_err(|e| Error::Query {
-                origin: "lake catalog sync".into(),
-                message: e.to_string(),
+            let df = lake_local::engine::portable(df).map_err(|e| {
+                Error::query_caused("lake catalog sync", "typing the table's columns", e)
             })?;
             let schema = df.schema().as_arrow().clone();
             let columns = schema
@@ -1113,9 +1105,8 @@ impl Lake {
                             name: f.name().clone(),
                             hive_type,
                         })
-                        .map_err(|message| Error::Catalog {
-                            table: format!("{database}.{name}"),
-                            message,
+                        .map_err(|message| {
+                            Error::catalog(format!("{database}.{name}"), message, None)
                         })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -1201,9 +1192,8 @@ impl Lake {
             std::time::Duration::from_secs(5),
         );
         let result = lake_aws::athena::run(&api, &query, poll, cancel).await?;
-        let batch = athena_batch(&result).map_err(|message| Error::Query {
-            origin: format!("Athena query {}", result.query_id),
-            message,
+        let batch = athena_batch(&result).map_err(|message| {
+            Error::query(format!("Athena query {}", result.query_id), message)
         })?;
         Ok((batch, result))
     }

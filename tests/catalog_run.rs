@@ -139,10 +139,11 @@ async fn a_failed_registration_fails_the_run_and_keeps_its_data() {
     let dir = setup();
     let mut catalog = MockCatalog::new();
     catalog.expect_register().returning(|_, _| {
-        Err(lake::core::Error::Catalog {
-            table: "people.refined_by_city".into(),
-            message: "CreateTable: AccessDeniedException: not allowed".into(),
-        })
+        Err(lake::core::Error::catalog(
+            "people.refined_by_city",
+            "CreateTable: AccessDeniedException: not allowed",
+            None,
+        ))
     });
     let (lake, r) = run_with(dir.path(), catalog).await;
     assert_eq!(r.status, Status::Failed);
@@ -191,12 +192,11 @@ impl lake::core::catalog::Catalog for Refusing {
             staged.prefix.clone(),
             staged.objects.iter().map(|o| o.key.clone()).collect(),
         ));
-        Err(lake::core::Error::Catalog {
-            table: "people.refined_by_city".into(),
-            message:
-                "column n was bigint and is now int: data written as bigint cannot be read as int"
-                    .into(),
-        })
+        Err(lake::core::Error::catalog(
+            "people.refined_by_city",
+            "column n was bigint and is now int: data written as bigint cannot be read as int",
+            None,
+        ))
     }
 
     async fn doctor(&self) -> Vec<lake::core::doctor::Check> {

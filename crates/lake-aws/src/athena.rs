@@ -108,13 +108,15 @@ pub async fn run(
     poll: Backoff,
     cancel: &CancellationToken,
 ) -> Result<AthenaResult> {
-    let fail = |what: &str, e: ApiError| Error::Query {
-        origin: "lake query --engine athena".into(),
-        message: format!(
-            "{what}: {}{}",
-            e.code.map(|c| format!("{c}: ")).unwrap_or_default(),
-            e.message
-        ),
+    let fail = |what: &str, e: ApiError| {
+        Error::query(
+            "lake query --engine athena",
+            format!(
+                "{what}: {}{}",
+                e.code.map(|c| format!("{c}: ")).unwrap_or_default(),
+                e.message
+            ),
+        )
     };
     let id = retry_throttled(poll, || api.start(query))
         .await
@@ -138,14 +140,14 @@ pub async fn run(
         match s.state.as_str() {
             "SUCCEEDED" => break s,
             "FAILED" | "CANCELLED" => {
-                return Err(Error::Query {
-                    origin: format!("Athena query {id}"),
-                    message: format!(
+                return Err(Error::query(
+                    format!("Athena query {id}"),
+                    format!(
                         "{}: {}",
                         s.state,
                         s.reason.as_deref().unwrap_or("Athena gave no reason")
                     ),
-                });
+                ));
             }
             _ => {}
         }

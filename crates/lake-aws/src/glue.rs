@@ -53,10 +53,7 @@ impl GlueCatalog {
         if e.code() == Some("AccessDeniedException") {
             message.push_str("; allow it with the policy `lake iam-policy` prints");
         }
-        Error::Catalog {
-            table: format!("{}.{table}", self.database),
-            message,
-        }
+        Error::catalog(format!("{}.{table}", self.database), message, None)
     }
 
     /// The partitions a batch call refused, other than those with the code `harmless`.
@@ -83,10 +80,11 @@ impl GlueCatalog {
         if failed.is_empty() {
             return Ok(());
         }
-        Err(Error::Catalog {
-            table: format!("{}.{}", self.database, t.name),
-            message: format!("{call} refused: {}", failed.join("; ")),
-        })
+        Err(Error::catalog(
+            format!("{}.{}", self.database, t.name),
+            format!("{call} refused: {}", failed.join("; ")),
+            None,
+        ))
     }
 
     /// Create the database if it does not exist.
@@ -153,9 +151,8 @@ impl GlueCatalog {
         if let Some(old) = &existing {
             let (old_columns, old_keys) = columns_of(old);
             if old_keys == t.partition_keys {
-                check_evolution(&old_columns, t).map_err(|message| Error::Catalog {
-                    table: format!("{}.{}", self.database, t.name),
-                    message,
+                check_evolution(&old_columns, t).map_err(|message| {
+                    Error::catalog(format!("{}.{}", self.database, t.name), message, None)
                 })?;
             }
         }

@@ -360,7 +360,7 @@ fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
     if s.trim_end_matches(['s', 'm', 'h']) == "0" {
         return Ok(std::time::Duration::ZERO);
     }
-    lake::core::config::parse_duration(s)
+    lake::core::config::parse_duration(s).map_err(String::from)
 }
 
 /// An error in the arguments that clap could not catch (exit code 2).

@@ -1194,9 +1194,14 @@ fn print_rows(
 async fn query_once(lake: &Lake, sql: &str, format: QueryFormat) -> lake::core::Result<()> {
     let (df, check) = lake.query(sql).await?;
     match print_query(df, check, format).await {
-        Err(lake::core::Error::Query { origin, message }) => Err(lake::core::Error::Query {
+        Err(lake::core::Error::Query {
+            origin,
+            message,
+            source,
+        }) => Err(lake::core::Error::Query {
             origin,
             message: lake.name_failing_object(sql, message).await,
+            source,
         }),
         done => done,
     }
@@ -1258,10 +1263,7 @@ async fn print_query(
 }
 
 fn query_error(message: String) -> lake::core::Error {
-    lake::core::Error::Query {
-        origin: "lake query".into(),
-        message,
-    }
+    lake::core::Error::query("lake query", message)
 }
 
 /// `lake query` without SQL: every table and its columns.

@@ -103,6 +103,9 @@ pub enum Error {
         table: String,
         /// What failed, in words (never the connection's password).
         message: String,
+        /// The cause, if any (a driver's or a service's error).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A catalog (Glue) call failed or refused a table change.
@@ -112,6 +115,9 @@ pub enum Error {
         table: String,
         /// What failed, in words.
         message: String,
+        /// The cause, if any (the catalog service's error).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A cluster backend operation failed.
@@ -175,8 +181,12 @@ pub enum Error {
     Query {
         /// What ran it: `step credit (lake.toml:12, steps.credit.sql)`, `lake query`.
         origin: String,
-        /// The engine's message.
+        /// What failed: the engine's message, or what was being done when `source` holds the
+        /// engine's error.
         message: String,
+        /// The engine's error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A value given on the command line or through the API is invalid.
@@ -216,6 +226,56 @@ impl Error {
             key: key.into(),
             store: store.into(),
             source: source.into(),
+        }
+    }
+
+    /// A [`Error::Query`] run by `origin` that failed with `message` alone.
+    pub fn query(origin: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Query {
+            origin: origin.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::Query`] run by `origin` that failed `doing` something, caused by `source`.
+    pub fn query_caused(
+        origin: impl Into<String>,
+        doing: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Query {
+            origin: origin.into(),
+            message: doing.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A [`Error::Catalog`] about `table` (`database.table`): `message`, and its cause if any.
+    pub fn catalog(
+        table: impl Into<String>,
+        message: impl Into<String>,
+        source: Option<BoxError>,
+    ) -> Self {
+        Self::Catalog {
+            table: table.into(),
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// A [`Error::Sink`] of sink `sink` loading `table`: `message`, and its cause if any.
+    pub fn sink(
+        sink: impl Into<String>,
+        table: impl Into<String>,
+        message: impl Into<String>,
+        source: Option<BoxError>,
+    ) -> Self {
+        Self::Sink {
+            sink: sink.into(),
+            table: table.into(),
+            message: message.into(),
+            source,
         }
     }
 
@@ -263,6 +323,39 @@ impl Error {
             | Self::Query { .. } => ErrorKind::Data,
             Self::Internal { .. } => ErrorKind::Internal,
         }
+    }
+}
+
+/// A value that does not parse or cannot be used (a size, a duration, a template, a cron
+/// expression, a table name, a type): what is wrong with it, in words, for a message that says
+/// where the value was written (`lake.toml:12: sinks.pg.table: …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(pub String);
+
+impl From<String> for ValueError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for ValueError {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::ops::Deref for ValueError {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<ValueError> for String {
+    fn from(e: ValueError) -> Self {
+        e.0
     }
 }
 

@@ -66,7 +66,7 @@ pub mod zone;
 /// Dates and times as lake uses them.
 pub use async_trait::async_trait;
 pub use chrono;
-pub use error::{BoxError, Error, ErrorKind, Result};
+pub use error::{BoxError, Error, ErrorKind, Result, ValueError};
 
 pub use cluster::ClusterBackend;
 pub use source::Source;

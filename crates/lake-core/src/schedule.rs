@@ -1,6 +1,7 @@
 //! `[schedule]`: the ticks of a cron expression in a time zone, each tick's logical date, and
 //! which ticks are due given the runs the ledger holds.
 
+use crate::ValueError;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -32,16 +33,16 @@ pub const SECONDS_VAR: &str = "LAKE_SCHEDULE_SECONDS";
 
 /// Parse a standard 5-field cron expression (or `@hourly`, `@daily`, `@weekly`, `@monthly`);
 /// 6 fields with seconds first when [`SECONDS_VAR`] is `1`.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+pub fn parse_cron(expr: &str) -> Result<Cron, ValueError> {
     let seconds = std::env::var(SECONDS_VAR).is_ok_and(|v| v == "1");
     let fields = expr.split_whitespace().count();
     if fields > 5 && !(seconds && fields == 6) && !expr.trim_start().starts_with('@') {
         return Err(format!(
             "{expr:?}: 5 fields (minute hour day-of-month month day-of-week), or @hourly, @daily, @weekly"
-        ));
+        ).into());
     }
     expr.parse::<Cron>()
-        .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
+        .map_err(|e| format!("{expr:?} is not a cron expression: {e}").into())
 }
 
 /// One tick: when, in the schedule's zone, and its logical date.

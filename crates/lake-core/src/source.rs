@@ -8,6 +8,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::ValueError;
 use crate::backend::{AsAny, BackendEnv};
 use crate::config::{ConfigCx, SourceSpec};
 use crate::zone::ByteStream;
@@ -161,19 +162,19 @@ impl Serialize for WindowSize {
 
 impl WindowSize {
     /// Parse `1d`, `7d`, `1mo`, `3mo`.
-    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+    pub fn parse(raw: &str) -> std::result::Result<Self, ValueError> {
         let err = || {
             format!("{raw:?} is not a window: use a number and d or mo (\"1d\", \"7d\", \"1mo\")")
         };
         let at = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         let n: u32 = raw[..at].parse().map_err(|_| err())?;
         if n == 0 {
-            return Err(format!("{raw:?}: a window is at least one day"));
+            return Err(format!("{raw:?}: a window is at least one day").into());
         }
         match &raw[at..] {
             "d" => Ok(Self::Days(n)),
             "mo" => Ok(Self::Months(n)),
-            _ => Err(err()),
+            _ => Err(err().into()),
         }
     }
 

@@ -5,6 +5,7 @@
 //! refused, and nothing runs as root unless asked: a user unit by default, and for a system
 //! unit the `User=` and `Group=` of lake.toml's owner.
 
+use crate::ValueError;
 use std::path::{Path, PathBuf};
 
 /// What the units run: `exe -c config [--env env] schedule --once` in `config`'s folder.
@@ -34,14 +35,14 @@ pub enum Scope {
     },
 }
 
-fn check_path(what: &str, p: &Path) -> Result<String, String> {
+fn check_path(what: &str, p: &Path) -> Result<String, ValueError> {
     let s = p
         .to_str()
         .ok_or_else(|| format!("{what} {}: not UTF-8", p.display()))?;
     if s.chars().any(char::is_control) {
         return Err(format!(
             "{what} {s:?} holds a newline or another control character, which no unit or crontab can quote: move it to a folder without one"
-        ));
+        ).into());
     }
     Ok(s.to_owned())
 }
@@ -71,11 +72,11 @@ fn exec_word(s: &str) -> String {
 
 /// `s` as a path setting of a unit (`WorkingDirectory=`): `%` doubled; surrounding spaces
 /// and a trailing `\` (a continued line) cannot be written.
-fn unit_path(what: &str, s: &str) -> Result<String, String> {
+fn unit_path(what: &str, s: &str) -> Result<String, ValueError> {
     if s.trim() != s || s.ends_with('\\') {
         return Err(format!(
             "{what} {s:?} begins or ends with a space or ends with '\\', which a systemd unit cannot hold"
-        ));
+        ).into());
     }
     Ok(s.replace('%', "%%"))
 }
@@ -87,7 +88,7 @@ struct Checked {
     env: Option<String>,
 }
 
-fn checked(inv: &Invocation) -> Result<Checked, String> {
+fn checked(inv: &Invocation) -> Result<Checked, ValueError> {
     let exe = check_path("the lake binary", &inv.exe)?;
     let config = check_path("lake.toml", &inv.config)?;
     let dir = inv
@@ -96,7 +97,7 @@ fn checked(inv: &Invocation) -> Result<Checked, String> {
         .map_or(Ok("/".to_owned()), |d| check_path("lake.toml's folder", d))?;
     let env = match &inv.env {
         Some(e) if e.chars().any(char::is_control) => {
-            return Err(format!("--env {e:?}: holds a control character"));
+            return Err(format!("--env {e:?}: holds a control character").into());
         }
         e => e.clone(),
     };
@@ -110,7 +111,7 @@ fn checked(inv: &Invocation) -> Result<Checked, String> {
 
 /// The crontab line: every 5 minutes, in lake.toml's folder, output appended to
 /// `lake-schedule.log` there. It runs as whoever installs it in their crontab.
-pub fn crontab(inv: &Invocation) -> Result<String, String> {
+pub fn crontab(inv: &Invocation) -> Result<String, ValueError> {
     let c = checked(inv)?;
     let mut command = format!(
         "cd {} && {} -c {}",
@@ -133,7 +134,7 @@ pub fn crontab(inv: &Invocation) -> Result<String, String> {
 }
 
 /// The systemd service and timer, with where to put them and how to enable them.
-pub fn systemd(inv: &Invocation, scope: &Scope) -> Result<String, String> {
+pub fn systemd(inv: &Invocation, scope: &Scope) -> Result<String, ValueError> {
     let c = checked(inv)?;
     let mut exec = format!("{} -c {}", exec_word(&c.exe), exec_word(&c.config));
     if let Some(e) = &c.env {

@@ -1,6 +1,8 @@
 //! `[sinks.<name>] kind = "postgres"`: its keys, checked with their lines.
 
 use std::fmt;
+
+use lake_core::ValueError;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -236,7 +238,7 @@ pub struct TableName {
 impl TableName {
     /// Parse `schema.table` or `table`: lowercase SQL identifiers (`[a-z_][a-z0-9_]*`, at most
     /// 63 bytes), so the name reads the same quoted and unquoted.
-    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+    pub fn parse(raw: &str) -> std::result::Result<Self, ValueError> {
         let ident = |part: &str| {
             let mut chars = part.chars();
             part.len() <= 63
@@ -249,7 +251,7 @@ impl TableName {
         if !ident(schema) || !ident(name) {
             return Err(format!(
                 "{raw:?} is not a table name: expected schema.table (or table), each a lowercase SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes)"
-            ));
+            ).into());
         }
         Ok(Self {
             schema: schema.to_owned(),

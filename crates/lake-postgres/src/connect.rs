@@ -25,11 +25,21 @@ impl Drop for Connection {
 
 /// The sink's error: its name, table and `message`.
 pub(crate) fn sink_error(spec: &Spec, message: impl Into<String>) -> Error {
-    Error::Sink {
-        sink: spec.name.clone(),
-        table: spec.table.to_string(),
-        message: message.into(),
-    }
+    Error::sink(&spec.name, spec.table.to_string(), message, None)
+}
+
+/// The sink's error while `doing` something, caused by `source`.
+pub(crate) fn sink_error_caused(
+    spec: &Spec,
+    doing: impl Into<String>,
+    source: impl Into<lake_core::BoxError>,
+) -> Error {
+    Error::sink(
+        &spec.name,
+        spec.table.to_string(),
+        doing,
+        Some(source.into()),
+    )
 }
 
 /// Where the URL points, for messages: `user@host:port/db`, no password.

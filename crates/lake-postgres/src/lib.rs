@@ -35,7 +35,7 @@ use tokio_postgres::types::Type;
 
 use crate::config::Spec;
 pub use crate::config::{PostgresConfig, PostgresKind, SinkMode, TableName};
-use crate::connect::{connect, explain, sink_error};
+use crate::connect::{connect, explain, sink_error, sink_error_caused};
 use crate::types::Column;
 
 /// The table where each schema with a sink's table records what that table holds.
@@ -114,7 +114,7 @@ impl Sink for PostgresSink {
             .lake_session(std::slice::from_ref(&load.dataset), &BTreeMap::new())
             .await?;
         let query_err = |e: lake_local::engine::datafusion::error::DataFusionError| {
-            sink_error(spec, format!("reading {}: {e}", spec.from))
+            sink_error_caused(spec, format!("reading {}", spec.from), e)
         };
         let df = ctx
             .table(TableReference::partial(
@@ -203,7 +203,7 @@ impl Sink for PostgresSink {
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(query_err)?;
             let encoded = types::encode_batch(&batch, &columns)
-                .map_err(|e| sink_error(spec, format!("encoding {}: {e}", spec.from)))?;
+                .map_err(|e| sink_error_caused(spec, format!("encoding {}", spec.from), e))?;
             for i in 0..encoded.rows {
                 writer
                     .as_mut()

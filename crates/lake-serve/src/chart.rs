@@ -1,6 +1,7 @@
 //! `[charts.<name>]` drawn as SVG (plotters): the query's `x` column along the axis, one
 //! series per `y` column.
 
+use lake::core::ValueError;
 use lake::core::config::{ChartKind, ChartSpec};
 use lake::local::engine::datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use lake::local::engine::datafusion::arrow::compute::cast;
@@ -31,13 +32,13 @@ pub async fn render(lake: &lake::Lake, name: &str) -> lake::core::Result<String>
                     .join(", ")
             ),
         })?;
-    let invalid = |message: String| lake::core::Error::Invalid {
+    let invalid = |message: ValueError| lake::core::Error::Invalid {
         what: format!(
             "{} charts.{name} (line {})",
             lake.pipeline.file.display(),
             spec.line
         ),
-        message,
+        message: message.into(),
     };
     if spec.kind == ChartKind::Table {
         return Err(invalid(
@@ -86,7 +87,7 @@ pub struct Series {
 
 /// The chart's columns out of `batches`: an error naming a missing column, or a y column that
 /// is not numeric.
-pub fn series(spec: &ChartSpec, batches: &[RecordBatch]) -> Result<Series, String> {
+pub fn series(spec: &ChartSpec, batches: &[RecordBatch]) -> Result<Series, ValueError> {
     let opts = FormatOptions::default();
     let mut x = Vec::new();
     let mut y: Vec<(String, Vec<Option<f64>>)> =
@@ -128,7 +129,7 @@ pub fn series(spec: &ChartSpec, batches: &[RecordBatch]) -> Result<Series, Strin
 }
 
 /// The chart as an SVG document (`width` × `height` pixels).
-pub fn svg(spec: &ChartSpec, data: &Series, width: u32, height: u32) -> Result<String, String> {
+pub fn svg(spec: &ChartSpec, data: &Series, width: u32, height: u32) -> Result<String, ValueError> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();

@@ -732,8 +732,8 @@ pub(crate) async fn chart_svg(State(app): State<Arc<App>>, Path(name): Path<Stri
     }
 }
 
-fn unprocessable(e: String) -> (StatusCode, String) {
-    (StatusCode::UNPROCESSABLE_ENTITY, e)
+fn unprocessable(e: lake::core::ValueError) -> (StatusCode, String) {
+    (StatusCode::UNPROCESSABLE_ENTITY, e.into())
 }
 
 #[derive(Deserialize)]

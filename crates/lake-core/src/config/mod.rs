@@ -21,6 +21,7 @@ pub use model::{LakeFile, StepKind, WriteMode};
 pub use template::{Redactor, STEP_VARS, Secret, Template, Value, WINDOW_VARS, is_env_name};
 pub use validate::validate;
 
+use crate::ValueError;
 use crate::backend::BackendRef;
 use crate::kinds::Kinds;
 use crate::{Error, Result};
@@ -505,13 +506,11 @@ pub enum Root {
 
 impl Root {
     /// Parse a `root` value, resolving relative paths against `base_dir`.
-    pub fn parse(raw: &str, base_dir: &Path) -> std::result::Result<Self, String> {
+    pub fn parse(raw: &str, base_dir: &Path) -> std::result::Result<Self, ValueError> {
         if let Some(rest) = raw.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(format!(
-                    "{raw:?} has no bucket: expected s3://bucket/prefix"
-                ));
+                return Err(format!("{raw:?} has no bucket: expected s3://bucket/prefix").into());
             }
             return Ok(Self::S3 {
                 bucket: bucket.to_owned(),
@@ -520,19 +519,20 @@ impl Root {
         }
         if let Some(rest) = raw.strip_prefix("file://") {
             if !rest.starts_with('/') {
-                return Err(format!(
-                    "{raw:?}: a file:// root must be absolute (file:///abs/path)"
-                ));
+                return Err(
+                    format!("{raw:?}: a file:// root must be absolute (file:///abs/path)").into(),
+                );
             }
             return Ok(Self::Local { path: rest.into() });
         }
         if raw.contains("://") {
             return Err(format!(
                 "{raw:?}: unsupported scheme; use a path, file:///abs/path or s3://bucket/prefix"
-            ));
+            )
+            .into());
         }
         if raw.is_empty() {
-            return Err("root is empty".to_owned());
+            return Err("root is empty".to_owned().into());
         }
         Ok(Self::Local {
             path: base_dir.join(raw),
@@ -587,7 +587,7 @@ pub struct ZoneRef {
 
 impl ZoneRef {
     /// Parse `zone/name`.
-    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+    pub fn parse(raw: &str) -> std::result::Result<Self, ValueError> {
         let (zone, name) = raw.split_once('/').ok_or_else(|| {
             format!("{raw:?} is not a zone reference: expected raw/<source>, trusted/<dataset> or refined/<dataset>")
         })?;
@@ -598,13 +598,14 @@ impl ZoneRef {
             other => {
                 return Err(format!(
                     "{raw:?}: unknown zone {other:?}; the zones are raw, trusted and refined"
-                ));
+                )
+                .into());
             }
         };
         if !is_name(name) {
             return Err(format!(
                 "{raw:?}: {name:?} is not a valid name (letters, digits, '_' and '-', at most 255 bytes)"
-            ));
+            ).into());
         }
         Ok(Self {
             zone,
@@ -645,7 +646,7 @@ pub fn is_name(name: &str) -> bool {
 }
 
 /// Parse a size such as `512MiB`, `4GiB`, `2GB`, `64KB` or a plain number of bytes.
-pub fn parse_bytes(raw: &str) -> std::result::Result<u64, String> {
+pub fn parse_bytes(raw: &str) -> std::result::Result<u64, ValueError> {
     let err = || {
         format!(
             "{raw:?} is not a size: expected a number and KiB, MiB, GiB, KB, MB or GB (\"2GiB\")"
@@ -664,15 +665,15 @@ pub fn parse_bytes(raw: &str) -> std::result::Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        _ => return Err(err()),
+        _ => return Err(err().into()),
     };
     n.checked_mul(mult)
         .filter(|b| *b > 0)
-        .ok_or_else(|| format!("{raw:?}: a size must be positive and below 16 EiB"))
+        .ok_or_else(|| format!("{raw:?}: a size must be positive and below 16 EiB").into())
 }
 
 /// Parse a duration such as `90s`, `30m`, `6h` or `1d`.
-pub fn parse_duration(raw: &str) -> std::result::Result<Duration, String> {
+pub fn parse_duration(raw: &str) -> std::result::Result<Duration, ValueError> {
     let err = || format!("{raw:?} is not a duration: expected a number and s, m, h or d (\"30m\")");
     let unit_at = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
     let n: u64 = raw[..unit_at].parse().map_err(|_| err())?;
@@ -681,10 +682,10 @@ pub fn parse_duration(raw: &str) -> std::result::Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(err()),
+        _ => return Err(err().into()),
     };
     if secs == 0 {
-        return Err(format!("{raw:?}: a duration must be positive"));
+        return Err(format!("{raw:?}: a duration must be positive").into());
     }
     Ok(Duration::from_secs(secs))
 }

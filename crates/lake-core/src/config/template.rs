@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
+use crate::ValueError;
 use crate::{Error, Result};
 
 /// The placeholders a window of a source fills (HTTP URLs, query values, file names).
@@ -42,17 +43,17 @@ impl Template {
     /// Parse `raw` leniently: `${env:…}` must be well formed; `{name}` of a known placeholder
     /// (`{date}`, `{start:%Y%m%d}`, `{run_id}`, …) is one, anything else in braces is text (a
     /// command's `awk '{print $1}'` stays as it is).
-    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+    pub fn parse(raw: &str) -> std::result::Result<Self, ValueError> {
         Self::parse_with(raw, None)
     }
 
     /// Parse `raw` where only `allowed` placeholders may appear: any other `{…}`, a `{` without
     /// its `}`, or a bad date format is an error saying so.
-    pub fn parse_only(raw: &str, allowed: &[&str]) -> std::result::Result<Self, String> {
+    pub fn parse_only(raw: &str, allowed: &[&str]) -> std::result::Result<Self, ValueError> {
         Self::parse_with(raw, Some(allowed))
     }
 
-    fn parse_with(raw: &str, allowed: Option<&[&str]>) -> std::result::Result<Self, String> {
+    fn parse_with(raw: &str, allowed: Option<&[&str]>) -> std::result::Result<Self, ValueError> {
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut rest = raw;
@@ -72,7 +73,8 @@ impl Template {
                 if !is_env_name(var) {
                     return Err(format!(
                         "`${{env:{var}}}`: {var:?} is not a valid environment variable name"
-                    ));
+                    )
+                    .into());
                 }
                 flush(&mut parts, &mut text);
                 parts.push(Part::Env(var.to_owned()));
@@ -87,7 +89,7 @@ impl Template {
             // `{`
             let Some(close) = at.find('}') else {
                 if allowed.is_some() {
-                    return Err(format!("{raw:?}: a `{{` without its `}}`"));
+                    return Err(format!("{raw:?}: a `{{` without its `}}`").into());
                 }
                 text.push_str(at);
                 rest = "";
@@ -114,7 +116,8 @@ impl Template {
                         } else {
                             ""
                         }
-                    ));
+                    )
+                    .into());
                 }
                 text.push_str(&at[..=close]);
                 rest = &at[close + 1..];
@@ -125,9 +128,9 @@ impl Template {
                     || chrono::format::StrftimeItems::new(f)
                         .any(|i| matches!(i, chrono::format::Item::Error)))
             {
-                return Err(format!(
-                    "{raw:?}: {f:?} is not a date format (%Y-%m-%d, %Y%m%d, …)"
-                ));
+                return Err(
+                    format!("{raw:?}: {f:?} is not a date format (%Y-%m-%d, %Y%m%d, …)").into(),
+                );
             }
             flush(&mut parts, &mut text);
             parts.push(Part::Var {

@@ -2,6 +2,7 @@
 //! Spark SQL and Athena (Hive DDL), with their columns, partition keys and locations.
 
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
+use lake_core::ValueError;
 
 /// The SQL dialect of [`ddl`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,11 @@ pub struct TableDef<'a> {
 
 /// The statements for `tables` in `dialect`; Athena's tables go into `database`, named
 /// `<zone>_<dataset>`.
-pub fn ddl(dialect: Dialect, database: &str, tables: &[TableDef<'_>]) -> Result<String, String> {
+pub fn ddl(
+    dialect: Dialect,
+    database: &str,
+    tables: &[TableDef<'_>],
+) -> Result<String, ValueError> {
     let mut out = String::new();
     match dialect {
         Dialect::DuckDb | Dialect::Spark => {
@@ -180,7 +185,7 @@ pub fn layout(d: &lake_core::publish::Dataset) -> (Vec<String>, Vec<String>) {
 
 /// The Hive type of `t` as the Glue Data Catalog stores it (`bigint`, `decimal(12,2)`,
 /// `array<string>`, `struct<a:int,b:string>`).
-pub fn hive_type(t: &DataType) -> Result<String, String> {
+pub fn hive_type(t: &DataType) -> Result<String, ValueError> {
     Ok(type_name(Dialect::Athena, t)?
         .replace('`', "")
         .replace(": ", ":")
@@ -213,7 +218,7 @@ fn literal(s: &str) -> String {
 }
 
 /// The column type of `t` in `dialect`.
-fn type_name(dialect: Dialect, t: &DataType) -> Result<String, String> {
+fn type_name(dialect: Dialect, t: &DataType) -> Result<String, ValueError> {
     let hive = dialect != Dialect::DuckDb;
     Ok(match t {
         DataType::Boolean => "BOOLEAN".into(),
@@ -266,7 +271,7 @@ fn type_name(dialect: Dialect, t: &DataType) -> Result<String, String> {
             }
         }
         DataType::Dictionary(_, v) => type_name(dialect, v)?,
-        other => return Err(format!("{other} has no type in this dialect")),
+        other => return Err(format!("{other} has no type in this dialect").into()),
     })
 }
 

@@ -101,10 +101,8 @@ impl Engine {
     /// otherwise.
     pub fn check_sql(&self, sql: &str) -> Result<()> {
         match &self.guard {
-            Some(g) => guard::check_sql(sql, &g.limits).map_err(|message| Error::Query {
-                origin: "lake query".into(),
-                message,
-            }),
+            Some(g) => guard::check_sql(sql, &g.limits)
+                .map_err(|message| Error::query("lake query", message)),
             None => Ok(()),
         }
     }
@@ -190,15 +188,9 @@ impl Engine {
     ) -> Result<Arc<dyn TableProvider>> {
         let provider = tables::table(ctx, &self.root, &format!("in{slot}"), input)
             .await
-            .map_err(|message| Error::Query {
-                origin: format!("table {name}"),
-                message,
-            })?;
+            .map_err(|message| Error::query(format!("table {name}"), message))?;
         ctx.register_table(name.clone(), Arc::clone(&provider))
-            .map_err(|e| Error::Query {
-                origin: format!("table {name}"),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::query_caused(format!("table {name}"), "registering it", e))?;
         Ok(provider)
     }
 
@@ -239,10 +231,7 @@ impl Engine {
 
     async fn run_query(&self, work: &SqlWork) -> Result<StepMetrics> {
         let origin = &work.origin;
-        let qerr = |message: String| Error::Query {
-            origin: origin.clone(),
-            message,
-        };
+        let qerr = |message: String| Error::query(origin.clone(), message);
         let ctx = self.session().map_err(|e| qerr(e.to_string()))?;
         for (i, input) in work.inputs.iter().enumerate() {
             if let Err(e) = self
@@ -314,10 +303,10 @@ impl Engine {
     /// ("incorrect number of fields for line 3") names no file, so the object that fails on its
     /// own is found and named (for NDJSON, with the line that does not parse).
     async fn named(&self, work: &SqlWork, message: String) -> Error {
-        Error::Query {
-            origin: work.origin.clone(),
-            message: self.name_failing_object(&work.inputs, message).await,
-        }
+        Error::query(
+            work.origin.clone(),
+            self.name_failing_object(&work.inputs, message).await,
+        )
     }
 
     /// `message` (a reader's error) with the first object of `inputs` that fails to be read on
@@ -420,14 +409,11 @@ impl Engine {
             .build();
         let mut buf = Vec::new();
         let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, Arc::new(schema), Some(props))
-            .map_err(|e| Error::Query {
-            origin: "write an empty output".into(),
-            message: e.to_string(),
+            .map_err(|e| {
+            Error::query_caused("write an empty output", "starting its writer", e)
         })?;
-        w.finish().map_err(|e| Error::Query {
-            origin: "write an empty output".into(),
-            message: e.to_string(),
-        })?;
+        w.finish()
+            .map_err(|e| Error::query_caused("write an empty output", "finishing it", e))?;
         drop(w);
         let key = Key::new(format!("{staging}/empty.parquet"))?;
         self.zone.put_bytes(&key, buf.into()).await?;
@@ -541,10 +527,7 @@ impl Engine {
         use lake_core::catalog::{CatalogColumn, CatalogPartition, CatalogTable};
         use lake_core::config::CatalogSpec;
         let name = CatalogSpec::table_name(d.zone, &d.name);
-        let fail = |message: String| Error::Catalog {
-            table: format!("{database}.{name}"),
-            message,
-        };
+        let fail = |message: String| Error::catalog(format!("{database}.{name}"), message, None);
         if d.objects.is_empty() || !d.objects.iter().all(|o| o.key.ends_with(".parquet")) {
             return Err(fail(format!(
                 "{} is not a Parquet dataset; only Parquet outputs get tables",
@@ -620,10 +603,9 @@ impl Engine {
         datasets: &[Dataset],
         formats: &BTreeMap<String, lake_core::config::InputFormat>,
     ) -> Result<SessionContext> {
-        let ctx = self.session().map_err(|e| Error::Query {
-            origin: "lake query".into(),
-            message: e.to_string(),
-        })?;
+        let ctx = self
+            .session()
+            .map_err(|e| Error::query_caused("lake query", "starting a session", e))?;
         let catalog = ctx.catalog("datafusion").expect("the default catalog");
         for zone in lake_core::config::Zone::ALL {
             catalog
@@ -631,10 +613,7 @@ impl Engine {
                     zone.as_str(),
                     Arc::new(datafusion::catalog::MemorySchemaProvider::new()),
                 )
-                .map_err(|e| Error::Query {
-                    origin: "lake query".into(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| Error::query_caused("lake query", "registering the zones", e))?;
         }
         for (i, d) in datasets.iter().enumerate() {
             let input = dataset_input(d, formats);

@@ -43,8 +43,8 @@ impl Verification {
     pub async fn finish(mut self) -> Result<()> {
         match self.0.take() {
             None => Ok(()),
-            Some(task) => task.await.map_err(|e| lake_core::Error::Query {
-                origin: "checking inputs against their manifests".into(),
+            Some(task) => task.await.map_err(|e| lake_core::Error::Internal {
+                what: "checking inputs against their manifests".into(),
                 message: e.to_string(),
             })?,
         }
