@@ -21,7 +21,13 @@
 //!   AWS_REGION=us-east-1 S5CMD=… AWS_CLI=… cargo bench -p lake-cli --bench ingest -- s3
 //! ```
 //!
-//! Arguments choose the parts: `http`, `files`, `s3` (default: all). `LAKE_BIN` names the
+//! 4. A paged API (`pages`): `lake ingest` of a cursor-paged http source of 10, 100 and 1,000
+//!    pages (`LAKE_BENCH_PAGES`, comma-separated) of about 4 KiB of JSON records each, against
+//!    one `curl` process fetching the same page URLs in turn (`curl -K`, a file of `url`/
+//!    `output` lines: the URLs are known here, lake finds each from the page before); pages
+//!    per second, and peak RSS as the pages grow.
+//!
+//! Arguments choose the parts: `http`, `files`, `s3`, `pages` (default: all). `LAKE_BIN` names the
 //! `lake` every part measures (default: this bench's own build).
 //!
 //! Wall time and peak RSS come from GNU time (`/usr/bin/time -f "%e %M"`) around each process.
@@ -87,6 +93,141 @@ fn main() {
     }
     if want("s3") {
         s3_ingest();
+    }
+    if want("pages") {
+        paged_api();
+    }
+}
+
+/// A page of the bench's API: 40 records of about 100 bytes, and the next cursor (none after
+/// page `pages`).
+fn page_body(n: usize, pages: usize) -> String {
+    let records: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"id":{},"customer":"c{:06}","amount":{}.{:02},"status":"shipped","note":"order {} of page {n}"}}"#,
+                n * 40 + i,
+                (n * 7919 + i * 104_729) % 1_000_000,
+                (n * 31 + i * 17) % 1000,
+                i % 100,
+                i
+            )
+        })
+        .collect();
+    let next = if n < pages {
+        format!(r#""c{}""#, n + 1)
+    } else {
+        "null".into()
+    };
+    format!(
+        r#"{{"data":[{}],"meta":{{"next":{next}}}}}"#,
+        records.join(",")
+    )
+}
+
+/// Serves `/orders?cursor=cN` (page 1 without a cursor) of `pages` pages.
+fn serve_pages(pages: usize) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let n = first
+                    .split_once("cursor=c")
+                    .and_then(|(_, rest)| rest.split([' ', '&']).next()?.parse().ok())
+                    .unwrap_or(1);
+                let body = page_body(n, pages);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    url
+}
+
+/// `lake ingest` of a paged API against curl fetching the same pages, at several page counts.
+fn paged_api() {
+    let counts: Vec<usize> = std::env::var("LAKE_BENCH_PAGES")
+        .unwrap_or_else(|_| "10,100,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let runs = setting("LAKE_BENCH_RUNS", 3);
+    let bin = lake_bin(env!("CARGO_BIN_EXE_lake"));
+    println!("paged API: cursor pages of 40 records (~4 KiB), {runs} runs each, in turn");
+    println!("| pages | lake ingest | pages/s | peak RSS | curl -K | pages/s | RSS | wall ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for pages in counts {
+        let url = serve_pages(pages);
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("lake.toml"),
+            format!(
+                "[lake]\nname = \"pages\"\nroot = \"lake\"\n\n[sources.orders]\nkind = \"http\"\nurl = \"{url}/orders\"\npaginate = {{ kind = \"cursor\", cursor_path = \"meta.next\" }}\nrecords_path = \"data\"\n"
+            ),
+        )
+        .unwrap();
+        let mut config = String::new();
+        for n in 1..=pages {
+            let q = if n == 1 {
+                String::new()
+            } else {
+                format!("?cursor=c{n}")
+            };
+            config.push_str(&format!(
+                "url = \"{url}/orders{q}\"\noutput = \"curl/p{n:05}.json\"\n"
+            ));
+        }
+        std::fs::write(tmp.path().join("curl.cfg"), config).unwrap();
+        let (mut lake_m, mut curl_m) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let _ = std::fs::remove_dir_all(tmp.path().join("lake"));
+            let _ = std::fs::remove_dir_all(tmp.path().join("curl"));
+            lake_m.push(measure::timed(
+                Command::new(&bin)
+                    .current_dir(tmp.path())
+                    .args(["ingest", "orders", "--date", "2024-05-01"])
+                    .env_remove("RUST_LOG"),
+            ));
+            let landed =
+                std::fs::read_dir(tmp.path().join("lake/raw/orders/ingest_date=2024-05-01"))
+                    .unwrap()
+                    .count();
+            assert_eq!(landed, pages + 1, "every page and the manifest");
+            curl_m.push(measure::timed(
+                Command::new("curl").current_dir(tmp.path()).args([
+                    "-sS",
+                    "--fail",
+                    "--create-dirs",
+                    "-K",
+                    "curl.cfg",
+                ]),
+            ));
+        }
+        let (l, c) = (median(lake_m), median(curl_m));
+        println!(
+            "| {pages} | {:.2} s | {:.0} | {:.1} MiB | {:.2} s | {:.0} | {:.1} MiB | {:.2}× |",
+            l.wall,
+            pages as f64 / l.wall,
+            l.rss_mib(),
+            c.wall,
+            pages as f64 / c.wall,
+            c.rss_mib(),
+            l.wall / c.wall
+        );
     }
 }
 
