@@ -43,7 +43,7 @@ pub fn kinds() -> Kinds {
         .backend(Absent::new("emr", "cluster", "aws"))
         .backend(Absent::new("emr-serverless", "serverless", "aws"));
     #[cfg(feature = "aws")]
-    let b = b.catalog(lake_aws::GlueKind);
+    let b = b.catalog(lake_aws::GlueKind).source(lake_aws::S3SourceKind);
     #[cfg(not(feature = "aws"))]
     let b = b.catalog(AbsentCatalog);
     #[cfg(feature = "postgres")]

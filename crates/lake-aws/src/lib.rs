@@ -15,6 +15,7 @@ pub mod glue;
 mod glue_kind;
 mod policy;
 mod s3;
+mod s3_source;
 pub mod serverless;
 
 pub use client::Aws;
@@ -24,4 +25,5 @@ pub use glue::GlueCatalog;
 pub use glue_kind::{GlueConfig, GlueKind};
 pub use policy::iam_policy;
 pub use s3::{MIN_PART, S3ZoneStore};
+pub use s3_source::{S3Source, S3SourceKind, S3SourceSpec};
 pub use serverless::ServerlessBackend;
