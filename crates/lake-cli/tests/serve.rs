@@ -540,6 +540,11 @@ fn the_credit_dashboard_in_chromium() {
         3,
         "source credit, steps credit and credit_by_purpose"
     );
+    // Each source says what it fetches, as `lake plan` does.
+    assert!(
+        pipeline.contains("(file, line") && pipeline.contains("raw/credit/ingest_date="),
+        "{pipeline}"
+    );
     // The typed loans, with the link to the rows the step set aside.
     let trusted = browse(
         &browser,

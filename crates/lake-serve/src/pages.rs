@@ -347,11 +347,12 @@ pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
         (graph::svg(&nodes, &edges))
         h2 { "Sources" }
         table {
-            tr { th { "source" } th { "kind" } th { "window" } th { "last window" } th { "schedule" } }
+            tr { th { "source" } th { "kind" } th { "what it fetches" } th { "window" } th { "last window" } th { "schedule" } }
             @for (name, s) in &p.sources {
                 tr {
                     td { (name) }
                     td { (s.kind) }
+                    td { (s.config.describe(s)) }
                     td { (s.window.to_string()) }
                     td { (nodes.iter().find(|n| n.id == format!("source:{name}")).map_or(String::new(), |n| n.detail.clone())) }
                     td { (p.schedule.as_ref().map_or("none (lake run by hand)".into(), |s| format!("{} ({})", s.cron, s.timezone))) }
