@@ -47,7 +47,9 @@ pub fn kinds() -> Kinds {
     #[cfg(not(feature = "aws"))]
     let b = b.catalog(AbsentCatalog);
     #[cfg(feature = "postgres")]
-    let b = b.sink(lake_postgres::PostgresKind);
+    let b = b
+        .sink(lake_postgres::PostgresKind)
+        .source(lake_postgres::PostgresSourceKind);
     #[cfg(not(feature = "postgres"))]
     let b = b.sink(AbsentSink {
         name: "postgres",

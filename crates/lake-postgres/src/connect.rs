@@ -71,18 +71,26 @@ pub(crate) async fn connect(
     spec: &Spec,
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
 ) -> Result<(Connection, Config)> {
-    let url = spec
-        .url
-        .resolve(&format!("sinks.{}.url", spec.name), &env)?;
+    connect_to(&format!("sinks.{}.url", spec.name), &spec.url, env, &|m| {
+        sink_error(spec, m)
+    })
+    .await
+}
+
+/// Connect with the URL `url` (the lake.toml key `key`, resolved with `env`); `fail` makes
+/// the error of the sink or source that connects.
+pub(crate) async fn connect_to(
+    key: &str,
+    url: &lake_core::config::Template,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+    fail: &(dyn Fn(String) -> Error + Send + Sync),
+) -> Result<(Connection, Config)> {
+    let url = url.resolve(key, &env)?;
     let mut config: Config = url.expose().parse().map_err(|_| {
-        sink_error(
-            spec,
-            format!(
-                "sinks.{}.url ({}) is not a PostgreSQL URL: expected postgres://user:password@host:5432/database",
-                spec.name,
-                redact_url(url.expose())
-            ),
-        )
+        fail(format!(
+            "{key} ({}) is not a PostgreSQL URL: expected postgres://user:password@host:5432/database",
+            redact_url(url.expose())
+        ))
     })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
@@ -90,14 +98,14 @@ pub(crate) async fn connect(
     default_ssl_mode(&mut config, url.expose());
     config.application_name("lake");
     let target = describe_target(&config);
-    let failed = |e: tokio_postgres::Error| sink_error(spec, explain(&e, &target));
+    let failed = |e: tokio_postgres::Error| fail(explain(&e, &target));
     let (client, driver) = match config.get_ssl_mode() {
         tokio_postgres::config::SslMode::Disable => {
             let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
             (client, tokio::spawn(async move { drop(connection.await) }))
         }
         _ => {
-            let tls = tls_config().map_err(|e| sink_error(spec, format!("TLS setup: {e}")))?;
+            let tls = tls_config().map_err(|e| fail(format!("TLS setup: {e}")))?;
             let (client, connection) = config
                 .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
                 .await
@@ -153,7 +161,7 @@ pub(crate) fn explain(e: &tokio_postgres::Error, target: &str) -> String {
         let code = db.code();
         let hint = if *code == SqlState::INVALID_PASSWORD {
             Some(format!(
-                "connecting to {target}: check the user and password of the sink's url"
+                "connecting to {target}: check the user and password in the url"
             ))
         } else if *code == SqlState::INVALID_CATALOG_NAME {
             Some(format!(

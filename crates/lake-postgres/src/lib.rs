@@ -12,9 +12,15 @@
 //! The same transaction records, in `<schema>._lake_loads`, which committed data the table
 //! holds: a rerun with nothing new is skipped, and an append is never done twice. A kill at
 //! any point leaves the table as it was. The URL's password is never shown.
+//!
+//! `[sources.<name>]` with `kind = "postgres"` ([`PostgresSourceKind`]): a table or a query
+//! extracted by binary COPY in one snapshot into Parquet files of raw, optionally only the
+//! rows whose cursor column falls in the window.
 
 mod config;
 mod connect;
+mod extract;
+mod source;
 mod types;
 
 use std::collections::BTreeMap;
@@ -36,6 +42,7 @@ use tokio_postgres::types::Type;
 use crate::config::Spec;
 pub use crate::config::{PostgresConfig, PostgresKind, SinkMode, TableName};
 use crate::connect::{connect, explain, sink_error, sink_error_caused};
+pub use crate::source::{Extracted, PostgresSource, PostgresSourceConfig, PostgresSourceKind};
 use crate::types::Column;
 
 /// The table where each schema with a sink's table records what that table holds.
@@ -70,7 +77,7 @@ impl std::fmt::Debug for PostgresSink {
 }
 
 /// `"schema"."table"`.
-fn quoted(t: &TableName) -> String {
+pub(crate) fn quoted(t: &TableName) -> String {
     format!("{}.{}", ident(&t.schema), ident(&t.name))
 }
 
