@@ -35,10 +35,10 @@ fn main() {
                 (i % 1000) / 7.0::double precision AS ratio,
                 timestamptz '2024-01-01 00:00:00+00' + (i * interval '37 seconds') AS updated_at,
                 timestamp '2024-01-01 00:00:00' + (i * interval '11 seconds') AS seen,
-                date '2020-01-01' + (i % 1500) AS born,
+                date '2020-01-01' + (i % 1500)::int AS born,
                 i % 3 = 0 AS active,
                 jsonb_build_object('n', i % 10, 'tag', 't' || (i % 5)) AS attrs
-             FROM generate_series(1, {rows}) AS i"
+             FROM generate_series(1::bigint, {rows}) AS i"
         ),
     );
     println!("PostgreSQL extract: {rows} rows, {runs} runs each, in turn");
