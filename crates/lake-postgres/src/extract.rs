@@ -316,46 +316,34 @@ impl Builder {
         Ok(())
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    /// The builder behind the column, for what every builder does alike.
+    fn array(&mut self) -> &mut dyn ArrayBuilder {
         match self {
-            Self::Bool(b) => Arc::new(b.finish()),
-            Self::I16(b) => Arc::new(b.finish()),
-            Self::I32(b) => Arc::new(b.finish()),
-            Self::I64(b) => Arc::new(b.finish()),
-            Self::F32(b) => Arc::new(b.finish()),
-            Self::F64(b) => Arc::new(b.finish()),
-            Self::Decimal(b, _) => Arc::new(b.finish()),
-            Self::Text(b) => Arc::new(b.finish()),
-            Self::Date(b) => Arc::new(b.finish()),
-            Self::Timestamp(b) | Self::TimestampTz(b) => Arc::new(b.finish()),
-            Self::Bytes(b) => Arc::new(b.finish()),
-            Self::ListBool(b) => Arc::new(b.finish()),
-            Self::ListI32(b) => Arc::new(b.finish()),
-            Self::ListI64(b) => Arc::new(b.finish()),
-            Self::ListF64(b) => Arc::new(b.finish()),
-            Self::ListText(b) => Arc::new(b.finish()),
+            Self::Bool(b) => b,
+            Self::I16(b) => b,
+            Self::I32(b) => b,
+            Self::I64(b) => b,
+            Self::F32(b) => b,
+            Self::F64(b) => b,
+            Self::Decimal(b, _) => b,
+            Self::Text(b) => b,
+            Self::Date(b) => b,
+            Self::Timestamp(b) | Self::TimestampTz(b) => b,
+            Self::Bytes(b) => b,
+            Self::ListBool(b) => b,
+            Self::ListI32(b) => b,
+            Self::ListI64(b) => b,
+            Self::ListF64(b) => b,
+            Self::ListText(b) => b,
         }
     }
 
-    fn len(&self) -> usize {
-        match self {
-            Self::Bool(b) => b.len(),
-            Self::I16(b) => b.len(),
-            Self::I32(b) => b.len(),
-            Self::I64(b) => b.len(),
-            Self::F32(b) => b.len(),
-            Self::F64(b) => b.len(),
-            Self::Decimal(b, _) => b.len(),
-            Self::Text(b) => b.len(),
-            Self::Date(b) => b.len(),
-            Self::Timestamp(b) | Self::TimestampTz(b) => b.len(),
-            Self::Bytes(b) => b.len(),
-            Self::ListBool(b) => b.len(),
-            Self::ListI32(b) => b.len(),
-            Self::ListI64(b) => b.len(),
-            Self::ListF64(b) => b.len(),
-            Self::ListText(b) => b.len(),
-        }
+    fn finish(&mut self) -> ArrayRef {
+        self.array().finish()
+    }
+
+    fn len(&mut self) -> usize {
+        self.array().len()
     }
 }
 
@@ -400,7 +388,7 @@ impl Extract {
             b.push(row, i)
                 .map_err(|m| format!("column {}: {m}", self.schema.field(i).name()))?;
         }
-        let rows = self.builders.first().map_or(0, Builder::len);
+        let rows = self.builders.first_mut().map_or(0, Builder::len);
         let room = self
             .writer
             .as_ref()
@@ -413,7 +401,7 @@ impl Extract {
 
     /// Write the rows built so far, closing the file when it is full.
     fn flush(&mut self) -> Result<(), String> {
-        let rows = self.builders.first().map_or(0, Builder::len);
+        let rows = self.builders.first_mut().map_or(0, Builder::len);
         if rows == 0 && !self.files.is_empty() {
             return Ok(());
         }
@@ -458,7 +446,7 @@ impl Extract {
     /// Write the last rows and close the last file: the files (name, path, size), in order. A
     /// window without rows has one file without rows (its schema).
     pub(crate) fn finish(&mut self) -> Result<Vec<(String, PathBuf, u64)>, String> {
-        let rows = self.builders.first().map_or(0, Builder::len);
+        let rows = self.builders.first_mut().map_or(0, Builder::len);
         if rows > 0 || self.files.is_empty() {
             self.flush()?;
         }
