@@ -25,6 +25,7 @@ use lake_local::{Engine, LocalBackend, LocalZoneStore};
 /// lake.toml serves every build), and using it is an error naming the feature it needs.
 pub fn kinds() -> Kinds {
     let b = Kinds::new()
+        .settings(lake_local::EngineSettings)
         .backend(lake_local::LocalKind)
         .source(lake_ingest::FileKind)
         .source(lake_ingest::HttpKind)
@@ -43,13 +44,20 @@ pub fn kinds() -> Kinds {
         .backend(Absent::new("emr", "cluster", "aws"))
         .backend(Absent::new("emr-serverless", "serverless", "aws"));
     #[cfg(feature = "aws")]
-    let b = b.catalog(lake_aws::GlueKind).source(lake_aws::S3SourceKind);
+    let b = b
+        .settings(lake_aws::AwsSettings)
+        .catalog(lake_aws::GlueKind)
+        .source(lake_aws::S3SourceKind);
     #[cfg(not(feature = "aws"))]
-    let b = b.catalog(AbsentCatalog);
+    let b = b
+        .settings(lake_core::settings::AcceptAny("aws"))
+        .catalog(AbsentCatalog);
     #[cfg(feature = "postgres")]
     let b = b
         .sink(lake_postgres::PostgresKind)
-        .source(lake_postgres::PostgresSourceKind);
+        .source(lake_postgres::SqlSourceKind::new(
+            lake_postgres::PostgresDriver,
+        ));
     #[cfg(not(feature = "postgres"))]
     let b = b.sink(AbsentSink {
         name: "postgres",
@@ -323,8 +331,10 @@ impl Lake {
         // validation lets run on S3 zones only).
         #[cfg(feature = "aws")]
         let aws = match &pipeline.root {
-            Root::S3 { .. } if offline => Some(lake_aws::Aws::load_offline(&pipeline.aws).await),
-            Root::S3 { .. } => Some(lake_aws::Aws::load(&pipeline.aws).await),
+            Root::S3 { .. } if offline => {
+                Some(lake_aws::Aws::load_offline(&lake_aws::AwsSpec::of(&pipeline)).await)
+            }
+            Root::S3 { .. } => Some(lake_aws::Aws::load(&lake_aws::AwsSpec::of(&pipeline)).await),
             Root::Local { .. } => None,
         };
         let (store, objects) = open_store(
@@ -335,7 +345,7 @@ impl Lake {
         let engine = Arc::new(Engine::new(
             objects,
             Arc::clone(&store),
-            pipeline.engine.clone(),
+            lake_local::EngineSpec::of(&pipeline),
         ));
         Ok(Self {
             pipeline: Arc::new(pipeline),
@@ -1033,7 +1043,7 @@ pub fn open_store(
             })?;
             let zones: Arc<DynZoneStore> = Arc::new(
                 lake_aws::S3ZoneStore::new(aws.s3(), bucket, prefix)
-                    .with_sse(pipeline.aws.sse.clone()),
+                    .with_sse(aws.spec().sse.clone()),
             );
             let objects: Arc<dyn ObjectStore> =
                 Arc::new(lake_local::ZonesAsObjectStore::new(Arc::clone(&zones)));
@@ -1194,54 +1204,21 @@ impl Lake {
             std::time::Duration::from_secs(5),
         );
         let result = lake_aws::athena::run(&api, &query, poll, cancel).await?;
-        let batch = athena_batch(&result).map_err(|message| {
-            Error::query(format!("Athena query {}", result.query_id), message)
+        let columns: Vec<_> = result
+            .columns
+            .iter()
+            .map(|c| lake_local::engine::ddl::TextColumn {
+                name: &c.name,
+                sql_type: &c.athena_type,
+                precision: c.precision,
+                scale: c.scale,
+            })
+            .collect();
+        let batch = lake_local::engine::ddl::text_batch(&columns, &result.rows).map_err(|e| {
+            Error::query(format!("Athena query {}", result.query_id), e.to_string())
         })?;
         Ok((batch, result))
     }
-}
-
-/// Athena's rows (strings) as typed Arrow columns: integers, floats, decimals, booleans,
-/// dates and timestamps as such, anything else as text.
-#[cfg(feature = "aws")]
-fn athena_batch(
-    r: &lake_aws::athena::AthenaResult,
-) -> std::result::Result<lake_local::engine::datafusion::arrow::array::RecordBatch, String> {
-    use lake_local::engine::datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-    use lake_local::engine::datafusion::arrow::compute::cast;
-    use lake_local::engine::datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-    let mut fields = Vec::new();
-    let mut arrays: Vec<ArrayRef> = Vec::new();
-    for (i, c) in r.columns.iter().enumerate() {
-        let ty = match c.athena_type.as_str() {
-            "tinyint" => DataType::Int8,
-            "smallint" => DataType::Int16,
-            "integer" | "int" => DataType::Int32,
-            "bigint" => DataType::Int64,
-            "real" | "float" => DataType::Float32,
-            "double" => DataType::Float64,
-            "boolean" => DataType::Boolean,
-            "date" => DataType::Date32,
-            "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
-            "decimal" => {
-                let p = u8::try_from(c.precision).unwrap_or(38).clamp(1, 38);
-                let s = i8::try_from(c.scale).unwrap_or(0);
-                DataType::Decimal128(p, s)
-            }
-            _ => DataType::Utf8,
-        };
-        let text: StringArray = r
-            .rows
-            .iter()
-            .map(|row| row.get(i).cloned().flatten())
-            .collect();
-        let array =
-            cast(&text, &ty).map_err(|e| format!("column {} ({}): {e}", c.name, c.athena_type))?;
-        fields.push(Field::new(&c.name, ty, true));
-        arrays.push(array);
-    }
-    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

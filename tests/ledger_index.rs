@@ -35,6 +35,7 @@ fn record(i: usize, status: Status) -> RunRecord {
             output_objects: Vec::new(),
             rows: Some(i as u64),
             rejected: None,
+            merged: None,
             bytes: None,
             started: Some(started),
             ended: None,

@@ -21,8 +21,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+use lake_aws::AwsSpec;
 use lake_aws::{Aws, S3ZoneStore};
-use lake_core::config::AwsSpec;
 use lake_core::zone::{Key, ZoneStore};
 use lake_testing::measure::{self, Measure};
 

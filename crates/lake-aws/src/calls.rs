@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use bytes::Bytes;
 use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
-use lake_core::{Error, Result};
+use lake_core::{Cause, Classify, Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
 
 /// How much of a step's log is kept (its end).
@@ -83,6 +83,53 @@ impl fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// lake-aws's error: what an AWS call answered, classified (a denial is fixed in IAM, not by
+/// trying again; a throttle or a fault of the service is worth a retry). It reaches lake-core's
+/// [`Error`] as the [`Cause`] of a store, source or cluster failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// An S3 request was denied: the action and resource it needed.
+    #[error(
+        "AccessDenied: this identity may not {action} on {resource} ({detail}). A statement that allows it: \
+         {{\"Effect\": \"Allow\", \"Action\": \"{action}\", \"Resource\": \"{resource}\"}}; \
+         `lake iam-policy` prints the whole policy this lake.toml needs"
+    )]
+    Denied {
+        /// The IAM action (`s3:PutObject`).
+        action: &'static str,
+        /// The resource's ARN.
+        resource: String,
+        /// What the service said.
+        detail: String,
+    },
+    /// A call of a backend was denied.
+    #[error(
+        "{api}\n  → {operation} was denied.{} `lake iam-policy` prints the policy this pipeline needs; `lake doctor` checks it.",
+        needs.as_ref().map(|n| format!(" It needs {n}.")).unwrap_or_default()
+    )]
+    CallDenied {
+        /// The operation (`start job x`).
+        operation: String,
+        /// The service's answer.
+        api: ApiError,
+        /// What it needs, when the operation has a known cause.
+        needs: Option<String>,
+    },
+    /// The service answered with another error, or none came (no network, no credentials).
+    #[error("{0}")]
+    Api(ApiError),
+}
+
+impl Classify for AwsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Denied { .. } | Self::CallDenied { .. } => ErrorKind::Refused,
+            Self::Api(e) if e.is_access_denied() => ErrorKind::Refused,
+            Self::Api(_) => ErrorKind::Transient,
+        }
+    }
+}
 
 pub(crate) fn api_error<E: ProvideErrorMetadata + std::error::Error + 'static>(e: &E) -> ApiError {
     ApiError {
@@ -201,29 +248,26 @@ pub(crate) fn plain_env(
 }
 
 /// A backend's error for a failed call: an access denial says what it needs (`needs`, when
-/// the operation has a known cause) and where the policy is.
+/// the operation has a known cause) and where the policy is, and is not retried.
 pub(crate) fn backend_error(
     backend: &str,
     operation: &str,
     e: ApiError,
     needs: Option<String>,
 ) -> Error {
-    let message = if e.is_access_denied() {
-        let mut m = format!("{e}\n  → {operation} was denied.");
-        if let Some(needs) = needs {
-            m.push_str(&format!(" It needs {needs}."));
+    let cause = if e.is_access_denied() {
+        AwsError::CallDenied {
+            operation: operation.to_owned(),
+            api: e,
+            needs,
         }
-        m.push_str(
-            " `lake iam-policy` prints the policy this pipeline needs; `lake doctor` checks it.",
-        );
-        m
     } else {
-        e.to_string()
+        AwsError::Api(e)
     };
     Error::Cluster {
         backend: backend.into(),
         operation: operation.into(),
-        source: message.into(),
+        source: Box::new(Cause::new(cause)),
     }
 }
 

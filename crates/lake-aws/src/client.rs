@@ -1,9 +1,9 @@
 //! The one place AWS clients are made.
 
+use crate::AwsSpec;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use lake_core::config::AwsSpec;
 
 /// The SDK configuration for a pipeline's `[aws]` table, over the SDK's default chain:
 /// credentials from the environment, profiles (`AWS_PROFILE`, SSO), container and instance

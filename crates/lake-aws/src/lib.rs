@@ -17,7 +17,9 @@ mod policy;
 mod s3;
 mod s3_source;
 pub mod serverless;
+mod settings;
 
+pub use calls::{ApiError, AwsError};
 pub use client::Aws;
 pub use doctor::aws_checks;
 pub use emr::EmrBackend;
@@ -27,3 +29,4 @@ pub use policy::iam_policy;
 pub use s3::{MIN_PART, S3ZoneStore};
 pub use s3_source::{S3Source, S3SourceKind, S3SourceSpec};
 pub use serverless::ServerlessBackend;
+pub use settings::{AwsConfig, AwsSettings, AwsSpec, Sse};

@@ -1,6 +1,7 @@
 //! `lake iam-policy`: the least IAM policy a pipeline needs.
 
-use lake_core::config::{Pipeline, Root, Sse};
+use crate::{AwsSpec, Sse};
+use lake_core::config::{Pipeline, Root};
 use serde_json::{Value, json};
 
 /// The IAM policy document `pipeline` needs, or `None` when its root is not on S3 (a local
@@ -46,7 +47,7 @@ pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
             "Resource": objects,
         }),
     ];
-    if let Some(Sse::Kms(key)) = &pipeline.aws.sse {
+    if let Some(Sse::Kms(key)) = &AwsSpec::of(pipeline).sse {
         statements.push(json!({
             "Sid": "LakeEncryptZones",
             "Effect": "Allow",

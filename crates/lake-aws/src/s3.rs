@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::Sse;
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -13,7 +14,6 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
-use lake_core::config::Sse;
 use lake_core::zone::{
     ByteStream, FileWriter, GetResult, Key, ObjectMeta, PutOutcome, SMALL_FILE, ZoneStore,
 };
@@ -70,28 +70,6 @@ impl std::fmt::Debug for S3ZoneStore {
             .finish_non_exhaustive()
     }
 }
-
-/// What a denied request needed, for the error that explains it.
-#[derive(Debug)]
-struct Denied {
-    action: &'static str,
-    resource: String,
-    detail: String,
-}
-
-impl std::fmt::Display for Denied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "AccessDenied: this identity may not {} on {} ({}). A statement that allows it: \
-             {{\"Effect\": \"Allow\", \"Action\": \"{}\", \"Resource\": \"{}\"}}; \
-             `lake iam-policy` prints the whole policy this lake.toml needs",
-            self.action, self.resource, self.detail, self.action, self.resource
-        )
-    }
-}
-
-impl std::error::Error for Denied {}
 
 impl S3ZoneStore {
     /// Zones under `s3://bucket/prefix` (`prefix` may be empty), with 8 MiB parts, 2 uploading while a third fills (a whole `lake ingest` of a large file stays under 64 MiB, also when uploads fall behind; see BENCHMARKS.md).
@@ -332,11 +310,11 @@ impl S3ZoneStore {
             return self.fail(
                 operation,
                 key,
-                Box::new(Denied {
+                Box::new(lake_core::Cause::new(crate::AwsError::Denied {
                     action,
                     resource,
                     detail,
-                }),
+                })),
             );
         }
         // The service's code and message, or the chain of causes, in words (no Debug dump).

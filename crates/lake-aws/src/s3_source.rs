@@ -6,10 +6,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::AwsSpec;
 use async_trait::async_trait;
 use futures::StreamExt;
 use lake_core::backend::BackendEnv;
-use lake_core::config::{AwsSpec, ConfigCx, SourceSpec};
+use lake_core::config::{ConfigCx, SourceSpec};
 use lake_core::publish::{WindowIndex, raw_window_prefix};
 use lake_core::source::{Source, SourceConfig, SourceKind, SourceObject, Window};
 use lake_core::zone::ByteStream;
@@ -18,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Aws;
 
+/// The start of a version made from size and modification time, for a server whose listing
+/// gives no ETag.
+const SYNTHETIC: &str = "lake-size-mtime:";
 /// The `s3` source kind: register it with `Kinds::source(S3SourceKind)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct S3SourceKind;
@@ -146,7 +150,7 @@ impl S3SourceSpec {
     /// The AWS configuration to read the bucket with: the source's own keys over `[aws]`'s,
     /// else the run's.
     async fn aws(&self, env: &BackendEnv) -> Aws {
-        match self.aws_spec(&env.pipeline.aws) {
+        match self.aws_spec(&AwsSpec::of(&env.pipeline)) {
             Some(own) => Aws::load(&own).await,
             None => crate::emr::aws_of(env).await,
         }
@@ -347,13 +351,24 @@ impl Source for S3Source {
                 )
             })?;
             for o in page.contents() {
-                let (Some(key), Some(etag)) = (o.key(), o.e_tag()) else {
+                let Some(key) = o.key() else {
                     continue;
                 };
                 if key.ends_with('/') || !self.spec.matches(key) {
                     continue;
                 }
-                let etag = etag.trim_matches('"');
+                // S3 lists each object's ETag; a server that lists none (s3s-fs, some
+                // S3-compatible stores) gets a version from its size and modification time,
+                // which is then not sent back as If-Match.
+                let etag = match o.e_tag() {
+                    Some(e) => e.trim_matches('"').to_owned(),
+                    None => format!(
+                        "{SYNTHETIC}{}-{}",
+                        o.size().unwrap_or_default(),
+                        o.last_modified().map_or(0, |t| t.secs())
+                    ),
+                };
+                let etag = etag.as_str();
                 let from = origin(&self.spec.bucket, key, etag);
                 if landed.contains(&from) {
                     continue;
@@ -387,24 +402,20 @@ impl Source for S3Source {
             return Err(self.err(format!("{} was not listed", object.name), None));
         };
         // The version listed, or an error: a changed object is landed by the next window.
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.spec.bucket)
-            .key(&key)
-            .if_match(format!("\"{etag}\""))
-            .send()
-            .await
-            .map_err(|e| {
-                self.err(
-                    format!(
-                        "cannot read s3://{}/{key} (s3:GetObject): {}",
-                        self.spec.bucket,
-                        crate::calls::api_error(&e)
-                    ),
-                    None,
-                )
-            })?;
+        let mut get = self.client.get_object().bucket(&self.spec.bucket).key(&key);
+        if !etag.starts_with(SYNTHETIC) {
+            get = get.if_match(format!("\"{etag}\""));
+        }
+        let out = get.send().await.map_err(|e| {
+            self.err(
+                format!(
+                    "cannot read s3://{}/{key} (s3:GetObject): {}",
+                    self.spec.bucket,
+                    crate::calls::api_error(&e)
+                ),
+                None,
+            )
+        })?;
         let name = self.name.clone();
         let body = futures::stream::unfold(Some(out.body), move |body| {
             let name = name.clone();

@@ -372,3 +372,41 @@ fn the_glue_catalogs_keys_are_checked_at_their_lines() {
     assert_eq!(glue.athena_workgroup, "primary");
     assert_eq!(c.tables, ["trusted/*", "refined/*"]);
 }
+
+/// `[aws]` is lake-aws's settings table: read with its defaults and units, each bad key at
+/// its line, and Spark's s3a view reads the same checked keys.
+#[test]
+fn the_aws_table_is_checked_with_its_lines_and_read_back() {
+    use lake::aws::{AwsSpec, Sse};
+    let p = pipeline(
+        "[lake]\nname = \"x\"\n[aws]\nregion = \"eu-west-1\"\nendpoint_url = \"http://127.0.0.1:9000\"\nmax_attempts = 5\noperation_timeout = \"2m\"\nsse = \"aws:kms\"\nkms_key_id = \"alias/lake\"\n",
+        None,
+    )
+    .unwrap();
+    let aws = AwsSpec::of(&p);
+    assert_eq!(aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(aws.max_attempts, 5);
+    assert_eq!(aws.operation_timeout, std::time::Duration::from_secs(120));
+    assert_eq!(aws.connect_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(aws.sse, Some(Sse::Kms(Some("alias/lake".into()))));
+    let none = pipeline("[lake]\nname = \"x\"\n", None).unwrap();
+    assert_eq!(AwsSpec::of(&none), AwsSpec::default());
+    assert_eq!(AwsSpec::default().max_attempts, 3);
+
+    let d = diagnostics(
+        "[lake]\nname = \"x\"\n[aws]\nendpoint_url = \"localhost:9000\"\nmax_attempts = 0\nconnect_timeout = \"soon\"\nsse = \"AES512\"\n",
+    );
+    expect_each(
+        &d,
+        &[
+            ("aws.endpoint_url", 4, "not an http:// or https:// URL"),
+            ("aws.max_attempts", 5, "at least 1"),
+            ("aws.connect_timeout", 6, "soon"),
+            ("aws.sse", 7, "unknown sse"),
+        ],
+    );
+    let d = diagnostics("[lake]\nname = \"x\"\n[aws]\nkms_key_id = \"k\"\n");
+    expect_each(&d, &[("aws.kms_key_id", 4, "goes with sse")]);
+    let d = diagnostics("[lake]\nname = \"x\"\n[aws]\nregoin = \"eu-west-1\"\n");
+    expect_each(&d, &[("aws.regoin", 4, "unknown field")]);
+}

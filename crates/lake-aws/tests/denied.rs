@@ -1,8 +1,8 @@
 //! An AccessDenied from S3 is explained: the action, the resource, and the statement that
 //! would allow it. The "S3" here is a server on 127.0.0.1 that denies everything.
 
+use lake_aws::AwsSpec;
 use lake_aws::{Aws, S3ZoneStore};
-use lake_core::config::AwsSpec;
 use lake_core::zone::{Key, ZoneStore, ZoneStoreExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -54,7 +54,23 @@ async fn access_denied_names_the_action_resource_and_statement() {
         .build();
     let store = S3ZoneStore::new(aws_sdk_s3::Client::from_conf(conf), "my-bucket", "credit");
     let k = Key::new("raw/credit/ingest_date=2024-03-01/a.csv").unwrap();
-    let e = lake_core::run::error_chain(&store.put_bytes(&k, "x".into()).await.unwrap_err());
+    let err = store.put_bytes(&k, "x".into()).await.unwrap_err();
+    // Typed: lake-aws's error as the store error's cause, and a denial is fixed, not retried.
+    assert_eq!(err.kind(), lake_core::ErrorKind::Refused);
+    let cause = std::error::Error::source(&err)
+        .and_then(|c| c.downcast_ref::<lake_core::Cause>())
+        .expect("the cause is lake-aws's classified error");
+    assert!(
+        matches!(
+            cause.get_ref().downcast_ref::<lake_aws::AwsError>(),
+            Some(lake_aws::AwsError::Denied {
+                action: "s3:PutObject",
+                ..
+            })
+        ),
+        "{cause:?}"
+    );
+    let e = lake_core::run::error_chain(&err);
     assert!(
         e.contains("AccessDenied: this identity may not s3:PutObject on arn:aws:s3:::my-bucket/credit/raw/credit/ingest_date=2024-03-01/a.csv")
             && e.contains("\"Action\": \"s3:PutObject\"")

@@ -81,7 +81,7 @@ async fn writes_carry_the_configured_encryption() {
     let _serial = common::SERIAL.lock().await;
     let store = common::fresh_store(&endpoint, "encrypted")
         .await
-        .with_sse(Some(lake_core::config::Sse::S3));
+        .with_sse(Some(lake_aws::Sse::S3));
     let small = key("a/small.json");
     let big = key("a/big.bin");
     let copied = key("a/copy.json");

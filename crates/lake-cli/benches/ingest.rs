@@ -27,7 +27,11 @@
 //!    `output` lines: the URLs are known here, lake finds each from the page before); pages
 //!    per second, and peak RSS as the pages grow.
 //!
-//! Arguments choose the parts: `http`, `files`, `s3`, `pages` (default: all). `LAKE_BIN` names the
+//! 5. With `AWS_ENDPOINT_URL` set (`s3src`): an S3 *source*: objects already in a bucket landed
+//!    by `lake ingest` of a `kind = "s3"` source into a filesystem root, against `s5cmd cp`
+//!    from the bucket to a folder; the same one large and many small objects as part 3.
+//!
+//! Arguments choose the parts: `http`, `files`, `s3`, `pages`, `s3src` (default: all). `LAKE_BIN` names the
 //! `lake` every part measures (default: this bench's own build).
 //!
 //! Wall time and peak RSS come from GNU time (`/usr/bin/time -f "%e %M"`) around each process.
@@ -96,6 +100,9 @@ fn main() {
     }
     if want("pages") {
         paged_api();
+    }
+    if want("s3src") {
+        s3_source();
     }
 }
 
@@ -266,30 +273,7 @@ fn s3_ingest() {
         .unwrap_or(1000);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    // One large file of incompressible-looking bytes, and many 10 KiB CSV files.
-    std::fs::create_dir_all(dir.join("big")).unwrap();
-    {
-        let mut f =
-            std::io::BufWriter::new(std::fs::File::create(dir.join("big/big.bin")).unwrap());
-        let block: Vec<u8> = (0..1u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-            .collect();
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(block.len() as u64) as usize;
-            f.write_all(&block[..n]).unwrap();
-            left -= n as u64;
-        }
-    }
-    std::fs::create_dir_all(dir.join("small")).unwrap();
-    for i in 0..files {
-        let row = format!("{i},{}\n", "x".repeat(60));
-        std::fs::write(
-            dir.join(format!("small/part-{i:05}.csv")),
-            format!("a,b\n{}", row.repeat(10240 / row.len())),
-        )
-        .unwrap();
-    }
+    make_s3_files(dir, bytes, files);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -383,6 +367,125 @@ fn s3_ingest() {
         } else {
             println!("  aws s3 cp    skipped: no awscli (AWS_CLI=…)");
         }
+    }
+}
+
+/// One large file of incompressible-looking bytes (`big/big.bin`, `bytes` long) and `files`
+/// CSV files of 10 KiB (`small/part-NNNNN.csv`) under `dir`.
+fn make_s3_files(dir: &Path, bytes: u64, files: usize) {
+    std::fs::create_dir_all(dir.join("big")).unwrap();
+    {
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(dir.join("big/big.bin")).unwrap());
+        let block: Vec<u8> = (0..1u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n]).unwrap();
+            left -= n as u64;
+        }
+    }
+    std::fs::create_dir_all(dir.join("small")).unwrap();
+    for i in 0..files {
+        let row = format!("{i},{}\n", "x".repeat(60));
+        std::fs::write(
+            dir.join(format!("small/part-{i:05}.csv")),
+            format!("a,b\n{}", row.repeat(10240 / row.len())),
+        )
+        .unwrap();
+    }
+}
+
+/// The bucket side of an `s3` source: objects already in a bucket (put there with s5cmd) landed
+/// by `lake ingest` of a `kind = "s3"` source into a filesystem root (listing, ETags, SHA-256,
+/// manifest), against `s5cmd cp 's3://…/*' dir/` of the same objects.
+fn s3_source() {
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+        println!("s3 source: skipped (set AWS_ENDPOINT_URL to a local S3 server)");
+        return;
+    };
+    let s5cmd = std::env::var("S5CMD").unwrap_or_else(|_| "s5cmd".into());
+    let s5 = |args: &[&str], dir: &Path| {
+        let o = Command::new(&s5cmd)
+            .arg("--endpoint-url")
+            .arg(&endpoint)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("s3 source needs s5cmd (S5CMD=…)");
+        assert!(
+            o.status.success(),
+            "s5cmd {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _ = Command::new(&s5cmd)
+        .args(["--endpoint-url", &endpoint, "mb", &format!("s3://{BUCKET}")])
+        .output();
+    let bytes = setting("LAKE_BENCH_S3_BYTES", 1 << 30) as u64;
+    let files = setting("LAKE_BENCH_S3_FILES", 1000);
+    make_s3_files(dir, bytes, files);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let prefix = format!("s3://{BUCKET}/src-{stamp}");
+    s5(&["cp", "big/big.bin", &format!("{prefix}/big/")], dir);
+    s5(&["cp", "small/*", &format!("{prefix}/small/")], dir);
+    for (label, pattern, count) in [
+        ("one large object", "big/*.bin", 1usize),
+        ("many small objects", "small/*.csv", files),
+    ] {
+        let work = dir.join(format!("lake-{count}"));
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::write(
+            work.join("lake.toml"),
+            format!(
+                "[lake]\nname = \"bench\"\nroot = \"lake\"\n[sources.s]\nkind = \"s3\"\nurl = \"{prefix}/{pattern}\"\n"
+            ),
+        )
+        .unwrap();
+        println!("s3 source, {label}: {count} objects from {endpoint}");
+        let lake = timed(&mut lake_ingest(), &work);
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(work.join("lake/raw/s/ingest_date=2024-01-01/_manifest.json"))
+                .expect("a manifest after lake ingest"),
+        )
+        .unwrap();
+        let objects = manifest["objects"].as_array().expect("objects");
+        let landed: u64 = objects.iter().filter_map(|o| o["size"].as_u64()).sum();
+        assert_eq!(objects.len(), count, "lake ingest landed every object");
+        let out = dir.join(format!("s5-{count}"));
+        let s5cmd_run = timed(
+            Command::new(&s5cmd).args([
+                "--endpoint-url",
+                &endpoint,
+                "cp",
+                &format!("{prefix}/{pattern}"),
+                &format!("{}/", out.display()),
+            ]),
+            dir,
+        );
+        let copied: u64 = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(landed, copied, "both fetched the same bytes");
+        let line = |tool: &str, (wall, rss): (f64, u64)| {
+            println!(
+                "  {tool:<12} {wall:>7.2} s  {:>7.1} MB/s  {:>7.0} objects/s  peak RSS {:>6.1} MiB",
+                landed as f64 / wall / 1e6,
+                count as f64 / wall,
+                rss as f64 / 1024.0
+            );
+        };
+        line("lake ingest", lake);
+        line("s5cmd cp", s5cmd_run);
+        println!("  ratio (wall) {:.2}×", lake.0 / s5cmd_run.0);
     }
 }
 

@@ -57,6 +57,7 @@ fn record(i: usize) -> RunRecord {
             output_objects: Vec::new(),
             rows: Some(1000 + i as u64),
             rejected: Some(0),
+            merged: None,
             bytes: Some(65_536),
             started: Some(started),
             ended: Some(started + Days::seconds(2)),

@@ -630,20 +630,7 @@ fn kill_9_during_a_download_then_a_rerun_gives_one_complete_copy() {
     assert!(abandoned["error"].as_str().unwrap().contains("abandoned"));
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
+use lake_testing::walk;
 
 #[test]
 fn ingest_catches_up_from_its_cursor_and_stops_at_the_first_failure() {

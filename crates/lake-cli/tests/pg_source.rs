@@ -226,3 +226,94 @@ fn a_url_written_with_its_password_is_never_shown() {
         "{t}"
     );
 }
+
+use lake_testing::walk;
+
+/// kill -9 while a large extract is being written: no window is committed, the rerun takes
+/// over the lock and lands the whole table (counted and summed against psql), and the
+/// killed run's scratch folder is swept by the next run.
+#[test]
+fn a_killed_extract_commits_nothing_and_the_rerun_lands_it_whole() {
+    let Some(server) = server() else { return };
+    let url = fresh_database(&server, "pgkilled");
+    psql(
+        &url,
+        "CREATE TABLE events AS SELECT g::bigint AS id, md5(g::text) AS note FROM generate_series(1, 1000000) g",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch = tmp.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        "[lake]\nname = \"shop\"\nroot = \"lake\"\n\n[sources.events]\nkind = \"postgres\"\nurl = \"${env:SHOP_DB_URL}\"\ntable = \"public.events\"\nmax_file_rows = 100000\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"))
+        .args(["-q", "ingest", "--date", "2024-05-01"])
+        .current_dir(tmp.path())
+        .env("SHOP_DB_URL", &url)
+        .env("TMPDIR", &scratch)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the extract has closed its first file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !walk(&scratch).iter().any(|p| {
+        p.to_string_lossy().contains("lake-scratch-postgres-")
+            && p.to_string_lossy().ends_with("-00002.parquet")
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the extract never started writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the extract ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let window = tmp.path().join("lake/raw/events/ingest_date=2024-05-01");
+    assert!(walk(&window).is_empty(), "{:?}", walk(&window));
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "the killed run's scratch folder: {left:?}");
+
+    let o = lake(tmp.path(), &url)
+        .args(["ingest", "--date", "2024-05-01"])
+        .env("TMPDIR", &scratch)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("took over the lock"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "the killed run's scratch folder is swept and the rerun's removed"
+    );
+    let files = walk(&window);
+    assert_eq!(
+        files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count(),
+        10,
+        "{files:?}"
+    );
+    let lake_sum = lake_ok(
+        tmp.path(),
+        &url,
+        &[
+            "query",
+            "SELECT count(*) AS n, sum(id) AS ids, count(DISTINCT note) AS notes FROM raw.events",
+            "--format",
+            "csv",
+        ],
+    );
+    let pg = psql(
+        &url,
+        "SELECT count(*), sum(id), count(DISTINCT note) FROM events",
+    );
+    assert_eq!(lake_sum.lines().nth(1).unwrap().replace(',', "|"), pg);
+}

@@ -169,6 +169,21 @@ pub struct SqlWork {
     /// written: an engine that checks what it reads against the manifests need not read these
     /// back.
     pub committed: std::collections::BTreeSet<String>,
+    /// With `mode = "merge"`: how to merge, and the dataset's current objects.
+    pub merge: Option<Box<MergeWork>>,
+}
+
+/// A merge's work: the rows the query writes are a batch merged into the dataset's current
+/// objects; the engine writes the merged files of the objects it rewrites, and names those in
+/// [`REPLACES`](crate::publish::REPLACES).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeWork {
+    /// Keys, order and deletes.
+    pub spec: crate::config::MergeSpec,
+    /// The dataset's key prefix (`trusted/customers`); partition folders below it are columns.
+    pub prefix: String,
+    /// Its committed objects (none before its first publish).
+    pub current: Vec<ObjectEntry>,
 }
 
 /// One table of a [`SqlWork`].

@@ -301,8 +301,26 @@ impl Error {
     }
 
     /// What kind of failure this is: what the CLI's exit code, step and window retries and
-    /// re-reads decide from.
+    /// re-reads decide from. A failure of the environment (a store, a source, a cluster…)
+    /// whose cause is a crate's [`Classify`] error (wrapped in a [`Cause`]) takes its kind
+    /// from that error: an access denial is not worth a retry.
     pub fn kind(&self) -> ErrorKind {
+        let kind = self.own_kind();
+        if kind != ErrorKind::Transient {
+            return kind;
+        }
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            if let Some(cause) = e.downcast_ref::<Cause>() {
+                return cause.kind;
+            }
+            next = e.source();
+        }
+        kind
+    }
+
+    /// The variant's own kind.
+    fn own_kind(&self) -> ErrorKind {
         match self {
             Self::Config { .. }
             | Self::Invalid { .. }
@@ -371,8 +389,65 @@ pub enum ErrorKind {
     /// The environment: a network, a service, a lock, a cluster (step and window retries
     /// apply).
     Transient,
+    /// The environment refused: credentials, rights, a missing database or bucket. Fixed
+    /// outside lake (an IAM policy, a grant, a password), so never retried; exit code 1.
+    Refused,
     /// The data: a missing, damaged or changed object, a query that its data fails.
     Data,
     /// lake itself: a bug.
     Internal,
+}
+
+/// An error of a crate below lake-core's traits (lake-aws's `AwsError`, lake-postgres's
+/// `PgError`) that knows what kind of failure it is.
+pub trait Classify: std::error::Error + Send + Sync + 'static {
+    /// What kind of failure this is.
+    fn kind(&self) -> ErrorKind;
+}
+
+/// A [`Classify`] error as the `source` of an [`Error`]: shown as that error (its message and
+/// its causes), and [`Error::kind`] takes its kind from it. The crate's error is reached with
+/// [`get_ref`](Self::get_ref) and `downcast_ref`.
+#[derive(Debug)]
+pub struct Cause {
+    kind: ErrorKind,
+    inner: BoxError,
+}
+
+impl Cause {
+    /// `error`, with its kind.
+    pub fn new(error: impl Classify) -> Self {
+        Self {
+            kind: error.kind(),
+            inner: Box::new(error),
+        }
+    }
+
+    /// The kind `error` gave.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The crate's error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.inner
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl<E: Classify> From<E> for Cause {
+    fn from(error: E) -> Self {
+        Self::new(error)
+    }
 }

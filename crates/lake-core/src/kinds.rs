@@ -1,4 +1,5 @@
-//! The kinds a program offers: backends, sources, sinks and catalogs, each a plug-in.
+//! The kinds a program offers: backends, sources, sinks, catalogs and settings tables, each a
+//! plug-in.
 //!
 //! lake-core names no concrete kind. A program registers the kinds it offers in a [`Kinds`]
 //! (the `lake` facade registers those its features enable, and a program embedding lake adds
@@ -10,6 +11,7 @@ use crate::backend::AsAny;
 
 use crate::backend::BackendKind;
 use crate::catalog::CatalogKind;
+use crate::settings::SettingsKind;
 use crate::sink::SinkKind;
 use crate::source::SourceKind;
 
@@ -20,6 +22,7 @@ pub struct Kinds {
     sources: Vec<Arc<dyn SourceKind>>,
     sinks: Vec<Arc<dyn SinkKind>>,
     catalogs: Vec<Arc<dyn CatalogKind>>,
+    settings: Vec<Arc<dyn SettingsKind>>,
 }
 
 /// Panics when `name` is registered twice: a mistake in the program, not in a lake.toml.
@@ -95,6 +98,31 @@ impl Kinds {
         );
         self.catalogs.push(Arc::new(kind));
         self
+    }
+
+    /// Register a settings table (`[aws]`, `[engine]`): a top-level table the kinds of one
+    /// crate share.
+    ///
+    /// # Panics
+    ///
+    /// When the table is registered already, or is one lake-core or a backend reads.
+    pub fn settings(mut self, kind: impl SettingsKind) -> Self {
+        once(
+            "settings",
+            kind.table(),
+            self.settings
+                .iter()
+                .map(|k| k.table())
+                .chain(crate::config::CORE_TABLES)
+                .chain(self.backends.iter().filter_map(|b| b.table())),
+        );
+        self.settings.push(Arc::new(kind));
+        self
+    }
+
+    /// Every settings table, in registration order.
+    pub fn settings_kinds(&self) -> impl Iterator<Item = &Arc<dyn SettingsKind>> {
+        self.settings.iter()
     }
 
     /// The backend named `name`.

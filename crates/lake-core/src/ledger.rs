@@ -212,6 +212,9 @@ pub struct StepRecord {
     /// Rows set aside by expectations or failed CASTs (`sql` steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<u64>,
+    /// With `mode = "merge"`: keys inserted, updated and deleted, files rewritten and kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<crate::publish::MergeCounts>,
     /// Bytes written, when known.
     pub bytes: Option<u64>,
     /// Start.

@@ -58,6 +58,8 @@ pub mod publish;
 pub mod retry;
 pub mod run;
 pub mod schedule;
+pub mod scratch;
+pub mod settings;
 pub mod sink;
 pub mod source;
 pub mod units;
@@ -66,7 +68,7 @@ pub mod zone;
 /// Dates and times as lake uses them.
 pub use async_trait::async_trait;
 pub use chrono;
-pub use error::{BoxError, Error, ErrorKind, Result, ValueError};
+pub use error::{BoxError, Cause, Classify, Error, ErrorKind, Result, ValueError};
 
 pub use cluster::ClusterBackend;
 pub use source::Source;

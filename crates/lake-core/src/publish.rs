@@ -36,6 +36,35 @@ pub struct StepMetrics {
     /// Rejected rows by their first failed check (the expectation, or the CAST).
     #[serde(default)]
     pub reasons: std::collections::BTreeMap<String, u64>,
+    /// With `mode = "merge"`: what the batch changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<MergeCounts>,
+}
+
+/// What a merge changed: keys inserted, updated and deleted, and the dataset's files it
+/// rewrote and kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeCounts {
+    /// Keys the batch added.
+    pub inserted: u64,
+    /// Keys whose row the batch replaced.
+    pub updated: u64,
+    /// Keys the batch removed (`delete_when`).
+    pub deleted: u64,
+    /// Files of the dataset rewritten (those that held a touched key).
+    pub rewritten_files: u64,
+    /// Files of the dataset kept as they were.
+    pub kept_files: u64,
+}
+
+/// The hidden object of a merge's staging that names the dataset's objects it replaces.
+pub const REPLACES: &str = "_replaces.json";
+
+/// What a merge replaces: the keys of the dataset's objects its staged files rewrite.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaces {
+    /// Object keys, relative to the root.
+    pub keys: Vec<String>,
 }
 
 /// True for keys Hadoop-style tools treat as hidden (`_SUCCESS`, `.part.crc`, `_rejected/…`):
@@ -756,6 +785,30 @@ pub async fn publish(
             .filter(|o| !new_dirs.contains(parent_dir(rel_key(&o.key, prefix))))
             .cloned()
             .collect(),
+        (Some(prev), WriteMode::Merge | WriteMode::History) => {
+            let replaces: Replaces = store
+                .get_json(&Key::new(format!("{staging}/{REPLACES}"))?)
+                .await?
+                .unwrap_or_default();
+            if let Some(stale) = replaces
+                .keys
+                .iter()
+                .find(|k| !prev.objects.iter().any(|o| &o.key == *k))
+            {
+                // Merged against another version than the current one: publishing would lose
+                // rows (or keep replaced ones). The step runs again.
+                return Err(Error::Mismatch {
+                    object: store.url_of(stale),
+                    message: "the merge replaces an object the dataset no longer lists (another run published it meanwhile)".into(),
+                    missing: true,
+                });
+            }
+            prev.objects
+                .iter()
+                .filter(|o| !replaces.keys.contains(&o.key))
+                .cloned()
+                .collect()
+        }
     };
     let kept = objects.len();
     let mut moves = Vec::with_capacity(staged.len());

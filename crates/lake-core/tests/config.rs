@@ -282,10 +282,6 @@ partition_by = ["purpose"]
 mode = "overwrite_partitions"
 expect = ["age > 0"]
 max_rejected = 0.1
-
-[engine]
-memory_limit = "512MiB"
-threads = 2
 "#;
     let p = pipeline(text, None).unwrap();
     let a = &p.steps["a"];
@@ -312,8 +308,6 @@ threads = 2
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(p.engine.memory_limit, Some(512 << 20));
-    assert_eq!(p.engine.threads, Some(2));
 
     let bad = r#"[lake]
 name = "s"
@@ -476,4 +470,127 @@ x = "n"
     assert_eq!(p.charts["t"].y, ["n"]);
     assert_eq!(p.charts["t"].title, "t");
     assert_eq!(p.charts["t"].kind, lake_core::config::ChartKind::Line);
+}
+
+/// A settings kind owns a top-level table: validation hands it the table with lines, keeps
+/// what it checked for readers of any type, and reports a table no kind owns.
+#[test]
+fn a_settings_kind_owns_its_table_and_an_unowned_table_is_reported() {
+    use lake_core::config::ConfigCx;
+    use lake_core::settings::SettingsKind;
+
+    #[derive(Debug)]
+    struct Limits;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Model {
+        rows: u64,
+    }
+    impl SettingsKind for Limits {
+        fn table(&self) -> &'static str {
+            "limits"
+        }
+        fn configure(&self, cx: &mut ConfigCx<'_, '_>) -> Option<serde_json::Value> {
+            let rows = cx.own::<Model>().map_or(10, |m| m.rows);
+            if rows == 0 {
+                cx.value("limits.rows", "at least 1");
+            }
+            Some(serde_json::json!({ "rows": rows }))
+        }
+    }
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct View {
+        rows: u64,
+    }
+    let kinds = lake_testing::backends().settings(Limits);
+    let text = "[lake]\nname = \"s\"\n\n[limits]\nrows = 7\n";
+    let p = lake_testing::config::pipeline(text, None, &kinds).unwrap();
+    assert_eq!(p.settings::<View>("limits"), Some(View { rows: 7 }));
+    assert_eq!(p.settings::<View>("other"), None);
+    let p = lake_testing::config::pipeline("[lake]\nname = \"s\"\n", None, &kinds).unwrap();
+    assert_eq!(p.settings::<View>("limits"), Some(View { rows: 10 }));
+
+    let d = lake_testing::config::diagnostics("[lake]\nname = \"s\"\n[limits]\nrows = 0\n", &kinds);
+    expect_each(&d, &[("limits.rows", 4, "at least 1")]);
+    let d = lake_testing::config::diagnostics("[lake]\nname = \"s\"\n[limits]\nrowz = 1\n", &kinds);
+    expect_each(&d, &[("limits.rowz", 4, "unknown field")]);
+    // Without the kind, the table is nobody's.
+    let d = diagnostics(text);
+    expect_each(&d, &[("limits", 4, "unknown table")]);
+}
+
+#[test]
+#[should_panic(expected = "registered twice")]
+fn a_settings_table_lake_core_reads_cannot_be_registered() {
+    let _ = lake_testing::backends().settings(lake_core::settings::AcceptAny("steps"));
+}
+
+#[test]
+fn merge_keys_are_checked_with_their_lines() {
+    let base = "[lake]\nname = \"m\"\n\n[sources.c]\nkind = \"file\"\npath = \"c.csv\"\n\n";
+    let ok = format!(
+        "{base}[steps.c]\nkind = \"sql\"\ninputs = [\"raw/c@date\"]\noutput = \"trusted/c\"\nsql = \"SELECT * FROM c\"\nmode = \"merge\"\nkey = [\"id\"]\norder_by = \"updated_at\"\ndelete_when = \"tier = 'deleted'\"\non_tie = \"any\"\n"
+    );
+    let p = pipeline(&ok, None).unwrap();
+    let m = p.steps["c"].merge.clone().unwrap();
+    assert_eq!(m.key, ["id"]);
+    assert_eq!(m.order_by.as_deref(), Some("updated_at"));
+    assert!(m.on_tie_any);
+
+    // No key; a bad order_by; an unknown on_tie.
+    let d = diagnostics(&format!(
+        "{base}[steps.c]\nkind = \"sql\"\ninputs = [\"raw/c\"]\noutput = \"trusted/c\"\nsql = \"SELECT * FROM c\"\nmode = \"merge\"\norder_by = \"Updated At\"\non_tie = \"first\"\n"
+    ));
+    expect_each(
+        &d,
+        &[
+            ("steps.c", 8, "needs `key`"),
+            ("steps.c.order_by", 14, "not a column name"),
+            ("steps.c.on_tie", 15, "\"error\" or \"any\""),
+        ],
+    );
+    // Merge keys without mode = "merge"; merge on a command step.
+    let d = diagnostics(&format!(
+        "{base}[steps.c]\nkind = \"sql\"\ninputs = [\"raw/c\"]\noutput = \"trusted/c\"\nsql = \"SELECT * FROM c\"\nkey = [\"id\"]\n\n[steps.d]\nkind = \"command\"\ncommand = [\"true\"]\noutput = \"trusted/d\"\nmode = \"merge\"\nkey = [\"id\"]\n"
+    ));
+    expect_each(
+        &d,
+        &[
+            ("steps.c.key", 13, "goes with mode = \"merge\""),
+            ("steps.d.mode", 19, "applies to kind = \"sql\""),
+        ],
+    );
+}
+
+#[test]
+fn history_needs_order_by_and_takes_its_column_names() {
+    let base = "[lake]\nname = \"m\"\n\n[sources.c]\nkind = \"file\"\npath = \"c.csv\"\n\n[steps.c]\nkind = \"sql\"\ninputs = [\"raw/c@date\"]\noutput = \"trusted/c\"\nsql = \"SELECT * FROM c\"\nmode = \"history\"\nkey = [\"id\"]\n";
+    let p = pipeline(
+        &format!("{base}order_by = \"updated_at\"\nhistory_columns = {{ valid_to = \"until\" }}\n"),
+        None,
+    )
+    .unwrap();
+    let h = p.steps["c"].merge.clone().unwrap().history.unwrap();
+    assert_eq!(
+        (
+            h.valid_from.as_str(),
+            h.valid_to.as_str(),
+            h.is_current.as_str()
+        ),
+        ("valid_from", "until", "is_current")
+    );
+    let d = diagnostics(&format!(
+        "{base}history_columns = {{ is_current = \"Is Current\" }}\n"
+    ));
+    expect_each(
+        &d,
+        &[
+            ("steps.c", 8, "needs `order_by`"),
+            (
+                "steps.c.history_columns.is_current",
+                15,
+                "not a column name",
+            ),
+        ],
+    );
 }

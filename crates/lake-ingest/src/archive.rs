@@ -36,7 +36,7 @@ pub struct Extracting {
 
 #[derive(Debug)]
 struct Prepared {
-    _dir: tempfile::TempDir,
+    _dir: lake_core::scratch::ScratchDir,
     files: HashMap<String, PathBuf>,
 }
 
@@ -96,9 +96,7 @@ impl Source for Extracting {
         if !listed.iter().any(|o| ArchiveKind::of(&o.name).is_some()) {
             return Ok(listed);
         }
-        let dir = tempfile::Builder::new()
-            .prefix("lake-extract-")
-            .tempdir()
+        let dir = lake_core::scratch::ScratchDir::new("archive")
             .map_err(|e| self.err(format!("cannot create a temporary folder: {e}")))?;
         let mut files = HashMap::new();
         let mut out = Vec::new();

@@ -49,7 +49,7 @@ pub struct HttpSource {
 
 /// A window's pages on local disk (removed with the folder when dropped).
 struct Pages {
-    _dir: tempfile::TempDir,
+    _dir: lake_core::scratch::ScratchDir,
     files: HashMap<String, std::path::PathBuf>,
 }
 
@@ -490,15 +490,12 @@ impl HttpSource {
             &self.spec.filename,
             window,
         )?;
-        let dir = tempfile::Builder::new()
-            .prefix("lake-pages-")
-            .tempdir()
-            .map_err(|e| {
-                self.err(
-                    "cannot make a folder for the pages".into(),
-                    Some(Box::new(e)),
-                )
-            })?;
+        let dir = lake_core::scratch::ScratchDir::new("pages").map_err(|e| {
+            self.err(
+                "cannot make a folder for the pages".into(),
+                Some(Box::new(e)),
+            )
+        })?;
         let first = p.first(&base);
         let mut seen = std::collections::HashSet::new();
         let mut objects = Vec::new();

@@ -16,12 +16,15 @@
 mod backend;
 pub mod engine;
 mod plugin;
+mod settings;
+pub mod spool;
 mod store;
 mod zones_as_object_store;
 
 pub use backend::{LocalBackend, stop_group};
 pub use engine::Engine;
 pub use plugin::{LocalConfig, LocalKind};
+pub use settings::{EngineConfig, EngineSettings, EngineSpec, Verify};
 pub use store::LocalZoneStore;
 pub use zones_as_object_store::ZonesAsObjectStore;
 

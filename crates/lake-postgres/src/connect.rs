@@ -7,7 +7,8 @@ use std::time::Duration;
 use lake_core::config::redact_url;
 
 use crate::config::Spec;
-use lake_core::{Error, Result};
+use crate::error::PgError;
+use lake_core::{Cause, Error, Result};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -26,6 +27,11 @@ impl Drop for Connection {
 /// The sink's error: its name, table and `message`.
 pub(crate) fn sink_error(spec: &Spec, message: impl Into<String>) -> Error {
     Error::sink(&spec.name, spec.table.to_string(), message, None)
+}
+
+/// The sink's error while `doing` something (`connecting`, `loading`): what the server said.
+pub(crate) fn sink_failed(spec: &Spec, doing: &str, e: PgError) -> Error {
+    sink_error_caused(spec, doing, Cause::new(e))
 }
 
 /// The sink's error while `doing` something, caused by `source`.
@@ -71,8 +77,8 @@ pub(crate) async fn connect(
     spec: &Spec,
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
 ) -> Result<(Connection, Config)> {
-    connect_to(&format!("sinks.{}.url", spec.name), &spec.url, env, &|m| {
-        sink_error(spec, m)
+    connect_to(&format!("sinks.{}.url", spec.name), &spec.url, env, &|e| {
+        sink_failed(spec, "connecting", e)
     })
     .await
 }
@@ -83,14 +89,14 @@ pub(crate) async fn connect_to(
     key: &str,
     url: &lake_core::config::Template,
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
-    fail: &(dyn Fn(String) -> Error + Send + Sync),
+    fail: &(dyn Fn(PgError) -> Error + Send + Sync),
 ) -> Result<(Connection, Config)> {
     let url = url.resolve(key, &env)?;
     let mut config: Config = url.expose().parse().map_err(|_| {
-        fail(format!(
+        fail(PgError::Url(format!(
             "{key} ({}) is not a PostgreSQL URL: expected postgres://user:password@host:5432/database",
             redact_url(url.expose())
-        ))
+        )))
     })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
@@ -98,14 +104,14 @@ pub(crate) async fn connect_to(
     default_ssl_mode(&mut config, url.expose());
     config.application_name("lake");
     let target = describe_target(&config);
-    let failed = |e: tokio_postgres::Error| fail(explain(&e, &target));
+    let failed = |e: tokio_postgres::Error| fail(PgError::server(&e, &target));
     let (client, driver) = match config.get_ssl_mode() {
         tokio_postgres::config::SslMode::Disable => {
             let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
             (client, tokio::spawn(async move { drop(connection.await) }))
         }
         _ => {
-            let tls = tls_config().map_err(|e| fail(format!("TLS setup: {e}")))?;
+            let tls = tls_config().map_err(|e| fail(PgError::Tls(e.to_string())))?;
             let (client, connection) = config
                 .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
                 .await

@@ -1,7 +1,6 @@
-//! Rows of a binary COPY into Parquet files: a column builder per PostgreSQL type, a record
-//! batch every [`BATCH`] rows, a new file every `max_file_rows` rows.
+//! Rows of a binary COPY as Arrow: a column builder per PostgreSQL type, a record batch every
+//! [`BATCH`] rows (a [`ParquetSpool`](lake_local::spool::ParquetSpool) makes the files).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use lake_core::chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -14,9 +13,6 @@ use lake_local::engine::datafusion::arrow::datatypes::{
     DataType, Field, Schema, SchemaRef, TimeUnit,
 };
 use lake_local::engine::datafusion::arrow::record_batch::RecordBatch;
-use lake_local::engine::datafusion::parquet::arrow::ArrowWriter;
-use lake_local::engine::datafusion::parquet::basic::{Compression, ZstdLevel};
-use lake_local::engine::datafusion::parquet::file::properties::WriterProperties;
 use tokio_postgres::Column;
 use tokio_postgres::binary_copy::BinaryCopyOutRow;
 use tokio_postgres::types::{FromSql, Type};
@@ -124,33 +120,34 @@ fn numeric_typmod(m: i32) -> Option<(u8, i8)> {
 }
 
 /// A value read as its exact text: `numeric` (PostgreSQL's own rendering), `json`, `jsonb`,
-/// `uuid`, and the text types.
-struct Exact(String);
+/// `uuid`, and the text types; borrowed from the row where the wire form is the text.
+struct Exact<'a>(std::borrow::Cow<'a, str>);
 
-impl<'a> FromSql<'a> for Exact {
+impl<'a> FromSql<'a> for Exact<'a> {
     fn from_sql(
         ty: &Type,
         raw: &'a [u8],
     ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        use std::borrow::Cow;
         Ok(Exact(match *ty {
-            Type::NUMERIC => numeric_text(raw)?,
+            Type::NUMERIC => Cow::Owned(numeric_text(raw)?),
             // jsonb's binary form is a version byte, then the text.
-            Type::JSONB => std::str::from_utf8(raw.get(1..).unwrap_or_default())?.to_owned(),
+            Type::JSONB => Cow::Borrowed(std::str::from_utf8(raw.get(1..).unwrap_or_default())?),
             Type::UUID => {
                 let h: String = raw.iter().map(|b| format!("{b:02x}")).collect();
                 if h.len() != 32 {
                     return Err("a uuid is 16 bytes".into());
                 }
-                format!(
+                Cow::Owned(format!(
                     "{}-{}-{}-{}-{}",
                     &h[..8],
                     &h[8..12],
                     &h[12..16],
                     &h[16..20],
                     &h[20..]
-                )
+                ))
             }
-            _ => std::str::from_utf8(raw)?.to_owned(),
+            _ => Cow::Borrowed(std::str::from_utf8(raw)?),
         }))
     }
 
@@ -238,6 +235,79 @@ fn numeric_text(
 
 /// The unscaled value of decimal text at `scale` (exact: the column's typmod fixes the
 /// scale).
+/// A `numeric` in its binary form (base-10000 digit groups) as an unscaled integer at `scale`
+/// (12.50 at scale 2 is 1250), without going through text. A value with more fractional
+/// digits than `scale` (impossible in a `numeric(p, s)` column) or out of i128 is an error, as
+/// are NaN and the infinities.
+fn numeric_unscaled(raw: &[u8], scale: i8) -> Result<i128, String> {
+    let word = |i: usize| -> Result<u16, String> {
+        raw.get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "a short numeric".to_owned())
+    };
+    let ndigits = usize::from(word(0)?);
+    let weight = i32::from(word(2)? as i16);
+    let sign = word(4)?;
+    let finite = || {
+        format!(
+            "{:?} is not a finite decimal",
+            numeric_text(raw).unwrap_or_default()
+        )
+    };
+    if sign != 0 && sign != 0x4000 {
+        return Err(finite());
+    }
+    let overflow = || {
+        format!(
+            "{} does not fit a decimal",
+            numeric_text(raw).unwrap_or_default()
+        )
+    };
+    let mut acc: i128 = 0;
+    for k in 0..ndigits {
+        let group = i128::from(word(8 + 2 * k)?);
+        acc = acc
+            .checked_mul(10_000)
+            .and_then(|a| a.checked_add(group))
+            .ok_or_else(overflow)?;
+    }
+    // acc × 10000^(weight − ndigits + 1) is the value; × 10^scale is the unscaled integer.
+    let exp = 4 * (weight - ndigits as i32 + 1) + i32::from(scale);
+    let v = if exp >= 0 {
+        10i128
+            .checked_pow(exp as u32)
+            .and_then(|p| acc.checked_mul(p))
+            .ok_or_else(overflow)?
+    } else {
+        let p = 10i128.checked_pow(exp.unsigned_abs()).unwrap_or(i128::MAX);
+        if acc % p != 0 {
+            return Err(format!(
+                "{} has more than {scale} decimal places",
+                numeric_text(raw).unwrap_or_default()
+            ));
+        }
+        acc / p
+    };
+    Ok(if sign == 0x4000 { -v } else { v })
+}
+
+/// A `numeric` as its wire bytes, borrowed from the row.
+struct RawNumeric<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for RawNumeric<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawNumeric(raw))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+#[cfg(test)]
 fn unscaled(text: &str, scale: i8) -> Result<i128, String> {
     let (neg, digits) = match text.strip_prefix('-') {
         Some(d) => (true, d),
@@ -276,8 +346,8 @@ impl Builder {
             Self::I64(b) => b.append_option(get::<i64>(row, i)?),
             Self::F32(b) => b.append_option(get::<f32>(row, i)?),
             Self::F64(b) => b.append_option(get::<f64>(row, i)?),
-            Self::Decimal(b, scale) => match get::<Exact>(row, i)? {
-                Some(Exact(t)) => b.append_value(unscaled(&t, *scale)?),
+            Self::Decimal(b, scale) => match get::<RawNumeric>(row, i)? {
+                Some(RawNumeric(raw)) => b.append_value(numeric_unscaled(raw, *scale)?),
                 None => b.append_null(),
             },
             Self::Text(b) => b.append_option(get::<Exact>(row, i)?.map(|e| e.0)),
@@ -347,20 +417,15 @@ impl Builder {
     }
 }
 
-/// An extract in progress, then done: its Parquet files in a temporary folder.
+/// PostgreSQL's rows as Arrow record batches of [`BATCH`] rows, handed to a [`ParquetSpool`].
 pub(crate) struct Extract {
-    name: String,
-    dir: tempfile::TempDir,
     schema: SchemaRef,
     builders: Vec<Builder>,
-    max_file_rows: u64,
-    writer: Option<(ArrowWriter<std::fs::File>, u64)>,
-    files: Vec<(String, PathBuf, u64)>,
 }
 
 impl Extract {
-    /// An extract of `columns` for the source `name`.
-    pub(crate) fn new(name: &str, columns: &[Column], max_file_rows: u64) -> Result<Self, String> {
+    /// An extract of `columns`: its schema, or why a column cannot be extracted.
+    pub(crate) fn new(columns: &[Column]) -> Result<Self, String> {
         let mut fields = Vec::new();
         let mut builders = Vec::new();
         for c in columns {
@@ -369,97 +434,35 @@ impl Extract {
             builders.push(b);
         }
         Ok(Self {
-            name: name.to_owned(),
-            dir: tempfile::Builder::new()
-                .prefix("lake-extract-")
-                .tempdir()
-                .map_err(|e| format!("cannot make a folder for the extract: {e}"))?,
             schema: Arc::new(Schema::new(fields)),
             builders,
-            max_file_rows: max_file_rows.max(1),
-            writer: None,
-            files: Vec::new(),
         })
     }
 
-    /// Add one row.
-    pub(crate) fn push(&mut self, row: &BinaryCopyOutRow) -> Result<(), String> {
+    /// The Arrow schema of the rows.
+    pub(crate) fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Add one row; every [`BATCH`] rows, the batch they make.
+    pub(crate) fn push(&mut self, row: &BinaryCopyOutRow) -> Result<Option<RecordBatch>, String> {
         for (i, b) in self.builders.iter_mut().enumerate() {
             b.push(row, i)
                 .map_err(|m| format!("column {}: {m}", self.schema.field(i).name()))?;
         }
-        let rows = self.builders.first_mut().map_or(0, Builder::len);
-        let room = self
-            .writer
-            .as_ref()
-            .map_or(self.max_file_rows, |(_, n)| self.max_file_rows - n);
-        if rows >= BATCH || rows as u64 >= room {
-            self.flush()?;
+        if self.builders.first_mut().map_or(0, Builder::len) >= BATCH {
+            return self.batch().map(Some);
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Write the rows built so far, closing the file when it is full.
-    fn flush(&mut self) -> Result<(), String> {
-        let rows = self.builders.first_mut().map_or(0, Builder::len);
-        if rows == 0 && !self.files.is_empty() {
-            return Ok(());
+    /// The rows built since the last batch (maybe none).
+    pub(crate) fn batch(&mut self) -> Result<RecordBatch, String> {
+        if self.builders.is_empty() {
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
         }
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
-        let batch = if self.builders.is_empty() {
-            RecordBatch::new_empty(Arc::clone(&self.schema))
-        } else {
-            RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| e.to_string())?
-        };
-        if self.writer.is_none() {
-            let n = self.files.len() + 1;
-            let file_name = format!("{}-{n:05}.parquet", self.name);
-            let path = self.dir.path().join(&file_name);
-            let file = std::fs::File::create(&path)
-                .map_err(|e| format!("cannot write the extract: {e}"))?;
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .build();
-            let w = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(props))
-                .map_err(|e| e.to_string())?;
-            self.files.push((file_name, path, 0));
-            self.writer = Some((w, 0));
-        }
-        let (w, n) = self.writer.as_mut().expect("a writer");
-        w.write(&batch).map_err(|e| e.to_string())?;
-        *n += batch.num_rows() as u64;
-        if *n >= self.max_file_rows {
-            self.close()?;
-        }
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<(), String> {
-        if let Some((w, _)) = self.writer.take() {
-            w.close().map_err(|e| e.to_string())?;
-            let last = self.files.last_mut().expect("the file being written");
-            last.2 = std::fs::metadata(&last.1).map_err(|e| e.to_string())?.len();
-        }
-        Ok(())
-    }
-
-    /// Write the last rows and close the last file: the files (name, path, size), in order. A
-    /// window without rows has one file without rows (its schema).
-    pub(crate) fn finish(&mut self) -> Result<Vec<(String, PathBuf, u64)>, String> {
-        let rows = self.builders.first_mut().map_or(0, Builder::len);
-        if rows > 0 || self.files.is_empty() {
-            self.flush()?;
-        }
-        self.close()?;
-        Ok(self.files.clone())
-    }
-
-    /// The local file of an object of the extract.
-    pub(crate) fn path_of(&self, name: &str) -> Option<PathBuf> {
-        self.files
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, p, _)| p.clone())
+        RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| e.to_string())
     }
 }
 
@@ -498,6 +501,43 @@ mod tests {
         assert_eq!(numeric_text(&numeric(0, 0, 0, 3, &[])).unwrap(), "0.000");
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
         assert_eq!(unscaled("-12.5", 3), Ok(-12500));
+        // Straight from the digit groups, as through the text.
+        for (raw, scale) in [
+            (numeric(3, 1, 0, 4, &[1, 2345, 6789]), 4),
+            (numeric(3, 1, 0, 4, &[1, 2345, 6789]), 6),
+            (numeric(1, -1, 0x4000, 2, &[500]), 2),
+            (numeric(1, 2, 0, 0, &[1]), 0),
+            (numeric(1, 2, 0, 0, &[1]), 3),
+            (numeric(0, 0, 0, 3, &[]), 3),
+            (numeric(2, 0, 0, 2, &[12, 5000]), 2),
+            (numeric(1, -2, 0, 8, &[12]), 8),
+        ] {
+            let text = numeric_text(&raw).unwrap();
+            assert_eq!(
+                numeric_unscaled(&raw, scale),
+                unscaled(&text, scale),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            numeric_unscaled(&numeric(2, 0, 0, 2, &[12, 5000]), 2),
+            Ok(1250)
+        );
+        assert!(
+            numeric_unscaled(&numeric(2, 0, 0, 4, &[12, 5001]), 2)
+                .unwrap_err()
+                .contains("more than 2 decimal places")
+        );
+        assert!(
+            numeric_unscaled(&numeric(0, 0, 0xC000, 0, &[]), 2)
+                .unwrap_err()
+                .contains("not a finite decimal")
+        );
+        assert!(
+            numeric_unscaled(&numeric(11, 10, 0, 0, &[9999; 11]), 2)
+                .unwrap_err()
+                .contains("does not fit")
+        );
         assert_eq!(unscaled("7", 2), Ok(700));
         assert_eq!(numeric_typmod(-1), None);
         assert_eq!(numeric_typmod(((12 << 16) | 2) + 4), Some((12, 2)));

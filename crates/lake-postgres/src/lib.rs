@@ -13,14 +13,16 @@
 //! holds: a rerun with nothing new is skipped, and an append is never done twice. A kill at
 //! any point leaves the table as it was. The URL's password is never shown.
 //!
-//! `[sources.<name>]` with `kind = "postgres"` ([`PostgresSourceKind`]): a table or a query
+//! `[sources.<name>]` with `kind = "postgres"` (`SqlSourceKind::new(PostgresDriver)`, see [`sql`]): a table or a query
 //! extracted by binary COPY in one snapshot into Parquet files of raw, optionally only the
 //! rows whose cursor column falls in the window.
 
 mod config;
 mod connect;
+mod error;
 mod extract;
 mod source;
+pub mod sql;
 mod types;
 
 use std::collections::BTreeMap;
@@ -41,8 +43,10 @@ use tokio_postgres::types::Type;
 
 use crate::config::Spec;
 pub use crate::config::{PostgresConfig, PostgresKind, SinkMode, TableName};
-use crate::connect::{connect, explain, sink_error, sink_error_caused};
-pub use crate::source::{Extracted, PostgresSource, PostgresSourceConfig, PostgresSourceKind};
+use crate::connect::{connect, explain, sink_error, sink_error_caused, sink_failed};
+pub use crate::error::PgError;
+pub use crate::source::PostgresDriver;
+pub use crate::sql::{Extracted, SqlCx, SqlDriver, SqlSource, SqlSourceConfig, SqlSourceKind};
 use crate::types::Column;
 
 /// The table where each schema with a sink's table records what that table holds.
@@ -94,8 +98,13 @@ impl Sink for PostgresSink {
 
     async fn load(&self, load: &SinkLoad) -> Result<SinkOutcome> {
         let spec = &self.spec;
-        let fail =
-            |e: tokio_postgres::Error| sink_error(spec, explain(&e, &spec.table.to_string()));
+        let fail = |e: tokio_postgres::Error| {
+            sink_failed(
+                spec,
+                "loading",
+                PgError::server(&e, &spec.table.to_string()),
+            )
+        };
         let fingerprint = lake_core::sink::fingerprint(spec.mode.as_str(), &load.manifest);
         let (mut conn, _) = connect(spec, &*self.env).await?;
         let tx = conn.client.transaction().await.map_err(fail)?;
@@ -255,15 +264,17 @@ impl Sink for PostgresSink {
                 )
                 .await
                 .map_err(|e| {
-                    let mut m = explain(&e, &spec.table.to_string());
-                    if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_COLUMN_REFERENCE) {
-                        m.push_str(&format!(
+                    let mut pg = PgError::server(&e, &spec.table.to_string());
+                    if let PgError::Server { message, .. } = &mut pg
+                        && e.code() == Some(&tokio_postgres::error::SqlState::INVALID_COLUMN_REFERENCE)
+                    {
+                        message.push_str(&format!(
                             ": upsert needs a unique index or primary key on ({}) of {}",
                             spec.key.join(", "),
                             spec.table
                         ));
                     }
-                    sink_error(spec, m)
+                    sink_failed(spec, "loading", pg)
                 })?
             }
         };

@@ -134,9 +134,7 @@ const RECENT: Duration = Duration::from_secs(1);
 /// token) and headers. `lake`'s engine is [guarded](Lake::guarded) with the options' memory.
 pub fn router(lake: Lake, opts: ServeOptions, bound: SocketAddr) -> Result<Router> {
     let limits = lake::local::engine::QueryLimits::with_memory(opts.query_memory);
-    let threads = lake
-        .pipeline
-        .engine
+    let threads = lake::local::EngineSpec::of(&lake.pipeline)
         .threads
         .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
         .unwrap_or(2);

@@ -27,7 +27,7 @@ pub struct SparkBackend {
     store: Arc<DynZoneStore>,
     pipeline: Arc<Pipeline>,
     /// The driver and the steps' job files, removed with the backend.
-    code: tempfile::TempDir,
+    code: lake_core::scratch::ScratchDir,
     /// `lake_sql.py` in `code`, written once: steps running at once read it while others start.
     driver: PathBuf,
     submit: OnceLock<SparkSubmit>,
@@ -40,14 +40,11 @@ impl SparkBackend {
         embedded: Arc<dyn ClusterBackend>,
         env: &BackendEnv,
     ) -> Result<Self> {
-        let code = tempfile::Builder::new()
-            .prefix("lake-spark-")
-            .tempdir()
-            .map_err(|source| Error::Io {
-                action: "create a folder for",
-                path: std::env::temp_dir().join("lake-spark-*"),
-                source,
-            })?;
+        let code = lake_core::scratch::ScratchDir::new("spark").map_err(|source| Error::Io {
+            action: "create a folder for",
+            path: std::env::temp_dir().join("lake-scratch-spark-*"),
+            source,
+        })?;
         let driver = code.path().join("lake_sql.py");
         std::fs::write(&driver, SQL_DRIVER).map_err(|source| Error::Io {
             action: "write",

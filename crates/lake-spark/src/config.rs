@@ -171,7 +171,7 @@ impl SparkConfig {
             .option("deploy-mode", &self.deploy_mode);
         let mut conf = self.conf.clone();
         if self.root_is_s3 {
-            let aws = &pipeline.aws;
+            let aws: S3aView = pipeline.settings("aws").unwrap_or_default();
             let mut add = |k: &str, v: String| {
                 conf.entry(format!("spark.hadoop.fs.s3a.{k}")).or_insert(v);
             };
@@ -354,4 +354,13 @@ mod tests {
         assert_eq!(super::spark_version(banner), Some("4.0.1"));
         assert_eq!(super::spark_version("nothing"), None);
     }
+}
+
+/// The keys of `[aws]` (checked by lake-aws, which owns the table) that s3a needs: the zone
+/// store and Spark then reach the same endpoint.
+#[derive(Debug, Default, serde::Deserialize)]
+struct S3aView {
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    force_path_style: Option<bool>,
 }

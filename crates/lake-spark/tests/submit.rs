@@ -6,7 +6,14 @@ use lake_core::kinds::Kinds;
 use lake_spark::{SparkConfig, SparkKind};
 
 fn pipeline(text: &str) -> Pipeline {
-    lake_testing::config::pipeline(text, None, &Kinds::new().backend(SparkKind)).unwrap()
+    lake_testing::config::pipeline(
+        text,
+        None,
+        &Kinds::new()
+            .backend(SparkKind)
+            .settings(lake_aws::AwsSettings),
+    )
+    .unwrap()
 }
 
 #[test]

@@ -64,7 +64,7 @@ impl EmrConfig {
 pub async fn aws_of(env: &BackendEnv) -> Aws {
     match env.extensions.get::<Aws>() {
         Some(aws) => aws.clone(),
-        None => Aws::load(&env.pipeline.aws).await,
+        None => Aws::load(&crate::AwsSpec::of(&env.pipeline)).await,
     }
 }
 

@@ -2,8 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use lake_aws::AwsSpec;
 use lake_aws::{Aws, MIN_PART, S3ZoneStore};
-use lake_core::config::AwsSpec;
 
 /// S3 tests run one at a time: each resets the emulator first.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

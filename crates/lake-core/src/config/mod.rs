@@ -19,6 +19,7 @@ use serde::Serialize;
 
 pub use model::{LakeFile, StepKind, WriteMode};
 pub use template::{Redactor, STEP_VARS, Secret, Template, Value, WINDOW_VARS, is_env_name};
+pub(crate) use validate::CORE_TABLES;
 pub use validate::validate;
 
 use crate::ValueError;
@@ -719,12 +720,11 @@ pub struct Pipeline {
     pub steps: BTreeMap<String, StepSpec>,
     /// Step names in a deterministic dependency order (ties broken by name).
     pub order: Vec<String>,
-    /// Limits of the embedded SQL engine.
-    pub engine: EngineSpec,
     /// `[serve]`, defaults applied.
     pub serve: ServeSpec,
-    /// How AWS clients are made.
-    pub aws: AwsSpec,
+    /// The settings tables registered kinds own (`[aws]`, `[engine]`), checked; read one
+    /// with [`settings`](Self::settings).
+    pub settings: crate::settings::Settings,
     /// When `lake schedule` runs the pipeline (`[schedule]`).
     pub schedule: Option<crate::schedule::Schedule>,
     /// Who hears about a run's end (`[notify]`).
@@ -939,51 +939,6 @@ pub struct NotifySpec {
     pub timeout: Duration,
 }
 
-/// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct AwsSpec {
-    /// Profile name.
-    pub profile: Option<String>,
-    /// Region.
-    pub region: Option<String>,
-    /// Endpoint for every service.
-    pub endpoint_url: Option<String>,
-    /// Path-style S3 addressing; `None`: on when an endpoint is set.
-    pub force_path_style: Option<bool>,
-    /// Attempts per request.
-    pub max_attempts: u32,
-    /// Time to connect.
-    #[serde(with = "secs")]
-    pub connect_timeout: Duration,
-    /// Longest time of one operation, retries included.
-    #[serde(with = "secs")]
-    pub operation_timeout: Duration,
-    /// Server-side encryption of objects lake writes.
-    pub sse: Option<Sse>,
-}
-
-/// Server-side encryption.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Sse {
-    /// SSE-S3 (`AES256`).
-    S3,
-    /// SSE-KMS, with a key id or ARN (`None`: the account's default S3 key).
-    Kms(Option<String>),
-}
-
-/// A checked `[engine]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct EngineSpec {
-    /// Bytes for sorts, joins and aggregates before they spill; `None`: the engine's default.
-    pub memory_limit: Option<u64>,
-    /// Threads and partitions per query; `None`: the number of CPUs.
-    pub threads: Option<usize>,
-    /// Folder for spill files; `None`: the system's temporary folder.
-    pub spill_dir: Option<PathBuf>,
-    /// How what a query reads is checked against its manifests.
-    pub verify: Verify,
-}
-
 /// A checked `[serve]`: what `lake serve` allows its queries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServeSpec {
@@ -1003,19 +958,6 @@ impl Default for ServeSpec {
             query_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// How the embedded engine checks the objects a step or `lake query` reads (`[engine] verify`).
-/// Sizes are always checked; objects a run committed itself are not read back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verify {
-    /// Read every object back and compare its SHA-256 with its manifest's before the result is
-    /// used (a step's output published, a query's rows shown).
-    #[default]
-    Sha256,
-    /// Compare sizes only.
-    Size,
 }
 
 /// A checked `[sources.<name>]`.
@@ -1107,6 +1049,8 @@ pub struct StepSpec {
     pub timeout: Option<Duration>,
     /// How the output replaces the dataset.
     pub mode: WriteMode,
+    /// With `mode = "merge"`: how rows are matched and which wins.
+    pub merge: Option<MergeSpec>,
     /// Retries after a failure a retry can fix (`retries`).
     pub retries: u32,
     /// The wait before the first retry, doubling with jitter (`retry_delay`).
@@ -1124,6 +1068,33 @@ impl StepSpec {
             StepSpecKind::Copy => "copy",
         }
     }
+}
+
+/// A checked `mode = "merge"`: how a batch's rows meet the stored rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MergeSpec {
+    /// The columns that identify a row (`key`).
+    pub key: Vec<String>,
+    /// The column whose largest value wins (`order_by`); without it, the batch's row wins
+    /// over the stored one, and two batch rows of one key are a tie.
+    pub order_by: Option<String>,
+    /// A SQL condition: a batch row that meets it deletes its key (`delete_when`).
+    pub delete_when: Option<String>,
+    /// A tie in a batch is resolved by taking either row (`on_tie = "any"`) instead of failing.
+    pub on_tie_any: bool,
+    /// With `mode = "history"`: the version columns.
+    pub history: Option<HistoryColumns>,
+}
+
+/// The version columns of a `mode = "history"` dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HistoryColumns {
+    /// When a version starts.
+    pub valid_from: String,
+    /// When it ended; NULL while current.
+    pub valid_to: String,
+    /// True for the current version.
+    pub is_current: String,
 }
 
 /// A checked input of a step.
@@ -1307,6 +1278,13 @@ pub struct Expectation {
 }
 
 impl Pipeline {
+    /// The checked settings table `table` (`[aws]`) as `T`: the owning crate's type, or
+    /// another crate's narrower view of the keys it needs. `None` when this program registers
+    /// no kind for the table.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self, table: &str) -> Option<T> {
+        self.settings.get(table)
+    }
+
     /// The sources that the given steps read, by name.
     pub fn sources_read_by<'a>(
         &self,
@@ -1331,6 +1309,13 @@ pub mod secs {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_secs())
+    }
+
+    /// Whole seconds, as written by [`serialize`].
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<std::time::Duration, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(std::time::Duration::from_secs)
     }
 }
 

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// The whole `lake.toml` file.
 ///
-/// Top-level tables other than these belong to backends (`[cluster]`, `[spark]`): each backend
-/// reads its own, and validation reports a table no registered backend owns.
+/// Top-level tables other than these belong to backends (`[cluster]`, `[spark]`) and to
+/// settings kinds (`[aws]`, `[engine]`): each reads its own, and validation reports a table
+/// no registered kind owns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LakeFile {
     /// `[lake]`: the pipeline's name, root and backend.
@@ -25,15 +26,9 @@ pub struct LakeFile {
     /// `[steps.<name>]`: what turns zones into zones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub steps: BTreeMap<String, StepConfig>,
-    /// `[engine]`: the embedded SQL engine's limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine: Option<EngineConfig>,
     /// `[serve]`: what `lake serve` allows its queries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<ServeConfig>,
-    /// `[aws]`: how AWS clients are made (all optional; the default chain applies).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<AwsConfig>,
     /// `[schedule]`: when `lake schedule` runs the pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleConfig>,
@@ -135,58 +130,6 @@ pub struct ScheduleConfig {
     /// How far back missed ticks are run (`7d`), or `off` (only the latest); default `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup: Option<String>,
-}
-
-/// `[aws]`: overrides of the AWS SDK's defaults (environment, profiles, instance roles).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsConfig {
-    /// A profile of ~/.aws/config (else `AWS_PROFILE`, else `default`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
-    /// The region (else `AWS_REGION` or the profile's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// An endpoint for every service (an S3-compatible server); else `AWS_ENDPOINT_URL`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    /// Path-style S3 addressing (`endpoint/bucket/key`); default: true with an endpoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub force_path_style: Option<bool>,
-    /// Attempts per request, standard retry mode (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_attempts: Option<u32>,
-    /// Time to connect (default `5s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<String>,
-    /// Longest time of one operation, retries included (default `10m`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operation_timeout: Option<String>,
-    /// Server-side encryption of what lake writes: `"AES256"` (SSE-S3) or `"aws:kms"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sse: Option<String>,
-    /// With `sse = "aws:kms"`: the KMS key id or ARN (default: the account's S3 key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kms_key_id: Option<String>,
-}
-
-/// `[engine]`: limits of the embedded SQL engine (DataFusion) that runs `sql` steps locally.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EngineConfig {
-    /// Memory for sorts, joins and aggregates before they spill to disk (`512MiB`, `4GiB`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_limit: Option<String>,
-    /// Threads (and partitions) a query uses; default: the number of CPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
-    /// Folder for spill files; default: the system's temporary folder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spill_dir: Option<String>,
-    /// How what a query reads is checked against its manifests: `"sha256"` (the default) or
-    /// `"size"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<String>,
 }
 
 /// `[serve]`: the limits of `lake serve`'s queries (the SQL box, charts, dataset pages).
@@ -333,9 +276,27 @@ pub struct StepConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_by: Vec<String>,
     /// How the output replaces what is there: `overwrite` (default), `append`,
-    /// `overwrite_partitions`.
+    /// `overwrite_partitions`, `merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<WriteMode>,
+    /// `merge`: the columns that identify a row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<String>,
+    /// `merge`: the column whose largest value wins among rows of one key (in the batch, and
+    /// against the stored row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_by: Option<String>,
+    /// `merge`: a SQL condition; a batch row that meets it deletes its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_when: Option<String>,
+    /// `merge`: two rows of one key and one `order_by` value in a batch are an error
+    /// (`"error"`, the default) or one of them wins (`"any"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_tie: Option<String>,
+    /// `history`: the names of the columns a version gets (`valid_from`, `valid_to`,
+    /// `is_current`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_columns: Option<HistoryColumnsConfig>,
     /// `sql`: conditions every output row must meet; rows that fail are set aside.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect: Vec<String>,
@@ -371,6 +332,13 @@ pub enum WriteMode {
     Append,
     /// The output replaces only the partitions (folders) it writes; others are kept.
     OverwritePartitions,
+    /// The output's rows replace the dataset's rows of the same `key` (the latest by
+    /// `order_by` wins), add new keys, and delete the keys of `delete_when` rows; only the files
+    /// that hold a touched key are rewritten.
+    Merge,
+    /// Every version of each `key` is kept (slowly changing dimension, type 2): a changed row
+    /// closes the current version and opens a new one, valid from its `order_by` value.
+    History,
 }
 
 impl std::fmt::Display for WriteMode {
@@ -379,8 +347,25 @@ impl std::fmt::Display for WriteMode {
             Self::Overwrite => "overwrite",
             Self::Append => "append",
             Self::OverwritePartitions => "overwrite_partitions",
+            Self::Merge => "merge",
+            Self::History => "history",
         })
     }
+}
+
+/// `history_columns = { valid_from = "…", valid_to = "…", is_current = "…" }`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryColumnsConfig {
+    /// When a version starts (its `order_by` value); default `valid_from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    /// When it ended (NULL while current); default `valid_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<String>,
+    /// True for the current version of a key; default `is_current`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_current: Option<String>,
 }
 
 /// One entry of `inputs`: `"raw/credit"` or `{ name = "c", path = "raw/credit", … }`.

@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{InputConfig, SourceConfig, StepConfig, StepKind};
 use super::{
-    ConfigCx, ConfigFile, EngineSpec, Expectation, FormatKind, InputFormat, Parts, Pipeline,
-    Reporter, Root, ServeSpec, SourceSpec, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind,
-    Template, Verify, Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
+    ConfigCx, ConfigFile, Expectation, FormatKind, InputFormat, Parts, Pipeline, Reporter, Root,
+    ServeSpec, SourceSpec, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind, Template, Zone,
+    ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
 };
 use crate::backend::BackendRef;
 use crate::kinds::Kinds;
@@ -15,10 +15,9 @@ use crate::{Error, Result};
 /// `[lake] max_parallel_steps` when it is not set.
 pub(crate) const DEFAULT_MAX_PARALLEL_STEPS: usize = 2;
 
-/// The top-level tables lake itself reads; backends own the others.
-const TABLES: [&str; 12] = [
-    "lake", "env", "sources", "steps", "engine", "serve", "aws", "schedule", "notify", "sinks",
-    "charts", "catalog",
+/// The top-level tables lake-core reads; registered backends and settings kinds own the others.
+pub(crate) const CORE_TABLES: [&str; 10] = [
+    "lake", "env", "sources", "steps", "serve", "schedule", "notify", "sinks", "charts", "catalog",
 ];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
@@ -104,10 +103,15 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
         }
         Some(n) => n,
     };
-    // Top-level tables: lake's own, and those registered backends own.
+    // Top-level tables: lake's own, and those registered backends and settings kinds own.
+    let settings_tables: Vec<&str> = backends.settings_kinds().map(|s| s.table()).collect();
     let mut stray: Vec<&str> = spans
         .top_keys()
-        .filter(|k| !TABLES.contains(k) && backends.iter().all(|b| b.table() != Some(*k)))
+        .filter(|k| {
+            !CORE_TABLES.contains(k)
+                && !settings_tables.contains(k)
+                && backends.iter().all(|b| b.table() != Some(*k))
+        })
         .collect();
     stray.sort_unstable();
     for k in stray {
@@ -119,7 +123,12 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
             k,
             format!(
                 "unknown table or key {k:?}: lake.toml has {}{}",
-                TABLES.map(|t| format!("[{t}]")).join(", "),
+                CORE_TABLES
+                    .iter()
+                    .chain(&settings_tables)
+                    .map(|t| format!("[{t}]"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if owned.is_empty() {
                     String::new()
                 } else {
@@ -304,6 +313,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
                 .ok()
         });
         let (retries, retry_delay) = retry_keys(&mut r, &key, step.retries, &step.retry_delay);
+        let merge = merge_spec(&mut r, &key, step);
         steps.insert(
             name.clone(),
             StepSpec {
@@ -316,6 +326,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
                 env,
                 timeout,
                 mode: step.mode.unwrap_or_default(),
+                merge,
                 retries,
                 retry_delay,
             },
@@ -396,9 +407,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
         Vec::new()
     };
 
-    let engine = engine_spec(&mut r, file);
     let serve = serve_spec(&mut r, file);
-    let aws = aws_spec(&mut r, file);
     let schedule = schedule_spec(&mut r, file);
     let notify = notify_spec(&mut r, file);
     let parts = Parts {
@@ -410,6 +419,14 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
     let sinks = sink_specs(&mut r, file, &producers, backends, parts);
     let charts = chart_specs(&mut r, file);
     let catalog = catalog_spec(&mut r, file, backends, parts);
+    let mut settings = crate::settings::Settings::default();
+    for kind in backends.settings_kinds() {
+        let table = kind.table();
+        let mut cx = ConfigCx::for_table(&mut r, file.text(), parts, table.to_owned(), &[]);
+        if let Some(value) = kind.configure(&mut cx) {
+            settings.0.insert(table, value);
+        }
+    }
     let mut selected = None;
     for kind in backends.iter() {
         let is_selected = Some(kind.name()) == backend;
@@ -452,9 +469,8 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
         sources,
         steps,
         order,
-        engine,
         serve,
-        aws,
+        settings,
         schedule,
         notify,
         sinks,
@@ -473,50 +489,6 @@ fn duration_or(
     raw.as_ref()
         .and_then(|t| parse_duration(t).map_err(|m| r.value(key, m)).ok())
         .unwrap_or(std::time::Duration::from_secs(default_secs))
-}
-
-fn aws_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> super::AwsSpec {
-    let a = file.model.aws.clone().unwrap_or_default();
-    if let Some(e) = &a.endpoint_url
-        && !(e.starts_with("http://") || e.starts_with("https://"))
-    {
-        r.value(
-            "aws.endpoint_url",
-            format!("{e:?} is not an http:// or https:// URL"),
-        );
-    }
-    if a.max_attempts == Some(0) {
-        r.value(
-            "aws.max_attempts",
-            "max_attempts counts the first try: at least 1",
-        );
-    }
-    let sse = match (a.sse.as_deref(), &a.kms_key_id) {
-        (None, None) => None,
-        (Some("AES256"), None) => Some(super::Sse::S3),
-        (Some("aws:kms"), key) => Some(super::Sse::Kms(key.clone())),
-        (Some("AES256"), Some(_)) | (None, Some(_)) => {
-            r.key("aws.kms_key_id", "kms_key_id goes with sse = \"aws:kms\"");
-            None
-        }
-        (Some(other), _) => {
-            r.value(
-                "aws.sse",
-                format!("unknown sse {other:?}: \"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS)"),
-            );
-            None
-        }
-    };
-    super::AwsSpec {
-        profile: a.profile.clone(),
-        region: a.region.clone(),
-        endpoint_url: a.endpoint_url.clone(),
-        force_path_style: a.force_path_style,
-        max_attempts: a.max_attempts.unwrap_or(3).max(1),
-        connect_timeout: duration_or(r, "aws.connect_timeout", &a.connect_timeout, 5),
-        operation_timeout: duration_or(r, "aws.operation_timeout", &a.operation_timeout, 600),
-        sse,
-    }
 }
 
 /// A URL, query value or file name of an http source: its placeholders (`{start}`, `{end}`,
@@ -872,37 +844,6 @@ fn schedule_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<crate::sched
     })
 }
 
-fn engine_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> EngineSpec {
-    let Some(e) = &file.model.engine else {
-        return EngineSpec::default();
-    };
-    let memory_limit = e.memory_limit.as_ref().and_then(|m| {
-        parse_bytes(m)
-            .map_err(|msg| r.value("engine.memory_limit", msg))
-            .ok()
-    });
-    if e.threads == Some(0) {
-        r.value("engine.threads", "threads must be at least 1");
-    }
-    let verify = match e.verify.as_deref() {
-        None | Some("sha256") => Verify::Sha256,
-        Some("size") => Verify::Size,
-        Some(other) => {
-            r.value(
-                "engine.verify",
-                format!("verify is \"sha256\" or \"size\", not {other:?}"),
-            );
-            Verify::Sha256
-        }
-    };
-    EngineSpec {
-        memory_limit,
-        threads: e.threads.filter(|t| *t > 0),
-        spill_dir: e.spill_dir.as_ref().map(|d| file.base_dir.join(d)),
-        verify,
-    }
-}
-
 fn serve_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> ServeSpec {
     let mut spec = ServeSpec::default();
     let Some(s) = &file.model.serve else {
@@ -1100,6 +1041,125 @@ fn step_kind(
             }
         }
     }
+}
+
+/// `mode = "merge"` or `"history"` and their keys, checked: `key` is required with them (and
+/// `order_by` with `history`), and their keys are errors without them.
+fn merge_spec(r: &mut Reporter<'_>, key: &str, step: &StepConfig) -> Option<super::MergeSpec> {
+    let mode = match step.mode {
+        Some(m @ (super::WriteMode::Merge | super::WriteMode::History)) => m,
+        _ => {
+            for (field, set) in [
+                ("key", !step.key.is_empty()),
+                ("order_by", step.order_by.is_some()),
+                ("delete_when", step.delete_when.is_some()),
+                ("on_tie", step.on_tie.is_some()),
+                ("history_columns", step.history_columns.is_some()),
+            ] {
+                if set {
+                    r.key(
+                        &format!("{key}.{field}"),
+                        format!("`{field}` goes with mode = \"merge\" or \"history\""),
+                    );
+                }
+            }
+            return None;
+        }
+    };
+    let history = mode == super::WriteMode::History;
+    if step.history_columns.is_some() && !history {
+        r.key(
+            &format!("{key}.history_columns"),
+            "`history_columns` goes with mode = \"history\"",
+        );
+    }
+    if history && step.order_by.is_none() {
+        r.key(
+            key,
+            "mode = \"history\" needs `order_by`: the column a version is valid from, e.g. order_by = \"updated_at\"",
+        );
+    }
+    if step.kind != StepKind::Sql {
+        r.value(
+            &format!("{key}.mode"),
+            format!(
+                "mode = \"{mode}\" applies to kind = \"sql\" steps (the engine merges the rows it writes); this step is kind = \"{}\"",
+                step.kind
+            ),
+        );
+    }
+    if step.key.is_empty() {
+        r.key(
+            key,
+            format!("mode = \"{mode}\" needs `key`: the columns that identify a row, e.g. key = [\"id\"]"),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, col) in step.key.iter().enumerate() {
+        if !is_identifier(col) {
+            r.value(
+                &format!("{key}.key[{i}]"),
+                format!("{col:?} is not a column name"),
+            );
+        } else if !seen.insert(col) {
+            r.value(
+                &format!("{key}.key[{i}]"),
+                format!("{col:?} is listed twice"),
+            );
+        }
+    }
+    if let Some(o) = &step.order_by
+        && !is_identifier(o)
+    {
+        r.value(
+            &format!("{key}.order_by"),
+            format!("{o:?} is not a column name"),
+        );
+    }
+    if let Some(d) = &step.delete_when
+        && d.trim().is_empty()
+    {
+        r.value(
+            &format!("{key}.delete_when"),
+            "an empty condition: write a SQL condition such as \"tier = 'deleted'\"",
+        );
+    }
+    let on_tie_any = match step.on_tie.as_deref() {
+        None | Some("error") => false,
+        Some("any") => true,
+        Some(other) => {
+            r.value(
+                &format!("{key}.on_tie"),
+                format!("on_tie is \"error\" or \"any\", not {other:?}"),
+            );
+            false
+        }
+    };
+    let history = history.then(|| {
+        let c = step.history_columns.clone().unwrap_or_default();
+        let mut name = |field: &str, v: Option<String>| {
+            let v = v.unwrap_or_else(|| field.to_owned());
+            if !is_identifier(&v) {
+                r.value(
+                    &format!("{key}.history_columns.{field}"),
+                    format!("{v:?} is not a column name"),
+                );
+            }
+            v
+        };
+        super::HistoryColumns {
+            valid_from: name("valid_from", c.valid_from),
+            valid_to: name("valid_to", c.valid_to),
+            is_current: name("is_current", c.is_current),
+        }
+    });
+    Some(super::MergeSpec {
+        key: step.key.clone(),
+        order_by: step.order_by.clone(),
+        delete_when: step.delete_when.clone(),
+        on_tie_any,
+        history,
+    })
 }
 
 /// The checked inputs of a step; bad ones are reported and left out.

@@ -120,6 +120,7 @@ impl StepContext<'_> {
                 expect: expect.clone(),
                 run_id: self.run_id.to_owned(),
                 committed: Default::default(),
+                merge: None,
             }),
         };
         StepRequest {

@@ -218,7 +218,29 @@ impl Runner<'_> {
             }
             None => None,
         };
-        let request = self.request(spec, &staging, output_url.as_deref(), per_input);
+        let mut request = self.request(spec, &staging, output_url.as_deref(), per_input);
+        if let (Some(merge), Some(out), crate::cluster::StepWork::Sql(work)) =
+            (&spec.merge, &spec.output, &mut request.work)
+        {
+            if !self.ctx.backend.embedded_sql() {
+                return Err(Error::NotImplemented {
+                    operation: "mode = \"merge\"",
+                    implementer: format!(
+                        "the {} backend (merge runs on the embedded engine, backend = \"local\", in this version)",
+                        self.ctx.backend.name()
+                    ),
+                });
+            }
+            let prefix = out.prefix();
+            work.merge = Some(Box::new(crate::cluster::MergeWork {
+                spec: merge.clone(),
+                current: publish::read_manifest(store, &prefix)
+                    .await?
+                    .map(|m| m.objects)
+                    .unwrap_or_default(),
+                prefix,
+            }));
+        }
         let cluster = self
             .cluster
             .get_or_try_init(|| async {
@@ -336,6 +358,7 @@ impl Runner<'_> {
         if let Some(m) = &metrics {
             rec.rows = Some(m.rows);
             rec.rejected = Some(m.rejected);
+            rec.merged = m.merged;
         }
         let rejected = metrics.as_ref().map_or(0, |m| m.rejected);
         if rejected > 0 {
@@ -524,6 +547,7 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
         output_objects: Vec::new(),
         rows: None,
         rejected: None,
+        merged: None,
         bytes: None,
         started: None,
         ended: None,

@@ -275,6 +275,68 @@ fn type_name(dialect: Dialect, t: &DataType) -> Result<String, ValueError> {
     })
 }
 
+/// A column of rows another engine returned as text (Athena, Trino): its name and SQL type
+/// (`bigint`, `decimal`…), with precision and scale for decimals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextColumn<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its SQL type, lower case (Trino's names).
+    pub sql_type: &'a str,
+    /// Precision, for decimals.
+    pub precision: i32,
+    /// Scale, for decimals.
+    pub scale: i32,
+}
+
+/// Rows of text (`None`: NULL) as typed Arrow columns: integers, floats, decimals, booleans,
+/// dates and timestamps as such, anything else as text. A value that does not parse as its
+/// column's type is an error naming the column.
+pub fn text_batch(
+    columns: &[TextColumn<'_>],
+    rows: &[Vec<Option<String>>],
+) -> Result<datafusion::arrow::array::RecordBatch, ValueError> {
+    use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use datafusion::arrow::compute::{CastOptions, cast_with_options};
+    use datafusion::arrow::datatypes::Field;
+    // Not "safe": a value that does not parse is an error, never a NULL in its place.
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (i, c) in columns.iter().enumerate() {
+        let ty = match c.sql_type {
+            "tinyint" => DataType::Int8,
+            "smallint" => DataType::Int16,
+            "integer" | "int" => DataType::Int32,
+            "bigint" => DataType::Int64,
+            "real" | "float" => DataType::Float32,
+            "double" => DataType::Float64,
+            "boolean" => DataType::Boolean,
+            "date" => DataType::Date32,
+            "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+            "decimal" => {
+                let p = u8::try_from(c.precision).unwrap_or(38).clamp(1, 38);
+                let s = i8::try_from(c.scale).unwrap_or(0);
+                DataType::Decimal128(p, s)
+            }
+            _ => DataType::Utf8,
+        };
+        let text: StringArray = rows
+            .iter()
+            .map(|row| row.get(i).cloned().flatten())
+            .collect();
+        let array = cast_with_options(&text, &ty, &strict)
+            .map_err(|e| format!("column {} ({}): {e}", c.name, c.sql_type))?;
+        fields.push(Field::new(c.name, ty, true));
+        arrays.push(array);
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| ValueError(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +386,45 @@ mod tests {
         };
         let err = ddl(Dialect::Athena, "w", &[t]).unwrap_err();
         assert!(err.contains("refined/x column d"), "{err}");
+    }
+
+    #[test]
+    fn text_rows_become_typed_columns_and_a_bad_value_names_its_column() {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::{Decimal128Type, Int64Type};
+        let col = |name, sql_type, precision, scale| TextColumn {
+            name,
+            sql_type,
+            precision,
+            scale,
+        };
+        let columns = [
+            col("n", "bigint", 0, 0),
+            col("amount", "decimal", 10, 2),
+            col("day", "date", 0, 0),
+            col("purpose", "varchar", 0, 0),
+        ];
+        let rows = vec![
+            vec![
+                Some("7".into()),
+                Some("12.50".into()),
+                Some("2024-03-01".into()),
+                Some("car".into()),
+            ],
+            vec![None, None, None, None],
+        ];
+        let b = text_batch(&columns, &rows).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 7);
+        assert!(b.column(0).is_null(1));
+        assert_eq!(
+            b.schema().field(1).data_type(),
+            &DataType::Decimal128(10, 2)
+        );
+        assert_eq!(b.column(1).as_primitive::<Decimal128Type>().value(0), 1250);
+        assert_eq!(b.schema().field(2).data_type(), &DataType::Date32);
+        assert_eq!(b.column(3).as_string::<i32>().value(0), "car");
+        let e = text_batch(&columns[..1], &[vec![Some("seven".into())]]).unwrap_err();
+        assert!(e.contains("column n (bigint)"), "{e}");
     }
 }

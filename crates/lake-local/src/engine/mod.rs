@@ -12,6 +12,7 @@ pub mod ddl;
 mod guard;
 mod json_doc;
 mod ledger_tables;
+mod merge;
 mod snapshot;
 mod tables;
 mod verify;
@@ -23,6 +24,7 @@ pub use verify::{Verification, scanned_tables};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use crate::EngineSpec;
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, filter_record_batch, is_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -41,7 +43,6 @@ use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream_partit
 use datafusion::prelude::{SQLOptions, SessionConfig};
 use futures::{FutureExt, StreamExt};
 use lake_core::cluster::{SqlInput, SqlWork};
-use lake_core::config::EngineSpec;
 use lake_core::publish::{Dataset, REJECTED, STEP_METRICS, StepMetrics};
 use lake_core::zone::{DynZoneStore, Key, ZoneStoreExt};
 use lake_core::{Error, Result};
@@ -277,22 +278,45 @@ impl Engine {
             .as_arrow()
             .project(&(0..checked.outputs).collect::<Vec<_>>())
             .map_err(|e| qerr(e.to_string()))?;
-        let data_url = format!("{ROOT_URL}/{}/", work.output);
+        // A merge writes its batch aside, then the merged files (see `merge`).
+        let (data_url, partition_by) = match &work.merge {
+            Some(_) => (format!("{ROOT_URL}/{}/_batch/", work.output), &[][..]),
+            None => (
+                format!("{ROOT_URL}/{}/", work.output),
+                &work.partition_by[..],
+            ),
+        };
         let written = if checked.has_checks {
-            self.write_split(&ctx, checked, work, &data_url).await
+            self.write_split(&ctx, checked, work, &data_url, partition_by)
+                .await
         } else {
             let ordered = ends_in_sort(checked.df.logical_plan());
-            write_parquet(checked.df, &data_url, &work.partition_by, ordered)
+            write_parquet(checked.df, &data_url, partition_by, ordered)
                 .await
                 .map(|rows| StepMetrics {
                     rows,
                     ..StepMetrics::default()
                 })
         };
-        let metrics = match written {
+        let mut metrics = match written {
             Ok(m) => m,
             Err(e) => return Err(self.named(work, e.to_string()).await),
         };
+        if let Some(m) = &work.merge {
+            if metrics.rows == 0 {
+                self.write_empty(&format!("{}/_batch", work.output), out_schema.clone())
+                    .await?;
+            }
+            let schema = Arc::new(out_schema.clone());
+            let (rows, counts) = merge::merge(self, &ctx, work, m, &schema)
+                .await
+                .map_err(|e| qerr(e.to_string()))?;
+            metrics.merged = Some(counts);
+            if rows == 0 {
+                self.write_empty(&work.output, out_schema).await?;
+            }
+            return Ok(metrics);
+        }
         if metrics.rows == 0 {
             self.write_empty(&work.output, out_schema).await?;
         }
@@ -428,6 +452,7 @@ impl Engine {
         checked: checks::Checked,
         work: &SqlWork,
         data_url: &str,
+        partition_by: &[String],
     ) -> std::result::Result<StepMetrics, DataFusionError> {
         let full: SchemaRef = Arc::new(checked.df.schema().as_arrow().clone());
         let outputs = checked.outputs;
@@ -463,7 +488,7 @@ impl Engine {
         }
         let table = StreamingTable::try_new(Arc::clone(&out_schema), parts)?;
         let out_df = ctx.read_table(Arc::new(table))?;
-        let partition_by = work.partition_by.clone();
+        let partition_by = partition_by.to_vec();
         let data_url = data_url.to_owned();
         let out_writer =
             tokio::spawn(

@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::Verify;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
 use lake_core::Result;
-use lake_core::config::Verify;
 use lake_core::publish::{self, ObjectEntry};
 use lake_core::zone::DynZoneStore;
 use tokio::task::JoinHandle;
