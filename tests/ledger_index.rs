@@ -36,6 +36,7 @@ fn record(i: usize, status: Status) -> RunRecord {
             rows: Some(i as u64),
             rejected: None,
             merged: None,
+            replayed: Vec::new(),
             bytes: None,
             started: Some(started),
             ended: None,

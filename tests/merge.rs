@@ -176,7 +176,16 @@ async fn three_daily_batches_merge_by_key_latest_wins_and_deletes_remove() {
         r.error,
         r.steps.iter().map(|s| s.error.clone()).collect::<Vec<_>>()
     );
-    assert_eq!(customers(dir).await, day3, "an older batch changes nothing");
+    assert_eq!(
+        r.steps[0].replayed,
+        [date("2024-05-03")],
+        "day 3's batch is merged again after it"
+    );
+    // Every row of day 2 is older than or equal to what day 3 left; day 3's tie may go
+    // either way again.
+    let rows = customers(dir).await;
+    assert_eq!(rows[..2], day3[..2], "an older batch changes nothing");
+    assert!(rows[2].starts_with("4|Di|"), "{rows:?}");
 }
 
 /// A merge into a partitioned dataset whose key holds the partition column: a batch that
@@ -349,4 +358,69 @@ history_columns = { valid_to = "until" }
             "3|Cy|basic|2024-05-02T08:00:00|2024-05-03T08:00:00|false",
         ]
     );
+}
+
+/// Without `order_by` the batch wins, so the order batches are merged in decides: a rerun of a
+/// date whose batch the dataset holds changes nothing, and `--force` of the first date merges
+/// its batch again and then the later dates' batches, in order, ending where day 3 ended.
+#[tokio::test]
+async fn a_rerun_is_a_no_op_and_force_of_an_older_date_merges_the_later_batches_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("lake.toml"),
+        toml("").replace("order_by = \"updated_at\"\n", ""),
+    )
+    .unwrap();
+    let days = [
+        (
+            "2024-05-01",
+            "1,Ana,silver,2024-05-01T08:00:00\n2,Bo,basic,2024-05-01T08:00:00\n",
+        ),
+        (
+            "2024-05-02",
+            "1,Ana,gold,2024-05-02T08:00:00\n3,Cy,basic,2024-05-02T08:00:00\n",
+        ),
+        (
+            "2024-05-03",
+            "3,Cy,deleted,2024-05-03T08:00:00\n2,Bo,gold,2024-05-03T08:00:00\n",
+        ),
+    ];
+    for (date, rows) in days {
+        day(dir, rows);
+        let r = run(dir, date).await;
+        assert_eq!(
+            r.status,
+            Status::Succeeded,
+            "{date}: {:?}",
+            r.steps[0].error
+        );
+    }
+    let day3 = [
+        "1|Ana|gold|2024-05-02T08:00:00",
+        "2|Bo|gold|2024-05-03T08:00:00",
+    ];
+    assert_eq!(customers(dir).await, day3);
+
+    // Day 2 again: its batch is held, so nothing runs (and nothing moves back).
+    let r = run(dir, "2024-05-02").await;
+    assert_eq!(r.steps[0].status, Status::UpToDate, "{:?}", r.steps[0]);
+    assert_eq!(customers(dir).await, day3);
+
+    // Day 1 forced: merged again, then days 2 and 3 after it.
+    let mut opts = RunOptions::new(date("2024-05-01"));
+    opts.force = true;
+    let lake = Lake::open(dir.join("lake.toml"), None).await.unwrap();
+    let r = lake.run(&opts).await.unwrap();
+    assert_eq!(r.status, Status::Succeeded, "{:?}", r.steps[0].error);
+    assert_eq!(
+        r.steps[0].replayed,
+        [date("2024-05-02"), date("2024-05-03")]
+    );
+    assert_eq!(customers(dir).await, day3);
+    // And every date's batch is held again: reruns are no-ops.
+    for (d, _) in days {
+        let r = run(dir, d).await;
+        assert_eq!(r.steps[0].status, Status::UpToDate, "{d}");
+    }
 }

@@ -204,6 +204,7 @@ async fn a_listing_that_misses_a_manifest_still_finds_its_dataset() {
         committed: lake::core::chrono::Utc::now(),
         fingerprint: None,
         duplicate_of: None,
+        batches: Default::default(),
         objects: vec![lake::core::publish::ObjectEntry {
             key: "refined/summary/part-0.parquet".into(),
             size: 3,

@@ -58,6 +58,7 @@ fn record(i: usize) -> RunRecord {
             rows: Some(1000 + i as u64),
             rejected: Some(0),
             merged: None,
+            replayed: Vec::new(),
             bytes: Some(65_536),
             started: Some(started),
             ended: Some(started + Days::seconds(2)),

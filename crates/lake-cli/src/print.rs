@@ -177,6 +177,9 @@ impl Progress {
                 }
                 format!("step {name}: {}", step_state(event, true)?)
             }
+            Event::Replaying { step, date, after } => {
+                format!("step {step}: merging the batch of {date} again, after {after}'s")
+            }
             Event::StepFinished { record } => step_line(record),
             Event::SinkFinished { record } => sink_line(record),
             Event::CatalogFinished { record } => catalog_line(record),
@@ -259,8 +262,29 @@ pub(crate) fn step_line(s: &StepRecord) -> String {
             } else {
                 String::new()
             };
+            let merged = s.merged.map_or(String::new(), |m| {
+                format!(
+                    "; merged: {} inserted, {} updated, {} deleted, {} of {} files rewritten",
+                    m.inserted,
+                    m.updated,
+                    m.deleted,
+                    m.rewritten_files,
+                    m.rewritten_files + m.kept_files
+                )
+            });
+            let replayed = match s.replayed.as_slice() {
+                [] => String::new(),
+                dates => format!(
+                    "; then the batches of {} again",
+                    dates
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             format!(
-                "step {}: succeeded{attempt} in {}{out} ({}, {}{rows})",
+                "step {}: succeeded{attempt} in {}{out} ({}, {}{rows}{merged}{replayed})",
                 s.name,
                 millis(s.duration_ms),
                 plural(s.output_objects.len(), "object"),

@@ -576,3 +576,49 @@ fn count_of(dir: &Path, sql: &str) -> u64 {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stdout)))
 }
+
+/// A merged dataset's page says what its last batch changed, as the ledger recorded it.
+#[test]
+fn a_merged_datasets_page_shows_its_last_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("lake.toml"),
+        r#"[lake]
+name = "shop"
+
+[sources.customers]
+kind = "file"
+path = "data/customers.csv"
+
+[steps.customers]
+kind = "sql"
+inputs = ["raw/customers@date"]
+output = "trusted/customers"
+sql = "SELECT CAST(id AS BIGINT) AS id, tier FROM customers"
+mode = "merge"
+key = ["id"]
+delete_when = "tier = 'deleted'"
+"#,
+    )
+    .unwrap();
+    for (date, rows) in [
+        ("2024-05-01", "1,gold\n2,basic\n3,basic\n"),
+        ("2024-05-02", "2,gold\n3,deleted\n4,basic\n5,basic\n"),
+    ] {
+        std::fs::write(dir.join("data/customers.csv"), format!("id,tier\n{rows}")).unwrap();
+        let o = lake(dir)
+            .args(["-q", "run", "--date", date])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let s = serve(dir, &["--bind", "127.0.0.1:0"]);
+    let (status, _, body) = get(&s.addr, "/datasets/trusted/customers", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("last batch: 2 inserted · 1 updated · 1 deleted · 1 files rewritten, 0 kept"),
+        "{body}"
+    );
+}

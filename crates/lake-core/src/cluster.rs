@@ -330,6 +330,14 @@ pub trait ClusterBackend: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// True when the backend runs a `sql` step's [`MergeWork`] (`mode = "merge"` or
+    /// `"history"`): it writes the merged files and names the ones they replace in
+    /// [`REPLACES`](crate::publish::REPLACES). A step with merge work on a backend that does
+    /// not is refused before anything runs.
+    fn merges(&self) -> bool {
+        self.embedded_sql()
+    }
+
     /// Start or attach to a cluster.
     async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle>;
 

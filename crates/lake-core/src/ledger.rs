@@ -215,6 +215,10 @@ pub struct StepRecord {
     /// With `mode = "merge"`: keys inserted, updated and deleted, files rewritten and kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged: Option<crate::publish::MergeCounts>,
+    /// With `mode = "merge"` or `"history"`, for a date before the dataset's newest batch:
+    /// the later dates whose batches were merged again after this one's, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replayed: Vec<NaiveDate>,
     /// Bytes written, when known.
     pub bytes: Option<u64>,
     /// Start.

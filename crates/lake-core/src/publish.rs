@@ -97,8 +97,24 @@ pub struct Manifest {
     /// repeated; nothing was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<String>,
+    /// For datasets a step merges into (`mode = "merge"` or `"history"`): the run date of each
+    /// batch the dataset holds, with that batch's fingerprint. A rerun of a date whose batch is
+    /// held is up to date; a batch merged for an earlier date is followed by the later ones
+    /// again, in order.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub batches: std::collections::BTreeMap<chrono::NaiveDate, String>,
     /// The objects, by key relative to the lake root.
     pub objects: Vec<ObjectEntry>,
+}
+
+/// What produced a step's output, recorded in its manifest by [`publish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produced {
+    /// The step definition, date and input hashes (see [`Manifest::fingerprint`]).
+    pub fingerprint: String,
+    /// For a merge: the run date of the batch. The dataset's batches of later dates are
+    /// dropped from [`Manifest::batches`] (they are merged again after it, each adding itself).
+    pub batch: Option<chrono::NaiveDate>,
 }
 
 impl Manifest {
@@ -583,6 +599,7 @@ pub async fn land_with(
         committed: Utc::now(),
         fingerprint: None,
         duplicate_of,
+        batches: Default::default(),
         objects,
     };
     let Some(entries) = landed? else {
@@ -753,7 +770,7 @@ pub async fn publish(
     prefix: &str,
     mode: WriteMode,
     run_id: &str,
-    fingerprint: Option<String>,
+    produced: Option<Produced>,
     retain_replaced: std::time::Duration,
 ) -> Result<Manifest> {
     let staged: Vec<_> = store
@@ -843,13 +860,24 @@ pub async fn publish(
         .await?;
     objects.extend(published);
     record_tags(store, prefix, &mut objects).await?;
+    let mut batches = std::collections::BTreeMap::new();
+    if let (WriteMode::Merge | WriteMode::History, Some(p)) = (mode, &produced) {
+        if let Some(prev) = &previous {
+            batches = prev.batches.clone();
+        }
+        if let Some(date) = p.batch {
+            batches.retain(|d, _| *d < date);
+            batches.insert(date, p.fingerprint.clone());
+        }
+    }
     let manifest = Manifest {
         version: 1,
         prefix: prefix.to_owned(),
         run_id: run_id.to_owned(),
         committed: Utc::now(),
-        fingerprint,
+        fingerprint: produced.map(|p| p.fingerprint),
         duplicate_of: None,
+        batches,
         objects,
     };
     store.put_json(&manifest_key(prefix)?, &manifest).await?;

@@ -593,7 +593,29 @@ pub(crate) async fn dataset(
     {
         rejected_of = Some(format!("_rejected_{}", step.name));
     }
+    // A merged dataset's last batch: what the run that wrote it changed.
+    let mut merged = None;
+    if let Some(m) = &manifest
+        && let Ok(r) = ledger::get(&*app.lake.store, &m.run_id).await
+    {
+        merged = r
+            .steps
+            .iter()
+            .find(|s| {
+                s.merged.is_some()
+                    && s.output
+                        .as_deref()
+                        .is_some_and(|o| o == format!("{}/{}", d.zone.as_str(), d.name))
+            })
+            .and_then(|s| s.merged);
+    }
     let body = html! {
+        @if let Some(c) = merged {
+            p.merged {
+                "last batch: " (c.inserted) " inserted · " (c.updated) " updated · " (c.deleted) " deleted · "
+                (c.rewritten_files) " files rewritten, " (c.kept_files) " kept"
+            }
+        }
         p {
             (bytes(d.objects.iter().map(|o| o.size).sum())) " in " (d.objects.len()) " objects · "
             span.rowcount { (count.map_or("? rows".into(), |n| format!("{n} rows"))) }

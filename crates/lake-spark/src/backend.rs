@@ -137,6 +137,11 @@ impl ClusterBackend for SparkBackend {
         "spark"
     }
 
+    /// The driver merges as the embedded engine does (`lake_sql.py`'s `merge`).
+    fn merges(&self) -> bool {
+        true
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle> {
         let mut handle = self.embedded.start(spec).await?;
         handle.notes.push(format!(

@@ -13,7 +13,10 @@ expectations. The driver does what lake's embedded engine does:
 - runs the query with CAST failures giving NULL; a CAST of the outermost SELECT list that
   fails on a non-null value rejects its row, as does an expectation that is not TRUE;
 - writes passing rows as Parquet under <output>/ (partitioned), rejected rows under
-  <output>/_rejected/ with `_reason` and `_run_id`, and the counts to <output>/_metrics.json.
+  <output>/_rejected/ with `_reason` and `_run_id`, and the counts to <output>/_metrics.json;
+- with `merge` in the job (`mode = "merge"` or `"history"`), merges the passing rows into the
+  dataset's files that hold one of their keys, as the embedded engine does (see `merge`), and
+  names the files it replaces in <output>/_replaces.json.
 
 lake publishes the staging folder when the step has completed.
 """
@@ -21,6 +24,7 @@ lake publishes the staging folder when the step has completed.
 import json
 import re
 import sys
+from urllib.parse import unquote
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -238,6 +242,210 @@ def checked_query(spark, sql):
         return spark.sql(sql), []
 
 
+def q(name):
+    """A quoted column name for Spark SQL."""
+    return "`%s`" % name.replace("`", "``")
+
+
+def fail(message):
+    print("lake: %s" % message, file=sys.stderr)
+    raise ValueError(message)
+
+
+def partition_values(url, prefix):
+    """The `key=value` folders of the file at `url` below the dataset's `prefix`."""
+    rel = url[len(prefix):] if url.startswith(prefix) else url
+    out = {}
+    for seg in rel.strip("/").split("/")[:-1]:
+        if "=" in seg:
+            k, v = seg.split("=", 1)
+            out[k] = unquote(v)
+    return out
+
+
+def plain_path(url):
+    """A file's URL as Spark's input_file_name() and lake's job both spell it, compared alike."""
+    if url.startswith("file:"):
+        url = url[len("file:"):]
+    elif "://" in url:
+        url = url.split("://", 1)[1]
+    return unquote(url).lstrip("/")
+
+
+def check_ties(spark, m):
+    if m["on_tie_any"]:
+        return
+    group = ", ".join(q(c) for c in m["key"] + ([m["order_by"]] if m["order_by"] else []))
+    rows = spark.sql("SELECT %s FROM __batch GROUP BY %s HAVING count(*) > 1 LIMIT 1"
+                     % (group, group)).collect()
+    if rows:
+        shown = ", ".join("%s = %s" % (k, v) for k, v in rows[0].asDict().items())
+        fail("two rows of the batch have the same key and order (%s): which one wins is not "
+             "known. Make them distinct, or set on_tie = \"any\" to keep either" % shown)
+
+
+PRUNABLE = ("IntegerType", "LongType", "ShortType", "ByteType", "StringType", "DateType")
+
+
+def touched(spark, m, batch, partition_by):
+    """The dataset's files that hold a key of the batch: by partition folder where the key holds
+    the partition columns, then by reading the key columns alone."""
+    files = [o for o in m["current"]]
+    if not files:
+        return []
+    types = {f.name: f.dataType for f in batch.schema.fields}
+    stored = [k for k in m["key"] if k not in partition_by]
+    if partition_by and all(p in m["key"] and type(types[p]).__name__ in PRUNABLE
+                            for p in partition_by):
+        parts = set()
+        for row in batch.select(*[F.col(q(p)).cast("string") for p in partition_by]).distinct().collect():
+            parts.add(tuple("__HIVE_DEFAULT_PARTITION__" if v is None else v for v in row))
+        def in_batch(o):
+            vals = partition_values(o["url"], m["prefix"])
+            return tuple(vals.get(p, "") for p in partition_by) in parts
+        files = [o for o in files if in_batch(o)]
+    if not stored or not files:
+        return [o["key"] for o in files]
+    by_path = {plain_path(o["url"]): o["key"] for o in files}
+    keys = batch.select(*[q(k) for k in stored]).distinct()
+    scan = (spark.read.option("basePath", m["prefix"]).parquet(*[o["url"] for o in files])
+            .select(*[F.col(q(k)).cast(types[k]).alias(k) for k in stored],
+                    F.input_file_name().alias("__file")))
+    hit = scan.join(F.broadcast(keys), on=stored, how="left_semi").select("__file").distinct()
+    found = {by_path.get(plain_path(r["__file"])) for r in hit.collect()}
+    return [o["key"] for o in files if o["key"] in found]
+
+
+def old_rows(spark, m, keys, partition_by, fields):
+    """The rows of the touched files, their partition columns from their folders, typed as
+    `fields` (name, type) in that order."""
+    urls = {o["key"]: o["url"] for o in m["current"]}
+    out = None
+    for key in keys:
+        url = urls[key]
+        df = spark.read.parquet(url)
+        vals = partition_values(url, m["prefix"])
+        for p in partition_by:
+            v = vals.get(p)
+            if v == "__HIVE_DEFAULT_PARTITION__":
+                v = None
+            df = df.withColumn(p, F.lit(v))
+        df = df.select(*[F.col(q(n)).cast(t).alias(n) for n, t in fields])
+        out = df if out is None else out.unionByName(df)
+    if out is None:
+        schema = ", ".join("%s %s" % (q(n), t.simpleString()) for n, t in fields)
+        out = spark.createDataFrame([], schema)
+    return out
+
+
+def counts(spark, sql):
+    row = spark.sql(sql).collect()[0]
+    return {"inserted": row[0] or 0, "updated": row[1] or 0, "deleted": row[2] or 0}
+
+
+def delete_expr(m):
+    return "coalesce((%s), false)" % m["delete_when"] if m["delete_when"] else "false"
+
+
+def latest(spark, m, names):
+    """`merge`: per key, the latest row wins (the batch's on a tie with the stored row)."""
+    cols = ", ".join(q(n) for n in names)
+    keys = ", ".join(q(k) for k in m["key"])
+    order = ("%s DESC NULLS LAST, __src ASC" % q(m["order_by"])) if m["order_by"] else "__src ASC"
+    winners = spark.sql(
+        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY %s ORDER BY %s) AS __rn, "
+        "max(__src) OVER (PARTITION BY %s) AS __had_old "
+        "FROM (SELECT %s, 1 AS __src, false AS __del FROM __old "
+        "UNION ALL SELECT %s, 0 AS __src, %s AS __del FROM __batch)) WHERE __rn = 1"
+        % (keys, order, keys, cols, cols, delete_expr(m))).persist()
+    winners.createOrReplaceTempView("__winners")
+    c = counts(spark,
+               "SELECT count(*) FILTER (WHERE __src = 0 AND NOT __del AND __had_old = 0), "
+               "count(*) FILTER (WHERE __src = 0 AND NOT __del AND __had_old = 1), "
+               "count(*) FILTER (WHERE __src = 0 AND __del AND __had_old = 1) FROM __winners")
+    return spark.sql("SELECT %s FROM __winners WHERE NOT __del" % cols), c
+
+
+def history(spark, m, names):
+    """`history`: every version of each key, as the embedded engine keeps them: a batch row
+    opens a version when it differs from the key's version before it and is later than the
+    current one; the version before it closes at its `order_by` value; a delete closes the key."""
+    h = m["history"]
+    order = q(m["order_by"])
+    keys = ", ".join(q(k) for k in m["key"])
+    cols = ", ".join(q(n) for n in names)
+    vf, vt, ic = q(h["valid_from"]), q(h["valid_to"]), q(h["is_current"])
+    window = "PARTITION BY %s ORDER BY __from, __src DESC" % keys
+    tracked = ["(%s <=> lag(%s) OVER (%s))" % (q(n), q(n), window) for n in names
+               if n not in m["key"] and n != m["order_by"]]
+    same = " AND ".join(tracked) if tracked else "true"
+    kept = spark.sql(
+        "SELECT * FROM ("
+        " SELECT *, %s AS __same, lag(__src) OVER (%s) IS NULL AS __first,"
+        " coalesce(lag(__del) OVER (%s), false) AS __prev_del FROM ("
+        "  SELECT * FROM ("
+        "   SELECT *, max(CASE WHEN __src = 1 THEN __from END) OVER (PARTITION BY %s) AS __cur_from"
+        "   FROM (SELECT %s, %s AS __from, 1 AS __src, false AS __del FROM __old WHERE %s"
+        "         UNION ALL SELECT %s, %s AS __from, 0 AS __src, %s AS __del FROM __batch))"
+        "  WHERE __src = 1 OR __cur_from IS NULL OR __from > __cur_from))"
+        " WHERE __src = 1 OR (NOT __del AND (__first OR __prev_del OR NOT __same))"
+        " OR (__del AND NOT __first AND NOT __prev_del)"
+        % (same, window, window, keys, cols, vf, ic, cols, order, delete_expr(m)))
+    kept.createOrReplaceTempView("__kept")
+    versions = spark.sql(
+        "SELECT *, lead(__from) OVER (%s) AS __to, coalesce(lead(__del) OVER (%s), false) AS __to_del"
+        " FROM __kept" % (window, window)).persist()
+    versions.createOrReplaceTempView("__versions")
+    c = counts(spark,
+               "SELECT count(*) FILTER (WHERE __src = 0 AND NOT __del), "
+               "count(*) FILTER (WHERE __src = 1 AND __to IS NOT NULL AND NOT __to_del), "
+               "count(*) FILTER (WHERE __src = 0 AND __del) FROM __versions")
+    merged = spark.sql(
+        "SELECT %s, __from AS %s, __to AS %s, __to IS NULL AS %s FROM __versions WHERE NOT __del "
+        "UNION ALL SELECT %s, %s, %s, %s FROM __old WHERE NOT %s"
+        % (cols, vf, vt, ic, cols, vf, vt, ic, ic))
+    return merged, c
+
+
+def merge(spark, job, good, out):
+    """Merge the batch `good` into the dataset: write the merged files under `out`, name the
+    files they replace in `out`/_replaces.json; what changed."""
+    m = job["merge"]
+    partition_by = job["partition_by"]
+    names = good.columns
+    for c in m["key"] + ([m["order_by"]] if m["order_by"] else []):
+        if c not in names:
+            fail("merge column %r is not in the query's output (columns: %s)"
+                 % (c, ", ".join(names)))
+    good.createOrReplaceTempView("__batch")
+    check_ties(spark, m)
+    replaced = touched(spark, m, good, partition_by)
+    fields = [(f.name, f.dataType) for f in good.schema.fields]
+    h = m["history"]
+    if h:
+        ty = good.schema[m["order_by"]].dataType
+        for name in (h["valid_from"], h["valid_to"], h["is_current"]):
+            if name in names:
+                fail("the query's output has a column %r, which history keeps itself; name it "
+                     "otherwise, or choose other history_columns" % name)
+        from pyspark.sql.types import BooleanType
+        fields += [(h["valid_from"], ty), (h["valid_to"], ty), (h["is_current"], BooleanType())]
+    old_rows(spark, m, replaced, partition_by, fields).createOrReplaceTempView("__old")
+    merged, c = (history if h else latest)(spark, m, names)
+    order = m["key"] + ([h["valid_from"]] if h else [])
+    if partition_by:
+        merged = merged.repartition(*[F.col(q(p)) for p in partition_by])
+        writer = merged.sortWithinPartitions(*[F.col(q(x)) for x in partition_by + order]).write
+        writer = writer.mode("overwrite").partitionBy(*partition_by)
+    else:
+        writer = merged.orderBy(*[F.col(q(x)) for x in order]).write.mode("overwrite")
+    writer.parquet(out)
+    write_text(spark, out + "/_replaces.json", json.dumps({"keys": replaced}))
+    c["rewritten_files"] = len(replaced)
+    c["kept_files"] = len(m["current"]) - len(replaced)
+    return c
+
+
 def main():
     job_url = sys.argv[1]
     spark = (SparkSession.builder.appName("lake-sql")
@@ -286,15 +494,21 @@ def main():
         reasons = {}
         rejected = 0
     # The output first: "overwrite" clears the folder, _rejected/ included.
-    writer = good.write.mode("overwrite")
-    if job["partition_by"]:
-        writer = writer.partitionBy(*job["partition_by"])
-    writer.parquet(out)
+    merged = None
+    if job.get("merge"):
+        merged = merge(spark, job, good, out)
+    else:
+        writer = good.write.mode("overwrite")
+        if job["partition_by"]:
+            writer = writer.partitionBy(*job["partition_by"])
+        writer.parquet(out)
     if rejected:
         bad.write.mode("overwrite").parquet(out + "/_rejected")
     rows = good.count()
-    write_text(spark, out + "/_metrics.json",
-               json.dumps({"rows": rows, "rejected": rejected, "reasons": reasons}))
+    metrics = {"rows": rows, "rejected": rejected, "reasons": reasons}
+    if merged is not None:
+        metrics["merged"] = merged
+    write_text(spark, out + "/_metrics.json", json.dumps(metrics))
     spark.stop()
 
 

@@ -39,6 +39,24 @@ struct SqlJob<'a> {
     partition_by: &'a [String],
     expect: Vec<&'a str>,
     run_id: &'a str,
+    /// With `mode = "merge"` or `"history"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merge: Option<SqlJobMerge<'a>>,
+}
+
+/// How the batch meets the dataset: the spec's keys, the dataset's folder and its data files.
+#[derive(Debug, Serialize)]
+struct SqlJobMerge<'a> {
+    #[serde(flatten)]
+    spec: &'a lake_core::config::MergeSpec,
+    prefix: String,
+    current: Vec<SqlJobObject>,
+}
+
+#[derive(Debug, Serialize)]
+struct SqlJobObject {
+    key: String,
+    url: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +94,19 @@ pub fn sql_job(
         partition_by: &work.partition_by,
         expect: work.expect.iter().map(|e| e.condition.as_str()).collect(),
         run_id: &work.run_id,
+        merge: work.merge.as_deref().map(|m| SqlJobMerge {
+            spec: &m.spec,
+            prefix: url_of(&m.prefix),
+            current: m
+                .current
+                .iter()
+                .filter(|o| o.key.ends_with(".parquet") && !lake_core::publish::is_hidden(&o.key))
+                .map(|o| SqlJobObject {
+                    key: o.key.clone(),
+                    url: url_of(&o.key),
+                })
+                .collect(),
+        }),
     };
     serde_json::to_vec_pretty(&job)
 }

@@ -464,6 +464,11 @@ impl ClusterBackend for EmrBackend {
         "emr"
     }
 
+    /// lake-spark's driver merges as the embedded engine does.
+    fn merges(&self) -> bool {
+        true
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle> {
         if let Some(how) = &self.def.attach {
             let c = self.attach(how).await?;

@@ -473,6 +473,11 @@ impl ClusterBackend for ServerlessBackend {
         "emr-serverless"
     }
 
+    /// lake-spark's driver merges as the embedded engine does.
+    fn merges(&self) -> bool {
+        true
+    }
+
     async fn start(&self, spec: &ClusterSpec) -> Result<ClusterHandle> {
         let local = match &self.embedded {
             Some(e) => Some(e.start(spec).await?),

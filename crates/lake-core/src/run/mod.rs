@@ -122,6 +122,16 @@ pub enum Event {
         /// The backend's line on its cluster (`cluster j-… RUNNING`).
         cluster: Option<String>,
     },
+    /// A merge step's dataset held batches of dates after the run's: the batch of `date` is
+    /// merged again, after `after`'s.
+    Replaying {
+        /// The step.
+        step: String,
+        /// The later date whose batch is merged again.
+        date: NaiveDate,
+        /// The run's date.
+        after: NaiveDate,
+    },
     /// A step ended and its output is being published (copied or moved into its dataset).
     Publishing {
         /// The step.

@@ -145,7 +145,49 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Run `spec` for the run's date. A merge of a date before the dataset's newest batch is
+    /// followed by the later batches again, in date order, so the dataset ends as if its
+    /// batches had been merged in order.
     async fn step(&self, spec: &StepSpec) -> Result<StepRecord> {
+        let date = self.opts.date;
+        let (mut rec, later) = self.step_at(spec, date, self.opts.force).await?;
+        if rec.status != Status::Succeeded {
+            return Ok(rec);
+        }
+        for d in later {
+            self.opts.emit(Event::Replaying {
+                step: spec.name.clone(),
+                date: d,
+                after: date,
+            });
+            let (again, _) = self.step_at(spec, d, true).await?;
+            rec.duration_ms = Some(rec.duration_ms.unwrap_or(0) + again.duration_ms.unwrap_or(0));
+            rec.ended = again.ended;
+            if again.status != Status::Succeeded {
+                rec.status = again.status;
+                rec.error = Some(format!(
+                    "{date}'s batch was merged, but the batch of {d} could not be merged again after it: {}. \
+                     The dataset holds the batches up to {}; run `lake run --date {d}` and each later date again",
+                    again.error.as_deref().unwrap_or("cancelled"),
+                    rec.replayed.last().copied().unwrap_or(date),
+                ));
+                break;
+            }
+            rec.bytes = again.bytes;
+            rec.output_objects = again.output_objects;
+            rec.replayed.push(d);
+        }
+        Ok(rec)
+    }
+
+    /// Run `spec` as of `date`: its record, and for a merge whose dataset holds batches of
+    /// later dates, those dates.
+    async fn step_at(
+        &self,
+        spec: &StepSpec,
+        date: NaiveDate,
+        force: bool,
+    ) -> Result<(StepRecord, Vec<NaiveDate>)> {
         let store = &*self.ctx.store;
         let started = Utc::now();
         let clock = Instant::now();
@@ -161,7 +203,7 @@ impl Runner<'_> {
                         .pipeline
                         .sources
                         .get(&input.dataset.name)
-                        .map(|s| s.window_of(self.opts.date).start)
+                        .map(|s| s.window_of(date).start)
                 })
                 .flatten();
             per_input.push(publish::dataset_objects(store, &input.dataset, date).await?);
@@ -172,24 +214,42 @@ impl Runner<'_> {
         // the step run again, where reading checks it against its manifest.
         let inputs: Vec<&ObjectEntry> = rec.inputs.iter().collect();
         let seen = publish::listing(store, &inputs).await?;
-        let fingerprint = fingerprint(spec, self.opts.date, &rec.inputs, &seen);
-        if let Some(out) = &spec.output
-            && !self.opts.force
-            && let Some(m) = publish::read_manifest(store, &out.prefix()).await?
-            && m.fingerprint.as_deref() == Some(fingerprint.as_str())
+        let fingerprint = fingerprint(spec, date, &rec.inputs, &seen);
+        // A merge's batches are by date: only steps that read a window of the date have them.
+        let batched = spec.merge.is_some() && spec.inputs.iter().any(|i| i.at_date);
+        let current = match &spec.output {
+            Some(out) => publish::read_manifest(store, &out.prefix()).await?,
+            None => None,
+        };
+        let later: Vec<NaiveDate> = match &current {
+            Some(m) if batched => m
+                .batches
+                .range(date.succ_opt().unwrap_or(date)..)
+                .map(|(d, _)| *d)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if let (Some(out), Some(m)) = (&spec.output, current)
+            && !force
+            && (m.fingerprint.as_deref() == Some(fingerprint.as_str())
+                || (batched && m.batches.get(&date) == Some(&fingerprint)))
             && publish::sizes_match(store, &seen, &inputs).is_ok()
             && present(store, &m.objects).await?
         {
             rec.status = Status::UpToDate;
             rec.bytes = Some(m.bytes());
+            rec.error = Some(if m.fingerprint.as_deref() == Some(fingerprint.as_str()) {
+                format!(
+                    "{out} is up to date: written by run {} from the same inputs",
+                    m.run_id
+                )
+            } else {
+                format!("{out} holds the batch of {date} already, merged from the same inputs")
+            });
             rec.output_objects = m.objects;
-            rec.error = Some(format!(
-                "{out} is up to date: written by run {} from the same inputs",
-                m.run_id
-            ));
             rec.duration_ms = Some(clock.elapsed().as_millis() as u64);
             rec.ended = Some(Utc::now());
-            return Ok(rec);
+            return Ok((rec, Vec::new()));
         }
 
         // What the step reads is what its manifests list: a missing or resized object fails the
@@ -218,15 +278,15 @@ impl Runner<'_> {
             }
             None => None,
         };
-        let mut request = self.request(spec, &staging, output_url.as_deref(), per_input);
+        let mut request = self.request(spec, date, &staging, output_url.as_deref(), per_input);
         if let (Some(merge), Some(out), crate::cluster::StepWork::Sql(work)) =
             (&spec.merge, &spec.output, &mut request.work)
         {
-            if !self.ctx.backend.embedded_sql() {
+            if !self.ctx.backend.merges() {
                 return Err(Error::NotImplemented {
                     operation: "mode = \"merge\"",
                     implementer: format!(
-                        "the {} backend (merge runs on the embedded engine, backend = \"local\", in this version)",
+                        "the {} backend (merge runs on the embedded engine and the Spark-based backends)",
                         self.ctx.backend.name()
                     ),
                 });
@@ -308,8 +368,11 @@ impl Runner<'_> {
         let outcome = match result {
             Ok(()) => match &spec.output {
                 Some(out) => {
-                    self.publish(spec, &staging, out, fingerprint, &mut rec)
-                        .await
+                    let produced = publish::Produced {
+                        fingerprint,
+                        batch: batched.then_some(date),
+                    };
+                    self.publish(spec, &staging, out, produced, &mut rec).await
                 }
                 None => Ok(()),
             },
@@ -337,7 +400,7 @@ impl Runner<'_> {
                 }
             }
         }
-        Ok(rec)
+        Ok((rec, later))
     }
 
     /// Publish a completed step's staging: its rejected rows first (kept even when there are
@@ -347,7 +410,7 @@ impl Runner<'_> {
         spec: &StepSpec,
         staging: &str,
         out: &crate::config::ZoneRef,
-        fingerprint: String,
+        produced: publish::Produced,
         rec: &mut StepRecord,
     ) -> std::result::Result<(), StepFailure> {
         let store = &*self.ctx.store;
@@ -416,7 +479,7 @@ impl Runner<'_> {
             &out.prefix(),
             spec.mode,
             self.run_id,
-            Some(fingerprint),
+            Some(produced),
             self.ctx.pipeline.retain_replaced,
         )
         .await
@@ -472,6 +535,7 @@ impl Runner<'_> {
     fn request(
         &self,
         spec: &StepSpec,
+        date: NaiveDate,
         staging: &str,
         output: Option<&str>,
         objects: Vec<Vec<ObjectEntry>>,
@@ -487,7 +551,7 @@ impl Runner<'_> {
         let mut request = StepContext {
             pipeline: &self.ctx.pipeline,
             store: &*self.ctx.store,
-            date: self.opts.date,
+            date,
             run_id: self.run_id,
         }
         .request(
@@ -548,6 +612,7 @@ fn skipped(spec: &StepSpec, status: Status, reason: String) -> StepRecord {
         rows: None,
         rejected: None,
         merged: None,
+        replayed: Vec::new(),
         bytes: None,
         started: None,
         ended: None,

@@ -243,7 +243,7 @@ pub(crate) fn finish(mut cmd: Command, limit: Duration) -> Option<Output> {
 }
 
 /// Start `cmd` and kill -9 it after `delay` unless it ended first; true when it was killed.
-pub(crate) fn kill_after(mut cmd: Command, delay: Duration) -> bool {
+pub fn kill_after(mut cmd: Command, delay: Duration) -> bool {
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
