@@ -290,7 +290,8 @@ fn plan_shows_each_steps_spark_submit() {
 fn merge_counts(dir: &Path, bin: &Path) -> Vec<(String, serde_json::Value)> {
     let runs: serde_json::Value =
         serde_json::from_str(&ok(lake(dir, bin).args(["runs", "--json"]))).unwrap();
-    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    let newest = runs.as_array().unwrap().last().unwrap();
+    let id = newest["run_id"].as_str().unwrap().to_owned();
     let run: serde_json::Value =
         serde_json::from_str(&ok(lake(dir, bin).args(["runs", "show", &id, "--json"]))).unwrap();
     run["steps"]
@@ -302,8 +303,9 @@ fn merge_counts(dir: &Path, bin: &Path) -> Vec<(String, serde_json::Value)> {
 }
 
 /// `mode = "merge"` (partitioned, the key holding the partition column) and `mode = "history"`
-/// over three daily batches with updates, deletes, in-batch duplicates and a late row: Spark's
-/// driver keeps the same rows as the embedded engine, and counts the same changes and files.
+/// over four daily batches with updates, deletes, in-batch duplicates, a late row and a
+/// partition left empty: Spark's driver keeps the same rows as the embedded engine, and counts
+/// the same changes and files.
 #[test]
 fn merge_and_history_on_spark_give_the_embedded_engines_rows() {
     let Some(bin) = spark_bin() else { return };
@@ -356,6 +358,9 @@ delete_when = "tier = 'deleted'"
             "2024-05-03",
             "ap,4,Di,gold,2024-05-03T10:00:00\nap,4,Di,silver,2024-05-03T11:00:00\neu,2,Bo,gold,2024-05-03T09:00:00\nus,6,Fy,basic,2024-05-03T12:00:00\n",
         ),
+        // The only key of its partition deleted: the merge leaves no rows in the file it
+        // rewrites.
+        ("2024-05-04", "ap,4,Di,deleted,2024-05-04T00:00:00\n"),
     ];
     let embedded = tempfile::tempdir().unwrap();
     let spark = tempfile::tempdir().unwrap();
@@ -380,6 +385,12 @@ delete_when = "tier = 'deleted'"
                 c.args(["--env", env]);
             }
             ok(c.args(["run", "--date", date]));
+            let runs: serde_json::Value =
+                serde_json::from_str(&ok(lake(d, &bin).args(["runs", "--json"]))).unwrap();
+            assert_eq!(
+                runs.as_array().unwrap().last().unwrap()["backend"],
+                env.unwrap_or("local")
+            );
             counts.push(merge_counts(d, &bin));
         }
         assert_eq!(counts[0], counts[1], "{date}: merge counts");
@@ -390,10 +401,10 @@ delete_when = "tier = 'deleted'"
             assert_eq!(got, want, "{date}: {q}");
         }
     }
-    // After day 3: Cy deleted, Di's later row of the day won, Ana's late row lost.
+    // After day 4: Cy and Di deleted, Ana's late row lost.
     let got = ok(lake(spark.path(), &bin).args(["query", "--format", "csv", queries[0]]));
     assert_eq!(
         got,
-        "region,id,name,tier,updated_at\neu,1,Ana,gold,2024-05-01T10:00:00\neu,2,Bo,gold,2024-05-03T09:00:00\nap,4,Di,silver,2024-05-03T11:00:00\nus,5,Ed,basic,2024-05-01T11:00:00\nus,6,Fy,basic,2024-05-03T12:00:00\n"
+        "region,id,name,tier,updated_at\neu,1,Ana,gold,2024-05-01T10:00:00\neu,2,Bo,gold,2024-05-03T09:00:00\nus,5,Ed,basic,2024-05-01T11:00:00\nus,6,Fy,basic,2024-05-03T12:00:00\n"
     );
 }

@@ -779,7 +779,8 @@ pub async fn publish(
         .into_iter()
         .filter(|m| !is_hidden(rel_key(m.key.as_str(), staging)))
         .collect();
-    if staged.is_empty() {
+    // A merge whose rewritten files kept no rows removes them and writes none.
+    if staged.is_empty() && !matches!(mode, WriteMode::Merge | WriteMode::History) {
         return Err(Error::Invalid {
             what: format!("output {prefix}"),
             message: format!(

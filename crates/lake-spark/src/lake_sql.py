@@ -289,12 +289,18 @@ PRUNABLE = ("IntegerType", "LongType", "ShortType", "ByteType", "StringType", "D
 
 def touched(spark, m, batch, partition_by):
     """The dataset's files that hold a key of the batch: by partition folder where the key holds
-    the partition columns, then by reading the key columns alone."""
-    files = [o for o in m["current"]]
+    the partition columns, then by reading the key columns alone. A file beside the partition
+    folders of a partitioned dataset (the empty file a merge that left no rows writes) always
+    goes."""
+    files = list(m["current"])
     if not files:
         return []
     types = {f.name: f.dataType for f in batch.schema.fields}
     stored = [k for k in m["key"] if k not in partition_by]
+    beside = []
+    if partition_by:
+        beside = [o for o in files if not partition_values(o["url"], m["prefix"])]
+        files = [o for o in files if partition_values(o["url"], m["prefix"])]
     if partition_by and all(p in m["key"] and type(types[p]).__name__ in PRUNABLE
                             for p in partition_by):
         parts = set()
@@ -305,7 +311,7 @@ def touched(spark, m, batch, partition_by):
             return tuple(vals.get(p, "") for p in partition_by) in parts
         files = [o for o in files if in_batch(o)]
     if not stored or not files:
-        return [o["key"] for o in files]
+        return [o["key"] for o in beside + files]
     by_path = {plain_path(o["url"]): o["key"] for o in files}
     keys = batch.select(*[q(k) for k in stored]).distinct()
     scan = (spark.read.option("basePath", m["prefix"]).parquet(*[o["url"] for o in files])
@@ -313,7 +319,7 @@ def touched(spark, m, batch, partition_by):
                     F.input_file_name().alias("__file")))
     hit = scan.join(F.broadcast(keys), on=stored, how="left_semi").select("__file").distinct()
     found = {by_path.get(plain_path(r["__file"])) for r in hit.collect()}
-    return [o["key"] for o in files if o["key"] in found]
+    return [o["key"] for o in beside] + [o["key"] for o in files if o["key"] in found]
 
 
 def old_rows(spark, m, keys, partition_by, fields):
@@ -433,16 +439,22 @@ def merge(spark, job, good, out):
     old_rows(spark, m, replaced, partition_by, fields).createOrReplaceTempView("__old")
     merged, c = (history if h else latest)(spark, m, names)
     order = m["key"] + ([h["valid_from"]] if h else [])
-    if partition_by:
-        merged = merged.repartition(*[F.col(q(p)) for p in partition_by])
-        writer = merged.sortWithinPartitions(*[F.col(q(x)) for x in partition_by + order]).write
-        writer = writer.mode("overwrite").partitionBy(*partition_by)
+    merged = merged.persist()
+    kept = len(m["current"]) - len(replaced)
+    if merged.limit(1).count() == 0:
+        # Every row of the touched files went: they go, and nothing replaces them; a dataset
+        # left with no file keeps its columns in one empty file, as the embedded engine does.
+        if kept == 0:
+            merged.coalesce(1).write.mode("overwrite").parquet(out)
+    elif partition_by:
+        (merged.repartition(*[F.col(q(p)) for p in partition_by])
+         .sortWithinPartitions(*[F.col(q(x)) for x in partition_by + order])
+         .write.mode("overwrite").partitionBy(*partition_by).parquet(out))
     else:
-        writer = merged.orderBy(*[F.col(q(x)) for x in order]).write.mode("overwrite")
-    writer.parquet(out)
+        merged.orderBy(*[F.col(q(x)) for x in order]).write.mode("overwrite").parquet(out)
     write_text(spark, out + "/_replaces.json", json.dumps({"keys": replaced}))
     c["rewritten_files"] = len(replaced)
-    c["kept_files"] = len(m["current"]) - len(replaced)
+    c["kept_files"] = kept
     return c
 
 

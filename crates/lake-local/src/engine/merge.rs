@@ -47,15 +47,15 @@ fn q(name: &str) -> String {
 }
 
 /// Merge the batch at `<output>/_batch/` into the dataset `m`, writing the merged files to
-/// `<output>/` and naming the replaced ones in `<output>/_replaces.json`: the rows written and
-/// what changed.
+/// `<output>/` and naming the replaced ones in `<output>/_replaces.json`: the rows written,
+/// what changed, and the columns the dataset stores.
 pub(super) async fn merge(
     engine: &Engine,
     ctx: &SessionContext,
     work: &SqlWork,
     m: &MergeWork,
     schema: &SchemaRef,
-) -> DfResult<(u64, MergeCounts)> {
+) -> DfResult<(u64, MergeCounts, SchemaRef)> {
     let spec = &m.spec;
     let batch_url = format!("{ROOT_URL}/{}/_batch/", work.output);
     let batch = ctx
@@ -103,6 +103,7 @@ pub(super) async fn merge(
             kept_files: data_files(&m.current).count() as u64 - touched.len() as u64,
             ..counts
         },
+        stored,
     ))
 }
 
@@ -416,6 +417,11 @@ async fn touched(
                 return true;
             };
             let vals = partition_values(&o.key, &m.prefix);
+            if vals.is_empty() {
+                // A file beside the partition folders (the empty file of a merge that left
+                // the dataset no rows): it goes with any merge.
+                return true;
+            }
             let v: Vec<String> = work
                 .partition_by
                 .iter()
@@ -460,21 +466,37 @@ async fn touched(
     )?;
     let mut touched = Vec::new();
     for o in files {
-        if may_hold(&engine.root, o, &stored, &batch_keys).await? && holds(ctx, o, &stored).await? {
+        let hit = match may_hold(&engine.root, o, &stored, &batch_keys).await? {
+            Candidate::No => false,
+            // An empty file (a merge that left no rows writes one) goes with any merge.
+            Candidate::Empty => true,
+            Candidate::Maybe => holds(ctx, o, &stored).await?,
+        };
+        if hit {
             touched.push(o.clone());
         }
     }
     Ok(touched)
 }
 
-/// True when a row group's min/max statistics of the key columns admit some batch key (or
-/// the file has no statistics to say otherwise). Reads the footer only.
+/// What a file's footer says of the batch's keys.
+enum Candidate {
+    /// No row group's statistics admit a batch key.
+    No,
+    /// Some may hold one (or there are no statistics to say otherwise).
+    Maybe,
+    /// The file has no rows.
+    Empty,
+}
+
+/// Whether a row group's min/max statistics of the key columns admit some batch key (or the
+/// file has no statistics to say otherwise). Reads the footer only.
 async fn may_hold(
     root: &Arc<dyn ObjectStore>,
     o: &ObjectEntry,
     stored: &[&String],
     batch_keys: &RecordBatch,
-) -> DfResult<bool> {
+) -> DfResult<Candidate> {
     let fetch = Footer {
         store: Arc::clone(root),
         path: object_store::path::Path::from(o.key.as_str()),
@@ -483,6 +505,9 @@ async fn may_hold(
         .with_prefetch_hint(Some(64 << 10))
         .load_and_finish(fetch, o.size)
         .await?;
+    if meta.file_metadata().num_rows() == 0 {
+        return Ok(Candidate::Empty);
+    }
     let arrow_schema = parquet::arrow::parquet_to_arrow_schema(
         meta.file_metadata().schema_descr(),
         meta.file_metadata().key_value_metadata(),
@@ -494,7 +519,7 @@ async fn may_hold(
         let Ok(conv) =
             StatisticsConverter::try_new(k, arrow_schema, meta.file_metadata().schema_descr())
         else {
-            return Ok(true);
+            return Ok(Candidate::Maybe);
         };
         ranges.push((conv.row_group_mins(groups)?, conv.row_group_maxes(groups)?));
     }
@@ -505,7 +530,7 @@ async fn may_hold(
                 continue;
             }
             let Ok(keys) = cast(batch_keys.column(i), mins.data_type()) else {
-                return Ok(true);
+                return Ok(Candidate::Maybe);
             };
             let lo = datafusion::arrow::array::Scalar::new(mins.slice(g, 1));
             let hi = datafusion::arrow::array::Scalar::new(maxes.slice(g, 1));
@@ -516,12 +541,12 @@ async fn may_hold(
             });
         }
         match mask {
-            None => return Ok(true),
-            Some(m) if m.true_count() > 0 => return Ok(true),
+            None => return Ok(Candidate::Maybe),
+            Some(m) if m.true_count() > 0 => return Ok(Candidate::Maybe),
             Some(_) => {}
         }
     }
-    Ok(false)
+    Ok(Candidate::No)
 }
 
 /// Ranges of one object, for reading a Parquet footer.

@@ -308,12 +308,16 @@ impl Engine {
                     .await?;
             }
             let schema = Arc::new(out_schema.clone());
-            let (rows, counts) = merge::merge(self, &ctx, work, m, &schema)
+            let (rows, counts, stored) = merge::merge(self, &ctx, work, m, &schema)
                 .await
                 .map_err(|e| qerr(e.to_string()))?;
             metrics.merged = Some(counts);
-            if rows == 0 {
-                self.write_empty(&work.output, out_schema).await?;
+            if rows == 0 && counts.kept_files == 0 {
+                // A dataset left with no file keeps its columns (a history's version columns
+                // too) in an empty one, which the next merge replaces (see `merge::touched`).
+                // Otherwise the rewritten files just go.
+                self.write_empty(&work.output, stored.as_ref().clone())
+                    .await?;
             }
             return Ok(metrics);
         }
