@@ -3,10 +3,12 @@
 //! A dataset of `LAKE_BENCH_DAYS` (default 365) daily partitions × `LAKE_BENCH_ROWS` (default
 //! 10,000) readings, keyed by (day, station), is loaded once. Then a daily batch of
 //! `LAKE_BENCH_BATCH` (default 1% of the dataset's rows) updates readings of 3 random days, and
-//! is applied two ways, each from the same starting dataset, taken in turn:
+//! is applied, each from the same starting dataset, taken in turn:
 //!
 //! - `lake run` of the merge step (`mode = "merge"`, `partition_by = ["day"]`), with the
 //!   files it rewrote and kept from the ledger;
+//! - `lake run` of one day's rows (`LAKE_BENCH_ROWS`) with `mode = "overwrite_partitions"`: the
+//!   daily run a merge should cost no more than 1.5× of;
 //! - DuckDB (`DUCKDB`, else `duckdb` on PATH; skipped without it): `INSERT OR REPLACE` of the
 //!   batch into a table with the same rows and a primary key, in its own database file.
 //!
@@ -155,7 +157,28 @@ fn main() {
     );
     println!("merge changed: {merged}");
 
-    // 2. DuckDB.
+    // 2. The reference: a day's `overwrite_partitions` run, one day's rows replacing
+    // its partition, from the same starting dataset.
+    let o_dir = tmp.path().join("overwrite");
+    copy_dir(&base, &o_dir);
+    let mut day_csv = String::from("day,station,value,note\n");
+    for s in 0..per_day {
+        let _ = writeln!(
+            day_csv,
+            "{},{s},{},fixed",
+            day(picked[0]),
+            rng.next() % 10_000
+        );
+    }
+    std::fs::write(o_dir.join("data/readings.csv"), &day_csv).unwrap();
+    std::fs::write(
+        o_dir.join("lake.toml"),
+        toml(SELECT, "mode = \"overwrite_partitions\""),
+    )
+    .unwrap();
+    let overwrite = lake(&o_dir, dated);
+
+    // 3. DuckDB.
     let duckdb = std::env::var("DUCKDB").unwrap_or_else(|_| "duckdb".to_owned());
     let have_duckdb = Command::new(&duckdb)
         .arg("-version")
@@ -196,6 +219,7 @@ fn main() {
     println!("| run | wall | peak RSS | vs merge |");
     println!("|---|---|---|---|");
     row("lake merge", &merge);
+    row("lake overwrite_partitions of one day", &overwrite);
     match &duck {
         Some(d) => row("duckdb INSERT OR REPLACE", d),
         None => println!("| duckdb | skipped (DUCKDB=…) | | |"),
