@@ -82,11 +82,22 @@ pub(super) async fn merge(
     let old = old_rows(ctx, &touched, &m.prefix, &work.partition_by, &stored).await?;
     ctx.register_table("__old", old.into_view())?;
     let (merged, counts) = match &spec.history {
-        Some(h) => history(ctx, spec, h, &names, &keys).await?,
-        None => latest(ctx, spec, &names, &keys).await?,
+        Some(h) => history(ctx, spec, h, &names, &keys)
+            .await
+            .map(|(m, c)| (m, Some(c)))?,
+        // Nothing stored meets the batch (a first load): its rows, without the stored side.
+        None if touched.is_empty() => (fresh(ctx, spec, &names, &keys).await?, None),
+        None => latest(ctx, spec, &names, &keys)
+            .await
+            .map(|(m, c)| (m, Some(c)))?,
     };
     let out_url = format!("{ROOT_URL}/{}/", work.output);
     let rows = write_parquet(merged, &out_url, &work.partition_by, true).await?;
+    // Without stored rows, every row written is a key inserted.
+    let counts = counts.unwrap_or(MergeCounts {
+        inserted: rows,
+        ..MergeCounts::default()
+    });
     let replaces = Replaces {
         keys: touched.iter().map(|o| o.key.clone()).collect(),
     };
@@ -172,6 +183,45 @@ async fn latest(
         ))
         .await?;
     Ok((merged, counts))
+}
+
+/// `merge` where no stored row meets the batch: the batch's winning rows, sorted by key. The
+/// winner of each key is picked (a window over the batch) only when some key has two rows;
+/// a batch of distinct keys is written as it is, less its deletes.
+async fn fresh(
+    ctx: &SessionContext,
+    spec: &lake_core::config::MergeSpec,
+    names: &[&str],
+    keys: &str,
+) -> DfResult<DataFrame> {
+    let cols = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
+    let delete = delete_expr(spec);
+    let repeated = ctx
+        .sql(&format!(
+            "SELECT 1 FROM __batch GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
+        ))
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .any(|b| b.num_rows() > 0);
+    let rows = if repeated {
+        let order = match &spec.order_by {
+            Some(o) => format!("{} DESC NULLS LAST", q(o)),
+            None => keys.to_owned(),
+        };
+        format!(
+            "SELECT * FROM (SELECT {cols}, {delete} AS __del, \
+                    row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS __rn FROM __batch) \
+             WHERE __rn = 1"
+        )
+    } else {
+        format!("SELECT {cols}, {delete} AS __del FROM __batch")
+    };
+    ctx.sql(&format!(
+        "SELECT {cols} FROM ({rows}) WHERE NOT __del ORDER BY {keys}"
+    ))
+    .await
 }
 
 fn delete_expr(spec: &lake_core::config::MergeSpec) -> String {
