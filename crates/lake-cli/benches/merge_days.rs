@@ -90,10 +90,10 @@ fn window(rng: &mut Rng, d: usize, stations: usize) -> String {
         }
     }
     if d > 1 {
-        for _ in 0..stations * 24 / 10 {
-            let s = (rng.next() as usize) % stations;
-            let h = (rng.next() as usize) % 24;
-            reading(&mut out, rng, d - 1, s, h);
+        // Every tenth reading of the day before, from a random offset: distinct keys.
+        let offset = (rng.next() as usize) % 10;
+        for i in (offset..stations * 24).step_by(10) {
+            reading(&mut out, rng, d - 1, i / 24, i % 24);
         }
     }
     out

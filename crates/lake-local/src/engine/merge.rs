@@ -72,7 +72,7 @@ pub(super) async fn merge(
         }
     }
     let keys = spec.key.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
-    check_ties(ctx, spec, &keys).await?;
+    check_ties(ctx, spec).await?;
 
     let touched = touched(engine, ctx, work, m, schema).await?;
     let stored = match &spec.history {
@@ -313,21 +313,21 @@ async fn history(
 }
 
 /// Fail on two batch rows of one key (and one `order_by` value), naming the key.
-async fn check_ties(
-    ctx: &SessionContext,
-    spec: &lake_core::config::MergeSpec,
-    keys: &str,
-) -> DfResult<()> {
+async fn check_ties(ctx: &SessionContext, spec: &lake_core::config::MergeSpec) -> DfResult<()> {
     if spec.on_tie_any {
         return Ok(());
     }
-    let group = match &spec.order_by {
-        Some(o) => format!("{keys}, {}", q(o)),
-        None => keys.to_owned(),
-    };
+    let cols: Vec<&String> = spec.key.iter().chain(&spec.order_by).collect();
+    let group = cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+    // Shown as text: a timestamp reads as one, not as its count of microseconds.
+    let shown = cols
+        .iter()
+        .map(|c| format!("CAST({} AS VARCHAR) AS {}", q(c), q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let ties = ctx
         .sql(&format!(
-            "SELECT {group} FROM __batch GROUP BY {group} HAVING count(*) > 1 LIMIT 1"
+            "SELECT {shown} FROM __batch GROUP BY {group} HAVING count(*) > 1 LIMIT 1"
         ))
         .await?
         .collect()
