@@ -22,20 +22,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use lake_testing::measure::{Measure, lake_bin, setting, timed};
-
-/// A small, seeded generator (SplitMix64): the bench needs reproducible rows, not a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+use lake_testing::measure::{Measure, Rng, lake_bin, setting, timed};
 
 fn day(d: usize) -> String {
     (lake::core::chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap()
@@ -92,7 +79,12 @@ fn main() {
     for d in 0..days {
         let dd = day(d);
         for s in 0..per_day {
-            let _ = writeln!(csv, "{dd},{s},{},n{}", rng.next() % 10_000, rng.next() % 97);
+            let _ = writeln!(
+                csv,
+                "{dd},{s},{},n{}",
+                rng.next_u64() % 10_000,
+                rng.next_u64() % 97
+            );
         }
     }
     std::fs::write(base.join("data/readings.csv"), &csv).unwrap();
@@ -112,7 +104,7 @@ fn main() {
     // The batch: readings of 3 days, corrected.
     let mut picked: Vec<usize> = Vec::new();
     while picked.len() < 3.min(days) {
-        let d = (rng.next() as usize) % days;
+        let d = (rng.next_u64() as usize) % days;
         if !picked.contains(&d) {
             picked.push(d);
         }
@@ -120,8 +112,8 @@ fn main() {
     let mut csv = String::from("day,station,value,note\n");
     for i in 0..batch {
         let d = picked[i % picked.len()];
-        let s = (rng.next() as usize) % per_day;
-        let _ = writeln!(csv, "{},{s},{},fixed", day(d), rng.next() % 10_000);
+        let s = (rng.next_u64() as usize) % per_day;
+        let _ = writeln!(csv, "{},{s},{},fixed", day(d), rng.next_u64() % 10_000);
     }
     let dated = "2030-01-02";
 
@@ -167,7 +159,7 @@ fn main() {
             day_csv,
             "{},{s},{},fixed",
             day(picked[0]),
-            rng.next() % 10_000
+            rng.next_u64() % 10_000
         );
     }
     std::fs::write(o_dir.join("data/readings.csv"), &day_csv).unwrap();

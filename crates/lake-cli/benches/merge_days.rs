@@ -23,20 +23,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use lake_testing::measure::{lake_bin, setting, timed};
-
-/// A small, seeded generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+use lake_testing::measure::{Rng, lake_bin, setting, timed};
 
 fn date(d: usize) -> lake::core::chrono::NaiveDate {
     lake::core::chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()
@@ -75,8 +62,8 @@ fn reading(out: &mut String, rng: &mut Rng, d: usize, station: usize, hour: usiz
         out,
         "{}T{hour:02}:00:00,{station},{:.1},{:.1}",
         date(d),
-        (rng.next() % 700) as f64 / 10.0 - 30.0,
-        (rng.next() % 400) as f64 / 10.0
+        (rng.next_u64() % 700) as f64 / 10.0 - 30.0,
+        (rng.next_u64() % 400) as f64 / 10.0
     );
 }
 
@@ -91,7 +78,7 @@ fn window(rng: &mut Rng, d: usize, stations: usize) -> String {
     }
     if d > 1 {
         // Every tenth reading of the day before, from a random offset: distinct keys.
-        let offset = (rng.next() as usize) % 10;
+        let offset = (rng.next_u64() as usize) % 10;
         for i in (offset..stations * 24).step_by(10) {
             reading(&mut out, rng, d - 1, i / 24, i % 24);
         }
