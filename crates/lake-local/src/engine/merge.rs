@@ -143,6 +143,11 @@ fn history_schema(
 }
 
 /// `merge`: per key, the latest row wins; the rows to write, and what changed.
+///
+/// The stored rows hold one row per key, so no window over every key is needed: the batch's
+/// winner of each key (a window over the batch only when a key repeats) is joined with the
+/// stored row of its key (a hash join, NULL keys equal), which decides it. The result is the
+/// stored rows whose key no batch row won, and the winning batch rows that are not deletes.
 async fn latest(
     ctx: &SessionContext,
     spec: &lake_core::config::MergeSpec,
@@ -150,51 +155,81 @@ async fn latest(
     keys: &str,
 ) -> DfResult<(DataFrame, MergeCounts)> {
     let cols = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
-    let delete = delete_expr(spec);
-    let order = match &spec.order_by {
-        Some(o) => format!("{} DESC NULLS LAST, __src ASC", q(o)),
-        None => "__src ASC".to_owned(),
+    let winners = batch_winners(ctx, spec, &cols, keys).await?;
+    // The stored side: its key columns renamed apart, its order, and that it is there.
+    let stored_keys = spec
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{} AS __k{i}", q(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let on = |left: &str| {
+        spec.key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("({left}.{} IS NOT DISTINCT FROM s.__k{i})", q(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
     };
-    let ranked = ctx
+    let (stored_order, wins) = match &spec.order_by {
+        // The batch row wins unless the stored one is later (NULLs last; a tie goes to the batch).
+        Some(o) => (
+            format!(", {} AS __o", q(o)),
+            format!(
+                "s.__had IS NULL OR s.__o IS NULL OR (b.{o} IS NOT NULL AND b.{o} >= s.__o)",
+                o = q(o)
+            ),
+        ),
+        None => (String::new(), "true".to_owned()),
+    };
+    let decided = ctx
         .sql(&format!(
-            "SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS __rn, \
-                    max(__src) OVER (PARTITION BY {keys}) AS __had_old \
-             FROM (SELECT {cols}, 1 AS __src, false AS __del FROM __old \
-                   UNION ALL \
-                   SELECT {cols}, 0 AS __src, {delete} AS __del FROM __batch)"
+            "SELECT b.*, s.__had IS NOT NULL AS __had_old, ({wins}) AS __wins \
+             FROM ({winners}) b LEFT JOIN (SELECT {stored_keys}{stored_order}, true AS __had FROM __old) s \
+             ON {}",
+            on("b")
         ))
         .await?
-        .filter(col("__rn").eq(lit(1u64)))?
         .cache()
         .await?;
-    ctx.register_table("__winners", ranked.into_view())?;
+    ctx.register_table("__decided", decided.into_view())?;
     let counts = count3(
         ctx,
         "SELECT \
-           CAST(count(*) FILTER (WHERE __src = 0 AND NOT __del AND __had_old = 0) AS BIGINT), \
-           CAST(count(*) FILTER (WHERE __src = 0 AND NOT __del AND __had_old = 1) AS BIGINT), \
-           CAST(count(*) FILTER (WHERE __src = 0 AND __del AND __had_old = 1) AS BIGINT) \
-         FROM __winners",
+           CAST(count(*) FILTER (WHERE __wins AND NOT __del AND NOT __had_old) AS BIGINT), \
+           CAST(count(*) FILTER (WHERE __wins AND NOT __del AND __had_old) AS BIGINT), \
+           CAST(count(*) FILTER (WHERE __wins AND __del AND __had_old) AS BIGINT) \
+         FROM __decided",
     )
     .await?;
+    let won_keys = spec
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{} AS __k{i}", q(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let merged = ctx
         .sql(&format!(
-            "SELECT {cols} FROM __winners WHERE NOT __del ORDER BY {keys}"
+            "SELECT {cols} FROM __old o LEFT ANTI JOIN (SELECT {won_keys} FROM __decided WHERE __wins) s ON {} \
+             UNION ALL \
+             SELECT {cols} FROM __decided WHERE __wins AND NOT __del \
+             ORDER BY {keys}",
+            on("o")
         ))
         .await?;
     Ok((merged, counts))
 }
 
-/// `merge` where no stored row meets the batch: the batch's winning rows, sorted by key. The
-/// winner of each key is picked (a window over the batch) only when some key has two rows;
-/// a batch of distinct keys is written as it is, less its deletes.
-async fn fresh(
+/// The batch's winning row of each key, with `__del`: the batch as it is when no key repeats,
+/// else the latest row of each key (`order_by` descending, NULLs last).
+async fn batch_winners(
     ctx: &SessionContext,
     spec: &lake_core::config::MergeSpec,
-    names: &[&str],
+    cols: &str,
     keys: &str,
-) -> DfResult<DataFrame> {
-    let cols = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
+) -> DfResult<String> {
     let delete = delete_expr(spec);
     let repeated = ctx
         .sql(&format!(
@@ -205,21 +240,32 @@ async fn fresh(
         .await?
         .iter()
         .any(|b| b.num_rows() > 0);
-    let rows = if repeated {
+    Ok(if repeated {
         let order = match &spec.order_by {
             Some(o) => format!("{} DESC NULLS LAST", q(o)),
             None => keys.to_owned(),
         };
         format!(
-            "SELECT * FROM (SELECT {cols}, {delete} AS __del, \
+            "SELECT {cols}, __del FROM (SELECT {cols}, {delete} AS __del, \
                     row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS __rn FROM __batch) \
              WHERE __rn = 1"
         )
     } else {
         format!("SELECT {cols}, {delete} AS __del FROM __batch")
-    };
+    })
+}
+
+/// `merge` where no stored row meets the batch: the batch's winning rows, sorted by key.
+async fn fresh(
+    ctx: &SessionContext,
+    spec: &lake_core::config::MergeSpec,
+    names: &[&str],
+    keys: &str,
+) -> DfResult<DataFrame> {
+    let cols = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
+    let winners = batch_winners(ctx, spec, &cols, keys).await?;
     ctx.sql(&format!(
-        "SELECT {cols} FROM ({rows}) WHERE NOT __del ORDER BY {keys}"
+        "SELECT {cols} FROM ({winners}) WHERE NOT __del ORDER BY {keys}"
     ))
     .await
 }
