@@ -156,7 +156,7 @@ async fn latest(
 ) -> DfResult<(DataFrame, MergeCounts)> {
     let cols = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
     let winners = batch_winners(ctx, spec, &cols, keys).await?;
-    // The stored side: its key columns renamed apart, its order, and that it is there.
+    // The key columns renamed apart (`__k0`, …), for the stored side and the won keys.
     let stored_keys = spec
         .key
         .iter()
@@ -203,16 +203,9 @@ async fn latest(
          FROM __decided",
     )
     .await?;
-    let won_keys = spec
-        .key
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{} AS __k{i}", q(k)))
-        .collect::<Vec<_>>()
-        .join(", ");
     let merged = ctx
         .sql(&format!(
-            "SELECT {cols} FROM __old o LEFT ANTI JOIN (SELECT {won_keys} FROM __decided WHERE __wins) s ON {} \
+            "SELECT {cols} FROM __old o LEFT ANTI JOIN (SELECT {stored_keys} FROM __decided WHERE __wins) s ON {} \
              UNION ALL \
              SELECT {cols} FROM __decided WHERE __wins AND NOT __del \
              ORDER BY {keys}",
