@@ -209,6 +209,86 @@ impl S3ZoneStore {
         }
     }
 
+    /// [`get`](ZoneStore::get) of `key` at the version `if_match` (an ETag, quoted as S3 gives
+    /// it), or at whatever version the first part finds when `None`.
+    ///
+    /// The first part is a ranged GET: its Content-Range gives the size. A larger object comes
+    /// in parts, `read_concurrency` GETs in flight, handed on in order; each later part must
+    /// have the first one's ETag (If-Match), so an object replaced during the read fails it
+    /// instead of mixing two versions. Memory: about `read_part × read_concurrency`.
+    pub async fn get_version(&self, key: &Key, if_match: Option<&str>) -> Result<GetResult> {
+        let part = self.read_part;
+        let (meta, first) = self.ranged(key, 0..part, if_match).await?;
+        let size = meta.size;
+        let first = futures::stream::once(async move { Ok(first) });
+        if size <= part {
+            return Ok(GetResult {
+                meta,
+                body: first.boxed(),
+            });
+        }
+        // Each part is its own task, so the GETs in flight keep reading while the consumer is
+        // busy with an earlier part (a `buffered` future only progresses when polled). A
+        // dropped stream aborts them.
+        let etag = meta.e_tag.clone().or_else(|| if_match.map(str::to_owned));
+        let (store, key) = (self.clone(), key.clone());
+        let rest = futures::stream::iter(1..size.div_ceil(part))
+            .map(move |i| {
+                let (s, k, etag) = (store.clone(), key.clone(), etag.clone());
+                let range = i * part..((i + 1) * part).min(size);
+                store.task("get", &key, async move {
+                    s.ranged(&k, range, etag.as_deref()).await
+                })
+            })
+            .buffered(self.read_concurrency)
+            .map_ok(|(_, bytes)| bytes);
+        Ok(GetResult {
+            meta,
+            body: first.chain(rest).boxed(),
+        })
+    }
+
+    /// [`download`](ZoneStore::download) of `key` at the version `if_match` (an ETag, quoted
+    /// as S3 gives it), or at whatever version the first part finds when `None`.
+    ///
+    /// Like s5cmd: parts of `download_part` bytes, `download_concurrency` GETs at once (the
+    /// first one's Content-Range gives the size), each written at its offset as it arrives,
+    /// so no part waits for another and memory does not grow with the part size. Later parts
+    /// are If-Match the first one's ETag, as in [`get_version`](Self::get_version).
+    pub async fn download_version(
+        &self,
+        key: &Key,
+        path: &Path,
+        if_match: Option<&str>,
+    ) -> Result<u64> {
+        let part = self.download_part;
+        let (meta, first) = self.open(key, 0..part, if_match).await?;
+        let size = meta.size;
+        if size <= SMALL_FILE {
+            return FileWriter::whole(path, first.try_collect().await?).await;
+        }
+        let file = FileWriter::create(path);
+        let writes = file.writes();
+        let etag = meta.e_tag.clone().or_else(|| if_match.map(str::to_owned));
+        let (store, key) = (self.clone(), key.clone());
+        let rest = futures::stream::iter(1..size.div_ceil(part))
+            .map(move |i| {
+                let (s, k, etag, writes) =
+                    (store.clone(), key.clone(), etag.clone(), writes.clone());
+                let range = i * part..((i + 1) * part).min(size);
+                store.task("get", &key, async move {
+                    let (_, body) = s.open(&k, range.clone(), etag.as_deref()).await?;
+                    writes.stream(range.start, body).await
+                })
+            })
+            .buffer_unordered(self.download_concurrency.saturating_sub(1).max(1))
+            .try_for_each(|_| futures::future::ready(Ok(())));
+        let writes = file.writes();
+        tokio::try_join!(writes.stream(0, first), rest)?;
+        drop(writes);
+        file.finish(size).await
+    }
+
     /// Reads of objects larger than `size` bytes come in ranged parts of `size`, `concurrency`
     /// GETs at once (default 2 MiB × 8): memory about `size × concurrency`.
     pub fn with_read_parts(mut self, size: u64, concurrency: usize) -> Self {
@@ -696,70 +776,11 @@ impl ZoneStore for S3ZoneStore {
     }
 
     async fn get(&self, key: &Key) -> Result<GetResult> {
-        // The first part with a ranged GET: its Content-Range gives the size. A larger object
-        // comes in parts, `read_concurrency` GETs in flight, in order; each later part must have the
-        // first one's ETag (If-Match), so an object replaced during the read fails it instead
-        // of mixing two versions. Memory: about `read_part × read_concurrency`.
-        let part = self.read_part;
-        let (meta, first) = self.ranged(key, 0..part, None).await?;
-        let size = meta.size;
-        let first = futures::stream::once(async move { Ok(first) });
-        if size <= part {
-            return Ok(GetResult {
-                meta,
-                body: first.boxed(),
-            });
-        }
-        // Each part is its own task, so the GETs in flight keep reading while the consumer is
-        // busy with an earlier part (a `buffered` future only progresses when polled). A
-        // dropped stream aborts them.
-        let (store, key, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
-        let rest = futures::stream::iter(1..size.div_ceil(part))
-            .map(move |i| {
-                let (s, k, etag) = (store.clone(), key.clone(), etag.clone());
-                let range = i * part..((i + 1) * part).min(size);
-                store.task("get", &key, async move {
-                    s.ranged(&k, range, etag.as_deref()).await
-                })
-            })
-            .buffered(self.read_concurrency)
-            .map_ok(|(_, bytes)| bytes);
-        Ok(GetResult {
-            meta,
-            body: first.chain(rest).boxed(),
-        })
+        self.get_version(key, None).await
     }
 
     async fn download(&self, key: &Key, path: &Path) -> Result<u64> {
-        // Like s5cmd: parts of `download_part` bytes, `download_concurrency` GETs at once (the
-        // first one's Content-Range gives the size), each written at its offset as it
-        // arrives, so no part waits for another and memory does not grow with the part size.
-        // Later parts are If-Match the first one's ETag, as in `get`.
-        let part = self.download_part;
-        let (meta, first) = self.open(key, 0..part, None).await?;
-        let size = meta.size;
-        if size <= SMALL_FILE {
-            return FileWriter::whole(path, first.try_collect().await?).await;
-        }
-        let file = FileWriter::create(path);
-        let writes = file.writes();
-        let (store, key, etag) = (self.clone(), key.clone(), meta.e_tag.clone());
-        let rest = futures::stream::iter(1..size.div_ceil(part))
-            .map(move |i| {
-                let (s, k, etag, writes) =
-                    (store.clone(), key.clone(), etag.clone(), writes.clone());
-                let range = i * part..((i + 1) * part).min(size);
-                store.task("get", &key, async move {
-                    let (_, body) = s.open(&k, range.clone(), etag.as_deref()).await?;
-                    writes.stream(range.start, body).await
-                })
-            })
-            .buffer_unordered(self.download_concurrency.saturating_sub(1).max(1))
-            .try_for_each(|_| futures::future::ready(Ok(())));
-        let writes = file.writes();
-        tokio::try_join!(writes.stream(0, first), rest)?;
-        drop(writes);
-        file.finish(size).await
+        self.download_version(key, path, None).await
     }
 
     async fn get_range(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::AwsSpec;
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use lake_core::backend::BackendEnv;
 use lake_core::config::{ConfigCx, SourceSpec};
 use lake_core::publish::{WindowIndex, raw_window_prefix};
@@ -261,6 +261,8 @@ pub struct S3Source {
     name: String,
     spec: S3SourceSpec,
     client: aws_sdk_s3::Client,
+    /// The bucket read as a zone store: an object comes in ranged parts, several at once.
+    bucket: crate::S3ZoneStore,
     store: Arc<DynZoneStore>,
     /// The key and ETag of each object `objects` offered, by window and name.
     offered: std::sync::Mutex<HashMap<(Window, String), (String, String)>>,
@@ -292,6 +294,7 @@ impl S3Source {
     ) -> Self {
         Self {
             name: name.to_owned(),
+            bucket: crate::S3ZoneStore::new(client.clone(), spec.bucket.clone(), ""),
             spec,
             client,
             store,
@@ -305,6 +308,30 @@ impl S3Source {
             message,
             source,
         }
+    }
+
+    /// The key of a listed object and the ETag to read it at (`If-Match`; none for a version
+    /// made from size and time): the version listed, or an error, so a changed object is
+    /// landed by the next window.
+    fn version(&self, window: &Window, object: &SourceObject) -> Result<(String, Option<String>)> {
+        let Some((key, etag)) = self
+            .offered
+            .lock()
+            .expect("offered lock")
+            .get(&(*window, object.name.clone()))
+            .cloned()
+        else {
+            return Err(self.err(format!("{} was not listed", object.name), None));
+        };
+        let if_match = (!etag.starts_with(SYNTHETIC)).then(|| format!("\"{etag}\""));
+        Ok((key, if_match))
+    }
+
+    fn unreadable(&self, key: &str, e: Error) -> Error {
+        self.err(
+            format!("cannot read s3://{}/{key} (s3:GetObject)", self.spec.bucket),
+            Some(Box::new(e)),
+        )
     }
 
     /// The origins (key and version) other windows of the source committed.
@@ -392,50 +419,90 @@ impl Source for S3Source {
     }
 
     async fn open(&self, window: &Window, object: &SourceObject) -> Result<ByteStream> {
-        let Some((key, etag)) = self
-            .offered
-            .lock()
-            .expect("offered lock")
-            .get(&(*window, object.name.clone()))
-            .cloned()
-        else {
-            return Err(self.err(format!("{} was not listed", object.name), None));
-        };
-        // The version listed, or an error: a changed object is landed by the next window.
-        let mut get = self.client.get_object().bucket(&self.spec.bucket).key(&key);
-        if !etag.starts_with(SYNTHETIC) {
-            get = get.if_match(format!("\"{etag}\""));
-        }
-        let out = get.send().await.map_err(|e| {
-            self.err(
-                format!(
-                    "cannot read s3://{}/{key} (s3:GetObject): {}",
-                    self.spec.bucket,
-                    crate::calls::api_error(&e)
-                ),
-                None,
-            )
-        })?;
+        let (key, if_match) = self.version(window, object)?;
+        let failed = |e: Error| self.unreadable(&key, e);
         let name = self.name.clone();
-        let body = futures::stream::unfold(Some(out.body), move |body| {
-            let name = name.clone();
-            async move {
-                let mut body = body?;
-                match body.try_next().await {
-                    Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
-                    Ok(None) => None,
-                    Err(e) => Some((
-                        Err(Error::Source {
-                            source_name: name,
-                            message: "reading an object failed".into(),
-                            source: Some(Box::new(e)),
-                        }),
-                        None,
-                    )),
-                }
+        let named = move |e: Error| Error::Source {
+            source_name: name.clone(),
+            message: "reading an object failed".into(),
+            source: Some(Box::new(e)),
+        };
+        match lake_core::zone::Key::new(key.as_str()) {
+            // Parts fetched at once, handed on in order (as the S3 zone store reads).
+            Ok(k) => {
+                let got = self
+                    .bucket
+                    .get_version(&k, if_match.as_deref())
+                    .await
+                    .map_err(failed)?;
+                Ok(got.body.map_err(named).boxed())
             }
-        });
-        Ok(body.boxed())
+            // A key lake could not store under its own name (`a//b`) is one GET, as sent.
+            Err(_) => {
+                let out = self
+                    .client
+                    .get_object()
+                    .bucket(&self.spec.bucket)
+                    .key(&key)
+                    .set_if_match(if_match)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        self.err(
+                            format!(
+                                "cannot read s3://{}/{key} (s3:GetObject): {}",
+                                self.spec.bucket,
+                                crate::calls::api_error(&e)
+                            ),
+                            None,
+                        )
+                    })?;
+                let name = self.name.clone();
+                let body = futures::stream::unfold(Some(out.body), move |body| {
+                    let name = name.clone();
+                    async move {
+                        let mut body = body?;
+                        match body.try_next().await {
+                            Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+                            Ok(None) => None,
+                            Err(e) => Some((
+                                Err(Error::Source {
+                                    source_name: name,
+                                    message: "reading an object failed".into(),
+                                    source: Some(Box::new(e)),
+                                }),
+                                None,
+                            )),
+                        }
+                    }
+                });
+                Ok(body.boxed())
+            }
+        }
+    }
+
+    fn at_once(&self) -> usize {
+        // A window of small objects waits on each GET's latency: S3 serves many at once
+        // (s5cmd runs 256 workers; BENCHMARKS.md, "S3 source").
+        128
+    }
+
+    async fn download(
+        &self,
+        window: &Window,
+        object: &SourceObject,
+        path: &std::path::Path,
+    ) -> Result<Option<u64>> {
+        let (key, if_match) = self.version(window, object)?;
+        let Ok(k) = lake_core::zone::Key::new(key.as_str()) else {
+            return Ok(None);
+        };
+        let size = self
+            .bucket
+            .download_version(&k, path, if_match.as_deref())
+            .await
+            .map_err(|e| self.unreadable(&key, e))?;
+        Ok(Some(size))
     }
 
     async fn finish(&self, window: &Window) {

@@ -11,7 +11,7 @@ use lake::core::chrono::NaiveDate;
 use lake::core::config::ConfigFile;
 use lake::core::publish::{self, Landed};
 use lake::core::source::Window;
-use lake::core::zone::{Key, ZoneStoreExt};
+use lake::core::zone::{Key, ZoneStore, ZoneStoreExt};
 use lake::local::LocalZoneStore;
 use lake_aws::{S3Source, S3SourceSpec};
 
@@ -151,5 +151,161 @@ fn s3_source_keys_are_checked_at_their_lines() {
             ("sources.b", 8, "needs `url`"),
             ("sources.c.bucket", 14, "unknown field"),
         ],
+    );
+}
+
+/// An s3 source that counts the objects it downloaded into files and, with `replace`,
+/// replaces one object in the bucket right after listing it: the landing then reads a version
+/// the listing did not offer.
+#[derive(Debug)]
+struct Watched {
+    inner: S3Source,
+    client: aws_sdk_s3::Client,
+    replace: bool,
+    downloads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl lake::core::source::Source for Watched {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn objects(
+        &self,
+        window: &Window,
+    ) -> lake::core::Result<Vec<lake::core::source::SourceObject>> {
+        let listed = self.inner.objects(window).await?;
+        if !self.replace {
+            return Ok(listed);
+        }
+        self.client
+            .put_object()
+            .bucket("partner-bucket")
+            .key("exports/big.csv.gz")
+            .body(b"a newer version".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        Ok(listed)
+    }
+    async fn open(
+        &self,
+        window: &Window,
+        object: &lake::core::source::SourceObject,
+    ) -> lake::core::Result<lake::core::zone::ByteStream> {
+        self.inner.open(window, object).await
+    }
+    fn at_once(&self) -> usize {
+        self.inner.at_once()
+    }
+    async fn download(
+        &self,
+        window: &Window,
+        object: &lake::core::source::SourceObject,
+        path: &std::path::Path,
+    ) -> lake::core::Result<Option<u64>> {
+        let done = self.inner.download(window, object, path).await?;
+        if done.is_some() {
+            self.downloads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(done)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_filesystem_root_objects_are_downloaded_in_parts_at_the_version_listed() {
+    let Some(endpoint) = common::endpoint() else {
+        return;
+    };
+    let _serial = common::SERIAL.lock().await;
+    let bucket = common::fresh_store(&endpoint, "partner-bucket").await;
+    let client = bucket.client().clone();
+    // Three download parts (16 MiB each) and a small object beside it.
+    let big: Vec<u8> = (0..40u32 << 20).map(|i| (i % 251) as u8).collect();
+    for (key, body) in [
+        ("exports/big.csv.gz", big.clone()),
+        ("exports/small.csv.gz", b"small".to_vec()),
+    ] {
+        client
+            .put_object()
+            .bucket("partner-bucket")
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake: Arc<DynZoneStore> = Arc::new(LocalZoneStore::filesystem(dir.path()).unwrap());
+    let watched = |replace| Watched {
+        inner: S3Source::new("drops", spec(), client.clone(), Arc::clone(&lake)),
+        client: client.clone(),
+        replace,
+        downloads: Default::default(),
+    };
+    let src = watched(false);
+    let landed = publish::land(&*lake, &src, &day(1), "run-1").await.unwrap();
+    assert_eq!(
+        src.downloads.into_inner(),
+        2,
+        "both objects were downloaded into files, not streamed"
+    );
+    let Landed::Fetched(manifest) = landed else {
+        panic!("fetched: {landed:?}")
+    };
+    let folder = dir.path().join("raw/drops/ingest_date=2024-05-01");
+    assert_eq!(std::fs::read(folder.join("big.csv.gz")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(folder.join("small.csv.gz")).unwrap(),
+        b"small"
+    );
+    let sizes: Vec<(String, u64)> = manifest
+        .objects
+        .iter()
+        .map(|o| (o.key.rsplit('/').next().unwrap().to_owned(), o.size))
+        .collect();
+    assert_eq!(
+        sizes,
+        [("big.csv.gz".into(), 40 << 20), ("small.csv.gz".into(), 5)]
+    );
+    // What the manifest says is what landed: a reader that hashes finds no mismatch.
+    for o in &manifest.objects {
+        use futures::TryStreamExt;
+        let got = lake.get(&Key::new(o.key.clone()).unwrap()).await.unwrap();
+        let (body, digest) = lake::core::zone::hashing(got.body);
+        body.try_for_each(|_| async { Ok(()) }).await.unwrap();
+        let digest = digest.lock().unwrap().clone().expect("hashed");
+        assert_eq!(digest.sha256, o.sha256, "{}", o.key);
+    }
+    assert!(
+        lake_testing::faults::every_file(&dir.path().join("_lake/staging/run-1")).is_empty(),
+        "the staged files were moved, not copied"
+    );
+
+    // An object replaced after the listing fails its window: nothing of it is committed and
+    // no partial file is left where readers of the folder would see it.
+    let replaced = watched(true);
+    client
+        .put_object()
+        .bucket("partner-bucket")
+        .key("exports/big.csv.gz")
+        .body(big[..(20 << 20)].to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let err = publish::land(&*lake, &replaced, &day(2), "run-2")
+        .await
+        .expect_err("the version listed is gone");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("s3://partner-bucket/exports/big.csv.gz"),
+        "names the object: {text}"
+    );
+    let second = dir.path().join("raw/drops/ingest_date=2024-05-02");
+    assert_eq!(
+        lake_testing::faults::every_file(&second),
+        Vec::<String>::new(),
+        "nothing of day 2 in raw"
     );
 }

@@ -549,7 +549,7 @@ pub struct LandOptions<'a> {
 /// at a time.
 const LANDING_BUDGET_KIB: u32 = 32 << 10;
 /// Objects landing at once, at most.
-const LANDING_AT_ONCE: usize = 32;
+const LANDING_MOST_AT_ONCE: usize = 256;
 /// Outputs hashed and copied in at once when a step publishes.
 const PUBLISH_AT_ONCE: usize = 4;
 
@@ -638,6 +638,53 @@ pub async fn land_with(
     }
 }
 
+/// `object` fetched by the source itself into the local file `path`
+/// ([`Source::download`]) and hashed there; `None` when the source does not download.
+async fn downloaded(
+    source: &dyn Source,
+    window: &Window,
+    object: &crate::source::SourceObject,
+    path: &std::path::Path,
+) -> Result<Option<crate::zone::Digested>> {
+    let io = |action: &'static str, e: std::io::Error| Error::Io {
+        action,
+        path: path.to_owned(),
+        source: e,
+    };
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| io("create directory", e))?;
+    }
+    let Some(size) = source.download(window, object, path).await? else {
+        return Ok(None);
+    };
+    let file = path.to_owned();
+    let d = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&file)?;
+        let mut d = crate::zone::Digester::default();
+        // No larger than the file: a window of small objects hashes many at once.
+        let mut buf = vec![0u8; size.clamp(1, 1 << 20) as usize];
+        loop {
+            match f.read(&mut buf)? {
+                0 => return Ok(d.finish()),
+                n => d.update(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .map_err(|e| io("read", std::io::Error::other(e)))?
+    .map_err(|e| io("read", e))?;
+    if d.size != size {
+        return Err(Error::Invalid {
+            what: format!("landing {}", object.name),
+            message: format!("downloaded {size} bytes but read back {}", d.size),
+        });
+    }
+    Ok(Some(d))
+}
+
 /// `name` with `tag` before its extensions: `a/b.csv.gz` → `a/b.<tag>.csv.gz`.
 fn tagged(name: &str, tag: &str) -> String {
     let (dir, file) = match name.rsplit_once('/') {
@@ -698,25 +745,37 @@ async fn land_objects(
             written.lock().expect("landing lock").push(key.clone());
             let d = match source.local_file(window, obj) {
                 Some(path) => store.put_file(key, &path, opts.progress.clone()).await?,
+                None if store.killed_puts_leave_files() => {
+                    // On a filesystem root an object is written in staging and moved in whole:
+                    // a killed download leaves its partial file there, not in the window's
+                    // folder where tools that read folders would see it. Moved, not linked and
+                    // deleted: no deleted inode for the next file's create to skip.
+                    let staged = Key::new(format!(
+                        "_lake/staging/{run_id}/ingest/{}",
+                        key.as_str().strip_prefix("raw/").unwrap_or(key.as_str())
+                    ))?;
+                    let d = match store.local_path(staged.as_str()) {
+                        Some(path) => downloaded(source, window, obj, &path).await?,
+                        None => None,
+                    };
+                    let d = match d {
+                        Some(d) => {
+                            if let Some(p) = &opts.progress {
+                                p(d.size);
+                            }
+                            d
+                        }
+                        None => {
+                            let body = source.open(window, obj).await?;
+                            put_hashed(store, &staged, body, opts.progress.clone()).await?
+                        }
+                    };
+                    store.rename(&staged, key).await?;
+                    d
+                }
                 None => {
                     let body = source.open(window, obj).await?;
-                    let progress = opts.progress.clone();
-                    if store.killed_puts_leave_files() {
-                        // On a filesystem root a streamed object is written in staging and
-                        // linked in whole (a copy within the root is a hard link): a killed
-                        // download leaves its partial file there, not in the window's folder
-                        // where tools that read folders would see it.
-                        let staged = Key::new(format!(
-                            "_lake/staging/{run_id}/ingest/{}",
-                            key.as_str().strip_prefix("raw/").unwrap_or(key.as_str())
-                        ))?;
-                        let d = put_hashed(store, &staged, body, progress).await?;
-                        store.copy(&staged, key).await?;
-                        store.delete(&staged).await?;
-                        d
-                    } else {
-                        put_hashed(store, key, body, progress).await?
-                    }
+                    put_hashed(store, key, body, opts.progress.clone()).await?
                 }
             };
             Ok::<_, Error>(ObjectEntry {
@@ -729,7 +788,7 @@ async fn land_objects(
         }
     });
     let landed: Result<Vec<ObjectEntry>> = futures::stream::iter(jobs)
-        .buffered(LANDING_AT_ONCE)
+        .buffered(source.at_once().clamp(1, LANDING_MOST_AT_ONCE))
         .try_collect()
         .await;
     let written = std::mem::take(&mut *written.lock().expect("landing lock"));

@@ -270,6 +270,26 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// How many objects of a window are read at once (all within the landing's memory
+    /// budget). The default, 32, suits a server that should not see a crowd; an object store
+    /// serves many more, and a window of small objects waits on latency, not bandwidth.
+    fn at_once(&self) -> usize {
+        32
+    }
+
+    /// Fetch `object` straight into the local file `path` (complete or not at all; its folder
+    /// exists) and return its size, when the source does better than one stream of
+    /// [`open`](Self::open): an object store's ranged parts, several at once, each written at
+    /// its offset. `Ok(None)` (the default): it does not, and the caller streams `open`.
+    async fn download(
+        &self,
+        _window: &Window,
+        _object: &SourceObject,
+        _path: &std::path::Path,
+    ) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// The caller is done with `window` (landed or failed): drop what
     /// [`objects`](Self::objects) prepared for it, such as unpacked archives.
     async fn finish(&self, _window: &Window) {}

@@ -190,6 +190,28 @@ impl Source for Extracting {
             .boxed())
     }
 
+    fn at_once(&self) -> usize {
+        self.inner.at_once()
+    }
+
+    async fn download(
+        &self,
+        window: &Window,
+        object: &SourceObject,
+        path: &std::path::Path,
+    ) -> Result<Option<u64>> {
+        let unpacked = self
+            .prepared
+            .lock()
+            .expect("prepared lock")
+            .get(window)
+            .is_some_and(|p| p.files.contains_key(&object.name));
+        if unpacked {
+            return Ok(None);
+        }
+        self.inner.download(window, object, path).await
+    }
+
     async fn finish(&self, window: &Window) {
         // Dropping the temporary folder deletes it.
         let prepared = self.prepared.lock().expect("prepared lock").remove(window);

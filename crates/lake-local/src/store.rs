@@ -329,6 +329,13 @@ impl ZoneStore for LocalZoneStore {
             .map_err(|e| self.err("copy", from.as_str(), e))
     }
 
+    async fn rename(&self, from: &Key, to: &Key) -> Result<()> {
+        self.inner
+            .rename(&Self::path(from), &Self::path(to))
+            .await
+            .map_err(|e| self.err("rename", from.as_str(), e))
+    }
+
     async fn delete(&self, key: &Key) -> Result<()> {
         match self.inner.delete(&Self::path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -349,7 +349,7 @@ pub async fn not_found(store: &DynZoneStore) {
         .expect("delete of a missing key succeeds");
 }
 
-/// copy duplicates and replaces; delete removes.
+/// copy duplicates and replaces; rename moves and replaces; delete removes.
 pub async fn copy_and_delete(store: &DynZoneStore) {
     let a = key("conformance/copy/a");
     let b = key("conformance/copy/sub/b");
@@ -377,7 +377,28 @@ pub async fn copy_and_delete(store: &DynZoneStore) {
         store.head(&a).await.is_err_and(|e| e.is_not_found()),
         "deleted"
     );
-    store.delete(&b).await.expect("delete");
+    store
+        .put_bytes(&a, Bytes::from_static(b"two"))
+        .await
+        .expect("put");
+    store.rename(&a, &b).await.expect("rename");
+    assert_eq!(
+        store.get_bytes(&b).await.expect("get"),
+        "two",
+        "rename replaces the target"
+    );
+    assert!(
+        store.head(&a).await.is_err_and(|e| e.is_not_found()),
+        "rename removes the source"
+    );
+    let c = key("conformance/copy/other/c");
+    store.rename(&b, &c).await.expect("rename to a new folder");
+    assert_eq!(store.get_bytes(&c).await.expect("get"), "two");
+    assert!(
+        store.rename(&b, &a).await.is_err_and(|e| e.is_not_found()),
+        "rename of a missing key is NotFound"
+    );
+    store.delete(&c).await.expect("delete");
 }
 
 /// put_if_absent creates once, then reports AlreadyExists without writing.

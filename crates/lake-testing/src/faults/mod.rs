@@ -266,6 +266,16 @@ pub fn kill_after(mut cmd: Command, delay: Duration) -> bool {
 /// Every file under `dir` whose name does not start with `_` or `.` (what tools that read
 /// folders read), as paths relative to `root`, sorted.
 pub(crate) fn visible_files(root: &Path, dir: &Path) -> Vec<String> {
+    files_where(root, dir, |name| !name.starts_with(['_', '.']))
+}
+
+/// Every file under `dir` (hidden ones too), as paths relative to `dir`, sorted; none when
+/// `dir` does not exist.
+pub fn every_file(dir: &Path) -> Vec<String> {
+    files_where(dir, dir, |_| true)
+}
+
+fn files_where(root: &Path, dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -276,7 +286,7 @@ pub(crate) fn visible_files(root: &Path, dir: &Path) -> Vec<String> {
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_dir() {
                 todo.push(e.path());
-            } else if !name.starts_with(['_', '.']) {
+            } else if keep(&name) {
                 out.push(
                     e.path()
                         .strip_prefix(root)
