@@ -35,11 +35,98 @@ pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
     if !wanted {
         return;
     }
-    let summary = summary(record, event);
+    send(lake, n, &summary(record, event)).await;
+}
+
+/// Where `lake schedule` keeps the datasets it sent a stale notice about, with the commit time
+/// each had then: one notice per staleness, not one per tick.
+fn stale_key(pipeline: &str) -> lake_core::Result<lake_core::zone::Key> {
+    lake_core::zone::Key::new(format!("_lake/notices/{pipeline}/stale.json"))
+}
+
+/// Send one `event = "stale"` notice for the datasets that became stale since the last check
+/// (`[notify] on` holds `"stale"`, the default with `"failure"`). A dataset that is fresh
+/// again leaves the record, so its next staleness is sent again. Nothing is sent or kept
+/// when the lake cannot be read; the schedule goes on.
+pub(crate) async fn notify_stale(
+    lake: &Lake,
+    now: lake_core::chrono::DateTime<lake_core::chrono::Utc>,
+) {
+    use lake_core::ZoneStoreExt;
+    type Noticed = std::collections::BTreeMap<
+        String,
+        Option<lake_core::chrono::DateTime<lake_core::chrono::Utc>>,
+    >;
+    let Some(n) = lake.pipeline.notify.as_ref().filter(|n| n.on_stale) else {
+        return;
+    };
+    let store = &*lake.store;
+    let checked = match lake_core::freshness::check(&lake.pipeline, store, now).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("notify: freshness: {}", lake_core::run::error_chain(&e));
+            return;
+        }
+    };
+    let Ok(key) = stale_key(&lake.pipeline.name) else {
+        return;
+    };
+    let noticed: Noticed = store
+        .get_json(&key)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let stale: Noticed = checked
+        .iter()
+        .filter(|f| f.is_stale())
+        .map(|f| (f.dataset.clone(), f.last))
+        .collect();
+    let new: Vec<&lake_core::freshness::Freshness> = checked
+        .iter()
+        .filter(|f| f.is_stale() && noticed.get(&f.dataset) != Some(&f.last))
+        .collect();
+    if stale != noticed
+        && let Err(e) = store.put_json(&key, &stale).await
+    {
+        tracing::warn!("notify: {}", lake_core::run::error_chain(&e));
+        return;
+    }
+    if new.is_empty() {
+        return;
+    }
+    let mut text = format!("lake: pipeline {}: stale data", lake.pipeline.name);
+    for f in &new {
+        let age = f.age_secs.map_or("never committed".into(), |s| {
+            format!(
+                "{} old",
+                lake_core::human::age(std::time::Duration::from_secs(s))
+            )
+        });
+        let limit = f.limit_secs.map_or(String::new(), |s| {
+            lake_core::human::duration(std::time::Duration::from_secs(s))
+        });
+        text.push_str(&format!(
+            "\n{} ({}): {age}, freshness {limit}",
+            f.dataset, f.writer
+        ));
+    }
+    let summary = serde_json::json!({
+        "event": "stale",
+        "pipeline": lake.pipeline.name,
+        "checked_at": now,
+        "datasets": new,
+        "text": text,
+    });
+    send(lake, n, &summary).await;
+}
+
+/// Send `summary` to the webhook and the command of `[notify]`; a failure is logged.
+async fn send(lake: &Lake, n: &lake_core::config::NotifySpec, summary: &serde_json::Value) {
     if let Some(t) = &n.webhook {
         match t.resolve("notify.webhook", &|v| std::env::var(v).ok()) {
             Ok(url) => {
-                if let Err(e) = lake_ingest::post_json(url.expose(), &summary).await {
+                if let Err(e) = lake_ingest::post_json(url.expose(), summary).await {
                     let redactor = lake_core::config::Redactor::new([&url]);
                     tracing::warn!(
                         "notify: the webhook failed: {}",

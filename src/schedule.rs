@@ -159,6 +159,7 @@ impl Lake {
                 }
                 failed |= record.status != Status::Succeeded;
             }
+            crate::notify::notify_stale(self, Utc::now()).await;
             if once {
                 return Ok(if failed {
                     ScheduleEnd::Failed

@@ -235,6 +235,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Every dataset's age against its `freshness`: `ok`, `stale` or `-` (no limit); exits 1
+    /// when any is stale.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List zones, datasets and objects.
     Ls {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.

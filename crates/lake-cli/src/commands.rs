@@ -259,6 +259,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             print::out().write_all(sql.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { json } => status(&Lake::open(&args.config, env).await?, *json).await,
         Command::Ls { path, json } => {
             ls(
                 &*Lake::open(&args.config, env).await?.store,
@@ -764,6 +765,65 @@ async fn schedule(lake: &Lake, once: bool, args: &Args) -> Result<ExitCode> {
 }
 
 /// `lake schedule status [--json]`.
+/// `lake status`: each dataset's age, its freshness limit and whether it is stale; exit 1
+/// when any is.
+async fn status(lake: &Lake, json: bool) -> Result<ExitCode> {
+    let now = lake::core::chrono::Utc::now();
+    let all = lake::core::freshness::check(&lake.pipeline, &*lake.store, now).await?;
+    let stale = all.iter().filter(|f| f.is_stale()).count();
+    let mut out = print::out();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "pipeline": lake.pipeline.name,
+                "checked_at": now,
+                "stale": stale,
+                "datasets": all,
+            }))?
+        )?;
+    } else {
+        let secs = |s: Option<u64>| s.map(std::time::Duration::from_secs);
+        let rows: Vec<[String; 5]> = all
+            .iter()
+            .map(|f| {
+                [
+                    f.dataset.clone(),
+                    f.writer.clone(),
+                    secs(f.age_secs).map_or("never".into(), print::duration),
+                    secs(f.limit_secs).map_or("-".into(), lake::core::human::duration),
+                    match f.status {
+                        lake::core::freshness::State::Ok => "ok".into(),
+                        lake::core::freshness::State::Stale => "stale".into(),
+                        lake::core::freshness::State::Unchecked => "-".into(),
+                    },
+                ]
+            })
+            .collect();
+        let head = ["dataset", "written by", "age", "freshness", "status"].map(String::from);
+        let mut width = [0usize; 5];
+        for row in std::iter::once(&head).chain(&rows) {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&head).chain(&rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(width)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            writeln!(out, "{}", cells.join("  ").trim_end())?;
+        }
+    }
+    Ok(if stale > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 async fn schedule_status(lake: &Lake, json: bool) -> Result<ExitCode> {
     let st = lake.schedule_status(lake::core::chrono::Utc::now()).await?;
     let mut out = print::out();

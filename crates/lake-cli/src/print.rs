@@ -450,14 +450,7 @@ pub(crate) fn summary(r: &RunRecord, outputs: &[(String, String)]) -> String {
 }
 
 /// `45s`, `3m05s`, `1h02m`.
-pub(crate) fn duration(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
-}
+pub(crate) use lake::core::human::age as duration;
 
 /// Set once a write to standard output found the reader gone (`lake runs --json | head -1`).
 static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

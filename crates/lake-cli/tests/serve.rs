@@ -622,3 +622,163 @@ delete_when = "tier = 'deleted'"
         "{body}"
     );
 }
+
+/// Move the commit time of the dataset at `prefix` (under the root `lake/`) `hours` into the
+/// past, as if it had been published then.
+fn committed_hours_ago(dir: &Path, prefix: &str, hours: i64) {
+    let path = dir.join("lake").join(prefix).join("_manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let then = chrono::Utc::now() - chrono::Duration::hours(hours);
+    m["committed"] = serde_json::json!(then);
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+}
+
+/// The notices `[notify] command` appended to notices.jsonl, one JSON object each.
+fn notices(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("notices.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `freshness`: a dataset published 27 hours ago against "26h" is stale in `lake status`
+/// (exit 1) and on its `lake serve` page, and `lake schedule` sends one notice per staleness.
+#[test]
+fn a_dataset_older_than_its_freshness_is_stale_in_status_serve_and_one_notice() {
+    use chrono::{Duration as Days, Timelike, Utc};
+    let example = lake_testing::example("credit");
+    let dir = example.path();
+    let toml = std::fs::read_to_string(dir.join("lake.toml"))
+        .unwrap()
+        .replace("[steps.credit]\n", "[steps.credit]\nfreshness = \"26h\"\n")
+        .replace(
+            "[steps.credit_by_purpose]\n",
+            "[steps.credit_by_purpose]\nfreshness = \"26h\"\n",
+        );
+    std::fs::write(
+        dir.join("lake.toml"),
+        toml + "\n[notify]\ncommand = [\"sh\", \"-c\", \"cat >> notices.jsonl; echo >> notices.jsonl\"]\n\n[schedule]\ncron = \"0 7 * * *\"\ntimezone = \"UTC\"\n",
+    )
+    .unwrap();
+    // The latest tick's date, run now: the schedule has nothing due.
+    let now = Utc::now();
+    let latest = if now.hour() >= 7 {
+        now.date_naive()
+    } else {
+        now.date_naive() - Days::days(1)
+    };
+    let run = |force: bool| {
+        let mut c = lake(dir);
+        c.args(["-q", "run", "--date", &latest.to_string()]);
+        if force {
+            c.arg("--force");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(false);
+    let status = || {
+        let o = lake(dir).args(["status", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let by: std::collections::BTreeMap<String, String> = v["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["dataset"].as_str().unwrap().to_owned(),
+                    d["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        (o.status.code(), by)
+    };
+    let fresh = |s: &str| -> Vec<(String, String)> {
+        [
+            ("raw/credit", "unchecked"),
+            ("refined/credit_by_purpose", s),
+            ("trusted/credit", "ok"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .to_vec()
+    };
+    let (code, by) = status();
+    assert_eq!(
+        (code, by.into_iter().collect::<Vec<_>>()),
+        (Some(0), fresh("ok"))
+    );
+
+    committed_hours_ago(dir, "refined/credit_by_purpose", 27);
+    let (code, by) = status();
+    assert_eq!(
+        (code, by.into_iter().collect::<Vec<_>>()),
+        (Some(1), fresh("stale")),
+        "stale: exit 1"
+    );
+    let o = lake(dir).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("refined/credit_by_purpose"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("step credit_by_purpose")
+            && line.contains("27h0")
+            && line.split_whitespace().rev().take(2).eq(["stale", "26h"]),
+        "{text}"
+    );
+
+    let s = serve(dir, &["--bind", "127.0.0.1:0"]);
+    let (code, _, body) = get(&s.addr, "/datasets/refined/credit_by_purpose", &[]);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("class=\"stale\"") && body.contains("stale: 27h0"),
+        "{body}"
+    );
+    let (_, _, list) = get(&s.addr, "/datasets", &[]);
+    assert_eq!(list.matches("class=\"stale\"").count(), 1, "{list}");
+    let (_, _, trusted) = get(&s.addr, "/datasets/trusted/credit", &[]);
+    assert!(
+        trusted.contains("fresh: ") && !trusted.contains("class=\"stale\""),
+        "{trusted}"
+    );
+    drop(s);
+
+    // One notice for this staleness, however many times the schedule looks.
+    for _ in 0..2 {
+        let o = lake(dir).args(["schedule", "--once"]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let sent = notices(dir);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["event"], "stale");
+    assert_eq!(
+        sent[0]["datasets"][0]["dataset"],
+        "refined/credit_by_purpose"
+    );
+    assert!(
+        sent[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("refined/credit_by_purpose (step credit_by_purpose): 27h0"),
+        "{sent:?}"
+    );
+
+    // Published again, then stale again: a new staleness, a new notice.
+    run(true);
+    assert_eq!(status().0, Some(0));
+    let o = lake(dir).args(["schedule", "--once"]).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(notices(dir).len(), 1, "fresh: nothing sent");
+    committed_hours_ago(dir, "refined/credit_by_purpose", 30);
+    let o = lake(dir).args(["schedule", "--once"]).output().unwrap();
+    assert!(o.status.success());
+    let sent = notices(dir);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1]["text"].as_str().unwrap().contains(": 30h0"),
+        "{sent:?}"
+    );
+}

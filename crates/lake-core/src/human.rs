@@ -25,6 +25,16 @@ pub fn millis(ms: Option<u64>) -> String {
     }
 }
 
+/// A measured duration, to the minute past an hour: `45s`, `3m05s`, `27h02m`.
+pub fn age(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// A duration as lake.toml writes it, in its largest exact unit: `7d`, `12h`, `90m`, `45s`.
 pub fn duration(d: std::time::Duration) -> String {
     let secs = d.as_secs();

@@ -49,6 +49,7 @@ pub mod cluster;
 pub mod config;
 pub mod doctor;
 mod error;
+pub mod freshness;
 pub mod fsck;
 pub mod human;
 pub mod kinds;

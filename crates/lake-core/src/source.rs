@@ -42,6 +42,7 @@ pub const SHARED: &[&str] = &[
     "dedup",
     "retries",
     "retry_delay",
+    "freshness",
     "extract",
     "members",
     "max_extracted_bytes",

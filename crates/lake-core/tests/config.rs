@@ -594,3 +594,58 @@ fn history_needs_order_by_and_takes_its_column_names() {
         ],
     );
 }
+
+#[test]
+fn freshness_is_a_duration_over_zero_and_notify_takes_stale() {
+    let text = r#"[lake]
+name = "x"
+
+[sources.a]
+kind = "file"
+path = "a.csv"
+freshness = "soon"
+
+[sources.b]
+kind = "file"
+path = "b.csv"
+freshness = "2d"
+
+[steps.s]
+kind = "sql"
+inputs = ["raw/a"]
+output = "trusted/s"
+sql = "SELECT * FROM a"
+freshness = "0s"
+
+[notify]
+command = ["true"]
+on = ["stale", "later"]
+"#;
+    let d = diagnostics(text);
+    let expect = [
+        ("sources.a.freshness", 7, "not a duration"),
+        ("steps.s.freshness", 19, "must be positive"),
+        ("notify.on", 23, "\"later\""),
+    ];
+    expect_each(&d, &expect);
+    assert_eq!(d.len(), expect.len(), "{d:#?}");
+    let ok = text
+        .replace("freshness = \"soon\"", "freshness = \"26h\"")
+        .replace("freshness = \"0s\"", "freshness = \"90m\"")
+        .replace(", \"later\"", "");
+    let p = pipeline(&ok, None).unwrap();
+    let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs());
+    assert_eq!(secs(p.sources["a"].freshness), Some(26 * 3600));
+    assert_eq!(secs(p.sources["b"].freshness), Some(2 * 86_400));
+    assert_eq!(secs(p.steps["s"].freshness), Some(90 * 60));
+    let n = p.notify.unwrap();
+    assert!(n.on_stale && !n.on_failure, "on = [\"stale\"] only");
+    let default = pipeline(
+        "[lake]\nname = \"x\"\n\n[notify]\ncommand = [\"true\"]\n",
+        None,
+    )
+    .unwrap()
+    .notify
+    .unwrap();
+    assert!(default.on_failure && default.on_stale && !default.on_success);
+}

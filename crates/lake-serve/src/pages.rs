@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lake::core::config::{ChartKind, ChartSpec, Zone};
+use lake::core::freshness::{self, Freshness};
 use lake::core::ledger::{self, RunRecord, RunSummary, Status};
 use lake::core::publish::{self, Dataset};
 use lake::local::engine::datafusion::arrow::array::RecordBatch;
@@ -37,6 +38,7 @@ th { background: #f3f5f8; }
 .chart { display: inline-block; margin: 0 16px 16px 0; vertical-align: top; }
 textarea { width: 100%; font-family: monospace; }
 .muted { color: #777; }
+.stale { color: #b00020; font-weight: bold; }
 "#;
 
 /// Reload the page when a run ends (the ledger's newest record changes), except where the
@@ -473,20 +475,57 @@ pub(crate) async fn datasets(State(app): State<Arc<App>>) -> Response {
         Ok(d) => d,
         Err(e) => return failed(&app, StatusCode::INTERNAL_SERVER_ERROR, "Datasets", &e),
     };
+    let fresh = ages(&app).await;
     let body = html! {
         table.datasets {
-            tr { th { "table" } th { "objects" } th { "size" } th { "written by run" } }
+            tr { th { "table" } th { "objects" } th { "size" } th { "written by run" } th { "freshness" } }
             @for (d, written) in all.iter() {
                 tr {
                     td { a href={"/datasets/" (d.zone.as_str()) "/" (d.name)} { (d.zone.as_str()) "." (d.name) } }
                     td { (d.objects.len()) }
                     td { (bytes(d.objects.iter().map(|o| o.size).sum())) }
                     td { @if let Some(r) = written { a href={"/runs/" (r)} { (r) } } @else { span.muted { "(windows of several runs)" } } }
+                    td { (freshness_mark(fresh.iter().find(|f| f.dataset == format!("{}/{}", d.zone.as_str(), d.name)))) }
                 }
             }
         }
     };
     layout(&app, "Datasets", body).into_response()
+}
+
+/// Every dataset's age against its `freshness`, now (none when the lake cannot be read: the
+/// page says so elsewhere).
+async fn ages(app: &App) -> Vec<Freshness> {
+    freshness::check(
+        &app.lake.pipeline,
+        &*app.lake.store,
+        lake::core::chrono::Utc::now(),
+    )
+    .await
+    .unwrap_or_default()
+}
+
+/// `stale: 27h00m old, freshness 26h`, `fresh: …`, or nothing without a limit.
+fn freshness_mark(f: Option<&Freshness>) -> Markup {
+    let Some(f) = f else {
+        return html! {};
+    };
+    let age = f.age_secs.map_or("never committed".into(), |s| {
+        format!(
+            "{} old",
+            lake::core::human::age(std::time::Duration::from_secs(s))
+        )
+    });
+    let limit = f
+        .limit_secs
+        .map(|s| lake::core::human::duration(std::time::Duration::from_secs(s)));
+    html! {
+        @match (f.status, limit) {
+            (freshness::State::Stale, Some(l)) => span.stale { "stale: " (age) ", freshness " (l) },
+            (freshness::State::Ok, Some(l)) => span { "fresh: " (age) ", freshness " (l) },
+            _ => span.muted { "-" },
+        }
+    }
 }
 
 /// The committed dataset `zone`.`name`: a 400 for what is not a dataset name (`../x`), a 404
@@ -609,7 +648,12 @@ pub(crate) async fn dataset(
             })
             .and_then(|s| s.merged);
     }
+    let dataset = format!("{}/{}", d.zone.as_str(), d.name);
+    let fresh = ages(&app).await.into_iter().find(|f| f.dataset == dataset);
     let body = html! {
+        @if let Some(f) = &fresh && f.status != freshness::State::Unchecked {
+            p { (freshness_mark(Some(f))) }
+        }
         @if let Some(c) = merged {
             p.merged {
                 "last batch: " (c.inserted) " inserted · " (c.updated) " updated · " (c.deleted) " deleted · "

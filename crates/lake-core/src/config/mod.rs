@@ -931,6 +931,8 @@ pub struct NotifySpec {
     pub on_success: bool,
     /// On a succeeded run after a failed one.
     pub on_recovered: bool,
+    /// When `lake schedule` finds a dataset older than its `freshness` (once per staleness).
+    pub on_stale: bool,
     /// The webhook URL (resolved when a notice is sent; never shown).
     pub webhook: Option<Template>,
     /// The command, run in lake.toml's folder with the summary on stdin.
@@ -985,6 +987,9 @@ pub struct SourceSpec {
     /// The wait before the first retry, doubling with jitter (`retry_delay`).
     #[serde(with = "secs")]
     pub retry_delay: Duration,
+    /// How old its dataset may get (`freshness`, in seconds); none: no limit.
+    #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Duration>,
 }
 
 /// How fetched archives are unpacked (`extract = true`), and the limits that refuse one.
@@ -1056,6 +1061,9 @@ pub struct StepSpec {
     /// The wait before the first retry, doubling with jitter (`retry_delay`).
     #[serde(with = "secs")]
     pub retry_delay: Duration,
+    /// How old its dataset may get (`freshness`, in seconds); none: no limit.
+    #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Duration>,
 }
 
 impl StepSpec {

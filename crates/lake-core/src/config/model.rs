@@ -216,6 +216,9 @@ pub struct SourceConfig {
     /// The wait before the first retry, doubling with jitter; `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<String>,
+    /// How old the source's landed data may get before it is stale (`26h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<String>,
     /// Unpack fetched `.zip`, `.gz`, `.tar.gz` / `.tgz` archives next to the archive (default:
     /// the kind's; true for `kaggle`, false otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,6 +272,9 @@ pub struct StepConfig {
     /// The wait before the first retry, doubling (with jitter) for the next ones; `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<String>,
+    /// How old the step's output may get before it is stale (`26h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<String>,
     /// `sql`: one SELECT over the inputs (each a table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,

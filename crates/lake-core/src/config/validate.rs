@@ -238,6 +238,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
             }
         };
         let (retries, retry_delay) = retry_keys(&mut r, &key, src.retries, &src.retry_delay);
+        let freshness = freshness_key(&mut r, &key, &src.freshness);
         let Some(config) = config else {
             continue;
         };
@@ -254,6 +255,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
                 extract,
                 retries,
                 retry_delay,
+                freshness,
             },
         );
     }
@@ -314,6 +316,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
         });
         let (retries, retry_delay) = retry_keys(&mut r, &key, step.retries, &step.retry_delay);
         let merge = merge_spec(&mut r, &key, step);
+        let freshness = freshness_key(&mut r, &key, &step.freshness);
         steps.insert(
             name.clone(),
             StepSpec {
@@ -329,6 +332,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
                 merge,
                 retries,
                 retry_delay,
+                freshness,
             },
         );
     }
@@ -480,6 +484,17 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
 }
 
 /// The duration at `key`, or `default_secs` when it is not set or (reported) invalid.
+/// `freshness` of the table at `key` (a positive duration).
+fn freshness_key(
+    r: &mut Reporter<'_>,
+    key: &str,
+    raw: &Option<String>,
+) -> Option<std::time::Duration> {
+    parse_duration(raw.as_deref()?)
+        .map_err(|m| r.value(&format!("{key}.freshness"), m))
+        .ok()
+}
+
 fn duration_or(
     r: &mut Reporter<'_>,
     key: &str,
@@ -782,12 +797,14 @@ fn catalog_spec<'a>(
 
 fn notify_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<super::NotifySpec> {
     let c = file.model.notify.as_ref()?;
-    let on = c.on.clone().unwrap_or_else(|| vec!["failure".into()]);
+    let on =
+        c.on.clone()
+            .unwrap_or_else(|| vec!["failure".into(), "stale".into()]);
     for o in &on {
-        if !matches!(o.as_str(), "failure" | "success" | "recovered") {
+        if !matches!(o.as_str(), "failure" | "success" | "recovered" | "stale") {
             r.value(
                 "notify.on",
-                format!("{o:?}: \"failure\", \"success\" or \"recovered\""),
+                format!("{o:?}: \"failure\", \"success\", \"recovered\" or \"stale\""),
             );
         }
     }
@@ -803,6 +820,7 @@ fn notify_spec(r: &mut Reporter<'_>, file: &ConfigFile) -> Option<super::NotifyS
         on_failure: on.iter().any(|o| o == "failure"),
         on_success: on.iter().any(|o| o == "success"),
         on_recovered: on.iter().any(|o| o == "recovered"),
+        on_stale: on.iter().any(|o| o == "stale"),
         webhook,
         command: c.command.clone().unwrap_or_default(),
         // A command that hangs is killed past this: a notice never holds a run.
