@@ -92,6 +92,7 @@ const ROUTES: &[&str] = &[
     "/query?sql=SELECT%201",
     "/api/version",
     "/charts/none",
+    "/metrics",
 ];
 
 #[test]
@@ -781,4 +782,131 @@ fn a_dataset_older_than_its_freshness_is_stale_in_status_serve_and_one_notice() 
         sent[1]["text"].as_str().unwrap().contains(": 30h0"),
         "{sent:?}"
     );
+}
+
+/// The value of the sample `metric` with `labels` in a scrape (none when absent).
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// `/metrics` parses as Prometheus text; its run counter, step figures and dataset ages are
+/// the ledger's and the zones', and they move after a run.
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_after_a_run() {
+    let example = lake_testing::example("credit");
+    let dir = example.path();
+    let toml = std::fs::read_to_string(dir.join("lake.toml"))
+        .unwrap()
+        .replace(
+            "[steps.credit_by_purpose]\n",
+            "[steps.credit_by_purpose]\nfreshness = \"26h\"\n",
+        );
+    std::fs::write(dir.join("lake.toml"), toml).unwrap();
+    let run = |date: &str| {
+        let o = lake(dir)
+            .args(["-q", "run", "--date", date])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run("2024-03-01");
+    let s = serve(dir, &["--bind", "127.0.0.1:0"]);
+    let scrape = || {
+        let (code, headers, body) = get(&s.addr, "/metrics", &[]);
+        assert_eq!(code, 200, "{body}");
+        let kind = headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone());
+        assert_eq!(
+            kind.as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        // Every line is a comment or `name{labels} value`: the parser skips what it cannot read.
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+            assert!(
+                value.parse::<f64>().is_ok() && line.contains("{pipeline=\"credit\""),
+                "{line}"
+            );
+        }
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    };
+    let first = scrape();
+    let ok = [("pipeline", "credit"), ("status", "succeeded")];
+    assert_eq!(sample(&first, "lake_runs_total", &ok), Some(1.0));
+    assert_eq!(
+        sample(&first, "lake_runs_total", &[("status", "failed")]),
+        Some(0.0)
+    );
+    assert_eq!(sample(&first, "lake_last_run_status", &ok), Some(1.0));
+    // The step's rows are the ledger's.
+    let runs: serde_json::Value =
+        serde_json::from_slice(&lake(dir).args(["runs", "--json"]).output().unwrap().stdout)
+            .unwrap();
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    let record: serde_json::Value = serde_json::from_slice(
+        &lake(dir)
+            .args(["runs", "show", &id, "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for step in record["steps"].as_array().unwrap() {
+        let name = step["name"].as_str().unwrap();
+        assert_eq!(
+            sample(&first, "lake_step_last_rows", &[("step", name)]),
+            step["rows"].as_u64().map(|r| r as f64),
+            "{name}"
+        );
+        assert!(
+            sample(&first, "lake_step_last_duration_seconds", &[("step", name)])
+                .is_some_and(|d| d >= 0.0),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &first,
+            "lake_dataset_stale",
+            &[("dataset", "refined/credit_by_purpose")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &first,
+            "lake_dataset_stale",
+            &[("dataset", "trusted/credit")]
+        ),
+        None,
+        "no limit, no staleness"
+    );
+    let age = |sc: &prometheus_parse::Scrape| {
+        sample(
+            sc,
+            "lake_dataset_age_seconds",
+            &[("dataset", "trusted/credit")],
+        )
+        .unwrap()
+    };
+    assert!((0.0..300.0).contains(&age(&first)));
+    let started = sample(&first, "lake_last_run_timestamp_seconds", &[]).unwrap();
+
+    run("2024-03-02");
+    // Pages and scrapes share answers for a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = scrape();
+    assert_eq!(sample(&second, "lake_runs_total", &ok), Some(2.0));
+    assert!(sample(&second, "lake_last_run_timestamp_seconds", &[]).unwrap() >= started);
 }

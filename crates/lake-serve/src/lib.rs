@@ -20,6 +20,7 @@
 pub mod chart;
 mod defend;
 pub mod graph;
+mod metrics;
 mod pages;
 mod queries;
 
@@ -168,6 +169,7 @@ pub fn router(lake: Lake, opts: ServeOptions, bound: SocketAddr) -> Result<Route
         .route("/charts/{name}", get(pages::chart_svg))
         .route("/query", get(pages::query))
         .route("/api/version", get(pages::version))
+        .route("/metrics", get(metrics::metrics))
         .route("/assets/lake.css", get(pages::css))
         .route("/assets/lake.js", get(pages::js))
         // Layers run outside in: headers on every answer, then Host and origin, then the token.

@@ -198,7 +198,7 @@ async fn chart_markup(app: &App, spec: &ChartSpec) -> Markup {
 }
 
 /// Every run's summary from the ledger's index, oldest first (as read within the last second).
-async fn ledger_summaries(app: &App) -> Result<Arc<Vec<RunSummary>>, String> {
+pub(crate) async fn ledger_summaries(app: &App) -> Result<Arc<Vec<RunSummary>>, String> {
     app.summaries
         .get("summaries", async {
             let chain = |e: lake::core::Error| lake::core::run::error_chain(&e);
@@ -244,7 +244,7 @@ async fn recent_runs(app: &App, n: usize) -> Result<Arc<Vec<RunRecord>>, String>
 
 /// The newest runs back to the last one that ran each step and landed each source (every run
 /// when one never did), oldest first: what the pipeline page draws from.
-async fn covering_runs(app: &App) -> Result<Arc<Vec<RunRecord>>, String> {
+pub(crate) async fn covering_runs(app: &App) -> Result<Arc<Vec<RunRecord>>, String> {
     let all = ledger_summaries(app).await?;
     app.runs
         .get("covering", async {
