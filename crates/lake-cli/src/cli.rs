@@ -47,6 +47,17 @@ pub(crate) struct Args {
         value_name = "WHEN"
     )]
     pub(crate) color: Color,
+    /// What stderr's lines are: text for people, or one JSON object per line (with the run id,
+    /// a timestamp and the event) for CloudWatch, Loki or Datadog. Also LAKE_LOG_FORMAT.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "LAKE_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -250,6 +261,15 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What stderr's lines are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for people (live lines on a terminal).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// When logs are colored.

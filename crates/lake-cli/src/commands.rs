@@ -112,12 +112,12 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
                 lake,
                 opts,
                 |addr| {
-                    eprintln!("lake serve: http://{addr}/ (Ctrl-C stops)");
+                    print::note("serve_listening", &format!("lake serve: http://{addr}/ (Ctrl-C stops)"));
                 },
                 // A signal stops it within about a second, whatever queries run.
                 async move {
                     wait_for_signal().await;
-                    eprintln!("lake serve: stopping");
+                    print::note("serve_stopping", "lake serve: stopping");
                 },
             )
             .await?;
@@ -378,12 +378,15 @@ async fn doctor(config: &Path, env: Option<&str>, json: bool) -> Result<ExitCode
 async fn athena_query(lake: &Lake, sql: &str, format: Option<QueryFormat>) -> Result<ExitCode> {
     let (batch, result) = lake.athena_query(sql, &cancel_on_signal()).await?;
     print_rows(std::slice::from_ref(&batch), format_or_default(format))?;
-    eprintln!(
-        "{} · Athena query {} scanned {} (${:.6} at $5/TB)",
-        print::plural(batch.num_rows(), "row"),
-        result.query_id,
-        lake::core::human::bytes(result.scanned_bytes),
-        result.cost_usd()
+    print::note(
+        "athena_query",
+        &format!(
+            "{} · Athena query {} scanned {} (${:.6} at $5/TB)",
+            print::plural(batch.num_rows(), "row"),
+            result.query_id,
+            lake::core::human::bytes(result.scanned_bytes),
+            result.cost_usd()
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -409,9 +412,12 @@ fn iam_policy(config: &Path, env: Option<&str>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            eprintln!(
-                "root {} is local: this lake.toml needs no AWS permission",
-                pipeline.root
+            print::note(
+                "iam_policy",
+                &format!(
+                    "root {} is local: this lake.toml needs no AWS permission",
+                    pipeline.root
+                ),
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -710,7 +716,7 @@ fn print_run(lake: &Lake, record: &lake::core::ledger::RunRecord, args: &Args) {
     if args.quiet {
         // Quiet still says why a step failed.
         for s in record.steps.iter().filter(|s| s.status == Status::Failed) {
-            eprintln!("{}", shown(&print::step_line(s)));
+            print::note("step_finished", &shown(&print::step_line(s)));
         }
     }
     let outputs: Vec<(String, String)> = record
@@ -738,21 +744,30 @@ async fn schedule(lake: &Lake, once: bool, args: &Args) -> Result<ExitCode> {
             &cancel,
             |date| run_options_with(date, args, cancel.clone()),
             |event| match event {
-                ScheduleEvent::NothingDue => eprintln!(
-                    "schedule: nothing due ({} in {})",
-                    s.cron,
-                    s.timezone.name()
+                ScheduleEvent::NothingDue => print::note(
+                    "schedule_nothing_due",
+                    &format!(
+                        "schedule: nothing due ({} in {})",
+                        s.cron,
+                        s.timezone.name()
+                    ),
                 ),
-                ScheduleEvent::Tick(tick) => eprintln!(
-                    "schedule: the tick of {} → lake run --date {}",
-                    tick.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    tick.date
+                ScheduleEvent::Tick(tick) => print::note(
+                    "schedule_tick",
+                    &format!(
+                        "schedule: the tick of {} → lake run --date {}",
+                        tick.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        tick.date
+                    ),
                 ),
                 ScheduleEvent::Ran(record) => print_run(lake, record, args),
-                ScheduleEvent::Waiting(next) => eprintln!(
-                    "schedule: next tick {} (for {})",
-                    next.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    next.date
+                ScheduleEvent::Waiting(next) => print::note(
+                    "schedule_waiting",
+                    &format!(
+                        "schedule: next tick {} (for {})",
+                        next.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        next.date
+                    ),
                 ),
             },
         )
@@ -919,11 +934,14 @@ async fn ingest(
     let record = lake::core::run::ingest(&lake.context().await?, sources, dates, opts).await?;
     if args.quiet {
         for i in record.ingest.iter().filter(|i| i.status == Status::Failed) {
-            eprintln!(
-                "ingest {} {}: FAILED: {}",
-                i.source,
-                i.date,
-                i.error.as_deref().unwrap_or("")
+            print::note(
+                "ingest_window",
+                &format!(
+                    "ingest {} {}: FAILED: {}",
+                    i.source,
+                    i.date,
+                    i.error.as_deref().unwrap_or("")
+                ),
             );
         }
     }
@@ -941,19 +959,22 @@ fn cancel_on_signal() -> CancellationToken {
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!(
-            "interrupted: cancelling the steps, terminating what the run started, writing the ledger and releasing the lock"
+        print::note(
+            "interrupted",
+            "interrupted: cancelling the steps, terminating what the run started, writing the ledger and releasing the lock",
         );
         on_signal.cancel();
         // A second Ctrl-C must not cut the teardown short (a cluster would be left running,
         // billed): it is answered, not obeyed. A third one exits at once.
         wait_for_signal().await;
-        eprintln!(
-            "still tearing down: wait for it to finish (Ctrl-C once more exits now and may leave a cluster running)"
+        print::note(
+            "interrupted",
+            "still tearing down: wait for it to finish (Ctrl-C once more exits now and may leave a cluster running)",
         );
         wait_for_signal().await;
-        eprintln!(
-            "exiting before teardown finished: `lake clusters --reap` terminates what this run left, and the next run takes over its lock"
+        print::note(
+            "interrupted",
+            "exiting before teardown finished: `lake clusters --reap` terminates what this run left, and the next run takes over its lock",
         );
         std::process::exit(130);
     });
@@ -1185,7 +1206,10 @@ async fn query(
 ) -> Result<ExitCode> {
     if let (Some(sql), Some(path)) = (sql, output) {
         let rows = lake.query_to_file(sql, path).await?;
-        eprintln!("{rows} rows written to {}", path.display());
+        print::note(
+            "query_written",
+            &format!("{rows} rows written to {}", path.display()),
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let Some(sql) = sql else {
@@ -1287,7 +1311,10 @@ async fn print_query(
             // Cells hold whatever the data holds: escape sequences are shown, not obeyed.
             let table = table.to_string();
             writeln!(out, "{}", lake::core::human::printable(&table)).map_err(out_err)?;
-            eprintln!("{rows} row{}", if rows == 1 { "" } else { "s" });
+            print::note(
+                "query_rows",
+                &format!("{rows} row{}", if rows == 1 { "" } else { "s" }),
+            );
         }
         QueryFormat::Csv | QueryFormat::Json => {
             use futures::StreamExt as _;
@@ -1353,7 +1380,10 @@ async fn list_tables(ctx: &lake::local::engine::SessionContext) -> Result<ExitCo
         }
     }
     if n == 0 {
-        eprintln!("no datasets yet: `lake run` lands and builds them");
+        print::note(
+            "no_datasets",
+            "no datasets yet: `lake run` lands and builds them",
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

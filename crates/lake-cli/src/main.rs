@@ -39,18 +39,25 @@ fn main() -> ExitCode {
     // (indicatif's styles ask console about stdout's colors even when drawing on stderr).
     console::set_colors_enabled_stderr(ansi);
     console::set_colors_enabled(ansi);
-    tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::DEBUG)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .finish()
-        .with(
-            Targets::new()
-                .with_target("lake", ours)
-                .with_default(theirs),
-        )
-        .init();
+    let filter = Targets::new()
+        .with_target("lake", ours)
+        .with_default(theirs);
+    if args.log_format == cli::LogFormat::Json {
+        print::set_json(true);
+        tracing_subscriber::registry()
+            .with(JsonLogs)
+            .with(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_max_level(LevelFilter::DEBUG)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .finish()
+            .with(filter)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,6 +80,16 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
+            if print::json() {
+                let kind = err
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<lake::core::Error>())
+                    .map(|e| format!("{:?}", e.kind()).to_lowercase());
+                let chain: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
+                let fields = serde_json::json!({ "level": "error", "kind": kind, "chain": chain });
+                eprintln!("{}", print::json_line("error", &err.to_string(), fields));
+                return ExitCode::from(exit_code(&err));
+            }
             let mut stderr = std::io::stderr().lock();
             // Errors quote servers and data: shown, never obeyed by the terminal.
             let shown = |t: String| lake::core::human::printable(&t).into_owned();
@@ -93,4 +110,42 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || c.downcast_ref::<cli::UsageError>().is_some()
     });
     if usage { 2 } else { 1 }
+}
+
+/// `--log-format json`: each log event (a warning, `-v`'s info lines) as one JSON line with
+/// `event = "log"`, its level, its message and its fields.
+struct JsonLogs;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for JsonLogs {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Fields(serde_json::Map<String, serde_json::Value>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0
+                    .insert(field.name().to_owned(), format!("{value:?}").into());
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.0.insert(field.name().to_owned(), value.into());
+            }
+        }
+        let mut fields = Fields(serde_json::Map::new());
+        event.record(&mut fields);
+        let message = fields
+            .0
+            .remove("message")
+            .and_then(|m| m.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        fields.0.insert(
+            "level".into(),
+            event.metadata().level().as_str().to_lowercase().into(),
+        );
+        eprintln!(
+            "{}",
+            print::json_line("log", &message, serde_json::Value::Object(fields.0))
+        );
+    }
 }

@@ -224,6 +224,21 @@ fn step_state(event: &Event, elapsed_too: bool) -> Option<String> {
 
 impl RunObserver for Progress {
     fn event(&self, event: &Event) {
+        if json() {
+            if let Event::Started { run_id } = event {
+                *RUN_ID
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(run_id.clone());
+            }
+            // Each chunk's bytes: a line per chunk would drown the log.
+            if matches!(event, Event::Fetched { .. }) {
+                return;
+            }
+            let (name, fields) = event_fields(event);
+            let text = self.text(event).unwrap_or_else(|| name.replace('_', " "));
+            eprintln!("{}", json_line(name, &text, fields));
+            return;
+        }
         if self.bar(event) {
             return;
         }
@@ -233,6 +248,110 @@ impl RunObserver for Progress {
         {
             self.line(text);
         }
+    }
+}
+
+/// `--log-format json`: every stderr line is one JSON object.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The run the JSON lines belong to, once it has an id.
+static RUN_ID: Mutex<Option<String>> = Mutex::new(None);
+
+/// Make every stderr line a JSON object (`--log-format json`).
+pub(crate) fn set_json(on: bool) {
+    JSON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether stderr's lines are JSON objects.
+pub(crate) fn json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One JSON log line: `ts`, `run_id` (null before the run has one), `event`, `message`, then
+/// `fields`' own keys.
+pub(crate) fn json_line(event: &str, message: &str, fields: serde_json::Value) -> String {
+    let run_id = RUN_ID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut line = serde_json::Map::new();
+    line.insert(
+        "ts".into(),
+        lake::core::chrono::Utc::now()
+            .to_rfc3339_opts(lake::core::chrono::SecondsFormat::Millis, true)
+            .into(),
+    );
+    line.insert("run_id".into(), run_id.into());
+    line.insert("event".into(), event.into());
+    line.insert("message".into(), message.into());
+    if let serde_json::Value::Object(more) = fields {
+        line.extend(more);
+    }
+    serde_json::Value::Object(line).to_string()
+}
+
+/// A line on stderr: as written, or as a JSON object whose `event` is `event`.
+pub(crate) fn note(event: &str, text: &str) {
+    if json() {
+        eprintln!("{}", json_line(event, text, serde_json::json!({})));
+    } else {
+        eprintln!("{text}");
+    }
+}
+
+/// A run event's name in JSON lines and its fields.
+fn event_fields(event: &Event) -> (&'static str, serde_json::Value) {
+    use serde_json::json;
+    match event {
+        Event::Started { .. } => ("run_started", json!({})),
+        Event::Warning(_) => ("warning", json!({ "level": "warn" })),
+        Event::Waiting { run_id, holder } => (
+            "waiting_for_lock",
+            json!({ "holder_run_id": run_id, "holder": holder }),
+        ),
+        Event::Ingested {
+            source,
+            date,
+            error,
+            status,
+            objects,
+            bytes,
+        } => (
+            "ingest_window",
+            json!({ "source": source, "date": date, "status": status, "objects": objects,
+                    "bytes": bytes, "error": error }),
+        ),
+        Event::Catching { source, windows } => (
+            "ingest_started",
+            json!({ "source": source, "windows": windows }),
+        ),
+        Event::Fetched { source, bytes } => (
+            "ingest_bytes",
+            json!({ "source": &**source, "bytes": bytes }),
+        ),
+        Event::StepStarted { name } => ("step_started", json!({ "step": name })),
+        Event::Cluster(_) => ("cluster", json!({})),
+        Event::StepProgress {
+            name,
+            state,
+            elapsed,
+            cluster,
+        } => (
+            "step_state",
+            json!({ "step": name, "state": state_name(state),
+                    "elapsed_ms": elapsed.as_millis() as u64, "cluster": cluster }),
+        ),
+        Event::Replaying { step, date, after } => (
+            "step_replaying",
+            json!({ "step": step, "date": date, "after": after }),
+        ),
+        Event::Publishing { step, output } => {
+            ("step_publishing", json!({ "step": step, "output": output }))
+        }
+        Event::StepFinished { record } => ("step_finished", json!({ "step": record })),
+        Event::SinkFinished { record } => ("sink_finished", json!({ "sink": record })),
+        Event::CatalogFinished { record } => ("catalog_finished", json!({ "table": record })),
+        // An event a newer lake-core added.
+        _ => ("event", json!({})),
     }
 }
 
