@@ -127,3 +127,138 @@ fn duckdb_spark_and_pyarrow_read_the_credit_example() {
 fn duckdb_spark_and_pyarrow_read_the_weather_example() {
     every_engine_counts_lakes_rows("weather");
 }
+
+const MERGED: &str = r#"
+import sys, duckdb, pyarrow.dataset as ds
+duck_sql, root = sys.argv[1], sys.argv[2]
+con = duckdb.connect()
+con.execute(open(duck_sql).read())
+def show(v):
+    return str(v).lower() if isinstance(v, bool) else str(v)
+for t, cols in [("trusted.customers", ["id", "tier"]),
+                ("trusted.customer_versions", ["id", "tier", "is_current", "valid_to_null"])]:
+    zone, name = t.split(".", 1)
+    sel = ", ".join(c if c != "valid_to_null" else "valid_to IS NULL" for c in cols)
+    for row in sorted(tuple(show(v) for v in r) for r in con.execute(f'SELECT {sel} FROM "{zone}"."{name}"').fetchall()):
+        print("duckdb", t, ",".join(row))
+    table = ds.dataset(f"{root}/{zone}/{name}", format="parquet", partitioning="hive").to_table()
+    rows = []
+    for r in table.to_pylist():
+        r["valid_to_null"] = r.get("valid_to") is None
+        rows.append(tuple(show(r[c]) for c in cols))
+    for row in sorted(rows):
+        print("pyarrow", t, ",".join(row))
+"#;
+
+/// A merged dataset and a history dataset after two days of updates and a delete: DuckDB (over
+/// `lake catalog ddl`) and pyarrow (over the folders) read the rows lake's own engine reads.
+#[test]
+fn duckdb_and_pyarrow_read_merged_and_history_datasets_as_lake_does() {
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let sql = "SELECT CAST(id AS BIGINT) AS id, tier, CAST(updated_at AS TIMESTAMP) AS updated_at FROM customers";
+    std::fs::write(
+        dir.join("lake.toml"),
+        format!(
+            r#"[lake]
+name = "shop"
+
+[sources.customers]
+kind = "file"
+path = "data/customers.csv"
+
+[steps.latest]
+kind = "sql"
+inputs = ["raw/customers@date"]
+output = "trusted/customers"
+sql = "{sql}"
+mode = "merge"
+key = ["id"]
+order_by = "updated_at"
+delete_when = "tier = 'deleted'"
+
+[steps.versions]
+kind = "sql"
+inputs = ["raw/customers@date"]
+output = "trusted/customer_versions"
+sql = "{sql}"
+mode = "history"
+key = ["id"]
+order_by = "updated_at"
+delete_when = "tier = 'deleted'"
+"#
+        ),
+    )
+    .unwrap();
+    for (date, rows) in [
+        (
+            "2024-05-01",
+            "1,gold,2024-05-01 08:00:00\n2,basic,2024-05-01 08:00:00\n3,basic,2024-05-01 08:00:00\n",
+        ),
+        (
+            "2024-05-02",
+            "2,gold,2024-05-02 08:00:00\n3,deleted,2024-05-02 08:00:00\n4,basic,2024-05-02 08:00:00\n",
+        ),
+    ] {
+        std::fs::write(
+            dir.join("data/customers.csv"),
+            format!("id,tier,updated_at\n{rows}"),
+        )
+        .unwrap();
+        lake(dir, &["-q", "run", "--date", date]);
+    }
+    let ours = |sql: &str| -> Vec<String> {
+        let mut rows: Vec<String> = lake(dir, &["query", "--format", "csv", sql])
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        rows.sort();
+        rows
+    };
+    let merged = ours("SELECT id, tier FROM trusted.customers");
+    assert_eq!(merged, ["1,gold", "2,gold", "4,basic"], "lake's own rows");
+    let history =
+        ours("SELECT id, tier, is_current, valid_to IS NULL FROM trusted.customer_versions");
+    assert_eq!(
+        history,
+        [
+            "1,gold,true,true",
+            "2,basic,false,false",
+            "2,gold,true,true",
+            "3,basic,false,false",
+            "4,basic,true,true"
+        ],
+        "lake's own rows"
+    );
+    let duck = lake(dir, &["catalog", "ddl", "--dialect", "duckdb"]);
+    std::fs::write(dir.join("duck.sql"), &duck).unwrap();
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(MERGED)
+        .arg(dir.join("duck.sql"))
+        .arg(dir.join("lake"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for tool in ["duckdb", "pyarrow"] {
+        for (table, want) in [
+            ("trusted.customers", &merged),
+            ("trusted.customer_versions", &history),
+        ] {
+            let got: Vec<&str> = stdout
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("{tool} {table} ")))
+                .collect();
+            assert_eq!(&got, want, "{tool} reading {table}");
+        }
+    }
+}
