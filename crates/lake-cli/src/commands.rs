@@ -585,6 +585,13 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
     writeln!(out, "sources:")?;
     for s in p.sources.values() {
         writeln!(out, "  {} {}", s.name, s.config.describe(s))?;
+        if let Some(f) = s.freshness {
+            writeln!(
+                out,
+                "    freshness: stale past {}",
+                lake::core::human::duration(f)
+            )?;
+        }
         if let Some(x) = &s.extract {
             writeln!(
                 out,
@@ -664,6 +671,13 @@ fn write_plan(out: &mut impl Write, p: &Pipeline) -> std::io::Result<()> {
         }
         if let Some(t) = s.timeout {
             writeln!(out, "     timeout:    {}s", t.as_secs())?;
+        }
+        if let Some(f) = s.freshness {
+            writeln!(
+                out,
+                "     freshness:  stale past {}",
+                lake::core::human::duration(f)
+            )?;
         }
     }
     if !p.sinks.is_empty() {

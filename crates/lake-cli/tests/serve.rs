@@ -680,6 +680,13 @@ fn a_dataset_older_than_its_freshness_is_stale_in_status_serve_and_one_notice() 
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     run(false);
+    let plan = lake(dir).arg("plan").output().unwrap();
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(
+        plan.matches("freshness:  stale past 26h").count(),
+        2,
+        "{plan}"
+    );
     let status = || {
         let o = lake(dir).args(["status", "--json"]).output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -740,6 +747,9 @@ fn a_dataset_older_than_its_freshness_is_stale_in_status_serve_and_one_notice() 
     );
     let (_, _, list) = get(&s.addr, "/datasets", &[]);
     assert_eq!(list.matches("class=\"stale\"").count(), 1, "{list}");
+    let (_, _, pipeline) = get(&s.addr, "/pipeline", &[]);
+    assert_eq!(pipeline.matches("class=\"stale\"").count(), 1, "{pipeline}");
+    assert_eq!(pipeline.matches("fresh: ").count(), 1, "{pipeline}");
     let (_, _, trusted) = get(&s.addr, "/datasets/trusted/credit", &[]);
     assert!(
         trusted.contains("fresh: ") && !trusted.contains("class=\"stale\""),

@@ -345,11 +345,13 @@ pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
                 .find(|s| s.name == name && s.status != Status::UpToDate)
         })
     };
+    let fresh = ages(&app).await;
+    let mark = |dataset: String| freshness_mark(fresh.iter().find(|f| f.dataset == dataset));
     let body = html! {
         (graph::svg(&nodes, &edges))
         h2 { "Sources" }
         table {
-            tr { th { "source" } th { "kind" } th { "what it fetches" } th { "window" } th { "last window" } th { "schedule" } }
+            tr { th { "source" } th { "kind" } th { "what it fetches" } th { "window" } th { "last window" } th { "schedule" } th { "freshness" } }
             @for (name, s) in &p.sources {
                 tr {
                     td { (name) }
@@ -358,12 +360,13 @@ pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
                     td { (s.window.to_string()) }
                     td { (nodes.iter().find(|n| n.id == format!("source:{name}")).map_or(String::new(), |n| n.detail.clone())) }
                     td { (p.schedule.as_ref().map_or("none (lake run by hand)".into(), |s| format!("{} ({})", s.cron, s.timezone))) }
+                    td { (mark(format!("raw/{name}"))) }
                 }
             }
         }
         h2 { "Steps" }
         table {
-            tr { th { "step" } th { "kind" } th { "inputs" } th { "output" } th { "last run" } th { "duration" } th { "rows" } th { "rejected" } }
+            tr { th { "step" } th { "kind" } th { "inputs" } th { "output" } th { "last run" } th { "duration" } th { "rows" } th { "rejected" } th { "freshness" } }
             @for name in &p.order {
                 @let spec = &p.steps[name];
                 @let last = last_step(name);
@@ -376,6 +379,7 @@ pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
                     td { (millis(last.and_then(|s| s.duration_ms))) }
                     td { (last.and_then(|s| s.rows).map_or("-".into(), |n| n.to_string())) }
                     td { (last.and_then(|s| s.rejected).map_or("-".into(), |n| n.to_string())) }
+                    td { (spec.output.as_ref().map_or(html! {}, |o| mark(o.to_string()))) }
                 }
             }
         }
