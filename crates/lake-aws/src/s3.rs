@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use lake_core::zone::{
-    ByteStream, FileWriter, GetResult, Key, ObjectMeta, PutOutcome, SMALL_FILE, ZoneStore,
+    ByteStream, Digested, Digester, FileWriter, GetResult, Key, ObjectMeta, PutOutcome, SMALL_FILE,
+    ZoneStore,
 };
 use lake_core::{BoxError, Error, Result};
 use tokio_util::task::AbortOnDropHandle;
@@ -261,13 +262,53 @@ impl S3ZoneStore {
         path: &Path,
         if_match: Option<&str>,
     ) -> Result<u64> {
+        self.fetch_to(key, path, if_match, false)
+            .await
+            .map(|(size, _)| size)
+    }
+
+    /// [`download_version`](Self::download_version), hashing the file as it is written
+    /// ([`FileWriter::create_hashed`]): its size and SHA-256, without reading it again.
+    pub async fn download_hashed(
+        &self,
+        key: &Key,
+        path: &Path,
+        if_match: Option<&str>,
+    ) -> Result<Digested> {
+        let (size, digest) = self.fetch_to(key, path, if_match, true).await?;
+        digest.ok_or_else(|| {
+            self.fail(
+                "get",
+                key.as_str(),
+                format!("{size} bytes downloaded but not hashed (a bug)").into(),
+            )
+        })
+    }
+
+    async fn fetch_to(
+        &self,
+        key: &Key,
+        path: &Path,
+        if_match: Option<&str>,
+        hash: bool,
+    ) -> Result<(u64, Option<Digested>)> {
         let part = self.download_part;
         let (meta, first) = self.open(key, 0..part, if_match).await?;
         let size = meta.size;
         if size <= SMALL_FILE {
-            return FileWriter::whole(path, first.try_collect().await?).await;
+            let chunks: Vec<Bytes> = first.try_collect().await?;
+            let digest = hash.then(|| {
+                let mut d = Digester::default();
+                chunks.iter().for_each(|c| d.update(c));
+                d.finish()
+            });
+            return Ok((FileWriter::whole(path, chunks).await?, digest));
         }
-        let file = FileWriter::create(path);
+        let file = if hash {
+            FileWriter::create_hashed(path)
+        } else {
+            FileWriter::create(path)
+        };
         let writes = file.writes();
         let etag = meta.e_tag.clone().or_else(|| if_match.map(str::to_owned));
         let (store, key) = (self.clone(), key.clone());
@@ -286,7 +327,12 @@ impl S3ZoneStore {
         let writes = file.writes();
         tokio::try_join!(writes.stream(0, first), rest)?;
         drop(writes);
-        file.finish(size).await
+        if hash {
+            let d = file.finish_hashed(size).await?;
+            Ok((size, Some(d)))
+        } else {
+            Ok((file.finish(size).await?, None))
+        }
     }
 
     /// Reads of objects larger than `size` bytes come in ranged parts of `size`, `concurrency`

@@ -13,7 +13,7 @@ use lake_core::backend::BackendEnv;
 use lake_core::config::{ConfigCx, SourceSpec};
 use lake_core::publish::{WindowIndex, raw_window_prefix};
 use lake_core::source::{Source, SourceConfig, SourceKind, SourceObject, Window};
-use lake_core::zone::ByteStream;
+use lake_core::zone::{ByteStream, Digested};
 use lake_core::{DynZoneStore, Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -492,17 +492,17 @@ impl Source for S3Source {
         window: &Window,
         object: &SourceObject,
         path: &std::path::Path,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<Digested>> {
         let (key, if_match) = self.version(window, object)?;
         let Ok(k) = lake_core::zone::Key::new(key.as_str()) else {
             return Ok(None);
         };
-        let size = self
+        let digest = self
             .bucket
-            .download_version(&k, path, if_match.as_deref())
+            .download_hashed(&k, path, if_match.as_deref())
             .await
             .map_err(|e| self.unreadable(&key, e))?;
-        Ok(Some(size))
+        Ok(Some(digest))
     }
 
     async fn finish(&self, window: &Window) {

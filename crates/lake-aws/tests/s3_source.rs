@@ -203,7 +203,7 @@ impl lake::core::source::Source for Watched {
         window: &Window,
         object: &lake::core::source::SourceObject,
         path: &std::path::Path,
-    ) -> lake::core::Result<Option<u64>> {
+    ) -> lake::core::Result<Option<lake::core::zone::Digested>> {
         let done = self.inner.download(window, object, path).await?;
         if done.is_some() {
             self.downloads

@@ -639,50 +639,24 @@ pub async fn land_with(
 }
 
 /// `object` fetched by the source itself into the local file `path`
-/// ([`Source::download`]) and hashed there; `None` when the source does not download.
+/// ([`Source::download`]), with the size and SHA-256 of what it wrote; `None` when the source
+/// does not download.
 async fn downloaded(
     source: &dyn Source,
     window: &Window,
     object: &crate::source::SourceObject,
     path: &std::path::Path,
 ) -> Result<Option<crate::zone::Digested>> {
-    let io = |action: &'static str, e: std::io::Error| Error::Io {
-        action,
-        path: path.to_owned(),
-        source: e,
-    };
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|e| io("create directory", e))?;
+            .map_err(|e| Error::Io {
+                action: "create directory",
+                path: dir.to_owned(),
+                source: e,
+            })?;
     }
-    let Some(size) = source.download(window, object, path).await? else {
-        return Ok(None);
-    };
-    let file = path.to_owned();
-    let d = tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&file)?;
-        let mut d = crate::zone::Digester::default();
-        // No larger than the file: a window of small objects hashes many at once.
-        let mut buf = vec![0u8; size.clamp(1, 1 << 20) as usize];
-        loop {
-            match f.read(&mut buf)? {
-                0 => return Ok(d.finish()),
-                n => d.update(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .map_err(|e| io("read", std::io::Error::other(e)))?
-    .map_err(|e| io("read", e))?;
-    if d.size != size {
-        return Err(Error::Invalid {
-            what: format!("landing {}", object.name),
-            message: format!("downloaded {size} bytes but read back {}", d.size),
-        });
-    }
-    Ok(Some(d))
+    source.download(window, object, path).await
 }
 
 /// `name` with `tag` before its extensions: `a/b.csv.gz` → `a/b.<tag>.csv.gz`.

@@ -279,15 +279,17 @@ pub trait Source: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Fetch `object` straight into the local file `path` (complete or not at all; its folder
-    /// exists) and return its size, when the source does better than one stream of
-    /// [`open`](Self::open): an object store's ranged parts, several at once, each written at
-    /// its offset. `Ok(None)` (the default): it does not, and the caller streams `open`.
+    /// exists) and return the size and SHA-256 of what it wrote there, when the source does
+    /// better than one stream of [`open`](Self::open): an object store's ranged parts, several
+    /// at once, each written at its offset and hashed as the file grows
+    /// ([`FileWriter::create_hashed`](crate::zone::FileWriter::create_hashed)). `Ok(None)`
+    /// (the default): it does not, and the caller streams `open`.
     async fn download(
         &self,
         _window: &Window,
         _object: &SourceObject,
         _path: &std::path::Path,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<crate::zone::Digested>> {
         Ok(None)
     }
 

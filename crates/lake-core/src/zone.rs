@@ -1,5 +1,6 @@
 //! [`ZoneStore`]: where zones live, and the helpers written once on top of it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -411,7 +412,7 @@ pub struct FileWriter {
     path: PathBuf,
     part: PartFile,
     tx: tokio::sync::mpsc::Sender<Batch>,
-    writer: tokio::task::JoinHandle<std::io::Result<u64>>,
+    writer: tokio::task::JoinHandle<std::io::Result<(u64, Option<Digested>)>>,
     /// Set by `finish`: the writer thread keeps its file. Without it, a writer left by a
     /// dropped `FileWriter` removes the file it made (it may have made it after the drop).
     finishing: Arc<std::sync::atomic::AtomicBool>,
@@ -447,28 +448,45 @@ impl FileWriter {
     /// Start writing the file `path` (its folder must exist). A file that cannot be created
     /// or written is reported by [`Writes::stream`] stopping early and by `finish`.
     pub fn create(path: &Path) -> Self {
+        Self::start(path, false)
+    }
+
+    /// [`create`](Self::create), also hashing the file as it grows:
+    /// [`finish_hashed`](Self::finish_hashed) returns its size and SHA-256 without reading it
+    /// again. Bytes that arrive in order are hashed as they are written; a part written ahead
+    /// of them is read back from the page cache once the bytes before it are in.
+    pub fn create_hashed(path: &Path) -> Self {
+        Self::start(path, true)
+    }
+
+    fn start(path: &Path, hash: bool) -> Self {
         let part = PartFile::beside(path);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
         let finishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = tokio::task::spawn_blocking({
             let (part, finishing) = (part.path.clone(), Arc::clone(&finishing));
-            move || -> std::io::Result<u64> {
+            move || -> std::io::Result<(u64, Option<Digested>)> {
                 use std::io::{Seek, SeekFrom, Write};
                 let written = (|| {
                     let mut file = std::fs::File::create(&part)?;
                     let (mut at, mut written) = (0, 0);
+                    let mut hashed = hash.then(|| InOrder::new(&part));
                     while let Some((offset, chunks)) = rx.blocking_recv() {
                         if offset != at {
                             file.seek(SeekFrom::Start(offset))?;
                             at = offset;
                         }
+                        let start = at;
                         for piece in chunks.iter().flat_map(write_pieces) {
                             file.write_all(&piece)?;
                             at += piece.len() as u64;
                             written += piece.len() as u64;
                         }
+                        if let Some(h) = &mut hashed {
+                            h.wrote(start, &chunks)?;
+                        }
                     }
-                    Ok(written)
+                    Ok((written, hashed.map(InOrder::finish).transpose()?))
                 })();
                 if !finishing.load(std::sync::atomic::Ordering::Acquire) {
                     let _ = std::fs::remove_file(&part);
@@ -493,6 +511,20 @@ impl FileWriter {
     /// Wait for the writes, check that `size` bytes were written, and rename the file into
     /// place; returns `size`. Every [`Writes`] must have been dropped.
     pub async fn finish(self, size: u64) -> Result<u64> {
+        self.done(size).await.map(|_| size)
+    }
+
+    /// [`finish`](Self::finish) of a writer made by [`create_hashed`](Self::create_hashed):
+    /// the file's size and SHA-256.
+    pub async fn finish_hashed(self, size: u64) -> Result<Digested> {
+        let path = self.path.clone();
+        self.done(size).await?.ok_or_else(|| {
+            let e = std::io::Error::other("the file was not hashed (a bug: create_hashed)");
+            io_error("hash", &path, e)
+        })
+    }
+
+    async fn done(self, size: u64) -> Result<Option<Digested>> {
         let Self {
             path,
             part,
@@ -502,17 +534,88 @@ impl FileWriter {
         } = self;
         finishing.store(true, std::sync::atomic::Ordering::Release);
         drop(tx);
-        let written = writer
+        let (written, digest) = writer
             .await
             .map_err(|e| io_error("write", &path, std::io::Error::other(e)))?
             .map_err(|e| io_error("write", &path, e))?;
-        if written != size {
+        if written != size || digest.as_ref().is_some_and(|d| d.size != size) {
             let short = std::io::Error::other(format!("{written} bytes written of {size}"));
             return Err(io_error("write", &path, short));
         }
         std::fs::rename(&part.path, &path).map_err(|e| io_error("rename into place", &path, e))?;
         part.disarm();
-        Ok(size)
+        Ok(digest)
+    }
+}
+
+/// The SHA-256 of a file written in parts at their offsets, in order: what arrives right after
+/// the bytes hashed so far is hashed from memory; a range written ahead waits, and is read back
+/// from the file once the bytes before it are in.
+struct InOrder {
+    digest: Digester,
+    /// Written ranges past the hashed prefix: start → end.
+    ahead: BTreeMap<u64, u64>,
+    path: PathBuf,
+    reader: Option<std::fs::File>,
+}
+
+impl InOrder {
+    fn new(path: &Path) -> Self {
+        Self {
+            digest: Digester::default(),
+            ahead: BTreeMap::new(),
+            path: path.to_owned(),
+            reader: None,
+        }
+    }
+
+    /// `chunks` were written at `start`.
+    fn wrote(&mut self, start: u64, chunks: &[Bytes]) -> std::io::Result<()> {
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        if start != self.digest.size {
+            self.ahead.insert(start, start + len);
+            return Ok(());
+        }
+        for c in chunks {
+            self.digest.update(c);
+        }
+        // The ranges written ahead that now follow the prefix.
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() != self.digest.size {
+                break;
+            }
+            let (from, to) = entry.remove_entry();
+            self.read_back(from, to)?;
+        }
+        Ok(())
+    }
+
+    fn read_back(&mut self, from: u64, to: u64) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => self.reader.insert(std::fs::File::open(&self.path)?),
+        };
+        reader.seek(SeekFrom::Start(from))?;
+        let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+        let mut left = to - from;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            reader.read_exact(&mut buf[..want])?;
+            self.digest.update(&buf[..want]);
+            left -= want as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<Digested> {
+        if let Some((from, _)) = self.ahead.first_key_value() {
+            return Err(std::io::Error::other(format!(
+                "bytes {}..{from} were never written",
+                self.digest.size
+            )));
+        }
+        Ok(self.digest.finish())
     }
 }
 
@@ -880,6 +983,53 @@ mod tests {
         }
         assert_eq!(listed(), 0, "nothing is left once the writer is dropped");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Parts written in any order are hashed as the whole file: what arrives after the hashed
+    /// prefix from memory, what came ahead of it read back; a gap is an error, not a hash.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hashed_file_writer_hashes_parts_written_out_of_order() {
+        let dir = tempfile_dir("hashed");
+        let all: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let whole = {
+            let mut d = Digester::default();
+            d.update(&all);
+            d.finish()
+        };
+        // Parts of 100,000 bytes, each sent as batches of 7,000 bytes, in this order.
+        let parts = [3usize, 0, 9, 1, 2, 10, 5, 4, 8, 7, 6];
+        let path = dir.join("out.bin");
+        let file = FileWriter::create_hashed(&path);
+        for p in parts {
+            let (from, to) = (p * 100_000, ((p + 1) * 100_000).min(all.len()));
+            let chunks: Vec<Result<Bytes>> = all[from..to]
+                .chunks(7_000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let writes = file.writes();
+            writes
+                .stream(from as u64, futures::stream::iter(chunks))
+                .await
+                .unwrap();
+        }
+        let d = file.finish_hashed(all.len() as u64).await.unwrap();
+        assert_eq!(d, whole);
+        assert_eq!(std::fs::read(&path).unwrap(), all);
+
+        // A part never written: no hash is made up.
+        let file = FileWriter::create_hashed(&dir.join("gap.bin"));
+        let writes = file.writes();
+        let tail = futures::stream::iter([Ok(Bytes::from_static(b"tail"))]);
+        writes.stream(10, tail).await.unwrap();
+        drop(writes);
+        assert!(file.finish_hashed(4).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lake-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

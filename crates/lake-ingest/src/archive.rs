@@ -199,7 +199,7 @@ impl Source for Extracting {
         window: &Window,
         object: &SourceObject,
         path: &std::path::Path,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<lake_core::zone::Digested>> {
         let unpacked = self
             .prepared
             .lock()
