@@ -97,15 +97,7 @@ pub(crate) async fn notify_stale(
     }
     let mut text = format!("lake: pipeline {}: stale data", lake.pipeline.name);
     for f in &new {
-        let age = f.age_secs.map_or("never committed".into(), |s| {
-            format!(
-                "{} old",
-                lake_core::human::age(std::time::Duration::from_secs(s))
-            )
-        });
-        let limit = f.limit_secs.map_or(String::new(), |s| {
-            lake_core::human::duration(std::time::Duration::from_secs(s))
-        });
+        let (age, limit) = (f.age_text(), f.limit_text().unwrap_or_default());
         text.push_str(&format!(
             "\n{} ({}): {age}, freshness {limit}",
             f.dataset, f.writer

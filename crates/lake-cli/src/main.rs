@@ -84,7 +84,7 @@ fn main() -> ExitCode {
                 let kind = err
                     .chain()
                     .find_map(|c| c.downcast_ref::<lake::core::Error>())
-                    .map(|e| format!("{:?}", e.kind()).to_lowercase());
+                    .map(lake::core::Error::kind);
                 let chain: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
                 let fields = serde_json::json!({ "level": "error", "kind": kind, "chain": chain });
                 eprintln!("{}", print::json_line("error", &err.to_string(), fields));

@@ -72,6 +72,19 @@ impl Freshness {
     pub fn is_stale(&self) -> bool {
         self.status == State::Stale
     }
+
+    /// Its age as notices and pages say it: `27h00m old`, or `never committed`.
+    pub fn age_text(&self) -> String {
+        self.age_secs.map_or("never committed".into(), |s| {
+            format!("{} old", crate::human::age(Duration::from_secs(s)))
+        })
+    }
+
+    /// Its limit as lake.toml writes it (`26h`), when it has one.
+    pub fn limit_text(&self) -> Option<String> {
+        self.limit_secs
+            .map(|s| crate::human::duration(Duration::from_secs(s)))
+    }
 }
 
 /// Every source's and step output's age at `now`, sources first, each in name order.

@@ -557,6 +557,8 @@ struct InOrder {
     ahead: BTreeMap<u64, u64>,
     path: PathBuf,
     reader: Option<std::fs::File>,
+    /// Reused by each read-back (made at its first).
+    buf: Vec<u8>,
 }
 
 impl InOrder {
@@ -566,6 +568,7 @@ impl InOrder {
             ahead: BTreeMap::new(),
             path: path.to_owned(),
             reader: None,
+            buf: Vec::new(),
         }
     }
 
@@ -597,12 +600,14 @@ impl InOrder {
             None => self.reader.insert(std::fs::File::open(&self.path)?),
         };
         reader.seek(SeekFrom::Start(from))?;
-        let mut buf = vec![0u8; (to - from).min(1 << 20) as usize];
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; 1 << 20];
+        }
         let mut left = to - from;
         while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            reader.read_exact(&mut buf[..want])?;
-            self.digest.update(&buf[..want]);
+            let want = left.min(self.buf.len() as u64) as usize;
+            reader.read_exact(&mut self.buf[..want])?;
+            self.digest.update(&self.buf[..want]);
             left -= want as u64;
         }
         Ok(())

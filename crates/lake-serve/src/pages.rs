@@ -514,15 +514,7 @@ fn freshness_mark(f: Option<&Freshness>) -> Markup {
     let Some(f) = f else {
         return html! {};
     };
-    let age = f.age_secs.map_or("never committed".into(), |s| {
-        format!(
-            "{} old",
-            lake::core::human::age(std::time::Duration::from_secs(s))
-        )
-    });
-    let limit = f
-        .limit_secs
-        .map(|s| lake::core::human::duration(std::time::Duration::from_secs(s)));
+    let (age, limit) = (f.age_text(), f.limit_text());
     html! {
         @match (f.status, limit) {
             (freshness::State::Stale, Some(l)) => span.stale { "stale: " (age) ", freshness " (l) },
