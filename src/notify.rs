@@ -2,11 +2,12 @@
 //! table asks. A notice that cannot be sent is logged; it never changes the run's result.
 
 use lake_core::ledger::{RunRecord, Status};
+use lake_core::run::EnvLookup;
 
 use crate::Lake;
 
 /// Send `record`'s notice, if `[notify]` asks for one for how it ended.
-pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
+pub(crate) async fn notify(lake: &Lake, record: &RunRecord, env: &EnvLookup) {
     let Some(n) = &lake.pipeline.notify else {
         return;
     };
@@ -35,7 +36,7 @@ pub(crate) async fn notify(lake: &Lake, record: &RunRecord) {
     if !wanted {
         return;
     }
-    send(lake, n, &summary(record, event)).await;
+    send(lake, n, &summary(record, event), env).await;
 }
 
 /// Where `lake schedule` keeps the datasets it sent a stale notice about, with the commit time
@@ -110,13 +111,23 @@ pub(crate) async fn notify_stale(
         "datasets": new,
         "text": text,
     });
-    send(lake, n, &summary).await;
+    // No run read the secrets: the webhook's are read for this notice.
+    let process: EnvLookup = std::sync::Arc::new(|v: &str| std::env::var(v).ok());
+    match lake.secret_lookup(&process).await {
+        Ok(env) => send(lake, n, &summary, &env).await,
+        Err(e) => tracing::warn!("notify: {e}"),
+    }
 }
 
 /// Send `summary` to the webhook and the command of `[notify]`; a failure is logged.
-async fn send(lake: &Lake, n: &lake_core::config::NotifySpec, summary: &serde_json::Value) {
+async fn send(
+    lake: &Lake,
+    n: &lake_core::config::NotifySpec,
+    summary: &serde_json::Value,
+    env: &EnvLookup,
+) {
     if let Some(t) = &n.webhook {
-        match t.resolve("notify.webhook", &|v| std::env::var(v).ok()) {
+        match t.resolve("notify.webhook", &**env) {
             Ok(url) => {
                 if let Err(e) = lake_ingest::post_json(url.expose(), summary).await {
                     let redactor = lake_core::config::Redactor::new([&url]);

@@ -9,7 +9,7 @@ use lake_core::config::{ConfigFile, Pipeline, Root};
 use lake_core::doctor::Check;
 use lake_core::kinds::Kinds;
 use lake_core::ledger::RunRecord;
-use lake_core::run::{PLAN_RUN_ID, RunContext, RunOptions, StepContext};
+use lake_core::run::{EnvLookup, PLAN_RUN_ID, RunContext, RunOptions, StepContext};
 use lake_core::{DynZoneStore, Error, Result, Source};
 use lake_local::object_store::ObjectStore;
 use lake_local::{Engine, LocalBackend, LocalZoneStore};
@@ -386,13 +386,20 @@ impl Lake {
     }
 
     /// What the pipeline's backend works with: the pipeline, the zones, the embedded backend
-    /// (for the steps a backend runs as `local` does) and the shared engine and AWS config.
+    /// (for the steps a backend runs as `local` does) and the shared engine and AWS config;
+    /// references are looked up in the process environment (managed secrets are read by
+    /// [`run`](Self::run), see [`secret_lookup`](Self::secret_lookup)).
     pub fn backend_env(&self) -> BackendEnv {
+        self.backend_env_with(Arc::new(|v: &str| std::env::var(v).ok()))
+    }
+
+    /// [`backend_env`](Self::backend_env) whose sources, sinks and backend look references up
+    /// with `env`.
+    pub fn backend_env_with(&self, env: EnvLookup) -> BackendEnv {
         let mut extensions = Extensions::default();
         extensions.insert(Arc::clone(&self.engine));
         let tables: Arc<dyn lake_core::catalog::TableReader> = Arc::new(LakeTables(self.clone()));
         extensions.insert(tables);
-        let env: lake_core::run::EnvLookup = Arc::new(|v: &str| std::env::var(v).ok());
         extensions.insert(env);
         #[cfg(feature = "aws")]
         if let Some(aws) = &self.aws {
@@ -408,10 +415,15 @@ impl Lake {
         }
     }
 
-    /// The backend, store and sources of a run.
+    /// The backend, store and sources of a run, references looked up in the process
+    /// environment.
     pub async fn context(&self) -> Result<RunContext> {
+        self.context_with(self.backend_env()).await
+    }
+
+    /// [`context`](Self::context) in `env`.
+    async fn context_with(&self, env: BackendEnv) -> Result<RunContext> {
         // One environment for every kind the run opens.
-        let env = self.backend_env();
         let backend = self.pipeline.backend.config().open(&env).await?;
         let mut sources = BTreeMap::new();
         for (name, spec) in &self.pipeline.sources {
@@ -536,6 +548,50 @@ impl Lake {
         Ok(records)
     }
 
+    /// `opts` with its lookup answering the pipeline's managed references too.
+    async fn with_secrets(&self, opts: &RunOptions) -> Result<RunOptions> {
+        let mut opts = opts.clone();
+        opts.env = self.secret_lookup(&opts.env).await?;
+        Ok(opts)
+    }
+
+    /// A lookup for a run: the `${aws-secretsmanager:…}` and `${aws-ssm:…}` references of
+    /// lake.toml read now, once, through the AWS client factory (an error names the first
+    /// that cannot be read and where it is written), and `${env:…}` from `base`. Without
+    /// managed references, `base` itself.
+    pub async fn secret_lookup(&self, base: &EnvLookup) -> Result<EnvLookup> {
+        if self.pipeline.secrets.is_empty() {
+            return Ok(Arc::clone(base));
+        }
+        #[cfg(feature = "aws")]
+        {
+            let aws = self.aws_config().await;
+            let values = lake_aws::secrets::read(&aws, &self.pipeline).await?;
+            let base = Arc::clone(base);
+            Ok(Arc::new(move |k: &str| {
+                values.get(k).cloned().or_else(|| base(k))
+            }))
+        }
+        #[cfg(not(feature = "aws"))]
+        {
+            let u = &self.pipeline.secrets[0];
+            Err(Error::Secret {
+                reference: u.reference.to_string(),
+                key: format!("{}:{}: {}", self.pipeline.file.display(), u.line, u.key),
+                message: "needs a build of lake with the `aws` feature".into(),
+            })
+        }
+    }
+
+    /// The AWS configuration: the one the zones use, else (a local root) loaded now.
+    #[cfg(feature = "aws")]
+    async fn aws_config(&self) -> lake_aws::Aws {
+        match &self.aws {
+            Some(aws) => aws.clone(),
+            None => lake_aws::Aws::load(&lake_aws::AwsSpec::of(&self.pipeline)).await,
+        }
+    }
+
     /// The backend's checks before a run of `only` (all steps when empty) takes its lock:
     /// the cost limit, a missing program.
     pub async fn preflight(&self, only: &[String]) -> Result<()> {
@@ -616,7 +672,14 @@ impl Lake {
             ),
         };
         checks.extend(lake_core::doctor::store_checks(&*self.store, fix_read, fix_write).await);
-        let backend_env = self.backend_env();
+        // The kinds are checked with the secrets a run would read; those that cannot be read
+        // fail their own checks below.
+        let process: EnvLookup = Arc::new(|v: &str| std::env::var(v).ok());
+        let lookup = self
+            .secret_lookup(&process)
+            .await
+            .unwrap_or_else(|_| Arc::clone(&process));
+        let backend_env = self.backend_env_with(Arc::clone(&lookup));
         checks.extend(self.pipeline.backend.config().doctor(&backend_env).await);
         if let Some(spec) = &self.pipeline.catalog {
             match self.catalog_in(&backend_env).await {
@@ -635,10 +698,25 @@ impl Lake {
         for spec in self.pipeline.sources.values() {
             checks.extend(spec.config.doctor(spec, &backend_env).await);
         }
-        let env = |v: &str| std::env::var(v).ok();
+        #[cfg(feature = "aws")]
+        if !self.pipeline.secrets.is_empty() {
+            checks
+                .extend(lake_aws::secrets::checks(&self.aws_config().await, &self.pipeline).await);
+        }
+        #[cfg(not(feature = "aws"))]
+        for u in &self.pipeline.secrets {
+            checks.push(Check::fail(
+                format!("secret {}", u.reference),
+                format!(
+                    "{}, line {}: this build of lake has no AWS SDK",
+                    u.key, u.line
+                ),
+                "build lake with the `aws` feature",
+            ));
+        }
         for spec in self.pipeline.sinks.values() {
             match spec.config.open(spec, &backend_env).await {
-                Ok(sink) if spec.is_on(&env) => checks.extend(sink.doctor().await),
+                Ok(sink) if spec.is_on(&*lookup) => checks.extend(sink.doctor().await),
                 Ok(_) => checks.push(Check::skipped(
                     format!("sink {}", spec.name),
                     "its url's environment variable (optional = true: the sink is off)",
@@ -999,25 +1077,49 @@ impl Lake {
     }
 
     /// Run `names` (all sinks when empty) over the committed data (see
-    /// [`lake_core::run::sink`]).
+    /// [`lake_core::run::sink`]), after reading the secrets lake.toml names.
     pub async fn sink(&self, names: &[String], opts: &RunOptions) -> Result<RunRecord> {
+        let opts = self.with_secrets(opts).await?;
         let cx = RunContext {
             pipeline: Arc::clone(&self.pipeline),
             store: Arc::clone(&self.store),
             backend: Arc::new(LocalBackend::with_engine(Arc::clone(&self.engine))),
             sources: BTreeMap::new(),
-            sinks: self.sinks().await?,
+            sinks: self
+                .sinks_in(&self.backend_env_with(opts.env.clone()))
+                .await?,
             catalog: None,
         };
-        lake_core::run::sink(&cx, names, opts).await
+        lake_core::run::sink(&cx, names, &opts).await
     }
 
-    /// Run the pipeline (see [`lake_core::run::run`]) after the backend's preflight.
+    /// Ingest `sources` (all when empty) for `dates` (see [`lake_core::run::ingest`]), after
+    /// reading the secrets lake.toml names.
+    pub async fn ingest(
+        &self,
+        sources: &[String],
+        dates: &[lake_core::chrono::NaiveDate],
+        opts: &RunOptions,
+    ) -> Result<RunRecord> {
+        let opts = self.with_secrets(opts).await?;
+        let cx = self
+            .context_with(self.backend_env_with(opts.env.clone()))
+            .await?;
+        lake_core::run::ingest(&cx, sources, dates, &opts).await
+    }
+
+    /// Run the pipeline (see [`lake_core::run::run`]): the secrets lake.toml names are read
+    /// (once, before the lock, so a missing one fails the run before anything starts), then
+    /// the backend's preflight, then the run.
     pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
+        let opts = &self.with_secrets(opts).await?;
         self.preflight(&opts.only).await?;
-        let record = lake_core::run::run(&self.context().await?, opts).await?;
+        let cx = self
+            .context_with(self.backend_env_with(opts.env.clone()))
+            .await?;
+        let record = lake_core::run::run(&cx, opts).await?;
         // `[notify]`: best effort, after the run's own result is settled.
-        crate::notify::notify(self, &record).await;
+        crate::notify::notify(self, &record, &opts.env).await;
         Ok(record)
     }
 }

@@ -150,6 +150,16 @@ impl Aws {
         aws_sdk_iam::Client::new(&self.sdk)
     }
 
+    /// A Secrets Manager client.
+    pub fn secretsmanager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk)
+    }
+
+    /// A Systems Manager client (Parameter Store).
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.sdk)
+    }
+
     /// An STS client.
     pub fn sts(&self) -> aws_sdk_sts::Client {
         aws_sdk_sts::Client::new(&self.sdk)

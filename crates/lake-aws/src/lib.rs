@@ -16,6 +16,7 @@ mod glue_kind;
 mod policy;
 mod s3;
 mod s3_source;
+pub mod secrets;
 pub mod serverless;
 mod settings;
 

@@ -11,13 +11,17 @@ use serde_json::{Value, json};
 /// - `s3:GetObject`, `s3:PutObject`, `s3:DeleteObject` and `s3:AbortMultipartUpload` on the
 ///   objects under the prefix (zones, manifests, locks, the ledger and staging all live there);
 /// - with `sse = "aws:kms"`, `kms:GenerateDataKey` and `kms:Decrypt` on the key;
+/// - `secretsmanager:GetSecretValue` and `ssm:GetParameter` on the secrets lake.toml names
+///   (and `kms:Decrypt` on `[aws] secrets_kms_key_id`);
 /// - the statements of the pipeline's backend
 ///   ([`BackendConfig::iam_statements`](lake_core::backend::BackendConfig::iam_statements)).
 ///
-/// With a local root the policy holds the backend's statements only, and is `None` when it
-/// has none.
+/// With a local root the policy holds the backend's and the secrets' statements only, and is
+/// `None` when there are none.
 pub fn iam_policy(pipeline: &Pipeline) -> Option<Value> {
-    let backend = pipeline.backend.config().iam_statements(pipeline);
+    let mut backend = pipeline.backend.config().iam_statements(pipeline);
+    // The secrets lake.toml names are read wherever the zones are.
+    backend.extend(crate::secrets::statements(pipeline));
     let Root::S3 { bucket, prefix } = &pipeline.root else {
         return (!backend.is_empty())
             .then(|| json!({ "Version": "2012-10-17", "Statement": backend }));

@@ -39,6 +39,11 @@ pub struct AwsConfig {
     /// With `sse = "aws:kms"`: the KMS key id or ARN (default: the account's S3 key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
+    /// The KMS key the secrets lake.toml names (`${aws-secretsmanager:…}`, `${aws-ssm:…}`)
+    /// are encrypted with, when it is not the AWS managed key: `lake iam-policy` allows
+    /// `kms:Decrypt` on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_kms_key_id: Option<String>,
 }
 
 /// A checked `[aws]`: `None` leaves a setting to the SDK's default chain.
@@ -62,6 +67,9 @@ pub struct AwsSpec {
     pub operation_timeout: Duration,
     /// Server-side encryption of objects lake writes.
     pub sse: Option<Sse>,
+    /// The customer managed KMS key of the secrets lake.toml names, if any.
+    #[serde(default)]
+    pub secrets_kms_key_id: Option<String>,
 }
 
 /// The defaults of an absent `[aws]`.
@@ -76,6 +84,7 @@ impl Default for AwsSpec {
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(600),
             sse: None,
+            secrets_kms_key_id: None,
         }
     }
 }
@@ -168,5 +177,6 @@ fn check(cx: &mut ConfigCx<'_, '_>, a: &AwsConfig) -> AwsSpec {
             defaults.operation_timeout,
         ),
         sse,
+        secrets_kms_key_id: a.secrets_kms_key_id.clone(),
     }
 }

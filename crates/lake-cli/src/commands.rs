@@ -945,7 +945,7 @@ async fn ingest(
     opts: &RunOptions,
     args: &Args,
 ) -> Result<ExitCode> {
-    let record = lake::core::run::ingest(&lake.context().await?, sources, dates, opts).await?;
+    let record = lake.ingest(sources, dates, opts).await?;
     if args.quiet {
         for i in record.ingest.iter().filter(|i| i.status == Status::Failed) {
             print::note(

@@ -141,6 +141,17 @@ pub enum Error {
         key: String,
     },
 
+    /// A `${aws-secretsmanager:…}` or `${aws-ssm:…}` reference could not be read.
+    #[error("{key}: {reference} {message}")]
+    Secret {
+        /// The reference as written.
+        reference: String,
+        /// The lake.toml key that refers to it (`sinks.pg.url`).
+        key: String,
+        /// What went wrong, in words (never the value).
+        message: String,
+    },
+
     /// Reading or writing a local file failed.
     #[error("{action} {}", path.display())]
     Io {
@@ -325,6 +336,7 @@ impl Error {
             Self::Config { .. }
             | Self::Invalid { .. }
             | Self::MissingEnv { .. }
+            | Self::Secret { .. }
             | Self::NotImplemented { .. }
             | Self::InvalidKey { .. }
             | Self::Cancelled => ErrorKind::Usage,

@@ -24,11 +24,33 @@ pub fn endpoint() -> Option<String> {
 /// One bodiless HTTP/1.1 request to the emulator (its control API, `/moto-api/…`, or a bucket):
 /// the status code and the body.
 pub fn request(endpoint: &str, method: &str, path: &str) -> (u16, String) {
+    exchange(endpoint, method, path, "", "")
+}
+
+/// One call of an AWS JSON-protocol API (Secrets Manager, Systems Manager…) on the emulator:
+/// `target` is the `X-Amz-Target` (`secretsmanager.CreateSecret`), `service` the signing
+/// name moto routes by (`secretsmanager`, `ssm`). The status code and the body.
+pub fn call(
+    endpoint: &str,
+    service: &str,
+    target: &str,
+    body: &serde_json::Value,
+) -> (u16, String) {
+    let headers = format!(
+        "Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=lake-ci/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n"
+    );
+    exchange(endpoint, "POST", "/", &headers, &body.to_string())
+}
+
+/// A request with extra header lines (each ending in CRLF) and a body: status and body.
+fn exchange(endpoint: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut conn = std::net::TcpStream::connect(host).expect("connect to the emulator");
     write!(
         conn,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .expect("send to the emulator");
     let mut reply = String::new();

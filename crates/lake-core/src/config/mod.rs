@@ -18,7 +18,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use model::{LakeFile, StepKind, WriteMode};
-pub use template::{Redactor, STEP_VARS, Secret, Template, Value, WINDOW_VARS, is_env_name};
+pub use template::{
+    Redactor, Reference, STEP_VARS, Secret, Template, Value, WINDOW_VARS, is_env_name,
+};
 pub(crate) use validate::CORE_TABLES;
 pub use validate::validate;
 
@@ -735,6 +737,20 @@ pub struct Pipeline {
     pub charts: BTreeMap<String, ChartSpec>,
     /// The data catalog published datasets are registered in (`[catalog]`).
     pub catalog: Option<CatalogSpec>,
+    /// Every reference to a secrets manager in lake.toml (`${aws-secretsmanager:…}`,
+    /// `${aws-ssm:…}`), where it is written: read once at the start of a run.
+    pub secrets: Vec<SecretUse>,
+}
+
+/// A reference to a secrets manager and the first lake.toml key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretUse {
+    /// The reference.
+    pub reference: Reference,
+    /// The dotted key of the value (`sinks.pg.url`).
+    pub key: String,
+    /// Its line in lake.toml.
+    pub line: usize,
 }
 
 /// A checked `[catalog]`: the keys every catalog has, and its kind's checked config.
@@ -870,13 +886,16 @@ impl Serialize for SinkSpec {
     }
 }
 
-/// The text to show of a URL lake.toml gives (a secret): a URL with its password as `***`, an
-/// `${env:NAME}` as written, anything else as `***`.
+/// The text to show of a URL lake.toml gives (a secret): a URL with its password as `***`, a
+/// lone reference (`${env:NAME}`, `${aws-ssm:/path}`) as written, anything else as `***`.
 pub fn show_url(url: &Template) -> String {
     let raw = url.as_written();
     if raw.contains("://") {
         redact_url(raw)
-    } else if raw.starts_with("${env:") && raw.ends_with('}') && !raw.contains(char::is_whitespace)
+    } else if url
+        .references()
+        .next()
+        .is_some_and(|r| r.to_string() == raw)
     {
         raw.to_owned()
     } else {

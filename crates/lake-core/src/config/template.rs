@@ -1,6 +1,8 @@
-//! The one placeholder language of lake.toml values, parsed once: `${env:VAR}` references
-//! (resolved to [`Secret`]s), the run's `{date}`, `{run_id}`, `{root}`, `{output}`, and a
-//! window's `{start}`, `{end}`, `{date}` with an optional date format (`{start:%Y%m%d}`).
+//! The one placeholder language of lake.toml values, parsed once: references to secrets
+//! (`${env:VAR}`, `${aws-secretsmanager:NAME}`, `${aws-secretsmanager:NAME#key}`,
+//! `${aws-ssm:/path/name}`, resolved to [`Secret`]s), the run's `{date}`, `{run_id}`,
+//! `{root}`, `{output}`, and a window's `{start}`, `{end}`, `{date}` with an optional date
+//! format (`{start:%Y%m%d}`).
 
 use std::fmt;
 
@@ -16,12 +18,13 @@ pub const STEP_VARS: &[&str] = &["date", "run_id", "root", "output"];
 /// Placeholders that are dates and take a format (`{start:%Y%m%d}`; default `%Y-%m-%d`).
 const DATE_VARS: &[&str] = &["start", "end", "date"];
 
-/// A configuration string with placeholders: `${env:VAR}` references and `{name}` /
-/// `{name:%fmt}` values filled at run time.
+/// A configuration string with placeholders: [`Reference`]s (`${env:VAR}`,
+/// `${aws-secretsmanager:…}`, `${aws-ssm:…}`) and `{name}` / `{name:%fmt}` values filled at
+/// run time.
 ///
 /// It displays and serializes as written (with the references, never their values), so it is
 /// safe in plans, logs and the ledger. [`Template::render`] fills it; the result is a [`Secret`]
-/// when a `${env:…}` went into it. An environment value is inserted as it is: braces in a token
+/// when a reference went into it. A referenced value is inserted as it is: braces in a token
 /// are never read as placeholders.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Template {
@@ -32,7 +35,7 @@ pub struct Template {
 #[derive(Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Env(String),
+    Ref(Reference),
     Var {
         name: String,
         format: Option<String>,
@@ -64,20 +67,8 @@ impl Template {
                 let end = after.find('}').ok_or_else(|| {
                     format!("unclosed reference in {raw:?}: expected `${{env:NAME}}`")
                 })?;
-                let inner = &after[..end];
-                let var = inner.strip_prefix("env:").ok_or_else(|| {
-                    format!(
-                        "unsupported reference `${{{inner}}}`: only `${{env:NAME}}` is supported"
-                    )
-                })?;
-                if !is_env_name(var) {
-                    return Err(format!(
-                        "`${{env:{var}}}`: {var:?} is not a valid environment variable name"
-                    )
-                    .into());
-                }
                 flush(&mut parts, &mut text);
-                parts.push(Part::Env(var.to_owned()));
+                parts.push(Part::Ref(Reference::parse(&after[..end])?));
                 rest = &after[end + 1..];
                 continue;
             }
@@ -148,9 +139,9 @@ impl Template {
     }
 
     /// Fill the template: each `{name}` from `vars` (a date placeholder's value is a date,
-    /// formatted with its format), each `${env:VAR}` from `env`; `key` names the lake.toml key
-    /// in the error for a missing variable. A placeholder `vars` has no value for stays as
-    /// written.
+    /// formatted with its format), each reference from `env` by its
+    /// [`lookup_key`](Reference::lookup_key); `key` names the lake.toml key in the error for a
+    /// missing value. A placeholder `vars` has no value for stays as written.
     pub fn render(
         &self,
         key: &str,
@@ -161,10 +152,7 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Env(var) => out.push_str(&env(var).ok_or_else(|| Error::MissingEnv {
-                    var: var.clone(),
-                    key: key.to_owned(),
-                })?),
+                Part::Ref(r) => out.push_str(&env(&r.lookup_key()).ok_or_else(|| r.missing(key))?),
                 Part::Var { name, format } => match (vars(name), format) {
                     (Some(Value::Date(d)), f) => {
                         out.push_str(&d.format(f.as_deref().unwrap_or("%Y-%m-%d")).to_string())
@@ -186,14 +174,23 @@ impl Template {
         &self.raw
     }
 
-    /// True when the template refers to at least one environment variable.
+    /// True when the template refers to at least one secret (an environment variable or a
+    /// secrets manager's value).
     pub fn is_secret(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Env(_)))
+        self.parts.iter().any(|p| matches!(p, Part::Ref(_)))
     }
 
-    /// Resolve the `${env:…}` references with `lookup` (usually `std::env::var`), leaving
-    /// `{…}` placeholders as written; `key` names the lake.toml key in the error for a missing
-    /// variable.
+    /// The references the template holds, in order.
+    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Ref(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    /// Resolve the references with `lookup` (by their [`lookup_key`](Reference::lookup_key)),
+    /// leaving `{…}` placeholders as written; `key` names the lake.toml key in the error for a
+    /// missing value.
     pub fn resolve(&self, key: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Secret> {
         self.render(key, &|_| None, lookup)
     }
@@ -214,6 +211,135 @@ impl fmt::Display for Template {
 impl Serialize for Template {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(&self.raw)
+    }
+}
+
+/// Where a secret of lake.toml comes from: `${env:NAME}`, `${aws-secretsmanager:NAME}` (the
+/// whole secret string), `${aws-secretsmanager:NAME#key}` (one key of a JSON secret) or
+/// `${aws-ssm:/path/name}` (a Systems Manager parameter, SecureString decrypted).
+///
+/// A secret manager's `NAME` may be a name or an ARN. It displays as written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reference {
+    /// An environment variable.
+    Env {
+        /// Its name.
+        name: String,
+    },
+    /// A secret of AWS Secrets Manager.
+    AwsSecretsmanager {
+        /// Its name or ARN.
+        secret: String,
+        /// A key of its JSON object; `None`: the whole secret string.
+        key: Option<String>,
+    },
+    /// A parameter of AWS Systems Manager Parameter Store.
+    AwsSsm {
+        /// Its name (`/path/name`) or ARN.
+        name: String,
+    },
+}
+
+impl Reference {
+    /// Parse the text between `${` and `}`.
+    pub fn parse(inner: &str) -> std::result::Result<Self, ValueError> {
+        let bad = |what: &str| -> ValueError { format!("`${{{inner}}}`: {what}").into() };
+        let (scheme, rest) = inner.split_once(':').ok_or_else(|| {
+            bad("unsupported reference: use `${env:NAME}`, `${aws-secretsmanager:NAME}`, `${aws-secretsmanager:NAME#key}` or `${aws-ssm:/path/name}`")
+        })?;
+        match scheme {
+            "env" if is_env_name(rest) => Ok(Self::Env {
+                name: rest.to_owned(),
+            }),
+            "env" => Err(format!(
+                "`${{env:{rest}}}`: {rest:?} is not a valid environment variable name"
+            )
+            .into()),
+            "aws-secretsmanager" => {
+                let (secret, key) = match rest.split_once('#') {
+                    Some((s, "")) => {
+                        return Err(bad(&format!("the key after `#` is empty (`{s}#field`)")));
+                    }
+                    Some((s, k)) => (s, Some(k.to_owned())),
+                    None => (rest, None),
+                };
+                let name_ok = |c: char| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c);
+                if secret.is_empty() || !secret.chars().all(name_ok) {
+                    return Err(bad(
+                        "a secret's name has letters, digits and /_+=.@- (or is its ARN)",
+                    ));
+                }
+                Ok(Self::AwsSecretsmanager {
+                    secret: secret.to_owned(),
+                    key,
+                })
+            }
+            "aws-ssm" => {
+                let name_ok = |c: char| c.is_ascii_alphanumeric() || "/_.-:".contains(c);
+                if rest.is_empty() || !rest.chars().all(name_ok) {
+                    return Err(bad(
+                        "a parameter's name has letters, digits and /_.- (`/path/name`, or its ARN)",
+                    ));
+                }
+                Ok(Self::AwsSsm {
+                    name: rest.to_owned(),
+                })
+            }
+            _ => Err(bad(
+                "unsupported reference: use `${env:NAME}`, `${aws-secretsmanager:NAME}`, `${aws-secretsmanager:NAME#key}` or `${aws-ssm:/path/name}`",
+            )),
+        }
+    }
+
+    /// The key an [`EnvLookup`](crate::run::EnvLookup) is asked for this reference's value:
+    /// an environment variable's name, else the reference as written without `${` `}`
+    /// (`aws-ssm:/path/name`), which no environment variable name can be.
+    pub fn lookup_key(&self) -> String {
+        match self {
+            Self::Env { name } => name.clone(),
+            other => {
+                let shown = other.to_string();
+                shown[2..shown.len() - 1].to_owned()
+            }
+        }
+    }
+
+    /// True for a reference to a secrets manager (not the environment): read once per run
+    /// before anything else.
+    pub fn is_managed(&self) -> bool {
+        !matches!(self, Self::Env { .. })
+    }
+
+    /// The error for a lookup that found nothing, at lake.toml key `key`.
+    fn missing(&self, key: &str) -> Error {
+        match self {
+            Self::Env { name } => Error::MissingEnv {
+                var: name.clone(),
+                key: key.to_owned(),
+            },
+            other => Error::Secret {
+                reference: other.to_string(),
+                key: key.to_owned(),
+                message: "was not read before it was used (lake reads every secret of lake.toml once at the start of a run)".into(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env { name } => write!(f, "${{env:{name}}}"),
+            Self::AwsSecretsmanager { secret, key: None } => {
+                write!(f, "${{aws-secretsmanager:{secret}}}")
+            }
+            Self::AwsSecretsmanager {
+                secret,
+                key: Some(k),
+            } => write!(f, "${{aws-secretsmanager:{secret}#{k}}}"),
+            Self::AwsSsm { name } => write!(f, "${{aws-ssm:{name}}}"),
+        }
     }
 }
 
@@ -240,7 +366,7 @@ pub struct Secret {
 }
 
 impl Secret {
-    /// A value that is not secret (it came from lake itself, not from `${env:…}`).
+    /// A value that is not secret (it came from lake itself, not from a reference).
     pub fn plain(value: impl Into<String>) -> Self {
         Self {
             value: value.into(),
@@ -248,7 +374,7 @@ impl Secret {
         }
     }
 
-    /// A value that is secret though it did not come from `${env:…}` (a credential read from a
+    /// A value that is secret though it came from no reference (a credential read from a
     /// file): redacted like one.
     pub fn sensitive(value: impl Into<String>) -> Self {
         Self {
@@ -262,7 +388,7 @@ impl Secret {
         &self.value
     }
 
-    /// True when the value came from an environment variable.
+    /// True when the value came from a reference (or is otherwise secret).
     pub fn is_sensitive(&self) -> bool {
         self.sensitive
     }
@@ -526,5 +652,71 @@ mod tests {
         );
         assert!(Template::parse("${env:X").unwrap_err().contains("unclosed"));
         assert!(!Template::parse("plain").unwrap().is_secret());
+        for bad in [
+            "${aws-secretsmanager:}",
+            "${aws-secretsmanager:db#}",
+            "${aws-secretsmanager:a b}",
+            "${aws-ssm:}",
+            "${aws-ssm:/a b}",
+            "${vault:x}",
+        ] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_manager_and_parameter_store_references() {
+        let t = Template::parse(
+            "postgres://u:${aws-secretsmanager:prod/db#password}@h/${aws-ssm:/lake/db-name}?x=${env:X}",
+        )
+        .unwrap();
+        let refs: Vec<String> = t.references().map(ToString::to_string).collect();
+        assert_eq!(
+            refs,
+            [
+                "${aws-secretsmanager:prod/db#password}",
+                "${aws-ssm:/lake/db-name}",
+                "${env:X}"
+            ]
+        );
+        let keys: Vec<String> = t.references().map(Reference::lookup_key).collect();
+        assert_eq!(
+            keys,
+            [
+                "aws-secretsmanager:prod/db#password",
+                "aws-ssm:/lake/db-name",
+                "X"
+            ]
+        );
+        assert!(t.references().take(2).all(Reference::is_managed));
+        let env = |k: &str| match k {
+            "aws-secretsmanager:prod/db#password" => Some("s3cr3t".to_owned()),
+            "aws-ssm:/lake/db-name" => Some("sales".to_owned()),
+            "X" => Some("1".to_owned()),
+            _ => None,
+        };
+        let s = t.resolve("sinks.pg.url", &env).unwrap();
+        assert_eq!(s.expose(), "postgres://u:s3cr3t@h/sales?x=1");
+        assert!(s.is_sensitive());
+        assert_eq!(t.to_string(), t.as_written());
+        // A managed reference nobody read is an error naming it and the key.
+        let e = t
+            .resolve("sinks.pg.url", &|k| (k == "X").then(|| "1".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("sinks.pg.url: ${aws-secretsmanager:prod/db#password} was not read"),
+            "{e}"
+        );
+        // An ARN is a name too.
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        let r = Reference::parse(&format!("aws-secretsmanager:{arn}#user")).unwrap();
+        assert_eq!(
+            r,
+            Reference::AwsSecretsmanager {
+                secret: arn.into(),
+                key: Some("user".into())
+            }
+        );
     }
 }

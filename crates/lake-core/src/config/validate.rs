@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{InputConfig, SourceConfig, StepConfig, StepKind};
 use super::{
-    ConfigCx, ConfigFile, Expectation, FormatKind, InputFormat, Parts, Pipeline, Reporter, Root,
-    ServeSpec, SourceSpec, SpanIndex, SparkApp, StepInput, StepSpec, StepSpecKind, Template, Zone,
-    ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
+    ConfigCx, ConfigFile, Expectation, FormatKind, InputFormat, Parts, Pipeline, Reference,
+    Reporter, Root, SecretUse, ServeSpec, SourceSpec, SpanIndex, SparkApp, StepInput, StepSpec,
+    StepSpecKind, Template, Zone, ZoneRef, is_env_name, is_name, parse_bytes, parse_duration,
 };
 use crate::backend::BackendRef;
 use crate::kinds::Kinds;
@@ -480,7 +480,61 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
         sinks,
         charts,
         catalog,
+        secrets: managed_references(file, &spans),
     })
+}
+
+/// Every `${aws-secretsmanager:…}` and `${aws-ssm:…}` in the file's values (the `[env.*]`
+/// tables hold none), each once, with the first key and line that holds it. The templates
+/// themselves are checked where their kinds read them.
+fn managed_references(file: &ConfigFile, spans: &SpanIndex) -> Vec<SecretUse> {
+    fn walk(v: &toml::Value, path: String, out: &mut Vec<(String, Reference)>) {
+        match v {
+            toml::Value::String(s) if s.contains("${aws-") => {
+                if let Ok(t) = Template::parse(s) {
+                    out.extend(
+                        t.references()
+                            .filter(|r| r.is_managed())
+                            .map(|r| (path.clone(), r.clone())),
+                    );
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(v, key, out);
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(doc) = file.text().parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for (k, v) in doc.iter().filter(|(k, _)| k.as_str() != "env") {
+        walk(v, k.clone(), &mut found);
+    }
+    let mut out: Vec<SecretUse> = Vec::new();
+    for (key, reference) in found {
+        if out.iter().all(|u| u.reference != reference) {
+            out.push(SecretUse {
+                line: spans.value_pos(&key).0,
+                reference,
+                key,
+            });
+        }
+    }
+    out
 }
 
 /// The duration at `key`, or `default_secs` when it is not set or (reported) invalid.
