@@ -52,6 +52,10 @@ pub fn kinds() -> Kinds {
     let b = b
         .settings(lake_core::settings::AcceptAny("aws"))
         .catalog(AbsentCatalog);
+    #[cfg(feature = "otel")]
+    let b = b.settings(lake_otel::TelemetrySettings);
+    #[cfg(not(feature = "otel"))]
+    let b = b.settings(lake_core::settings::AcceptAny("telemetry"));
     #[cfg(feature = "postgres")]
     let b = b
         .sink(lake_postgres::PostgresKind)
@@ -294,6 +298,9 @@ pub struct Lake {
     pub aws: Option<lake_aws::Aws>,
     /// Sources the program provides (`kind = "program"`), by name.
     programs: BTreeMap<String, Arc<dyn Source>>,
+    /// Where each run's trace and metrics go (`[telemetry]`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[cfg(feature = "otel")]
+    telemetry: Option<Arc<lake_otel::Telemetry>>,
 }
 
 impl Lake {
@@ -347,6 +354,17 @@ impl Lake {
             Arc::clone(&store),
             lake_local::EngineSpec::of(&pipeline),
         ));
+        // Commands that make no request (`lake plan`) send no telemetry either.
+        #[cfg(feature = "otel")]
+        let telemetry = match offline {
+            true => None,
+            false => lake_otel::Telemetry::of(&pipeline)
+                .unwrap_or_else(|e| {
+                    tracing::warn!("telemetry: off: {e}");
+                    None
+                })
+                .map(Arc::new),
+        };
         Ok(Self {
             pipeline: Arc::new(pipeline),
             store,
@@ -354,6 +372,8 @@ impl Lake {
             #[cfg(feature = "aws")]
             aws,
             programs: BTreeMap::new(),
+            #[cfg(feature = "otel")]
+            telemetry,
         })
     }
 
@@ -553,6 +573,25 @@ impl Lake {
         let mut opts = opts.clone();
         opts.env = self.secret_lookup(&opts.env).await?;
         Ok(opts)
+    }
+
+    /// `opts` observed for telemetry (when `[telemetry]` or the environment names a
+    /// collector), `work` run with them, and its record's trace and metrics sent.
+    async fn traced<F, Fut>(&self, opts: RunOptions, work: F) -> Result<RunRecord>
+    where
+        F: FnOnce(RunOptions) -> Fut,
+        Fut: std::future::Future<Output = Result<RunRecord>>,
+    {
+        #[cfg(feature = "otel")]
+        if let Some(t) = &self.telemetry {
+            let recorder = t.recorder(opts.observer.clone());
+            let mut opts = opts;
+            opts.observer = Some(Arc::clone(&recorder) as Arc<dyn lake_core::run::RunObserver>);
+            let record = work(opts).await?;
+            t.export(&record, &recorder).await;
+            return Ok(record);
+        }
+        work(opts).await
     }
 
     /// A lookup for a run: the `${aws-secretsmanager:…}` and `${aws-ssm:…}` references of
@@ -1090,7 +1129,10 @@ impl Lake {
                 .await?,
             catalog: None,
         };
-        lake_core::run::sink(&cx, names, &opts).await
+        self.traced(opts, |opts| async move {
+            lake_core::run::sink(&cx, names, &opts).await
+        })
+        .await
     }
 
     /// Ingest `sources` (all when empty) for `dates` (see [`lake_core::run::ingest`]), after
@@ -1105,21 +1147,30 @@ impl Lake {
         let cx = self
             .context_with(self.backend_env_with(opts.env.clone()))
             .await?;
-        lake_core::run::ingest(&cx, sources, dates, &opts).await
+        self.traced(opts, |opts| async move {
+            lake_core::run::ingest(&cx, sources, dates, &opts).await
+        })
+        .await
     }
 
     /// Run the pipeline (see [`lake_core::run::run`]): the secrets lake.toml names are read
     /// (once, before the lock, so a missing one fails the run before anything starts), then
     /// the backend's preflight, then the run.
     pub async fn run(&self, opts: &RunOptions) -> Result<RunRecord> {
-        let opts = &self.with_secrets(opts).await?;
+        let opts = self.with_secrets(opts).await?;
         self.preflight(&opts.only).await?;
         let cx = self
             .context_with(self.backend_env_with(opts.env.clone()))
             .await?;
-        let record = lake_core::run::run(&cx, opts).await?;
+        let env = opts.env.clone();
+        let record = self
+            .traced(
+                opts,
+                |opts| async move { lake_core::run::run(&cx, &opts).await },
+            )
+            .await?;
         // `[notify]`: best effort, after the run's own result is settled.
-        crate::notify::notify(self, &record, &opts.env).await;
+        crate::notify::notify(self, &record, &env).await;
         Ok(record)
     }
 }

@@ -6,9 +6,16 @@ mod common;
 
 use std::path::Path;
 
-use common::{Reply, http_server, lake, stderr, stdout};
+use common::{Reply, http_server, receiver, stderr, stdout};
 use lake_testing::{emulator, postgres};
 use serde_json::json;
+
+/// `lake` with telemetry sent to `otlp`.
+fn lake(dir: &Path, otlp: &str) -> assert_cmd::Command {
+    let mut c = common::lake(dir);
+    c.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp);
+    c
+}
 
 /// Every file under `dir` (relative path), sorted.
 fn files(dir: &Path) -> Vec<String> {
@@ -64,6 +71,7 @@ fn secrets_manager_and_parameter_store_feed_a_source_and_a_sink_and_never_show()
             }
         }
     });
+    let (otlp, sent) = receiver();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let toml = |secret: &str| {
@@ -94,7 +102,7 @@ table = "people"
     std::fs::write(dir.join("lake.toml"), toml(&format!("{ns}/api"))).unwrap();
 
     // `lake plan` shows the references as written and reads nothing.
-    let plan = lake(dir).arg("plan").output().unwrap();
+    let plan = lake(dir, &otlp).arg("plan").output().unwrap();
     assert!(plan.status.success(), "{}", stderr(&plan));
     assert!(
         stdout(&plan).contains(&format!("${{aws-ssm:/{ns}/pg-url}}")),
@@ -103,7 +111,7 @@ table = "people"
     );
 
     // A run reads both, lands the API's rows and loads them.
-    let run = lake(dir)
+    let run = lake(dir, &otlp)
         .args(["run", "--date", "2024-03-01", "-v"])
         .output()
         .unwrap();
@@ -125,7 +133,7 @@ table = "people"
     }
 
     // `lake doctor` reads each as a run does; `lake iam-policy` allows exactly those.
-    let doctor = lake(dir).arg("doctor").output().unwrap();
+    let doctor = lake(dir, &otlp).arg("doctor").output().unwrap();
     let said = stdout(&doctor);
     for r in [
         format!("✓ secret ${{aws-secretsmanager:{ns}/api#token}}"),
@@ -134,7 +142,7 @@ table = "people"
         assert!(said.contains(&r), "{r} in {said}");
     }
     assert!(!said.contains(TOKEN) && !said.contains(&password), "{said}");
-    let policy = lake(dir).arg("iam-policy").output().unwrap();
+    let policy = lake(dir, &otlp).arg("iam-policy").output().unwrap();
     assert!(policy.status.success(), "{}", stderr(&policy));
     let policy: serde_json::Value = serde_json::from_slice(&policy.stdout).unwrap();
     let statements = policy["Statement"].as_array().unwrap();
@@ -162,7 +170,7 @@ table = "people"
         &json!({ "SecretId": format!("{ns}/api"), "SecretString": json!({ "token": "wrong-Kx93hh2" }).to_string() }),
     );
     assert_eq!(put.0, 200, "{}", put.1);
-    let denied = lake(dir)
+    let denied = lake(dir, &otlp)
         .args(["run", "--date", "2024-03-02"])
         .output()
         .unwrap();
@@ -171,13 +179,27 @@ table = "people"
     assert!(shown.contains("403"), "{shown}");
     assert!(!shown.contains("wrong-Kx93hh2"), "{shown}");
     assert_eq!(any_file_holds(&dir.join("lake"), "wrong-Kx93hh2"), None);
+    // Nor do the runs' traces and metrics hold any of them.
+    let bodies = sent.lock().unwrap().clone();
+    assert!(
+        bodies.iter().any(|(p, _)| p == "/v1/traces"),
+        "no trace was sent"
+    );
+    for secret in [TOKEN, password.as_str(), "wrong-Kx93hh2"] {
+        assert!(
+            bodies
+                .iter()
+                .all(|(_, b)| !b.windows(secret.len()).any(|w| w == secret.as_bytes())),
+            "{secret} sent to the collector"
+        );
+    }
 
     // A secret that does not exist: an error naming it and where lake.toml writes it, before
     // the lock (nothing in the zones or the ledger changes, the API is not asked).
     std::fs::write(dir.join("lake.toml"), toml(&format!("{ns}/nope"))).unwrap();
     let before = files(&dir.join("lake"));
     let asked = seen.lock().unwrap().len();
-    let missing = lake(dir)
+    let missing = lake(dir, &otlp)
         .args(["run", "--date", "2024-03-03"])
         .output()
         .unwrap();

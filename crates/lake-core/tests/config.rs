@@ -171,7 +171,11 @@ output = "refined/same"
             "not a valid environment variable name",
         ),
         ("steps.a.env.LAKE_DATE", 18, "set by lake itself"),
-        ("steps.a.env.OK", 18, "unsupported reference: use `${env:NAME}`"),
+        (
+            "steps.a.env.OK",
+            18,
+            "unsupported reference: use `${env:NAME}`",
+        ),
         ("steps.a.timeout", 19, "not a duration"),
         ("steps.c.output", 29, "also written by step \"b\""),
     ];

@@ -1,5 +1,5 @@
 //! Helpers the `lake` binary's test files share: the binary in a folder, its output as text,
-//! the credit example run once, and an HTTP server on 127.0.0.1.
+//! the credit example run once, an HTTP server on 127.0.0.1 and an OTLP/HTTP receiver.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -99,4 +99,50 @@ pub fn http_server(
         }
     });
     (url, seen)
+}
+
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An OTLP/HTTP receiver: each POST's path and body, answered 200.
+pub fn receiver() -> (String, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let got: Received = std::sync::Arc::default();
+    let log = std::sync::Arc::clone(&got);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    log.lock().unwrap().push((path, body));
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    (url, got)
 }
