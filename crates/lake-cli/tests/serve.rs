@@ -750,6 +750,22 @@ fn a_dataset_older_than_its_freshness_is_stale_in_status_serve_and_one_notice() 
     let (_, _, pipeline) = get(&s.addr, "/pipeline", &[]);
     assert_eq!(pipeline.matches("class=\"stale\"").count(), 1, "{pipeline}");
     assert_eq!(pipeline.matches("fresh: ").count(), 1, "{pipeline}");
+    // The graph marks the stale step's node, and only it.
+    assert_eq!(
+        pipeline.matches("data-stale=\"true\"").count(),
+        1,
+        "{pipeline}"
+    );
+    let node = pipeline
+        .split("<g class=\"node\"")
+        .find(|g| g.contains("data-stale=\"true\""))
+        .unwrap();
+    assert!(
+        node.contains("data-id=\"step:credit_by_purpose\"")
+            && node.contains("stale: 27h0")
+            && node.contains("stroke=\"#c62828\""),
+        "{node}"
+    );
     let (_, _, trusted) = get(&s.addr, "/datasets/trusted/credit", &[]);
     assert!(
         trusted.contains("fresh: ") && !trusted.contains("class=\"stale\""),

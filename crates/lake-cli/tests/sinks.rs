@@ -558,3 +558,67 @@ table = "big"
     assert_eq!(psql(&url, old), "1000000|5499999500000");
     assert!(try_psql(&url, "SELECT 1").is_ok());
 }
+
+/// An upsert sink from a dataset a `mode = "merge"` step writes holds the dataset's current
+/// rows: updated keys replaced, new keys added, and keys the merge deleted removed.
+#[test]
+fn an_upsert_sink_from_a_merged_dataset_loads_its_current_rows() {
+    let Some(server) = server() else { return };
+    let url = fresh_database(&server, "merged");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(
+        dir.join("lake.toml"),
+        r#"
+[lake]
+name = "customers"
+
+[sources.customers]
+kind = "file"
+path = "data/customers.csv"
+
+[steps.customers]
+kind = "sql"
+inputs = ["raw/customers@date"]
+output = "trusted/customers"
+sql = "SELECT CAST(id AS BIGINT) AS id, name, tier FROM customers"
+mode = "merge"
+key = ["id"]
+delete_when = "tier = 'deleted'"
+
+[sinks.current]
+kind = "postgres"
+url = "${env:PG_URL}"
+from = "trusted/customers"
+table = "crm.customers"
+mode = "upsert"
+key = ["id"]
+"#,
+    )
+    .unwrap();
+    let data = dir.join("data/customers.csv");
+    std::fs::write(&data, "id,name,tier\n1,ann,gold\n2,bob,silver\n3,cy,gold\n").unwrap();
+    lake_ok(dir, &url, &["run", "--date", "2024-03-01"]);
+    assert_eq!(
+        psql(&url, "SELECT id, name, tier FROM crm.customers ORDER BY id"),
+        "1|ann|gold\n2|bob|silver\n3|cy|gold"
+    );
+    // Day 2: bob is deleted, ann moves, dee arrives.
+    std::fs::write(
+        &data,
+        "id,name,tier\n2,bob,deleted\n1,ann,platinum\n4,dee,silver\n",
+    )
+    .unwrap();
+    lake_ok(dir, &url, &["run", "--date", "2024-03-02"]);
+    let merged = lake_rows(
+        dir,
+        &url,
+        "SELECT id, name, tier FROM trusted.customers ORDER BY id",
+    );
+    assert_eq!(merged, ["1|ann|platinum", "3|cy|gold", "4|dee|silver"]);
+    assert_eq!(
+        pg_rows(&url, "SELECT id, name, tier FROM crm.customers ORDER BY id"),
+        merged
+    );
+}

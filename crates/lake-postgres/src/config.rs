@@ -171,7 +171,7 @@ impl SinkConfig for PostgresConfig {
             .unwrap_or_else(|| Arc::new(|v: &str| std::env::var(v).ok()));
         Ok(Arc::new(crate::PostgresSink::new(
             spec.clone(),
-            Spec::new(spec, self),
+            Spec::new(spec, self, &env.pipeline),
             engine,
             lookup,
         )))
@@ -188,10 +188,16 @@ pub(crate) struct Spec {
     pub(crate) mode: SinkMode,
     pub(crate) key: Vec<String>,
     pub(crate) lineage_table: Option<TableName>,
+    /// An upsert also deletes the table's rows whose key the dataset no longer holds: true
+    /// when `from` is written by a `mode = "merge"` step (it holds each key's current row).
+    pub(crate) delete_missing: bool,
 }
 
 impl Spec {
-    fn new(spec: &SinkSpec, c: &PostgresConfig) -> Self {
+    fn new(spec: &SinkSpec, c: &PostgresConfig, pipeline: &lake_core::config::Pipeline) -> Self {
+        let merged = pipeline.steps.values().any(|s| {
+            s.output.as_ref() == Some(&spec.from) && s.mode == lake_core::config::WriteMode::Merge
+        });
         Self {
             name: spec.name.clone(),
             from: spec.from.clone(),
@@ -200,6 +206,7 @@ impl Spec {
             mode: c.mode,
             key: c.key.clone(),
             lineage_table: c.lineage_table.clone(),
+            delete_missing: c.mode == SinkMode::Upsert && merged,
         }
     }
 }

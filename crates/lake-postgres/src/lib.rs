@@ -7,7 +7,8 @@
 //! - `replace` copies into a new table beside the old one and swaps it in, so readers see the
 //!   old table or the new one, never a half-loaded one;
 //! - `append` copies into the table;
-//! - `upsert` copies into a temporary table, then `INSERT … ON CONFLICT (key) DO UPDATE`.
+//! - `upsert` copies into a temporary table, then `INSERT … ON CONFLICT (key) DO UPDATE`; from a
+//!   dataset a `mode = "merge"` step writes, it then deletes the rows whose key is gone.
 //!
 //! The same transaction records, in `<schema>._lake_loads`, which committed data the table
 //! holds: a rerun with nothing new is skipped, and an append is never done twice. A kill at
@@ -255,7 +256,7 @@ impl Sink for PostgresSink {
                 } else {
                     format!("UPDATE SET {}", updates.join(", "))
                 };
-                tx.execute(
+                let upserted = tx.execute(
                     &format!(
                         "INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} ON CONFLICT ({}) DO {action}",
                         keys.join(", ")
@@ -275,7 +276,25 @@ impl Sink for PostgresSink {
                         ));
                     }
                     sink_failed(spec, "loading", pg)
-                })?
+                })?;
+                // A merged dataset holds each key's current row: a key it no longer holds
+                // was deleted by a merge, and goes from the table too.
+                if spec.delete_missing {
+                    let matched = keys
+                        .iter()
+                        .map(|k| format!("s.{k} = t.{k}"))
+                        .collect::<Vec<_>>()
+                        .join(" AND ");
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM {target} s WHERE {matched})"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(fail)?;
+                }
+                upserted
             }
         };
         if let Some(lineage) = &spec.lineage_table {

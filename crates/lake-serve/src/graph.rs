@@ -22,6 +22,23 @@ pub struct Node {
     pub status: Option<Status>,
     /// Column (0: sources).
     pub depth: usize,
+    /// Why its dataset is stale (`27h00m old, freshness 26h`), when it is older than its
+    /// `freshness`.
+    pub stale: Option<String>,
+}
+
+/// Mark the nodes whose dataset `fresh` finds stale (a source's raw dataset, a step's output).
+pub fn mark_stale(nodes: &mut [Node], fresh: &[lake::core::freshness::Freshness]) {
+    use lake::core::freshness::State;
+    for f in fresh.iter().filter(|f| f.status == State::Stale) {
+        let id = f.writer.replacen(' ', ":", 1);
+        if let Some(n) = nodes.iter_mut().find(|n| n.id == id) {
+            n.stale = Some(match f.limit_text() {
+                Some(limit) => format!("{}, freshness {limit}", f.age_text()),
+                None => f.age_text(),
+            });
+        }
+    }
 }
 
 /// The nodes and edges (`from` id → `to` id) of `pipeline`, with the latest status of each
@@ -51,6 +68,7 @@ pub fn nodes(pipeline: &Pipeline, runs: &[RunRecord]) -> (Vec<Node>, Vec<(String
             ),
             status: window.map(|(s, _)| *s),
             depth: 0,
+            stale: None,
         });
     }
     let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
@@ -94,6 +112,7 @@ pub fn nodes(pipeline: &Pipeline, runs: &[RunRecord]) -> (Vec<Node>, Vec<(String
                 .map_or_else(|| "no output".to_owned(), |o| format!("→ {o}")),
             status: last_step.get(name.as_str()).copied(),
             depth: d,
+            stale: None,
         });
     }
     (nodes, edges)
@@ -116,7 +135,8 @@ const H: usize = 58;
 const GAP_X: usize = 70;
 const GAP_Y: usize = 24;
 
-/// The graph as inline SVG: one `<g class="node" data-id=… data-status=…>` per node.
+/// The graph as inline SVG: one `<g class="node" data-id=… data-status=…>` per node; a stale
+/// node has `data-stale="true"`, a thick red border and says why in its title.
 pub fn svg(nodes: &[Node], edges: &[(String, String)]) -> Markup {
     let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
     let mut at: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -141,9 +161,16 @@ pub fn svg(nodes: &[Node], edges: &[(String, String)]) -> Markup {
             }
             @for n in nodes {
                 @let (x, y) = at[n.id.as_str()];
-                g.node data-id=(n.id) data-status=(n.status.map_or("none".to_owned(), |s| s.to_string())) {
-                    title { (n.kind) " " (n.name) ": " (n.status.map_or("never run".to_owned(), |s| s.to_string())) }
-                    rect x=(x) y=(y) width=(W) height=(H) rx="8" fill=(colour(n.status)) stroke="#666" {}
+                g.node data-id=(n.id) data-status=(n.status.map_or("none".to_owned(), |s| s.to_string())) data-stale=[n.stale.as_ref().map(|_| "true")] {
+                    title {
+                        (n.kind) " " (n.name) ": " (n.status.map_or("never run".to_owned(), |s| s.to_string()))
+                        @if let Some(why) = &n.stale { "; stale: " (why) }
+                    }
+                    @if n.stale.is_some() {
+                        rect x=(x) y=(y) width=(W) height=(H) rx="8" fill=(colour(n.status)) stroke="#c62828" stroke-width="4" stroke-dasharray="8 4" {}
+                    } @else {
+                        rect x=(x) y=(y) width=(W) height=(H) rx="8" fill=(colour(n.status)) stroke="#666" {}
+                    }
                     text x=(x + 10) y=(y + 22) font-family="sans-serif" font-size="14" font-weight="bold" { (n.name) }
                     text x=(x + 10) y=(y + 42) font-family="sans-serif" font-size="12" fill="#444" { (n.kind) " · " (n.detail) }
                 }

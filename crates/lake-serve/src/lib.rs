@@ -126,6 +126,8 @@ pub(crate) struct App {
     pub(crate) runs: queries::Recent<Arc<Vec<lake::core::ledger::RunRecord>>>,
     /// The committed datasets (and the run that wrote each) as listed in the last second.
     pub(crate) datasets: queries::Recent<pages::Datasets>,
+    /// Each dataset's age and freshness as checked in the last second (pages and `/metrics`).
+    pub(crate) ages: queries::Recent<Arc<Vec<lake::core::freshness::Freshness>>>,
 }
 
 /// How long a page's answers are kept: pages open by many visitors at once are made once.
@@ -157,6 +159,7 @@ pub fn router(lake: Lake, opts: ServeOptions, bound: SocketAddr) -> Result<Route
         parsed: std::sync::Mutex::new(None),
         runs: queries::Recent::new(RECENT),
         datasets: queries::Recent::new(RECENT),
+        ages: queries::Recent::new(RECENT),
     });
     Ok(Router::new()
         .route("/", get(pages::home))

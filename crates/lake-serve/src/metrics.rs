@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lake::core::freshness;
+
 use lake::core::ledger::Status;
 
 use crate::App;
@@ -60,9 +60,7 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
         Err(e) => return failed(e),
     };
     let p = &app.lake.pipeline;
-    let ages = freshness::check(p, &*app.lake.store, lake::core::chrono::Utc::now())
-        .await
-        .unwrap_or_default();
+    let ages = crate::pages::ages(&app).await;
     let pl = p.name.as_str();
     let mut out = String::new();
 
@@ -109,13 +107,7 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
         }
     }
 
-    // Each step's newest attempt that ran (an up-to-date rerun did no work).
-    let mut last_steps = std::collections::BTreeMap::new();
-    for r in covering.iter() {
-        for s in r.steps.iter().filter(|s| s.status != Status::UpToDate) {
-            last_steps.insert(s.name.as_str(), s);
-        }
-    }
+    let last_steps = crate::pages::last_steps(&covering);
     let mut f = Family::new(
         &mut out,
         "lake_step_last_duration_seconds",
@@ -153,7 +145,7 @@ pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
         "gauge",
         "Seconds since each dataset was last committed (absent: never).",
     );
-    for a in &ages {
+    for a in ages.iter() {
         if let Some(age) = a.age_secs {
             f.sample(
                 "lake_dataset_age_seconds",

@@ -8,7 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lake::core::config::{ChartKind, ChartSpec, Zone};
 use lake::core::freshness::{self, Freshness};
-use lake::core::ledger::{self, RunRecord, RunSummary, Status};
+use lake::core::ledger::{self, RunRecord, RunSummary, Status, StepRecord};
 use lake::core::publish::{self, Dataset};
 use lake::local::engine::datafusion::arrow::array::RecordBatch;
 use lake::local::engine::datafusion::arrow::datatypes::SchemaRef;
@@ -334,18 +334,26 @@ fn runs_table<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Markup {
     }
 }
 
+/// Each step's newest record that did work (an up-to-date rerun did none), by step, from
+/// `runs` oldest first: what the pipeline page and `/metrics` say of a step's last run.
+pub(crate) fn last_steps(runs: &[RunRecord]) -> std::collections::BTreeMap<&str, &StepRecord> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in runs {
+        for s in r.steps.iter().filter(|s| s.status != Status::UpToDate) {
+            out.insert(s.name.as_str(), s);
+        }
+    }
+    out
+}
+
 pub(crate) async fn pipeline(State(app): State<Arc<App>>) -> Response {
     let runs = covering_runs(&app).await.unwrap_or_default();
     let p = &app.lake.pipeline;
-    let (nodes, edges) = graph::nodes(p, &runs);
-    let last_step = |name: &str| {
-        runs.iter().rev().find_map(|r| {
-            r.steps
-                .iter()
-                .find(|s| s.name == name && s.status != Status::UpToDate)
-        })
-    };
+    let (mut nodes, edges) = graph::nodes(p, &runs);
+    let last_steps = last_steps(&runs);
+    let last_step = |name: &str| last_steps.get(name).copied();
     let fresh = ages(&app).await;
+    graph::mark_stale(&mut nodes, &fresh);
     let mark = |dataset: String| freshness_mark(fresh.iter().find(|f| f.dataset == dataset));
     let body = html! {
         (graph::svg(&nodes, &edges))
@@ -499,14 +507,21 @@ pub(crate) async fn datasets(State(app): State<Arc<App>>) -> Response {
 
 /// Every dataset's age against its `freshness`, now (none when the lake cannot be read: the
 /// page says so elsewhere).
-async fn ages(app: &App) -> Vec<Freshness> {
-    freshness::check(
-        &app.lake.pipeline,
-        &*app.lake.store,
-        lake::core::chrono::Utc::now(),
-    )
-    .await
-    .unwrap_or_default()
+/// Each dataset's age and freshness, checked at most once a second (one window-index read per
+/// source, one manifest read per step), for every page and `/metrics`.
+pub(crate) async fn ages(app: &App) -> Arc<Vec<Freshness>> {
+    app.ages
+        .get("ages", async {
+            freshness::check(
+                &app.lake.pipeline,
+                &*app.lake.store,
+                lake::core::chrono::Utc::now(),
+            )
+            .await
+            .map(Arc::new)
+        })
+        .await
+        .unwrap_or_default()
 }
 
 /// `stale: 27h00m old, freshness 26h`, `fresh: …`, or nothing without a limit.
@@ -645,7 +660,11 @@ pub(crate) async fn dataset(
             .and_then(|s| s.merged);
     }
     let dataset = format!("{}/{}", d.zone.as_str(), d.name);
-    let fresh = ages(&app).await.into_iter().find(|f| f.dataset == dataset);
+    let fresh = ages(&app)
+        .await
+        .iter()
+        .find(|f| f.dataset == dataset)
+        .cloned();
     let body = html! {
         @if let Some(f) = &fresh && f.status != freshness::State::Unchecked {
             p { (freshness_mark(Some(f))) }
