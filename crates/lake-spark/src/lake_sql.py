@@ -354,22 +354,40 @@ def delete_expr(m):
 
 
 def latest(spark, m, names):
-    """`merge`: per key, the latest row wins (the batch's on a tie with the stored row)."""
+    """`merge`: per key, the latest row wins (the batch's on a tie with the stored row). As the
+    embedded engine decides it: the stored rows hold one row per key, so only the batch needs a
+    window (its latest row per key); a hash join of those winners with the stored rows then
+    decides each key, and gives the counts."""
     cols = ", ".join(q(n) for n in names)
     keys = ", ".join(q(k) for k in m["key"])
-    order = ("%s DESC NULLS LAST, __src ASC" % q(m["order_by"])) if m["order_by"] else "__src ASC"
-    winners = spark.sql(
-        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY %s ORDER BY %s) AS __rn, "
-        "max(__src) OVER (PARTITION BY %s) AS __had_old "
-        "FROM (SELECT %s, 1 AS __src, false AS __del FROM __old "
-        "UNION ALL SELECT %s, 0 AS __src, %s AS __del FROM __batch)) WHERE __rn = 1"
-        % (keys, order, keys, cols, cols, delete_expr(m))).persist()
-    winners.createOrReplaceTempView("__winners")
+    by = ("%s DESC NULLS LAST" % q(m["order_by"])) if m["order_by"] else "1"
+    spark.sql(
+        "SELECT * FROM (SELECT %s, %s AS __del, row_number() OVER (PARTITION BY %s ORDER BY %s) "
+        "AS __rn FROM __batch) WHERE __rn = 1" % (cols, delete_expr(m), keys, by)
+    ).createOrReplaceTempView("__bw")
+    on = " AND ".join("o.%s <=> b.%s" % (q(k), q(k)) for k in m["key"])
+    if m["order_by"]:
+        o, b = "o.%s" % q(m["order_by"]), "b.%s" % q(m["order_by"])
+        batch_wins = "NOT (%s IS NOT NULL AND (%s IS NULL OR %s < %s))" % (o, b, b, o)
+    else:
+        batch_wins = "true"
+    sides = ", ".join("o.%s AS %s, b.%s AS %s" % (q(n), q("__o_" + n), q(n), q("__b_" + n))
+                      for n in names)
+    decided = spark.sql(
+        "SELECT %s, o.__has IS NOT NULL AS __had_old, "
+        "coalesce(b.__has AND (o.__has IS NULL OR %s), false) AS __new, "
+        "coalesce(b.__del, false) AS __del FROM "
+        "(SELECT *, true AS __has FROM __old) o FULL OUTER JOIN "
+        "(SELECT *, true AS __has FROM __bw) b ON %s" % (sides, batch_wins, on)).persist()
+    decided.createOrReplaceTempView("__decided")
     c = counts(spark,
-               "SELECT count(*) FILTER (WHERE __src = 0 AND NOT __del AND __had_old = 0), "
-               "count(*) FILTER (WHERE __src = 0 AND NOT __del AND __had_old = 1), "
-               "count(*) FILTER (WHERE __src = 0 AND __del AND __had_old = 1) FROM __winners")
-    return spark.sql("SELECT %s FROM __winners WHERE NOT __del" % cols), c
+               "SELECT count(*) FILTER (WHERE __new AND NOT __del AND NOT __had_old), "
+               "count(*) FILTER (WHERE __new AND NOT __del AND __had_old), "
+               "count(*) FILTER (WHERE __new AND __del AND __had_old) FROM __decided")
+    picked = ", ".join(
+        "CASE WHEN __new THEN %s ELSE %s END AS %s" % (q("__b_" + n), q("__o_" + n), q(n))
+        for n in names)
+    return spark.sql("SELECT %s FROM __decided WHERE NOT (__new AND __del)" % picked), c
 
 
 def history(spark, m, names):

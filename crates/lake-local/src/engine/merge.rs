@@ -72,7 +72,11 @@ pub(super) async fn merge(
         }
     }
     let keys = spec.key.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
-    check_ties(ctx, spec).await?;
+    // One group-by of the batch's keys: without a repeated key there is no tie and no window.
+    let repeated = keys_repeat(ctx, &keys).await?;
+    if repeated {
+        check_ties(ctx, spec).await?;
+    }
 
     let touched = touched(engine, ctx, work, m, schema).await?;
     let stored = match &spec.history {
@@ -86,8 +90,8 @@ pub(super) async fn merge(
             .await
             .map(|(m, c)| (m, Some(c)))?,
         // Nothing stored meets the batch (a first load): its rows, without the stored side.
-        None if touched.is_empty() => (fresh(ctx, spec, &names, &keys).await?, None),
-        None => latest(ctx, spec, &names, &keys)
+        None if touched.is_empty() => (fresh(ctx, spec, &names, &keys, repeated).await?, None),
+        None => latest(ctx, spec, &names, &keys, repeated)
             .await
             .map(|(m, c)| (m, Some(c)))?,
     };
@@ -153,9 +157,10 @@ async fn latest(
     spec: &lake_core::config::MergeSpec,
     names: &[&str],
     keys: &str,
+    repeated: bool,
 ) -> DfResult<(DataFrame, MergeCounts)> {
     let cols = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
-    let winners = batch_winners(ctx, spec, &cols, keys).await?;
+    let winners = batch_winners(spec, &cols, keys, repeated);
     // The key columns renamed apart (`__k0`, …), for the stored side and the won keys.
     let stored_keys = spec
         .key
@@ -215,16 +220,9 @@ async fn latest(
     Ok((merged, counts))
 }
 
-/// The batch's winning row of each key, with `__del`: the batch as it is when no key repeats,
-/// else the latest row of each key (`order_by` descending, NULLs last).
-async fn batch_winners(
-    ctx: &SessionContext,
-    spec: &lake_core::config::MergeSpec,
-    cols: &str,
-    keys: &str,
-) -> DfResult<String> {
-    let delete = delete_expr(spec);
-    let repeated = ctx
+/// True when two rows of the batch share a key.
+async fn keys_repeat(ctx: &SessionContext, keys: &str) -> DfResult<bool> {
+    Ok(ctx
         .sql(&format!(
             "SELECT 1 FROM __batch GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
         ))
@@ -232,8 +230,19 @@ async fn batch_winners(
         .collect()
         .await?
         .iter()
-        .any(|b| b.num_rows() > 0);
-    Ok(if repeated {
+        .any(|b| b.num_rows() > 0))
+}
+
+/// The batch's winning row of each key, with `__del`: the batch as it is when no key repeats,
+/// else the latest row of each key (`order_by` descending, NULLs last).
+fn batch_winners(
+    spec: &lake_core::config::MergeSpec,
+    cols: &str,
+    keys: &str,
+    repeated: bool,
+) -> String {
+    let delete = delete_expr(spec);
+    if repeated {
         let order = match &spec.order_by {
             Some(o) => format!("{} DESC NULLS LAST", q(o)),
             None => keys.to_owned(),
@@ -245,7 +254,7 @@ async fn batch_winners(
         )
     } else {
         format!("SELECT {cols}, {delete} AS __del FROM __batch")
-    })
+    }
 }
 
 /// `merge` where no stored row meets the batch: the batch's winning rows, sorted by key.
@@ -254,9 +263,10 @@ async fn fresh(
     spec: &lake_core::config::MergeSpec,
     names: &[&str],
     keys: &str,
+    repeated: bool,
 ) -> DfResult<DataFrame> {
     let cols = names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ");
-    let winners = batch_winners(ctx, spec, &cols, keys).await?;
+    let winners = batch_winners(spec, &cols, keys, repeated);
     ctx.sql(&format!(
         "SELECT {cols} FROM ({winners}) WHERE NOT __del ORDER BY {keys}"
     ))
