@@ -71,7 +71,15 @@ fn main() {
     let batch = setting("LAKE_BENCH_BATCH", days * per_day / 100);
     let mut rng = Rng(setting("LAKE_BENCH_SEED", 7) as u64);
     let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().join("base");
+    // `LAKE_BENCH_KEEP=1`: the folders stay, named, to profile a run in them again.
+    let root = if std::env::var_os("LAKE_BENCH_KEEP").is_some() {
+        let kept = tmp.keep();
+        println!("merge bench: kept in {}", kept.display());
+        kept
+    } else {
+        tmp.path().to_owned()
+    };
+    let base = root.join("base");
     std::fs::create_dir_all(base.join("data")).unwrap();
 
     // The history: every (day, station).
@@ -118,7 +126,7 @@ fn main() {
     let dated = "2030-01-02";
 
     // 1. merge.
-    let m_dir = tmp.path().join("merge");
+    let m_dir = root.join("merge");
     copy_dir(&base, &m_dir);
     std::fs::write(m_dir.join("data/readings.csv"), &csv).unwrap();
     std::fs::write(
@@ -151,7 +159,7 @@ fn main() {
 
     // 2. The reference: a day's `overwrite_partitions` run, one day's rows replacing
     // its partition, from the same starting dataset.
-    let o_dir = tmp.path().join("overwrite");
+    let o_dir = root.join("overwrite");
     copy_dir(&base, &o_dir);
     let mut day_csv = String::from("day,station,value,note\n");
     for s in 0..per_day {
@@ -177,7 +185,7 @@ fn main() {
         .output()
         .is_ok_and(|o| o.status.success());
     let duck = have_duckdb.then(|| {
-        let dir = tmp.path().join("duck");
+        let dir = root.join("duck");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("batch.csv"), &csv).unwrap();
         let db = dir.join("readings.duckdb");

@@ -247,6 +247,8 @@ fn batch_winners(
             Some(o) => format!("{} DESC NULLS LAST", q(o)),
             None => keys.to_owned(),
         };
+        // A window, not DISTINCT ON: DataFusion's ordered `first_value` aggregate took 1.3-1.5x
+        // the wall and 1.4x the memory here (BENCHMARKS.md, "Merge at the issue's scale").
         format!(
             "SELECT {cols}, __del FROM (SELECT {cols}, {delete} AS __del, \
                     row_number() OVER (PARTITION BY {keys} ORDER BY {order}) AS __rn FROM __batch) \
@@ -485,8 +487,12 @@ async fn touched(
                 .map(|p| format!("CAST({} AS VARCHAR)", q(p)))
                 .collect::<Vec<_>>()
                 .join(", ");
+            // Distinct values first, then cast: a date is formatted once, not once a row.
             let b = ctx
-                .sql(&format!("SELECT DISTINCT {casts} FROM __batch"))
+                .sql(&format!(
+                    "SELECT {casts} FROM (SELECT DISTINCT {} FROM __batch)",
+                    select(&parts)
+                ))
                 .await?
                 .collect()
                 .await?;
