@@ -130,6 +130,7 @@ fn main() {
                 sources: Default::default(),
                 sinks: Default::default(),
                 catalog: None,
+                formats: Default::default(),
             };
             // Options that ask for no wait at all: the backend's floor (2s doubling to 30s)
             // sets the schedule.

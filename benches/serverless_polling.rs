@@ -136,6 +136,7 @@ fn main() {
                 sources: Default::default(),
                 sinks: Default::default(),
                 catalog: None,
+                formats: Default::default(),
             };
             // Options that ask for no wait at all: the backend's floor sets the schedule.
             let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap());

@@ -56,6 +56,8 @@ pub fn kinds() -> Kinds {
     let b = b.settings(lake_otel::TelemetrySettings);
     #[cfg(not(feature = "otel"))]
     let b = b.settings(lake_core::settings::AcceptAny("telemetry"));
+    #[cfg(feature = "iceberg")]
+    let b = b.table_format(lake_iceberg::IcebergKind);
     #[cfg(feature = "postgres")]
     let b = b
         .sink(lake_postgres::PostgresKind)
@@ -466,6 +468,7 @@ impl Lake {
             sources,
             sinks: self.sinks_in(&env).await?,
             catalog: self.catalog_in(&env).await?,
+            formats: self.formats_in(&env)?,
         })
     }
 
@@ -489,6 +492,18 @@ impl Lake {
     /// `[catalog]`, or where its kind cannot work: a Glue catalog on a local root).
     pub async fn catalog(&self) -> Result<Option<Arc<dyn lake_core::catalog::Catalog>>> {
         self.catalog_in(&self.backend_env()).await
+    }
+
+    /// The table formats the steps use, opened by their kinds.
+    fn formats_in(
+        &self,
+        env: &BackendEnv,
+    ) -> Result<BTreeMap<String, Arc<dyn lake_core::table_format::TableFormat>>> {
+        self.pipeline
+            .formats
+            .iter()
+            .map(|(name, kind)| Ok((name.clone(), kind.open(env)?)))
+            .collect()
     }
 
     async fn catalog_in(
@@ -1128,6 +1143,7 @@ impl Lake {
                 .sinks_in(&self.backend_env_with(opts.env.clone()))
                 .await?,
             catalog: None,
+            formats: BTreeMap::new(),
         };
         self.traced(opts, |opts| async move {
             lake_core::run::sink(&cx, names, &opts).await

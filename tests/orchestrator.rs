@@ -133,6 +133,7 @@ fn context(b: MockClusterBackend, store: Arc<DynZoneStore>) -> RunContext {
         sources: [("s".to_owned(), source())].into(),
         sinks: Default::default(),
         catalog: None,
+        formats: Default::default(),
     }
 }
 

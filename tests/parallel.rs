@@ -60,6 +60,7 @@ async fn run_diamond(max_parallel: usize, b_fails: bool) -> RunRecord {
         sources: Default::default(),
         sinks: Default::default(),
         catalog: None,
+        formats: Default::default(),
     };
     let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
     opts.poll = std::time::Duration::from_millis(10);
@@ -147,6 +148,7 @@ async fn a_failed_step_leaves_no_staging_folder() {
         sources: Default::default(),
         sinks: Default::default(),
         catalog: None,
+        formats: Default::default(),
     };
     let r = run(
         &cx,

@@ -36,6 +36,7 @@ env = {{ TOKEN = "${{env:LEAK_TOKEN}}" }}
         sources: Default::default(),
         sinks: Default::default(),
         catalog: None,
+        formats: Default::default(),
     };
     let mut opts = RunOptions::new(NaiveDate::from_ymd_opt(2024, 5, 1).unwrap());
     opts.env = Arc::new(|v| (v == "LEAK_TOKEN").then(|| SECRET.to_owned()));

@@ -185,6 +185,7 @@ fn context_for(toml: &str, api: MockEmrApi, store: Arc<DynZoneStore>) -> RunCont
         sources: Default::default(),
         sinks: Default::default(),
         catalog: None,
+        formats: Default::default(),
     }
 }
 

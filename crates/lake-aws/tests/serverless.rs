@@ -224,6 +224,7 @@ fn context(toml: &str, api: MockServerlessApi, store: Arc<DynZoneStore>) -> RunC
         sources: Default::default(),
         sinks: Default::default(),
         catalog: None,
+        formats: Default::default(),
     }
 }
 

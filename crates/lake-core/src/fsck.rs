@@ -139,6 +139,8 @@ pub async fn check(store: &DynZoneStore, hash: bool, live_run: Option<&str>) -> 
     let mut committed: BTreeMap<String, ObjectEntry> = BTreeMap::new();
     let mut kept: BTreeSet<String> = BTreeSet::new();
     let mut listing = Vec::new();
+    // Dataset prefixes: a table format's files under `<prefix>/metadata/` are its own.
+    let mut datasets: BTreeSet<String> = BTreeSet::new();
     for zone in Zone::ALL {
         for meta in store.list(zone.as_str()).await? {
             let key = meta.key.as_str();
@@ -146,6 +148,7 @@ pub async fn check(store: &DynZoneStore, hash: bool, live_run: Option<&str>) -> 
             if name == publish::MANIFEST {
                 if let Some(m) = store.get_json::<Manifest>(&meta.key).await? {
                     report.manifests += 1;
+                    datasets.insert(m.prefix.clone());
                     committed.extend(m.objects.into_iter().map(|o| (o.key.clone(), o)));
                 }
             } else if name == publish::WINDOW_INDEX {
@@ -201,8 +204,15 @@ pub async fn check(store: &DynZoneStore, hash: bool, live_run: Option<&str>) -> 
             detail: format!("{e}; {}", redo(&o.key)),
         });
     }
+    let format_file = |key: &str| {
+        datasets.iter().any(|p| {
+            key.strip_prefix(p.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(crate::table_format::is_format_file)
+        })
+    };
     for (key, _) in &listing {
-        if !committed.contains_key(key) && !kept.contains(key) {
+        if !committed.contains_key(key) && !kept.contains(key) && !format_file(key) {
             report.findings.push(Finding {
                 problem: Problem::Orphan,
                 key: key.clone(),

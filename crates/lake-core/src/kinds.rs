@@ -14,6 +14,7 @@ use crate::catalog::CatalogKind;
 use crate::settings::SettingsKind;
 use crate::sink::SinkKind;
 use crate::source::SourceKind;
+use crate::table_format::TableFormatKind;
 
 /// The kinds a program offers, the first backend being the default of `backend`.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +24,7 @@ pub struct Kinds {
     sinks: Vec<Arc<dyn SinkKind>>,
     catalogs: Vec<Arc<dyn CatalogKind>>,
     settings: Vec<Arc<dyn SettingsKind>>,
+    formats: Vec<Arc<dyn TableFormatKind>>,
 }
 
 /// Panics when `name` is registered twice: a mistake in the program, not in a lake.toml.
@@ -98,6 +100,38 @@ impl Kinds {
         );
         self.catalogs.push(Arc::new(kind));
         self
+    }
+
+    /// Register a table format (`table_format = "…"`; `parquet` is built in).
+    ///
+    /// # Panics
+    ///
+    /// When a format of the same name (or `parquet`) is registered already.
+    pub fn table_format(mut self, kind: impl TableFormatKind) -> Self {
+        once(
+            "table format",
+            kind.name(),
+            self.formats
+                .iter()
+                .map(|k| k.name())
+                .chain([crate::table_format::PARQUET]),
+        );
+        self.formats.push(Arc::new(kind));
+        self
+    }
+
+    /// The table format named `name`.
+    pub fn format_kind(&self, name: &str) -> Option<&Arc<dyn TableFormatKind>> {
+        self.formats.iter().find(|k| k.name() == name)
+    }
+
+    /// The table formats' names, `parquet` first, for messages.
+    pub fn format_names(&self) -> String {
+        names(
+            [crate::table_format::PARQUET]
+                .into_iter()
+                .chain(self.formats.iter().map(|k| k.name())),
+        )
     }
 
     /// Register a settings table (`[aws]`, `[engine]`): a top-level table the kinds of one

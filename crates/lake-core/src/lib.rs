@@ -63,6 +63,7 @@ pub mod scratch;
 pub mod settings;
 pub mod sink;
 pub mod source;
+pub mod table_format;
 pub mod units;
 pub mod zone;
 

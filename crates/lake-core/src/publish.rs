@@ -795,8 +795,11 @@ async fn land_objects(
 /// [`OverwritePartitions`](WriteMode::OverwritePartitions) drops those in the folders the staging
 /// writes. The new manifest is the commit point; then objects only the previous manifest listed
 /// are deleted once `retain_replaced` has passed (see [`tidy`]), with any object under `prefix`
-/// no manifest lists, and the staging objects are removed. Fails (publishing nothing) when
-/// `staging` holds nothing to publish.
+/// no manifest lists, and the staging objects are removed. With a table `format`, its
+/// snapshot of the new manifest is committed between the two (see [`crate::table_format`]),
+/// and replaced objects stay at least as long as its snapshots. Fails (publishing nothing)
+/// when `staging` holds nothing to publish.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish(
     store: &DynZoneStore,
     staging: &str,
@@ -805,6 +808,7 @@ pub async fn publish(
     run_id: &str,
     produced: Option<Produced>,
     retain_replaced: std::time::Duration,
+    format: Option<FormatCommit<'_>>,
 ) -> Result<Manifest> {
     let staged: Vec<_> = store
         .list(staging)
@@ -915,6 +919,11 @@ pub async fn publish(
         objects,
     };
     store.put_json(&manifest_key(prefix)?, &manifest).await?;
+    let mut retain_replaced = retain_replaced;
+    if let Some(f) = format {
+        f.commit(store, prefix, &manifest).await?;
+        retain_replaced = retain_replaced.max(f.retain);
+    }
     let replaced = previous
         .map(|p| p.objects)
         .unwrap_or_default()
@@ -924,6 +933,46 @@ pub async fn publish(
     tidy(store, prefix, &manifest.objects, replaced, retain_replaced).await?;
     store.delete_prefix(staging).await?;
     Ok(manifest)
+}
+
+/// A table format's commit within [`publish`]: which format, and what its snapshot records.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatCommit<'a> {
+    /// The format.
+    pub format: &'a dyn crate::table_format::TableFormat,
+    /// The step publishing.
+    pub step: &'a str,
+    /// The dataset's zone and name.
+    pub dataset: &'a ZoneRef,
+    /// Its partition columns.
+    pub partition_by: &'a [String],
+    /// How long replaced snapshots (and their files) stay.
+    pub retain: std::time::Duration,
+}
+
+impl FormatCommit<'_> {
+    /// Commit the snapshot of `manifest`, the dataset's manifest at `prefix`.
+    pub async fn commit(
+        &self,
+        store: &DynZoneStore,
+        prefix: &str,
+        manifest: &Manifest,
+    ) -> Result<()> {
+        let dataset = Dataset {
+            zone: self.dataset.zone,
+            name: self.dataset.name.clone(),
+            prefix: prefix.to_owned(),
+            objects: manifest.objects.clone(),
+        };
+        let of = crate::table_format::SnapshotOf {
+            dataset: &dataset,
+            manifest,
+            step: self.step,
+            partition_by: self.partition_by,
+            retain: self.retain,
+        };
+        self.format.commit(store, &of).await
+    }
 }
 
 /// The dataset file listing objects a republish replaced, kept for readers that started
@@ -970,7 +1019,10 @@ pub async fn tidy(
         .into_iter()
         .filter(|m| {
             let rel = rel_key(m.key.as_str(), prefix);
-            !is_hidden(rel) && !listed.contains(m.key.as_str()) && !young.contains(m.key.as_str())
+            !is_hidden(rel)
+                && !crate::table_format::is_format_file(rel)
+                && !listed.contains(m.key.as_str())
+                && !young.contains(m.key.as_str())
         })
         .map(|m| m.key)
         .collect();

@@ -716,6 +716,9 @@ pub struct Pipeline {
     /// How long a dataset's replaced objects stay after a republish (`[lake] retain_replaced`).
     #[serde(with = "secs")]
     pub retain_replaced: Duration,
+    /// How long a table format keeps replaced snapshots (`[lake] retain_snapshots`).
+    #[serde(with = "secs")]
+    pub retain_snapshots: Duration,
     /// Sources by name.
     pub sources: BTreeMap<String, SourceSpec>,
     /// Steps by name.
@@ -737,6 +740,10 @@ pub struct Pipeline {
     pub charts: BTreeMap<String, ChartSpec>,
     /// The data catalog published datasets are registered in (`[catalog]`).
     pub catalog: Option<CatalogSpec>,
+    /// The table formats the steps use other than `parquet`, by name, as the program offers
+    /// them (a run opens each once).
+    #[serde(skip)]
+    pub formats: BTreeMap<String, std::sync::Arc<dyn crate::table_format::TableFormatKind>>,
     /// Every reference to a secrets manager in lake.toml (`${aws-secretsmanager:…}`,
     /// `${aws-ssm:…}`), where it is written: read once at the start of a run.
     pub secrets: Vec<SecretUse>,
@@ -1083,6 +1090,8 @@ pub struct StepSpec {
     /// How old its dataset may get (`freshness`, in seconds); none: no limit.
     #[serde(default, with = "opt_secs", skip_serializing_if = "Option::is_none")]
     pub freshness: Option<Duration>,
+    /// How its output is kept (`parquet`, `iceberg`): `table_format`, else `[lake]`'s.
+    pub table_format: String,
 }
 
 impl StepSpec {

@@ -172,6 +172,13 @@ pub struct LakeSection {
     /// (`"0s"`, the default: deleted at once; `"1h"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_replaced: Option<String>,
+    /// How steps' datasets are kept: `parquet` (the default: folders with lake's manifests) or
+    /// a registered format (`iceberg`); a step's `table_format` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_format: Option<String>,
+    /// How long a table format keeps a replaced snapshot and its files (`"7d"`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_snapshots: Option<String>,
 }
 
 fn default_root() -> String {
@@ -275,6 +282,9 @@ pub struct StepConfig {
     /// How old the step's output may get before it is stale (`26h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<String>,
+    /// Overrides `[lake] table_format` for this step's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_format: Option<String>,
     /// `sql`: one SELECT over the inputs (each a table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,

@@ -21,6 +21,9 @@ pub(crate) const CORE_TABLES: [&str; 10] = [
 ];
 
 /// Default lock validity when `lake.lock_ttl` is not set.
+/// How long replaced table snapshots stay by default (`[lake] retain_snapshots`).
+pub(crate) const DEFAULT_RETAIN_SNAPSHOTS: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 pub(crate) const DEFAULT_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// Check `file` with the overrides of `[env.<env>]` applied and build the [`Pipeline`].
@@ -159,6 +162,15 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
             .map_err(|m| r.value("lake.retain_replaced", m))
             .unwrap_or(std::time::Duration::ZERO),
     };
+
+    let retain_snapshots = match &lake.retain_snapshots {
+        None => DEFAULT_RETAIN_SNAPSHOTS,
+        Some(raw) => parse_duration(raw)
+            .map_err(|m| r.value("lake.retain_snapshots", m))
+            .unwrap_or(DEFAULT_RETAIN_SNAPSHOTS),
+    };
+    let lake_format = table_format(&mut r, backends, "lake.table_format", &lake.table_format)
+        .unwrap_or_else(|| crate::table_format::PARQUET.to_owned());
 
     // Sources are checked before the steps: their kinds see no steps.
     let no_steps = BTreeMap::new();
@@ -317,6 +329,13 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
         let (retries, retry_delay) = retry_keys(&mut r, &key, step.retries, &step.retry_delay);
         let merge = merge_spec(&mut r, &key, step);
         let freshness = freshness_key(&mut r, &key, &step.freshness);
+        let format = table_format(
+            &mut r,
+            backends,
+            &format!("{key}.table_format"),
+            &step.table_format,
+        )
+        .unwrap_or_else(|| lake_format.clone());
         steps.insert(
             name.clone(),
             StepSpec {
@@ -333,6 +352,7 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
                 retries,
                 retry_delay,
                 freshness,
+                table_format: format,
             },
         );
     }
@@ -470,6 +490,15 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
         max_parallel_steps,
         lock_ttl,
         retain_replaced,
+        retain_snapshots,
+        formats: steps
+            .values()
+            .filter_map(|s| {
+                backends
+                    .format_kind(&s.table_format)
+                    .map(|k| (s.table_format.clone(), std::sync::Arc::clone(k)))
+            })
+            .collect(),
         sources,
         steps,
         order,
@@ -538,6 +567,27 @@ fn managed_references(file: &ConfigFile, spans: &SpanIndex) -> Vec<SecretUse> {
 }
 
 /// The duration at `key`, or `default_secs` when it is not set or (reported) invalid.
+/// A `table_format` key: `parquet` or a registered format; `None` when absent or reported.
+fn table_format(
+    r: &mut Reporter<'_>,
+    kinds: &Kinds,
+    key: &str,
+    name: &Option<String>,
+) -> Option<String> {
+    let name = name.as_ref()?;
+    if name == crate::table_format::PARQUET || kinds.format_kind(name).is_some() {
+        return Some(name.clone());
+    }
+    r.value(
+        key,
+        format!(
+            "unknown table format {name:?}; this build of lake has: {}",
+            kinds.format_names()
+        ),
+    );
+    None
+}
+
 /// `freshness` of the table at `key` (a positive duration).
 fn freshness_key(
     r: &mut Reporter<'_>,

@@ -48,6 +48,9 @@ pub struct RunContext {
     pub sinks: BTreeMap<String, Arc<dyn crate::sink::Sink>>,
     /// The catalog published datasets are registered in (`[catalog]` on a root it serves).
     pub catalog: Option<Arc<dyn crate::catalog::Catalog>>,
+    /// The table formats steps' outputs are committed in (`table_format`), by name; `parquet`
+    /// needs none. A step whose format is missing fails, saying so.
+    pub formats: BTreeMap<String, Arc<dyn crate::table_format::TableFormat>>,
 }
 
 /// Something that wants to hear about a run as it goes (the CLI prints these).

@@ -236,6 +236,13 @@ impl Runner<'_> {
             && publish::sizes_match(store, &seen, &inputs).is_ok()
             && present(store, &m.objects).await?
         {
+            // A run killed between its manifest and its table snapshot left the table behind:
+            // the commit catches it up (and is a no-op when the snapshot is there).
+            if let Some(format) = self.format(spec)? {
+                self.format_commit(&*format, spec, out)
+                    .commit(store, &out.prefix(), &m)
+                    .await?;
+            }
             rec.status = Status::UpToDate;
             rec.bytes = Some(m.bytes());
             rec.error = Some(if m.fingerprint.as_deref() == Some(fingerprint.as_str()) {
@@ -426,6 +433,11 @@ impl Runner<'_> {
         let rejected = metrics.as_ref().map_or(0, |m| m.rejected);
         if rejected > 0 {
             let target = publish::rejected_prefix(out.zone, &spec.name);
+            let format = self.format(spec).map_err(err)?;
+            let rejected_ref = crate::config::ZoneRef {
+                zone: out.zone,
+                name: format!("_rejected_{}", spec.name),
+            };
             publish::publish(
                 store,
                 &format!("{staging}/{}", publish::REJECTED),
@@ -434,6 +446,10 @@ impl Runner<'_> {
                 self.run_id,
                 None,
                 self.ctx.pipeline.retain_replaced,
+                format.as_deref().map(|f| publish::FormatCommit {
+                    partition_by: &[],
+                    ..self.format_commit(f, spec, &rejected_ref)
+                }),
             )
             .await
             .map_err(err)?;
@@ -469,10 +485,12 @@ impl Runner<'_> {
             }
         }
         self.check_catalog(staging, out).await?;
+        self.check_format(spec, staging, out).await?;
         self.opts.emit(Event::Publishing {
             step: spec.name.clone(),
             output: out.to_string(),
         });
+        let format = self.format(spec).map_err(err)?;
         let m = publish::publish(
             store,
             staging,
@@ -481,6 +499,7 @@ impl Runner<'_> {
             self.run_id,
             Some(produced),
             self.ctx.pipeline.retain_replaced,
+            format.as_deref().map(|f| self.format_commit(f, spec, out)),
         )
         .await
         .map_err(err)?;
@@ -488,6 +507,45 @@ impl Runner<'_> {
         self.committed(&m.objects);
         rec.output_objects = m.objects;
         Ok(())
+    }
+
+    /// The table format of `spec`'s output: none for `parquet`; a format this program does not
+    /// offer is an error naming it.
+    fn format(&self, spec: &StepSpec) -> Result<Option<Arc<dyn crate::table_format::TableFormat>>> {
+        if spec.table_format == crate::table_format::PARQUET {
+            return Ok(None);
+        }
+        self.ctx
+            .formats
+            .get(&spec.table_format)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| Error::NotImplemented {
+                operation: "this table_format",
+                implementer: format!(
+                    "this program: step {} asks for table_format = {:?}, which it cannot open",
+                    spec.name, spec.table_format
+                ),
+            })
+    }
+
+    fn format_commit<'a>(
+        &'a self,
+        format: &'a dyn crate::table_format::TableFormat,
+        spec: &'a StepSpec,
+        out: &'a crate::config::ZoneRef,
+    ) -> publish::FormatCommit<'a> {
+        let partition_by = match &spec.kind {
+            StepSpecKind::Sql { partition_by, .. } => partition_by.as_slice(),
+            _ => &[],
+        };
+        publish::FormatCommit {
+            format,
+            step: &spec.name,
+            dataset: out,
+            partition_by,
+            retain: self.ctx.pipeline.retain_snapshots,
+        }
     }
 
     /// With `[catalog]` naming `out`: refuse, before anything is published, an output whose
@@ -503,8 +561,24 @@ impl Runner<'_> {
         if !cspec.includes(out.zone, &out.name) {
             return Ok(());
         }
-        let store = &*self.ctx.store;
-        let objects = store
+        let staged = self.staged(staging, out).await?;
+        catalog.check_staged(&staged).await.map_err(|e| {
+            StepFailure::Failed(format!(
+                "{}; {out} was left as it was",
+                self.redactor.redact(&error_chain(&e))
+            ))
+        })
+    }
+
+    /// A step's staged output as a dataset: the objects it would publish.
+    async fn staged(
+        &self,
+        staging: &str,
+        out: &crate::config::ZoneRef,
+    ) -> std::result::Result<publish::Dataset, StepFailure> {
+        let objects = self
+            .ctx
+            .store
             .list(staging)
             .await
             .map_err(StepFailure::Error)?
@@ -518,18 +592,36 @@ impl Runner<'_> {
                 etag: None,
             })
             .collect();
-        let staged = publish::Dataset {
+        Ok(publish::Dataset {
             zone: out.zone,
             name: out.name.clone(),
             prefix: staging.to_owned(),
             objects,
-        };
-        catalog.check_staged(&staged).await.map_err(|e| {
-            StepFailure::Failed(format!(
-                "{}; {out} was left as it was",
-                self.redactor.redact(&error_chain(&e))
-            ))
         })
+    }
+
+    /// With a table format: refuse, before anything is published, an output whose columns the
+    /// table cannot take (a changed type), so the dataset keeps its data.
+    async fn check_format(
+        &self,
+        spec: &StepSpec,
+        staging: &str,
+        out: &crate::config::ZoneRef,
+    ) -> std::result::Result<(), StepFailure> {
+        let Some(format) = self.format(spec).map_err(StepFailure::Error)? else {
+            return Ok(());
+        };
+        let staged = self.staged(staging, out).await?;
+        let commit = self.format_commit(&*format, spec, out);
+        format
+            .check(&self.ctx.store, &staged, &out.prefix(), commit.partition_by)
+            .await
+            .map_err(|e| {
+                StepFailure::Failed(format!(
+                    "{}; {out} was left as it was",
+                    self.redactor.redact(&error_chain(&e))
+                ))
+            })
     }
 
     fn request(
