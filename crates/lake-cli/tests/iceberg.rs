@@ -1,0 +1,267 @@
+//! `table_format = "iceberg"`: both examples' datasets are Iceberg tables that pyiceberg reads
+//! from their file catalog (`metadata/version-hint.text`), and DuckDB through pyiceberg's Arrow
+//! scan, with the rows `lake query` counts; a republish is a new snapshot and the old one
+//! still reads as it was; a changed column type fails the step before anything is published.
+//!
+//! Needs `LAKE_PYSPARK_PYTHON`, a Python with pyiceberg, duckdb and pyarrow (`.ci/run` installs
+//! them); skips without it unless `LAKE_REQUIRE_PYSPARK` is set.
+
+mod common;
+
+use std::path::Path;
+
+use common::{lake, stderr, stdout};
+
+fn python() -> Option<String> {
+    match std::env::var("LAKE_PYSPARK_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var_os("LAKE_REQUIRE_PYSPARK").is_some() => {
+            panic!("LAKE_REQUIRE_PYSPARK is set but LAKE_PYSPARK_PYTHON is not")
+        }
+        Err(_) => {
+            eprintln!("skipped: set LAKE_PYSPARK_PYTHON to a Python with pyiceberg and duckdb");
+            None
+        }
+    }
+}
+
+/// Prints, per table folder given: its name, the rows pyiceberg scans, the rows DuckDB counts
+/// over that scan, the distinct values of an optional column, the snapshot count, and each
+/// snapshot's operation, lake run id and rows (oldest first).
+const READ: &str = r##"
+import sys, json, duckdb
+from pyiceberg.table import StaticTable
+for arg in sys.argv[1:]:
+    folder, _, column = arg.partition("#")
+    hint = open(f"{folder}/metadata/version-hint.text").read().strip()
+    t = StaticTable.from_metadata(f"file://{folder}/metadata/v{hint}.metadata.json")
+    scan = t.scan().to_arrow()
+    duck = duckdb.connect()
+    duck.register("scan", scan)
+    rows = duck.execute("SELECT count(*) FROM scan").fetchone()[0]
+    distinct = duck.execute(f'SELECT count(DISTINCT "{column}") FROM scan').fetchone()[0] if column else None
+    snaps = sorted(t.snapshots(), key=lambda s: s.timestamp_ms)
+    history = [
+        {"op": s.summary.operation.value, "run": s.summary.additional_properties.get("lake.run-id"),
+         "rows": t.scan(snapshot_id=s.snapshot_id).to_arrow().num_rows}
+        for s in snaps
+    ]
+    print(json.dumps({"table": folder, "rows": scan.num_rows, "duckdb": rows, "distinct": distinct,
+                      "history": history}))
+"##;
+
+fn read(python: &str, tables: &[String]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(READ)
+        .args(tables)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyiceberg: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The example `name` in a new folder with `table_format = "iceberg"`.
+fn iceberg_example(name: &str) -> tempfile::TempDir {
+    let dir = lake_testing::example(name);
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("[lake]\n", "[lake]\ntable_format = \"iceberg\"\n", 1),
+    )
+    .unwrap();
+    dir
+}
+
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out = lake(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "lake {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn count(dir: &Path, sql: &str) -> u64 {
+    let out = run(dir, &["query", "--format", "csv", sql]);
+    out.lines().nth(1).unwrap().parse().unwrap()
+}
+
+fn run_id(out: &str) -> String {
+    out.split_whitespace()
+        .skip_while(|w| *w != "run")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no run id in {out}"))
+        .to_owned()
+}
+
+#[test]
+fn pyiceberg_and_duckdb_read_both_examples_tables() {
+    let Some(python) = python() else { return };
+    // Weather: partitioned by date, overwrite_partitions over two days of the same response
+    // (the same hours), so its second snapshot replaces the date partitions' files.
+    for (example, dates, tables) in [
+        (
+            "credit",
+            &["2024-05-01"][..],
+            &[
+                ("trusted.credit", "trusted/credit", "purpose"),
+                ("refined.credit_by_purpose", "refined/credit_by_purpose", ""),
+            ][..],
+        ),
+        (
+            "weather",
+            &["2024-05-01", "2024-05-02"][..],
+            &[
+                ("trusted.weather_hourly", "trusted/weather_hourly", "date"),
+                ("refined.weather_daily", "refined/weather_daily", ""),
+            ][..],
+        ),
+    ] {
+        let dir = iceberg_example(example);
+        for date in dates {
+            run(dir.path(), &["run", "--date", date]);
+        }
+        let root = dir.path().join("lake");
+        let args: Vec<String> = tables
+            .iter()
+            .map(|(_, folder, col)| format!("{}#{col}", root.join(folder).display()))
+            .collect();
+        let read = read(&python, &args);
+        for ((table, _, col), got) in tables.iter().zip(&read) {
+            let n = count(dir.path(), &format!("SELECT count(*) FROM {table}"));
+            assert!(n > 0, "{table}");
+            assert_eq!(
+                got["rows"], n,
+                "{table}: pyiceberg's rows against lake's: {got}"
+            );
+            assert_eq!(
+                got["duckdb"], n,
+                "{table}: DuckDB's rows against lake's: {got}"
+            );
+            if !col.is_empty() {
+                let d = count(
+                    dir.path(),
+                    &format!("SELECT count(DISTINCT {col}) FROM {table}"),
+                );
+                assert_eq!(got["distinct"], d, "{table}.{col}: {got}");
+            }
+        }
+        if example == "weather" {
+            let hourly = &read[0]["history"];
+            assert_eq!(hourly.as_array().unwrap().len(), 2, "{hourly}");
+            assert_eq!(hourly[0]["op"], "append", "{hourly}");
+            assert_eq!(hourly[1]["op"], "overwrite", "{hourly}");
+            assert_eq!(hourly[0]["rows"], hourly[1]["rows"], "{hourly}");
+            assert_eq!(hourly[1]["rows"], read[0]["rows"], "{hourly}");
+        }
+        let fsck = run(dir.path(), &["fsck"]);
+        assert!(fsck.contains("consistent"), "{fsck}");
+    }
+}
+
+#[test]
+fn a_republish_is_a_new_snapshot_and_the_old_one_reads_as_it_was() {
+    let Some(python) = python() else { return };
+    let dir = iceberg_example("credit");
+    let first = run_id(&run(dir.path(), &["run", "--date", "2024-05-01"]));
+    // The same inputs: up to date, no new snapshot.
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    // Fewer rows in the republish: the current snapshot has them, the first has all.
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen(
+            "FROM credit\n",
+            "FROM credit WHERE CAST(age AS INT) >= 30\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let second = run_id(&run(dir.path(), &["run", "--date", "2024-05-01"]));
+    let adults = count(dir.path(), "SELECT count(*) FROM trusted.credit");
+    assert!(adults < 1000, "{adults}");
+    let folder = dir.path().join("lake/trusted/credit");
+    let got = &read(&python, &[format!("{}#", folder.display())])[0];
+    assert_eq!(got["rows"], adults, "{got}");
+    let history = got["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{got}");
+    assert_eq!(history[0]["run"], first.as_str(), "{got}");
+    assert_eq!(history[0]["rows"], 1000, "{got}");
+    assert_eq!(history[1]["run"], second.as_str(), "{got}");
+    assert_eq!(history[1]["op"], "overwrite", "{got}");
+    assert_eq!(history[1]["rows"], adults, "{got}");
+    // The first snapshot's file stays for its readers (retain_snapshots, 7 days).
+    let fsck = run(dir.path(), &["fsck"]);
+    assert!(fsck.contains("consistent"), "{fsck}");
+}
+
+#[test]
+fn a_changed_column_type_fails_the_step_and_leaves_the_table() {
+    let dir = iceberg_example("credit");
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    let hint = dir
+        .path()
+        .join("lake/trusted/credit/metadata/version-hint.text");
+    assert_eq!(std::fs::read_to_string(&hint).unwrap().trim(), "1");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen(
+            "CAST(age AS INT)              AS age",
+            "CAST(age AS VARCHAR)          AS age",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = lake(dir.path())
+        .args(["run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        err.contains("column age is int in the table and string in this output"),
+        "{err}"
+    );
+    assert!(err.contains("trusted/credit was left as it was"), "{err}");
+    assert_eq!(std::fs::read_to_string(&hint).unwrap().trim(), "1");
+    assert_eq!(
+        count(
+            dir.path(),
+            "SELECT count(*) FROM trusted.credit WHERE age IS NOT NULL"
+        ),
+        1000
+    );
+}
+
+#[test]
+fn an_unknown_table_format_is_refused_at_its_line() {
+    let dir = lake_testing::example("credit");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("[lake]\n", "[lake]\ntable_format = \"delta\"\n", 1),
+    )
+    .unwrap();
+    let out = lake(dir.path()).args(["plan"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("lake.toml:") && err.contains("lake.table_format"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown table format \"delta\"; this build of lake has: parquet, iceberg"),
+        "{err}"
+    );
+}
