@@ -29,12 +29,22 @@ fn python() -> Option<String> {
 /// over that scan, the distinct values of an optional column, the snapshot count, and each
 /// snapshot's operation, lake run id and rows (oldest first).
 const READ: &str = r##"
-import sys, json, duckdb
+import os, sys, json, duckdb
+from pyiceberg.io import load_file_io
 from pyiceberg.table import StaticTable
+props = {}
+if os.environ.get("AWS_ENDPOINT_URL"):
+    props = {"s3.endpoint": os.environ["AWS_ENDPOINT_URL"], "s3.region": "us-east-1",
+             "s3.access-key-id": os.environ.get("AWS_ACCESS_KEY_ID", "lake-ci"),
+             "s3.secret-access-key": os.environ.get("AWS_SECRET_ACCESS_KEY", "lake-ci")}
 for arg in sys.argv[1:]:
     folder, _, column = arg.partition("#")
-    hint = open(f"{folder}/metadata/version-hint.text").read().strip()
-    t = StaticTable.from_metadata(f"file://{folder}/metadata/v{hint}.metadata.json")
+    if "://" not in folder:
+        folder = f"file://{folder}"
+    io = load_file_io(props, folder)
+    with io.new_input(f"{folder}/metadata/version-hint.text").open() as f:
+        hint = f.read().decode().strip()
+    t = StaticTable.from_metadata(f"{folder}/metadata/v{hint}.metadata.json", properties=props)
     scan = t.scan().to_arrow()
     duck = duckdb.connect()
     duck.register("scan", scan)
@@ -241,6 +251,47 @@ fn a_changed_column_type_fails_the_step_and_leaves_the_table() {
         ),
         1000
     );
+}
+
+#[test]
+fn an_s3_root_holds_tables_pyiceberg_reads_from_s3() {
+    let (Some(endpoint), Some(python)) = (lake_testing::emulator::endpoint(), python()) else {
+        return;
+    };
+    let bucket = format!("lake-iceberg-{}", std::process::id());
+    assert_eq!(
+        lake_testing::emulator::request(&endpoint, "PUT", &format!("/{bucket}")).0,
+        200
+    );
+    let dir = iceberg_example("credit");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen(
+            "root = \"lake\"",
+            &format!("root = \"s3://{bucket}/lake\""),
+            1,
+        ),
+    )
+    .unwrap();
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    let tables = [
+        ("trusted.credit", "trusted/credit"),
+        ("refined.credit_by_purpose", "refined/credit_by_purpose"),
+    ];
+    let args: Vec<String> = tables
+        .iter()
+        .map(|(_, f)| format!("s3://{bucket}/lake/{f}#"))
+        .collect();
+    let got = read(&python, &args);
+    for ((table, _), got) in tables.iter().zip(&got) {
+        let n = count(dir.path(), &format!("SELECT count(*) FROM {table}"));
+        assert_eq!(got["rows"], n, "{table}: {got}");
+        assert_eq!(got["duckdb"], n, "{table}: {got}");
+    }
+    let fsck = run(dir.path(), &["fsck"]);
+    assert!(fsck.contains("consistent"), "{fsck}");
 }
 
 #[test]
