@@ -488,6 +488,29 @@ impl Lake {
         Ok(out)
     }
 
+    /// The snapshots of the table at `prefix` (a step's output, `trusted/credit`), newest
+    /// first, with the format's name; `None` when the step's `table_format` is `parquet` (or no
+    /// step writes `prefix`).
+    pub async fn snapshots(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(String, Vec<lake_core::table_format::SnapshotInfo>)>> {
+        let Some(step) = self
+            .pipeline
+            .steps
+            .values()
+            .find(|s| s.output.as_ref().is_some_and(|o| o.prefix() == prefix))
+        else {
+            return Ok(None);
+        };
+        let Some(kind) = self.pipeline.formats.get(&step.table_format) else {
+            return Ok(None);
+        };
+        let format = kind.open(&self.backend_env())?;
+        let snapshots = format.snapshots(&self.store, prefix).await?;
+        Ok(Some((step.table_format.clone(), snapshots)))
+    }
+
     /// The catalog published datasets are registered in, opened by its kind (`None` without
     /// `[catalog]`, or where its kind cannot work: a Glue catalog on a local root).
     pub async fn catalog(&self) -> Result<Option<Arc<dyn lake_core::catalog::Catalog>>> {

@@ -261,12 +261,7 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
         }
         Command::Status { json } => status(&Lake::open(&args.config, env).await?, *json).await,
         Command::Ls { path, json } => {
-            ls(
-                &*Lake::open(&args.config, env).await?.store,
-                path.as_deref(),
-                *json,
-            )
-            .await
+            ls(&Lake::open(&args.config, env).await?, path.as_deref(), *json).await
         }
     }
 }
@@ -1139,7 +1134,8 @@ fn write_objects(
     Ok(())
 }
 
-async fn ls(store: &DynZoneStore, path: Option<&str>, json: bool) -> Result<ExitCode> {
+async fn ls(lake: &Lake, path: Option<&str>, json: bool) -> Result<ExitCode> {
+    let store = &*lake.store;
     let mut out = print::out();
     let Some(path) = path.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) else {
         let zones = lake::core::publish::zone_summary(store).await?;
@@ -1178,6 +1174,7 @@ async fn ls(store: &DynZoneStore, path: Option<&str>, json: bool) -> Result<Exit
         )));
     }
     let objects = store.list(path).await?;
+    let snapshots = lake.snapshots(path).await?;
     if json {
         let v: Vec<_> = objects
             .iter()
@@ -1193,7 +1190,12 @@ async fn ls(store: &DynZoneStore, path: Option<&str>, json: bool) -> Result<Exit
         writeln!(
             out,
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "path": path, "objects": v }))?
+            serde_json::to_string_pretty(&match &snapshots {
+                Some((format, s)) => serde_json::json!({
+                    "path": path, "objects": v, "table_format": format, "snapshots": s
+                }),
+                None => serde_json::json!({ "path": path, "objects": v }),
+            })?
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -1208,6 +1210,22 @@ async fn ls(store: &DynZoneStore, path: Option<&str>, json: bool) -> Result<Exit
             o.last_modified.format("%Y-%m-%d %H:%M:%S"),
             o.key
         )?;
+    }
+    if let Some((format, snapshots)) = snapshots {
+        writeln!(out, "{format} snapshots of {path}, newest first:")?;
+        for s in snapshots {
+            writeln!(
+                out,
+                "  {}  {}  {:<9}  {} files, {} rows  run {}{}",
+                s.id,
+                s.committed.format("%Y-%m-%d %H:%M:%S"),
+                s.operation,
+                s.files,
+                s.rows,
+                s.run_id.as_deref().unwrap_or("-"),
+                if s.current { "  (current)" } else { "" }
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -208,6 +208,17 @@ fn a_republish_is_a_new_snapshot_and_the_old_one_reads_as_it_was() {
     assert_eq!(history[1]["run"], second.as_str(), "{got}");
     assert_eq!(history[1]["op"], "overwrite", "{got}");
     assert_eq!(history[1]["rows"], adults, "{got}");
+    // `lake ls` shows both snapshots with their runs, the current one marked.
+    let ls: serde_json::Value =
+        serde_json::from_str(&run(dir.path(), &["ls", "trusted/credit", "--json"])).unwrap();
+    assert_eq!(ls["table_format"], "iceberg", "{ls}");
+    let snaps = ls["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{ls}");
+    assert_eq!(snaps[0]["run_id"], second.as_str(), "{ls}");
+    assert_eq!(snaps[0]["current"], true, "{ls}");
+    assert_eq!(snaps[0]["rows"], adults, "{ls}");
+    assert_eq!(snaps[1]["run_id"], first.as_str(), "{ls}");
+    assert_eq!(snaps[1]["current"], false, "{ls}");
     // The first snapshot's file stays for its readers (retain_snapshots, 7 days).
     let fsck = run(dir.path(), &["fsck"]);
     assert!(fsck.contains("consistent"), "{fsck}");
