@@ -305,6 +305,76 @@ fn an_s3_root_holds_tables_pyiceberg_reads_from_s3() {
     assert!(fsck.contains("consistent"), "{fsck}");
 }
 
+fn snapshots(dir: &Path, dataset: &str) -> Vec<serde_json::Value> {
+    let ls: serde_json::Value =
+        serde_json::from_str(&run(dir, &["ls", dataset, "--json"])).unwrap();
+    ls["snapshots"].as_array().unwrap().clone()
+}
+
+fn metadata_files(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir.join("lake/trusted/credit/metadata"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(suffix)
+        })
+        .count()
+}
+
+#[test]
+fn expired_snapshots_go_with_their_manifests_and_a_lost_commit_is_caught_up() {
+    let dir = iceberg_example("credit");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("[lake]\n", "[lake]\nretain_snapshots = \"1s\"\n", 1),
+    )
+    .unwrap();
+    let first = run_id(&run(dir.path(), &["run", "--date", "2024-05-01"]));
+    assert_eq!(snapshots(dir.path(), "trusted/credit").len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = run_id(&run(
+        dir.path(),
+        &["run", "--date", "2024-05-01", "--force"],
+    ));
+    assert_ne!(first, second);
+    // The first snapshot was older than retain_snapshots: it and its Avro files are gone.
+    let snaps = snapshots(dir.path(), "trusted/credit");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["run_id"], second.as_str());
+    assert_eq!(metadata_files(dir.path(), "-m0.avro"), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("lake/trusted/credit/metadata"))
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("snap-"))
+            .count(),
+        1
+    );
+    assert_eq!(metadata_files(dir.path(), ".metadata.json"), 2);
+
+    // A run killed between lake's manifest and the table's commit: the table is missing
+    // (here, all of it). The next run finds the step up to date and commits it then.
+    std::fs::remove_dir_all(dir.path().join("lake/trusted/credit/metadata")).unwrap();
+    let out = run(dir.path(), &["run", "--date", "2024-05-01"]);
+    assert!(out.contains("0 failed"), "{out}");
+    let snaps = snapshots(dir.path(), "trusted/credit");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["run_id"], second.as_str(), "the publishing run");
+    assert_eq!(snaps[0]["rows"], 1000);
+    // And a run after that changes nothing.
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    assert_eq!(metadata_files(dir.path(), ".metadata.json"), 1);
+}
+
 #[test]
 fn an_unknown_table_format_is_refused_at_its_line() {
     let dir = lake_testing::example("credit");

@@ -189,6 +189,24 @@ impl<'a> Table<'a> {
         Ok(())
     }
 
+    /// Delete an expired snapshot's manifest list and the manifests it lists (each snapshot
+    /// lake commits writes manifests of its own). Best effort: what is left is only space.
+    async fn delete_snapshot_files(&self, list_uri: &str) {
+        let Some(Ok(list_key)) = self.key_of(list_uri) else {
+            return;
+        };
+        if let Ok(bytes) = self.store.get_bytes(&list_key).await
+            && let Ok(list) = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+        {
+            for mf in list.entries() {
+                if let Some(Ok(k)) = self.key_of(&mf.manifest_path) {
+                    let _ = self.store.delete(&k).await;
+                }
+            }
+        }
+        let _ = self.store.delete(&list_key).await;
+    }
+
     /// The live data files of the current snapshot, by path, with their snapshot and
     /// sequence numbers.
     async fn live_files(&self, io: &FileIO, cur: &Current) -> Result<BTreeMap<String, Live>> {
@@ -572,6 +590,14 @@ impl TableFormat for Iceberg {
             ),
             ("write.format.default".to_owned(), "parquet".to_owned()),
             (
+                "write.metadata.delete-after-commit.enabled".to_owned(),
+                "true".to_owned(),
+            ),
+            (
+                "write.metadata.previous-versions-max".to_owned(),
+                "100".to_owned(),
+            ),
+            (
                 "lake.dataset".to_owned(),
                 format!("{}.{}", of.dataset.zone.as_str(), of.dataset.name),
             ),
@@ -620,7 +646,10 @@ impl TableFormat for Iceberg {
             }
         };
         // The schema and spec the snapshot is written with.
-        let staged = builder.build().map_err(ice(prefix))?.metadata;
+        let staged = builder.build().map_err(ice(prefix))?;
+        // Metadata files past `write.metadata.previous-versions-max` leave the log: they go.
+        let expired_logs = staged.expired_metadata_logs;
+        let staged = staged.metadata;
         let schema = Arc::clone(staged.current_schema());
         let spec = (**staged.default_partition_spec()).clone();
         let spec_id = spec.spec_id();
@@ -778,7 +807,10 @@ impl TableFormat for Iceberg {
             .await?;
         // The manifest lists (and their manifests) of expired snapshots: no snapshot names them.
         for uri in expired_lists {
-            if let Some(Ok(k)) = table.key_of(&uri) {
+            table.delete_snapshot_files(&uri).await;
+        }
+        for log in expired_logs {
+            if let Some(Ok(k)) = table.key_of(&log.metadata_file) {
                 let _ = store.delete(&k).await;
             }
         }
