@@ -303,6 +303,8 @@ pub struct Lake {
     /// Where each run's trace and metrics go (`[telemetry]`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
     #[cfg(feature = "otel")]
     telemetry: Option<Arc<lake_otel::Telemetry>>,
+    /// With [`as_of`](Self::as_of): the datasets queries read, as of then.
+    history: Option<Arc<Vec<lake_core::publish::Dataset>>>,
 }
 
 impl Lake {
@@ -376,7 +378,73 @@ impl Lake {
             programs: BTreeMap::new(),
             #[cfg(feature = "otel")]
             telemetry,
+            history: None,
         })
+    }
+
+    /// This lake as its queries see it at `at`: a run id (the state its run left, at its end)
+    /// or a UTC time (`2024-05-01T12:00:00Z`). Each dataset kept in a table format with history
+    /// (`table_format = "iceberg"`) is read from its newest snapshot at or before then, and left
+    /// out when it has none; other datasets are read as they are now. Returns the lake and a
+    /// note for each dataset not read as of then.
+    pub async fn as_of(&self, at: &str) -> Result<(Self, Vec<String>)> {
+        let when = match lake_core::chrono::DateTime::parse_from_rfc3339(at) {
+            Ok(t) => t.with_timezone(&lake_core::chrono::Utc),
+            Err(_) => match lake_core::ledger::get(&*self.store, at).await {
+                Ok(run) => run.ended.unwrap_or(run.started),
+                Err(e) if e.is_not_found() || matches!(e, Error::InvalidKey { .. }) => {
+                    return Err(Error::Invalid {
+                        what: format!("--as-of {at:?}"),
+                        message: "neither a run in the ledger (as `lake runs` lists them) nor a UTC time such as 2024-05-01T12:00:00Z".into(),
+                    });
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let mut datasets = lake_core::publish::list_datasets(&*self.store).await?;
+        let mut notes = Vec::new();
+        let mut kept = Vec::with_capacity(datasets.len());
+        for mut d in datasets.drain(..) {
+            let Some(format) = self.format_of(&d.prefix)? else {
+                if d.zone != lake_core::config::Zone::Raw {
+                    notes.push(format!(
+                        "{}.{} has no history (table_format = \"parquet\"): read as it is now",
+                        d.zone.as_str(),
+                        d.name
+                    ));
+                }
+                kept.push(d);
+                continue;
+            };
+            match format.files_as_of(&self.store, &d.prefix, when).await? {
+                Some(files) => {
+                    // Files the current manifest lists keep their SHA-256 for the check.
+                    let current: BTreeMap<String, lake_core::publish::ObjectEntry> =
+                        d.objects.drain(..).map(|o| (o.key.clone(), o)).collect();
+                    d.objects = files
+                        .into_iter()
+                        .map(|f| current.get(&f.key).cloned().unwrap_or(f))
+                        .collect();
+                    kept.push(d);
+                }
+                None => notes.push(format!(
+                    "{}.{} has no snapshot at or before {when} (not yet written, or expired: retain_snapshots): left out",
+                    d.zone.as_str(),
+                    d.name
+                )),
+            }
+        }
+        let mut lake = self.clone();
+        lake.history = Some(Arc::new(kept));
+        Ok((lake, notes))
+    }
+
+    /// The committed datasets queries read: as of [`as_of`](Self::as_of)'s time, or now.
+    async fn datasets(&self) -> Result<Vec<lake_core::publish::Dataset>> {
+        match &self.history {
+            Some(h) => Ok((**h).clone()),
+            None => lake_core::publish::list_datasets(&*self.store).await,
+        }
     }
 
     /// This lake with its engine [guarded](Engine::guarded) for queries people type into a
@@ -488,6 +556,21 @@ impl Lake {
         Ok(out)
     }
 
+    /// The table format of the dataset at `prefix` (a step's output), opened; `None` for
+    /// `parquet` (or a prefix no step writes).
+    fn format_of(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<Arc<dyn lake_core::table_format::TableFormat>>> {
+        let kind = self
+            .pipeline
+            .steps
+            .values()
+            .find(|s| s.output.as_ref().is_some_and(|o| o.prefix() == prefix))
+            .and_then(|s| self.pipeline.formats.get(&s.table_format));
+        kind.map(|k| k.open(&self.backend_env())).transpose()
+    }
+
     /// The snapshots of the table at `prefix` (a step's output, `trusted/credit`), newest
     /// first, with the format's name; `None` when the step's `table_format` is `parquet` (or no
     /// step writes `prefix`).
@@ -495,20 +578,11 @@ impl Lake {
         &self,
         prefix: &str,
     ) -> Result<Option<(String, Vec<lake_core::table_format::SnapshotInfo>)>> {
-        let Some(step) = self
-            .pipeline
-            .steps
-            .values()
-            .find(|s| s.output.as_ref().is_some_and(|o| o.prefix() == prefix))
-        else {
+        let Some(format) = self.format_of(prefix)? else {
             return Ok(None);
         };
-        let Some(kind) = self.pipeline.formats.get(&step.table_format) else {
-            return Ok(None);
-        };
-        let format = kind.open(&self.backend_env())?;
         let snapshots = format.snapshots(&self.store, prefix).await?;
-        Ok(Some((step.table_format.clone(), snapshots)))
+        Ok(Some((format.name().to_owned(), snapshots)))
     }
 
     /// The catalog published datasets are registered in, opened by its kind (`None` without
@@ -835,7 +909,7 @@ impl Lake {
     /// `raw.<source>`, `trusted.<dataset>`, `refined.<dataset>`, `<zone>._rejected_<step>`.
     /// Raw sources are read with the format options of the first step input that reads them.
     pub async fn query_session(&self) -> Result<lake_local::engine::SessionContext> {
-        let datasets = lake_core::publish::list_datasets(&*self.store).await?;
+        let datasets = self.datasets().await?;
         let ctx = self.session_over(&datasets).await?;
         self.with_ledger(&ctx).await?;
         Ok(ctx)
@@ -876,7 +950,7 @@ impl Lake {
     /// `message`, the error of a query of `sql`, with the object of the tables it names that
     /// fails to be read on its own (and the NDJSON line): decode errors name no file.
     pub async fn name_failing_object(&self, sql: &str, message: String) -> String {
-        let Ok(datasets) = lake_core::publish::list_datasets(&*self.store).await else {
+        let Ok(datasets) = self.datasets().await else {
             return message;
         };
         let formats = self.raw_formats();
@@ -974,7 +1048,7 @@ impl Lake {
         Vec<lake_core::publish::ObjectEntry>,
     )> {
         self.engine.check_sql(sql)?;
-        let datasets = lake_core::publish::list_datasets(&*self.store).await?;
+        let datasets = self.datasets().await?;
         let ctx = self.session_over(&datasets).await?;
         if sql.contains(lake_local::engine::LEDGER_SCHEMA) {
             self.with_ledger(&ctx).await?;
@@ -1261,7 +1335,15 @@ impl lake_core::catalog::TableReader for LakeTables {
         dataset: &lake_core::publish::Dataset,
         run_id: Option<&str>,
     ) -> Result<lake_core::catalog::CatalogTable> {
-        self.0.catalog_table_of(database, dataset, run_id).await
+        let mut table = self.0.catalog_table_of(database, dataset, run_id).await?;
+        if run_id.is_some()
+            && let Some(format) = self.0.format_of(&dataset.prefix)?
+        {
+            table.metadata_location = format
+                .metadata_location(&self.0.store, &dataset.prefix)
+                .await?;
+        }
+        Ok(table)
     }
 }
 
@@ -1327,6 +1409,7 @@ impl Lake {
                 ]
                 .into_iter()
                 .collect(),
+                metadata_location: None,
             };
             lake_aws::GlueCatalog::new(aws, database.clone())
                 .register(&t)

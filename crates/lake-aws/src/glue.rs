@@ -171,16 +171,13 @@ impl GlueCatalog {
         self.database(&t.name).await?;
         let mut outcome = CatalogOutcome::default();
         let existing = self.existing(t).await?;
+        if let Some(location) = &t.metadata_location {
+            return self.register_iceberg(t, location, existing.as_ref()).await;
+        }
         let input = table_input(t);
         match &existing {
             None => {
-                self.client
-                    .create_table()
-                    .database_name(&self.database)
-                    .table_input(input)
-                    .send()
-                    .await
-                    .map_err(|e| self.err(&t.name, "CreateTable", &e))?;
+                self.create(&t.name, input).await?;
                 outcome.created = true;
             }
             Some(old) => {
@@ -266,6 +263,81 @@ impl GlueCatalog {
             outcome.partitions_added += chunk.len();
         }
         Ok(outcome)
+    }
+
+    /// Register `t` as a Glue Iceberg table whose current metadata file is `location`
+    /// (`table_type = ICEBERG`, `metadata_location`, the one it replaces as
+    /// `previous_metadata_location`), as Athena, EMR and pyiceberg's Glue catalog read it:
+    /// no partitions (the table's metadata has them). An update names the table version it
+    /// read (`VersionId`), so a concurrent writer's change fails it rather than being lost.
+    async fn register_iceberg(
+        &self,
+        t: &CatalogTable,
+        location: &str,
+        existing: Option<&aws_sdk_glue::types::Table>,
+    ) -> Result<CatalogOutcome> {
+        let mut outcome = CatalogOutcome::default();
+        let old = existing
+            .and_then(|e| e.parameters())
+            .and_then(|p| p.get("metadata_location"));
+        if existing.is_some() && old.map(String::as_str) == Some(location) {
+            return Ok(outcome);
+        }
+        let mut params = t.parameters.clone();
+        params.insert("table_type".into(), "ICEBERG".into());
+        params.insert("metadata_location".into(), location.to_owned());
+        params.insert("EXTERNAL".into(), "TRUE".into());
+        if let Some(old) = old {
+            params.insert("previous_metadata_location".into(), old.clone());
+        }
+        let columns = t
+            .columns
+            .iter()
+            .map(|c| column(&c.name, &c.hive_type))
+            .chain(t.partition_keys.iter().map(|k| column(k, "string")))
+            .collect();
+        let input = TableInput::builder()
+            .name(&t.name)
+            .table_type("EXTERNAL_TABLE")
+            .storage_descriptor(
+                StorageDescriptor::builder()
+                    .set_columns(Some(columns))
+                    .location(&t.location)
+                    .build(),
+            )
+            .set_parameters(Some(params.into_iter().collect()))
+            .build()
+            .expect("a name is set");
+        match existing {
+            None => {
+                self.create(&t.name, input).await?;
+                outcome.created = true;
+            }
+            Some(e) => {
+                self.client
+                    .update_table()
+                    .database_name(&self.database)
+                    .table_input(input)
+                    .set_version_id(e.version_id().map(str::to_owned))
+                    .send()
+                    .await
+                    .map_err(|e| self.err(&t.name, "UpdateTable", &e))?;
+                outcome.updated = true;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// CreateTable `input` (the table `name`).
+    async fn create(&self, name: &str, input: TableInput) -> Result<()> {
+        self.client
+            .create_table()
+            .database_name(&self.database)
+            .table_input(input)
+            .send()
+            .await
+            .map_err(|e| self.err(name, "CreateTable", &e))?;
+        Ok(())
     }
 
     /// Drop these partitions of `t` (25 per call); one that is gone already is no error.

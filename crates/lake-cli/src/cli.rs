@@ -175,6 +175,10 @@ pub(crate) enum Command {
         /// the `[catalog]` database's tables (it prints the data scanned and its cost).
         #[arg(long, value_enum, default_value = "embedded")]
         engine: QueryEngine,
+        /// Read each Iceberg table (`table_format = "iceberg"`) as it was after run RUN_ID,
+        /// or at TIME (UTC, `2024-05-01T12:00:00Z`): its newest snapshot then.
+        #[arg(long, value_name = "RUN_ID|TIME")]
+        as_of: Option<String>,
     },
     /// Check that this lake.toml can run here: the file, AWS credentials and region (for an
     /// s3:// root), the root reachable and writable. Exits 1 when a check fails.

@@ -169,7 +169,13 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             format,
             output,
             engine: QueryEngine::Athena,
+            as_of,
         } => {
+            if as_of.is_some() {
+                anyhow::bail!(
+                    "--as-of is for the embedded engine (lake query without --engine athena)"
+                );
+            }
             let lake = Lake::open(&args.config, env).await?;
             let Some(sql) = sql else {
                 anyhow::bail!(
@@ -188,8 +194,16 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             format,
             output,
             engine: QueryEngine::Embedded,
+            as_of,
         } => {
-            let lake = Lake::open(&args.config, env).await?;
+            let mut lake = Lake::open(&args.config, env).await?;
+            if let Some(at) = as_of {
+                let (then, notes) = lake.as_of(at).await?;
+                for n in notes {
+                    print::note("as_of", &n);
+                }
+                lake = then;
+            }
             query(&lake, sql.as_deref(), *format, output.as_deref()).await
         }
         Command::Doctor { json } => doctor(&args.config, env, *json).await,

@@ -61,22 +61,51 @@ for arg in sys.argv[1:]:
 "##;
 
 fn read(python: &str, tables: &[String]) -> Vec<serde_json::Value> {
+    let args: Vec<&str> = tables.iter().map(String::as_str).collect();
+    python_out(python, READ, &args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The credit example with `table_format = "iceberg"` on a new bucket of the emulator at
+/// `endpoint`, `edit` applied to its lake.toml; the folder and the bucket.
+fn credit_on_s3(
+    endpoint: &str,
+    what: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (tempfile::TempDir, String) {
+    let bucket = format!("lake-iceberg-{what}-{}", std::process::id());
+    assert_eq!(
+        lake_testing::emulator::request(endpoint, "PUT", &format!("/{bucket}")).0,
+        200
+    );
+    let dir = iceberg_example("credit");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replacen(
+        "root = \"lake\"",
+        &format!("root = \"s3://{bucket}/lake\""),
+        1,
+    );
+    std::fs::write(&toml, edit(text)).unwrap();
+    (dir, bucket)
+}
+
+/// `script` run by `python` with `args`: its stdout (it must succeed).
+fn python_out(python: &str, script: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(python)
         .arg("-c")
-        .arg(READ)
-        .args(tables)
+        .arg(script)
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "pyiceberg: {}\n{}",
+        "python: {}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The example `name` in a new folder with `table_format = "iceberg"`.
@@ -208,6 +237,42 @@ fn a_republish_is_a_new_snapshot_and_the_old_one_reads_as_it_was() {
     assert_eq!(history[1]["run"], second.as_str(), "{got}");
     assert_eq!(history[1]["op"], "overwrite", "{got}");
     assert_eq!(history[1]["rows"], adults, "{got}");
+    // `lake query --as-of` reads the table as each run left it, and as of a time before
+    // either, leaves it out, saying so.
+    let as_of = |at: &str| {
+        let out = lake(dir.path())
+            .args([
+                "query",
+                "--format",
+                "csv",
+                "--as-of",
+                at,
+                "SELECT count(*) FROM trusted.credit",
+            ])
+            .output()
+            .unwrap();
+        (out.status.success(), stdout(&out), stderr(&out))
+    };
+    let (ok, out, _) = as_of(&first);
+    assert!(ok && out.lines().nth(1) == Some("1000"), "{out}");
+    let (ok, out, _) = as_of(&second);
+    assert!(
+        ok && out.lines().nth(1) == Some(adults.to_string().as_str()),
+        "{out}"
+    );
+    let (ok, _, err) = as_of("2000-01-01T00:00:00Z");
+    assert!(!ok);
+    assert!(
+        err.contains("trusted.credit has no snapshot at or before 2000-01-01"),
+        "{err}"
+    );
+    let (ok, _, err) = as_of("yesterday");
+    assert!(!ok);
+    assert!(
+        err.contains("--as-of \"yesterday\": neither a run in the ledger"),
+        "{err}"
+    );
+
     // `lake ls` shows both snapshots with their runs, the current one marked.
     let ls: serde_json::Value =
         serde_json::from_str(&run(dir.path(), &["ls", "trusted/credit", "--json"])).unwrap();
@@ -264,28 +329,76 @@ fn a_changed_column_type_fails_the_step_and_leaves_the_table() {
     );
 }
 
+/// Through Glue (on the emulator): the table's parameters, and the rows pyiceberg's Glue
+/// catalog scans.
+const GLUE: &str = r##"
+import os, sys, json, boto3
+from pyiceberg.catalog import load_catalog
+ep = os.environ["AWS_ENDPOINT_URL"]
+db, table = sys.argv[1], sys.argv[2]
+glue = boto3.client("glue", endpoint_url=ep, region_name="us-east-1")
+t = glue.get_table(DatabaseName=db, Name=table)["Table"]
+cat = load_catalog("glue", **{"type": "glue", "glue.endpoint": ep, "glue.region": "us-east-1",
+    "glue.access-key-id": "lake-ci", "glue.secret-access-key": "lake-ci",
+    "s3.endpoint": ep, "s3.region": "us-east-1", "s3.access-key-id": "lake-ci",
+    "s3.secret-access-key": "lake-ci"})
+rows = cat.load_table(f"{db}.{table}").scan().to_arrow().num_rows
+print(json.dumps({"parameters": t.get("Parameters", {}), "rows": rows}))
+"##;
+
+#[test]
+fn a_glue_catalog_registers_iceberg_tables_that_pyiceberg_reads_through_glue() {
+    let (Some(endpoint), Some(python)) = (lake_testing::emulator::endpoint(), python()) else {
+        return;
+    };
+    let db = format!("credit_iceberg_{}", std::process::id());
+    let (dir, bucket) = credit_on_s3(&endpoint, "glue", |t| {
+        t.replacen("database = \"credit\"", &format!("database = \"{db}\""), 1)
+    });
+    let toml = dir.path().join("lake.toml");
+    let glue = |table: &str| -> serde_json::Value {
+        serde_json::from_str(&python_out(&python, GLUE, &[&db, table])).unwrap()
+    };
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    let v1 = format!("s3://{bucket}/lake/trusted/credit/metadata/v1.metadata.json");
+    let got = glue("trusted_credit");
+    assert_eq!(got["parameters"]["table_type"], "ICEBERG", "{got}");
+    assert_eq!(got["parameters"]["metadata_location"], v1.as_str(), "{got}");
+    assert_eq!(got["rows"], 1000, "{got}");
+    assert_eq!(glue("refined_credit_by_purpose")["rows"], 8);
+
+    // A republish: the table moves to the new metadata, the old one named as previous.
+    std::fs::write(
+        &toml,
+        std::fs::read_to_string(&toml).unwrap().replacen(
+            "FROM credit\n",
+            "FROM credit WHERE CAST(age AS INT) >= 30\n",
+            1,
+        ),
+    )
+    .unwrap();
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    let adults = count(dir.path(), "SELECT count(*) FROM trusted.credit");
+    let got = glue("trusted_credit");
+    assert_eq!(
+        got["parameters"]["metadata_location"],
+        format!("s3://{bucket}/lake/trusted/credit/metadata/v2.metadata.json").as_str(),
+        "{got}"
+    );
+    assert_eq!(
+        got["parameters"]["previous_metadata_location"],
+        v1.as_str(),
+        "{got}"
+    );
+    assert_eq!(got["rows"], adults, "{got}");
+}
+
 #[test]
 fn an_s3_root_holds_tables_pyiceberg_reads_from_s3() {
     let (Some(endpoint), Some(python)) = (lake_testing::emulator::endpoint(), python()) else {
         return;
     };
-    let bucket = format!("lake-iceberg-{}", std::process::id());
-    assert_eq!(
-        lake_testing::emulator::request(&endpoint, "PUT", &format!("/{bucket}")).0,
-        200
-    );
-    let dir = iceberg_example("credit");
-    let toml = dir.path().join("lake.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    std::fs::write(
-        &toml,
-        text.replacen(
-            "root = \"lake\"",
-            &format!("root = \"s3://{bucket}/lake\""),
-            1,
-        ),
-    )
-    .unwrap();
+    let (dir, bucket) = credit_on_s3(&endpoint, "s3", |t| t);
     run(dir.path(), &["run", "--date", "2024-05-01"]);
     let tables = [
         ("trusted.credit", "trusted/credit"),
@@ -373,6 +486,104 @@ fn expired_snapshots_go_with_their_manifests_and_a_lost_commit_is_caught_up() {
     // And a run after that changes nothing.
     run(dir.path(), &["run", "--date", "2024-05-01"]);
     assert_eq!(metadata_files(dir.path(), ".metadata.json"), 1);
+}
+
+/// Per table folder: `day,station,value` rows pyiceberg scans, sorted, as CSV lines.
+const ROWS: &str = r##"
+import sys
+from pyiceberg.table import StaticTable
+folder = sys.argv[1]
+hint = open(f"{folder}/metadata/version-hint.text").read().strip()
+t = StaticTable.from_metadata(f"file://{folder}/metadata/v{hint}.metadata.json")
+rows = t.scan().to_arrow().to_pylist()
+for r in sorted(rows, key=lambda r: (str(r["day"]), r["station"])):
+    print(f"{r['day']},{r['station']},{r['value']}")
+"##;
+
+#[test]
+fn a_merged_dataset_reads_the_same_through_iceberg() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(
+        dir.path().join("lake.toml"),
+        r#"[lake]
+name = "readings"
+table_format = "iceberg"
+
+[sources.readings]
+kind = "file"
+path = "data/readings.csv"
+
+[steps.readings]
+kind = "sql"
+inputs = ["raw/readings@date"]
+output = "trusted/readings"
+sql = "SELECT day, CAST(station AS BIGINT) AS station, CAST(value AS DOUBLE) AS value FROM readings"
+partition_by = ["day"]
+mode = "merge"
+key = ["day", "station"]
+delete_when = "value < 0"
+"#,
+    )
+    .unwrap();
+    let csv = |rows: &[(&str, u32, f64)]| {
+        let mut s = String::from("day,station,value\n");
+        for (d, st, v) in rows {
+            s.push_str(&format!("{d},{st},{v}\n"));
+        }
+        std::fs::write(dir.path().join("data/readings.csv"), s).unwrap();
+    };
+    csv(&[
+        ("2024-05-01", 1, 1.5),
+        ("2024-05-01", 2, 2.5),
+        ("2024-05-02", 1, 3.5),
+        ("2024-05-03", 7, 4.5),
+    ]);
+    run(dir.path(), &["run", "--date", "2024-06-01"]);
+    // An update, a delete, an insert; 2024-05-03 untouched.
+    csv(&[
+        ("2024-05-01", 2, 20.0),
+        ("2024-05-02", 1, -1.0),
+        ("2024-05-02", 9, 9.0),
+    ]);
+    run(dir.path(), &["run", "--date", "2024-06-02"]);
+    let ours = run(
+        dir.path(),
+        &[
+            "query",
+            "--format",
+            "csv",
+            "SELECT day, station, value FROM trusted.readings ORDER BY day, station",
+        ],
+    );
+    let ours: Vec<String> = ours
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!("{},{},{:?}", f[0], f[1], f[2].parse::<f64>().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            "2024-05-01,1,1.5",
+            "2024-05-01,2,20.0",
+            "2024-05-02,9,9.0",
+            "2024-05-03,7,4.5"
+        ]
+    );
+    let folder = dir.path().join("lake/trusted/readings");
+    let theirs: Vec<String> = python_out(&python, ROWS, &[&folder.display().to_string()])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(theirs, ours, "pyiceberg against lake");
+    let snaps = snapshots(dir.path(), "trusted/readings");
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert_eq!(snaps[0]["operation"], "overwrite", "{snaps:?}");
+    assert_eq!(snaps[0]["rows"], 4, "{snaps:?}");
 }
 
 #[test]

@@ -102,6 +102,10 @@ pub struct CatalogTable {
     pub partitions: Vec<CatalogPartition>,
     /// Table parameters: the writing run, rows, the manifest's SHA-256 fingerprint.
     pub parameters: BTreeMap<String, String>,
+    /// For a dataset kept in a table format (`table_format = "iceberg"`): its current
+    /// metadata file, which the catalog registers the table by (Glue's `metadata_location`)
+    /// instead of its folders and partitions.
+    pub metadata_location: Option<String>,
 }
 
 /// A column and its Hive type, lowercase as Glue stores it.
@@ -276,6 +280,7 @@ mod tests {
             partition_keys: vec!["date".into()],
             partitions: vec![],
             parameters: BTreeMap::new(),
+            metadata_location: None,
         };
         let old = [col("t", "double"), col("n", "int"), col("gone", "string")];
         let err = check_evolution(&old, &t).unwrap_err();

@@ -84,6 +84,22 @@ pub trait TableFormat: Send + Sync + fmt::Debug {
     /// naming the column.
     async fn commit(&self, store: &DynZoneStore, of: &SnapshotOf<'_>) -> Result<()>;
 
+    /// The data files of the table's newest snapshot committed at or before `at` (for
+    /// `lake query --as-of`), as objects whose SHA-256 is unknown (empty: checked by size);
+    /// `None` when the table has no such snapshot (it did not exist yet, or that snapshot
+    /// expired).
+    async fn files_as_of(
+        &self,
+        store: &DynZoneStore,
+        prefix: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Vec<crate::publish::ObjectEntry>>>;
+
+    /// The table's current metadata file as catalogs name it (`s3://…/metadata/v3.metadata.json`);
+    /// `None` before its first commit.
+    async fn metadata_location(&self, store: &DynZoneStore, prefix: &str)
+    -> Result<Option<String>>;
+
     /// The table's snapshots, newest first, for `lake ls`.
     async fn snapshots(&self, store: &DynZoneStore, prefix: &str) -> Result<Vec<SnapshotInfo>>;
 }

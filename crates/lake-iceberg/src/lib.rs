@@ -210,10 +210,20 @@ impl<'a> Table<'a> {
     /// The live data files of the current snapshot, by path, with their snapshot and
     /// sequence numbers.
     async fn live_files(&self, io: &FileIO, cur: &Current) -> Result<BTreeMap<String, Live>> {
+        match cur.metadata.current_snapshot() {
+            Some(snapshot) => self.files_of(io, &cur.metadata, snapshot).await,
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// The live data files of `snapshot`.
+    async fn files_of(
+        &self,
+        io: &FileIO,
+        metadata: &TableMetadata,
+        snapshot: &Snapshot,
+    ) -> Result<BTreeMap<String, Live>> {
         let mut live = BTreeMap::new();
-        let Some(snapshot) = cur.metadata.current_snapshot() else {
-            return Ok(live);
-        };
         let list_key = self.key_of(snapshot.manifest_list()).ok_or_else(|| {
             fail(
                 self.prefix,
@@ -225,7 +235,7 @@ impl<'a> Table<'a> {
         })??;
         let list = ManifestList::parse_with_version(
             &self.store.get_bytes(&list_key).await?,
-            cur.metadata.format_version(),
+            metadata.format_version(),
         )
         .map_err(ice(self.prefix))?;
         for mf in list.entries() {
@@ -815,6 +825,56 @@ impl TableFormat for Iceberg {
             }
         }
         Ok(())
+    }
+
+    async fn files_as_of(
+        &self,
+        store: &DynZoneStore,
+        prefix: &str,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<Option<Vec<lake_core::publish::ObjectEntry>>> {
+        let table = Table::new(store, prefix);
+        let Some(cur) = table.current().await? else {
+            return Ok(None);
+        };
+        let at = at.timestamp_millis();
+        let Some(snapshot) = cur
+            .metadata
+            .snapshots()
+            .filter(|s| s.timestamp_ms() <= at)
+            .max_by_key(|s| (s.timestamp_ms(), s.sequence_number()))
+        else {
+            return Ok(None);
+        };
+        let io = FileIO::new_with_memory();
+        let files = table.files_of(&io, &cur.metadata, snapshot).await?;
+        files
+            .into_values()
+            .map(|l| {
+                let key = table.key_of(l.file.file_path()).ok_or_else(|| {
+                    fail(
+                        prefix,
+                        format!("{} is outside the table's location", l.file.file_path()),
+                    )
+                })??;
+                Ok(lake_core::publish::ObjectEntry {
+                    key: key.as_str().to_owned(),
+                    size: l.file.file_size_in_bytes(),
+                    sha256: String::new(),
+                    origin: None,
+                    etag: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn metadata_location(
+        &self,
+        store: &DynZoneStore,
+        prefix: &str,
+    ) -> Result<Option<String>> {
+        Ok(Table::new(store, prefix).current().await?.map(|c| c.uri))
     }
 
     async fn snapshots(&self, store: &DynZoneStore, prefix: &str) -> Result<Vec<SnapshotInfo>> {

@@ -621,6 +621,7 @@ impl Engine {
             partition_keys,
             partitions,
             parameters,
+            metadata_location: None,
         })
     }
 
