@@ -3,8 +3,9 @@
 //! scan, with the rows `lake query` counts; a republish is a new snapshot and the old one
 //! still reads as it was; a changed column type fails the step before anything is published.
 //!
-//! Needs `LAKE_PYSPARK_PYTHON`, a Python with pyiceberg, duckdb and pyarrow (`.ci/run` installs
-//! them); skips without it unless `LAKE_REQUIRE_PYSPARK` is set.
+//! Needs `LAKE_PYSPARK_PYTHON`, a Python with pyiceberg, duckdb, pyarrow and pyspark (`.ci/run`
+//! installs them); skips without it unless `LAKE_REQUIRE_PYSPARK` is set. The S3 and Glue tests
+//! need the AWS emulator too.
 
 mod common;
 
@@ -584,6 +585,48 @@ delete_when = "value < 0"
     assert_eq!(snaps.len(), 2, "{snaps:?}");
     assert_eq!(snaps[0]["operation"], "overwrite", "{snaps:?}");
     assert_eq!(snaps[0]["rows"], 4, "{snaps:?}");
+}
+
+#[test]
+fn on_spark_the_same_tables_are_committed_by_lake() {
+    // Spark writes the Parquet files into staging as for any step, and lake commits the
+    // snapshot: no Iceberg runtime in Spark.
+    let Some(python) = python() else { return };
+    let bin = Path::new(&python).parent().unwrap().to_owned();
+    let dir = iceberg_example("weather");
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let out = lake(dir.path())
+        .args(["--env", "spark", "run", "--date", "2024-05-01"])
+        .env_remove("SPARK_HOME")
+        .env("PATH", path)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = dir.path().join("lake");
+    let tables = [
+        ("trusted.weather_hourly", "trusted/weather_hourly", "date"),
+        ("refined.weather_daily", "refined/weather_daily", ""),
+    ];
+    let args: Vec<String> = tables
+        .iter()
+        .map(|(_, f, c)| format!("{}#{c}", root.join(f).display()))
+        .collect();
+    for ((table, _, col), got) in tables.iter().zip(read(&python, &args)) {
+        let n = count(dir.path(), &format!("SELECT count(*) FROM {table}"));
+        assert!(n > 0);
+        assert_eq!(got["rows"], n, "{table}: {got}");
+        if !col.is_empty() {
+            let d = count(
+                dir.path(),
+                &format!("SELECT count(DISTINCT {col}) FROM {table}"),
+            );
+            assert_eq!(got["distinct"], d, "{table}: {got}");
+        }
+    }
 }
 
 #[test]
