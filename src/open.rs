@@ -1227,6 +1227,49 @@ impl Lake {
         Ok(out)
     }
 
+    /// `lake vacuum`: for each step's output kept in a table format (and its rejected rows),
+    /// expire the snapshots older than `[lake] retain_snapshots` and delete the files no
+    /// snapshot left and no manifest lists. Holds the pipeline's lock, so no publish runs.
+    pub async fn vacuum(&self) -> Result<Vec<lake_core::table_format::Vacuumed>> {
+        use lake_core::{lock, run};
+        let store = &*self.store;
+        let guard = lock::acquire(
+            store,
+            &self.pipeline.name,
+            &run::new_run_id(),
+            &run::default_holder(),
+            self.pipeline.lock_ttl,
+        )
+        .await?;
+        let done = async {
+            let mut done = Vec::new();
+            for step in self.pipeline.steps.values() {
+                let Some(out) = &step.output else { continue };
+                let Some(format) = self.format_of(&out.prefix())? else {
+                    continue;
+                };
+                let rejected = lake_core::publish::rejected_prefix(out.zone, &step.name);
+                for prefix in [out.prefix(), rejected] {
+                    let keep = lake_core::publish::read_manifest(store, &prefix)
+                        .await?
+                        .map(|m| m.objects)
+                        .unwrap_or_default();
+                    done.push(
+                        format
+                            .vacuum(store, &prefix, &keep, self.pipeline.retain_snapshots)
+                            .await?,
+                    );
+                }
+            }
+            Ok::<_, Error>(done)
+        }
+        .await;
+        let released = lock::release(store, &guard).await;
+        let done = done?;
+        released?;
+        Ok(done)
+    }
+
     /// Run `names` (all sinks when empty) over the committed data (see
     /// [`lake_core::run::sink`]), after reading the secrets lake.toml names.
     pub async fn sink(&self, names: &[String], opts: &RunOptions) -> Result<RunRecord> {

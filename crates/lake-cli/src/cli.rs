@@ -257,6 +257,13 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Expire table snapshots older than `[lake] retain_snapshots` and delete the files no
+    /// snapshot and no manifest needs (Iceberg tables; takes the pipeline's lock).
+    Vacuum {
+        /// Print JSON: each table's expired snapshots, deleted files and bytes.
+        #[arg(long)]
+        json: bool,
+    },
     /// List zones, datasets and objects.
     Ls {
         /// A zone (raw, trusted, refined), a dataset (raw/credit) or any path below.

@@ -274,6 +274,31 @@ pub(crate) async fn dispatch(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => status(&Lake::open(&args.config, env).await?, *json).await,
+        Command::Vacuum { json } => {
+            let done = Lake::open(&args.config, env).await?.vacuum().await?;
+            let mut out = print::out();
+            if *json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "tables": done }))?
+                )?;
+            } else if done.is_empty() {
+                writeln!(out, "no step keeps its output as a table with snapshots")?;
+            }
+            for d in done.iter().filter(|_| !*json) {
+                writeln!(
+                    out,
+                    "{}: {} snapshots expired, {} files deleted ({}), {} snapshots left",
+                    d.dataset,
+                    d.expired,
+                    d.files,
+                    print::bytes(d.bytes),
+                    d.snapshots
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ls { path, json } => {
             ls(&Lake::open(&args.config, env).await?, path.as_deref(), *json).await
         }

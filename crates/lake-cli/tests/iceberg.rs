@@ -630,6 +630,60 @@ fn on_spark_the_same_tables_are_committed_by_lake() {
 }
 
 #[test]
+fn vacuum_expires_old_snapshots_and_deletes_the_files_only_they_listed() {
+    let dir = iceberg_example("credit");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("[lake]\n", "[lake]\nretain_snapshots = \"1s\"\n", 1),
+    )
+    .unwrap();
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    run(dir.path(), &["run", "--date", "2024-05-01", "--force"]);
+    let parquet = || {
+        std::fs::read_dir(dir.path().join("lake/trusted/credit"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".parquet")
+            })
+            .count()
+    };
+    // The replaced file stays for retain_snapshots after the republish.
+    assert_eq!(parquet(), 2);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out: serde_json::Value =
+        serde_json::from_str(&run(dir.path(), &["vacuum", "--json"])).unwrap();
+    let credit = out["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["dataset"] == "trusted/credit")
+        .unwrap_or_else(|| panic!("{out}"))
+        .clone();
+    assert_eq!(credit["files"], 1, "{out}");
+    assert_eq!(credit["snapshots"], 1, "{out}");
+    assert_eq!(parquet(), 1);
+    assert_eq!(snapshots(dir.path(), "trusted/credit").len(), 1);
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) FROM trusted.credit"),
+        1000
+    );
+    let fsck = run(dir.path(), &["fsck"]);
+    assert!(fsck.contains("consistent"), "{fsck}");
+    // Nothing left to do.
+    let again = run(dir.path(), &["vacuum"]);
+    assert!(
+        again.contains("trusted/credit: 0 snapshots expired, 0 files deleted"),
+        "{again}"
+    );
+}
+
+#[test]
 fn an_unknown_table_format_is_refused_at_its_line() {
     let dir = lake_testing::example("credit");
     let toml = dir.path().join("lake.toml");

@@ -100,8 +100,35 @@ pub trait TableFormat: Send + Sync + fmt::Debug {
     async fn metadata_location(&self, store: &DynZoneStore, prefix: &str)
     -> Result<Option<String>>;
 
+    /// `lake vacuum`: expire the snapshots committed more than `retain` ago (never the
+    /// current one), then delete the data files under `prefix` that no remaining snapshot
+    /// and not `keep` (what lake's manifest lists) needs, and the expired snapshots' own
+    /// files. Call it holding the pipeline's lock (no publish is running).
+    async fn vacuum(
+        &self,
+        store: &DynZoneStore,
+        prefix: &str,
+        keep: &[crate::publish::ObjectEntry],
+        retain: Duration,
+    ) -> Result<Vacuumed>;
+
     /// The table's snapshots, newest first, for `lake ls`.
     async fn snapshots(&self, store: &DynZoneStore, prefix: &str) -> Result<Vec<SnapshotInfo>>;
+}
+
+/// What `lake vacuum` did to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Vacuumed {
+    /// The dataset (`trusted/credit`).
+    pub dataset: String,
+    /// Snapshots expired.
+    pub expired: usize,
+    /// Data files deleted (no snapshot left lists them).
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Snapshots left.
+    pub snapshots: usize,
 }
 
 /// One snapshot of a table, as `lake ls` shows it.

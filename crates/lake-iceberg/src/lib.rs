@@ -29,7 +29,7 @@ use iceberg::spec::{
 };
 use lake_core::backend::BackendEnv;
 use lake_core::publish::Dataset;
-use lake_core::table_format::{SnapshotInfo, SnapshotOf, TableFormat, TableFormatKind};
+use lake_core::table_format::{SnapshotInfo, SnapshotOf, TableFormat, TableFormatKind, Vacuumed};
 use lake_core::zone::{DynZoneStore, Key, PutOutcome, ZoneStoreExt};
 use lake_core::{Error, Result};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -189,6 +189,29 @@ impl<'a> Table<'a> {
         Ok(())
     }
 
+    /// Commit `metadata` as version `version`: `vN.metadata.json` with put-if-absent (a
+    /// concurrent commit of the same version fails this one), then the version hint.
+    async fn write_version(&self, version: u64, metadata: &TableMetadata) -> Result<()> {
+        let json = serde_json::to_vec(metadata).map_err(|e| fail(self.prefix, e))?;
+        let key = self.key(&format!("{METADATA}/v{version}.metadata.json"))?;
+        if self.store.put_if_absent(&key, Bytes::from(json)).await? == PutOutcome::AlreadyExists {
+            return Err(Error::Mismatch {
+                object: self.store.url_of(key.as_str()),
+                message: format!(
+                    "another writer committed version {version} of the table meanwhile; run again"
+                ),
+                missing: false,
+            });
+        }
+        self.store
+            .put_bytes(
+                &self.key(&format!("{METADATA}/{HINT}"))?,
+                Bytes::from(version.to_string()),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Delete an expired snapshot's manifest list and the manifests it lists (each snapshot
     /// lake commits writes manifests of its own). Best effort: what is left is only space.
     async fn delete_snapshot_files(&self, list_uri: &str) {
@@ -261,6 +284,24 @@ impl<'a> Table<'a> {
         }
         Ok(live)
     }
+}
+
+/// The snapshots of `metadata` committed more than `retain` before `now_ms` (the current
+/// one never), and their manifest lists.
+fn expired_of(
+    metadata: &TableMetadata,
+    now_ms: i64,
+    retain: std::time::Duration,
+) -> (Vec<i64>, Vec<String>) {
+    let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+    let current = metadata.current_snapshot_id();
+    metadata
+        .snapshots()
+        .filter(|s| {
+            Some(s.snapshot_id()) != current && now_ms.saturating_sub(s.timestamp_ms()) > retain_ms
+        })
+        .map(|s| (s.snapshot_id(), s.manifest_list().to_owned()))
+        .unzip()
 }
 
 /// A data file of the current snapshot.
@@ -774,17 +815,7 @@ impl TableFormat for Iceberg {
             })
             .with_schema_id(schema.schema_id())
             .build();
-        let retain_ms = i64::try_from(of.retain.as_millis()).unwrap_or(i64::MAX);
-        let expired: Vec<i64> = staged
-            .snapshots()
-            .filter(|s| now.saturating_sub(s.timestamp_ms()) > retain_ms)
-            .map(|s| s.snapshot_id())
-            .collect();
-        let expired_lists: Vec<String> = staged
-            .snapshots()
-            .filter(|s| expired.contains(&s.snapshot_id()))
-            .map(|s| s.manifest_list().to_owned())
-            .collect();
+        let (expired, expired_lists) = expired_of(&staged, now, of.retain);
         let built = staged
             .into_builder(None)
             .set_branch_snapshot(snapshot, "main")
@@ -797,24 +828,7 @@ impl TableFormat for Iceberg {
         table.publish(&io, &manifest_uri).await?;
         table.publish(&io, &list_uri).await?;
         let version = cur.as_ref().map_or(1, |c| c.version + 1);
-        let metadata = built.metadata;
-        let json = serde_json::to_vec(&metadata).map_err(|e| fail(prefix, e))?;
-        let key = table.key(&format!("{METADATA}/v{version}.metadata.json"))?;
-        if store.put_if_absent(&key, Bytes::from(json)).await? == PutOutcome::AlreadyExists {
-            return Err(Error::Mismatch {
-                object: store.url_of(key.as_str()),
-                message: format!(
-                    "another writer committed version {version} of the table meanwhile; run again"
-                ),
-                missing: false,
-            });
-        }
-        store
-            .put_bytes(
-                &table.key(&format!("{METADATA}/{HINT}"))?,
-                Bytes::from(version.to_string()),
-            )
-            .await?;
+        table.write_version(version, &built.metadata).await?;
         // The manifest lists (and their manifests) of expired snapshots: no snapshot names them.
         for uri in expired_lists {
             table.delete_snapshot_files(&uri).await;
@@ -867,6 +881,77 @@ impl TableFormat for Iceberg {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    async fn vacuum(
+        &self,
+        store: &DynZoneStore,
+        prefix: &str,
+        keep: &[lake_core::publish::ObjectEntry],
+        retain: std::time::Duration,
+    ) -> Result<Vacuumed> {
+        let table = Table::new(store, prefix);
+        let mut done = Vacuumed {
+            dataset: prefix.to_owned(),
+            ..Vacuumed::default()
+        };
+        let Some(cur) = table.current().await? else {
+            return Ok(done);
+        };
+        let now = Utc::now().timestamp_millis();
+        let (expired, lists) = expired_of(&cur.metadata, now, retain);
+        let metadata = if expired.is_empty() {
+            cur.metadata
+        } else {
+            let built = cur
+                .metadata
+                .clone()
+                .into_builder(Some(cur.uri.clone()))
+                .remove_snapshots(&expired)
+                .build()
+                .map_err(ice(prefix))?;
+            table
+                .write_version(cur.version + 1, &built.metadata)
+                .await?;
+            for uri in &lists {
+                table.delete_snapshot_files(uri).await;
+            }
+            for log in built.expired_metadata_logs {
+                if let Some(Ok(k)) = table.key_of(&log.metadata_file) {
+                    let _ = store.delete(&k).await;
+                }
+            }
+            built.metadata
+        };
+        done.expired = expired.len();
+        done.snapshots = metadata.snapshots().len();
+        // Every file a remaining snapshot lists, and what lake's manifest lists.
+        let io = FileIO::new_with_memory();
+        let mut needed: std::collections::BTreeSet<String> =
+            keep.iter().map(|o| o.key.clone()).collect();
+        for snapshot in metadata.snapshots() {
+            for uri in table.files_of(&io, &metadata, snapshot).await?.into_keys() {
+                if let Some(key) = table.key_of(&uri) {
+                    needed.insert(key?.as_str().to_owned());
+                }
+            }
+        }
+        let doomed: Vec<_> = store
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter(|m| {
+                let rel = rel_of(m.key.as_str(), prefix);
+                !lake_core::publish::is_hidden(rel)
+                    && !lake_core::table_format::is_format_file(rel)
+                    && !needed.contains(m.key.as_str())
+            })
+            .collect();
+        done.files = doomed.len();
+        done.bytes = doomed.iter().map(|m| m.size).sum();
+        let keys: Vec<Key> = doomed.into_iter().map(|m| m.key).collect();
+        store.delete_many(&keys).await?;
+        Ok(done)
     }
 
     async fn metadata_location(
