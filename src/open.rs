@@ -992,6 +992,10 @@ impl Lake {
                 .map(|m| m.run_id)
                 .unwrap_or_default();
             let location = self.store.location(&d.prefix);
+            let metadata = match self.format_of(&d.prefix)? {
+                Some(f) => f.metadata_location(&self.store, &d.prefix).await?,
+                None => None,
+            };
             found.push((
                 d,
                 provider.schema(),
@@ -999,12 +1003,13 @@ impl Lake {
                 partitions,
                 run_id,
                 location,
+                metadata,
             ));
         }
         let defs: Vec<TableDef<'_>> = found
             .iter()
             .map(
-                |(d, schema, partition_by, partitions, run_id, location)| TableDef {
+                |(d, schema, partition_by, partitions, run_id, location, metadata)| TableDef {
                     zone: d.zone,
                     name: &d.name,
                     location: location.clone(),
@@ -1012,6 +1017,7 @@ impl Lake {
                     partition_by: partition_by.clone(),
                     partitions: partitions.clone(),
                     run_id,
+                    metadata_location: metadata.clone(),
                 },
             )
             .collect();

@@ -274,6 +274,15 @@ fn a_republish_is_a_new_snapshot_and_the_old_one_reads_as_it_was() {
         "{err}"
     );
 
+    // `lake catalog ddl` reads the table by its current metadata file, not its folder (which
+    // still holds the first snapshot's file).
+    let duck = run(dir.path(), &["catalog", "ddl", "--dialect", "duckdb"]);
+    assert!(
+        duck.contains("iceberg_scan(") && duck.contains("trusted/credit/metadata/v2.metadata.json"),
+        "{duck}"
+    );
+    assert!(!duck.contains("trusted/credit/*.parquet"), "{duck}");
+
     // `lake ls` shows both snapshots with their runs, the current one marked.
     let ls: serde_json::Value =
         serde_json::from_str(&run(dir.path(), &["ls", "trusted/credit", "--json"])).unwrap();

@@ -32,6 +32,9 @@ pub struct TableDef<'a> {
     pub partitions: Vec<String>,
     /// The run that wrote it and its rows, for Athena's table properties.
     pub run_id: &'a str,
+    /// For an Iceberg table (`table_format = "iceberg"`): its current metadata file, which
+    /// engines read it by (its folder also holds files of older snapshots).
+    pub metadata_location: Option<String>,
 }
 
 /// The statements for `tables` in `dialect`; Athena's tables go into `database`, named
@@ -62,6 +65,9 @@ pub fn ddl(
             "CREATE DATABASE IF NOT EXISTS {};\n",
             quote(dialect, database)
         )),
+    }
+    if dialect == Dialect::DuckDb && tables.iter().any(|t| t.metadata_location.is_some()) {
+        out.push_str("INSTALL iceberg;\nLOAD iceberg;\n");
     }
     for t in tables {
         let name = match dialect {
@@ -97,6 +103,10 @@ pub fn ddl(
                 ))
             })
             .collect::<Result<_, String>>()?;
+        if let Some(metadata) = &t.metadata_location {
+            out.push_str(&iceberg_ddl(dialect, &name, t, metadata));
+            continue;
+        }
         match dialect {
             Dialect::DuckDb => {
                 let glob = if t.partition_by.is_empty() {
@@ -151,6 +161,31 @@ pub fn ddl(
         }
     }
     Ok(out)
+}
+
+/// The statement that reads the Iceberg table `t` (named `name`) by its metadata file: a
+/// view over DuckDB's `iceberg_scan`, Iceberg's `register_table` procedure in Spark (with
+/// Iceberg's runtime and `spark_catalog` as its `SparkSessionCatalog`), and for Athena a
+/// comment: Athena reads Iceberg tables registered in Glue (`[catalog] kind = "glue"`), and
+/// its DDL cannot register an existing table's metadata.
+fn iceberg_ddl(dialect: Dialect, name: &str, t: &TableDef<'_>, metadata: &str) -> String {
+    match dialect {
+        Dialect::DuckDb => format!(
+            "CREATE OR REPLACE VIEW {name} AS SELECT * FROM iceberg_scan({});\n",
+            literal(metadata)
+        ),
+        Dialect::Spark => format!(
+            "-- {}/{}: an Iceberg table; needs the Iceberg runtime, spark.sql.extensions = org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions and spark.sql.catalog.spark_catalog = org.apache.iceberg.spark.SparkSessionCatalog\n\
+             CALL spark_catalog.system.register_table(table => {}, metadata_file => {});\n",
+            t.zone.as_str(),
+            t.name,
+            literal(&format!("{}.{}", t.zone.as_str(), t.name)),
+            literal(metadata)
+        ),
+        Dialect::Athena => format!(
+            "-- {name}: an Iceberg table ({metadata}); Athena reads it once it is in Glue: [catalog] kind = \"glue\" registers it at each run (or `lake catalog sync`)\n"
+        ),
+    }
 }
 
 /// The `key=value` partition columns of a dataset (from its first object's folders,
@@ -362,6 +397,7 @@ mod tests {
             partition_by: vec!["date".into()],
             partitions: vec!["date=2024-05-01".into()],
             run_id: "r1",
+            metadata_location: None,
         };
         let sql = ddl(Dialect::Athena, "weather", &[t]).unwrap();
         assert_eq!(
@@ -383,9 +419,48 @@ mod tests {
             partition_by: vec![],
             partitions: vec![],
             run_id: "r1",
+            metadata_location: None,
         };
         let err = ddl(Dialect::Athena, "w", &[t]).unwrap_err();
         assert!(err.contains("refined/x column d"), "{err}");
+    }
+
+    #[test]
+    fn iceberg_tables_are_read_by_their_metadata_file_not_their_folder() {
+        let schema = Schema::new(vec![Field::new("n", DataType::Int64, true)]);
+        let t = |metadata: Option<&str>| TableDef {
+            zone: lake_core::config::Zone::Trusted,
+            name: "credit",
+            location: "s3://b/p/trusted/credit".into(),
+            schema: &schema,
+            partition_by: vec![],
+            partitions: vec![],
+            run_id: "r1",
+            metadata_location: metadata.map(str::to_owned),
+        };
+        let meta = "s3://b/p/trusted/credit/metadata/v3.metadata.json";
+        let duck = ddl(Dialect::DuckDb, "w", &[t(Some(meta))]).unwrap();
+        assert_eq!(
+            duck,
+            "CREATE SCHEMA IF NOT EXISTS \"trusted\";\nINSTALL iceberg;\nLOAD iceberg;\n\
+             CREATE OR REPLACE VIEW \"trusted\".\"credit\" AS SELECT * FROM iceberg_scan('s3://b/p/trusted/credit/metadata/v3.metadata.json');\n"
+        );
+        let spark = ddl(Dialect::Spark, "w", &[t(Some(meta))]).unwrap();
+        assert!(
+            spark.contains("CALL spark_catalog.system.register_table(table => 'trusted.credit', metadata_file => 's3://b/p/trusted/credit/metadata/v3.metadata.json');"),
+            "{spark}"
+        );
+        assert!(!spark.contains("USING parquet"), "{spark}");
+        let athena = ddl(Dialect::Athena, "w", &[t(Some(meta))]).unwrap();
+        assert!(!athena.contains("CREATE EXTERNAL TABLE"), "{athena}");
+        assert!(athena.contains("an Iceberg table"), "{athena}");
+        // Without a metadata file, the folder as before.
+        let duck = ddl(Dialect::DuckDb, "w", &[t(None)]).unwrap();
+        assert!(
+            duck.contains("read_parquet('s3://b/p/trusted/credit/*.parquet'"),
+            "{duck}"
+        );
+        assert!(!duck.contains("iceberg"), "{duck}");
     }
 
     #[test]
