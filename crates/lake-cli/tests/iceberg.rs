@@ -692,6 +692,76 @@ fn vacuum_expires_old_snapshots_and_deletes_the_files_only_they_listed() {
     );
 }
 
+/// The table's current schema (name:type, in order) and the rows of each snapshot.
+const SCHEMA: &str = r##"
+import sys, json
+from pyiceberg.table import StaticTable
+folder = sys.argv[1]
+hint = open(f"{folder}/metadata/version-hint.text").read().strip()
+t = StaticTable.from_metadata(f"file://{folder}/metadata/v{hint}.metadata.json")
+rows = t.scan().to_arrow()
+print(json.dumps({
+    "schema": [f"{f.field_id}:{f.name}:{f.field_type}" for f in t.schema().fields],
+    "rows": rows.num_rows,
+    "nulls": {c: rows.column(c).null_count for c in rows.column_names},
+}))
+"##;
+
+#[test]
+fn added_and_widened_columns_evolve_the_table_by_field_id() {
+    let Some(python) = python() else { return };
+    let dir = iceberg_example("credit");
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    let folder = dir.path().join("lake/refined/credit_by_purpose");
+    let before: serde_json::Value = serde_json::from_str(&python_out(
+        &python,
+        SCHEMA,
+        &[&folder.display().to_string()],
+    ))
+    .unwrap();
+    // A new column, and `n` (a count: long already) kept; `avg_duration` narrowed would fail,
+    // so widen what can be widened: the rounded averages stay doubles, a new int column comes.
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen(
+            "  ROUND(AVG(duration), 2)         AS avg_duration\n",
+            "  ROUND(AVG(duration), 2)         AS avg_duration,\n  CAST(MAX(duration) AS INT)      AS max_duration\n",
+            1,
+        ),
+    )
+    .unwrap();
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    let after: serde_json::Value = serde_json::from_str(&python_out(
+        &python,
+        SCHEMA,
+        &[&folder.display().to_string()],
+    ))
+    .unwrap();
+    let was: Vec<&str> = before["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let now: Vec<&str> = after["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // The old columns keep their ids; the new one gets the next.
+    assert_eq!(&now[..was.len()], &was[..], "{after}");
+    assert_eq!(now.len(), was.len() + 1, "{after}");
+    assert_eq!(
+        now[was.len()],
+        format!("{}:max_duration:int", was.len() + 1)
+    );
+    assert_eq!(after["rows"], 8, "{after}");
+    assert_eq!(after["nulls"]["max_duration"], 0, "{after}");
+}
+
 #[test]
 fn an_unknown_table_format_is_refused_at_its_line() {
     let dir = lake_testing::example("credit");
