@@ -762,6 +762,164 @@ fn added_and_widened_columns_evolve_the_table_by_field_id() {
     assert_eq!(after["nulls"]["max_duration"], 0, "{after}");
 }
 
+/// Reads the table at argv[1] argv[2] times through its version hint, printing each scan's
+/// row count (a republish may commit between any two reads).
+const READ_LOOP: &str = r##"
+import sys
+from pyiceberg.table import StaticTable
+folder, times = sys.argv[1], int(sys.argv[2])
+for _ in range(times):
+    hint = open(f"{folder}/metadata/version-hint.text").read().strip()
+    t = StaticTable.from_metadata(f"file://{folder}/metadata/v{hint}.metadata.json")
+    print(t.scan().to_arrow().num_rows, flush=True)
+"##;
+
+/// The credit example's `credit` step keeping only borrowers of 30 and over (`adults`), or
+/// everyone.
+fn set_adults(dir: &Path, adults: bool) {
+    let toml = dir.join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let (all, some) = (
+        "FROM credit\n",
+        "FROM credit WHERE CAST(age AS INT) >= 30\n",
+    );
+    let text = if adults {
+        text.replacen(all, some, 1)
+    } else {
+        text.replacen(some, all, 1)
+    };
+    std::fs::write(&toml, text).unwrap();
+}
+
+#[test]
+fn readers_during_republishes_see_one_whole_snapshot_each_time() {
+    let Some(python) = python() else { return };
+    let dir = iceberg_example("credit");
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    set_adults(dir.path(), true);
+    run(dir.path(), &["run", "--date", "2024-05-01"]);
+    let adults = count(dir.path(), "SELECT count(*) FROM trusted.credit");
+    let folder = dir.path().join("lake/trusted/credit");
+    let mut reader = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(READ_LOOP)
+        .arg(&folder)
+        .arg("200")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Republish, alternating the two versions, while the reader reads.
+    let mut republished = 0;
+    while reader.try_wait().unwrap().is_none() && republished < 60 {
+        set_adults(dir.path(), republished % 2 == 1);
+        run(dir.path(), &["run", "--date", "2024-05-01"]);
+        republished += 1;
+    }
+    let out = reader.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(seen.len(), 200);
+    assert!(
+        republished >= 2,
+        "the reader finished before two republishes"
+    );
+    assert!(
+        seen.iter().all(|n| *n == 1000 || *n == adults),
+        "a read showed neither version (1000 or {adults} rows): {seen:?}"
+    );
+}
+
+#[test]
+fn a_publish_killed_at_any_point_leaves_a_whole_snapshot_and_the_rerun_completes_it() {
+    let Some(python) = python() else { return };
+    let base = iceberg_example("credit");
+    run(base.path(), &["run", "--date", "2024-05-01"]);
+    set_adults(base.path(), true);
+    // How long an unkilled republish takes.
+    let unkilled = tempfile::tempdir().unwrap();
+    let copy = |to: &Path| {
+        let s = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", base.path().display()))
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    };
+    copy(unkilled.path());
+    let t = std::time::Instant::now();
+    run(unkilled.path(), &["run", "--date", "2024-05-01"]);
+    let took = t.elapsed();
+    let adults = count(unkilled.path(), "SELECT count(*) FROM trusted.credit");
+    let folder = |d: &Path| d.join("lake/trusted/credit").display().to_string();
+    for (i, at) in [0.2, 0.4, 0.6, 0.8, 0.95].into_iter().enumerate() {
+        let trial = tempfile::tempdir().unwrap();
+        copy(trial.path());
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("lake"));
+        c.current_dir(trial.path())
+            .env_remove("RUST_LOG")
+            .args(["run", "--date", "2024-05-01"]);
+        lake_testing::faults::kill_after(c, took.mul_f64(at));
+        // Whatever was killed, the table is one whole snapshot: the old or the new.
+        let got = &read(&python, &[format!("{}#", folder(trial.path()))])[0];
+        assert!(
+            got["rows"] == 1000 || got["rows"] == adults,
+            "trial {i} (killed at {at} of {took:?}): {got}"
+        );
+        // The rerun (after fsck --repair removes what the killed run left) completes it.
+        lake(trial.path())
+            .args(["fsck", "--repair"])
+            .output()
+            .unwrap();
+        run(trial.path(), &["run", "--date", "2024-05-01"]);
+        let got = &read(&python, &[format!("{}#", folder(trial.path()))])[0];
+        assert_eq!(got["rows"], adults, "trial {i}: {got}");
+        let fsck = run(trial.path(), &["fsck"]);
+        assert!(fsck.contains("consistent"), "trial {i}: {fsck}");
+    }
+}
+
+#[test]
+fn with_retain_snapshots_0s_ten_runs_keep_only_the_current_snapshots_files() {
+    let dir = iceberg_example("credit");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("[lake]\n", "[lake]\nretain_snapshots = \"0s\"\n", 1),
+    )
+    .unwrap();
+    for _ in 0..10 {
+        run(dir.path(), &["run", "--date", "2024-05-01", "--force"]);
+    }
+    run(dir.path(), &["vacuum"]);
+    let snaps = snapshots(dir.path(), "trusted/credit");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("lake/trusted/credit"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    assert_eq!(
+        files.len(),
+        snaps[0]["files"].as_u64().unwrap() as usize,
+        "{files:?}"
+    );
+    assert_eq!(metadata_files(dir.path(), "-m0.avro"), 1);
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) FROM trusted.credit"),
+        1000
+    );
+}
+
 #[test]
 fn an_unknown_table_format_is_refused_at_its_line() {
     let dir = lake_testing::example("credit");

@@ -74,6 +74,9 @@ struct Current {
     /// The metadata file's URI (for the metadata log).
     uri: String,
     metadata: TableMetadata,
+    /// The table was written at another location (the lake was copied or moved): Iceberg
+    /// names files by absolute URI, so its snapshots' files are not where they say.
+    moved: bool,
 }
 
 /// A dataset's table: its prefix in the store and its location as engines name it.
@@ -147,10 +150,12 @@ impl<'a> Table<'a> {
                 format!("{}: {e}", self.store.url_of(key.as_str())),
             )
         })?;
+        let moved = metadata.location().trim_end_matches('/') != self.location;
         Ok(Some(Current {
             version,
             uri: self.uri(&rel),
             metadata,
+            moved,
         }))
     }
 
@@ -286,15 +291,17 @@ impl<'a> Table<'a> {
     }
 }
 
-/// The snapshots of `metadata` committed more than `retain` before `now_ms` (the current
-/// one never), and their manifest lists.
+/// The snapshots of `metadata` committed more than `retain` before `now_ms`, and their
+/// manifest lists. `keep`: a snapshot that stays whatever its age (the current one, when no
+/// new snapshot replaces it).
 fn expired_of(
     metadata: &TableMetadata,
     now_ms: i64,
     retain: std::time::Duration,
+    keep: Option<i64>,
 ) -> (Vec<i64>, Vec<String>) {
     let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
-    let current = metadata.current_snapshot_id();
+    let current = keep;
     metadata
         .snapshots()
         .filter(|s| {
@@ -598,6 +605,10 @@ impl TableFormat for Iceberg {
         let table = Table::new(store, prefix);
         let committed = of.manifest.committed.to_rfc3339();
         let cur = table.current().await?;
+        // A table written elsewhere (a copied lake) starts a new history here: its
+        // snapshots name files by their old location. Its versions go on.
+        let last_version = cur.as_ref().map_or(0, |c| c.version);
+        let cur = cur.filter(|c| !c.moved);
         if let Some(s) = cur.as_ref().and_then(|c| c.metadata.current_snapshot())
             && s.summary().additional_properties.get(COMMITTED) == Some(&committed)
             && s.summary().additional_properties.get(RUN_ID) == Some(&of.manifest.run_id)
@@ -815,7 +826,8 @@ impl TableFormat for Iceberg {
             })
             .with_schema_id(schema.schema_id())
             .build();
-        let (expired, expired_lists) = expired_of(&staged, now, of.retain);
+        // The snapshot this commit adds becomes the current one: the previous may expire.
+        let (expired, expired_lists) = expired_of(&staged, now, of.retain, None);
         let built = staged
             .into_builder(None)
             .set_branch_snapshot(snapshot, "main")
@@ -827,8 +839,9 @@ impl TableFormat for Iceberg {
         // Data and manifests first, the metadata file last: it is the commit.
         table.publish(&io, &manifest_uri).await?;
         table.publish(&io, &list_uri).await?;
-        let version = cur.as_ref().map_or(1, |c| c.version + 1);
-        table.write_version(version, &built.metadata).await?;
+        table
+            .write_version(last_version + 1, &built.metadata)
+            .await?;
         // The manifest lists (and their manifests) of expired snapshots: no snapshot names them.
         for uri in expired_lists {
             table.delete_snapshot_files(&uri).await;
@@ -848,7 +861,7 @@ impl TableFormat for Iceberg {
         at: chrono::DateTime<Utc>,
     ) -> Result<Option<Vec<lake_core::publish::ObjectEntry>>> {
         let table = Table::new(store, prefix);
-        let Some(cur) = table.current().await? else {
+        let Some(cur) = table.current().await?.filter(|c| !c.moved) else {
             return Ok(None);
         };
         let at = at.timestamp_millis();
@@ -895,11 +908,17 @@ impl TableFormat for Iceberg {
             dataset: prefix.to_owned(),
             ..Vacuumed::default()
         };
-        let Some(cur) = table.current().await? else {
+        // A table written elsewhere waits for its first commit here.
+        let Some(cur) = table.current().await?.filter(|c| !c.moved) else {
             return Ok(done);
         };
         let now = Utc::now().timestamp_millis();
-        let (expired, lists) = expired_of(&cur.metadata, now, retain);
+        let (expired, lists) = expired_of(
+            &cur.metadata,
+            now,
+            retain,
+            cur.metadata.current_snapshot_id(),
+        );
         let metadata = if expired.is_empty() {
             cur.metadata
         } else {

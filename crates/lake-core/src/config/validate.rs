@@ -147,28 +147,18 @@ pub fn validate(file: &ConfigFile, env: Option<&str>, backends: &Kinds) -> Resul
             .map_err(|m| r.value(&origin("lock_ttl", ttl_o.is_some()), m))
             .unwrap_or(DEFAULT_LOCK_TTL),
     };
-    let retain_replaced = match &lake.retain_replaced {
-        None => std::time::Duration::ZERO,
-        // Zero is allowed here: replaced objects go at once.
-        Some(raw)
-            if raw
-                .strip_suffix(['s', 'm', 'h', 'd'])
-                .and_then(|n| n.parse::<u64>().ok())
-                == Some(0) =>
-        {
-            std::time::Duration::ZERO
-        }
-        Some(raw) => parse_duration(raw)
-            .map_err(|m| r.value("lake.retain_replaced", m))
-            .unwrap_or(std::time::Duration::ZERO),
-    };
-
-    let retain_snapshots = match &lake.retain_snapshots {
-        None => DEFAULT_RETAIN_SNAPSHOTS,
-        Some(raw) => parse_duration(raw)
-            .map_err(|m| r.value("lake.retain_snapshots", m))
-            .unwrap_or(DEFAULT_RETAIN_SNAPSHOTS),
-    };
+    let retain_replaced = retain_key(
+        &mut r,
+        "lake.retain_replaced",
+        &lake.retain_replaced,
+        std::time::Duration::ZERO,
+    );
+    let retain_snapshots = retain_key(
+        &mut r,
+        "lake.retain_snapshots",
+        &lake.retain_snapshots,
+        DEFAULT_RETAIN_SNAPSHOTS,
+    );
     let lake_format = table_format(&mut r, backends, "lake.table_format", &lake.table_format)
         .unwrap_or_else(|| crate::table_format::PARQUET.to_owned());
 
@@ -567,6 +557,29 @@ fn managed_references(file: &ConfigFile, spans: &SpanIndex) -> Vec<SecretUse> {
 }
 
 /// The duration at `key`, or `default_secs` when it is not set or (reported) invalid.
+/// A duration of how long something replaced is kept: zero is allowed (`"0s"`: not kept).
+fn retain_key(
+    r: &mut Reporter<'_>,
+    key: &str,
+    raw: &Option<String>,
+    default: std::time::Duration,
+) -> std::time::Duration {
+    match raw {
+        None => default,
+        Some(raw)
+            if raw
+                .strip_suffix(['s', 'm', 'h', 'd'])
+                .and_then(|n| n.parse::<u64>().ok())
+                == Some(0) =>
+        {
+            std::time::Duration::ZERO
+        }
+        Some(raw) => parse_duration(raw)
+            .map_err(|m| r.value(key, m))
+            .unwrap_or(default),
+    }
+}
+
 /// A `table_format` key: `parquet` or a registered format; `None` when absent or reported.
 fn table_format(
     r: &mut Reporter<'_>,
