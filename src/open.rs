@@ -57,7 +57,9 @@ pub fn kinds() -> Kinds {
     #[cfg(not(feature = "otel"))]
     let b = b.settings(lake_core::settings::AcceptAny("telemetry"));
     #[cfg(feature = "iceberg")]
-    let b = b.table_format(lake_iceberg::IcebergKind);
+    let b = b
+        .table_format(lake_iceberg::IcebergKind)
+        .catalog(lake_iceberg::RestKind);
     #[cfg(feature = "postgres")]
     let b = b
         .sink(lake_postgres::PostgresKind)

@@ -942,3 +942,188 @@ fn an_unknown_table_format_is_refused_at_its_line() {
         "{err}"
     );
 }
+
+/// The REST catalog of `tests/rest_catalog.py` on 127.0.0.1, killed when dropped.
+struct RestCatalog {
+    child: std::process::Child,
+    uri: String,
+}
+
+impl RestCatalog {
+    fn start(python: &str) -> Self {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rest_catalog.py");
+        let mut child = std::process::Command::new(python)
+            .arg(script)
+            .env("REST_CREDENTIAL", "lake:s3cret-client")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("{line:?}"));
+        Self {
+            child,
+            uri: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn post(&self, path: &str) {
+        let (status, _) = lake_testing::emulator::request(&self.uri, "POST", path);
+        assert_eq!(status, 200, "POST {path}");
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let (status, body) = lake_testing::emulator::request(&self.uri, "GET", "/_test/state");
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for RestCatalog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads tables through a REST catalog with pyiceberg's RestCatalog (argv: uri, then
+/// `namespace.table`s); per table: its rows and snapshots' lake run ids. With `--append`,
+/// appends one row of the first table's own rows instead (another writer).
+const REST_READ: &str = r##"
+import sys, json
+from pyiceberg.catalog.rest import RestCatalog
+cat = RestCatalog("test", uri=sys.argv[1], credential="lake:s3cret-client")
+if sys.argv[2] == "--append":
+    t = cat.load_table(sys.argv[3])
+    t.append(t.scan(limit=1).to_arrow())
+    print(json.dumps({"metadata": t.metadata_location}))
+    sys.exit(0)
+for name in sys.argv[2:]:
+    t = cat.load_table(name)
+    snaps = sorted(t.snapshots(), key=lambda s: s.timestamp_ms)
+    print(json.dumps({"table": name, "rows": t.scan().to_arrow().num_rows,
+                      "location": t.metadata_location,
+                      "runs": [s.summary.additional_properties.get("lake.run-id") for s in snaps]}))
+"##;
+
+#[test]
+fn a_rest_catalog_commits_each_publish_and_pyiceberg_reads_through_it() {
+    let Some(python) = python() else {
+        return;
+    };
+    let rest = RestCatalog::start(&python);
+    let dir = iceberg_example("credit");
+    let toml = dir.path().join("lake.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replacen(
+        "kind = \"glue\"\ndatabase = \"credit\"",
+        &format!(
+            "kind = \"rest\"\nuri = \"{}\"\nnamespace = \"credit\"\ncredential = \"${{env:LAKE_TEST_REST_CREDENTIAL}}\"",
+            rest.uri
+        ),
+        1,
+    );
+    std::fs::write(&toml, &text).unwrap();
+    let lake_run = |args: &[&str]| {
+        lake(dir.path())
+            .env("LAKE_TEST_REST_CREDENTIAL", "lake:s3cret-client")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let tables = ["credit.trusted_credit", "credit.refined_credit_by_purpose"];
+    let read = |names: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![rest.uri.as_str()];
+        args.extend(names);
+        python_out(&python, REST_READ, &args)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+
+    // A wrong credential: the run fails before anything is published, the secret unsaid.
+    let out = lake(dir.path())
+        .env("LAKE_TEST_REST_CREDENTIAL", "lake:wrong-secret")
+        .args(["run", "--date", "2024-05-01"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("fetching a token") && err.contains("401"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret"), "{err}");
+
+    let out = lake_run(&["run", "--date", "2024-05-01"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = run_id(&stdout(&out));
+    let got = read(&tables);
+    assert_eq!(got[0]["rows"], 1000, "{got:?}");
+    assert_eq!(got[1]["rows"], 8, "{got:?}");
+    assert_eq!(got[0]["runs"], serde_json::json!([first]), "{got:?}");
+    // The catalog wrote the metadata; lake wrote no file catalog of its own.
+    assert!(
+        !dir.path()
+            .join("lake/trusted/credit/metadata/version-hint.text")
+            .exists()
+    );
+    let location = got[0]["location"].as_str().unwrap().to_owned();
+    assert!(
+        location.contains("/lake/trusted/credit/metadata/00001-"),
+        "{location}"
+    );
+
+    // A republish, after two commits lost their race: lake builds it again on the table
+    // as it is and the catalog takes it; the first snapshot still reads 1000 rows.
+    set_adults(dir.path(), true);
+    rest.post("/_test/conflicts?n=2");
+    let out = lake_run(&["run", "--date", "2024-05-01"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = run_id(&stdout(&out));
+    assert_eq!(rest.state()["refused"], 2);
+    let adults = count(dir.path(), "SELECT count(*) FROM trusted.credit");
+    let got = read(&tables[..1]);
+    assert_eq!(got[0]["rows"], adults, "{got:?}");
+    assert_eq!(
+        got[0]["runs"],
+        serde_json::json!([first, second]),
+        "{got:?}"
+    );
+    // `lake ls` and `--as-of` read the table through the catalog.
+    let out = lake_run(&["ls", "trusted/credit", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ls: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(ls["snapshots"].as_array().map(Vec::len), Some(2), "{ls}");
+    let out = lake_run(&[
+        "query",
+        "--format",
+        "csv",
+        "--as-of",
+        &first,
+        "SELECT count(*) FROM trusted.credit",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().nth(1), Some("1000"));
+
+    // Another writer appends through the catalog: lake refuses to commit over its snapshot,
+    // before publishing, and the table keeps that writer's rows.
+    python_out(
+        &python,
+        REST_READ,
+        &[&rest.uri, "--append", "credit.trusted_credit"],
+    );
+    set_adults(dir.path(), false);
+    let out = lake_run(&["run", "--date", "2024-05-01"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("committed by another writer"), "{err}");
+    let got = read(&tables[..1]);
+    assert_eq!(got[0]["rows"], adults + 1, "{got:?}");
+    assert_eq!(
+        count(dir.path(), "SELECT count(*) FROM trusted.credit"),
+        adults
+    );
+}

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
+use futures::future::BoxFuture;
 use iceberg::io::FileIO;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, FormatVersion, ManifestList,
@@ -27,6 +28,7 @@ use iceberg::spec::{
     PrimitiveType, Schema, Snapshot, SortOrder, Struct, Summary, TableMetadata,
     TableMetadataBuilder, Transform, Type, UnboundPartitionSpec,
 };
+use iceberg::{TableIdent, TableRequirement, TableUpdate};
 use lake_core::backend::BackendEnv;
 use lake_core::publish::Dataset;
 use lake_core::table_format::{SnapshotInfo, SnapshotOf, TableFormat, TableFormatKind, Vacuumed};
@@ -36,7 +38,10 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::async_reader::MetadataFetch;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
+mod rest;
 mod types;
+
+pub use rest::{RestConfig, RestKind};
 
 /// The format's name in lake.toml.
 pub const NAME: &str = "iceberg";
@@ -45,10 +50,12 @@ const METADATA: &str = lake_core::table_format::METADATA;
 /// The file naming the current metadata version.
 const HINT: &str = "version-hint.text";
 /// Snapshot summary keys lake adds.
-const RUN_ID: &str = "lake.run-id";
+pub(crate) const RUN_ID: &str = "lake.run-id";
 const STEP: &str = "lake.step";
 const FINGERPRINT: &str = "lake.input-hash";
 const COMMITTED: &str = "lake.committed";
+/// Commits a REST catalog refuses for a conflict that lake builds again.
+const COMMIT_ATTEMPTS: u32 = 4;
 
 /// The `iceberg` table format, registered with [`Kinds::table_format`](lake_core::kinds::Kinds::table_format).
 #[derive(Debug, Clone, Copy, Default)]
@@ -59,14 +66,22 @@ impl TableFormatKind for IcebergKind {
         NAME
     }
 
-    fn open(&self, _env: &BackendEnv) -> Result<Arc<dyn TableFormat>> {
-        Ok(Arc::new(Iceberg))
+    fn open(&self, env: &BackendEnv) -> Result<Arc<dyn TableFormat>> {
+        Ok(Arc::new(Iceberg {
+            rest: rest::Rest::of(env),
+            store: Arc::clone(&env.store),
+        }))
     }
 }
 
-/// Commits datasets as Iceberg tables in a file catalog inside the lake.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Iceberg;
+/// Commits datasets as Iceberg tables: in a file catalog inside the lake, or through the
+/// REST catalog of `[catalog] kind = "rest"` for the tables it holds.
+#[derive(Debug, Clone)]
+pub struct Iceberg {
+    rest: Option<Arc<rest::Rest>>,
+    /// The lake's store, owned: a REST commit builds its snapshot again on a retry.
+    store: Arc<DynZoneStore>,
+}
 
 /// A table's current metadata and where it is.
 struct Current {
@@ -79,11 +94,47 @@ struct Current {
     moved: bool,
 }
 
-/// A dataset's table: its prefix in the store and its location as engines name it.
+impl Current {
+    /// The error of a table whose current snapshot another writer made: lake writes the
+    /// dataset at `prefix` from its own manifest, so that writer's rows would be dropped.
+    fn foreign(&self, prefix: &str) -> Option<Error> {
+        let s = self.metadata.current_snapshot()?;
+        if s.summary().additional_properties.contains_key(RUN_ID) {
+            return None;
+        }
+        Some(Error::Mismatch {
+            object: self.uri.clone(),
+            message: format!(
+                "the table's current snapshot {} ({}, {}) was committed by another writer, not by lake; lake writes {prefix} from its own manifest and would drop that snapshot's rows. Point that writer at another table; or, to give the table back to lake, drop it in its catalog (lake commits it again from its manifest)",
+                s.snapshot_id(),
+                s.summary().operation.as_str(),
+                chrono::DateTime::from_timestamp_millis(s.timestamp_ms())
+                    .unwrap_or_default()
+                    .to_rfc3339(),
+            ),
+            missing: false,
+        })
+    }
+
+    /// A table as loaded from a REST catalog (its metadata file and metadata), for a
+    /// dataset at `location`.
+    fn of((uri, metadata): (String, TableMetadata), location: &str) -> Self {
+        Self {
+            version: 0,
+            uri,
+            moved: metadata.location().trim_end_matches('/') != location,
+            metadata,
+        }
+    }
+}
+
+/// A dataset's table: its prefix in the store, its location as engines name it, and the REST
+/// catalog that holds it (`None`: the file catalog in its `metadata/` folder).
 struct Table<'a> {
     store: &'a DynZoneStore,
     prefix: &'a str,
     location: String,
+    rest: Option<(Arc<rest::Rest>, TableIdent)>,
 }
 
 fn fail(what: &str, message: impl std::fmt::Display) -> Error {
@@ -109,7 +160,14 @@ impl<'a> Table<'a> {
             store,
             prefix,
             location: location.trim_end_matches('/').to_owned(),
+            rest: None,
         }
+    }
+
+    /// The same table, held by the REST catalog `rest` when it holds it.
+    fn with_rest(mut self, rest: Option<&Arc<rest::Rest>>) -> Self {
+        self.rest = rest.and_then(|r| Some((Arc::clone(r), r.ident(self.prefix)?)));
+        self
     }
 
     fn key(&self, rel: &str) -> Result<Key> {
@@ -127,6 +185,12 @@ impl<'a> Table<'a> {
     }
 
     async fn current(&self) -> Result<Option<Current>> {
+        if let Some((rest, ident)) = &self.rest {
+            return Ok(rest
+                .load(ident)
+                .await?
+                .map(|t| Current::of(t, &self.location)));
+        }
         let hint = self.key(&format!("{METADATA}/{HINT}"))?;
         let version = match self.store.get_bytes(&hint).await {
             Ok(b) => String::from_utf8_lossy(&b)
@@ -215,6 +279,112 @@ impl<'a> Table<'a> {
             )
             .await?;
         Ok(())
+    }
+
+    /// Commit the change `stage` builds on the table as it is: in a file catalog, as the next
+    /// version (put-if-absent); in a REST catalog, as a transaction it retries on a conflict.
+    /// Afterwards, the expired snapshots' files go. `None`: nothing changed.
+    async fn apply(&self, stage: Stager) -> Result<Option<Staged>> {
+        let staged = match &self.rest {
+            None => {
+                let cur = self.current().await?;
+                // A table written elsewhere (a copied lake) starts a new history here: its
+                // snapshots name files by their old location. Its versions go on.
+                let version = cur.as_ref().map_or(0, |c| c.version);
+                let Some(staged) = stage(cur.filter(|c| !c.moved)).await? else {
+                    return Ok(None);
+                };
+                self.write_version(version + 1, &staged.metadata).await?;
+                for log in &staged.expired_logs {
+                    if let Some(Ok(k)) = self.key_of(log) {
+                        let _ = self.store.delete(&k).await;
+                    }
+                }
+                staged
+            }
+            Some((rest, ident)) => {
+                // A requirement that fails (another writer moved the table meanwhile) is
+                // answered by building the change again on the table as it is then.
+                let mut attempt = 0;
+                loop {
+                    let Some(loaded) = rest.load(ident).await? else {
+                        return Ok(None);
+                    };
+                    let cur = Current::of(loaded, &self.location);
+                    if cur.moved {
+                        return Err(rest.fail(
+                            Some(ident),
+                            "committing",
+                            format!(
+                                "the catalog's table is at {}, not at this dataset's location {}; drop it in the catalog or set another catalog.namespace",
+                                cur.metadata.location(),
+                                self.location
+                            ),
+                        ));
+                    }
+                    let requirements = requirements(&cur.metadata);
+                    let Some(staged) = stage(Some(cur)).await? else {
+                        return Ok(None);
+                    };
+                    match rest
+                        .commit(ident, requirements, staged.changes.clone())
+                        .await?
+                    {
+                        rest::Committed::Done => break staged,
+                        rest::Committed::Conflict if attempt < COMMIT_ATTEMPTS => attempt += 1,
+                        rest::Committed::Conflict => {
+                            return Err(rest.fail(
+                                Some(ident),
+                                "committing",
+                                format!("other writers moved the table {COMMIT_ATTEMPTS} times while lake committed; run again"),
+                            ));
+                        }
+                    }
+                }
+            }
+        };
+        // The manifest lists (and their manifests) of expired snapshots: no snapshot names them.
+        for uri in &staged.expired_lists {
+            self.delete_snapshot_files(uri).await;
+        }
+        Ok(Some(staged))
+    }
+
+    /// Create the table in its REST catalog (the namespace too), with the schema, spec and
+    /// properties of `job`'s newest file, when the catalog has no such table.
+    async fn create(&self, job: &Job) -> Result<()> {
+        let Some((rest, ident)) = &self.rest else {
+            return Ok(());
+        };
+        if rest.load(ident).await?.is_some() {
+            return Ok(());
+        }
+        rest.namespace().await?;
+        let prefix = self.prefix;
+        let schema = match job
+            .dataset
+            .objects
+            .iter()
+            .rev()
+            .find(|o| o.key.ends_with(".parquet"))
+        {
+            Some(o) => {
+                let f = footer(self.store, &o.key, o.size).await?;
+                schema_for(prefix, &f.arrow, &job.partition_by, None)?
+            }
+            None => Schema::builder().build().map_err(ice(prefix))?,
+        };
+        let request = iceberg_catalog_rest::CreateTableRequest {
+            name: ident.name().to_owned(),
+            location: Some(self.location.clone()),
+            partition_spec: Some(unbound(prefix, &schema, &job.partition_by)?),
+            // Optional in the protocol, required by some servers (pyiceberg's model).
+            write_order: Some(SortOrder::unsorted_order()),
+            stage_create: None,
+            properties: properties(&schema, &job.dataset),
+            schema,
+        };
+        rest.create(ident, &request).await
     }
 
     /// Delete an expired snapshot's manifest list and the manifests it lists (each snapshot
@@ -309,6 +479,331 @@ fn expired_of(
         })
         .map(|s| (s.snapshot_id(), s.manifest_list().to_owned()))
         .unzip()
+}
+
+/// The partition spec of a table partitioned by `partition_by` (identity fields).
+fn unbound(prefix: &str, schema: &Schema, partition_by: &[String]) -> Result<UnboundPartitionSpec> {
+    let mut b = UnboundPartitionSpec::builder();
+    for p in partition_by {
+        let id = schema
+            .field_by_name(p)
+            .map(|f| f.id)
+            .ok_or_else(|| fail(prefix, format!("partition column {p} is not in the schema")))?;
+        b = b
+            .add_partition_field(id, p, Transform::Identity)
+            .map_err(ice(prefix))?;
+    }
+    Ok(b.build())
+}
+
+/// The table properties lake sets on every commit.
+fn properties(schema: &Schema, dataset: &Dataset) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            "schema.name-mapping.default".to_owned(),
+            name_mapping(schema),
+        ),
+        ("write.format.default".to_owned(), "parquet".to_owned()),
+        (
+            "write.metadata.delete-after-commit.enabled".to_owned(),
+            "true".to_owned(),
+        ),
+        (
+            "write.metadata.previous-versions-max".to_owned(),
+            "100".to_owned(),
+        ),
+        (
+            "lake.dataset".to_owned(),
+            format!("{}.{}", dataset.zone.as_str(), dataset.name),
+        ),
+    ])
+}
+
+/// Builds a change on the table as it is read (`None`: no table, or one written elsewhere);
+/// `None` when there is nothing to change.
+type Stager =
+    Arc<dyn Fn(Option<Current>) -> BoxFuture<'static, Result<Option<Staged>>> + Send + Sync>;
+
+/// The table as the change read it, as requirements: its UUID, its `main` branch, schema,
+/// spec and last field id.
+fn requirements(m: &TableMetadata) -> Vec<TableRequirement> {
+    vec![
+        TableRequirement::UuidMatch { uuid: m.uuid() },
+        TableRequirement::RefSnapshotIdMatch {
+            r#ref: "main".to_owned(),
+            snapshot_id: m.current_snapshot_id(),
+        },
+        TableRequirement::CurrentSchemaIdMatch {
+            current_schema_id: m.current_schema_id(),
+        },
+        TableRequirement::DefaultSpecIdMatch {
+            default_spec_id: m.default_partition_spec_id(),
+        },
+        TableRequirement::LastAssignedFieldIdMatch {
+            last_assigned_field_id: m.last_column_id(),
+        },
+    ]
+}
+
+/// One publish to commit as a snapshot, owned: a REST commit refused for a conflict is built
+/// again on the table as it is then.
+struct Job {
+    dataset: Dataset,
+    run_id: String,
+    committed: String,
+    step: String,
+    fingerprint: Option<String>,
+    partition_by: Vec<String>,
+    retain: std::time::Duration,
+}
+
+/// A commit built on the table as it was read: the metadata after it, the updates that make
+/// it (what a REST catalog is sent), and what to delete once it is committed.
+struct Staged {
+    metadata: TableMetadata,
+    changes: Vec<TableUpdate>,
+    /// Manifest lists of the snapshots it expires.
+    expired_lists: Vec<String>,
+    /// Metadata files that left the log (a file catalog's own).
+    expired_logs: Vec<String>,
+}
+
+impl Job {
+    fn of(of: &SnapshotOf<'_>) -> Self {
+        Self {
+            dataset: of.dataset.clone(),
+            run_id: of.manifest.run_id.clone(),
+            committed: of.manifest.committed.to_rfc3339(),
+            step: of.step.to_owned(),
+            fingerprint: of.manifest.fingerprint.clone(),
+            partition_by: of.partition_by.to_vec(),
+            retain: of.retain,
+        }
+    }
+
+    /// The table's current snapshot describes this publish already.
+    fn done(&self, cur: Option<&Current>) -> bool {
+        cur.and_then(|c| c.metadata.current_snapshot())
+            .is_some_and(|s| {
+                let p = &s.summary().additional_properties;
+                p.get(COMMITTED) == Some(&self.committed) && p.get(RUN_ID) == Some(&self.run_id)
+            })
+    }
+
+    /// Build the snapshot on `cur` (the table as read; `None`: a new table): write its
+    /// manifest and manifest list to the store, and return the metadata that commits it.
+    /// A table whose current snapshot another writer made is refused: lake's manifest lists
+    /// the dataset's files, so that writer's rows would be dropped.
+    async fn stage(&self, table: &Table<'_>, cur: Option<&Current>) -> Result<Staged> {
+        let prefix = self.dataset.prefix.as_str();
+        if let Some(e) = cur.and_then(|c| c.foreign(prefix)) {
+            return Err(e);
+        }
+        let io = FileIO::new_with_memory();
+        let live = match cur {
+            Some(c) => table.live_files(&io, c).await?,
+            None => BTreeMap::new(),
+        };
+        let footers = Iceberg::footers(table.store, &self.dataset, &live, table).await?;
+
+        // Schema and spec: from the newest file, checked against the table.
+        let current_schema = cur.map(|c| Arc::clone(c.metadata.current_schema()));
+        let schema = match (footers.last(), &current_schema) {
+            (Some(f), _) => schema_for(
+                prefix,
+                &f.arrow,
+                &self.partition_by,
+                current_schema.as_deref(),
+            )?,
+            (None, Some(s)) => (**s).clone(),
+            (None, None) => Schema::builder().build().map_err(ice(prefix))?,
+        };
+        let unbound = |schema: &Schema| unbound(prefix, schema, &self.partition_by);
+        let mut properties = properties(&schema, &self.dataset);
+        let builder = match cur {
+            None => {
+                // A new table: iceberg numbers the fields itself; the mapping follows.
+                let fresh = TableMetadataBuilder::new(
+                    schema.clone(),
+                    unbound(&schema)?,
+                    SortOrder::unsorted_order(),
+                    table.location.clone(),
+                    FormatVersion::V2,
+                    properties.clone(),
+                )
+                .map_err(ice(prefix))?
+                .build()
+                .map_err(ice(prefix))?
+                .metadata;
+                properties.insert(
+                    "schema.name-mapping.default".to_owned(),
+                    name_mapping(fresh.current_schema()),
+                );
+                fresh
+                    .into_builder(None)
+                    .set_properties(properties)
+                    .map_err(ice(prefix))?
+            }
+            Some(c) => {
+                let mut b = c.metadata.clone().into_builder(Some(c.uri.clone()));
+                if current_schema.as_deref().map(|s| s.as_struct()) != Some(schema.as_struct()) {
+                    b = b.add_current_schema(schema.clone()).map_err(ice(prefix))?;
+                }
+                let spec = unbound(&schema)?;
+                if c.metadata.default_partition_spec().fields().len() != spec.fields().len()
+                    || c.metadata
+                        .default_partition_spec()
+                        .fields()
+                        .iter()
+                        .zip(spec.fields())
+                        .any(|(a, b)| a.source_id != b.source_id)
+                {
+                    b = b.add_default_partition_spec(spec).map_err(ice(prefix))?;
+                }
+                b.set_properties(properties).map_err(ice(prefix))?
+            }
+        };
+        // The schema and spec the snapshot is written with.
+        let staged = builder.build().map_err(ice(prefix))?;
+        // Metadata files past `write.metadata.previous-versions-max` leave the log: they go.
+        let expired_logs = staged.expired_metadata_logs;
+        let mut changes = staged.changes;
+        let staged = staged.metadata;
+        let schema = Arc::clone(staged.current_schema());
+        let spec = (**staged.default_partition_spec()).clone();
+        let spec_id = spec.spec_id();
+
+        let snapshot_id = (uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)) as i64;
+        let sequence = staged.last_sequence_number() + 1;
+        let parent = staged.current_snapshot_id();
+        let tag = uuid::Uuid::new_v4();
+        let manifest_uri = table.uri(&format!("{METADATA}/{tag}-m0.avro"));
+        let mut writer = ManifestWriterBuilder::new(
+            io.new_output(&manifest_uri).map_err(ice(prefix))?,
+            Some(snapshot_id),
+            Arc::clone(&schema),
+            spec.clone(),
+        )
+        .build_v2_data();
+        let listed: std::collections::BTreeSet<String> = self
+            .dataset
+            .objects
+            .iter()
+            .map(|o| table.uri(rel_of(&o.key, prefix)))
+            .collect();
+        let (mut added, mut added_rows, mut added_bytes) = (0u64, 0u64, 0u64);
+        for f in &footers {
+            let rel = rel_of(&f.key, prefix);
+            let file = data_file(
+                prefix,
+                f,
+                table.uri(rel),
+                partition_of(rel, &self.partition_by),
+                &schema,
+                spec_id,
+            )?;
+            added += 1;
+            added_rows += file.record_count();
+            added_bytes += file.file_size_in_bytes();
+            writer.add_file(file, sequence).map_err(ice(prefix))?;
+        }
+        let (mut total, mut total_rows, mut total_bytes) = (added, added_rows, added_bytes);
+        let (mut deleted, mut deleted_rows) = (0u64, 0u64);
+        for (path, l) in live {
+            if listed.contains(&path) {
+                total += 1;
+                total_rows += l.file.record_count();
+                total_bytes += l.file.file_size_in_bytes();
+                writer
+                    .add_existing_file(
+                        l.file,
+                        l.snapshot_id,
+                        l.sequence_number,
+                        Some(l.file_sequence_number),
+                    )
+                    .map_err(ice(prefix))?;
+            } else {
+                deleted += 1;
+                deleted_rows += l.file.record_count();
+                writer
+                    .add_delete_file(l.file, l.sequence_number, Some(l.file_sequence_number))
+                    .map_err(ice(prefix))?;
+            }
+        }
+        let manifest = writer.write_manifest_file().await.map_err(ice(prefix))?;
+        let list_uri = table.uri(&format!("{METADATA}/snap-{snapshot_id}-1-{tag}.avro"));
+        let mut list = ManifestListWriter::v2(
+            io.new_output(&list_uri)
+                .map_err(ice(prefix))?
+                .writer()
+                .await
+                .map_err(ice(prefix))?,
+            snapshot_id,
+            parent,
+            sequence,
+        );
+        list.add_manifests(std::iter::once(manifest))
+            .map_err(ice(prefix))?;
+        list.close().await.map_err(ice(prefix))?;
+
+        let operation = if deleted == 0 {
+            Operation::Append
+        } else {
+            Operation::Overwrite
+        };
+        let mut summary = HashMap::from([
+            (RUN_ID.to_owned(), self.run_id.clone()),
+            (STEP.to_owned(), self.step.clone()),
+            (COMMITTED.to_owned(), self.committed.clone()),
+            ("added-data-files".to_owned(), added.to_string()),
+            ("added-records".to_owned(), added_rows.to_string()),
+            ("added-files-size".to_owned(), added_bytes.to_string()),
+            ("deleted-data-files".to_owned(), deleted.to_string()),
+            ("deleted-records".to_owned(), deleted_rows.to_string()),
+            ("total-data-files".to_owned(), total.to_string()),
+            ("total-records".to_owned(), total_rows.to_string()),
+            ("total-files-size".to_owned(), total_bytes.to_string()),
+            ("total-delete-files".to_owned(), "0".to_owned()),
+            ("total-position-deletes".to_owned(), "0".to_owned()),
+            ("total-equality-deletes".to_owned(), "0".to_owned()),
+        ]);
+        if let Some(fp) = &self.fingerprint {
+            summary.insert(FINGERPRINT.to_owned(), fp.clone());
+        }
+        let now = Utc::now().timestamp_millis();
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(snapshot_id)
+            .with_parent_snapshot_id(parent)
+            .with_sequence_number(sequence)
+            .with_timestamp_ms(now.max(staged.last_updated_ms()))
+            .with_manifest_list(list_uri.clone())
+            .with_summary(Summary {
+                operation,
+                additional_properties: summary,
+            })
+            .with_schema_id(schema.schema_id())
+            .build();
+        // The snapshot this commit adds becomes the current one: the previous may expire.
+        let (expired, expired_lists) = expired_of(&staged, now, self.retain, None);
+        let built = staged
+            .into_builder(None)
+            .set_branch_snapshot(snapshot, "main")
+            .map_err(ice(prefix))?
+            .remove_snapshots(&expired)
+            .build()
+            .map_err(ice(prefix))?;
+
+        changes.extend(built.changes);
+        // Data and manifests first, the metadata last: it is the commit.
+        table.publish(&io, &manifest_uri).await?;
+        table.publish(&io, &list_uri).await?;
+        Ok(Staged {
+            metadata: built.metadata,
+            changes,
+            expired_lists,
+            expired_logs: expired_logs.into_iter().map(|l| l.metadata_file).collect(),
+        })
+    }
 }
 
 /// A data file of the current snapshot.
@@ -544,6 +1039,11 @@ fn rel_of<'k>(key: &'k str, prefix: &str) -> &'k str {
 }
 
 impl Iceberg {
+    /// The table of the dataset at `prefix`: in the REST catalog when it holds it.
+    fn table<'a>(&self, store: &'a DynZoneStore, prefix: &'a str) -> Table<'a> {
+        Table::new(store, prefix).with_rest(self.rest.as_ref())
+    }
+
     /// The table's schema and partition spec for `of`'s new files (checked against the
     /// current table) and their footers.
     async fn footers(
@@ -588,8 +1088,11 @@ impl TableFormat for Iceberg {
         let Some(first) = staged.objects.iter().find(|o| o.key.ends_with(".parquet")) else {
             return Ok(());
         };
-        let table = Table::new(store, target);
-        let cur = table.current().await?;
+        let table = self.table(store, target);
+        let cur = table.current().await?.filter(|c| !c.moved);
+        if let Some(e) = cur.as_ref().and_then(|c| c.foreign(target)) {
+            return Err(e);
+        }
         let f = footer(store, &first.key, first.size).await?;
         schema_for(
             target,
@@ -601,256 +1104,22 @@ impl TableFormat for Iceberg {
     }
 
     async fn commit(&self, store: &DynZoneStore, of: &SnapshotOf<'_>) -> Result<()> {
-        let prefix = of.dataset.prefix.as_str();
-        let table = Table::new(store, prefix);
-        let committed = of.manifest.committed.to_rfc3339();
-        let cur = table.current().await?;
-        // A table written elsewhere (a copied lake) starts a new history here: its
-        // snapshots name files by their old location. Its versions go on.
-        let last_version = cur.as_ref().map_or(0, |c| c.version);
-        let cur = cur.filter(|c| !c.moved);
-        if let Some(s) = cur.as_ref().and_then(|c| c.metadata.current_snapshot())
-            && s.summary().additional_properties.get(COMMITTED) == Some(&committed)
-            && s.summary().additional_properties.get(RUN_ID) == Some(&of.manifest.run_id)
-        {
-            return Ok(());
-        }
-        let io = FileIO::new_with_memory();
-        let live = match &cur {
-            Some(c) => table.live_files(&io, c).await?,
-            None => BTreeMap::new(),
-        };
-        let footers = Self::footers(store, of.dataset, &live, &table).await?;
-
-        // Schema and spec: from the newest file, checked against the table.
-        let current_schema = cur
-            .as_ref()
-            .map(|c| Arc::clone(c.metadata.current_schema()));
-        let schema = match (footers.last(), &current_schema) {
-            (Some(f), _) => {
-                schema_for(prefix, &f.arrow, of.partition_by, current_schema.as_deref())?
-            }
-            (None, Some(s)) => (**s).clone(),
-            (None, None) => Schema::builder().build().map_err(ice(prefix))?,
-        };
-        let unbound = |schema: &Schema| -> Result<UnboundPartitionSpec> {
-            let mut b = UnboundPartitionSpec::builder();
-            for p in of.partition_by {
-                let id = schema.field_by_name(p).map(|f| f.id).ok_or_else(|| {
-                    fail(prefix, format!("partition column {p} is not in the schema"))
-                })?;
-                b = b
-                    .add_partition_field(id, p, Transform::Identity)
-                    .map_err(ice(prefix))?;
-            }
-            Ok(b.build())
-        };
-        let mut properties = HashMap::from([
-            (
-                "schema.name-mapping.default".to_owned(),
-                name_mapping(&schema),
-            ),
-            ("write.format.default".to_owned(), "parquet".to_owned()),
-            (
-                "write.metadata.delete-after-commit.enabled".to_owned(),
-                "true".to_owned(),
-            ),
-            (
-                "write.metadata.previous-versions-max".to_owned(),
-                "100".to_owned(),
-            ),
-            (
-                "lake.dataset".to_owned(),
-                format!("{}.{}", of.dataset.zone.as_str(), of.dataset.name),
-            ),
-        ]);
-        let builder = match cur.as_ref() {
-            None => {
-                // A new table: iceberg numbers the fields itself; the mapping follows.
-                let fresh = TableMetadataBuilder::new(
-                    schema.clone(),
-                    unbound(&schema)?,
-                    SortOrder::unsorted_order(),
-                    table.location.clone(),
-                    FormatVersion::V2,
-                    properties.clone(),
-                )
-                .map_err(ice(prefix))?
-                .build()
-                .map_err(ice(prefix))?
-                .metadata;
-                properties.insert(
-                    "schema.name-mapping.default".to_owned(),
-                    name_mapping(fresh.current_schema()),
-                );
-                fresh
-                    .into_builder(None)
-                    .set_properties(properties)
-                    .map_err(ice(prefix))?
-            }
-            Some(c) => {
-                let mut b = c.metadata.clone().into_builder(Some(c.uri.clone()));
-                if current_schema.as_deref().map(|s| s.as_struct()) != Some(schema.as_struct()) {
-                    b = b.add_current_schema(schema.clone()).map_err(ice(prefix))?;
+        let job = Arc::new(Job::of(of));
+        let table = self.table(store, &job.dataset.prefix);
+        table.create(&job).await?;
+        // A REST commit runs on a retry too, so the stager owns what it reads.
+        let (owned, job) = (Arc::clone(&self.store), Arc::clone(&job));
+        let stage: Stager = Arc::new(move |cur: Option<Current>| {
+            let (store, job) = (Arc::clone(&owned), Arc::clone(&job));
+            Box::pin(async move {
+                if job.done(cur.as_ref()) {
+                    return Ok(None);
                 }
-                let spec = unbound(&schema)?;
-                if c.metadata.default_partition_spec().fields().len() != spec.fields().len()
-                    || c.metadata
-                        .default_partition_spec()
-                        .fields()
-                        .iter()
-                        .zip(spec.fields())
-                        .any(|(a, b)| a.source_id != b.source_id)
-                {
-                    b = b.add_default_partition_spec(spec).map_err(ice(prefix))?;
-                }
-                b.set_properties(properties).map_err(ice(prefix))?
-            }
-        };
-        // The schema and spec the snapshot is written with.
-        let staged = builder.build().map_err(ice(prefix))?;
-        // Metadata files past `write.metadata.previous-versions-max` leave the log: they go.
-        let expired_logs = staged.expired_metadata_logs;
-        let staged = staged.metadata;
-        let schema = Arc::clone(staged.current_schema());
-        let spec = (**staged.default_partition_spec()).clone();
-        let spec_id = spec.spec_id();
-
-        let snapshot_id = (uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)) as i64;
-        let sequence = staged.last_sequence_number() + 1;
-        let parent = staged.current_snapshot_id();
-        let tag = uuid::Uuid::new_v4();
-        let manifest_uri = table.uri(&format!("{METADATA}/{tag}-m0.avro"));
-        let mut writer = ManifestWriterBuilder::new(
-            io.new_output(&manifest_uri).map_err(ice(prefix))?,
-            Some(snapshot_id),
-            Arc::clone(&schema),
-            spec.clone(),
-        )
-        .build_v2_data();
-        let listed: std::collections::BTreeSet<String> = of
-            .dataset
-            .objects
-            .iter()
-            .map(|o| table.uri(rel_of(&o.key, prefix)))
-            .collect();
-        let (mut added, mut added_rows, mut added_bytes) = (0u64, 0u64, 0u64);
-        for f in &footers {
-            let rel = rel_of(&f.key, prefix);
-            let file = data_file(
-                prefix,
-                f,
-                table.uri(rel),
-                partition_of(rel, of.partition_by),
-                &schema,
-                spec_id,
-            )?;
-            added += 1;
-            added_rows += file.record_count();
-            added_bytes += file.file_size_in_bytes();
-            writer.add_file(file, sequence).map_err(ice(prefix))?;
-        }
-        let (mut total, mut total_rows, mut total_bytes) = (added, added_rows, added_bytes);
-        let (mut deleted, mut deleted_rows) = (0u64, 0u64);
-        for (path, l) in live {
-            if listed.contains(&path) {
-                total += 1;
-                total_rows += l.file.record_count();
-                total_bytes += l.file.file_size_in_bytes();
-                writer
-                    .add_existing_file(
-                        l.file,
-                        l.snapshot_id,
-                        l.sequence_number,
-                        Some(l.file_sequence_number),
-                    )
-                    .map_err(ice(prefix))?;
-            } else {
-                deleted += 1;
-                deleted_rows += l.file.record_count();
-                writer
-                    .add_delete_file(l.file, l.sequence_number, Some(l.file_sequence_number))
-                    .map_err(ice(prefix))?;
-            }
-        }
-        let manifest = writer.write_manifest_file().await.map_err(ice(prefix))?;
-        let list_uri = table.uri(&format!("{METADATA}/snap-{snapshot_id}-1-{tag}.avro"));
-        let mut list = ManifestListWriter::v2(
-            io.new_output(&list_uri)
-                .map_err(ice(prefix))?
-                .writer()
-                .await
-                .map_err(ice(prefix))?,
-            snapshot_id,
-            parent,
-            sequence,
-        );
-        list.add_manifests(std::iter::once(manifest))
-            .map_err(ice(prefix))?;
-        list.close().await.map_err(ice(prefix))?;
-
-        let operation = if deleted == 0 {
-            Operation::Append
-        } else {
-            Operation::Overwrite
-        };
-        let mut summary = HashMap::from([
-            (RUN_ID.to_owned(), of.manifest.run_id.clone()),
-            (STEP.to_owned(), of.step.to_owned()),
-            (COMMITTED.to_owned(), committed),
-            ("added-data-files".to_owned(), added.to_string()),
-            ("added-records".to_owned(), added_rows.to_string()),
-            ("added-files-size".to_owned(), added_bytes.to_string()),
-            ("deleted-data-files".to_owned(), deleted.to_string()),
-            ("deleted-records".to_owned(), deleted_rows.to_string()),
-            ("total-data-files".to_owned(), total.to_string()),
-            ("total-records".to_owned(), total_rows.to_string()),
-            ("total-files-size".to_owned(), total_bytes.to_string()),
-            ("total-delete-files".to_owned(), "0".to_owned()),
-            ("total-position-deletes".to_owned(), "0".to_owned()),
-            ("total-equality-deletes".to_owned(), "0".to_owned()),
-        ]);
-        if let Some(fp) = &of.manifest.fingerprint {
-            summary.insert(FINGERPRINT.to_owned(), fp.clone());
-        }
-        let now = Utc::now().timestamp_millis();
-        let snapshot = Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(parent)
-            .with_sequence_number(sequence)
-            .with_timestamp_ms(now.max(staged.last_updated_ms()))
-            .with_manifest_list(list_uri.clone())
-            .with_summary(Summary {
-                operation,
-                additional_properties: summary,
+                let table = Table::new(&*store, &job.dataset.prefix);
+                job.stage(&table, cur.as_ref()).await.map(Some)
             })
-            .with_schema_id(schema.schema_id())
-            .build();
-        // The snapshot this commit adds becomes the current one: the previous may expire.
-        let (expired, expired_lists) = expired_of(&staged, now, of.retain, None);
-        let built = staged
-            .into_builder(None)
-            .set_branch_snapshot(snapshot, "main")
-            .map_err(ice(prefix))?
-            .remove_snapshots(&expired)
-            .build()
-            .map_err(ice(prefix))?;
-
-        // Data and manifests first, the metadata file last: it is the commit.
-        table.publish(&io, &manifest_uri).await?;
-        table.publish(&io, &list_uri).await?;
-        table
-            .write_version(last_version + 1, &built.metadata)
-            .await?;
-        // The manifest lists (and their manifests) of expired snapshots: no snapshot names them.
-        for uri in expired_lists {
-            table.delete_snapshot_files(&uri).await;
-        }
-        for log in expired_logs {
-            if let Some(Ok(k)) = table.key_of(&log.metadata_file) {
-                let _ = store.delete(&k).await;
-            }
-        }
+        });
+        table.apply(stage).await?;
         Ok(())
     }
 
@@ -860,7 +1129,7 @@ impl TableFormat for Iceberg {
         prefix: &str,
         at: chrono::DateTime<Utc>,
     ) -> Result<Option<Vec<lake_core::publish::ObjectEntry>>> {
-        let table = Table::new(store, prefix);
+        let table = self.table(store, prefix);
         let Some(cur) = table.current().await?.filter(|c| !c.moved) else {
             return Ok(None);
         };
@@ -903,7 +1172,7 @@ impl TableFormat for Iceberg {
         keep: &[lake_core::publish::ObjectEntry],
         retain: std::time::Duration,
     ) -> Result<Vacuumed> {
-        let table = Table::new(store, prefix);
+        let table = self.table(store, prefix);
         let mut done = Vacuumed {
             dataset: prefix.to_owned(),
             ..Vacuumed::default()
@@ -912,37 +1181,40 @@ impl TableFormat for Iceberg {
         let Some(cur) = table.current().await?.filter(|c| !c.moved) else {
             return Ok(done);
         };
-        let now = Utc::now().timestamp_millis();
-        let (expired, lists) = expired_of(
-            &cur.metadata,
-            now,
-            retain,
-            cur.metadata.current_snapshot_id(),
-        );
-        let metadata = if expired.is_empty() {
-            cur.metadata
-        } else {
-            let built = cur
-                .metadata
-                .clone()
-                .into_builder(Some(cur.uri.clone()))
-                .remove_snapshots(&expired)
-                .build()
-                .map_err(ice(prefix))?;
-            table
-                .write_version(cur.version + 1, &built.metadata)
-                .await?;
-            for uri in &lists {
-                table.delete_snapshot_files(uri).await;
-            }
-            for log in built.expired_metadata_logs {
-                if let Some(Ok(k)) = table.key_of(&log.metadata_file) {
-                    let _ = store.delete(&k).await;
+        let current = cur.metadata.current_snapshot_id();
+        let stage: Stager = Arc::new(move |cur: Option<Current>| {
+            Box::pin(async move {
+                let Some(cur) = cur else { return Ok(None) };
+                let now = Utc::now().timestamp_millis();
+                let (expired, expired_lists) = expired_of(&cur.metadata, now, retain, current);
+                if expired.is_empty() {
+                    return Ok(None);
                 }
-            }
-            built.metadata
+                let built = cur
+                    .metadata
+                    .clone()
+                    .into_builder(Some(cur.uri.clone()))
+                    .remove_snapshots(&expired)
+                    .build()
+                    .map_err(|e| fail(cur.metadata.location(), e))?;
+                Ok(Some(Staged {
+                    metadata: built.metadata,
+                    changes: built.changes,
+                    expired_lists,
+                    expired_logs: built
+                        .expired_metadata_logs
+                        .into_iter()
+                        .map(|l| l.metadata_file)
+                        .collect(),
+                }))
+            })
+        });
+        let before = cur.metadata.snapshots().len();
+        let metadata = match table.apply(stage).await? {
+            Some(staged) => staged.metadata,
+            None => cur.metadata,
         };
-        done.expired = expired.len();
+        done.expired = before - metadata.snapshots().len();
         done.snapshots = metadata.snapshots().len();
         // Every file a remaining snapshot lists, and what lake's manifest lists.
         let io = FileIO::new_with_memory();
@@ -978,11 +1250,11 @@ impl TableFormat for Iceberg {
         store: &DynZoneStore,
         prefix: &str,
     ) -> Result<Option<String>> {
-        Ok(Table::new(store, prefix).current().await?.map(|c| c.uri))
+        Ok(self.table(store, prefix).current().await?.map(|c| c.uri))
     }
 
     async fn snapshots(&self, store: &DynZoneStore, prefix: &str) -> Result<Vec<SnapshotInfo>> {
-        let table = Table::new(store, prefix);
+        let table = self.table(store, prefix);
         let Some(cur) = table.current().await? else {
             return Ok(Vec::new());
         };
