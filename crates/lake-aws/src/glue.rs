@@ -23,6 +23,25 @@ const SERDE: &str = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe
 const CREATE_BATCH: usize = 100;
 const DELETE_BATCH: usize = 25;
 
+/// The metadata file of an Iceberg table that another writer committed last (pyiceberg,
+/// Athena, Spark name theirs `00001-<uuid>.metadata.json`; lake `vN.metadata.json`).
+fn foreign_iceberg(table: &aws_sdk_glue::types::Table) -> Option<&str> {
+    let p = table.parameters()?;
+    if !p
+        .get("table_type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("ICEBERG"))
+    {
+        return None;
+    }
+    let location = p.get("metadata_location")?;
+    let file = location.rsplit('/').next().unwrap_or(location);
+    let lakes = file
+        .strip_prefix('v')
+        .and_then(|f| f.strip_suffix(".metadata.json"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (!lakes).then_some(location.as_str())
+}
+
 /// Tables of one Glue database.
 #[derive(Debug)]
 pub struct GlueCatalog {
@@ -148,6 +167,17 @@ impl GlueCatalog {
                 return Err(self.err(&t.name, "GetTable", &e));
             }
         };
+        if let Some(old) = &existing
+            && let Some(foreign) = foreign_iceberg(old)
+        {
+            return Err(Error::catalog(
+                format!("{}.{}", self.database, t.name),
+                format!(
+                    "the table's metadata_location {foreign} was committed by another writer (lake names its metadata files vN.metadata.json); lake writes this dataset from its own manifest and would drop that writer's snapshot. Point that writer at another table, or drop the table in Glue (lake registers it again on its next run)"
+                ),
+                None,
+            ));
+        }
         if let Some(old) = &existing {
             let (old_columns, old_keys) = columns_of(old);
             if old_keys == t.partition_keys {

@@ -192,7 +192,7 @@ impl<'a> Table<'a> {
                 .map(|t| Current::of(t, &self.location)));
         }
         let hint = self.key(&format!("{METADATA}/{HINT}"))?;
-        let version = match self.store.get_bytes(&hint).await {
+        let mut version = match self.store.get_bytes(&hint).await {
             Ok(b) => String::from_utf8_lossy(&b)
                 .trim()
                 .parse::<u64>()
@@ -202,9 +202,22 @@ impl<'a> Table<'a> {
                         format!("{}: {e}", self.store.url_of(hint.as_str())),
                     )
                 })?,
-            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) if e.is_not_found() => 0,
             Err(e) => return Err(e),
         };
+        // The hint is a hint (as in Iceberg's Hadoop catalog): a commit killed after its
+        // metadata file and before the hint is the newest version all the same.
+        loop {
+            let next = self.key(&format!("{METADATA}/v{}.metadata.json", version + 1))?;
+            match self.store.head(&next).await {
+                Ok(_) => version += 1,
+                Err(e) if e.is_not_found() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if version == 0 {
+            return Ok(None);
+        }
         let rel = format!("{METADATA}/v{version}.metadata.json");
         let key = self.key(&rel)?;
         let bytes = self.store.get_bytes(&key).await?;
