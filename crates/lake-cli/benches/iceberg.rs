@@ -10,6 +10,10 @@
 //!    all kept: `retain_snapshots` of a year): the wall of the first ten republishes against
 //!    the last ten, and the metadata file's size at the end (each commit reads and rewrites
 //!    it, so it grows with the snapshots kept; `retain_snapshots` bounds it).
+//! 3. With `LAKE_PYSPARK_PYTHON` (a Python with pyiceberg), the read time of that table by
+//!    another engine: pyiceberg loading the metadata and scanning the current snapshot to
+//!    Arrow, timed inside Python (no interpreter start), median of 5, after 10 snapshots and
+//!    after all of them.
 //!
 //! Run it with the binary users get:
 //!
@@ -49,6 +53,40 @@ fn pipeline(dir: &Path, csv: &Path, format: &str, extra: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// pyiceberg's read of the table whose metadata folder is `meta`: the median wall of 5 loads
+/// and scans of its current snapshot, timed in the Python process, and the rows.
+fn pyiceberg_read(python: &str, meta: &Path) -> (f64, u64) {
+    const READ: &str = r#"
+import sys, time, statistics
+from pyiceberg.table import StaticTable
+meta = sys.argv[1]
+hint = open(f"{meta}/version-hint.text").read().strip()
+walls, rows = [], 0
+for _ in range(5):
+    t = time.perf_counter()
+    table = StaticTable.from_metadata(f"file://{meta}/v{hint}.metadata.json")
+    rows = table.scan().to_arrow().num_rows
+    walls.append(time.perf_counter() - t)
+print(statistics.median(walls), rows)
+"#;
+    let out = Command::new(python)
+        .args(["-c", READ])
+        .arg(meta)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    (
+        it.next().unwrap().parse().unwrap(),
+        it.next().unwrap().parse().unwrap(),
+    )
 }
 
 fn rerun(dir: &Path) -> Measure {
@@ -98,8 +136,16 @@ fn main() {
     lake_testing::weather::generate(&csv, 10_000);
     let dir = tmp.path().join("history");
     pipeline(&dir, &csv, "iceberg", "retain_snapshots = \"365d\"\n");
+    let meta = dir.join("lake/trusted/weather_hourly/metadata");
+    let python = std::env::var("LAKE_PYSPARK_PYTHON").ok();
+    let mut early_read = None;
     let mut walls = Vec::with_capacity(snapshots);
-    for _ in 1..snapshots {
+    for n in 1..snapshots {
+        if n == 10
+            && let Some(py) = &python
+        {
+            early_read = Some(pyiceberg_read(py, &meta));
+        }
         let t = Instant::now();
         let out = lake(&dir)
             .args(["run", "--date", "2024-05-01", "--force"])
@@ -111,7 +157,6 @@ fn main() {
     let mean = |w: &[f64]| w.iter().sum::<f64>() / w.len() as f64;
     let first = mean(&walls[..10.min(walls.len())]);
     let last = mean(&walls[walls.len().saturating_sub(10)..]);
-    let meta = dir.join("lake/trusted/weather_hourly/metadata");
     let hint = std::fs::read_to_string(meta.join("version-hint.text")).unwrap();
     let size = std::fs::metadata(meta.join(format!("v{}.metadata.json", hint.trim())))
         .unwrap()
@@ -124,4 +169,14 @@ fn main() {
         last / first,
         size as f64 / 1024.0
     );
+    if let (Some(py), Some((early, rows))) = (&python, early_read) {
+        let (late, late_rows) = pyiceberg_read(py, &meta);
+        assert_eq!(rows, late_rows);
+        println!(
+            "pyiceberg reading it ({rows} rows): {:.3} s after 10 snapshots, {:.3} s after {snapshots} ({:.2}×)",
+            early,
+            late,
+            late / early
+        );
+    }
 }

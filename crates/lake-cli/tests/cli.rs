@@ -1284,6 +1284,36 @@ fn emr_plan_cost_refusal_and_policy_without_aws() {
         v["emr"]["steps"][0]["HadoopJarStep"]["Jar"],
         "command-runner.jar"
     );
+    let iceberg = |v: &serde_json::Value| {
+        v["emr"]["run_job_flow"]["Configurations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["Classification"] == "iceberg-defaults")
+            .cloned()
+    };
+    assert_eq!(iceberg(&v), None, "{v}");
+    // Iceberg tables: the cluster is created with EMR's Iceberg switch.
+    let toml = std::fs::read_to_string(tmp.path().join("lake.toml")).unwrap();
+    std::fs::write(
+        tmp.path().join("lake.toml"),
+        toml.replacen("[lake]\n", "[lake]\ntable_format = \"iceberg\"\n", 1),
+    )
+    .unwrap();
+    let mut c = lake(tmp.path());
+    offline(&mut c);
+    let out = c.args(["--env", "aws", "plan", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        iceberg(&v),
+        Some(serde_json::json!({
+            "Classification": "iceberg-defaults",
+            "Properties": {"iceberg.enabled": "true"}
+        })),
+        "{v}"
+    );
+    std::fs::write(tmp.path().join("lake.toml"), &toml).unwrap();
 
     // A max_cost below the estimate: refused before the lock, ingest or any AWS call.
     let toml = std::fs::read_to_string(tmp.path().join("lake.toml")).unwrap();

@@ -633,6 +633,8 @@ impl Job {
         };
         let unbound = |schema: &Schema| unbound(prefix, schema, &self.partition_by);
         let mut properties = properties(&schema, &self.dataset);
+        // The table's definition (schema, spec, properties) for this snapshot: built first only
+        // when it changes, so a republish of the same columns builds the metadata once.
         let builder = match cur {
             None => {
                 // A new table: iceberg numbers the fields itself; the mapping follows.
@@ -652,36 +654,57 @@ impl Job {
                     "schema.name-mapping.default".to_owned(),
                     name_mapping(fresh.current_schema()),
                 );
-                fresh
-                    .into_builder(None)
-                    .set_properties(properties)
-                    .map_err(ice(prefix))?
+                Some(
+                    fresh
+                        .into_builder(None)
+                        .set_properties(properties)
+                        .map_err(ice(prefix))?,
+                )
             }
             Some(c) => {
-                let mut b = c.metadata.clone().into_builder(Some(c.uri.clone()));
-                if current_schema.as_deref().map(|s| s.as_struct()) != Some(schema.as_struct()) {
-                    b = b.add_current_schema(schema.clone()).map_err(ice(prefix))?;
-                }
+                let new_schema =
+                    current_schema.as_deref().map(|s| s.as_struct()) != Some(schema.as_struct());
                 let spec = unbound(&schema)?;
-                if c.metadata.default_partition_spec().fields().len() != spec.fields().len()
-                    || c.metadata
-                        .default_partition_spec()
+                let old_spec = c.metadata.default_partition_spec();
+                let new_spec = old_spec.fields().len() != spec.fields().len()
+                    || old_spec
                         .fields()
                         .iter()
                         .zip(spec.fields())
-                        .any(|(a, b)| a.source_id != b.source_id)
-                {
-                    b = b.add_default_partition_spec(spec).map_err(ice(prefix))?;
+                        .any(|(a, b)| a.source_id != b.source_id);
+                let new_properties = properties
+                    .iter()
+                    .any(|(k, v)| c.metadata.properties().get(k) != Some(v));
+                if new_schema || new_spec || new_properties {
+                    let mut b = c.metadata.clone().into_builder(Some(c.uri.clone()));
+                    if new_schema {
+                        b = b.add_current_schema(schema.clone()).map_err(ice(prefix))?;
+                    }
+                    if new_spec {
+                        b = b.add_default_partition_spec(spec).map_err(ice(prefix))?;
+                    }
+                    Some(b.set_properties(properties).map_err(ice(prefix))?)
+                } else {
+                    None
                 }
-                b.set_properties(properties).map_err(ice(prefix))?
             }
         };
-        // The schema and spec the snapshot is written with.
-        let staged = builder.build().map_err(ice(prefix))?;
-        // Metadata files past `write.metadata.previous-versions-max` leave the log: they go.
-        let expired_logs = staged.expired_metadata_logs;
-        let mut changes = staged.changes;
-        let staged = staged.metadata;
+        // The metadata the snapshot is added to, the metadata file it follows (when not built
+        // already), the updates so far and the metadata files past
+        // `write.metadata.previous-versions-max` (they leave the log, so they go).
+        let (staged, previous, mut changes, mut expired_logs) = match (builder, cur) {
+            (Some(b), _) => {
+                let r = b.build().map_err(ice(prefix))?;
+                (r.metadata, None, r.changes, r.expired_metadata_logs)
+            }
+            (None, Some(c)) => (
+                c.metadata.clone(),
+                Some(c.uri.clone()),
+                Vec::new(),
+                Vec::new(),
+            ),
+            (None, None) => return Err(fail(prefix, "a new table without a definition")),
+        };
         let schema = Arc::clone(staged.current_schema());
         let spec = (**staged.default_partition_spec()).clone();
         let spec_id = spec.spec_id();
@@ -799,7 +822,7 @@ impl Job {
         // The snapshot this commit adds becomes the current one: the previous may expire.
         let (expired, expired_lists) = expired_of(&staged, now, self.retain, None);
         let built = staged
-            .into_builder(None)
+            .into_builder(previous)
             .set_branch_snapshot(snapshot, "main")
             .map_err(ice(prefix))?
             .remove_snapshots(&expired)
@@ -807,6 +830,7 @@ impl Job {
             .map_err(ice(prefix))?;
 
         changes.extend(built.changes);
+        expired_logs.extend(built.expired_metadata_logs);
         // Data and manifests first, the metadata last: it is the commit.
         table.publish(&io, &manifest_uri).await?;
         table.publish(&io, &list_uri).await?;

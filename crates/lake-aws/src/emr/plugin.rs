@@ -68,13 +68,39 @@ pub async fn aws_of(env: &BackendEnv) -> Aws {
     }
 }
 
+/// EMR's switch for Iceberg (`iceberg-defaults`: `iceberg.enabled = true`, EMR 6.5 and later),
+/// added to a cluster lake creates when a step of `pipeline` writes an Iceberg table and the
+/// user set no `iceberg-defaults` of their own: Spark on the cluster (a notebook, a step of
+/// the user's) then reads the tables lake commits. lake's own steps need none of it (lake
+/// commits the snapshot from the Parquet its Spark driver writes).
+fn with_iceberg(mut def: ClusterDef, pipeline: &Pipeline) -> ClusterDef {
+    const ICEBERG: &str = "iceberg-defaults";
+    let iceberg = pipeline
+        .steps
+        .values()
+        .any(|s| s.table_format != lake_core::table_format::PARQUET);
+    if iceberg
+        && !def
+            .configurations
+            .iter()
+            .any(|c| c.classification == ICEBERG)
+    {
+        def.configurations.push(super::config::ConfigurationConfig {
+            classification: ICEBERG.to_owned(),
+            properties: [("iceberg.enabled".to_owned(), "true".to_owned())].into(),
+            configurations: Vec::new(),
+        });
+    }
+    def
+}
+
 impl EmrConfig {
     /// The backend over the SDK, for `env`'s pipeline and zones.
     pub async fn backend(&self, env: &BackendEnv) -> EmrBackend {
         let aws = aws_of(env).await;
         EmrBackend::new(
             Arc::new(SdkEmr::new(aws.emr(), aws.s3())),
-            self.def.clone(),
+            with_iceberg(self.def.clone(), &env.pipeline),
             Arc::clone(&env.store),
             &env.pipeline.name,
         )
