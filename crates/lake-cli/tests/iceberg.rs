@@ -1144,6 +1144,38 @@ fn a_rest_catalog_commits_each_publish_and_pyiceberg_reads_through_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().nth(1), Some("1000"));
 
+    // `lake vacuum` expires the first snapshot through the catalog (a commit of its own).
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replacen("[lake]\n", "[lake]\nretain_snapshots = \"0s\"\n", 1),
+    )
+    .unwrap();
+    let commits = rest.state()["commits"].as_u64().unwrap();
+    let out = lake_run(&["vacuum", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let vacuumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let credit = vacuumed["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["dataset"] == "trusted/credit")
+        .unwrap_or_else(|| panic!("{vacuumed}"))
+        .clone();
+    assert_eq!(credit["snapshots"], 1, "{vacuumed}");
+    assert!(rest.state()["commits"].as_u64().unwrap() > commits);
+    let got = read(&tables[..1]);
+    assert_eq!(got[0]["runs"], serde_json::json!([second]), "{got:?}");
+    assert_eq!(got[0]["rows"], adults, "{got:?}");
+    // `lake doctor` reaches the catalog with the credentials.
+    let out = lake_run(&["doctor"]);
+    assert!(
+        stdout(&out).contains(&format!("REST catalog {}", rest.uri)),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
     // Another writer appends through the catalog: lake refuses to commit over its snapshot,
     // before publishing, and the table keeps that writer's rows.
     python_out(
