@@ -12,6 +12,11 @@
 //! Without a DuckDB CLI only lake is measured. `LAKE_BIN` names another `lake` binary to measure
 //! (e.g. `target/dist/lake`, built by `cargo build --profile dist -p lake-cli`).
 //!
+//! `LAKE_BENCH_DATA` sets the data's shape (seeded, so the same file each time): `days` (the
+//! default: 41,667 daily groups), `few` (30 days: 30 groups), `many` (213,000 days: up to
+//! 213,000 groups) or `strings` (a `station` text key of up to 1,000,000 distinct values, the
+//! aggregate grouped by it).
+//!
 //! `LAKE_BENCH_SHAPES=1` adds four steps after the daily aggregate, in both tools, for the query
 //! shapes the two steps do not reach: a window function (the three warmest hours of each day),
 //! a hash join (each hour against its day), string functions and a full sort. Each output is
@@ -24,7 +29,7 @@ use std::path::Path;
 use std::process::Command;
 
 use lake_testing::measure::{lake_bin, median, setting, timed};
-use lake_testing::weather::{CLEAN_SQL, DAILY_SQL, EXPECT, HOURS_PER_STATION, generate, lake_toml};
+use lake_testing::weather::{Data, EXPECT, generate_data, lake_toml_data};
 
 /// A step beyond the daily aggregate: its name (also its output's, under `refined/`), its
 /// inputs, its SQL (the same text in both tools) and the query the check runs on its output
@@ -116,16 +121,16 @@ fn shape_copy(s: &Shape, files_of: impl Fn(&str) -> std::path::PathBuf, out: &Pa
     script
 }
 
-fn duckdb_script(csv: &Path, dir: &Path, shapes: &[Shape]) -> String {
+fn duckdb_script(csv: &Path, dir: &Path, data: Data, shapes: &[Shape]) -> String {
     let hourly = dir.join("weather_hourly.parquet");
-    let clean = CLEAN_SQL.replace(
+    let clean = data.clean_sql().replace(
         "FROM weather",
         &format!(
             "FROM read_csv('{}', header = true, all_varchar = true) AS weather",
             csv.display()
         ),
     );
-    let daily = DAILY_SQL.replace(
+    let daily = data.daily_sql().replace(
         "FROM weather_hourly",
         &format!("FROM read_parquet('{}')", hourly.display()),
     );
@@ -165,10 +170,13 @@ fn main() {
 
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("weather.csv");
-    generate(&csv, rows);
+    let data = Data::from_env();
+    generate_data(&csv, rows, data);
     let size = std::fs::metadata(&csv).unwrap().len();
     println!(
-        "sql_vs_duckdb: {rows} rows, {:.1} MiB CSV, {runs} runs each (median wall, max peak RSS){}",
+        "sql_vs_duckdb: {rows} rows of `{}` data ({} groups), {:.1} MiB CSV, {runs} runs each (median wall, max peak RSS){}",
+        data.name(),
+        data.groups(rows),
         size as f64 / (1 << 20) as f64,
         if shapes.is_empty() {
             ""
@@ -183,21 +191,25 @@ fn main() {
     for i in 0..runs {
         let dir = tmp.path().join(format!("lake-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("lake.toml"), lake_toml(&csv, &shapes_toml(shapes))).unwrap();
+        std::fs::write(
+            dir.join("lake.toml"),
+            lake_toml_data(&csv, data, &shapes_toml(shapes)),
+        )
+        .unwrap();
         lake_runs.push(timed(
             Command::new(&lake_bin)
                 .args(["-q", "run", "--date", "2024-01-01"])
                 .current_dir(&dir),
         ));
         if i == 0 {
-            check_lake(&lake_bin, &dir, rows);
+            check_lake(&lake_bin, &dir, rows, data.groups(rows));
         }
         std::fs::remove_dir_all(&dir).unwrap();
         if have_duckdb {
             let dir = tmp.path().join(format!("duck-{i}"));
             std::fs::create_dir_all(&dir).unwrap();
             let script = dir.join("bench.sql");
-            std::fs::write(&script, duckdb_script(&csv, &dir, shapes)).unwrap();
+            std::fs::write(&script, duckdb_script(&csv, &dir, data, shapes)).unwrap();
             duck_runs.push(timed(
                 Command::new(&duckdb)
                     .arg("-c")
@@ -342,7 +354,7 @@ fn rerun_cost(lake_bin: &Path, dir: &Path, runs: usize) {
 
 /// Check lake's output (every row in trusted, one row per day in refined) and keep a copy of
 /// it in `lake-check` for the comparison with DuckDB's.
-fn check_lake(lake_bin: &Path, dir: &Path, rows: usize) {
+fn check_lake(lake_bin: &Path, dir: &Path, rows: usize, groups: usize) {
     let out = Command::new(lake_bin)
         .args([
             "query",
@@ -357,7 +369,7 @@ fn check_lake(lake_bin: &Path, dir: &Path, rows: usize) {
     let counts = text.lines().nth(1).unwrap_or_default().to_owned();
     assert_eq!(
         counts,
-        format!("{rows},{}", rows.min(HOURS_PER_STATION).div_ceil(24)),
+        format!("{rows},{groups}"),
         "lake's output is incomplete"
     );
     let keep = dir.parent().unwrap().join("lake-check");
