@@ -6,6 +6,8 @@
 //! has boto3, which moto brings, and pyarrow); skips without them unless `LAKE_REQUIRE_S3` is
 //! set. No test here resets the emulator: each uses buckets and databases of its own.
 
+mod common;
+
 use std::path::Path;
 use std::process::Output;
 
@@ -14,18 +16,7 @@ use lake_testing::emulator;
 use serde_json::Value;
 
 fn python() -> Option<String> {
-    match std::env::var("LAKE_PYSPARK_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) if std::env::var_os("LAKE_REQUIRE_S3").is_some() => {
-            panic!(
-                "LAKE_REQUIRE_S3 is set but LAKE_PYSPARK_PYTHON (a Python with boto3 and pyarrow) is not"
-            )
-        }
-        Err(_) => {
-            eprintln!("skipped: set LAKE_PYSPARK_PYTHON to a Python with boto3 and pyarrow");
-            None
-        }
-    }
+    common::python("boto3 and pyarrow", "LAKE_REQUIRE_S3")
 }
 
 fn lake(dir: &Path, args: &[&str]) -> Output {

@@ -5,23 +5,14 @@
 //! Needs `LAKE_PYSPARK_PYTHON`, a Python with pyspark, duckdb and pyarrow (`.ci/run` installs
 //! them); skips without it unless `LAKE_REQUIRE_PYSPARK` is set.
 
+mod common;
+
 use std::path::Path;
 
 use assert_cmd::Command;
 
 fn python() -> Option<String> {
-    match std::env::var("LAKE_PYSPARK_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) if std::env::var_os("LAKE_REQUIRE_PYSPARK").is_some() => {
-            panic!("LAKE_REQUIRE_PYSPARK is set but LAKE_PYSPARK_PYTHON is not")
-        }
-        Err(_) => {
-            eprintln!(
-                "skipped: set LAKE_PYSPARK_PYTHON to a Python with pyspark, duckdb and pyarrow"
-            );
-            None
-        }
-    }
+    common::python("pyspark, duckdb and pyarrow", "LAKE_REQUIRE_PYSPARK")
 }
 
 fn lake(dir: &Path, args: &[&str]) -> String {

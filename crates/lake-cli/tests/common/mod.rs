@@ -146,3 +146,19 @@ pub fn receiver() -> (String, Received) {
     });
     (url, got)
 }
+
+/// The CI venv's Python (`LAKE_PYSPARK_PYTHON`), with `has` (what the test imports); `None`
+/// (the test skips) without it, unless the environment variable `required_by` is set: then
+/// missing it is a failure, so CI cannot skip the test silently.
+pub fn python(has: &str, required_by: &str) -> Option<String> {
+    match std::env::var("LAKE_PYSPARK_PYTHON") {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var_os(required_by).is_some() => {
+            panic!("{required_by} is set but LAKE_PYSPARK_PYTHON (a Python with {has}) is not")
+        }
+        Err(_) => {
+            eprintln!("skipped: set LAKE_PYSPARK_PYTHON to a Python with {has}");
+            None
+        }
+    }
+}
