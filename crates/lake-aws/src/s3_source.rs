@@ -181,10 +181,7 @@ impl SourceConfig for S3SourceSpec {
     }
 
     fn json(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        }
+        lake_core::kinds::json_object(self)
     }
 
     async fn open(&self, spec: &SourceSpec, env: &BackendEnv) -> Result<Arc<dyn Source>> {

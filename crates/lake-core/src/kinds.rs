@@ -234,3 +234,14 @@ impl<T: ?Sized> std::ops::Deref for Checked<T> {
         &self.0
     }
 }
+
+/// A kind's checked config as the JSON object `lake plan --json` shows (its fields); empty for
+/// a value that does not serialise to an object.
+pub fn json_object<T: serde::Serialize + ?Sized>(
+    value: &T,
+) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}

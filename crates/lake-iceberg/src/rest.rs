@@ -158,10 +158,7 @@ impl CatalogConfig for RestConfig {
     }
 
     fn json(&self) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        }
+        lake_core::kinds::json_object(self)
     }
 
     async fn open(

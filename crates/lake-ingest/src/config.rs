@@ -112,12 +112,7 @@ impl SourceConfig for FileSpec {
     }
 }
 
-fn to_map<T: Serialize>(value: &T) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    }
-}
+use lake_core::kinds::json_object as to_map;
 
 /// How a source that makes HTTP requests makes them: timeouts, attempts, and what it refuses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
